@@ -1,0 +1,39 @@
+"""dsd-zoo: the DSD (Dense-Sparse-Dense) ImageNet models as faithful, checksummed PyTorch models.
+
+>>> import dsd_zoo
+>>> dsd_zoo.list_models("*_dsd")
+['alexnet_dsd', 'vgg16_dsd', 'googlenet_dsd', 'squeezenet_dsd', 'resnet18_dsd', 'resnet50_dsd']
+>>> model = dsd_zoo.get_model("resnet50_dsd")              # doctest: +SKIP
+>>> preprocess = dsd_zoo.get_weights("resnet50_dsd").transforms()  # doctest: +SKIP
+
+Importing the package is cheap: torch, torchvision and every optional dependency are
+imported on first use of the function that needs them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["list_models", "get_model", "get_weights", "Weights", "errors", "__version__"]
+
+_LAZY = {"list_models": "api", "get_model": "api", "get_weights": "api", "Weights": "api"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    if name == "errors":
+        from . import errors
+
+        return errors
+    raise AttributeError(f"module 'dsd_zoo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

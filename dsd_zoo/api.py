@@ -1,0 +1,177 @@
+"""Public API: ``list_models``, ``get_model``, ``get_weights`` — one code path for every model.
+
+Every model name comes from the manifest; its architecture from
+:data:`dsd_zoo.models.ARCHITECTURES`. There is no per-model code anywhere: adding a model is
+one manifest entry (plus an architecture if it is new).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from .errors import ManifestError, UnknownModelError, WeightsError
+from .manifest import Manifest, ModelEntry, load_manifest
+
+__all__ = ["Weights", "list_models", "get_model", "get_weights", "get_entry"]
+
+_CLASSES_FILE = Path(__file__).resolve().parent / "data" / "imagenet_classes.tsv"
+_KIND_TEXT = {"dsd": "DSD-trained model", "baseline": "baseline of the DSD table", "sparse": "sparse stage"}
+
+
+@functools.lru_cache(maxsize=None)
+def imagenet_classes() -> Tuple[Tuple[str, str], ...]:
+    """The 1000 ILSVRC-2012 classes in index order (sorted WNIDs): (wnid, names) pairs."""
+    rows = [line.split("\t", 1) for line in _CLASSES_FILE.read_text(encoding="utf-8").splitlines() if line]
+    return tuple((wnid, names) for wnid, names in rows)
+
+
+def _architectures():
+    from .models import ARCHITECTURES
+
+    return ARCHITECTURES
+
+
+def get_entry(name: str, manifest: Optional[Manifest] = None) -> ModelEntry:
+    """The manifest entry of ``name``; an unknown name raises an error listing the closest ones."""
+    manifest = manifest or load_manifest()
+    entry = manifest.models.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, list(manifest.models), n=5, cutoff=0.3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModelError(f"unknown model {name!r}{hint} (all models: dsd_zoo.list_models())")
+    if entry.arch not in _architectures():
+        raise ManifestError(f"{manifest.origin}: model {name!r}: arch {entry.arch!r} is not an architecture of this "
+                            f"dsd-zoo version (known: {', '.join(_architectures())}); upgrade dsd-zoo")
+    return entry
+
+
+def list_models(pattern: Optional[str] = None, kind: Optional[str] = None) -> List[str]:
+    """Names of all models, in manifest order, optionally filtered.
+
+    Args:
+        pattern: a shell-style pattern, e.g. ``"*_dsd"`` or ``"resnet*"``.
+        kind: ``"dsd"``, ``"baseline"`` or ``"sparse"``.
+    """
+    entries = load_manifest().models.values()
+    return [e.name for e in entries
+            if (pattern is None or fnmatch.fnmatchcase(e.name, pattern)) and (kind is None or e.kind == kind)]
+
+
+class Weights:
+    """A model's released weights: where they come from, what they scored, how to preprocess.
+
+    Modelled on torchvision's ``WeightsEnum`` members: ``.meta`` holds the facts and
+    ``.transforms()`` returns the exact preprocessing of the original evaluation.
+    """
+
+    def __init__(self, entry: ModelEntry, manifest: Manifest) -> None:
+        self.entry = entry
+        self.manifest = manifest
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def architecture(self):
+        """The :class:`~dsd_zoo.models.Architecture` these weights belong to."""
+        return _architectures()[self.entry.arch]
+
+    @functools.cached_property
+    def meta(self) -> Dict[str, Any]:
+        """Facts about the weights (keys follow torchvision's ``Weights.meta`` where they overlap)."""
+        entry, arch = self.entry, self.architecture
+        original = entry.original
+        return {
+            "name": entry.name,
+            "arch": entry.arch,
+            "kind": entry.kind,
+            "categories": [names.split(",")[0] for _, names in imagenet_classes()],
+            "wnids": [wnid for wnid, _ in imagenet_classes()],
+            "num_params": arch.num_params,
+            "min_size": arch.min_size,
+            "input_size": (arch.input_size, arch.input_size),
+            "paper": {"top1_err": entry.paper_top1_err, "top5_err": entry.paper_top5_err, "source": entry.paper_source},
+            "source": entry.source,
+            "original": None if original is None else {"url": original.url, "format": original.format,
+                                                      "digest": dict([original.digest]) if original.digest else None},
+            "weights": {"file": entry.weights.file, "sha256": entry.weights.sha256, "size": entry.weights.size},
+            "license": entry.license,
+            "citation": self.manifest.citation_text(entry),
+            "transforms": dict(entry.transforms),
+        }
+
+    def transforms(self, weights_path: Optional[Union[str, os.PathLike]] = None):
+        """The preprocessing that produced the published numbers, as an ``nn.Module``.
+
+        It maps a PIL image or a uint8 tensor (3, H, W) to a float tensor (3, crop, crop).
+        AlexNet subtracts the ILSVRC-2012 mean image, which travels inside its converted
+        weight file: pass ``weights_path`` or the weights are resolved (cache first) to read it.
+        """
+        from .transforms import CaffeTransform, FbResNetTransform
+
+        spec = self.entry.transforms
+        if spec["pipeline"] == "fb_resnet":
+            return FbResNetTransform(resize=spec["resize"], crop=spec["crop"], mean=spec["mean"], std=spec["std"])
+        if spec["pipeline"] == "caffe":
+            if "mean_bgr" in spec:
+                return CaffeTransform(crop=spec["crop"], mean_bgr=spec["mean_bgr"], resize=tuple(spec["resize"]))
+            from .loading import read_extra_tensor
+
+            path = weights_path if weights_path is not None else self.resolve()
+            return CaffeTransform(crop=spec["crop"], mean_image=read_extra_tensor(path, "mean_image"),
+                                  resize=tuple(spec["resize"]))
+        raise ManifestError(f"model {self.name!r}: no transform for pipeline {spec['pipeline']!r}")
+
+    def resolve(self, progress: bool = True, trust_unverified: Optional[bool] = None) -> Path:
+        """Return the path of the verified local weight file, fetching or converting it if needed."""
+        from .resolve import resolve_weights
+
+        return resolve_weights(self.entry, self.manifest, progress=progress, trust_unverified=trust_unverified)
+
+    def __repr__(self) -> str:
+        return f"Weights({self.name!r}, arch={self.entry.arch!r}, kind={self.entry.kind!r})"
+
+
+def get_weights(name: str) -> Weights:
+    """The :class:`Weights` of a model: ``.meta`` and ``.transforms()``; no file or network access."""
+    manifest = load_manifest()
+    return Weights(get_entry(name, manifest), manifest)
+
+
+def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, os.PathLike]] = None,
+              progress: bool = True, trust_unverified: Optional[bool] = None, **kwargs: Any):
+    """Build a model by name, with its released weights by default.
+
+    Args:
+        name: a name from :func:`list_models`, e.g. ``"resnet50_dsd"``.
+        pretrained: load the released, checksummed weights. ``False`` builds the architecture
+            with random weights and touches no file and no network.
+        weights: path of a local safetensors file to load instead of any download (for example
+            the output of ``python -m dsd_zoo.convert``). Its keys and shapes are checked strictly.
+        progress: show a progress bar while downloading.
+        trust_unverified: allow an original release that has no published digest (trust on
+            first use: its sha256 is pinned in the cache). Also ``DSD_ZOO_TRUST_UNVERIFIED=1``.
+        **kwargs: passed to the architecture builder (e.g. ``aux_logits=True`` for GoogLeNet;
+            ``num_classes`` only without pretrained weights).
+
+    Returns:
+        The model in eval mode when weights were loaded.
+    """
+    from .loading import build_with_weights
+
+    entry = get_entry(name)
+    arch = _architectures()[entry.arch]
+    if weights is None and not pretrained:
+        return arch.build(**kwargs)
+    if kwargs.get("num_classes", 1000) != 1000:
+        raise WeightsError(f"{name}: the released weights have 1000 classes; build with pretrained=False to change "
+                           "num_classes, then load what you need")
+    if weights is None:
+        weights = get_weights(name).resolve(progress=progress, trust_unverified=trust_unverified)
+    return build_with_weights(arch, weights, kwargs, optional_prefixes=arch.optional_prefixes)

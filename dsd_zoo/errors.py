@@ -1,0 +1,55 @@
+"""The exceptions dsd-zoo raises.
+
+Every error the package raises on purpose derives from :class:`DSDZooError`, so callers can
+catch the whole family in one place. Each subclass also derives from the closest builtin
+(``ValueError``, ``LookupError``, ``OSError``) so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class DSDZooError(Exception):
+    """Base class of every error raised on purpose by dsd-zoo."""
+
+
+class UnknownModelError(DSDZooError, LookupError):
+    """A model name that is not in the manifest. The message lists the closest names."""
+
+    def __str__(self) -> str:  # LookupError would otherwise print the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ManifestError(DSDZooError, ValueError):
+    """The weights manifest is malformed; the message names the model and the field."""
+
+
+class FormatError(DSDZooError, ValueError):
+    """A file in a foreign or weight format is malformed, truncated or hostile."""
+
+
+class ConversionError(DSDZooError, ValueError):
+    """A source file parsed, but does not map onto the target architecture."""
+
+
+class WeightsError(DSDZooError, ValueError):
+    """A weights file does not fit the model: missing, unexpected or wrongly shaped tensors."""
+
+
+class IntegrityError(DSDZooError):
+    """Bytes whose digest or size differs from the one they must have."""
+
+
+class DownloadError(DSDZooError, OSError):
+    """Every source of a file failed; the message lists each source and why."""
+
+
+class OfflineError(DownloadError):
+    """Offline mode is on and the file is not in the cache; the message names the file."""
+
+
+class UnverifiedSourceError(DSDZooError):
+    """A source has no published digest and the user has not opted in to trust it."""
+
+
+class NotAvailableError(DSDZooError):
+    """Pretrained weights for this model have not been published in any source yet."""

@@ -1,0 +1,80 @@
+"""torch.hub entry points, generated from the manifest: one function per model, no copies.
+
+``hubconf.py`` at the repository root calls :func:`entrypoints` and publishes the result, so
+``torch.hub.list``, ``torch.hub.help`` and ``torch.hub.load`` see every manifest model with
+a docstring written from its manifest entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict
+
+from .manifest import Manifest, ModelEntry, load_manifest
+
+__all__ = ["entrypoints", "model_docstring", "describe_transforms"]
+
+_KIND = {"dsd": "DSD-trained model (Han et al., ICLR 2017)", "baseline": "baseline of the DSD table",
+         "sparse": "sparse stage (Deep Compression), the starting point of DSD's re-dense phase"}
+
+
+def describe_transforms(spec: Dict[str, Any]) -> str:
+    """One readable line for a manifest ``transforms`` record."""
+    if spec["pipeline"] == "caffe":
+        mean = ("the ILSVRC-2012 mean image (carried in the weight file)" if "mean_image" in spec
+                else f"mean BGR {tuple(spec['mean_bgr'])}")
+        return (f"Caffe evaluation: warp to {spec['resize'][0]}x{spec['resize'][1]} (bilinear, no antialias), "
+                f"centre crop {spec['crop']}, 0-255 scale minus {mean}, RGB input")
+    if spec["pipeline"] == "fb_resnet":
+        return (f"fb.resnet.torch evaluation: shorter side {spec['resize']} (Torch7 bicubic), centre crop "
+                f"{spec['crop']}, [0, 1] then mean {tuple(spec['mean'])} / std {tuple(spec['std'])}, RGB input")
+    return spec["pipeline"]
+
+
+def model_docstring(entry: ModelEntry, manifest: Manifest) -> str:
+    """The help text of one model: what ``torch.hub.help`` prints."""
+    from .models import ARCHITECTURES
+
+    arch = ARCHITECTURES[entry.arch]
+    errors = ("not published" if entry.paper_top1_err is None
+              else f"top-1 {entry.paper_top1_err:.2f}%, top-5 {entry.paper_top5_err:.2f}%")
+    lines = [
+        f"{entry.name}: {arch.family}.",
+        "",
+        f"Kind: {_KIND[entry.kind]}. Parameters: {arch.num_params:,}. Evaluation crop: {arch.input_size}x{arch.input_size}.",
+        f"Published single-crop ILSVRC-2012 validation error: {errors}"
+        + (f" ({entry.paper_source})." if entry.paper_source else "."),
+        f"Preprocessing: {describe_transforms(dict(entry.transforms))}; "
+        f"dsd_zoo.get_weights({entry.name!r}).transforms() applies it.",
+        f"Source: {entry.source}.",
+    ]
+    if entry.original is not None:
+        digest = "no published digest" if entry.original.digest is None else "%s %s" % entry.original.digest
+        lines.append(f"Original release: {entry.original.url} ({entry.original.format}; {digest}).")
+    lines += [
+        f"License: {entry.license}.",
+        "",
+        "Args:",
+        "    pretrained (bool): load the released, checksummed weights (default). False builds the",
+        "        architecture with random weights, without any file or network access.",
+        "    progress (bool): show a progress bar while downloading.",
+        "    **kwargs: passed to dsd_zoo.get_model, e.g. weights='file.safetensors' to load a local",
+        "        file instead of downloading, trust_unverified=True for originals without a digest.",
+    ]
+    return "\n".join(lines)
+
+
+def _entrypoint(name: str, doc: str) -> Callable[..., Any]:
+    def entrypoint(pretrained: bool = True, progress: bool = True, **kwargs: Any):
+        from .api import get_model
+
+        return get_model(name, pretrained=pretrained, progress=progress, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__doc__ = doc
+    return entrypoint
+
+
+def entrypoints() -> Dict[str, Callable[..., Any]]:
+    """A hub entry point for every model of the active manifest, keyed by model name."""
+    manifest = load_manifest()
+    return {name: _entrypoint(name, model_docstring(entry, manifest)) for name, entry in manifest.models.items()}

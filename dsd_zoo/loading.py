@@ -1,0 +1,148 @@
+"""The one loader: a safetensors file -> a model built on the meta device, strictly checked.
+
+Only safetensors is ever read (no pickle, no ``torch.load``). The header is validated before
+safetensors touches the file, so a truncated or hostile file gives a :class:`FormatError` that
+says what is wrong instead of a low-level exception. The module is built on the meta device
+and the tensors are assigned, so loading never pays for a random initialisation, and every
+missing, unexpected or wrongly shaped tensor is named.
+
+Tensors whose names start with ``dsd_zoo.`` are not model parameters but data that belongs
+with the weights (AlexNet's mean image); they are returned separately.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Optional, Tuple
+
+from .errors import FormatError, WeightsError
+
+EXTRA_PREFIX = "dsd_zoo."
+MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
+_DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def read_header(path: os.PathLike) -> Tuple[Dict[str, dict], Dict[str, str]]:
+    """Validate a safetensors header and return (tensor entries, metadata).
+
+    Checks what a hostile or damaged file could get wrong: the header length against the file
+    size and a sane limit, JSON syntax, dtypes, shapes, and that the data offsets tile the data
+    section exactly.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise FormatError(f"{path}: not a safetensors file ({size} bytes, too short for a header)")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > MAX_HEADER_BYTES or header_len > size - 8:
+                raise FormatError(f"{path}: not a safetensors file or truncated: header length {header_len} "
+                                  f"exceeds the file ({size} bytes) or the {MAX_HEADER_BYTES}-byte limit")
+            raw = handle.read(header_len)
+    except OSError as exc:
+        raise FormatError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path}: not a safetensors file: its header is not JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise FormatError(f"{path}: safetensors header must be a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FormatError(f"{path}: safetensors __metadata__ must map strings to strings")
+    data_size = size - 8 - header_len
+    spans = []
+    for name, info in header.items():
+        if not isinstance(info, dict) or info.get("dtype") not in _DTYPE_SIZES:
+            raise FormatError(f"{path}: tensor {name!r} has an unknown dtype {info.get('dtype') if isinstance(info, dict) else info!r}")
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)):
+            raise FormatError(f"{path}: tensor {name!r} has a malformed shape or data_offsets")
+        begin, end = offsets
+        count = 1
+        for dim in shape:
+            count *= dim
+        if not 0 <= begin <= end <= data_size or end - begin != count * _DTYPE_SIZES[info["dtype"]]:
+            raise FormatError(f"{path}: tensor {name!r} ({info['dtype']} {shape}) has data_offsets {offsets} that do not "
+                              f"fit its size or the {data_size}-byte data section (truncated file?)")
+        spans.append((begin, end))
+    spans.sort()
+    position = 0
+    for begin, end in spans:
+        if begin != position:
+            raise FormatError(f"{path}: tensor data overlaps or leaves a gap at byte {position}")
+        position = end
+    if position != data_size:
+        raise FormatError(f"{path}: {data_size - position} trailing bytes after the last tensor (damaged file?)")
+    return header, metadata
+
+
+def load_tensors(path: os.PathLike, device: str = "cpu"):
+    """Read every tensor of a validated safetensors file: (model tensors, extra tensors, metadata)."""
+    from safetensors.torch import load_file
+
+    _, metadata = read_header(path)
+    try:
+        tensors = load_file(str(path), device=device)
+    except Exception as exc:  # safetensors raises its own SafetensorError; re-raise as ours
+        raise FormatError(f"{path}: safetensors could not read it: {exc}") from exc
+    extras = {k[len(EXTRA_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(EXTRA_PREFIX)}
+    return tensors, extras, metadata
+
+
+def read_extra_tensor(path: os.PathLike, name: str):
+    """Read one ``dsd_zoo.<name>`` extra tensor without loading the model weights."""
+    from safetensors import safe_open
+
+    read_header(path)
+    with safe_open(str(path), framework="pt") as handle:
+        key = EXTRA_PREFIX + name
+        if key not in handle.keys():
+            raise WeightsError(f"{path} carries no {key!r} tensor; it was not produced by the dsd-zoo converter "
+                               "for this model (re-convert it with python -m dsd_zoo.convert)")
+        return handle.get_tensor(key)
+
+
+def check_state_dict(expected: Mapping[str, Tuple[int, ...]], found: Mapping[str, Tuple[int, ...]], source: str,
+                     optional_prefixes: Iterable[str] = ()) -> None:
+    """Raise :class:`WeightsError` naming every missing, unexpected or wrongly shaped tensor."""
+    optional_prefixes = tuple(optional_prefixes)
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(k for k in set(found) - set(expected) if not k.startswith(optional_prefixes))
+    wrong = sorted(f"{k}: file {tuple(found[k])}, model {tuple(expected[k])}"
+                   for k in set(expected) & set(found) if tuple(found[k]) != tuple(expected[k]))
+    if missing or unexpected or wrong:
+        parts = [f"{label} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise WeightsError(f"{source} does not fit the architecture: " + "; ".join(parts))
+
+
+def load_into(model, tensors: Mapping[str, "torch.Tensor"], source: str, optional_prefixes: Iterable[str] = ()):  # noqa: F821
+    """Assign checked tensors to a model (typically built on the meta device) and return it."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+    check_state_dict(expected, {k: tuple(v.shape) for k, v in tensors.items()}, source, optional_prefixes)
+    state = {k: v for k, v in tensors.items() if k in expected}
+    model_dtypes = {k: v.dtype for k, v in model.state_dict(keep_vars=True).items()}
+    for key, value in state.items():
+        if value.dtype != model_dtypes[key]:
+            state[key] = value.to(model_dtypes[key])
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def build_with_weights(arch, path: Optional[os.PathLike], build_kwargs: Optional[dict] = None,
+                       optional_prefixes: Iterable[str] = ()):
+    """Build ``arch`` and fill it from the safetensors file at ``path`` (meta device, assign)."""
+    import torch
+
+    with torch.device("meta"):
+        model = arch.build(**(build_kwargs or {}))
+    tensors, _, _ = load_tensors(path)
+    return load_into(model, tensors, f"weights file {path}", optional_prefixes).eval()

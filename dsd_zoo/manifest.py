@@ -1,0 +1,375 @@
+"""The weights manifest: the single source of truth for every model dsd-zoo knows.
+
+``weights_manifest.json`` (format 1, documented in ``docs/manifest.md``) lists each model's
+architecture, kind, weight file and where to get it, the original release it was converted
+from, its preprocessing and its published errors. Entry points, ``list_models``, docstrings,
+model cards and the verify table are all generated from it.
+
+The bundled manifest is replaced by the file or URL in ``DSD_ZOO_MANIFEST`` (mirrors,
+air-gapped clusters, tests). Validation happens once, on load, and every error names the
+model and the field so that a broken manifest is fixed in one go.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Tuple
+
+from .errors import ManifestError
+
+MANIFEST_ENV = "DSD_ZOO_MANIFEST"
+FORMAT_VERSION = 1
+KINDS = ("dsd", "baseline", "sparse")
+ORIGINAL_FORMATS = ("caffemodel", "torch7", "deep-compression", "safetensors")
+PIPELINES = ("caffe", "fb_resnet", "identity")
+# Length of the hex string of each digest the publishers of the originals used.
+DIGEST_HEX_LENGTHS = {"sha256": (64, 64), "sha1": (40, 40), "git_blob_sha1": (40, 40), "sha256_prefix": (8, 64)}
+_HEX = re.compile(r"^[0-9a-f]+$")
+# A cache file name must never escape the cache directory.
+_SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+
+
+@dataclass(frozen=True)
+class HFLocation:
+    """A file in a Hugging Face Hub repository at a pinned revision."""
+
+    repo_id: str
+    revision: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """A converted safetensors weight file and every place it can be fetched from."""
+
+    file: str
+    sha256: Optional[str]
+    size: Optional[int]
+    hf: Optional[HFLocation]
+    urls: Tuple[str, ...]
+    local: Optional[str] = None  # path relative to the manifest, for files shipped in the repo
+
+
+@dataclass(frozen=True)
+class OriginalRecord:
+    """The file as its authors released it (Caffe, Torch7 or Deep Compression format)."""
+
+    url: str
+    format: str
+    digest: Optional[Tuple[str, str]]  # (algorithm, lower-case hex) as published, or None
+    size: Optional[int]
+    mirrors: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Logits of the deterministic probe input, recorded when a weight file is released."""
+
+    input: str
+    indices: Tuple[int, ...]
+    values: Tuple[float, ...]
+    argmax: int
+    atol: float
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """Everything the manifest says about one model."""
+
+    name: str
+    arch: str
+    kind: str
+    weights: WeightsRecord
+    original: Optional[OriginalRecord]
+    transforms: Mapping[str, Any]
+    paper_top1_err: Optional[float]
+    paper_top5_err: Optional[float]
+    paper_source: str
+    source: str
+    license: str
+    citation: Tuple[str, ...]
+    fingerprint: Optional[Fingerprint] = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AssetRecord:
+    """A released file that is not a model but is needed to use one (the AlexNet mean image)."""
+
+    name: str
+    file: str
+    url: str
+    digest: Optional[Tuple[str, str]]
+    size: Optional[int]
+    description: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest: models in file order, assets and citations."""
+
+    models: Mapping[str, ModelEntry]
+    assets: Mapping[str, AssetRecord]
+    citations: Mapping[str, str]
+    origin: str  # where it was read from, for error messages
+    base_dir: Optional[Path] = field(default=None, compare=False)  # for `local` weight paths
+
+    def citation_text(self, entry: ModelEntry) -> str:
+        """The BibTeX entries an entry cites, joined."""
+        return "\n\n".join(self.citations[key] for key in entry.citation)
+
+
+class _Checker:
+    """Reads typed fields out of JSON objects, raising errors that say where the problem is."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+    def fail(self, where: str, message: str) -> "ManifestError":
+        return ManifestError(f"{self.origin}: {where}: {message}")
+
+    def obj(self, value: Any, where: str) -> Mapping[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"must be a JSON object, got {type(value).__name__}")
+        return value
+
+    def get(self, obj: Mapping[str, Any], key: str, where: str, kinds: tuple, optional: bool = False) -> Any:
+        if key not in obj:
+            if optional:
+                return None
+            raise self.fail(where, f"missing field {key!r}")
+        value = obj[key]
+        if value is None and optional:
+            return None
+        # bool is an int in Python; a size of `true` is still a mistake.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = "/".join(k.__name__ for k in kinds)
+            raise self.fail(f"{where}.{key}", f"must be {names}{' or null' if optional else ''}, got {value!r}")
+        return value
+
+    def size(self, obj: Mapping[str, Any], where: str) -> Optional[int]:
+        value = self.get(obj, "size", where, (int,), optional=True)
+        if value is not None and value < 0:
+            raise self.fail(f"{where}.size", f"must be >= 0, got {value}")
+        return value
+
+    def hex_digest(self, algorithm: str, value: Any, where: str) -> Tuple[str, str]:
+        if algorithm not in DIGEST_HEX_LENGTHS:
+            raise self.fail(where, f"unknown digest algorithm {algorithm!r}; expected one of {sorted(DIGEST_HEX_LENGTHS)}")
+        low, high = DIGEST_HEX_LENGTHS[algorithm]
+        if not isinstance(value, str) or not _HEX.match(value) or not low <= len(value) <= high:
+            length = str(low) if low == high else f"{low}-{high}"
+            raise self.fail(f"{where}.{algorithm}", f"must be {length} lower-case hex digits, got {value!r}")
+        return algorithm, value
+
+    def digest(self, obj: Mapping[str, Any], where: str) -> Optional[Tuple[str, str]]:
+        value = self.get(obj, "digest", where, (dict,), optional=True)
+        if value is None:
+            return None
+        if len(value) != 1:
+            raise self.fail(f"{where}.digest", f"must hold exactly one algorithm, got {sorted(value)}")
+        ((algorithm, hexvalue),) = value.items()
+        return self.hex_digest(algorithm, hexvalue, f"{where}.digest")
+
+    def urls(self, obj: Mapping[str, Any], key: str, where: str) -> Tuple[str, ...]:
+        value = self.get(obj, key, where, (list,), optional=True) or []
+        for i, url in enumerate(value):
+            if not isinstance(url, str) or not re.match(r"^(https?|file)://", url):
+                raise self.fail(f"{where}.{key}[{i}]", f"must be an http(s):// or file:// URL, got {url!r}")
+        return tuple(value)
+
+    def file_name(self, obj: Mapping[str, Any], where: str) -> str:
+        value = self.get(obj, "file", where, (str,))
+        if not _SAFE_FILE.match(value) or ".." in value:
+            raise self.fail(f"{where}.file", f"must be a plain file name (letters, digits, '._-'), got {value!r}")
+        return value
+
+
+def parse_manifest(document: Any, origin: str = "<manifest>", base_dir: Optional[Path] = None) -> Manifest:
+    """Validate a decoded manifest document and return it as typed records.
+
+    Raises :class:`ManifestError` naming the model and field of the first problem found.
+    """
+    check = _Checker(origin)
+    root = check.obj(document, "top level")
+    version = root.get("format")
+    if version != FORMAT_VERSION:
+        raise check.fail("format", f"this dsd-zoo reads manifest format {FORMAT_VERSION}, got {version!r}; upgrade dsd-zoo")
+    citations = check.obj(root.get("citations", {}), "citations")
+    for key, text in citations.items():
+        if not isinstance(text, str):
+            raise check.fail(f"citations.{key}", "must be a string (BibTeX)")
+    assets = {name: _parse_asset(check, name, check.obj(value, f"assets.{name}"))
+              for name, value in check.obj(root.get("assets", {}), "assets").items()}
+    models_json = check.obj(root.get("models"), "models")
+    models = {}
+    for name, value in models_json.items():
+        if not re.match(r"^[a-z][a-z0-9_]*$", name):
+            raise check.fail(f"models.{name}", "model names are lower-case identifiers")
+        models[name] = _parse_model(check, name, check.obj(value, f"model {name!r}"), citations, assets)
+    return Manifest(models=models, assets=assets, citations=citations, origin=origin, base_dir=base_dir)
+
+
+def _parse_asset(check: _Checker, name: str, obj: Mapping[str, Any]) -> AssetRecord:
+    where = f"asset {name!r}"
+    return AssetRecord(name=name, file=check.file_name(obj, where), url=check.get(obj, "url", where, (str,)),
+                       digest=check.digest(obj, where), size=check.size(obj, where),
+                       description=check.get(obj, "description", where, (str,), optional=True) or "")
+
+
+def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: Mapping[str, str],
+                 assets: Mapping[str, AssetRecord]) -> ModelEntry:
+    where = f"model {name!r}"
+    kind = check.get(obj, "kind", where, (str,))
+    if kind not in KINDS:
+        raise check.fail(f"{where}.kind", f"must be one of {KINDS}, got {kind!r}")
+    weights = _parse_weights(check, check.obj(obj.get("weights"), f"{where}.weights"), f"{where}.weights")
+    original = obj.get("original")
+    original = None if original is None else _parse_original(check, check.obj(original, f"{where}.original"), f"{where}.original")
+    transforms = _parse_transforms(check, check.obj(obj.get("transforms"), f"{where}.transforms"), f"{where}.transforms", assets)
+    metrics = check.obj(obj.get("metrics", {}), f"{where}.metrics")
+    paper = check.obj(metrics.get("paper", {}), f"{where}.metrics.paper")
+    errs = [check.get(paper, key, f"{where}.metrics.paper", (int, float), optional=True) for key in ("top1_err", "top5_err")]
+    for key, value in zip(("top1_err", "top5_err"), errs):
+        if value is not None and not 0 <= value <= 100:
+            raise check.fail(f"{where}.metrics.paper.{key}", f"is a percentage in [0, 100], got {value}")
+    cites = tuple(check.get(obj, "citation", where, (list,), optional=True) or ())
+    for key in cites:
+        if key not in citations:
+            raise check.fail(f"{where}.citation", f"cites {key!r}, which is not in the top-level 'citations'")
+    fingerprint = obj.get("fingerprint")
+    return ModelEntry(
+        name=name, arch=check.get(obj, "arch", where, (str,)), kind=kind, weights=weights, original=original,
+        transforms=transforms, paper_top1_err=errs[0], paper_top5_err=errs[1],
+        paper_source=check.get(paper, "source", f"{where}.metrics.paper", (str,), optional=True) or "",
+        source=check.get(obj, "source", where, (str,), optional=True) or "",
+        license=check.get(obj, "license", where, (str,), optional=True) or "unknown",
+        citation=cites,
+        fingerprint=None if fingerprint is None else _parse_fingerprint(check, check.obj(fingerprint, f"{where}.fingerprint"), f"{where}.fingerprint"),
+        description=check.get(obj, "description", where, (str,), optional=True) or "",
+    )
+
+
+def _parse_weights(check: _Checker, obj: Mapping[str, Any], where: str) -> WeightsRecord:
+    sha256 = check.get(obj, "sha256", where, (str,), optional=True)
+    if sha256 is not None:
+        check.hex_digest("sha256", sha256, where)
+    hf = check.get(obj, "hf", where, (dict,), optional=True)
+    hf_location = None
+    if hf is not None:
+        hf_location = HFLocation(*(check.get(hf, key, f"{where}.hf", (str,)) for key in ("repo_id", "revision", "filename")))
+        if not re.match(r"^[0-9a-f]{40}$", hf_location.revision):
+            # A branch name would let the bytes change under a fixed manifest.
+            raise check.fail(f"{where}.hf.revision", f"must be a 40-hex commit id (pinned), got {hf_location.revision!r}")
+    local = check.get(obj, "local", where, (str,), optional=True)
+    if local is not None and (local.startswith("/") or ".." in Path(local).parts):
+        raise check.fail(f"{where}.local", f"must be a relative path inside the repository, got {local!r}")
+    return WeightsRecord(file=check.file_name(obj, where), sha256=sha256, size=check.size(obj, where), hf=hf_location,
+                         urls=check.urls(obj, "urls", where), local=local)
+
+
+def _parse_original(check: _Checker, obj: Mapping[str, Any], where: str) -> OriginalRecord:
+    fmt = check.get(obj, "format", where, (str,))
+    if fmt not in ORIGINAL_FORMATS:
+        raise check.fail(f"{where}.format", f"must be one of {ORIGINAL_FORMATS}, got {fmt!r}")
+    url = check.get(obj, "url", where, (str,))
+    check.urls({"url": [url]}, "url", where)
+    return OriginalRecord(url=url, format=fmt, digest=check.digest(obj, where), size=check.size(obj, where),
+                          mirrors=check.urls(obj, "mirrors", where))
+
+
+def _parse_transforms(check: _Checker, obj: Mapping[str, Any], where: str,
+                      assets: Mapping[str, AssetRecord]) -> Mapping[str, Any]:
+    pipeline = check.get(obj, "pipeline", where, (str,))
+    if pipeline not in PIPELINES:
+        raise check.fail(f"{where}.pipeline", f"must be one of {PIPELINES}, got {pipeline!r}")
+    crop = check.get(obj, "crop", where, (int,))
+    if pipeline == "caffe":
+        resize = check.get(obj, "resize", where, (list,))
+        if len(resize) != 2 or not all(isinstance(v, int) and v >= crop for v in resize):
+            raise check.fail(f"{where}.resize", f"must be [height, width], each >= crop {crop}, got {resize!r}")
+        has_image, has_values = "mean_image" in obj, "mean_bgr" in obj
+        if has_image == has_values:
+            raise check.fail(where, "a caffe pipeline needs exactly one of 'mean_image' (an asset name) or 'mean_bgr'")
+        if has_image and obj["mean_image"] not in assets:
+            raise check.fail(f"{where}.mean_image", f"names asset {obj['mean_image']!r}, which is not in 'assets'")
+        if has_values:
+            _numbers(check, obj, "mean_bgr", 3, where)
+    elif pipeline == "fb_resnet":
+        resize = check.get(obj, "resize", where, (int,))
+        if resize < crop:
+            raise check.fail(f"{where}.resize", f"must be >= crop {crop}, got {resize}")
+        _numbers(check, obj, "mean", 3, where)
+        if any(v <= 0 for v in _numbers(check, obj, "std", 3, where)):
+            raise check.fail(f"{where}.std", "must be positive")
+    return dict(obj)
+
+
+def _numbers(check: _Checker, obj: Mapping[str, Any], key: str, count: int, where: str) -> Sequence[float]:
+    value = check.get(obj, key, where, (list,))
+    if len(value) != count or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise check.fail(f"{where}.{key}", f"must be a list of {count} numbers, got {value!r}")
+    return value
+
+
+def _parse_fingerprint(check: _Checker, obj: Mapping[str, Any], where: str) -> Fingerprint:
+    indices = tuple(check.get(obj, "indices", where, (list,)))
+    values = tuple(check.get(obj, "values", where, (list,)))
+    if len(indices) != len(values) or not all(isinstance(i, int) for i in indices):
+        raise check.fail(where, "'indices' and 'values' must be lists of equal length (ints, numbers)")
+    return Fingerprint(input=check.get(obj, "input", where, (str,)), indices=indices, values=tuple(float(v) for v in values),
+                       argmax=check.get(obj, "argmax", where, (int,)), atol=float(check.get(obj, "atol", where, (int, float))))
+
+
+def bundled_manifest_path() -> Path:
+    """The manifest shipped with this copy of dsd-zoo.
+
+    In a source checkout (torch.hub, ``pip install -e``) that is ``weights_manifest.json`` at the
+    repository root, the only copy in git; an installed wheel carries it inside the package.
+    """
+    package_dir = Path(__file__).resolve().parent
+    checkout_copy = package_dir.parent / "weights_manifest.json"
+    if checkout_copy.is_file() and (package_dir.parent / "hubconf.py").is_file():
+        return checkout_copy
+    return package_dir / "weights_manifest.json"
+
+
+_cache: dict = {}
+
+
+def load_manifest(source: Optional[str] = None) -> Manifest:
+    """Load and validate the manifest.
+
+    ``source`` is a path or an http(s) URL; by default ``$DSD_ZOO_MANIFEST`` or the bundled
+    manifest. Parsed manifests are cached per source (and file modification time).
+    """
+    source = source or os.environ.get(MANIFEST_ENV) or str(bundled_manifest_path())
+    if re.match(r"^https?://", source):
+        key = (source, None)
+        if key not in _cache:
+            from .download import fetch_url_bytes  # network code only when a URL is configured
+
+            raw = fetch_url_bytes(source, max_bytes=16 * 2**20)
+            _cache[key] = parse_manifest(_decode(raw, source), origin=source)
+        return _cache[key]
+    path = Path(source).expanduser()
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        if key not in _cache:
+            _cache[key] = parse_manifest(_decode(path.read_bytes(), str(path)), origin=str(path), base_dir=path.resolve().parent)
+    except OSError as exc:
+        hint = f" (set by ${MANIFEST_ENV})" if os.environ.get(MANIFEST_ENV) == source else ""
+        raise ManifestError(f"cannot read the weights manifest {str(path)!r}{hint}: {exc.strerror or exc}") from exc
+    return _cache[key]
+
+
+def _decode(raw: bytes, origin: str) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{origin}: not valid JSON: {exc}") from exc

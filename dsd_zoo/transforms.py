@@ -1,0 +1,242 @@
+"""The two preprocessing pipelines that produced the published numbers.
+
+* :class:`CaffeTransform` reproduces Caffe's ImageNet evaluation (AlexNet, VGG16, GoogLeNet,
+  SqueezeNet): warp to 256x256 with bilinear interpolation and no antialiasing (OpenCV
+  ``INTER_LINEAR`` as used by ``create_imagenet.sh``), round to 8 bits, centre crop at
+  ``(256 - crop) // 2``, keep the 0-255 scale and subtract the mean image or mean values.
+* :class:`FbResNetTransform` reproduces fb.resnet.torch's test transform (ResNets): shorter
+  side to 256 with Torch7's ``image.scale(..., 'bicubic')`` (corner-aligned Catmull-Rom,
+  linearly extrapolated borders, no antialiasing, no clamping), centre crop 224 at
+  ``ceil((W - 224) / 2)``, then ImageNet mean/std normalisation.
+
+Both emit RGB (conv1 of the Caffe models is flipped to RGB at conversion). Each transform
+splits into :meth:`resample` (decode-side geometry, shared by every model that uses the same
+pipeline; what ``verify`` computes once per image) and :meth:`normalize` (per model, cheap,
+batched). Resampling is done as two small matrix products restricted to the crop window,
+which is exact for separable kernels and skips the pixels the crop throws away.
+
+Known deviations (see ``docs/preprocessing.md``): OpenCV resizes 8-bit images in 11-bit fixed
+point, so a few pixels may differ by one grey level from this float computation; JPEG decoders
+may differ in the last bit; Torch7 computed its bicubic filter sample by sample in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["CaffeTransform", "FbResNetTransform", "to_uint8_rgb", "bilinear_matrix", "torch7_bicubic_matrix"]
+
+ImageLike = Union["PIL.Image.Image", Tensor, np.ndarray]  # noqa: F821
+
+
+def to_uint8_rgb(image: ImageLike) -> Tensor:
+    """Return an image as a uint8 tensor (3, H, W) in RGB order.
+
+    Accepts a PIL image (any mode: grayscale is replicated, CMYK and palette images are
+    converted by PIL), a uint8 tensor (3, H, W), (1, H, W) or (H, W), or an HWC uint8 array.
+    """
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise TypeError(f"expected a uint8 image array, got dtype {image.dtype}")
+        image = torch.from_numpy(np.ascontiguousarray(image))
+        image = image.permute(2, 0, 1) if image.ndim == 3 else image
+    elif not isinstance(image, Tensor):
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        image = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    if image.dtype != torch.uint8:
+        raise TypeError(f"expected a uint8 image tensor (0-255), got {image.dtype}; these pipelines start from 8-bit pixels")
+    if image.ndim == 2:
+        image = image.unsqueeze(0)
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"expected an image of shape (3, H, W), (1, H, W) or (H, W), got {tuple(image.shape)}")
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+@functools.lru_cache(maxsize=256)
+def bilinear_matrix(n_in: int, n_out: int) -> Tensor:
+    """(n_out, n_in) weights of OpenCV/PyTorch bilinear resampling without antialiasing.
+
+    Pixel centres are aligned (source position ``(i + 0.5) * n_in / n_out - 0.5``) and the
+    position is clamped to the image, as OpenCV's ``INTER_LINEAR`` does.
+    """
+    scale = n_in / n_out
+    pos = np.clip((np.arange(n_out) + 0.5) * scale - 0.5, 0.0, None)
+    left = np.minimum(np.floor(pos).astype(np.int64), n_in - 1)
+    frac = pos - left
+    right = np.minimum(left + 1, n_in - 1)
+    weights = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(weights, (rows, left), 1.0 - frac)
+    np.add.at(weights, (rows, right), frac)
+    return torch.from_numpy(weights)
+
+
+@functools.lru_cache(maxsize=256)
+def torch7_bicubic_matrix(n_in: int, n_out: int) -> Tensor:
+    """(n_out, n_in) weights of Torch7 ``image.scale(..., 'bicubic')`` along one axis.
+
+    Output sample ``i`` reads source position ``i * (n_in - 1) / (n_out - 1)`` computed in
+    float32 as Torch did; Catmull-Rom weights; the sample before the first and after the last
+    are extrapolated linearly (``2*p1 - p2``); the last output copies the last input.
+    """
+    weights = np.zeros((n_out, n_in))
+    if n_in == n_out:
+        return torch.from_numpy(np.eye(n_in))
+    if n_in == 1:
+        weights[:, 0] = 1.0
+        return torch.from_numpy(weights)
+    scale = np.float32(n_in - 1) / np.float32(max(n_out - 1, 1))
+    for i in range(n_out - 1):
+        pos = np.float32(i) * scale
+        j = int(pos)
+        x = float(pos - np.float32(j))
+        # Catmull-Rom (a = -0.5) in the form Torch7's cubicInterpolate evaluates.
+        w = [0.5 * (-x + 2 * x * x - x ** 3), 1 + 0.5 * (-5 * x * x + 3 * x ** 3),
+             0.5 * (x + 4 * x * x - 3 * x ** 3), 0.5 * (-x * x + x ** 3)]
+        taps = {}
+        for k, tap in enumerate((j - 1, j, j + 1, j + 2)):
+            taps[tap] = taps.get(tap, 0.0) + w[k]
+        if j - 1 < 0:  # p0 = 2*p1 - p2
+            w0 = taps.pop(j - 1)
+            taps[j] += 2 * w0
+            taps[j + 1] -= w0
+        if j + 2 >= n_in:  # p3 = 2*p2 - p1
+            w3 = taps.pop(j + 2)
+            taps[j + 1] += 2 * w3
+            taps[j] -= w3
+        for tap, value in taps.items():
+            weights[i, min(tap, n_in - 1)] += value
+    weights[n_out - 1, n_in - 1] = 1.0
+    return torch.from_numpy(weights)
+
+
+def _resample(image: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """Apply separable weights: (rows @ image @ cols.T) for each channel, in float32."""
+    image = image.to(torch.float32)
+    return torch.matmul(torch.matmul(rows.to(torch.float32), image), cols.to(torch.float32).T)
+
+
+class _Transform(nn.Module):
+    crop_size: int
+
+    def forward(self, image: ImageLike) -> Tensor:
+        """Preprocess one image into a float tensor (3, crop, crop) ready for the model."""
+        return self.normalize(self.resample(image).unsqueeze(0)).squeeze(0)
+
+    def resample(self, image: ImageLike) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def normalize(self, batch: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def pipeline_key(self) -> Tuple:
+        """Transforms with equal keys produce identical :meth:`resample` outputs."""
+        raise NotImplementedError
+
+
+class CaffeTransform(_Transform):
+    """Caffe ImageNet evaluation: 256x256 warp, centre crop, 0-255 RGB minus the mean.
+
+    Args:
+        crop: crop size (227 for AlexNet and SqueezeNet, 224 for VGG16 and GoogLeNet).
+        mean_bgr: per-channel mean in Caffe's BGR order (reversed here to RGB).
+        mean_image: the mean image (3, H, W) at the resize resolution, **RGB** order
+            (AlexNet); its centre crop is subtracted.
+        resize: (height, width) of the warp.
+    """
+
+    def __init__(self, crop: int, mean_bgr: Optional[Sequence[float]] = None, mean_image: Optional[Tensor] = None,
+                 resize: Tuple[int, int] = (256, 256)) -> None:
+        super().__init__()
+        if (mean_bgr is None) == (mean_image is None):
+            raise ValueError("give exactly one of mean_bgr (per-channel values) or mean_image (3 x H x W, RGB)")
+        self.resize_size = tuple(resize)
+        self.crop_size = crop
+        self.offset = ((resize[0] - crop) // 2, (resize[1] - crop) // 2)
+        if mean_image is not None:
+            if tuple(mean_image.shape) != (3, *self.resize_size):
+                raise ValueError(f"mean image must be (3, {resize[0]}, {resize[1]}), got {tuple(mean_image.shape)}")
+            top, left = self.offset
+            mean = mean_image[:, top:top + crop, left:left + crop].to(torch.float32)
+            self.mean_description = "ILSVRC-2012 mean image (centre crop)"
+        else:
+            mean = torch.tensor(list(mean_bgr)[::-1], dtype=torch.float32).view(3, 1, 1)
+            self.mean_description = f"RGB {tuple(float(v) for v in list(mean_bgr)[::-1])}"
+        self.register_buffer("mean", mean.contiguous(), persistent=False)
+
+    @property
+    def pipeline_key(self) -> Tuple:
+        return ("caffe", self.resize_size, self.crop_size)
+
+    def resample(self, image: ImageLike) -> Tensor:
+        """Warp to the resize size, round to uint8 as the LMDB stored it, crop: uint8 (3, crop, crop)."""
+        pixels = to_uint8_rgb(image)
+        top, left = self.offset
+        rows = bilinear_matrix(pixels.shape[1], self.resize_size[0])[top:top + self.crop_size]
+        cols = bilinear_matrix(pixels.shape[2], self.resize_size[1])[left:left + self.crop_size]
+        # Half up, as OpenCV's fixed-point cast does (torch.round would round half to even).
+        return _resample(pixels, rows, cols).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
+
+    def normalize(self, batch: Tensor) -> Tensor:
+        """uint8 crops (N, 3, crop, crop) -> float input on the 0-255 scale minus the mean."""
+        return batch.to(torch.float32) - self.mean.to(batch.device)
+
+    def extra_repr(self) -> str:
+        return (f"warp={self.resize_size} bilinear (no antialias), crop={self.crop_size} at offset {self.offset}, "
+                f"scale=0-255, mean={self.mean_description}, RGB")
+
+
+class FbResNetTransform(_Transform):
+    """fb.resnet.torch evaluation: shorter side 256 (Torch7 bicubic), centre crop 224, mean/std."""
+
+    def __init__(self, resize: int = 256, crop: int = 224, mean: Sequence[float] = (0.485, 0.456, 0.406),
+                 std: Sequence[float] = (0.229, 0.224, 0.225)) -> None:
+        super().__init__()
+        self.resize_size = resize
+        self.crop_size = crop
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1), persistent=False)
+
+    @property
+    def pipeline_key(self) -> Tuple:
+        return ("fb_resnet", self.resize_size, self.crop_size)
+
+    def scaled_size(self, height: int, width: int) -> Tuple[int, int]:
+        """Size after fb.resnet.torch's ``Scale``: shorter side to ``resize``, longer floored."""
+        size = self.resize_size
+        if (width <= height and width == size) or (height <= width and height == size):
+            return height, width
+        # Same operation order as the Lua code (h/w*size in doubles, then truncation).
+        if width < height:
+            return math.floor(height / width * size), size
+        return size, math.floor(width / height * size)
+
+    def resample(self, image: ImageLike) -> Tensor:
+        """Scale and crop to float32 RGB in [0, 1] (outside slightly, as bicubic overshoots): (3, crop, crop)."""
+        pixels = to_uint8_rgb(image)
+        height, width = pixels.shape[1:]
+        out_h, out_w = self.scaled_size(height, width)
+        if min(out_h, out_w) < self.crop_size:
+            raise ValueError(f"image {width}x{height} scales to {out_w}x{out_h}, smaller than the {self.crop_size} crop")
+        top = math.ceil((out_h - self.crop_size) / 2)
+        left = math.ceil((out_w - self.crop_size) / 2)
+        rows = torch7_bicubic_matrix(height, out_h)[top:top + self.crop_size]
+        cols = torch7_bicubic_matrix(width, out_w)[left:left + self.crop_size]
+        return _resample(pixels, rows / 255.0, cols)
+
+    def normalize(self, batch: Tensor) -> Tensor:
+        """[0, 1] crops (N, 3, crop, crop) -> (x - mean) / std."""
+        return (batch.to(torch.float32) - self.mean.to(batch.device)) / self.std.to(batch.device)
+
+    def extra_repr(self) -> str:
+        return (f"shorter side={self.resize_size} Torch7 bicubic (corner-aligned, no antialias), "
+                f"centre crop={self.crop_size} at ceil offsets, scale=[0,1], mean={self.mean.flatten().tolist()}, "
+                f"std={self.std.flatten().tolist()}, RGB")

@@ -1,0 +1,45 @@
+"""Shared test set-up: paths of the real fixtures in ../shared and a small torch thread budget."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DSD_ZOO_SHARED", REPO_ROOT.parent / "shared"))
+FIXTURES = SHARED / "fixtures"
+RELEASE = SHARED / "reference" / "dsd-release"
+
+
+def require(path: Path) -> Path:
+    """Skip the calling test, saying why, when a real fixture file is not present."""
+    if not path.exists():
+        pytest.skip(f"real fixture {path} is absent: these files live in ../shared (not in this repository); "
+                    "set DSD_ZOO_SHARED to the folder that holds fixtures/ and reference/")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    # CI has 2 cores; more threads than cores only adds contention.
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """A private dsd-zoo cache and HF home, so no test sees another's files or the user's."""
+    monkeypatch.setenv("DSD_ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("DSD_ZOO_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("DSD_ZOO_TRUST_UNVERIFIED", raising=False)
+    monkeypatch.delenv("DSD_ZOO_MANIFEST", raising=False)
+    return tmp_path / "cache"

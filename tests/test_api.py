@@ -1,0 +1,96 @@
+"""The public API: list_models, get_weights (.meta, .transforms), get_model, hub entry points."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+
+import pytest
+import torch
+
+import dsd_zoo
+from dsd_zoo.errors import UnknownModelError, WeightsError
+
+from .conftest import REPO_ROOT
+
+
+def test_list_models_filters():
+    assert dsd_zoo.list_models("*_dsd") == ["alexnet_dsd", "vgg16_dsd", "googlenet_dsd", "squeezenet_dsd",
+                                            "resnet18_dsd", "resnet50_dsd"]
+    assert dsd_zoo.list_models(kind="sparse") == ["squeezenet_sparse"]
+    assert len(dsd_zoo.list_models()) >= 13
+
+
+def test_unknown_name_lists_the_closest():
+    with pytest.raises(UnknownModelError, match="resnet50_dsd"):
+        dsd_zoo.get_model("resnet50-dsd", pretrained=False)
+    with pytest.raises(LookupError):
+        dsd_zoo.get_weights("vgg19_dsd")
+
+
+def test_meta_has_the_documented_keys():
+    meta = dsd_zoo.get_weights("googlenet_dsd").meta
+    for key in ("categories", "num_params", "min_size", "input_size", "paper", "source", "license", "citation"):
+        assert key in meta
+    assert len(meta["categories"]) == 1000 and meta["categories"][0] == "tench"
+    assert meta["categories"][812] == "space shuttle"  # fixture README: class 812 is n04266014
+    assert meta["wnids"][812] == "n04266014" and meta["wnids"] == sorted(meta["wnids"])
+    assert meta["paper"]["top1_err"] == 30.02 and meta["input_size"] == (224, 224)
+    assert "DSD: Dense-Sparse-Dense" in meta["citation"]
+
+
+def test_pretrained_false_touches_no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("pretrained=False opened a socket")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    model = dsd_zoo.get_model("resnet18_dsd", pretrained=False)
+    assert sum(p.numel() for p in model.parameters()) == 11_692_520
+
+
+def test_weights_file_is_loaded_strictly(tmp_path):
+    from safetensors.torch import save_file
+
+    source = dsd_zoo.get_model("squeezenet_dsd", pretrained=False).eval()
+    path = tmp_path / "sq.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    loaded = dsd_zoo.get_model("squeezenet_dsd", weights=path)
+    assert not loaded.training
+    x = torch.randn(1, 3, 227, 227)
+    torch.testing.assert_close(loaded(x), source(x))
+    assert all(p.device.type == "cpu" for p in loaded.parameters())
+
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    state.pop("classifier.1.bias")
+    state["extra.weight"] = torch.zeros(1)
+    state["features.0.weight"] = torch.zeros(96, 3, 3, 3)
+    save_file(state, str(path))
+    with pytest.raises(WeightsError) as info:
+        dsd_zoo.get_model("squeezenet_dsd", weights=path)
+    text = str(info.value)
+    assert "missing (1): classifier.1.bias" in text and "extra.weight" in text and "features.0.weight" in text
+
+
+def test_pretrained_num_classes_is_refused(tmp_path):
+    with pytest.raises(WeightsError, match="num_classes"):
+        dsd_zoo.get_model("squeezenet_dsd", weights=tmp_path / "x.safetensors", num_classes=10)
+
+
+def test_hub_entrypoints_generated_from_manifest():
+    import hubconf  # the repository root is on sys.path under pytest
+
+    names = [n for n in dir(hubconf) if not n.startswith("_") and callable(getattr(hubconf, n))]
+    assert sorted(names) == sorted(dsd_zoo.list_models())
+    fn = hubconf.resnet50_dsd
+    assert list(inspect.signature(fn).parameters) == ["pretrained", "progress", "kwargs"]
+    assert inspect.signature(fn).parameters["pretrained"].default is True
+    for text in ("22.89", "6.47", "bicubic", "BN after the addition", "1drv.ms"):
+        assert text in fn.__doc__
+    assert set(hubconf.dependencies) >= {"torch", "torchvision", "safetensors", "huggingface_hub", "requests"}
+
+
+def test_torch_hub_load_local_builds_all(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for name in dsd_zoo.list_models():
+        model = torch.hub.load(str(REPO_ROOT), name, source="local", pretrained=False, trust_repo=True)
+        assert sum(p.numel() for p in model.parameters()) == dsd_zoo.get_weights(name).architecture.num_params

@@ -1,0 +1,100 @@
+"""The bundled manifest is valid and complete; broken manifests give errors naming model and field."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from dsd_zoo.errors import ManifestError
+from dsd_zoo.manifest import bundled_manifest_path, load_manifest, parse_manifest
+
+from .conftest import REPO_ROOT
+
+# The 13 names of issue 2 and their kinds.
+EXPECTED = {
+    "alexnet_dsd": "dsd", "vgg16_dsd": "dsd", "googlenet_dsd": "dsd", "squeezenet_dsd": "dsd",
+    "resnet18_dsd": "dsd", "resnet50_dsd": "dsd", "alexnet_caffe": "baseline", "vgg16_caffe": "baseline",
+    "googlenet_caffe": "baseline", "squeezenet_caffe": "baseline", "resnet18_fb": "baseline",
+    "resnet50_fb": "baseline", "squeezenet_sparse": "sparse",
+}
+
+
+@pytest.fixture
+def document():
+    return json.loads((REPO_ROOT / "weights_manifest.json").read_text())
+
+
+def test_bundled_manifest_has_the_13_models(isolated_cache):
+    manifest = load_manifest()
+    assert {name: e.kind for name, e in manifest.models.items()} == EXPECTED
+
+
+def test_published_digests_are_recorded(isolated_cache):
+    # Digests given by their publishers (issue 3, item 2).
+    models = load_manifest().models
+    assert models["alexnet_caffe"].original.digest == ("sha1", "9116a64c0fbe4459d18f4bb6b56d647b63920377")
+    assert models["googlenet_caffe"].original.digest == ("sha1", "405fc5acd08a3bb12de8ee5e23a96bec22f08204")
+    assert models["squeezenet_caffe"].original.digest == ("git_blob_sha1", "a381d848b43d7048c3b362238ece2386c21d6ff0")
+    assert models["squeezenet_dsd"].original.digest == ("git_blob_sha1", "ffce3635e4a837e7bc783fea3f48fcc48a1e93a6")
+    sparse = models["squeezenet_sparse"].original
+    assert sparse.digest == ("git_blob_sha1", "b28ec20a342c1f0dd7f0c148be60df1192ff8036") and sparse.size == 675_763
+    for name in ("alexnet_dsd", "vgg16_dsd", "googlenet_dsd", "resnet18_dsd", "resnet50_dsd"):
+        assert models[name].original.url.startswith("https://1drv.ms/") and models[name].original.digest is None
+
+
+def test_paper_numbers_match_the_release_table(isolated_cache):
+    # DSD release README table (architectures.md section 6).
+    table = {"alexnet": (41.48, 18.71, 42.78, 19.73), "vgg16": (27.19, 8.67, 31.50, 11.32),
+             "googlenet": (30.02, 10.34, 31.14, 10.96), "squeezenet": (38.24, 16.53, 42.56, 19.52),
+             "resnet18": (29.17, 10.13, 30.43, 10.76), "resnet50": (22.89, 6.47, 24.01, 7.02)}
+    models = load_manifest().models
+    for family, (d1, d5, b1, b5) in table.items():
+        baseline = f"{family}_fb" if family.startswith("resnet") else f"{family}_caffe"
+        assert (models[f"{family}_dsd"].paper_top1_err, models[f"{family}_dsd"].paper_top5_err) == (d1, d5)
+        assert (models[baseline].paper_top1_err, models[baseline].paper_top5_err) == (b1, b5)
+
+
+def test_manifest_env_replaces_the_bundled_one(tmp_path, monkeypatch, document):
+    document["models"] = {"squeezenet_sparse": document["models"]["squeezenet_sparse"]}
+    path = tmp_path / "mirror.json"
+    path.write_text(json.dumps(document))
+    monkeypatch.setenv("DSD_ZOO_MANIFEST", str(path))
+    assert list(load_manifest().models) == ["squeezenet_sparse"]
+
+
+def test_missing_manifest_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSD_ZOO_MANIFEST", str(tmp_path / "nope.json"))
+    with pytest.raises(ManifestError, match="nope.json.*DSD_ZOO_MANIFEST"):
+        load_manifest()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(format=2), "format"),
+    (lambda d: d["models"]["alexnet_dsd"].update(kind="dense"), r"'alexnet_dsd'\.kind"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(sha256="abc"), r"'vgg16_dsd'\.weights\.sha256"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(size=-1), r"'vgg16_dsd'\.weights\.size"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(file="../../etc/passwd"), r"weights\.file"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(urls=["ftp://x"]), r"urls\[0\]"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(hf={"repo_id": "a/b", "revision": "main", "filename": "f"}),
+     r"hf\.revision"),
+    (lambda d: d["models"]["alexnet_caffe"]["original"].update(digest={"md5": "0" * 32}), "unknown digest algorithm"),
+    (lambda d: d["models"]["alexnet_caffe"]["original"].update(format="onnx"), r"original\.format"),
+    (lambda d: d["models"]["resnet18_fb"]["transforms"].update(std=[0, 1, 1]), r"transforms\.std"),
+    (lambda d: d["models"]["googlenet_dsd"]["metrics"]["paper"].update(top1_err=130), "top1_err"),
+    (lambda d: d["models"]["googlenet_dsd"].update(citation=["nobody"]), "nobody"),
+    (lambda d: d["models"]["googlenet_dsd"].pop("weights"), r"'googlenet_dsd'\.weights"),
+])
+def test_invalid_manifests_name_model_and_field(document, mutate, message):
+    broken = copy.deepcopy(document)
+    mutate(broken)
+    with pytest.raises(ManifestError, match=message):
+        parse_manifest(broken, origin="test.json")
+
+
+def test_one_copy_in_git_reachable_from_the_package():
+    # The package's copy is a symlink to the root file (one copy in git); wheels get a real file.
+    packaged = REPO_ROOT / "dsd_zoo" / "weights_manifest.json"
+    assert packaged.is_symlink() and packaged.resolve() == (REPO_ROOT / "weights_manifest.json").resolve()
+    assert bundled_manifest_path() == REPO_ROOT / "weights_manifest.json"

@@ -1,0 +1,132 @@
+"""The two evaluation pipelines against independent numpy re-implementations on a real photo.
+
+The numpy references follow the original algorithms sample by sample (OpenCV INTER_LINEAR's
+coordinate rule; Torch7 image.scale's bicubic loop with its border extrapolation), sharing no
+code with dsd_zoo.transforms, which uses precomputed matrices restricted to the crop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dsd_zoo
+from dsd_zoo.transforms import CaffeTransform, FbResNetTransform, to_uint8_rgb
+
+from .conftest import FIXTURES, require
+
+
+def numpy_linear_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """OpenCV INTER_LINEAR geometry in float64: centre-aligned, source index clamped to the image."""
+    def axis(n_in, n_out):
+        f = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+        i0 = np.floor(f).astype(int)
+        t = f - i0
+        t[i0 < 0] = 0.0
+        i0 = np.clip(i0, 0, n_in - 1)
+        i1 = np.clip(i0 + 1, 0, n_in - 1)
+        t[i0 >= n_in - 1] = 0.0
+        return i0, i1, t
+    y0, y1, ty = axis(img.shape[0], out_h)
+    x0, x1, tx = axis(img.shape[1], out_w)
+    img = img.astype(np.float64)
+    rows = img[y0] * (1 - ty)[:, None, None] + img[y1] * ty[:, None, None]
+    out = rows[:, x0] * (1 - tx)[None, :, None] + rows[:, x1] * tx[None, :, None]
+    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+
+
+def numpy_torch7_bicubic_1d(src: np.ndarray, n_out: int) -> np.ndarray:
+    """Torch7 image.scale bicubic along axis 0, written as its C loop (float32 positions)."""
+    n_in = src.shape[0]
+    if n_in == n_out:
+        return src.copy()
+    dst = np.empty((n_out,) + src.shape[1:], dtype=np.float64)
+    scale = np.float32(n_in - 1) / np.float32(n_out - 1)
+    for di in range(n_out - 1):
+        si_f = np.float32(di) * scale
+        si_i = int(si_f)
+        x = float(si_f - np.float32(si_i))
+        p1, p2 = src[si_i], src[si_i + 1]
+        p0 = src[si_i - 1] if si_i > 0 else 2 * p1 - p2
+        p3 = src[si_i + 2] if si_i + 2 < n_in else 2 * p2 - p1
+        a0, a1, a2, a3 = p1, p2 - p0, 2 * p0 - 5 * p1 + 4 * p2 - p3, 3 * (p1 - p2) + p3 - p0
+        dst[di] = a0 + 0.5 * x * (a1 + x * (a2 + x * a3))
+    dst[n_out - 1] = src[n_in - 1]
+    return dst
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return Image.open(require(FIXTURES / "images" / "space_shuttle.jpg"))
+
+
+@pytest.mark.parametrize("crop", [227, 224])
+def test_caffe_pipeline_matches_numpy(photo, crop):
+    mean_bgr = [104.0, 117.0, 123.0]
+    out = CaffeTransform(crop=crop, mean_bgr=mean_bgr)(photo)
+    assert out.shape == (3, crop, crop) and out.dtype == torch.float32
+    rgb = np.asarray(photo.convert("RGB"))
+    warped = numpy_linear_resize(rgb, 256, 256)
+    off = (256 - crop) // 2
+    expected = warped[off:off + crop, off:off + crop].astype(np.float64) - np.array(mean_bgr[::-1])
+    diff = np.abs(out.permute(1, 2, 0).numpy() - expected)
+    # float32 matrices vs float64 loops may round an exact .5 the other way: at most 1 level,
+    # on a vanishing fraction of pixels.
+    assert diff.max() <= 1.0
+    assert (diff > 0).mean() < 1e-3
+
+
+def test_caffe_mean_image_is_cropped_at_the_offset():
+    mean_image = torch.arange(3 * 256 * 256, dtype=torch.float32).view(3, 256, 256)
+    pixels = torch.zeros(3, 256, 256, dtype=torch.uint8)
+    out = CaffeTransform(crop=227, mean_image=mean_image)(pixels)
+    torch.testing.assert_close(out, -mean_image[:, 14:241, 14:241])
+
+
+def test_fb_pipeline_matches_numpy(photo):
+    out = FbResNetTransform()(photo)
+    rgb = np.asarray(photo.convert("RGB")).astype(np.float32) / 255.0
+    h, w = rgb.shape[:2]
+    if w < h:
+        out_h, out_w = math.floor(h / w * 256), 256
+    else:
+        out_h, out_w = 256, math.floor(w / h * 256)
+    scaled = numpy_torch7_bicubic_1d(rgb.transpose(1, 0, 2), out_w).transpose(1, 0, 2)  # width first
+    scaled = numpy_torch7_bicubic_1d(scaled, out_h)
+    top, left = math.ceil((out_h - 224) / 2), math.ceil((out_w - 224) / 2)
+    crop = scaled[top:top + 224, left:left + 224]
+    expected = (crop - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), expected, atol=2e-5)
+
+
+def test_fb_scaled_size_follows_lua_rounding():
+    t = FbResNetTransform()
+    assert t.scaled_size(375, 500) == (256, 341)  # floor(500/375*256) = floor(341.33)
+    assert t.scaled_size(256, 999) == (256, 999)  # already 256 on the short side: unchanged
+
+
+def test_inputs_pil_tensor_gray_agree(photo):
+    t = FbResNetTransform()
+    rgb = photo.convert("RGB")
+    as_tensor = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
+    torch.testing.assert_close(t(rgb), t(as_tensor))
+    gray = photo.convert("L")
+    g = to_uint8_rgb(gray)
+    assert g.shape[0] == 3 and torch.equal(g[0], g[2])
+    torch.testing.assert_close(t(gray), t(torch.from_numpy(np.array(gray))))
+
+
+def test_rejects_float_images():
+    with pytest.raises(TypeError, match="uint8"):
+        FbResNetTransform()(torch.rand(3, 300, 300))
+
+
+@pytest.mark.parametrize("name", ["vgg16_dsd", "googlenet_caffe", "squeezenet_sparse", "resnet50_dsd"])
+def test_weights_transforms_produce_the_input_size(name):
+    weights = dsd_zoo.get_weights(name)
+    out = weights.transforms()(torch.zeros(3, 300, 400, dtype=torch.uint8))
+    assert tuple(out.shape[1:]) == weights.meta["input_size"]
