@@ -1,0 +1,17 @@
+"""Readers of the formats the original DSD models were released in.
+
+Install with ``pip install dsd-zoo[convert]`` (the Caffe reader needs ``protobuf``).
+
+* :mod:`dsd_zoo.convert.caffe` -- binary ``.caffemodel`` files (``NetParameter`` protobuf, new
+  and legacy V1/V0 layouts).
+* :mod:`dsd_zoo.convert.prototxt` -- Caffe text-format network definitions and the layer
+  hyper-parameters they imply; standard library only.
+* :mod:`dsd_zoo.convert.torch7` -- Lua Torch7 binary serialisation (``.t7``); numpy only.
+* :mod:`dsd_zoo.convert.deep_compression` -- the Deep Compression ``.net`` format
+  (pruned + weight-shared SqueezeNet); numpy only.
+
+Every reader treats its input as hostile: sizes and counts are checked against the bytes
+that are really there before anything is allocated, nothing is executed or unpickled, and
+every malformed input raises :class:`dsd_zoo.errors.FormatError` naming the file and the
+place in it. Importing this package imports none of the readers (and so not ``protobuf``).
+"""

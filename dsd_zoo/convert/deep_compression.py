@@ -1,0 +1,208 @@
+"""Decoder of the Deep Compression ``.net`` format (pruned + weight-shared Caffe nets).
+
+The format, as written by Han et al.'s SqueezeNet-Deep-Compression release (all values
+little-endian):
+
+1. one uint32 per weighted layer: the number ``nz`` of stored entries of that layer;
+2. then, for each weighted layer in the same order:
+
+   a. the codebook: ``2**bits`` float32 values, ``bits = 8`` when the layer name contains
+      ``conv`` and 4 otherwise;
+   b. the bias: one float32 per output channel;
+   c. the codes: one uint8 per entry when ``bits = 8``, two 4-bit codes per byte (low
+      nibble first) when ``bits = 4``: ``ceil(nz * bits / 8)`` bytes;
+   d. the index gaps: two 4-bit values per byte, low nibble first: ``ceil(nz / 2)`` bytes.
+
+The weighted layers are the layers with parameters whose name contains ``conv``, ``fc`` or
+``ip``, in prototxt order (for SqueezeNet v1.0: its 26 convolutions). Decoding a layer:
+positions = cumsum(gap + 1) - 1; a flat code array of the weight's size is 0 everywhere
+except ``codes`` at those positions; the weight is ``codebook[code]`` reshaped to
+``(out, in, kh, kw)``. Pruned positions read ``codebook[0]``, which must be 0. Gaps of more
+than 15 are bridged by stored entries whose code is 0, so ``nz`` can exceed the number of
+non-zero weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ..errors import ConversionError, FormatError
+from .prototxt import Message, layer_specs, param_shapes, read_prototxt
+
+__all__ = [
+    "LayerLayout",
+    "codebook_bits",
+    "deep_compression_layers",
+    "read_deep_compression",
+    "read_deep_compression_prototxt",
+]
+
+Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+#: (layer name, weight shape, bias length), in file order.
+LayerLayout = tuple[str, tuple[int, ...], int]
+
+_WEIGHTED_NAME_PARTS = ("conv", "fc", "ip")
+
+
+def codebook_bits(layer_name: str) -> int:
+    """The code width of a layer: 8 bits for names containing ``conv``, else 4."""
+    return 8 if "conv" in layer_name else 4
+
+
+def read_deep_compression(source: Source, layers: Sequence[LayerLayout]
+                          ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Decode a Deep Compression ``.net`` file.
+
+    Args:
+        source: a path, or the file's bytes.
+        layers: ``(name, weight_shape, bias_length)`` of every weighted layer, in file
+            order (see :func:`deep_compression_layers` to derive it from a prototxt).
+
+    Returns:
+        Layer name -> ``(weight, bias)``, ``float32`` arrays of the given shapes, in order.
+
+    Raises:
+        FormatError: the file does not hold exactly these layers: it is too short or has
+            bytes left over, a layer stores more entries than its weight has, positions
+            run past the weight, ``codebook[0]`` is not 0 while some weights are pruned,
+            or the codebook or bias is not finite. The message names the file and layer.
+        ValueError: ``layers`` itself is malformed (duplicate names, non-positive sizes).
+        OSError: the file cannot be read.
+    """
+    _check_layout(layers)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, where = bytes(source), "<.net bytes>"
+    else:
+        data, where = Path(source).read_bytes(), str(source)
+    stream = _Stream(data, where)
+    counts = stream.array("<u4", len(layers), "the per-layer entry counts")
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for (name, shape, bias_len), nz in zip(layers, counts.tolist()):
+        out[name] = _decode_layer(stream, name, shape, bias_len, nz)
+    if stream.pos != len(data):
+        raise FormatError(f"{where}: {len(data) - stream.pos} bytes left over after the last "
+                          f"layer ({layers[-1][0] if layers else 'none'}); the file is corrupt "
+                          "or the layer list does not match it")
+    return out
+
+
+def _check_layout(layers: Sequence[LayerLayout]) -> None:
+    names = [layer[0] for layer in layers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"layer names must be unique, got {names}")
+    for name, shape, bias_len in layers:
+        if not shape or any(not isinstance(d, (int, np.integer)) or d <= 0 for d in shape) \
+                or not isinstance(bias_len, (int, np.integer)) or bias_len < 0:
+            raise ValueError(f"layer {name!r}: weight shape {shape!r} and bias length "
+                             f"{bias_len!r} must be positive integers")
+
+
+class _Stream:
+    def __init__(self, data: bytes, where: str) -> None:
+        self.data, self.where, self.pos = data, where, 0
+
+    def array(self, dtype: str, count: int, what: str) -> np.ndarray:
+        size = np.dtype(dtype).itemsize * count
+        if size > len(self.data) - self.pos:
+            raise FormatError(f"{self.where}: {what} need {size} bytes at byte {self.pos} but "
+                              f"only {len(self.data) - self.pos} remain; the file is truncated "
+                              "or the layer list does not match it")
+        out = np.frombuffer(self.data, dtype=dtype, count=count, offset=self.pos)
+        self.pos += size
+        return out
+
+
+def _nibbles(packed: np.ndarray, count: int) -> np.ndarray:
+    out = np.empty(2 * len(packed), dtype=np.uint8)
+    out[0::2] = packed & 0x0F  # low nibble first
+    out[1::2] = packed >> 4
+    return out[:count]
+
+
+def _decode_layer(stream: _Stream, name: str, shape: tuple[int, ...], bias_len: int,
+                  nz: int) -> tuple[np.ndarray, np.ndarray]:
+    where = f"{stream.where}: layer {name!r}"
+    size = math.prod(shape)
+    if nz > size:
+        raise FormatError(f"{where}: stores {nz} entries but its weight {shape} has only "
+                          f"{size}; the file is corrupt or the layer list does not match it")
+    bits = codebook_bits(name)
+    codebook = stream.array("<f4", 2**bits, f"layer {name!r} codebook").astype(np.float32)
+    bias = stream.array("<f4", bias_len, f"layer {name!r} bias").astype(np.float32)
+    if bits == 8:
+        codes = stream.array("u1", nz, f"layer {name!r} codes")
+    else:
+        codes = _nibbles(stream.array("u1", (nz + 1) // 2, f"layer {name!r} codes"), nz)
+    gaps = _nibbles(stream.array("u1", (nz + 1) // 2, f"layer {name!r} index gaps"), nz)
+    if not (np.isfinite(codebook).all() and np.isfinite(bias).all()):
+        raise FormatError(f"{where}: codebook or bias holds NaN or infinity; the file is corrupt")
+    positions = np.cumsum(gaps.astype(np.int64) + 1) - 1
+    if nz and positions[-1] >= size:
+        raise FormatError(f"{where}: entry positions run to {int(positions[-1])}, past the "
+                          f"{size} weights of shape {shape}; the file is corrupt")
+    if nz < size and codebook[0] != 0:
+        raise FormatError(f"{where}: codebook[0] is {codebook[0]!r}, but pruned weights read "
+                          "codebook[0] and must be 0; the file is corrupt")
+    flat_codes = np.zeros(size, dtype=np.uint8)
+    flat_codes[positions] = codes
+    return codebook[flat_codes].reshape(shape), bias
+
+
+def deep_compression_layers(net: Message,
+                            input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None
+                            ) -> list[LayerLayout]:
+    """The weighted layers of a deploy prototxt in the order a ``.net`` file stores them.
+
+    Convolution weight shapes need the input channels of each layer, which are tracked
+    through the net (convolution outputs, concatenations, pooling) by
+    :func:`dsd_zoo.convert.prototxt.param_shapes`.
+
+    Args:
+        net: the parsed deploy prototxt (e.g. ``SqueezeNet_deploy.prototxt``).
+        input_shapes: blob shapes for nets that do not declare their input (see
+            :func:`~dsd_zoo.convert.prototxt.param_shapes`).
+
+    Returns:
+        ``(name, weight_shape, bias_length)`` for every Convolution / InnerProduct layer
+        whose name contains ``conv``, ``fc`` or ``ip`` (TEST phase), in prototxt order.
+
+    Raises:
+        ConversionError: a weighted layer has no bias (the format always stores one) or its
+            input shape cannot be determined.
+        FormatError: the prototxt is malformed.
+    """
+    shapes = param_shapes(net, input_shapes, phase="TEST")
+    layout = []
+    for spec in layer_specs(net, phase="TEST"):
+        if spec.type not in ("Convolution", "InnerProduct") or \
+                not any(part in spec.name for part in _WEIGHTED_NAME_PARTS):
+            continue
+        blobs = shapes[spec.name]
+        if len(blobs) != 2:
+            raise ConversionError(f"prototxt: layer {spec.name!r} has no bias, but the .net "
+                                  "format stores one for every weighted layer")
+        layout.append((spec.name, blobs[0], blobs[1][0]))
+    return layout
+
+
+def read_deep_compression_prototxt(
+        source: Source, prototxt: Union[str, "os.PathLike[str]", Message],
+        input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Decode a ``.net`` file with the layer list derived from its deploy prototxt.
+
+    Args:
+        source: the ``.net`` file (path or bytes).
+        prototxt: the deploy prototxt, as a path or an already parsed :class:`Message`.
+        input_shapes: see :func:`deep_compression_layers`.
+
+    Returns:
+        See :func:`read_deep_compression`.
+    """
+    net = prototxt if isinstance(prototxt, Message) else read_prototxt(prototxt)
+    return read_deep_compression(source, deep_compression_layers(net, input_shapes))
