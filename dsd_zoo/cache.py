@@ -1,0 +1,275 @@
+"""The dsd-zoo file cache: where files live, and what makes a cached file trustworthy.
+
+Layout of the cache directory (``$DSD_ZOO_CACHE``, else ``<torch.hub.get_dir()>/dsd_zoo``)::
+
+    vgg16_dsd.safetensors              the file, only ever created by an atomic rename
+    vgg16_dsd.safetensors.stamp.json   its stamp: size, mtime_ns, inode, sha256, source, pin
+    vgg16_dsd.safetensors.lock         inter-process lock held while the file is checked or fetched
+    vgg16_dsd.safetensors.<pid>.<hex>.part   a download in progress (never read under the final name)
+
+Rules:
+
+* A cached file is trusted only through its stamp, written after the file was verified. The
+  stamp is valid while the file's (size, mtime_ns, inode) are those it recorded; otherwise the
+  file is hashed again, and a file that no longer verifies is removed, reported, and fetched again.
+* A file with no published digest can be pinned (trust on first use): its stamp then carries
+  ``"pinned": true`` and outlives the file, so a later download must match the pinned sha256.
+* Everything is written to a per-process temporary file in the same directory, fsynced, renamed
+  with :func:`os.replace` and the directory fsynced, so no reader ever sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import re
+import secrets
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import filelock
+
+from .digests import Digest, hash_file
+
+__all__ = [
+    "CACHE_ENV",
+    "Stamp",
+    "locked",
+    "new_part_path",
+    "pinned_stamp",
+    "publish",
+    "read_stamp",
+    "remove_stale_parts",
+    "resolve_cache_dir",
+    "stamp_path",
+    "verify_cached",
+    "write_stamp",
+]
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "DSD_ZOO_CACHE"
+STAMP_SUFFIX = ".stamp.json"
+LOCK_SUFFIX = ".lock"
+PART_SUFFIX = ".part"
+# Suffixes a cached file's own name must not end with, or it would collide with another's sidecar.
+RESERVED_SUFFIXES = (STAMP_SUFFIX, LOCK_SUFFIX, PART_SUFFIX)
+_STAMP_FORMAT = 1
+# Seconds to wait for the lock quietly before telling the user that another process holds it.
+_LOCK_PATIENCE_S = 1.0
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache directory: ``cache_dir`` if given, else ``$DSD_ZOO_CACHE``, else ``<torch hub dir>/dsd_zoo``.
+
+    The directory is not created here. torch is imported only when neither is set.
+    """
+    if cache_dir is None:
+        cache_dir = os.environ.get(CACHE_ENV) or None
+    if cache_dir is None:
+        import torch.hub  # lazily: `import dsd_zoo.cache` must not pay for torch
+
+        cache_dir = os.path.join(torch.hub.get_dir(), "dsd_zoo")
+    return Path(os.path.expandvars(os.fspath(cache_dir))).expanduser()
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What was verified about a cached file, and when the file looked how.
+
+    ``sha256`` is always known; ``extra`` holds the other digests computed at the same time
+    (e.g. the ``sha1`` a Caffe model zoo file is published with). ``pinned`` marks a sha256
+    accepted on first use rather than checked against a published digest.
+    """
+
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str
+    pinned: bool = False
+    source: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, path: Path, hexdigests: Mapping[str, str], *, pinned: bool = False,
+           source: str | None = None) -> "Stamp":
+        """The stamp of ``path`` as it is now on disk, with the digests just computed over it."""
+        st = path.stat()
+        extra = {name: value for name, value in hexdigests.items() if name != "sha256"}
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, hexdigests["sha256"], pinned, source, extra)
+
+    def hexdigests(self) -> dict[str, str]:
+        """Every digest the stamp records, as ``{algorithm: hex}``."""
+        return {"sha256": self.sha256, **self.extra}
+
+    def describes(self, st: os.stat_result) -> bool:
+        """Whether a file with this stat is, as far as the file system tells, the one stamped."""
+        return (st.st_size, st.st_mtime_ns, st.st_ino) == (self.size, self.mtime_ns, self.inode)
+
+    def satisfies(self, digest: Digest, size: int | None) -> bool:
+        """Whether the stamped digests prove the file matches ``digest`` (and ``size`` if given)."""
+        return (size is None or size == self.size) and digest.matches(self.hexdigests())
+
+
+def stamp_path(path: Path) -> Path:
+    """The stamp sidecar of the cached file ``path``."""
+    return path.with_name(path.name + STAMP_SUFFIX)
+
+
+def read_stamp(path: Path) -> Stamp | None:
+    """The stamp of ``path``, or ``None`` when there is none or it cannot be read (then it proves nothing)."""
+    sidecar = stamp_path(path)
+    try:
+        document = json.loads(sidecar.read_text(encoding="utf-8"))
+        if document.pop("format") != _STAMP_FORMAT:
+            raise ValueError("unknown stamp format")
+        stamp = Stamp(**document)
+        Digest("sha256", stamp.sha256)  # validates the hex
+        numbers = (stamp.size, stamp.mtime_ns, stamp.inode)
+        if not all(isinstance(value, int) and not isinstance(value, bool) for value in numbers):
+            raise ValueError("size, mtime_ns and inode must be integers")
+        return stamp
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        logger.warning("ignoring unreadable cache stamp %s (%s); the file will be hashed again", sidecar, exc)
+        return None
+
+
+def write_stamp(path: Path, stamp: Stamp) -> None:
+    """Write the stamp of ``path`` atomically (a reader sees the old stamp or the new one)."""
+    document = {"format": _STAMP_FORMAT, **{name: getattr(stamp, name) for name in Stamp.__dataclass_fields__}}
+    document["extra"] = dict(stamp.extra)
+    sidecar = stamp_path(path)
+    part = new_part_path(sidecar)
+    try:
+        part.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        publish(part, sidecar)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def pinned_stamp(path: Path) -> Stamp | None:
+    """The trust-on-first-use pin recorded for ``path``, even when the file itself is gone."""
+    stamp = read_stamp(path)
+    return stamp if stamp is not None and stamp.pinned else None
+
+
+def verify_cached(path: Path, digest: Digest | None, size: int | None) -> Stamp | None:
+    """The stamp of ``path`` if it is a verified copy of the expected file, else ``None``.
+
+    The expected file is the one with ``digest`` and ``size``; when ``digest`` is ``None`` it is
+    the one pinned on first use, and a file with neither is never a hit. A file whose stat
+    changed since it was stamped is hashed again; one that fails is removed (a pin is kept) and
+    reported with a warning, so that the caller fetches it again.
+    """
+    stamp = read_stamp(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    pinned = digest is None
+    if pinned:
+        if stamp is None or not stamp.pinned:
+            return None
+        digest, size = Digest("sha256", stamp.sha256), stamp.size
+    if stamp is not None and stamp.describes(st) and stamp.satisfies(digest, size):
+        return stamp
+
+    hexdigests = hash_file(path, {"sha256", digest.algorithm})
+    if (size is None or st.st_size == size) and digest.matches(hexdigests):
+        fresh = Stamp.of(path, hexdigests, pinned=pinned, source=stamp.source if stamp else None)
+        try:
+            write_stamp(path, fresh)
+        except OSError as exc:  # a read-only shared cache still serves verified files
+            logger.info("could not write the stamp of %s (%s); it will be hashed again next time", path, exc)
+        return fresh
+
+    warnings.warn(
+        f"dsd-zoo: the cached file {path} is corrupt or was modified ({st.st_size} bytes, sha256 "
+        f"{hexdigests['sha256']}; expected {digest}{'' if size is None else f', {size} bytes'}). "
+        "It has been removed and will be downloaded again.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    path.unlink(missing_ok=True)
+    if not pinned:
+        stamp_path(path).unlink(missing_ok=True)
+    return None
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the inter-process lock of the cached file ``path`` (``<path>.lock``).
+
+    Every check and write of ``path`` happens under it, so N processes asking for the same
+    file cause one download and N-1 verified cache hits. In a read-only cache directory no lock
+    can be taken and none is needed, since nothing can be written there.
+    """
+    lock = filelock.FileLock(str(path) + LOCK_SUFFIX)
+    try:
+        try:
+            lock.acquire(timeout=_LOCK_PATIENCE_S)
+        except filelock.Timeout:
+            logger.warning("waiting for another process to finish with %s (lock %s)", path, lock.lock_file)
+            lock.acquire()
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        logger.info("cannot lock %s (%s); using the cache read-only", path, exc.strerror)
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def new_part_path(final: Path) -> Path:
+    """A temporary name for a new copy of ``final``, unique to this process, in the same directory."""
+    return final.with_name(f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}{PART_SUFFIX}")
+
+
+def remove_stale_parts(final: Path) -> int:
+    """Remove the ``.part`` files of ``final`` left by dead processes; returns how many.
+
+    Must be called under :func:`locked`: parts are written only under the lock, so any part
+    found while holding it belongs to a process that died mid-download.
+    """
+    pattern = re.compile(re.escape(final.name) + r"\.\d+\.[0-9a-f]{8}" + re.escape(PART_SUFFIX))
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(final.parent):
+            if pattern.fullmatch(entry.name):
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+    if removed:
+        logger.info("removed %d unfinished download(s) of %s", removed, final.name)
+    return removed
+
+
+def publish(part: Path, final: Path) -> None:
+    """Make the complete file ``part`` durable and visible as ``final`` in one atomic step."""
+    with open(part, "rb+") as file:
+        os.fsync(file.fileno())
+    os.replace(part, final)
+    _fsync_directory(final.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist a rename; a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on directories; the rename itself is still atomic
+    finally:
+        os.close(fd)

@@ -1,0 +1,708 @@
+"""The one downloader of dsd-zoo: verified files from the cache, the Hugging Face Hub or mirrors.
+
+:func:`fetch` turns a :class:`FileRecord` (a file name, the digest and size it must have, and
+where it can be had) into the path of a verified file in the cache. It tries, in order:
+
+1. the cache, trusted only through a stamp written after verification (see :mod:`dsd_zoo.cache`);
+2. the Hugging Face Hub at a pinned revision, through ``huggingface_hub.hf_hub_download``; the
+   file it returns is verified here before it enters the dsd-zoo cache (hard-linked when the two
+   caches share a file system), and a bad copy from huggingface_hub's own cache, which it never
+   re-checks, is downloaded again once;
+3. each URL of the record in order, with connect/read timeouts, retries with exponential backoff
+   on timeouts, connection resets and 5xx answers, resume of an interrupted transfer with HTTP
+   ``Range``/``If-Range``, and the digest computed while the bytes stream in.
+
+A file that fails its digest or size is never placed under its final name; when every source
+fails, :class:`~dsd_zoo.errors.DownloadError` lists each source and why. Concurrent processes
+asking for the same file serialise on a per-file lock, so the file is downloaded once.
+
+A record without a digest (an original release its authors published without one) is refused
+with :class:`~dsd_zoo.errors.UnverifiedSourceError` unless the user opts in; the sha256 of the
+first copy is then pinned in the cache (trust on first use) and later downloads must match it.
+
+Environment variables (an explicit argument to :func:`fetch` wins over the environment):
+
+``DSD_ZOO_CACHE``
+    Cache directory; default ``<torch.hub.get_dir()>/dsd_zoo``.
+``DSD_ZOO_OFFLINE`` / ``HF_HUB_OFFLINE``
+    ``1`` never touches the network; a file missing from the cache raises
+    :class:`~dsd_zoo.errors.OfflineError` naming it and the cache path.
+``DSD_ZOO_TRUST_UNVERIFIED``
+    ``1`` accepts files that have no published digest, pinning the sha256 first seen.
+``DSD_ZOO_TIMEOUT``
+    Seconds to wait for a connection and for each read: ``"30"`` for both or ``"10,60"``
+    for connect and read (default ``10,60``).
+``DSD_ZOO_RETRIES``
+    Attempts per URL before moving on to the next source (default 4). An attempt that got
+    further into the file than any before does not count, so a long download survives many
+    resets as long as it progresses.
+``DSD_ZOO_RETRY_BACKOFF``
+    Seconds before the first retry, doubled for each further one (default 1).
+``HF_ENDPOINT``, ``HF_HOME``, ``HF_HUB_CACHE``
+    Where the Hugging Face Hub is and where ``huggingface_hub`` keeps its own cache; read on
+    every call, not only when ``huggingface_hub`` is first imported. (Its own retry policy
+    applies on the Hub: a Hub answering 5xx is retried by ``huggingface_hub`` for about 20 s
+    before dsd-zoo moves on to the URLs.)
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+import warnings
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+
+from . import cache
+from .digests import CHUNK_SIZE, Digest, MultiHasher, hash_file
+from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError, UnverifiedSourceError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+__all__ = [
+    "FileRecord",
+    "HFLocation",
+    "fetch",
+    "fetch_url_bytes",
+    "onedrive_direct_url",
+]
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_ENV = "DSD_ZOO_OFFLINE"
+TRUST_ENV = "DSD_ZOO_TRUST_UNVERIFIED"
+TIMEOUT_ENV = "DSD_ZOO_TIMEOUT"
+RETRIES_ENV = "DSD_ZOO_RETRIES"
+BACKOFF_ENV = "DSD_ZOO_RETRY_BACKOFF"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+# Answers that say "try again later" rather than "this will never work".
+_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_MAX_BACKOFF_S = 60.0
+# A cache file name must never escape the cache directory nor hide as a dot file.
+_SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+_ONEDRIVE_HOSTS = ("1drv.ms", "onedrive.live.com")
+_T = TypeVar("_T")
+# Bytes per read from the socket. A connection reset loses at most the chunk in flight, and
+# 1 MiB keeps Python's per-chunk cost negligible next to the transfer and the hashing.
+_NET_CHUNK = 2**20
+# Chunks allowed to wait for the hashing thread (memory held: this many times _NET_CHUNK).
+_HASH_BACKLOG = 8
+
+
+@dataclass(frozen=True)
+class HFLocation:
+    """A file in a Hugging Face Hub repository, at a revision that should be a commit hash."""
+
+    repo_id: str
+    revision: str
+    filename: str
+
+    def __post_init__(self) -> None:
+        for name in ("repo_id", "revision", "filename"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or value != value.strip():
+                raise ValueError(f"HFLocation.{name} must be a non-empty string without surrounding spaces, "
+                                 f"got {value!r}")
+
+    def __str__(self) -> str:
+        return f"hf://{self.repo_id}@{self.revision}/{self.filename}"
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What to fetch and how to check it.
+
+    ``file`` is the name in the cache (no directory part). ``digest`` is the sha256 of a
+    dsd-zoo weight file, or whatever digest the publisher of an original release gave; ``None``
+    means there is none to check (see trust on first use in :func:`fetch`). ``size`` in bytes,
+    when known, is checked too and stops a server that sends more early.
+    """
+
+    file: str
+    digest: Digest | None
+    size: int | None
+    hf: HFLocation | None = None
+    urls: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        name_ok = isinstance(self.file, str) and _SAFE_FILE.fullmatch(self.file) is not None
+        if not name_ok or self.file.endswith(cache.RESERVED_SUFFIXES):
+            raise ValueError(
+                f"FileRecord.file must be a plain file name (letters, digits, '.', '_', '-'; not ending in "
+                f"{', '.join(cache.RESERVED_SUFFIXES)}), got {self.file!r}"
+            )
+        if self.digest is not None and not isinstance(self.digest, Digest):
+            raise TypeError(f"FileRecord.digest must be a Digest or None, got {type(self.digest).__name__}")
+        if self.size is not None and (not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0):
+            raise ValueError(f"FileRecord.size must be a non-negative int or None, got {self.size!r}")
+        if isinstance(self.urls, str):
+            raise TypeError("FileRecord.urls must be a sequence of URLs, not one string")
+        object.__setattr__(self, "urls", tuple(self.urls))
+        for url in self.urls:
+            if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+                raise ValueError(f"FileRecord.urls must hold http(s) URLs, got {url!r}")
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """Network behaviour, read from the environment once per call."""
+
+    connect_timeout: float
+    read_timeout: float
+    attempts: int
+    backoff: float
+    progress: bool
+
+    @classmethod
+    def from_env(cls, progress: bool) -> "_Settings":
+        timeouts = [_env_number(TIMEOUT_ENV, part, float) for part in os.environ.get(TIMEOUT_ENV, "10,60").split(",")]
+        if len(timeouts) not in (1, 2) or min(timeouts) <= 0:
+            raise ValueError(f"${TIMEOUT_ENV} must be 'SECONDS' or 'CONNECT,READ' with positive numbers")
+        attempts = _env_number(RETRIES_ENV, os.environ.get(RETRIES_ENV, "4"), int)
+        backoff = _env_number(BACKOFF_ENV, os.environ.get(BACKOFF_ENV, "1"), float)
+        if attempts < 1 or backoff < 0:
+            raise ValueError(f"${RETRIES_ENV} must be >= 1 and ${BACKOFF_ENV} >= 0")
+        return cls(timeouts[0], timeouts[-1], attempts, backoff, progress)
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.read_timeout)
+
+
+class _Transient(Exception):
+    """A failure worth retrying on the same source (timeout, reset, 5xx)."""
+
+
+class _SourceFailed(Exception):
+    """A source that cannot give the file; the next one is tried."""
+
+
+class _LocalWriteError(Exception):
+    """The cache cannot be written (disk full, quota, permissions): no source can help."""
+
+
+def fetch(
+    record: FileRecord,
+    *,
+    progress: bool = True,
+    trust_unverified: bool | None = None,
+    offline: bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Return the path of a verified copy of ``record`` in the cache, downloading it if needed.
+
+    Args:
+        record: the file, its digest and size, and its sources (Hugging Face Hub, then URLs).
+        progress: show a tqdm progress bar (bytes, rate, file name) while downloading.
+        trust_unverified: accept a record without a digest, pinning the sha256 of the first copy
+            seen (trust on first use); ``None`` reads ``$DSD_ZOO_TRUST_UNVERIFIED``.
+        offline: never touch the network; ``None`` reads ``$DSD_ZOO_OFFLINE`` and ``$HF_HUB_OFFLINE``.
+        cache_dir: the cache directory; ``None`` means ``$DSD_ZOO_CACHE`` or ``<torch hub dir>/dsd_zoo``.
+
+    Raises:
+        UnverifiedSourceError: ``record`` has no digest, none was pinned, and the user did not opt in.
+        OfflineError: offline mode is on and the file is not in the cache.
+        NotAvailableError: the file is not cached and ``record`` names no source.
+        DownloadError: every source failed (the message lists each and why), or the cache cannot
+            be written.
+        ValueError: one of the environment variables above has a value that is not understood.
+    """
+    settings = _Settings.from_env(progress)
+    offline = _flag(offline, OFFLINE_ENV, "HF_HUB_OFFLINE")
+    trust_unverified = _flag(trust_unverified, TRUST_ENV)
+    root = cache.resolve_cache_dir(cache_dir)
+    final = root / record.file
+    if not offline:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DownloadError(f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
+                                f"set ${cache.CACHE_ENV} to a writable directory") from exc
+    # Offline with no cache directory at all: nothing to lock, nothing to find.
+    with cache.locked(final) if root.is_dir() else contextlib.nullcontext():
+        if cache.verify_cached(final, record.digest, record.size) is not None:
+            logger.debug("verified cache hit: %s", final)
+            return final
+        pin = None if record.digest is not None else cache.pinned_stamp(final)
+        digest = record.digest or (Digest("sha256", pin.sha256) if pin is not None else None)
+        size = record.size if record.size is not None or pin is None else pin.size
+        if digest is None and not trust_unverified:
+            raise UnverifiedSourceError(
+                f"{record.file} has no published digest, so what {_describe_sources(record)} serves cannot be "
+                "checked. To accept the first copy and pin its sha256 for every later download (trust on first "
+                f"use), pass trust_unverified=True or set {TRUST_ENV}=1."
+            )
+        if offline:
+            raise OfflineError(
+                f"{record.file} is not in the dsd-zoo cache ({final}) and offline mode is on "
+                f"({OFFLINE_ENV} / HF_HUB_OFFLINE or offline=True). Copy the file there from a machine that has "
+                "it, or turn offline mode off."
+            )
+        return _download(record, final, digest, size, settings)
+
+
+def _download(record: FileRecord, final: Path, digest: Digest | None, size: int | None, settings: _Settings) -> Path:
+    """Try each source in turn; publish the first copy that verifies. Runs under the file's lock."""
+    sources: list[_Source] = ([_HubSource(record.hf)] if record.hf is not None else [])
+    sources += [_UrlSource(url) for url in record.urls]
+    if not sources:
+        raise NotAvailableError(f"{record.file} is not in the cache ({final}) and has no source to download it from.")
+    cache.remove_stale_parts(final)
+    _check_free_space(final.parent, size)
+    first_use = digest is None  # trust on first use: whatever verifies by size is pinned
+    failures: list[str] = []
+    for source in sources:
+        part = cache.new_part_path(final)
+        try:
+            hexdigests = source.fetch_into(part, digest, size, record.file, settings)
+            _verify(part, hexdigests, digest, size)
+            cache.publish(part, final)
+            stamp = cache.Stamp.of(final, hexdigests, pinned=record.digest is None, source=str(source))
+            cache.write_stamp(final, stamp)
+        except (_SourceFailed, IntegrityError) as exc:
+            logger.warning("%s: %s", source, exc)
+            failures.append(f"  {source}: {exc}")
+            continue
+        except (_LocalWriteError, OSError) as exc:  # sources catch their own network errors
+            raise DownloadError(
+                f"cannot write {record.file} into the cache directory {final.parent}: {exc}. Free some space "
+                f"or point ${cache.CACHE_ENV} at another directory."
+            ) from exc
+        finally:
+            part.unlink(missing_ok=True)
+        if first_use:
+            warnings.warn(
+                f"dsd-zoo: {record.file} has no published digest; trusting the copy from {source} on first use "
+                f"and pinning its sha256 {stamp.sha256} in {cache.stamp_path(final)}. Later downloads must "
+                "match it.",
+                UserWarning,
+                stacklevel=3,
+            )
+        logger.info("downloaded %s from %s (sha256 %s)", record.file, source, stamp.sha256)
+        return final
+    raise DownloadError(f"could not download {record.file}; every source failed:\n" + "\n".join(failures))
+
+
+def _verify(part: Path, hexdigests: dict[str, str], digest: Digest | None, size: int | None) -> None:
+    """Raise :class:`IntegrityError` unless ``part`` has ``size`` bytes and ``hexdigests`` match ``digest``."""
+    actual_size = part.stat().st_size
+    if size is not None and actual_size != size:
+        raise IntegrityError(f"got {actual_size} bytes, expected {size}")
+    if digest is not None and not digest.matches(hexdigests):
+        got = hexdigests.get(digest.computed_by, "<not computable>")
+        raise IntegrityError(f"{digest.computed_by} mismatch: got {got}, expected {digest}")
+
+
+def _algorithms(digest: Digest | None) -> set[str]:
+    """The hashes to compute over a download: sha256 for the stamp, plus what ``digest`` needs."""
+    return {"sha256"} | ({digest.algorithm} if digest is not None else set())
+
+
+class _Source:
+    """A place a file can be had from."""
+
+    def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
+                   settings: _Settings) -> dict[str, str]:
+        """Write the file to ``part`` and return the digests of what was written (all :func:`_algorithms`)."""
+        raise NotImplementedError
+
+
+class _HubSource(_Source):
+    """The Hugging Face Hub, through ``huggingface_hub`` and its own cache."""
+
+    def __init__(self, location: HFLocation) -> None:
+        self.location = location
+
+    def __str__(self) -> str:
+        return str(self.location)
+
+    def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
+                   settings: _Settings) -> dict[str, str]:
+        from huggingface_hub import try_to_load_from_cache
+
+        # huggingface_hub reads these when first imported; read them per call so they can change.
+        hub_cache = os.environ.get("HF_HUB_CACHE") or (
+            os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
+        )
+        was_cached = isinstance(
+            try_to_load_from_cache(self.location.repo_id, self.location.filename, cache_dir=hub_cache,
+                                   revision=self.location.revision),
+            str,
+        )
+        hexdigests = _adopt(self._download(hub_cache, settings, force=False), part, _algorithms(digest))
+        try:
+            _verify(part, hexdigests, digest, size)
+        except IntegrityError as exc:
+            if not was_cached:
+                raise
+            # huggingface_hub never re-checks its cache: a damaged copy there would fail forever.
+            logger.warning("%s: the copy in the Hugging Face cache is bad (%s); downloading it again", self, exc)
+            part.unlink()
+            hexdigests = _adopt(self._download(hub_cache, settings, force=True), part, _algorithms(digest))
+        return hexdigests
+
+    def _download(self, hub_cache: str | None, settings: _Settings, force: bool) -> Path:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        # The HTTP library huggingface_hub uses changed across versions; catch whichever it loaded.
+        http_errors = tuple(sys.modules[m].HTTPError for m in ("httpx2", "httpx") if m in sys.modules)
+        try:
+            downloaded = hf_hub_download(
+                self.location.repo_id,
+                self.location.filename,
+                revision=self.location.revision,
+                endpoint=os.environ.get("HF_ENDPOINT") or None,
+                cache_dir=hub_cache,
+                force_download=force,
+                etag_timeout=settings.connect_timeout,
+                tqdm_class=None if settings.progress else _silent_tqdm(),
+            )
+        except (OSError, ValueError, EntryNotFoundError, *http_errors) as exc:
+            raise _SourceFailed(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        return Path(downloaded).resolve()
+
+
+def _adopt(source: Path, part: Path, algorithms: set[str]) -> dict[str, str]:
+    """Give ``part`` the content of ``source`` (a hard link when possible) and return its digests."""
+    try:
+        os.link(source, part)
+    except OSError:  # another file system, or links unsupported: copy, hashing on the way
+        with open(source, "rb") as src:
+            with _PartWriter(part, algorithms, os.fstat(src.fileno()).st_size) as writer:
+                for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
+                    writer.write(chunk)
+                return writer.hexdigests()
+    return hash_file(part, algorithms)
+
+
+class _UrlSource(_Source):
+    """A plain http(s) URL; OneDrive share links go through the OneDrive API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.request_url = onedrive_direct_url(url) if _is_onedrive_share(url) else url
+
+    def __str__(self) -> str:
+        return self.url
+
+    def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
+                   settings: _Settings) -> dict[str, str]:
+        with requests.Session() as session, _PartWriter(part, _algorithms(digest), size) as writer, _progress_bar(
+            name, size, settings.progress
+        ) as bar:
+            resume = _Resume()
+            _retrying(
+                lambda: self._attempt(session, writer, resume, size, bar, settings),
+                settings,
+                what=self.url,
+                progress=lambda: writer.written,
+            )
+            hexdigests = writer.hexdigests()
+        if digest is not None and digest.computed_by not in hexdigests:
+            # A git blob sha1 of a body whose size was unknown until the end: one more read.
+            hexdigests.update(hash_file(part, [digest.algorithm]))
+        return hexdigests
+
+    def _attempt(self, session: requests.Session, writer: _PartWriter, resume: _Resume, size: int | None,
+                 bar: tqdm, settings: _Settings) -> None:
+        """One GET, resuming after ``writer.written`` bytes when the server allows it."""
+        headers = {"Accept-Encoding": "identity"}
+        if writer.written and resume.validator:
+            headers.update({"Range": f"bytes={writer.written}-", "If-Range": resume.validator})
+        with _get(session, self.request_url, headers, settings) as response:
+            if response.status_code == 206 and _range_start(response) == writer.written:
+                total = _range_total(response)
+            elif response.status_code != 200:  # a range other than the one asked for: start over
+                resume.validator = None
+                content_range = response.headers.get("Content-Range")
+                raise _Transient(f"HTTP {response.status_code} with Content-Range {content_range!r}")
+            else:
+                if writer.written:
+                    logger.info("%s: the server sent the whole file again; restarting", self.url)
+                total = _int_header(response, "Content-Length")
+                writer.restart(total if size is None else size)
+                bar.reset(total=size or total)
+            resume.remember(response)
+            if size is not None and total is not None and total != size:
+                raise _SourceFailed(f"the server announces {total} bytes, expected {size}")
+            limit = size if size is not None else total
+            try:
+                for chunk in response.iter_content(_NET_CHUNK):
+                    if limit is not None and writer.written + len(chunk) > limit:
+                        raise _SourceFailed(f"the server sent more than the {limit} bytes expected")
+                    writer.write(chunk)
+                    bar.update(len(chunk))
+            except requests.RequestException as exc:
+                raise _Transient(f"transfer broken after {writer.written} bytes ({_first_line(exc)})") from exc
+            if total is not None and writer.written != total:
+                raise _Transient(f"connection closed after {writer.written} of {total} bytes")
+
+
+@dataclass
+class _Resume:
+    """What a later request needs to ask for the rest of the same representation."""
+
+    validator: str | None = None
+
+    def remember(self, response: requests.Response) -> None:
+        etag = response.headers.get("ETag")
+        if response.headers.get("Accept-Ranges", "").lower() != "bytes":
+            self.validator = None
+        elif etag and not etag.startswith("W/"):  # If-Range requires a strong validator (RFC 9110 13.1.5)
+            self.validator = etag
+        else:
+            self.validator = response.headers.get("Last-Modified")
+
+
+class _PartWriter:
+    """Writes a download to its part file and hashes each chunk on the way, so no second read is needed.
+
+    Hashing runs on one background thread (hashlib releases the GIL), overlapping with the next
+    read from the socket; at most :data:`_HASH_BACKLOG` chunks wait for it, bounding memory.
+    ``git_blob_sha1`` needs the total size up front; when it is unknown that hash is left out
+    and computed after the download.
+    """
+
+    def __init__(self, path: Path, algorithms: set[str], size: int | None) -> None:
+        self.path = path
+        self.algorithms = algorithms
+        self.written = 0
+        try:
+            self._file = open(path, "xb")
+        except OSError as exc:
+            raise _LocalWriteError(f"cannot create {path}: {exc.strerror or exc}") from exc
+        self._hasher = self._new_hasher(size)
+        # One worker: chunks are hashed in the order they were submitted.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dsd_zoo-hash")
+        self._pending: deque[Future[None]] = deque()
+
+    def __enter__(self) -> "_PartWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pool.shutdown(wait=True)
+        self._file.close()
+
+    def _new_hasher(self, size: int | None) -> MultiHasher:
+        usable = self.algorithms if size is not None else self.algorithms - {"git_blob_sha1"}
+        return MultiHasher(usable, size=size)
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            raise _LocalWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._pending.append(self._pool.submit(self._hasher.update, chunk))
+        if len(self._pending) > _HASH_BACKLOG:
+            self._pending.popleft().result()
+        self.written += len(chunk)
+
+    def restart(self, size: int | None) -> None:
+        """Drop what was written so far and hash from scratch (the server could not resume)."""
+        self._drain()
+        if self.written:  # ext4 flushes truncated files on close: do not truncate an empty one
+            self._file.seek(0)
+            self._file.truncate()
+        self.written = 0
+        self._hasher = self._new_hasher(size)
+
+    def hexdigests(self) -> dict[str, str]:
+        """The digests of everything written, once it is all on its way to the disk."""
+        self._drain()
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise _LocalWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        return self._hasher.hexdigests()
+
+
+def fetch_url_bytes(url: str, max_bytes: int, *, offline: bool | None = None) -> bytes:
+    """GET a small document (e.g. a manifest given by URL) with the downloader's timeouts and retries.
+
+    Raises :class:`~dsd_zoo.errors.OfflineError` in offline mode and
+    :class:`~dsd_zoo.errors.DownloadError` when the URL fails or its body exceeds ``max_bytes``.
+    """
+    if _flag(offline, OFFLINE_ENV, "HF_HUB_OFFLINE"):
+        raise OfflineError(f"offline mode is on ({OFFLINE_ENV} / HF_HUB_OFFLINE); cannot fetch {url}")
+    settings = _Settings.from_env(progress=False)
+    request_url = onedrive_direct_url(url) if _is_onedrive_share(url) else url
+
+    def attempt() -> bytes:
+        body = bytearray()
+        with _get(session, request_url, {}, settings) as response:
+            if response.status_code != 200:
+                raise _SourceFailed(f"unexpected HTTP {response.status_code}")
+            try:
+                for chunk in response.iter_content(2**16):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise _SourceFailed(f"the body is larger than {max_bytes} bytes")
+            except requests.RequestException as exc:
+                raise _Transient(_first_line(exc)) from exc
+        return bytes(body)
+
+    with requests.Session() as session:
+        try:
+            return _retrying(attempt, settings, what=url)
+        except _SourceFailed as exc:
+            raise DownloadError(f"could not fetch {url}: {exc}") from exc
+
+
+def onedrive_direct_url(url: str) -> str:
+    """The direct-download URL of a OneDrive share link (``https://1drv.ms/...`` or ``onedrive.live.com``).
+
+    Uses the OneDrive API's shares endpoint: ``u!`` followed by the unpadded base64url of the
+    share URL names the shared item, and ``/root/content`` redirects to its bytes.
+
+    >>> onedrive_direct_url("https://1drv.ms/u/s!AjMsKRa1yPNOaQ")
+    'https://api.onedrive.com/v1.0/shares/u!aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBak1zS1JhMXlQTk9hUQ/root/content'
+    """
+    if not _is_onedrive_share(url):
+        raise ValueError(f"not a OneDrive share link: {url!r}")
+    token = base64.urlsafe_b64encode(url.encode("utf-8")).decode("ascii").rstrip("=")
+    return f"https://api.onedrive.com/v1.0/shares/u!{token}/root/content"
+
+
+def _is_onedrive_share(url: str) -> bool:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return parts.scheme in ("http", "https") and any(host == h or host.endswith("." + h) for h in _ONEDRIVE_HOSTS)
+
+
+def _get(session: requests.Session, url: str, headers: dict[str, str], settings: _Settings) -> requests.Response:
+    """Open a streamed GET; network trouble and 'try later' answers become :class:`_Transient`."""
+    try:
+        response = session.get(url, headers=headers, stream=True, timeout=settings.timeout)
+    except requests.exceptions.SSLError as exc:  # a certificate problem does not go away by retrying
+        raise _SourceFailed(_first_line(exc)) from exc
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise _Transient(_first_line(exc)) from exc
+    except requests.RequestException as exc:
+        raise _SourceFailed(_first_line(exc)) from exc
+    if response.status_code in _TRANSIENT_STATUS or response.status_code >= 500:
+        response.close()
+        raise _Transient(f"HTTP {response.status_code} {response.reason}")
+    if response.status_code >= 400:
+        response.close()
+        raise _SourceFailed(f"HTTP {response.status_code} {response.reason}")
+    return response
+
+
+def _retrying(attempt: Callable[[], _T], settings: _Settings, what: str, progress: Callable[[], int] = lambda: 0) -> _T:
+    """Call ``attempt`` until it succeeds, retrying :class:`_Transient` failures with exponential backoff.
+
+    An attempt that got further than every earlier one (per ``progress``) resets the count, so
+    an unreliable connection that still advances is not abandoned; one that keeps failing at the
+    same point is, after ``settings.attempts`` attempts.
+    """
+    failures, furthest = 0, progress()
+    while True:
+        try:
+            return attempt()
+        except _Transient as exc:
+            if progress() > furthest:
+                failures, furthest = 0, progress()
+            failures += 1
+            if failures >= settings.attempts:
+                raise _SourceFailed(f"{exc} (gave up after {failures} attempts)") from exc
+            delay = min(settings.backoff * 2 ** (failures - 1), _MAX_BACKOFF_S)
+            logger.warning("%s: %s; retrying in %.2g s", what, exc, delay)
+            time.sleep(delay)
+
+
+def _range_start(response: requests.Response) -> int | None:
+    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", "").strip())
+    return int(match.group(1)) if match else None
+
+
+def _range_total(response: requests.Response) -> int | None:
+    match = re.fullmatch(r"bytes \d+-\d+/(\d+)", response.headers.get("Content-Range", "").strip())
+    return int(match.group(1)) if match else None
+
+
+def _int_header(response: requests.Response, name: str) -> int | None:
+    value = response.headers.get(name)
+    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return None  # the header counts compressed bytes; requests hands out decoded ones
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _check_free_space(directory: Path, size: int | None) -> None:
+    if size is None:
+        return
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return
+    if free < size:
+        raise DownloadError(
+            f"{directory} has {free} bytes free but the file needs {size}; free some space or point "
+            f"${cache.CACHE_ENV} at another directory."
+        )
+
+
+def _progress_bar(name: str, size: int | None, enabled: bool) -> tqdm:
+    from tqdm.auto import tqdm  # lazily: only downloads need it
+
+    return tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not enabled,
+                dynamic_ncols=True, miniters=1)
+
+
+def _silent_tqdm() -> type[tqdm]:
+    from tqdm.auto import tqdm
+
+    class SilentTqdm(tqdm):  # huggingface_hub takes a class, not a flag
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return SilentTqdm
+
+
+def _describe_sources(record: FileRecord) -> str:
+    names = ([str(record.hf)] if record.hf is not None else []) + list(record.urls)
+    return ", ".join(names) if names else "its (missing) sources"
+
+
+def _flag(value: bool | None, *names: str) -> bool:
+    """An explicit ``value``, else whether any of the environment variables ``names`` is true."""
+    if value is not None:
+        return bool(value)
+    for name in names:
+        raw = os.environ.get(name, "").strip().lower()
+        if raw in _TRUE:
+            return True
+        if raw not in _FALSE:
+            raise ValueError(f"${name}={os.environ[name]!r} is not a boolean; use 1 or 0")
+    return False
+
+
+def _env_number(name: str, raw: str, kind: type[_T]) -> _T:
+    try:
+        return kind(raw.strip())
+    except ValueError:
+        raise ValueError(f"${name}={os.environ.get(name)!r} is not a number") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,156 @@
+"""Where a model's weights come from: the resolution order, in one place.
+
+1. a file shipped with the manifest (``weights.local``, the embedded zoo), checked by sha256;
+2. a verified cache hit (see :mod:`dsd_zoo.cache`);
+3. the Hugging Face Hub at the pinned revision, then the URL mirrors (:func:`dsd_zoo.download.fetch`);
+4. the original release, downloaded and checked against its published digest (or pinned on
+   first use when the user opts in), converted locally with :mod:`dsd_zoo.convert`, and stored
+   in the cache with a stamp that records it was converted here.
+
+(``get_model(weights=PATH)`` comes before all of these and never reaches this module.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import List, Optional
+
+from . import cache
+from .digests import Digest, hash_file
+from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError
+from .manifest import AssetRecord, Manifest, ModelEntry, OriginalRecord
+
+__all__ = ["resolve_weights", "weights_record", "original_record", "asset_record", "cached_weights"]
+
+logger = logging.getLogger(__name__)
+
+
+def weights_record(entry: ModelEntry):
+    """The :class:`~dsd_zoo.download.FileRecord` of a model's converted safetensors file."""
+    from .download import FileRecord, HFLocation
+
+    w = entry.weights
+    hf = None if w.hf is None else HFLocation(w.hf.repo_id, w.hf.revision, w.hf.filename)
+    return FileRecord(file=w.file, digest=Digest("sha256", w.sha256) if w.sha256 else None, size=w.size, hf=hf,
+                      urls=w.urls)
+
+
+def original_record(entry: ModelEntry):
+    """The record of a model's original release file (its URL, mirrors and published digest)."""
+    from .download import FileRecord
+
+    original: OriginalRecord = entry.original
+    name = original.url.rstrip("/").rsplit("/", 1)[-1]
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:80]
+    return FileRecord(file=f"original-{entry.name}-{safe}", digest=Digest(*original.digest) if original.digest else None,
+                      size=original.size, urls=(original.url, *original.mirrors))
+
+
+def asset_record(asset: AssetRecord):
+    """The record of a released asset (the AlexNet mean image)."""
+    from .download import FileRecord
+
+    return FileRecord(file=asset.file, digest=Digest(*asset.digest) if asset.digest else None, size=asset.size,
+                      urls=(asset.url,))
+
+
+def cached_weights(entry: ModelEntry, manifest: Manifest, cache_dir: Optional[os.PathLike] = None) -> Optional[Path]:
+    """The verified local weight file of ``entry`` if one exists, without any network access."""
+    if entry.weights.local is not None:
+        return _local_file(entry, manifest)
+    final = cache.resolve_cache_dir(cache_dir) / entry.weights.file
+    if not final.exists():
+        return None
+    record = weights_record(entry)
+    with cache.locked(final):
+        return final if cache.verify_cached(final, record.digest, record.size) is not None else None
+
+
+def _local_file(entry: ModelEntry, manifest: Manifest) -> Path:
+    w = entry.weights
+    path = (manifest.base_dir or Path.cwd()) / w.local
+    if w.sha256 is None:
+        raise IntegrityError(f"{manifest.origin}: model {entry.name!r} ships {w.local} without a sha256; "
+                             "a shipped file must be pinned")
+    try:
+        seen = hash_file(path, {"sha256"})["sha256"]
+    except OSError as exc:
+        raise NotAvailableError(f"{entry.name}: its shipped weight file {path} cannot be read ({exc.strerror or exc})") from exc
+    if seen != w.sha256:
+        raise IntegrityError(f"{entry.name}: {path} has sha256 {seen}, the manifest requires {w.sha256}; "
+                             "the file was modified — restore it from the repository")
+    return path
+
+
+def resolve_weights(entry: ModelEntry, manifest: Manifest, *, progress: bool = True,
+                    trust_unverified: Optional[bool] = None, offline: Optional[bool] = None) -> Path:
+    """Return the path of a verified local weight file for ``entry``, fetching or converting it.
+
+    Raises:
+        OfflineError: offline mode is on and no verified copy is cached.
+        UnverifiedSourceError: only an original without a published digest is left and the
+            user has not opted in to trust it.
+        NotAvailableError: no source has the file and no original can be converted here.
+        DownloadError: every source failed (the message lists each and why).
+    """
+    from .download import fetch
+
+    if entry.weights.local is not None:
+        return _local_file(entry, manifest)
+    record = weights_record(entry)
+    failures: List[str] = []
+    if record.hf is not None or record.urls:
+        try:
+            return fetch(record, progress=progress, trust_unverified=trust_unverified, offline=offline)
+        except OfflineError:
+            raise
+        except DownloadError as exc:
+            failures.append(str(exc))
+    else:
+        hit = cached_weights(entry, manifest)
+        if hit is not None:
+            return hit
+    if entry.original is None:
+        raise NotAvailableError(f"{entry.name}: no published weights and no original release to convert"
+                                + (f" ({'; '.join(failures)})" if failures else ""))
+    return _convert_original(entry, manifest, progress=progress, trust_unverified=trust_unverified,
+                             offline=offline, failures=failures)
+
+
+def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, trust_unverified: Optional[bool],
+                      offline: Optional[bool], failures: List[str]) -> Path:
+    from .download import fetch
+
+    try:
+        from .convert import mapping
+    except ImportError as exc:  # protobuf is the converter extra's dependency
+        raise NotAvailableError(
+            f"{entry.name}: converted weights are not published yet, and converting the original release "
+            f"({entry.original.url}) needs the converter extra: pip install 'dsd-zoo[convert]' ({exc})") from exc
+    logger.info("%s: converting the original release %s locally", entry.name, entry.original.url)
+    source = fetch(original_record(entry), progress=progress, trust_unverified=trust_unverified, offline=offline)
+    mean_image = None
+    asset_name = entry.transforms.get("mean_image")
+    if asset_name is not None:
+        mean_image = fetch(asset_record(manifest.assets[asset_name]), progress=progress, offline=offline)
+    final = cache.resolve_cache_dir() / entry.weights.file
+    with cache.locked(final):
+        part = cache.new_part_path(final)
+        try:
+            saved = mapping.save_conversion(source, entry.name, part, mean_image_path=mean_image, force=True,
+                                            manifest=manifest)
+            if entry.weights.sha256 is not None and saved.sha256 != entry.weights.sha256:
+                raise IntegrityError(
+                    f"{entry.name}: converting {entry.original.url} locally gave sha256 {saved.sha256}, but the "
+                    f"published file has {entry.weights.sha256}; the converter version differs from the one that "
+                    "made the published file. Use the published file or upgrade dsd-zoo.")
+            cache.publish(part, final)
+        finally:
+            part.unlink(missing_ok=True)
+        origin_digest = cache.read_stamp(source)
+        cache.write_stamp(final, cache.Stamp.of(
+            final, {"sha256": saved.sha256}, pinned=entry.weights.sha256 is None,
+            source=f"converted locally from {entry.original.url} (sha256 {origin_digest.sha256 if origin_digest else '?'})"))
+    return final

@@ -1,0 +1,288 @@
+"""Fault tests of the downloader (issue 3, item 7), against real HTTP servers on 127.0.0.1.
+
+Each test makes one thing go wrong (the network, the server, the disk, the cache, the user's
+trust) and checks that fetch either delivers a verified file or fails cleanly, naming why, with
+nothing half-written left under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dsd_zoo import cache
+from dsd_zoo.digests import Digest
+from dsd_zoo.download import FileRecord, HFLocation, fetch
+from dsd_zoo.errors import DownloadError, OfflineError, UnverifiedSourceError
+
+from .servers import DEFAULT_COMMIT, Fault, cache_dir, server  # noqa: F401 (fixtures)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 3 MiB: three of the downloader's 1 MiB reads, so a reset mid-body leaves whole chunks to resume from.
+BODY = os.urandom(3 * 2**20)
+SHA256 = hashlib.sha256(BODY).hexdigest()
+
+
+def record(*urls: str, digest: Digest | None = Digest("sha256", SHA256), size: int | None = len(BODY),
+           hf: HFLocation | None = None) -> FileRecord:
+    return FileRecord("w.bin", digest, size, hf=hf, urls=urls)
+
+
+def leftovers(cache_dir) -> list[str]:
+    """Files a failed fetch must not leave: the final name, its stamp, or any part."""
+    return sorted(p.name for p in cache_dir.iterdir() if not p.name.endswith(".lock")) if cache_dir.exists() else []
+
+
+# -- the server sends something wrong -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault, reason", [
+    (Fault(flip_bit_at=1_000_000), "sha256 mismatch"),
+    (Fault(truncate_to=len(BODY) - 1), f"announces {len(BODY) - 1} bytes, expected {len(BODY)}"),
+])
+def test_corrupt_body_is_never_published(cache_dir, server, fault, reason):
+    url = server.add("/w.bin", BODY, faults=[fault])
+    with pytest.raises(DownloadError, match=reason):
+        fetch(record(url), progress=False)
+    assert leftovers(cache_dir) == []
+    assert len(server.log) == 1  # a wrong body is not a transient error: no retry on the same URL
+
+
+def test_truncation_without_a_known_size_fails_the_digest(cache_dir, server):
+    url = server.add("/w.bin", BODY, faults=[Fault(truncate_to=len(BODY) // 2)])
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        fetch(record(url, size=None), progress=False)
+    assert leftovers(cache_dir) == []
+
+
+def test_corrupt_mirror_then_good_mirror(cache_dir, server):
+    bad = server.add("/bad", BODY, faults=[Fault(flip_bit_at=0, repeat=True)])
+    good = server.add("/good", BODY)
+    assert fetch(record(bad, good), progress=False).read_bytes() == BODY
+
+
+def test_404_moves_on_without_retrying(cache_dir, server):
+    good = server.add("/good", BODY)
+    assert fetch(record(server.url("/gone"), good), progress=False).read_bytes() == BODY
+    assert [entry.status for entry in server.requests_for("/gone")] == [404]
+
+
+def test_500_then_success_retries_the_same_url(cache_dir, server):
+    url = server.add("/w.bin", BODY, faults=[Fault(status=500), Fault(status=503)])
+    other = server.add("/other", BODY)
+    assert fetch(record(url, other), progress=False).read_bytes() == BODY
+    assert [entry.status for entry in server.requests_for("/w.bin")] == [500, 503, 200]
+    assert server.requests_for("/other") == []
+
+
+def test_persistent_500_gives_up_after_the_configured_attempts(cache_dir, server):
+    url = server.add("/w.bin", BODY, faults=[Fault(status=502, repeat=True)])
+    with pytest.raises(DownloadError, match="HTTP 502.*gave up after 3 attempts"):  # DSD_ZOO_RETRIES=3
+        fetch(record(url), progress=False)
+    assert len(server.requests_for("/w.bin")) == 3
+
+
+# -- the connection breaks ----------------------------------------------------------------------
+
+
+def test_reset_mid_body_resumes_with_range(cache_dir, server):
+    url = server.add("/w.bin", BODY, faults=[Fault(reset_after=2_500_000)])
+    assert fetch(record(url), progress=False).read_bytes() == BODY
+    first, second = server.requests_for("/w.bin")
+    assert first.status == 200 and first.bytes_sent == 2_500_000
+    # The client kept the whole 1 MiB chunks it had read (2, unless the machine is too busy to read
+    # them in the server's grace period) and asked for the rest of the same file.
+    assert second.range in (f"bytes={2**20}-", f"bytes={2 * 2**20}-") and second.if_range == f'"{SHA256}"'
+    assert second.status == 206
+    assert server.bytes_sent("/w.bin") < 2 * len(BODY)
+    assert server.full_transfers("/w.bin") == 0
+
+
+def test_server_ignoring_range_restarts_cleanly(cache_dir, server):
+    url = server.add("/w.bin", BODY, faults=[Fault(reset_after=2_500_000), Fault(ignore_range=True)])
+    assert fetch(record(url), progress=False).read_bytes() == BODY
+    second = server.requests_for("/w.bin")[1]
+    assert second.range is not None and second.status == 200 and second.full_body  # hashed from scratch
+
+
+def test_no_range_support_means_no_range_request(cache_dir, server):
+    url = server.add("/w.bin", BODY, accept_ranges=False, faults=[Fault(reset_after=2_500_000)])
+    assert fetch(record(url), progress=False).read_bytes() == BODY
+    assert [entry.range for entry in server.requests_for("/w.bin")] == [None, None]
+
+
+def test_slow_server_times_out_then_next_url(cache_dir, server, monkeypatch):
+    monkeypatch.setenv("DSD_ZOO_TIMEOUT", "2,0.3")
+    monkeypatch.setenv("DSD_ZOO_RETRIES", "2")
+    slow = server.add("/slow", BODY, faults=[Fault(delay_s=30, repeat=True)])
+    good = server.add("/good", BODY)
+    start = time.monotonic()
+    assert fetch(record(slow, good), progress=False).read_bytes() == BODY
+    # Two attempts of 0.3 s read timeout each, then the next URL; far from the 30 s the server sleeps.
+    assert time.monotonic() - start < 5
+    assert len(server.requests_for("/slow")) == 2 and server.full_transfers("/good") == 1
+
+
+# -- several processes, a full disk -------------------------------------------------------------
+
+CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from dsd_zoo.digests import Digest
+from dsd_zoo.download import FileRecord, fetch
+from dsd_zoo.errors import DownloadError
+spec = json.loads(sys.argv[2])
+record = FileRecord("w.bin", Digest("sha256", spec["sha256"]), spec["size"], urls=tuple(spec["urls"]))
+if spec.get("fsize_limit"):
+    import resource, signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so that writing past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (spec["fsize_limit"], spec["fsize_limit"]))
+print("ready", flush=True)
+sys.stdin.readline()  # wait for "go", so that all processes ask at the same moment
+try:
+    print(json.dumps({"path": str(fetch(record, progress=False))}))
+except DownloadError as exc:
+    print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+"""
+
+
+def run_children(count: int, spec: dict) -> list[dict]:
+    children = [
+        subprocess.Popen([sys.executable, "-c", CHILD, REPO_ROOT, json.dumps(spec)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    try:
+        for child in children:
+            assert child.stdout.readline().strip() == "ready"
+        for child in children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        return [json.loads(child.communicate(timeout=60)[0]) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+
+
+def test_eight_processes_cause_one_download(cache_dir, server, monkeypatch):
+    # The delay keeps the first download going while the other seven reach the lock; the read
+    # timeout is well above it, so that the delay cannot cause a retry (which would be a 2nd GET).
+    monkeypatch.setenv("DSD_ZOO_TIMEOUT", "10")
+    url = server.add("/w.bin", BODY, faults=[Fault(delay_s=0.5)])
+    results = run_children(8, {"sha256": SHA256, "size": len(BODY), "urls": [url]})
+    assert results == [{"path": str(cache_dir / "w.bin")}] * 8
+    assert server.full_transfers("/w.bin") == 1 and len(server.log) == 1
+    assert hashlib.sha256((cache_dir / "w.bin").read_bytes()).hexdigest() == SHA256
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE and SIGXFSZ are POSIX")
+def test_disk_full_fails_cleanly(cache_dir, server):
+    first, second = server.add("/a", BODY), server.add("/b", BODY)
+    spec = {"sha256": SHA256, "size": len(BODY), "urls": [first, second], "fsize_limit": 2**20}
+    (result,) = run_children(1, spec)
+    assert result["error"] == "DownloadError" and "cannot write w.bin into the cache directory" in result["message"]
+    assert "File too large" in result["message"]  # EFBIG, the disk-full of RLIMIT_FSIZE
+    assert leftovers(cache_dir) == []
+    assert server.requests_for("/b") == []  # a local failure is not a reason to try another mirror
+
+
+# -- the cache, offline mode, trust -------------------------------------------------------------
+
+
+def test_tampered_cache_file_is_fetched_again(cache_dir, server):
+    url = server.add("/w.bin", BODY)
+    path = fetch(record(url), progress=False)
+    with open(path, "r+b") as file:
+        file.seek(12345)
+        file.write(b"\0")
+    with pytest.warns(RuntimeWarning, match="corrupt or was modified"):
+        assert fetch(record(url), progress=False).read_bytes() == BODY
+    assert server.full_transfers("/w.bin") == 2
+
+
+@pytest.mark.parametrize("how", ["argument", "DSD_ZOO_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_mode_never_opens_a_socket(cache_dir, server, monkeypatch, how):
+    url = server.add("/w.bin", BODY)
+    location = HFLocation("dsd/vgg16", DEFAULT_COMMIT, "model.safetensors")
+    if how != "argument":
+        monkeypatch.setenv(how, "1")
+
+    def no_network(*args):
+        raise AssertionError("offline mode opened a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.raises(OfflineError) as info:
+        fetch(record(url, hf=location), progress=False, offline=True if how == "argument" else None)
+    assert "w.bin" in str(info.value) and str(cache_dir / "w.bin") in str(info.value)
+    assert server.log == []
+
+
+def test_offline_mode_serves_verified_cache_hits(cache_dir, server, monkeypatch):
+    url = server.add("/w.bin", BODY)
+    path = fetch(record(url), progress=False)
+    monkeypatch.setenv("DSD_ZOO_OFFLINE", "1")
+    assert fetch(record(url), progress=False) == path
+    assert fetch(record(url), progress=False, offline=False) == path  # the argument wins over the environment
+    assert len(server.log) == 1
+
+
+def test_trust_on_first_use(cache_dir, server, monkeypatch):
+    url = server.add("/w.bin", BODY)
+    unverified = record(url, digest=None, size=None)
+    with pytest.raises(UnverifiedSourceError, match="DSD_ZOO_TRUST_UNVERIFIED=1"):
+        fetch(unverified, progress=False)
+    assert server.log == []  # refused before any download
+
+    with pytest.warns(UserWarning, match=f"pinning its sha256 {SHA256}"):
+        path = fetch(unverified, progress=False, trust_unverified=True)
+    stamp = cache.read_stamp(path)
+    assert stamp.pinned and stamp.sha256 == SHA256 and stamp.source == url
+    assert fetch(unverified, progress=False) == path  # the pin is the trust now: no opt-in needed
+
+    # The mirror changes its file; the cached copy is lost. The pin rejects the new bytes.
+    server.set_body("/w.bin", BODY[::-1])
+    path.unlink()
+    monkeypatch.setenv("DSD_ZOO_TRUST_UNVERIFIED", "1")
+    with pytest.raises(DownloadError, match=f"sha256 mismatch: got .*, expected sha256:{SHA256}"):
+        fetch(unverified, progress=False)
+    assert not path.exists() and cache.pinned_stamp(path).sha256 == SHA256
+
+
+# -- the Hugging Face Hub -----------------------------------------------------------------------
+
+
+def test_hub_with_pinned_revision(cache_dir, server, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", server.base_url)
+    server.add_hf_file("dsd/squeezenet", "model.safetensors", BODY)
+    mirror = server.add("/mirror", BODY)
+    path = fetch(record(mirror, hf=HFLocation("dsd/squeezenet", DEFAULT_COMMIT, "model.safetensors")), progress=False)
+    assert path.read_bytes() == BODY and server.requests_for("/mirror") == []
+    assert {entry.path for entry in server.log if "/resolve/" in entry.path} == {
+        f"/dsd/squeezenet/resolve/{DEFAULT_COMMIT}/model.safetensors"
+    }
+
+
+# Not a 5xx on the metadata request: huggingface_hub itself retries that for ~23 s (1+2+4+8+8 s
+# backoff) before giving up, which is its policy, not ours, and too slow for a unit test.
+@pytest.mark.parametrize("hub_problem", ["HTTP 500 on the download", "HTTP 403", "unknown repository", "wrong bytes"])
+def test_hub_failure_falls_through_to_the_urls(cache_dir, server, monkeypatch, hub_problem):
+    monkeypatch.setenv("HF_ENDPOINT", server.base_url)
+    if hub_problem.startswith("HTTP"):
+        status, methods = (500, ("GET",)) if "download" in hub_problem else (403, ("HEAD", "GET"))
+        server.add_hf_file("dsd/vgg16", "model.safetensors", BODY,
+                           faults=[Fault(status=status, repeat=True, methods=methods)])
+    elif hub_problem == "wrong bytes":  # the Hub's own checks pass; only dsd-zoo's digest catches it
+        server.add_hf_file("dsd/vgg16", "model.safetensors", BODY[::-1])
+    mirror = server.add("/mirror", BODY)
+    hub = HFLocation("dsd/vgg16", DEFAULT_COMMIT, "model.safetensors")
+    path = fetch(record(mirror, hf=hub), progress=False)
+    assert path.read_bytes() == BODY and server.full_transfers("/mirror") == 1
+    assert cache.read_stamp(path).source == mirror

@@ -1,0 +1,151 @@
+"""End-to-end weight resolution through real loopback servers: mirrors, the Hub, and the
+original release converted locally (the real Deep Compression SqueezeNet)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import dsd_zoo
+from dsd_zoo.errors import DownloadError, OfflineError, UnverifiedSourceError
+
+from .conftest import FIXTURES, REPO_ROOT, require
+from .servers import LoopbackServer, isolate_download_env, server  # noqa: F401  (fixture)
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    isolate_download_env(monkeypatch, tmp_path)
+    return tmp_path
+
+
+def write_manifest(tmp_path, monkeypatch, edit) -> None:
+    document = json.loads((REPO_ROOT / "weights_manifest.json").read_text())
+    edit(document["models"])
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(document))
+    monkeypatch.setenv("DSD_ZOO_MANIFEST", str(path))
+
+
+def safetensors_bytes(model: torch.nn.Module) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in model.state_dict().items()})
+
+
+def test_hub_load_from_a_url_mirror_returns_the_served_weights(env, server, monkeypatch):
+    # Issue 3, "done when": torch.hub.load(<repo>, 'squeezenet_sparse', source='local') through a
+    # manifest whose urls serve a safetensors file from a loopback server.
+    reference = dsd_zoo.get_model("squeezenet_sparse", pretrained=False)
+    body = safetensors_bytes(reference)
+    url = server.add("/squeezenet_sparse.safetensors", body)
+
+    def edit(models):
+        models["squeezenet_sparse"]["weights"].update(sha256=hashlib.sha256(body).hexdigest(), size=len(body), urls=[url])
+
+    write_manifest(env, monkeypatch, edit)
+    model = torch.hub.load(str(REPO_ROOT), "squeezenet_sparse", source="local", progress=False, trust_repo=True)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert server.full_transfers("/squeezenet_sparse.safetensors") == 1
+    # A second load is a verified cache hit: no new request.
+    dsd_zoo.get_model("squeezenet_sparse", progress=False)
+    assert len(server.requests_for("/squeezenet_sparse.safetensors", "GET")) == 1
+
+
+def test_tampered_manifest_digest_refuses_the_file(env, server, monkeypatch):
+    body = safetensors_bytes(dsd_zoo.get_model("squeezenet_sparse", pretrained=False))
+    url = server.add("/w.safetensors", body)
+
+    def edit(models):
+        models["squeezenet_sparse"]["weights"].update(sha256="0" * 64, size=len(body), urls=[url])
+        models["squeezenet_sparse"]["original"] = None
+
+    write_manifest(env, monkeypatch, edit)
+    with pytest.raises(Exception) as info:
+        dsd_zoo.get_model("squeezenet_sparse", progress=False)
+    assert "0" * 64 in str(info.value) or "sha256" in str(info.value)
+    assert not (env / "cache" / "squeezenet_sparse.safetensors").exists()
+
+
+@pytest.fixture
+def served_original(env, server, monkeypatch):
+    """The real compressed_SqueezeNet.net served from loopback as the original release."""
+    data = require(FIXTURES / "squeezenet-deep-compression" / "compressed_SqueezeNet.net").read_bytes()
+    pytest.importorskip("google.protobuf", reason="the converter extra (protobuf) is not installed")
+    url = server.add("/compressed_SqueezeNet.net", data)
+    # The manifest's published git blob sha1 must be that of the real file (issue 3, item 2).
+    assert git_blob_sha1(data) == dsd_zoo.get_weights("squeezenet_sparse").meta["original"]["digest"]["git_blob_sha1"]
+
+    def edit(models):
+        models["squeezenet_sparse"]["original"]["url"] = url
+
+    write_manifest(env, monkeypatch, edit)
+    return url
+
+
+def test_original_release_is_converted_locally_and_classifies(served_original, server, env, monkeypatch):
+    model = dsd_zoo.get_model("squeezenet_sparse", progress=False)
+    weights = dsd_zoo.get_weights("squeezenet_sparse")
+    image = Image.open(require(FIXTURES / "images" / "space_shuttle.jpg"))
+    with torch.inference_mode():
+        probs = model(weights.transforms()(image).unsqueeze(0)).softmax(1)[0]
+    # Fixture README: class 812 "space shuttle", probability > 0.9 (independent implementation: 0.995-0.997).
+    assert probs.argmax().item() == 812 and probs[812].item() > 0.9
+    assert server.full_transfers("/compressed_SqueezeNet.net") == 1
+
+    # The locally converted file is now a verified cache hit, also offline.
+    monkeypatch.setenv("DSD_ZOO_OFFLINE", "1")
+    again = dsd_zoo.get_model("squeezenet_sparse", progress=False)
+    assert torch.equal(again.classifier[1].weight, model.classifier[1].weight)
+    assert len(server.requests_for("/compressed_SqueezeNet.net", "GET")) == 1
+    stamp = json.loads((env / "cache" / "squeezenet_sparse.safetensors.stamp.json").read_text())
+    assert stamp["source"].startswith("converted locally from") and stamp["pinned"] is True
+
+
+def test_corrupt_original_is_rejected(served_original, server, env):
+    server.set_body("/compressed_SqueezeNet.net", b"\0" * 675_763)
+    with pytest.raises(DownloadError, match="compressed_SqueezeNet"):
+        dsd_zoo.get_model("squeezenet_sparse", progress=False)
+    assert not (env / "cache" / "squeezenet_sparse.safetensors").exists()
+
+
+def test_original_without_digest_needs_opt_in(served_original, env, monkeypatch):
+    def edit(models):
+        models["squeezenet_sparse"]["original"]["url"] = served_original
+        models["squeezenet_sparse"]["original"]["digest"] = None
+
+    write_manifest(env, monkeypatch, edit)
+    with pytest.raises(UnverifiedSourceError, match="DSD_ZOO_TRUST_UNVERIFIED"):
+        dsd_zoo.get_model("squeezenet_sparse", progress=False)
+    with pytest.warns(Warning, match="sha256"):
+        model = dsd_zoo.get_model("squeezenet_sparse", progress=False, trust_unverified=True)
+    assert model.classifier[1].weight.shape == (1000, 512, 1, 1)
+
+
+def test_offline_without_cache_names_the_file(env, monkeypatch):
+    def edit(models):
+        models["squeezenet_sparse"]["weights"].update(sha256="a" * 64, urls=["http://127.0.0.1:9/never.safetensors"])
+
+    write_manifest(env, monkeypatch, edit)
+    monkeypatch.setenv("DSD_ZOO_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="squeezenet_sparse.safetensors"):
+        dsd_zoo.get_model("squeezenet_sparse", progress=False)
+
+
+def test_nothing_published_says_how_to_get_weights(env, monkeypatch):
+    def edit(models):
+        models["vgg16_dsd"]["original"] = None
+
+    write_manifest(env, monkeypatch, edit)
+    with pytest.raises(dsd_zoo.errors.NotAvailableError, match="vgg16_dsd"):
+        dsd_zoo.get_model("vgg16_dsd", progress=False)
