@@ -37,12 +37,16 @@ def weights_record(entry: ModelEntry):
                       urls=w.urls)
 
 
+def _original_file_name(entry: ModelEntry) -> str:
+    return entry.original.url.rstrip("/").rsplit("/", 1)[-1]
+
+
 def original_record(entry: ModelEntry):
     """The record of a model's original release file (its URL, mirrors and published digest)."""
     from .download import FileRecord
 
     original: OriginalRecord = entry.original
-    name = original.url.rstrip("/").rsplit("/", 1)[-1]
+    name = _original_file_name(entry)
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:80]
     return FileRecord(file=f"original-{entry.name}-{safe}", digest=Digest(*original.digest) if original.digest else None,
                       size=original.size, urls=(original.url, *original.mirrors))
@@ -139,8 +143,10 @@ def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, 
     with cache.locked(final):
         part = cache.new_part_path(final)
         try:
+            # The original's own file name, not the cache's, goes into the metadata, so that a
+            # local conversion is byte-identical to the one the release tool published.
             saved = mapping.save_conversion(source, entry.name, part, mean_image_path=mean_image, force=True,
-                                            manifest=manifest)
+                                            manifest=manifest, source_name=_original_file_name(entry))
             if entry.weights.sha256 is not None and saved.sha256 != entry.weights.sha256:
                 raise IntegrityError(
                     f"{entry.name}: converting {entry.original.url} locally gave sha256 {saved.sha256}, but the "

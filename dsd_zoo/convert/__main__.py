@@ -1,0 +1,76 @@
+"""``python -m dsd_zoo.convert``: convert an original release file to a dsd-zoo safetensors file.
+
+Exit status: 0 on success, 2 when the input does not convert (wrong model, layout or shape,
+malformed file, existing output) or the command line is wrong, 1 when a file cannot be read
+or written. Errors are one message on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from ..errors import DSDZooError
+
+EXAMPLE = """\
+example:
+  python -m dsd_zoo.convert compressed_SqueezeNet.net --model squeezenet_sparse -o squeezenet_sparse.safetensors
+  python -m dsd_zoo.convert bvlc_alexnet.caffemodel --model alexnet_caffe -o alexnet_caffe.safetensors \\
+      --mean-image ilsvrc_2012_mean.npy
+
+The reader is chosen by the model's original format in the manifest (caffemodel, torch7 or
+deep-compression) and the mapping by its architecture. Caffe models get conv1 flipped from BGR
+to RGB. The output's metadata records the model, the source file and its sha256, the converter
+version and the conversion options; load it with
+dsd_zoo.get_model(NAME, weights="OUT.safetensors").
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the CLI."""
+    parser = argparse.ArgumentParser(
+        prog="python -m dsd_zoo.convert",
+        description="Convert a model file as its authors released it (Caffe .caffemodel, Torch7 .t7 or Deep "
+                    "Compression .net) into a checked dsd-zoo safetensors file.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", metavar="SRC", help="the original file (.caffemodel, .t7 or .net)")
+    parser.add_argument("--model", "-m", required=True, metavar="NAME",
+                        help="the dsd-zoo model the file holds, e.g. squeezenet_sparse (see dsd_zoo.list_models())")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.safetensors",
+                        help="where to write the converted weights (written atomically)")
+    parser.add_argument("--mean-image", metavar="PATH",
+                        help="Caffe's ilsvrc_2012_mean.npy (BGR, 3x256x256); required for the AlexNet models, "
+                             "whose converted file carries the mean image their preprocessing subtracts")
+    parser.add_argument("--force", action="store_true", help="replace OUT.safetensors if it exists")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from .mapping import save_conversion
+
+    try:
+        saved = save_conversion(args.src, args.model, args.output, mean_image_path=args.mean_image, force=args.force)
+    except DSDZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: converting {args.src} to {args.output}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    for warning in saved.report.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {saved.path}")
+    print(f"  model   {saved.metadata['model']} ({saved.metadata['arch']}) from {saved.metadata['source_file']} "
+          f"(sha256 {saved.metadata['source_sha256']})")
+    print(f"  options {json.loads(saved.metadata['conversion_options'])}")
+    print(f"  sha256  {saved.sha256}")
+    print(f"  size    {saved.size} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

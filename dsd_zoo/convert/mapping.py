@@ -1,0 +1,301 @@
+"""From a file in an original format to a checked dsd-zoo state dict and a safetensors file.
+
+:func:`convert_file` picks the reader from the manifest entry's ``original.format``
+(``caffemodel``, ``torch7``, ``deep-compression``) and the mapping from its ``arch``:
+
+* :mod:`dsd_zoo.convert.caffe_mapping` -- Caffe layer blobs (AlexNet, VGG16, GoogLeNet,
+  SqueezeNet under both its layer-naming schemes);
+* :mod:`dsd_zoo.convert.torch7_mapping` -- fb.resnet.torch module trees (ResNet-18/50);
+* :mod:`dsd_zoo.convert.dc_mapping` -- the Deep Compression ``.net`` SqueezeNet.
+
+The mappings are pure functions of already parsed structures; this module is the only place
+that opens files. Every result is checked against the architecture's own ``state_dict``
+(all keys, all shapes) before it is returned, so a converted file always loads strictly.
+:func:`save_conversion` writes the result atomically with provenance metadata; the CLI
+(``python -m dsd_zoo.convert``) and the release tool both go through it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
+
+import numpy as np
+
+from ..digests import hash_file
+from ..errors import ConversionError, FormatError, UnknownModelError, WeightsError
+from ..loading import EXTRA_PREFIX, check_state_dict
+from ..manifest import Manifest, ModelEntry, load_manifest
+
+__all__ = [
+    "CONVERTER_VERSION", "Conversion", "SavedConversion", "architecture_shapes", "array_to_tensor",
+    "check_against_architecture", "convert_file", "conversion_metadata", "load_mean_image", "save_conversion",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Version of the mappings. Bump it whenever a mapping would produce different tensors from
+#: the same source file, so that metadata tells files made by old and new converters apart.
+CONVERTER_VERSION = "1"
+#: Shape of Caffe's ILSVRC-2012 mean image (channels, height, width), as the AlexNet
+#: transform expects it (``manifest`` transforms ``resize`` is 256x256).
+MEAN_IMAGE_SHAPE = (3, 256, 256)
+
+
+class Conversion(NamedTuple):
+    """A converted model: unpacks as ``(state_dict, extras, report)``.
+
+    ``extras`` are tensors that travel with the weights but are not parameters (stored as
+    ``dsd_zoo.<name>``); ``report`` is JSON-ready and says what the mapping did.
+    """
+
+    state_dict: Dict[str, Any]
+    extras: Dict[str, Any]
+    report: Dict[str, Any]
+
+
+class SavedConversion(NamedTuple):
+    """What :func:`save_conversion` wrote."""
+
+    path: Path
+    sha256: str
+    size: int
+    metadata: Dict[str, str]
+    report: Dict[str, Any]
+
+
+@functools.lru_cache(maxsize=None)
+def _shapes(arch: str, build_items: Tuple[Tuple[str, Any], ...]) -> Mapping[str, Tuple[int, ...]]:
+    import torch
+
+    from ..models import ARCHITECTURES
+
+    if arch not in ARCHITECTURES:
+        raise ConversionError(f"no mapping for architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    # The meta device gives every shape without allocating VGG16's 550 MB.
+    with torch.device("meta"):
+        model = ARCHITECTURES[arch].build(**dict(build_items))
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def architecture_shapes(arch: str, **build_kwargs: Any) -> Mapping[str, Tuple[int, ...]]:
+    """State-dict key -> shape of ``arch`` built with ``build_kwargs`` (no memory allocated)."""
+    return _shapes(arch, tuple(sorted(build_kwargs.items())))
+
+
+def array_to_tensor(array: Any, where: str):
+    """A float32 CPU tensor copied from a numpy array; non-finite values raise ConversionError.
+
+    ``where`` names the source tensor in the error message.
+    """
+    import torch
+
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise ConversionError(f"{where}: expected a numeric array, got {type(array).__name__}"
+                              f"{' of ' + str(array.dtype) if isinstance(array, np.ndarray) else ''}")
+    values = np.asarray(array, dtype=np.float32)
+    # min/max propagate NaN and see infinities, without a temporary mask (40x faster than torch.isfinite).
+    if values.size and not (np.isfinite(values.min()) and np.isfinite(values.max())):
+        raise ConversionError(f"{where}: holds NaN or infinite values; the source file is damaged")
+    return torch.tensor(values)
+
+
+def check_against_architecture(state_dict: Mapping[str, Any], arch: str, source: str,
+                               build_kwargs: Optional[Mapping[str, Any]] = None) -> None:
+    """Raise ConversionError unless ``state_dict`` has exactly the keys and shapes of ``arch``."""
+    expected = architecture_shapes(arch, **dict(build_kwargs or {}))
+    try:
+        check_state_dict(expected, {key: tuple(value.shape) for key, value in state_dict.items()}, source)
+    except WeightsError as exc:
+        raise ConversionError(f"{exc} (a bug in the {arch} mapping: please report it)") from exc
+
+
+def load_mean_image(path: PathLike):
+    """Caffe's ``ilsvrc_2012_mean.npy`` (3x256x256, BGR) as a float32 RGB tensor (3, 256, 256).
+
+    The file is read with ``allow_pickle=False``: an ``.npy`` holding Python objects is refused.
+    """
+    try:
+        array = np.load(os.fspath(path), allow_pickle=False)
+    except OSError as exc:
+        raise ConversionError(f"cannot read the mean image {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # numpy's error for a pickled or malformed .npy
+        raise FormatError(f"{path}: not a plain numeric .npy array ({exc})") from exc
+    if not isinstance(array, np.ndarray) or tuple(array.shape) != MEAN_IMAGE_SHAPE:
+        shape = getattr(array, "shape", None)
+        raise ConversionError(f"{path}: the mean image must have shape {MEAN_IMAGE_SHAPE} (Caffe's "
+                              f"ilsvrc_2012_mean.npy), got {shape}")
+    # Caffe stores it BGR, like every Caffe input; dsd-zoo's transforms work in RGB.
+    return array_to_tensor(array[::-1], f"mean image {path}")
+
+
+def _entry(model_name: str, manifest: Optional[Manifest]) -> Tuple[ModelEntry, Manifest]:
+    manifest = manifest or load_manifest()
+    if model_name not in manifest.models:
+        raise UnknownModelError(f"unknown model {model_name!r}; known: {', '.join(manifest.models)}")
+    return manifest.models[model_name], manifest
+
+
+def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Optional[PathLike] = None,
+                 manifest: Optional[Manifest] = None) -> Conversion:
+    """Convert an original release file of ``model_name`` to a dsd-zoo state dict.
+
+    Args:
+        src_path: the ``.caffemodel``, ``.t7`` or ``.net`` file as its authors released it.
+        model_name: a manifest name (``"squeezenet_sparse"``); its ``original.format`` picks the
+            reader and its ``arch`` the mapping.
+        mean_image_path: Caffe's ``ilsvrc_2012_mean.npy``, required for the models whose
+            transforms subtract a mean image (AlexNet); stored as the ``mean_image`` extra.
+        manifest: the manifest to look the model up in (default: :func:`load_manifest`).
+
+    Returns:
+        ``(state_dict, extras, report)`` (a :class:`Conversion`); float32 CPU tensors.
+
+    Raises:
+        ConversionError: the file does not map onto the architecture (the message names the
+            layer or module and both shapes), or a required input is missing.
+        FormatError: the file is malformed.
+        UnknownModelError: ``model_name`` is not in the manifest.
+    """
+    entry, manifest = _entry(model_name, manifest)
+    fmt = entry.original.format if entry.original is not None else None
+    source = f"{Path(src_path).name} ({fmt}, model {model_name})"
+    extras: Dict[str, Any] = {}
+    asset = entry.transforms.get("mean_image")
+    if asset is not None:
+        if mean_image_path is None:
+            record = manifest.assets.get(asset)
+            where = f"{record.file} from {record.url}" if record is not None else f"the {asset!r} asset"
+            raise ConversionError(f"{model_name} subtracts a mean image, which the converted file must carry: "
+                                  f"pass mean_image_path (CLI: --mean-image) pointing at {where}")
+        extras["mean_image"] = load_mean_image(mean_image_path)
+    if fmt == "caffemodel":
+        from .caffe import read_caffemodel
+        from .caffe_mapping import map_caffe_blobs
+
+        state_dict, report = map_caffe_blobs(read_caffemodel(os.fspath(src_path)), entry.arch, source=source)
+    elif fmt == "torch7":
+        from .torch7 import read_t7
+        from .torch7_mapping import map_fb_resnet
+
+        state_dict, report = map_fb_resnet(read_t7(os.fspath(src_path)), entry.arch, source=source)
+    elif fmt == "deep-compression":
+        from .dc_mapping import read_net
+
+        state_dict, report = read_net(src_path, entry.arch, source=source)
+    else:
+        raise ConversionError(f"{model_name}: its original format is {fmt!r}; only caffemodel, torch7 and "
+                              "deep-compression files are converted")
+    report = {"model": model_name, "source_format": fmt, **report, "extras": sorted(extras)}
+    return Conversion(state_dict, extras, report)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def conversion_metadata(model_name: str, src_path: PathLike, report: Mapping[str, Any], *,
+                        source_name: Optional[str] = None, source_sha256: Optional[str] = None) -> Dict[str, str]:
+    """The safetensors ``__metadata__`` of a converted file: provenance, as strings.
+
+    Keys: ``format`` ("pt"), ``model``, ``arch``, ``source_file`` (``source_name``, by default
+    the file's own name), ``source_format``, ``source_sha256``, ``converter_version``
+    (:data:`CONVERTER_VERSION`), ``conversion_options`` (JSON) and ``conversion_warnings``
+    (JSON list). Nothing that varies between runs or dsd-zoo releases is recorded, so the
+    same source converts to the same bytes, which the published sha256 can then check.
+    """
+    if source_sha256 is None:
+        source_sha256 = hash_file(src_path, ("sha256",))["sha256"]
+    return {
+        "format": "pt",
+        "model": model_name,
+        "arch": str(report.get("arch", "")),
+        "source_file": source_name or Path(src_path).name,
+        "source_format": str(report.get("source_format", "")),
+        "source_sha256": source_sha256,
+        "converter_version": CONVERTER_VERSION,
+        "conversion_options": json.dumps(report.get("options", {}), sort_keys=True),
+        "conversion_warnings": json.dumps(report.get("warnings", [])),
+    }
+
+
+_SAFETENSORS_DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "int64": "I64", "int32": "I32",
+                       "uint8": "U8", "bool": "BOOL"}
+
+
+def _write_safetensors(path: str, tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> None:
+    """Write a safetensors file with a canonical header (sorted keys, compact JSON).
+
+    The safetensors library stores ``__metadata__`` from a hash map, in an order that changes
+    from run to run; a converted file must be byte-for-byte reproducible, so the (simple,
+    documented) format is written here: an 8-byte little-endian header length, the JSON
+    header padded with spaces to a multiple of 8, then the tensors' bytes in key order.
+    """
+    header: Dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    arrays = []
+    offset = 0
+    for name in sorted(tensors):
+        array = tensors[name].detach().cpu().contiguous().numpy()
+        dtype = _SAFETENSORS_DTYPES.get(array.dtype.name)
+        if dtype is None:
+            raise ConversionError(f"tensor {name!r} has dtype {array.dtype}, which dsd-zoo does not write")
+        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+        arrays.append(array)
+    raw = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    raw += b" " * (-(8 + len(raw)) % 8)
+    with open(path, "wb") as handle:
+        handle.write(len(raw).to_bytes(8, "little"))
+        handle.write(raw)
+        for array in arrays:
+            handle.write(array.reshape(-1).view(np.uint8).data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
+                    mean_image_path: Optional[PathLike] = None, force: bool = False,
+                    manifest: Optional[Manifest] = None, source_name: Optional[str] = None) -> SavedConversion:
+    """Convert ``src_path`` and write it as safetensors at ``out_path``, atomically.
+
+    The file holds the model tensors plus ``dsd_zoo.<extra>`` tensors and
+    :func:`conversion_metadata` (``source_name`` overrides the recorded source file name,
+    e.g. with the original's published name when converting a cached copy). The same source
+    always gives the same bytes. It is written to a temporary file next to ``out_path`` and
+    renamed into place, so a failure never leaves a partial file under the final name. An
+    existing ``out_path`` is refused unless ``force``.
+
+    Raises:
+        ConversionError: as :func:`convert_file`, or ``out_path`` exists without ``force``.
+    """
+    out = Path(out_path)
+    if out.exists() and not force:
+        raise ConversionError(f"{out} exists; pass force=True (CLI: --force) to replace it")
+    if out.exists() and out.is_dir():
+        raise ConversionError(f"{out} is a directory; give a file name such as {out / (model_name + '.safetensors')}")
+    conversion = convert_file(src_path, model_name, mean_image_path=mean_image_path, manifest=manifest)
+    metadata = conversion_metadata(model_name, src_path, conversion.report, source_name=source_name)
+    tensors = dict(conversion.state_dict)
+    for name, value in conversion.extras.items():
+        tensors[EXTRA_PREFIX + name] = value
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    os.close(handle)
+    try:
+        _write_safetensors(temp_name, tensors, metadata)
+        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes it 0600; give it a normal file's mode
+        os.replace(temp_name, out)
+    except BaseException:
+        # Covers KeyboardInterrupt too: nothing half-written may remain.
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    digest = hash_file(out, ("sha256",))["sha256"]
+    return SavedConversion(out, digest, out.stat().st_size, metadata, conversion.report)
+

@@ -1,0 +1,296 @@
+"""fb.resnet.torch module trees (Lua Torch7) -> dsd-zoo state dicts for ResNet-18 and ResNet-50.
+
+The released checkpoints do not follow the public ``models/resnet.lua`` (``architectures.md``
+section 5): their convolutions carry biases, projection shortcuts are bare 1x1 convolutions
+and the ResNet-50 bottleneck normalises after the addition. A tree in another layout would
+map onto the wrong network without any shape error, so the whole tree is checked against the
+dsd-zoo architecture *before* anything is taken from it:
+
+* top level ``nn.Sequential``: conv, BN, ReLU, max-pool 3/2 p1, four stages, avg-pool 7/1,
+  View, Linear;
+* basic block: ``Sequential[ConcatTable[Sequential[conv, BN, ReLU, conv, BN], shortcut],
+  CAddTable, ReLU]``;
+* bottleneck: ``Sequential[ConcatTable[Sequential[conv, BN, ReLU, conv, BN, ReLU, conv],
+  shortcut], CAddTable, BN, ReLU]``;
+* shortcut: ``nn.Identity`` where the architecture has none, a bare biased convolution where
+  it has a projection;
+* every convolution's planes, kernel, stride and padding, every pooling's window, every
+  tensor's shape; ``cudnn.*`` variants and ``SpatialConvolutionMM``'s 2-D weights are accepted.
+
+Anything else raises ConversionError naming the module's path in the tree (0-based, as
+``model[4][0][0][0][3]``), the dsd-zoo key it would have filled, and what was found.
+
+BatchNorm: ``weight``, ``bias``, ``running_mean`` and ``running_var`` map directly. Legacy
+objects that store ``running_std`` (= 1/sqrt(var + eps)) get ``var = running_std**-2 - eps``;
+an ``eps`` other than PyTorch's 1e-5 is folded into ``running_var`` (``var + eps - 1e-5``,
+the same normaliser) and reported. ``num_batches_tracked`` is 0.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import ConversionError
+from .mapping import array_to_tensor, check_against_architecture
+
+__all__ = ["FB_RESNET_ARCHS", "TORCH_EPS", "map_fb_resnet"]
+
+FB_RESNET_ARCHS = ("fb_resnet18", "fb_resnet50")
+TORCH_EPS = 1e-5  # nn.BatchNorm2d's default, fixed in dsd-zoo's architectures
+
+# Accepted Torch7 class names for each kind of module (nn and its cudnn drop-in twins).
+_TYPES = {
+    "conv": ("nn.SpatialConvolution", "nn.SpatialConvolutionMM", "cudnn.SpatialConvolution"),
+    "BN": ("nn.SpatialBatchNormalization", "cudnn.SpatialBatchNormalization"),
+    "ReLU": ("nn.ReLU", "cudnn.ReLU"),
+    "maxpool": ("nn.SpatialMaxPooling", "cudnn.SpatialMaxPooling"),
+    "avgpool": ("nn.SpatialAveragePooling", "cudnn.SpatialAveragePooling"),
+    "Sequential": ("nn.Sequential",),
+    "ConcatTable": ("nn.ConcatTable",),
+    "CAddTable": ("nn.CAddTable",),
+    "Identity": ("nn.Identity",),
+    "View": ("nn.View",),
+    "Linear": ("nn.Linear",),
+}
+_KIND_OF = {typename: kind for kind, typenames in _TYPES.items() for typename in typenames}
+
+_TOP = ("conv", "BN", "ReLU", "maxpool", "Sequential", "Sequential", "Sequential", "Sequential",
+        "avgpool", "View", "Linear")
+_BASIC_BRANCH = ("conv", "BN", "ReLU", "conv", "BN")
+_BOTTLENECK_BRANCH = ("conv", "BN", "ReLU", "conv", "BN", "ReLU", "conv")
+_HINTS = {
+    ("bottleneck", "branch"): " (a branch ending in BN is the public models/resnet.lua layout; the released "
+                              "fb.resnet.torch ResNet-50 has BN after the addition instead)",
+    ("bottleneck", "block"): " (no BN after the addition: the public models/resnet.lua layout, not the released "
+                             "checkpoints'; dsd-zoo's fb_resnet50 has no place for it)",
+    ("any", "shortcut"): " (a projection shortcut with BN is the public models/resnet.lua layout; the released "
+                         "checkpoints have a bare 1x1 convolution, which is what dsd-zoo's fb_resnet holds)",
+}
+
+
+def _typename(obj: Any) -> str:
+    typename = getattr(obj, "typename", None)
+    return typename if isinstance(typename, str) else f"<{type(obj).__name__}>"
+
+
+def _describe(obj: Any, depth: int = 1) -> str:
+    """``kind`` or ``kind[children]``: what a module is, for error messages."""
+    name = _KIND_OF.get(_typename(obj), _typename(obj))
+    children = getattr(obj, "modules", None) if name in ("Sequential", "ConcatTable") else None
+    if depth > 0 and isinstance(children, (list, tuple)):
+        return f"{name}[{', '.join(_describe(child, depth - 1) for child in children)}]"
+    return name
+
+
+class _TreeMapper:
+    """Walks a Torch7 tree alongside the dsd-zoo model, checking and collecting tensors."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.state: Dict[str, Any] = {}
+        self.running_std: List[str] = []
+        self.eps_folded: Dict[str, float] = {}
+        self.reshaped: List[str] = []
+
+    def error(self, path: str, key: str, message: str) -> ConversionError:
+        target = f" (-> {key})" if key else ""
+        return ConversionError(f"{self.source}: t7 module {path}{target}: {message}")
+
+    def expect(self, obj: Any, path: str, key: str, kind: str) -> None:
+        typename = _typename(obj)
+        if _KIND_OF.get(typename) != kind:
+            raise self.error(path, key, f"expected {kind} ({' or '.join(_TYPES[kind])}), found {_describe(obj)}")
+
+    def children(self, obj: Any, path: str, key: str, kind: str, layout: Sequence[str], hint: str = "",
+                 depth: int = 1) -> list:
+        """The children of a container, whose kinds must be exactly ``layout``."""
+        self.expect(obj, path, key, kind)
+        modules = getattr(obj, "modules", None)
+        if not isinstance(modules, (list, tuple)):
+            raise self.error(path, key, f"{kind} has no list of modules (found {type(modules).__name__})")
+        found = [_KIND_OF.get(_typename(child), _typename(child)) for child in modules]
+        if found != list(layout):
+            raise self.error(path, key, f"expected {kind}[{', '.join(layout)}], found {_describe(obj, depth)}{hint}")
+        return list(modules)
+
+    def number(self, obj: Any, field: str, path: str, key: str, default: Any = None) -> float:
+        value = getattr(obj, field, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise self.error(path, key, f"field {field!r} must be a number, found {value!r}")
+        return float(value)
+
+    def check_fields(self, obj: Any, path: str, key: str, expected: Dict[str, int]) -> None:
+        for field, want in expected.items():
+            if self.number(obj, field, path, key) != want:
+                raise self.error(path, key, f"{field} = {getattr(obj, field)!r}, but {key or 'the architecture'} "
+                                            f"needs {want!r}")
+
+    def tensor(self, obj: Any, field: str, path: str, key: str, shape: Tuple[int, ...]):
+        array = getattr(obj, field, None)
+        if not isinstance(array, np.ndarray):
+            raise self.error(path, key, f"has no {field} tensor (found {type(array).__name__}); the released "
+                                        "fb.resnet.torch layout has one here")
+        if tuple(array.shape) != tuple(shape):
+            raise self.error(path, key, f"{field} has shape {tuple(array.shape)}, but {key} needs {tuple(shape)}")
+        return array_to_tensor(array, f"{self.source}: t7 module {path} {field}")
+
+    def conv(self, obj: Any, path: str, key: str, module: Any) -> None:
+        self.expect(obj, path, key, "conv")
+        (kh, kw), (sh, sw), (ph, pw) = module.kernel_size, module.stride, module.padding
+        self.check_fields(obj, path, key, {"nInputPlane": module.in_channels, "nOutputPlane": module.out_channels,
+                                           "kH": kh, "kW": kw, "dH": sh, "dW": sw, "padH": ph, "padW": pw})
+        groups = getattr(obj, "groups", 1)
+        if groups not in (None, 1, 1.0):
+            raise self.error(path, key, f"grouped convolution (groups = {groups}) where the architecture has none")
+        weight_shape = tuple(module.weight.shape)
+        weight = getattr(obj, "weight", None)
+        if isinstance(weight, np.ndarray) and weight.ndim == 2:
+            # SpatialConvolutionMM (and old nn) keep the weight as (out, in*kH*kW), in im2col order.
+            flat = (weight_shape[0], int(np.prod(weight_shape[1:])))
+            self.state[f"{key}.weight"] = self.tensor(obj, "weight", path, key + ".weight", flat).reshape(weight_shape)
+            self.reshaped.append(path)
+        else:
+            self.state[f"{key}.weight"] = self.tensor(obj, "weight", path, key + ".weight", weight_shape)
+        self.state[f"{key}.bias"] = self.tensor(obj, "bias", path, key + ".bias", (module.out_channels,))
+
+    def batch_norm(self, obj: Any, path: str, key: str, module: Any) -> None:
+        import torch
+
+        self.expect(obj, path, key, "BN")
+        shape = (module.num_features,)
+        eps = self.number(obj, "eps", path, key)
+        if not 0 <= eps < 1:
+            raise self.error(path, key, f"eps = {eps} is not a BatchNorm epsilon")
+        self.state[f"{key}.weight"] = self.tensor(obj, "weight", path, key + ".weight", shape)
+        self.state[f"{key}.bias"] = self.tensor(obj, "bias", path, key + ".bias", shape)
+        self.state[f"{key}.running_mean"] = self.tensor(obj, "running_mean", path, key + ".running_mean", shape)
+        if isinstance(getattr(obj, "running_var", None), np.ndarray):
+            var = self.tensor(obj, "running_var", path, key + ".running_var", shape).double() + (eps - TORCH_EPS)
+        elif isinstance(getattr(obj, "running_std", None), np.ndarray):
+            # Old nn (before BN version 2) kept 1/sqrt(var + eps) instead of the variance.
+            std = self.tensor(obj, "running_std", path, key + ".running_var", shape).double()
+            if not bool((std > 0).all()):
+                raise self.error(path, key, "running_std has zero or negative entries")
+            var = std.pow(-2) - TORCH_EPS
+            self.running_std.append(path)
+        else:
+            raise self.error(path, key, "has neither running_var nor running_std")
+        if eps != TORCH_EPS:
+            self.eps_folded[path] = eps
+        if not bool((var + TORCH_EPS > 0).all()):
+            raise self.error(path, key, "running variance + eps is not positive; the statistics are damaged")
+        self.state[f"{key}.running_var"] = var.float()
+        self.state[f"{key}.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+
+    def linear(self, obj: Any, path: str, key: str, module: Any) -> None:
+        self.expect(obj, path, key, "Linear")
+        self.state[f"{key}.weight"] = self.tensor(obj, "weight", path, key + ".weight", tuple(module.weight.shape))
+        self.state[f"{key}.bias"] = self.tensor(obj, "bias", path, key + ".bias", (module.out_features,))
+
+    def pool(self, obj: Any, path: str, kind: str, kernel: int, stride: int, padding: int) -> None:
+        self.expect(obj, path, "", kind)
+        self.check_fields(obj, path, "", {"kH": kernel, "kW": kernel, "dH": stride, "dW": stride})
+        for field in ("padH", "padW"):
+            if self.number(obj, field, path, "", default=0) != padding:
+                raise self.error(path, "", f"{field} = {getattr(obj, field)!r}, but the architecture needs {padding}")
+        if getattr(obj, "ceil_mode", False):
+            raise self.error(path, "", "ceil-mode pooling, but fb.resnet.torch and the architecture use floor mode")
+
+    def block(self, obj: Any, path: str, key: str, block: Any, bottleneck: bool) -> None:
+        style = "bottleneck" if bottleneck else "basic"
+        layout = ("ConcatTable", "CAddTable", "BN", "ReLU") if bottleneck else ("ConcatTable", "CAddTable", "ReLU")
+        top = self.children(obj, path, key, "Sequential", layout, _HINTS.get((style, "block"), ""))
+        # The residual branch first, then the shortcut: Identity, or a bare projection conv.
+        projection = block.downsample is not None
+        concat = self.children(top[0], f"{path}[0]", key, "ConcatTable",
+                               ("Sequential", "conv" if projection else "Identity"),
+                               _HINTS[("any", "shortcut")] if projection else "", depth=2)
+        branch_layout = _BOTTLENECK_BRANCH if bottleneck else _BASIC_BRANCH
+        branch = self.children(concat[0], f"{path}[0][0]", key, "Sequential", branch_layout,
+                               _HINTS.get((style, "branch"), ""))
+        if projection:
+            self.conv(concat[1], f"{path}[0][1]", f"{key}.downsample.0", block.downsample[0])
+        convs = [i for i, kind in enumerate(branch_layout) if kind == "conv"]
+        norms = [i for i, kind in enumerate(branch_layout) if kind == "BN"]
+        for number, index in enumerate(convs, 1):
+            self.conv(branch[index], f"{path}[0][0][{index}]", f"{key}.conv{number}", getattr(block, f"conv{number}"))
+        for number, index in enumerate(norms, 1):
+            self.batch_norm(branch[index], f"{path}[0][0][{index}]", f"{key}.bn{number}", getattr(block, f"bn{number}"))
+        self.expect(top[1], f"{path}[1]", key, "CAddTable")
+        if bottleneck:
+            self.batch_norm(top[2], f"{path}[2]", f"{key}.bn_after_add", block.bn_after_add)
+
+    def network(self, tree: Any, model: Any, bottleneck: bool) -> None:
+        top = self.children(tree, "model", "", "Sequential", _TOP)
+        self.conv(top[0], "model[0]", "conv1", model.conv1)
+        self.batch_norm(top[1], "model[1]", "bn1", model.bn1)
+        self.pool(top[3], "model[3]", "maxpool", 3, 2, 1)
+        for stage in range(4):
+            name = f"layer{stage + 1}"
+            torch_stage = getattr(model, name)
+            blocks = self.children(top[4 + stage], f"model[{4 + stage}]", name, "Sequential",
+                                   ("Sequential",) * len(torch_stage))
+            for index, (obj, block) in enumerate(zip(blocks, torch_stage)):
+                self.block(obj, f"model[{4 + stage}][{index}]", f"{name}.{index}", block, bottleneck)
+        # A 7x7/1 average pool equals the architecture's global pool at the 224 evaluation crop.
+        self.pool(top[8], "model[8]", "avgpool", 7, 1, 0)
+        self.linear(top[10], "model[10]", "fc", model.fc)
+
+
+def _count_typenames(tree: Any, counts: collections.Counter) -> collections.Counter:
+    # Called once the layout was checked: the containers form a finite tree. Other modules'
+    # fields are never followed (a hostile file could make them cycle).
+    counts[_typename(tree)] += 1
+    if _KIND_OF.get(_typename(tree)) in ("Sequential", "ConcatTable"):
+        for child in tree.modules:
+            _count_typenames(child, counts)
+    return counts
+
+
+def map_fb_resnet(tree: Any, arch: str, *, source: str = "<t7 tree>") -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Map a released fb.resnet.torch module tree onto ``fb_resnet18`` or ``fb_resnet50``.
+
+    Args:
+        tree: the object :func:`dsd_zoo.convert.torch7.read_t7` returns (modules with
+            ``.typename`` and attribute access, ``modules`` as lists, tensors as numpy arrays).
+        arch: ``"fb_resnet18"`` or ``"fb_resnet50"``.
+        source: how to name the file in error messages.
+
+    Returns:
+        ``(state_dict, report)``: float32 tensors (``num_batches_tracked`` int64 0) whose keys
+        and shapes are exactly the architecture's, and a JSON-ready report (``arch``,
+        ``typenames``, ``running_std_converted``, ``bn_eps_folded``, ``reshaped_mm_weights``,
+        ``options``, ``warnings``).
+
+    Raises:
+        ConversionError: the tree's layout differs from the released fb.resnet.torch layout of
+            ``arch`` anywhere; the message names the module's path and what was found.
+    """
+    import torch
+
+    from ..models import ARCHITECTURES
+
+    if arch not in FB_RESNET_ARCHS:
+        raise ConversionError(f"{source}: Torch7 mappings exist for {FB_RESNET_ARCHS}, not {arch!r}")
+    with torch.device("meta"):
+        model = ARCHITECTURES[arch].build()
+    mapper = _TreeMapper(source)
+    mapper.network(tree, model, bottleneck=arch == "fb_resnet50")
+    check_against_architecture(mapper.state, arch, source)
+    warnings = []
+    if mapper.eps_folded:
+        warnings.append(f"{len(mapper.eps_folded)} BatchNorm layer(s) use eps "
+                        f"{sorted(set(mapper.eps_folded.values()))}; folded into running_var for PyTorch's {TORCH_EPS}")
+    report = {
+        "arch": arch,
+        "typenames": dict(sorted(_count_typenames(tree, collections.Counter()).items())),
+        "running_std_converted": mapper.running_std,
+        "bn_eps_folded": mapper.eps_folded,
+        "reshaped_mm_weights": mapper.reshaped,
+        "options": {"bn_eps": TORCH_EPS},
+        "warnings": warnings,
+    }
+    return mapper.state, report
