@@ -1,0 +1,184 @@
+"""Throughput of ``dsd_zoo.verify``'s evaluation against the usual way of evaluating.
+
+Two comparisons, on the same generated JPEG images (ImageNet-like sizes, written once to a temp
+ImageFolder), with the same torch threads, DataLoader workers and batch size:
+
+1. **one model vs torchvision's reference evaluation.** ResNet-50 (the ``resnet50_dsd``
+   architecture, random weights: speed does not depend on the values) through
+
+   * ``reference``: ``torchvision.datasets.ImageFolder`` + PIL + ``Resize(256)`` +
+     ``CenterCrop(224)`` + ``ToTensor`` + ``Normalize`` (torchvision's reference ``train.py``
+     evaluation), a ``DataLoader``, ``torch.inference_mode``;
+   * ``verify``: :func:`dsd_zoo.verify.engine.evaluate` with the model's own fb.resnet.torch
+     transform (Torch7 bicubic; only the crop window is resampled; channels-last).
+
+   Ratio = verify img/s / reference img/s (the goal on CPU is >= 1.3).
+
+2. **the 13-model table vs 13 separate runs.** Every manifest model (random weights) in one
+   ``evaluate`` call (each image decoded once, resampled once per pipeline: 3 pipelines), against
+   13 calls of one model each. Ratio = sum of the separate times / the combined time.
+
+Each measurement is repeated (``--repeat``) alternating the methods, and the best time is kept
+(the least disturbed by other processes). Run from the repository root::
+
+    python benchmarks/eval_throughput.py                       # defaults: 64 images, 16 for the table
+    python benchmarks/eval_throughput.py --images 256 --table-images 32 --threads 8 --workers 4
+    python benchmarks/eval_throughput.py --device cuda --batch-size 128 --workers 12 --skip-table
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dsd_zoo.api import get_weights, imagenet_classes  # noqa: E402
+from dsd_zoo.manifest import load_manifest  # noqa: E402
+from dsd_zoo.models import ARCHITECTURES  # noqa: E402
+from dsd_zoo.transforms import CaffeTransform  # noqa: E402
+from dsd_zoo.verify.datasets import scan_imagefolder  # noqa: E402
+from dsd_zoo.verify.engine import EvalTarget, default_workers, evaluate  # noqa: E402
+
+# Common ILSVRC-2012 validation sizes (most images are 500 pixels on the long side).
+SIZES = ((500, 375), (375, 500), (500, 333), (500, 400), (640, 480))
+CLASSES = 10
+
+
+def make_images(root: Path, count: int, seed: int = 0) -> Path:
+    """``count`` JPEGs (quality 90, smooth random content so they compress like photos) in CLASSES folders."""
+    rng = np.random.default_rng(seed)
+    wnids = [wnid for wnid, _ in imagenet_classes()][:CLASSES]
+    for i in range(count):
+        width, height = SIZES[i % len(SIZES)]
+        coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
+        folder = root / wnids[i % CLASSES]
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"ILSVRC2012_val_{i:08d}.JPEG", quality=90)
+    return root
+
+
+def reference_run(model: torch.nn.Module, root: Path, batch_size: int, workers: int, device: torch.device) -> float:
+    """Seconds for torchvision's reference evaluation of ``model`` over ``root`` (top-1/top-5 counted)."""
+    from torchvision import datasets, transforms
+
+    preprocess = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                                     transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    loader = torch.utils.data.DataLoader(datasets.ImageFolder(str(root), preprocess), batch_size=batch_size,
+                                         num_workers=workers, pin_memory=device.type == "cuda")
+    start = time.perf_counter()
+    correct = torch.zeros(2, dtype=torch.int64, device=device)
+    with torch.inference_mode():
+        for images, labels in loader:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            hits = model(images).topk(5, dim=1).indices == labels[:, None]
+            correct += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()])
+    correct.tolist()  # wait for the device
+    return time.perf_counter() - start
+
+
+def verify_run(targets, samples, batch_size: int, workers: int, device: torch.device) -> float:
+    """Seconds for one :func:`evaluate` call over ``samples``."""
+    start = time.perf_counter()
+    evaluate(targets, samples, batch_size=batch_size, workers=workers, device=str(device), progress=False)
+    return time.perf_counter() - start
+
+
+def _fresh(arch: str, state) -> torch.nn.Module:
+    model = ARCHITECTURES[arch].build()
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def bench_single(root: Path, args, device: torch.device) -> dict:
+    samples = scan_imagefolder(root, [wnid for wnid, _ in imagenet_classes()])
+    state = ARCHITECTURES["fb_resnet50"].build().state_dict()
+    reference_model = _fresh("fb_resnet50", state).to(device)
+    transform = get_weights("resnet50_dsd").transforms()
+    times = {"reference": [], "verify": []}
+    for _ in range(args.repeat):
+        times["reference"].append(reference_run(reference_model, root, args.batch_size, args.workers, device))
+        target = EvalTarget("resnet50_dsd", _fresh("fb_resnet50", state), transform)
+        times["verify"].append(verify_run([target], samples, args.batch_size, args.workers, device))
+    best = {k: min(v) for k, v in times.items()}
+    return {"images": len(samples), "seconds": best, "img_s": {k: len(samples) / s for k, s in best.items()},
+            "ratio": best["reference"] / best["verify"]}
+
+
+def _table_targets():
+    """All manifest models with random weights and their own transforms (a stand-in mean image for AlexNet)."""
+    targets = []
+    for name, entry in load_manifest().models.items():
+        spec = entry.transforms
+        if spec.get("pipeline") not in ("caffe", "fb_resnet"):
+            continue
+        if "mean_image" in spec:  # the real one travels in the weight file; any image costs the same
+            transform = CaffeTransform(spec["crop"], mean_image=torch.full((3, *spec["resize"]), 110.0),
+                                       resize=tuple(spec["resize"]))
+        else:
+            transform = get_weights(name).transforms()
+        targets.append(EvalTarget(name, ARCHITECTURES[entry.arch].build().eval(), transform))
+    return targets
+
+
+def bench_table(root: Path, args, device: torch.device) -> dict:
+    samples = scan_imagefolder(root, [wnid for wnid, _ in imagenet_classes()])
+    targets = _table_targets()
+    combined, separate = [], []
+    for _ in range(args.repeat):
+        combined.append(verify_run(targets, samples, args.batch_size, args.workers, device))
+        separate.append(sum(verify_run([t], samples, args.batch_size, args.workers, device) for t in targets))
+    return {"images": len(samples), "models": len(targets), "combined_s": min(combined), "separate_s": min(separate),
+            "ratio": min(separate) / min(combined)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=64, help="images for the one-model comparison (default 64)")
+    parser.add_argument("--table-images", type=int, default=16, help="images for the 13-model comparison (default 16)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size of every run (default 32)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader workers of every run (default: verify's default for the device)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--repeat", type=int, default=2, help="repetitions, best kept (default 2)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--skip-table", action="store_true", help="only the one-model comparison")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    args.workers = default_workers(device) if args.workers is None else args.workers
+
+    print("command: python " + " ".join(shlex.quote(a) for a in sys.argv))
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?") if Path("/proc/cpuinfo").exists() else "?"
+    print(f"machine: {os.cpu_count()} cpus ({cpu}), device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+          + f"; torch {torch.__version__}, {torch.get_num_threads()} threads, {args.workers} workers, "
+            f"batch {args.batch_size}, best of {args.repeat}")
+    with tempfile.TemporaryDirectory(prefix="dsd_zoo_eval_bench_") as tmp:
+        single = bench_single(make_images(Path(tmp) / "one", args.images), args, device)
+        print(f"\n1. ResNet-50, {single['images']} images: reference (torchvision ImageFolder + PIL Resize/CenterCrop) "
+              f"{single['img_s']['reference']:.1f} img/s ({single['seconds']['reference']:.2f} s); verify "
+              f"{single['img_s']['verify']:.1f} img/s ({single['seconds']['verify']:.2f} s)")
+        print(f"   ratio verify / reference: {single['ratio']:.2f}x (goal >= 1.3 on CPU)")
+        if not args.skip_table:
+            table = bench_table(make_images(Path(tmp) / "table", args.table_images, seed=1), args, device)
+            print(f"\n2. {table['models']} models, {table['images']} images: one combined run {table['combined_s']:.2f} s; "
+                  f"{table['models']} separate runs {table['separate_s']:.2f} s")
+            print(f"   ratio separate / combined: {table['ratio']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""Command line of ``python -m dsd_zoo.verify`` (see ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import importlib.util
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..errors import DSDZooError, IntegrityError, OfflineError
+from . import DEFAULT_TOLERANCE, EXIT_BAD_INPUT, EXIT_FAILED, FULL_VAL_SIZE
+
+DESCRIPTION = """\
+Check dsd-zoo's weight files, and reproduce the published single-crop ILSVRC-2012 errors.
+
+Without --imagenet: an offline self-check that works on any machine and never touches the
+network. The manifest must be valid; every architecture must build with its reference
+parameter count; every weight file on this machine (shipped with the package or in the cache)
+is hashed again against the manifest and its logit fingerprint checked; local evaluations
+(data shipped with the package) run. A table lists every model: on this machine? verified?
+the paper's top-1/top-5 errors. A missing weight file is reported, not a failure, unless the
+model is named on the command line.
+
+With --imagenet DIR: evaluate the models on ILSVRC-2012 validation images, each with the exact
+preprocessing of its original evaluation (Caffe warp 256x256 + centre crop 227/224 on the 0-255
+scale; fb.resnet.torch shorter side 256 with Torch7 bicubic + centre crop 224), and print top-1
+and top-5 errors next to the paper's, the difference, and pass/FAIL within --tolerance. The
+tolerance is meaningful only on the full 50,000 images; runs on fewer images (--limit, a partial
+folder) are marked PARTIAL and not judged. Each image is decoded once and resampled once per
+distinct pipeline (13 models need 3), so evaluating many models costs little more than one.
+"""
+
+EPILOG = f"""\
+dataset layouts:
+  ImageFolder   DIR/n01440764/ILSVRC2012_val_00000293.JPEG ...  one folder per class, named by
+                its WNID; class index = position among the 1000 sorted WNIDs. Any other folder
+                name is an error.
+  flat          DIR/ILSVRC2012_val_00000001.JPEG ... with --labels val.txt ("filename index"
+                lines, index in sorted-WNID order, as in Caffe's caffe_ilsvrc12.tar.gz). Files
+                listed but absent, duplicate or malformed lines, out-of-range indices, and images
+                the file does not list are errors.
+  Grayscale images are replicated to RGB (as OpenCV IMREAD_COLOR and Torch7 image.load did);
+  CMYK and palette images are converted by PIL. Corrupt, truncated or non-image files are
+  listed by name and, by default, counted as wrong answers for every model (--bad-images skip
+  leaves them out of the denominator instead); either way the exit status is 3.
+
+examples:
+  python -m dsd_zoo.verify                              offline self-check of everything
+  python -m dsd_zoo.verify resnet50_dsd                 ... and require resnet50_dsd to be present
+  python -m dsd_zoo.verify --imagenet ~/data/imagenet/val
+        evaluate every model whose weights are on this machine (ImageFolder layout)
+  python -m dsd_zoo.verify '*_dsd' --imagenet val/ --labels val.txt --limit 1000
+        the DSD models on 1,000 images of a flat folder (a quick, partial run)
+  python -m dsd_zoo.verify squeezenet_sparse --weights squeezenet_sparse=sparse.safetensors \\
+        --imagenet val/ --json result.json --markdown result.md --plot errors.png
+        a locally converted file (python -m dsd_zoo.convert), all three outputs
+  torchrun --nproc_per_node 8 -m dsd_zoo.verify --imagenet val/ --device cuda
+        8 GPUs: each image evaluated by exactly one rank, counts all-reduced (same totals)
+
+exit status:
+  0  every check passed (for an evaluation: all {FULL_VAL_SIZE:,} images read, every model within
+     the tolerance; a partial run that read every image also exits 0)
+  1  a check failed: a weight file differs from the manifest, a fingerprint or architecture
+     mismatch, a model named but absent (self-check), an error outside the tolerance
+  2  bad usage or input: missing or empty folder, label file not matching the images, unknown
+     WNIDs or model names, a model not on this machine in offline mode, the plot extra missing
+  3  evaluated, but some images could not be decoded (see the notes)
+
+environment:
+  DSD_ZOO_OFFLINE=1    never use the network (named models must already be on this machine);
+                       HF_HUB_OFFLINE=1 too
+  DSD_ZOO_CACHE        the weight cache (default: <torch hub dir>/dsd_zoo)
+  DSD_ZOO_MANIFEST     another weights manifest (file or URL)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (its ``--help`` is the CLI's documentation)."""
+    parser = argparse.ArgumentParser(prog="python -m dsd_zoo.verify", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help="models or shell patterns ('*_dsd'); default: all models (self-check), all whose "
+                             "weights are on this machine (--imagenet). A named model must be present.")
+    data = parser.add_argument_group("ImageNet evaluation")
+    data.add_argument("--imagenet", metavar="DIR", type=Path,
+                      help="ILSVRC-2012 validation images (ImageFolder layout, or flat with --labels)")
+    data.add_argument("--labels", metavar="FILE", type=Path,
+                      help="Caffe-style val.txt for a flat folder: 'filename index' lines")
+    data.add_argument("--limit", metavar="N", type=int,
+                      help="evaluate N images spread evenly over the set (a quick, PARTIAL run; not judged)")
+    data.add_argument("--tolerance", metavar="PT", type=float, default=DEFAULT_TOLERANCE,
+                      help=f"allowed |error - paper| in points, top-1 and top-5 (default {DEFAULT_TOLERANCE}; meaningful "
+                           f"only on all {FULL_VAL_SIZE:,} images)")
+    data.add_argument("--bad-images", choices=("count", "skip"), default="count",
+                      help="undecodable images: 'count' them as wrong answers (default) or 'skip' them from the "
+                           "denominator; always listed")
+    run = parser.add_argument_group("how to run")
+    run.add_argument("--device", metavar="DEV",
+                     help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+    run.add_argument("--batch-size", metavar="N", type=int, help="images per batch and rank (default 128 on cuda, 32 on cpu)")
+    run.add_argument("--workers", metavar="N", type=int,
+                     help="DataLoader worker processes per rank (default: most cores on cuda, a quarter on cpu)")
+    run.add_argument("--fast", action="store_true",
+                     help="bfloat16 autocast: faster on GPUs, but results may differ from the exact run")
+    run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                     help="feed contiguous NCHW tensors instead of channels-last ones")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    sources = parser.add_argument_group("weights and outputs")
+    sources.add_argument("--weights", metavar="NAME=PATH", action="append", default=[],
+                         help="use a local safetensors file for NAME (e.g. the output of python -m dsd_zoo.convert); "
+                              "repeatable")
+    sources.add_argument("--json", metavar="FILE", type=Path, help="write the full result as JSON")
+    sources.add_argument("--markdown", metavar="FILE", type=Path, help="write the tables as Markdown")
+    sources.add_argument("--plot", metavar="FILE", type=Path,
+                         help="write a PNG chart of baseline vs DSD errors per architecture (needs dsd-zoo[plot])")
+    return parser
+
+
+def _offline() -> bool:
+    # The same variables the delivery layer obeys (dsd_zoo.download).
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("DSD_ZOO_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def expand_names(patterns: Sequence[str], manifest) -> List[str]:
+    """Model names from names or shell patterns, in the order given, without repeats."""
+    from ..api import get_entry
+    from ..errors import UnknownModelError
+
+    names: List[str] = []
+    for pattern in patterns:
+        if any(ch in pattern for ch in "*?["):
+            matches = fnmatch.filter(list(manifest.models), pattern)
+            if not matches:
+                raise UnknownModelError(f"no model matches {pattern!r} (all models: {', '.join(manifest.models)})")
+        else:
+            matches = [get_entry(pattern, manifest).name]
+        names += [m for m in matches if m not in names]
+    return names
+
+
+def parse_weights(items: Sequence[str], manifest) -> Dict[str, Path]:
+    """``{name: path}`` from ``NAME=PATH`` arguments; the name must be a model and the file exist."""
+    from ..api import get_entry
+
+    weights: Dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise DSDZooError(f"--weights takes NAME=PATH, got {item!r}")
+        get_entry(name, manifest)
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise DSDZooError(f"--weights {name}: {str(file)!r} is not a file")
+        weights[name] = file
+    return weights
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if args.imagenet is None:
+        used = [flag for flag, value in (("--labels", args.labels), ("--limit", args.limit), ("--device", args.device),
+                                         ("--batch-size", args.batch_size), ("--workers", args.workers))
+                if value is not None] + (["--fast"] if args.fast else [])
+        if used:
+            raise DSDZooError(f"{', '.join(used)} only apply to an evaluation: add --imagenet DIR")
+    if args.limit is not None and args.limit <= 0:
+        raise DSDZooError(f"--limit must be a positive number of images, got {args.limit}")
+    if args.tolerance < 0:
+        raise DSDZooError(f"--tolerance must be >= 0 points, got {args.tolerance}")
+    for flag, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
+        if value is not None and value < (1 if flag == "--batch-size" else 0):
+            raise DSDZooError(f"{flag} must be {'positive' if flag == '--batch-size' else '>= 0'}, got {value}")
+    if args.plot is not None:
+        from .report import require_matplotlib
+
+        require_matplotlib()  # before an hour of evaluation, not after
+
+
+def _pick_device(requested: Optional[str]) -> str:
+    import torch
+
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise DSDZooError(f"--device {requested!r} is not a device name (cpu, cuda, cuda:1 ...): {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DSDZooError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
+    return requested
+
+
+def _weights_for(name: str, manifest, override: Optional[Path], named: bool) -> Optional[Tuple[Path, str]]:
+    """(path, description) of the weights to evaluate ``name`` with, or None to leave it out."""
+    from ..api import get_weights
+    from .selfcheck import check_weight_file, find_local_weights
+
+    entry = manifest.models[name]
+    if override is not None:
+        found = check_weight_file(entry, override)
+        how = {"verified": "matches the manifest", "pinned": "matches the pinned sha256",
+               "mismatch": "differs from the manifest's sha256", "unverifiable": "no digest to compare"}[found.state]
+        return override, f"{override} (local file, {how})"
+    found = find_local_weights(entry, manifest, rehash=False)
+    if found.state == "mismatch":
+        raise IntegrityError(f"{name}: the weight file {found.path} is not the released one ({found.detail}); delete it "
+                             "so that it is fetched again, or pass --weights to evaluate it anyway")
+    if found.present:
+        return found.path, f"{found.path} ({found.state})"
+    if not named:
+        return None
+    if _offline():
+        raise OfflineError(f"{name}: its weight file {entry.weights.file} is not on this machine and DSD_ZOO_OFFLINE is "
+                           "set; fetch it once online (dsd_zoo.get_model), or pass --weights NAME=PATH")
+    if importlib.util.find_spec("dsd_zoo.resolve") is None:
+        raise DSDZooError(f"{name}: its weight file is not on this machine, and this dsd-zoo version cannot fetch it "
+                          "(dsd_zoo.resolve is missing); pass --weights NAME=PATH")
+    path = Path(get_weights(name).resolve(progress=True))
+    return path, f"{path} (fetched)"
+
+
+def _select_models(named: List[str], manifest, weights: Dict[str, Path]) -> Dict[str, Tuple[Path, str]]:
+    from .engine import IMAGENET_PIPELINES
+
+    for name in named:
+        pipeline = manifest.models[name].transforms.get("pipeline")
+        if pipeline not in IMAGENET_PIPELINES:
+            raise DSDZooError(f"{name} is not an ImageNet model (its preprocessing pipeline is {pipeline!r}); the "
+                              "self-check (no --imagenet) evaluates it on its own data")
+    candidates = named or [name for name, entry in manifest.models.items()
+                           if entry.transforms.get("pipeline") in IMAGENET_PIPELINES]
+    chosen = {}
+    for name in candidates:
+        picked = _weights_for(name, manifest, weights.get(name), named=bool(named) or name in weights)
+        if picked is not None:
+            chosen[name] = picked
+    if not chosen:
+        raise DSDZooError("no ImageNet model has its weights on this machine: name the models to fetch "
+                          "(e.g. resnet50_dsd), or pass --weights NAME=PATH; the self-check (no --imagenet) lists them")
+    return chosen
+
+
+def _emit(report, args: argparse.Namespace) -> None:
+    print(report.to_text())
+    report.write(args.json, args.markdown, args.plot)
+    for path in (args.json, args.markdown, args.plot):
+        if path is not None:
+            print(f"wrote {path}")
+
+
+def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
+    from ..api import imagenet_classes
+    from ..manifest import load_manifest
+    from .datasets import scan_imagenet
+    from .engine import barrier, evaluate, load_target, process_group
+    from .report import eval_report
+
+    device = _pick_device(args.device)
+    manifest = load_manifest()
+    named = expand_names(args.names, manifest)
+    weights = parse_weights(args.weights, manifest)
+    wnids = [wnid for wnid, _ in imagenet_classes()]
+    samples = scan_imagenet(args.imagenet, wnids, args.labels).subset(args.limit)
+    chosen = _select_models(named, manifest, weights)
+    if args.fast and rank == 0:
+        print("warning: --fast runs the models under bfloat16 autocast; the errors may differ from the exact float32 "
+              "run that the paper's numbers are compared with", file=sys.stderr)
+    batch_size = args.batch_size or (128 if device.startswith("cuda") else 32)
+    with process_group(device) as here:
+        targets = [load_target(name, path) for name, (path, _) in chosen.items()]
+        result = evaluate(targets, samples, batch_size=batch_size, workers=args.workers, device=str(here),
+                          fast=args.fast, channels_last=args.channels_last, bad_images=args.bad_images,
+                          progress=args.progress)
+        report = eval_report(result, samples, {name: manifest.models[name] for name in chosen},
+                             {name: text for name, (_, text) in chosen.items()}, args.tolerance, args.limit, command)
+        if rank == 0:
+            _emit(report, args)
+        barrier()  # every rank ends when the report is out, so a launcher never cuts rank 0 short
+    return report.exit_code
+
+
+def _run_selfcheck(args: argparse.Namespace, command: str) -> int:
+    from ..manifest import load_manifest
+    from .report import selfcheck_report
+    from .selfcheck import run_selfcheck
+
+    manifest = load_manifest()
+    names = expand_names(args.names, manifest)
+    weights = parse_weights(args.weights, manifest)
+    report = selfcheck_report(run_selfcheck(names, weights, manifest), command)
+    _emit(report, args)
+    return report.exit_code
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; returns the exit status (see ``--help``)."""
+    args = build_parser().parse_args(argv)
+    command = "python -m dsd_zoo.verify " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        _check_arguments(args)
+        if args.imagenet is not None:
+            return _run_imagenet(args, command, rank)
+        return _run_selfcheck(args, command)
+    except DSDZooError as exc:
+        prefix = "" if int(os.environ.get("WORLD_SIZE", "1")) <= 1 else f"[rank {rank}] "
+        print(f"{prefix}dsd_zoo.verify: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED if isinstance(exc, IntegrityError) else EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("dsd_zoo.verify: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""The evaluation engine: many models, one pass over the images, exact integer counts.
+
+Models are grouped by the ``pipeline_key`` of their transform (the 13 ImageNet models need 3:
+Caffe 256x256 -> 227, Caffe 256x256 -> 224 and fb.resnet.torch 256 -> 224). DataLoader
+workers decode each image once and resample it once per pipeline; the main process applies
+each model's cheap ``normalize`` to the batch and runs the model under
+``torch.inference_mode``. Top-1 and top-5 hits are summed as integers on the device and read
+back once at the end.
+
+Under ``torchrun`` (``RANK``/``WORLD_SIZE`` in the environment) every rank evaluates the
+images whose index is congruent to its rank modulo the world size (each image exactly once, no
+padding duplicates as ``DistributedSampler`` would add), then the counts are all-reduced, so the
+totals equal a single-process run exactly. The backend is gloo on CPU and NCCL on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import DSDZooError
+from .datasets import MultiPipelineDataset, ValSamples
+
+__all__ = [
+    "BAD_IMAGE_POLICIES",
+    "IMAGENET_PIPELINES",
+    "EvalTarget",
+    "ModelCounts",
+    "EvalResult",
+    "group_by_pipeline",
+    "describe_pipeline",
+    "default_workers",
+    "load_target",
+    "process_group",
+    "barrier",
+    "evaluate",
+]
+
+BAD_IMAGE_POLICIES = ("count", "skip")
+IMAGENET_PIPELINES = ("caffe", "fb_resnet")
+
+
+@dataclass
+class EvalTarget:
+    """A model to evaluate: its name, the module, and its transform (``resample``/``normalize``/``pipeline_key``)."""
+
+    name: str
+    model: nn.Module
+    transform: nn.Module
+
+
+@dataclass
+class ModelCounts:
+    """Integer results of one model: images in the denominator, top-1 and top-5 hits."""
+
+    images: int = 0
+    top1_correct: int = 0
+    top5_correct: int = 0
+
+    @property
+    def top1_err(self) -> float:
+        """Top-1 error in percent (NaN when no image was counted)."""
+        return 100.0 * (self.images - self.top1_correct) / self.images if self.images else float("nan")
+
+    @property
+    def top5_err(self) -> float:
+        """Top-5 error in percent (NaN when no image was counted)."""
+        return 100.0 * (self.images - self.top5_correct) / self.images if self.images else float("nan")
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` found, identical on every rank.
+
+    ``unreadable`` lists ``(file relative to the root, reason)`` for every image that could not
+    be decoded; with ``bad_images="count"`` they are in every model's denominator as wrong
+    answers, with ``"skip"`` they are left out of it.
+    """
+
+    counts: Dict[str, ModelCounts]
+    evaluated: int
+    unreadable: List[Tuple[str, str]]
+    bad_images: str
+    pipelines: Dict[str, List[str]]
+    seconds: float
+    world_size: int
+    device: str
+    fast: bool
+    channels_last: bool
+    workers: int
+    batch_size: int
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        """Images through every model per second of wall time (all ranks together)."""
+        return self.evaluated / self.seconds if self.seconds > 0 else float("nan")
+
+
+def describe_pipeline(key: Tuple) -> str:
+    """A short readable name of a ``pipeline_key``, e.g. ``caffe 256x256->227``."""
+    if len(key) == 3:
+        kind, resize, crop = key
+        size = "x".join(str(v) for v in resize) if isinstance(resize, (tuple, list)) else str(resize)
+        return f"{kind} {size}->{crop}"
+    return " ".join(str(part) for part in key)
+
+
+def group_by_pipeline(targets: Sequence[EvalTarget]) -> Dict[Tuple, List[EvalTarget]]:
+    """Targets grouped by ``transform.pipeline_key``, in order of first appearance."""
+    groups: Dict[Tuple, List[EvalTarget]] = {}
+    for target in targets:
+        groups.setdefault(target.transform.pipeline_key, []).append(target)
+    return groups
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_workers(device: torch.device) -> int:
+    """DataLoader workers per process: decoding is the bottleneck on a GPU, the model on a CPU.
+
+    The machine's cores are shared among the ranks of this node. On CUDA all but one core per
+    rank decode (at most 16); on CPU the model needs the cores, and one worker in four keeps
+    decoding ahead of it (measured in ``benchmarks/eval_throughput.py``).
+    """
+    per_rank = max(1, _cpus() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    if torch.device(device).type == "cuda":
+        return max(1, min(16, per_rank - 1))
+    return max(1, per_rank // 4)
+
+
+def load_target(name: str, weights_path: os.PathLike) -> EvalTarget:
+    """Build the ImageNet model ``name`` from a local weight file, with its own transform.
+
+    Raises:
+        DSDZooError: the model is not evaluated on ImageNet images (e.g. an embedded digits model),
+            or the file does not fit (:class:`~dsd_zoo.errors.WeightsError`, ``FormatError``).
+    """
+    from ..api import get_model, get_weights
+
+    weights = get_weights(name)
+    pipeline = weights.entry.transforms.get("pipeline")
+    if pipeline not in IMAGENET_PIPELINES:
+        raise DSDZooError(f"{name} is not an ImageNet model (its preprocessing pipeline is {pipeline!r}); "
+                          "--imagenet evaluates only models with a caffe or fb_resnet pipeline")
+    model = get_model(name, weights=weights_path, progress=False)
+    return EvalTarget(name, model, weights.transforms(weights_path=weights_path))
+
+
+def _rank_and_world() -> Tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[torch.device]:
+    """Join the ``torchrun`` process group for the duration of the block; yield this rank's device.
+
+    Launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) it initialises
+    ``torch.distributed`` from the environment, with NCCL for CUDA devices (each rank on
+    ``cuda:LOCAL_RANK``) and gloo otherwise, and destroys the group afterwards. A plain
+    process, or one whose group already exists, is left as it is.
+    """
+    import torch.distributed as dist
+
+    target = torch.device(device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available() or dist.is_initialized():
+        yield target
+        return
+    if target.type == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        target = torch.device("cuda", local_rank)
+        torch.cuda.set_device(target)
+    dist.init_process_group(backend="nccl" if target.type == "cuda" else "gloo")
+    try:
+        yield target
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank when a process group is initialised; a no-op otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _collective_device(device: torch.device) -> torch.device:
+    import torch.distributed as dist
+
+    return device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _all_gather_json(obj: Any, device: torch.device) -> List[Any]:
+    """Gather a JSON-serialisable object from every rank (as UTF-8 bytes: no pickling)."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    payload = torch.tensor(list(json.dumps(obj).encode("utf-8")), dtype=torch.uint8, device=device)
+    size = torch.tensor([payload.numel()], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = max(int(s) for s in sizes)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[: payload.numel()] = payload
+    gathered = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    return [json.loads(bytes(buf[: int(n)].cpu().tolist()).decode("utf-8")) for buf, n in zip(gathered, sizes)]
+
+
+def _logits(output: Any) -> Tensor:
+    # Some architectures return (logits, aux...) in train mode; evaluation only needs the logits.
+    return output if isinstance(output, Tensor) else output[0]
+
+
+def evaluate(
+    targets: Sequence[EvalTarget],
+    samples: ValSamples,
+    *,
+    batch_size: int = 32,
+    workers: Optional[int] = None,
+    device: str = "cpu",
+    fast: bool = False,
+    channels_last: Optional[bool] = None,
+    bad_images: str = "count",
+    progress: bool = True,
+) -> EvalResult:
+    """Top-1 and top-5 counts of every target on ``samples``, in one pass over the images.
+
+    Args:
+        targets: the models with their transforms; models whose transforms share a
+            ``pipeline_key`` share one resampled crop per image.
+        samples: the labelled images (see :mod:`dsd_zoo.verify.datasets`).
+        batch_size: images per batch (per rank).
+        workers: DataLoader worker processes (per rank); default :func:`default_workers`.
+            0 decodes in the calling process.
+        device: where the models run (``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...).
+        fast: run the models under bfloat16 autocast. Faster on GPUs, but the results may
+            differ from the exact float32 run; the published errors are judged on the latter.
+        channels_last: feed the models channels-last tensors (default: yes; faster for these
+            convolutional networks with oneDNN on CPU and cuDNN on GPU, same arithmetic up to
+            float rounding).
+        bad_images: ``"count"`` (default): an undecodable image is a wrong answer for every
+            model; ``"skip"``: it is left out of the denominator. Either way it is listed.
+        progress: show a tqdm bar with img/s (rank 0 only).
+
+    Under an initialised ``torch.distributed`` group each rank evaluates every
+    ``world_size``-th image and the returned counts are the all-reduced totals.
+
+    The models are put in eval mode and moved to ``device`` (and to channels-last) in place.
+    """
+    if bad_images not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")
+    if not targets:
+        raise ValueError("no models to evaluate")
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique, got {names}")
+    device = torch.device(device)
+    channels_last = True if channels_last is None else channels_last
+    workers = default_workers(device) if workers is None else workers
+    rank, world = _rank_and_world()
+
+    groups = group_by_pipeline(targets)
+    keys = list(groups)
+    for target in targets:
+        target.model.eval().to(device)
+        if channels_last:
+            target.model.to(memory_format=torch.channels_last)
+    # The workers resample with the CPU transforms; the per-model normalisation runs on the device.
+    normalizers = {t.name: copy.deepcopy(t.transform).to(device) for t in targets}
+    dataset = MultiPipelineDataset(samples, {key: groups[key][0].transform.resample for key in keys},
+                                   indices=range(rank, len(samples), world))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                         pin_memory=device.type == "cuda")
+    order = [t for key in keys for t in groups[key]]
+    counts = torch.zeros(len(order), 3, dtype=torch.int64, device=device)  # images, top-1, top-5
+    unreadable: List[Tuple[str, str]] = []
+    bar = _progress_bar(len(dataset), rank, world, progress)
+    start = time.perf_counter()
+    with torch.inference_mode(), bar:
+        for indices, labels, errors, crops in loader:
+            labels = labels.to(device, non_blocking=True)
+            readable = torch.tensor([not e for e in errors], device=device)
+            unreadable += [(samples.files[int(i)], e) for i, e in zip(indices, errors) if e]
+            counted = labels.numel() if bad_images == "count" else readable.sum()
+            row = 0
+            for key, crop in zip(keys, crops):
+                crop = crop.to(device, non_blocking=True)
+                for target in groups[key]:
+                    batch = normalizers[target.name].normalize(crop)
+                    if channels_last:
+                        batch = batch.contiguous(memory_format=torch.channels_last)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+                        logits = _logits(target.model(batch))
+                    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+                    hits = (top == labels[:, None]) & readable[:, None]
+                    counts[row, 0] += counted
+                    counts[row, 1] += hits[:, 0].sum()
+                    counts[row, 2] += hits.any(dim=1).sum()
+                    row += 1
+            bar.update(labels.numel())
+    seconds = time.perf_counter() - start
+
+    if world > 1:
+        import torch.distributed as dist
+
+        where = _collective_device(device)
+        totals = counts.to(where)
+        dist.all_reduce(totals)
+        counts = totals
+        elapsed = torch.tensor([seconds], dtype=torch.float64, device=where)
+        dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+        seconds = float(elapsed.item())
+        unreadable = [tuple(item) for part in _all_gather_json(unreadable, where) for item in part]
+    values = counts.cpu().tolist()
+    return EvalResult(
+        counts={t.name: ModelCounts(*values[i]) for i, t in enumerate(order)},
+        evaluated=len(samples),
+        unreadable=sorted(unreadable),
+        bad_images=bad_images,
+        pipelines={describe_pipeline(key): [t.name for t in groups[key]] for key in keys},
+        seconds=seconds,
+        world_size=world,
+        device=str(device),
+        fast=fast,
+        channels_last=channels_last,
+        workers=workers,
+        batch_size=batch_size,
+    )
+
+
+def _progress_bar(total: int, rank: int, world: int, enabled: bool):
+    """A tqdm bar counting images (its rate is img/s); a silent stand-in without tqdm or off rank 0."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm comes with huggingface_hub; without it there is simply no bar
+        enabled = False
+    if not enabled or rank != 0:
+        return _NoBar()
+    desc = "evaluating" if world == 1 else f"evaluating (rank 0 of {world}, its share)"
+    return tqdm(total=total, unit="img", desc=desc, dynamic_ncols=True)
+
+
+class _NoBar(contextlib.nullcontext):
+    def update(self, count: int) -> None:
+        pass

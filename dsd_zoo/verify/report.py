@@ -1,0 +1,372 @@
+"""Reports of ``verify``: the terminal table, JSON, Markdown and the baseline-vs-DSD chart.
+
+Both modes (ImageNet evaluation and offline self-check) build a :class:`Report`: tables, notes
+and a JSON-ready ``data`` dict, plus the exit status. Rendering is separate from building, so the
+terminal, ``--json`` and ``--markdown`` always say the same thing. matplotlib is imported only
+by :func:`write_plot` (the ``plot`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
+
+from ..errors import DSDZooError
+from . import DEFAULT_TOLERANCE, EXIT_FAILED, EXIT_OK, EXIT_UNREADABLE, FULL_VAL_SIZE
+
+if TYPE_CHECKING:  # only for annotations: building a report needs no torch
+    from .datasets import ValSamples
+    from .engine import EvalResult
+    from .selfcheck import SelfCheckResult
+
+__all__ = [
+    "Table",
+    "Report",
+    "judge",
+    "eval_report",
+    "selfcheck_report",
+    "require_matplotlib",
+    "write_plot",
+]
+
+KIND_ORDER = ("baseline", "sparse", "dsd")
+
+
+@dataclass
+class Table:
+    """A titled table of strings with per-column alignment (``"<"`` or ``">"``)."""
+
+    title: str
+    headers: Sequence[str]
+    rows: List[Sequence[str]]
+    align: str = ""
+
+    def _aligns(self) -> str:
+        return (self.align or "<" * len(self.headers)).ljust(len(self.headers), "<")
+
+    def to_text(self) -> str:
+        widths = [max([len(h)] + [len(r[i]) for r in self.rows]) for i, h in enumerate(self.headers)]
+        aligns = self._aligns()
+
+        def line(cells: Sequence[str]) -> str:
+            return "  ".join(c.rjust(w) if a == ">" else c.ljust(w) for c, w, a in zip(cells, widths, aligns)).rstrip()
+
+        rule = "  ".join("-" * w for w in widths)
+        return "\n".join([self.title, line(self.headers), rule] + [line(r) for r in self.rows])
+
+    def to_markdown(self) -> str:
+        def cell(text: str) -> str:
+            return text.replace("|", "\\|")
+
+        marks = ["---:" if a == ">" else ":---" for a in self._aligns()]
+        lines = [f"### {self.title}", "", "| " + " | ".join(cell(h) for h in self.headers) + " |",
+                 "| " + " | ".join(marks) + " |"]
+        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """What ``verify`` prints and writes, and the exit status it ends with."""
+
+    title: str
+    tables: List[Table]
+    notes: List[str]
+    data: Dict[str, Any]
+    exit_code: int
+    plot_rows: List[Dict[str, Any]] = field(default_factory=list)
+
+    def to_text(self) -> str:
+        parts = [self.title, "=" * len(self.title)] + ["\n" + t.to_text() for t in self.tables]
+        if self.notes:
+            parts.append("\nNotes:")
+            parts += [f"  - {note}" for note in self.notes]
+        return "\n".join(parts)
+
+    def to_markdown(self) -> str:
+        parts = [f"## {self.title}"] + [t.to_markdown() for t in self.tables]
+        if self.notes:
+            parts.append("\n".join(f"- {note}" for note in self.notes))
+        return "\n\n".join(parts) + "\n"
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, indent=2, allow_nan=False, default=str) + "\n"
+
+    def write(self, json_path: Optional[os.PathLike] = None, markdown_path: Optional[os.PathLike] = None,
+              plot_path: Optional[os.PathLike] = None) -> None:
+        """Write the requested files (each one complete or not at all)."""
+        for path, text in ((json_path, self.to_json), (markdown_path, self.to_markdown)):
+            if path is not None:
+                _write_text(Path(path), text())
+        if plot_path is not None:
+            write_plot(self.plot_rows, plot_path, title=self.title)
+
+
+def _write_text(path: Path, text: str) -> None:
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, path)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise DSDZooError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def _delta(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def _nan_to_none(value: float) -> Optional[float]:
+    return None if math.isnan(value) else value
+
+
+def judge(top1: float, top5: float, paper_top1: Optional[float], paper_top5: Optional[float],
+          tolerance: float, full: bool) -> str:
+    """``pass``/``FAIL`` when both errors are within ``tolerance`` points of the paper's on a full run.
+
+    ``partial`` when the run did not cover the 50,000 images, ``no paper number`` when there is
+    nothing to compare with.
+    """
+    if paper_top1 is None or paper_top5 is None or math.isnan(top1):
+        return "no paper number"
+    if not full:
+        return "partial"
+    # A hair of slack so that 0.3 printed as a delta of 0.30 is not failed by float rounding.
+    within = abs(top1 - paper_top1) <= tolerance + 1e-9 and abs(top5 - paper_top5) <= tolerance + 1e-9
+    return "pass" if within else "FAIL"
+
+
+def _standard_error(n: int, error_pct: float = 30.0) -> float:
+    p = error_pct / 100
+    return 100 * math.sqrt(p * (1 - p) / n) if n else float("nan")
+
+
+def eval_report(result: EvalResult, samples: ValSamples, entries: Mapping[str, Any], weights: Mapping[str, str],
+                tolerance: float = DEFAULT_TOLERANCE, limit: Optional[int] = None,
+                command: str = "") -> Report:
+    """The ImageNet evaluation report.
+
+    Args:
+        result: the engine's counts.
+        samples: the images evaluated (after ``--limit``).
+        entries: ``{name: ModelEntry}`` of the evaluated models (paper numbers, arch, kind).
+        weights: ``{name: description of the weight file used}``.
+        tolerance: allowed distance, in points, from the paper's errors on a full run.
+        limit: the ``--limit`` asked for, if any.
+        command: the command line, recorded in the JSON.
+    """
+    full = samples.is_full
+    rows, table_rows = [], []
+    for name, counts in result.counts.items():
+        entry = entries[name]
+        top1, top5 = counts.top1_err, counts.top5_err
+        paper1, paper5 = entry.paper_top1_err, entry.paper_top5_err
+        delta1 = None if paper1 is None or math.isnan(top1) else top1 - paper1
+        delta5 = None if paper5 is None or math.isnan(top5) else top5 - paper5
+        verdict = judge(top1, top5, paper1, paper5, tolerance, full)
+        rows.append({"name": name, "arch": entry.arch, "kind": entry.kind, "weights": weights.get(name, ""),
+                     "images": counts.images, "top1_correct": counts.top1_correct, "top5_correct": counts.top5_correct,
+                     "top1_err": _nan_to_none(top1), "top5_err": _nan_to_none(top5),
+                     "paper_top1_err": paper1, "paper_top5_err": paper5, "delta_top1": delta1, "delta_top5": delta5,
+                     "verdict": verdict})
+        table_rows.append([name, entry.kind, f"{counts.images:,}", _pct(top1), _pct(paper1), _delta(delta1),
+                           _pct(top5), _pct(paper5), _delta(delta5), verdict])
+    table = Table(f"Single-crop ILSVRC-2012 validation error (%), {len(samples):,} images",
+                  ["model", "kind", "images", "top-1 err", "paper", "delta", "top-5 err", "paper", "delta", "verdict"],
+                  table_rows, "<<>>>>>>><")
+    notes = _eval_notes(result, samples, tolerance, limit, full)
+    notes.append("weights: " + "; ".join(f"{r['name']} = {r['weights']}" for r in rows))
+    failed = any(r["verdict"] == "FAIL" for r in rows)
+    exit_code = EXIT_FAILED if failed else EXIT_UNREADABLE if result.unreadable else EXIT_OK
+    data = {
+        "mode": "imagenet",
+        "command": command,
+        "dataset": {"root": str(samples.root), "layout": samples.layout,
+                    "labels_file": str(samples.labels_file) if samples.labels_file else None,
+                    "images_found": samples.found, "images_evaluated": len(samples), "limit": limit, "full": full},
+        "tolerance": tolerance,
+        "bad_images": result.bad_images,
+        "unreadable": [{"file": f, "reason": r} for f, r in result.unreadable],
+        "pipelines": result.pipelines,
+        "run": {"device": result.device, "world_size": result.world_size, "fast_bf16": result.fast,
+                "channels_last": result.channels_last, "workers": result.workers, "batch_size": result.batch_size,
+                "seconds": round(result.seconds, 3), "images_per_second": _nan_to_none(round(result.images_per_second, 2))},
+        "models": rows,
+        "notes": notes,
+        "exit_code": exit_code,
+        **_versions(),
+    }
+    return Report("dsd-zoo verify: ImageNet evaluation", [table], notes, data, exit_code, plot_rows=rows)
+
+
+def _eval_notes(result: EvalResult, samples: ValSamples, tolerance: float, limit: Optional[int],
+                full: bool) -> List[str]:
+    notes = []
+    if full:
+        notes.append(f"Verdict: pass when both top-1 and top-5 errors are within {tolerance} pt of the paper's. "
+                     f"This run covers all {FULL_VAL_SIZE:,} validation images, so the verdict is meaningful.")
+    else:
+        why = f"--limit {limit}" if limit is not None else f"the folder holds {samples.found:,} images"
+        notes.append(f"PARTIAL RUN ({len(samples):,} of {FULL_VAL_SIZE:,} images; {why}): the {tolerance} pt tolerance "
+                     f"is meaningful only on the full {FULL_VAL_SIZE:,} images, so no model is judged. Sampling noise "
+                     f"alone is about +-{_standard_error(len(samples)):.2f} pt (one standard error at 30% error).")
+    if result.unreadable:
+        how = ("counted as wrong answers (top-1 and top-5) for every model, so they raise every error"
+               if result.bad_images == "count" else "left out of the denominator (--bad-images skip)")
+        shown = "; ".join(f"{f} ({r})" for f, r in result.unreadable[:10])
+        more = f"; ... and {len(result.unreadable) - 10} more (all in --json)" if len(result.unreadable) > 10 else ""
+        notes.append(f"{len(result.unreadable)} image(s) could not be decoded and were {how}: {shown}{more}")
+    if result.fast:
+        notes.append("--fast: models ran under bfloat16 autocast; results may differ from the exact float32 run.")
+    notes.extend(samples.notes)
+    for pipeline, names in result.pipelines.items():
+        notes.append(f"pipeline {pipeline}: {', '.join(names)} (each image decoded once, resampled once per pipeline)")
+    notes.append(f"{len(samples):,} images in {result.seconds:.1f} s ({result.images_per_second:.1f} img/s through "
+                 f"{len(result.counts)} model(s)) on {result.device}, {result.world_size} process(es), "
+                 f"{result.workers} worker(s) each, batch {result.batch_size}.")
+    return notes
+
+
+def _versions() -> Dict[str, str]:
+    import dsd_zoo
+
+    versions = {"dsd_zoo_version": dsd_zoo.__version__}
+    try:
+        import torch
+
+        versions["torch_version"] = torch.__version__
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return versions
+
+
+_STATE_TEXT = {"verified": "verified", "pinned": "verified (pinned)", "mismatch": "MISMATCH",
+               "unverifiable": "UNVERIFIABLE", "missing": "-"}
+
+
+def selfcheck_report(result: SelfCheckResult, command: str = "") -> Report:
+    """The offline self-check report: architectures, models, local evaluations."""
+    tables, notes = [], list(result.notes)
+    if result.manifest_error:
+        notes.insert(0, f"MANIFEST INVALID: {result.manifest_error}")
+    arch_rows = [[a.name, "-" if a.params is None else f"{a.params:,}", f"{a.reference:,}",
+                  "ok" if a.ok else f"FAIL {a.failure}".strip()] for a in result.architectures]
+    if arch_rows:
+        tables.append(Table("Architectures (built on the meta device)", ["architecture", "parameters", "reference", "check"],
+                            arch_rows, "<>><"))
+    model_rows, model_data = [], []
+    for check in result.models:
+        entry, weights = check.entry, check.weights
+        cached = "yes" if weights.present else ("MISSING (named)" if check.named else "no")
+        state = _STATE_TEXT[weights.state]
+        if check.problems:
+            state = "; ".join(check.problems)
+        model_rows.append([entry.name, entry.kind, entry.arch, cached, state, check.fingerprint,
+                           _pct(entry.paper_top1_err), _pct(entry.paper_top5_err),
+                           ("ok" if weights.present else "-") if check.ok else "FAIL"])
+        model_data.append({"name": entry.name, "kind": entry.kind, "arch": entry.arch, "named": check.named,
+                           "path": str(weights.path) if weights.path else None, "state": weights.state,
+                           "detail": weights.detail, "fingerprint": check.fingerprint, "problems": check.problems,
+                           "paper_top1_err": entry.paper_top1_err, "paper_top5_err": entry.paper_top5_err,
+                           "ok": check.ok})
+        if not check.ok:
+            reasons = check.problems + ([check.fingerprint] if check.fingerprint_ok is False else [])
+            notes.append(f"{entry.name}: {'; '.join(reasons) or weights.detail or weights.state}")
+    if model_rows:
+        tables.append(Table("Models", ["model", "kind", "arch", "cached", "weights", "fingerprint", "paper top-1",
+                                       "paper top-5", "check"], model_rows, "<<<<<<>><"))
+    eval_rows = [[e.model, e.dataset, f"{e.images:,}", _pct(e.top1_err), _pct(e.expected_top1_err), _pct(e.top5_err),
+                  _pct(e.expected_top5_err), "ok" if e.ok else f"FAIL {e.failure}".strip()]
+                 for e in result.local_evaluations]
+    if eval_rows:
+        tables.append(Table("Local evaluations (data shipped with the package)",
+                            ["model", "dataset", "images", "top-1 err", "expected", "top-5 err", "expected", "check"],
+                            eval_rows, "<<>>>>><"))
+    present = sum(m.weights.present for m in result.models)
+    notes.append(f"{present} of {len(result.models)} weight files are on this machine; a missing file is not a failure "
+                 "unless the model is named on the command line. Nothing was downloaded.")
+    exit_code = EXIT_OK if result.ok else EXIT_FAILED
+    data = {"mode": "selfcheck", "command": command, "manifest": result.manifest_origin,
+            "manifest_error": result.manifest_error or None,
+            "architectures": [{"name": a.name, "params": a.params, "reference": a.reference, "ok": a.ok,
+                               "failure": a.failure or None} for a in result.architectures],
+            "models": model_data,
+            "local_evaluations": [{**{k: getattr(e, k) for k in e.__dataclass_fields__}, "ok": e.ok}
+                                  for e in result.local_evaluations],
+            "notes": notes, "ok": result.ok, "exit_code": exit_code, **_versions()}
+    plot_rows = [{"name": m["name"], "arch": m["arch"], "kind": m["kind"], "top1_err": None, "top5_err": None,
+                  "paper_top1_err": m["paper_top1_err"], "paper_top5_err": m["paper_top5_err"]} for m in model_data]
+    return Report("dsd-zoo verify: offline self-check", tables, notes, data, exit_code, plot_rows=plot_rows)
+
+
+def require_matplotlib() -> None:
+    """Raise a clear error naming the ``plot`` extra when matplotlib is not installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise DSDZooError("--plot needs matplotlib, which is not installed: pip install 'dsd-zoo[plot]' "
+                          "(or pip install matplotlib)") from None
+
+
+def write_plot(rows: Sequence[Mapping[str, Any]], path: os.PathLike, title: str = "") -> Path:
+    """Bar chart of top-1 and top-5 errors per architecture: baseline, sparse stage and DSD side by side.
+
+    Bars are the measured errors where there are any, else the paper's; a black tick marks the
+    paper's number on each bar.
+    """
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    archs = list(dict.fromkeys(r["arch"] for r in rows if r.get("paper_top1_err") is not None or r.get("top1_err") is not None))
+    if not archs:
+        raise DSDZooError("nothing to plot: no model has a measured or published error")
+    kinds = [k for k in KIND_ORDER if any(r["kind"] == k for r in rows)]
+    width = 0.8 / max(1, len(kinds))
+    colours = {"baseline": "#8c8c8c", "sparse": "#e39c3c", "dsd": "#2a7ab9"}
+    measured_any = any(r.get("top1_err") is not None for r in rows)
+    figure, axes = plt.subplots(2, 1, figsize=(max(7.0, 1.3 * len(archs)), 7.5))
+    for ax, metric in zip(axes, ("top1", "top5")):
+        labelled = set()
+        for k, kind in enumerate(kinds):
+            for x, arch in enumerate(archs):
+                row = next((r for r in rows if r["arch"] == arch and r["kind"] == kind), None)
+                if row is None:
+                    continue
+                value = row.get(f"{metric}_err")
+                paper = row.get(f"paper_{metric}_err")
+                bar = value if value is not None else paper
+                if bar is None:
+                    continue
+                position = x - 0.4 + width * (k + 0.5)
+                ax.bar(position, bar, width * 0.9, color=colours.get(kind, "#555555"),
+                       label=None if kind in labelled else kind)
+                labelled.add(kind)
+                if paper is not None:
+                    ax.plot([position - width * 0.45, position + width * 0.45], [paper, paper], color="black", lw=1.5)
+        ax.set_xticks(range(len(archs)))
+        ax.set_xticklabels(archs)
+        ax.set_ylabel(f"{'top-1' if metric == 'top1' else 'top-5'} error (%)")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    figure.suptitle((title + ": " if title else "") + ("measured (bars) vs paper (black ticks)" if measured_any
+                                                       else "paper errors"), fontsize=10)
+    figure.tight_layout()
+    path = Path(path)
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as exc:
+        raise DSDZooError(f"cannot write the plot {path}: {exc.strerror or exc}") from exc
+    finally:
+        plt.close(figure)
+    return path

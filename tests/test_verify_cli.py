@@ -1,0 +1,333 @@
+"""``python -m dsd_zoo.verify``: the CLI end to end, its reports, exit statuses and messages.
+
+The ImageNet runs use a real SqueezeNet whose weights make its answers known (see
+``colour_squeezenet_file``), given with ``--weights``, on generated image folders; the
+self-check runs against a test manifest (``DSD_ZOO_MANIFEST``) in an isolated cache.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dsd_zoo.digests import hash_file
+from dsd_zoo.manifest import bundled_manifest_path
+from dsd_zoo.verify import selfcheck
+from dsd_zoo.verify.__main__ import main
+from dsd_zoo.verify.datasets import ValSamples
+from dsd_zoo.verify.engine import EvalResult, ModelCounts
+from dsd_zoo.verify.report import eval_report, judge
+
+from .conftest import FIXTURES, REPO_ROOT, require
+from .servers import LoopbackServer
+from .test_verify_datasets import single_thread  # noqa: F401  (autouse fixture)
+from .test_verify_datasets import N_READABLE, N_TOP1, N_TOP5, SAMPLES, make_flat, make_imagefolder
+from .test_verify_engine import colour_squeezenet_file
+
+MODEL = "squeezenet_sparse"
+RUN = ["--workers", "0", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def colour_weights(tmp_path_factory) -> Path:
+    return colour_squeezenet_file(tmp_path_factory.mktemp("weights") / "colour.safetensors")
+
+
+@pytest.fixture
+def test_manifest(tmp_path, monkeypatch, isolated_cache, colour_weights):
+    """A manifest whose squeezenet_sparse entry has the colour weights' sha256 and size; returns a writer."""
+
+    def write(url: str = "", **changes) -> Path:
+        document = json.loads(bundled_manifest_path().read_text())
+        weights = document["models"][MODEL]["weights"]
+        weights.update(sha256=hash_file(colour_weights)["sha256"], size=colour_weights.stat().st_size,
+                       urls=[url] if url else [])
+        document["models"][MODEL].update(changes)
+        path = tmp_path / "manifest.json"
+        path.write_text(json.dumps(document))
+        monkeypatch.setenv("DSD_ZOO_MANIFEST", str(path))
+        return path
+
+    return write
+
+
+def _evaluate(tmp_path, colour_weights, *extra, layout="imagefolder", samples=SAMPLES):
+    if layout == "imagefolder":
+        data = ["--imagenet", str(make_imagefolder(tmp_path / "val", samples))]
+    else:
+        images, labels = make_flat(tmp_path / "flat", samples)
+        data = ["--imagenet", str(images), "--labels", str(labels)]
+    out = tmp_path / "result.json"
+    code = main([MODEL, "--weights", f"{MODEL}={colour_weights}", *data, "--json", str(out), *RUN, *extra])
+    return code, json.loads(out.read_text()) if out.exists() else None
+
+
+def _run_module(*args, env=None, timeout=120):
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "dsd_zoo.verify", *args], cwd=REPO_ROOT, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_explains_layouts_outputs_and_exit_statuses():
+    done = _run_module("--help")
+    assert done.returncode == 0
+    for text in ("ImageFolder", "val.txt", "--weights", "torchrun", "exit status", "50,000", "PARTIAL",
+                 "DSD_ZOO_OFFLINE", "--plot", "CMYK", "examples:"):
+        assert text in done.stdout, text
+
+
+@pytest.mark.parametrize("layout", ["imagefolder", "flat"])
+def test_both_layouts_give_the_exact_errors(tmp_path, capsys, colour_weights, layout):
+    markdown = tmp_path / "result.md"
+    code, result = _evaluate(tmp_path, colour_weights, "--markdown", str(markdown), layout=layout)
+    # 13 files: 6 top-1 and 8 top-5 hits; the 3 unreadable files count as wrong -> 7/13 and 5/13.
+    row = result["models"][0]
+    assert (row["images"], row["top1_correct"], row["top5_correct"]) == (13, N_TOP1, N_TOP5)
+    assert row["top1_err"] == pytest.approx(100 * 7 / 13) and row["top5_err"] == pytest.approx(100 * 5 / 13)
+    # Paper numbers of squeezenet_sparse (manifest): 42.5 / 19.7.
+    assert row["delta_top1"] == pytest.approx(100 * 7 / 13 - 42.5)
+    assert row["verdict"] == "partial" and result["dataset"]["full"] is False
+    assert code == result["exit_code"] == 3  # evaluated, with unreadable images
+    assert len(result["unreadable"]) == 3 and result["dataset"]["layout"] == layout
+    shown = capsys.readouterr().out
+    assert "PARTIAL RUN (13 of 50,000 images" in shown and "meaningful only on the full 50,000" in shown
+    assert "3 image(s) could not be decoded and were counted as wrong answers" in shown
+    assert "53.85" in shown and "38.46" in shown  # 7/13 and 5/13 in percent
+    assert f"| {MODEL} | sparse | 13 | 53.85 | 42.50 | +11.35 |" in markdown.read_text()
+
+
+def test_skipping_unreadable_images_and_a_clean_folder(tmp_path, colour_weights):
+    code, result = _evaluate(tmp_path, colour_weights, "--bad-images", "skip")
+    assert result["models"][0]["images"] == N_READABLE == 10 and result["models"][0]["top1_err"] == pytest.approx(40.0)
+    assert code == 3 and result["bad_images"] == "skip"
+    readable = [s for s in SAMPLES if s.readable]
+    code, result = _evaluate(tmp_path / "clean", colour_weights, samples=readable)
+    assert code == 0 and result["unreadable"] == [] and result["models"][0]["top1_correct"] == N_TOP1
+
+
+def test_limit_is_a_partial_run(tmp_path, colour_weights):
+    _, result = _evaluate(tmp_path, colour_weights, "--limit", "4")
+    assert result["dataset"]["images_evaluated"] == 4 and result["dataset"]["limit"] == 4
+    assert result["dataset"]["images_found"] == 13 and result["models"][0]["verdict"] == "partial"
+
+
+def test_cached_models_are_found_without_names(tmp_path, capsys, test_manifest, colour_weights, isolated_cache):
+    test_manifest()
+    isolated_cache.mkdir(parents=True)
+    shutil.copy(colour_weights, isolated_cache / f"{MODEL}.safetensors")
+    root = make_imagefolder(tmp_path / "val", [s for s in SAMPLES if s.readable])
+    out = tmp_path / "r.json"
+    assert main(["--imagenet", str(root), "--json", str(out), *RUN]) == 0
+    result = json.loads(out.read_text())
+    assert [m["name"] for m in result["models"]] == [MODEL]  # the only ImageNet model in the cache
+    assert "(verified)" in result["models"][0]["weights"]
+    capsys.readouterr()
+    (isolated_cache / f"{MODEL}.safetensors").unlink()
+    assert main(["--imagenet", str(root), *RUN]) == 2
+    assert "no ImageNet model has its weights on this machine" in capsys.readouterr().err
+
+
+BAD_INPUTS = {
+    "missing folder": (lambda d: ["--imagenet", str(d / "nowhere")], "does not exist"),
+    "empty folder": (lambda d: ["--imagenet", str(_mkdir(d / "empty"))], "holds no class folders"),
+    "unknown wnid": (lambda d: ["--imagenet", str(_mkdir(d / "val" / "kittens").parent)], "not ILSVRC-2012 WNIDs"),
+    "labels mismatch": (lambda d: ["--imagenet", str(_mkdir(d / "flat")), "--labels", str(_write(d / "v.txt", "x.JPEG 3\n"))],
+                        "are not in"),
+    "unknown model": (lambda d: ["squeezenet_sparce", "--imagenet", str(d)], "did you mean squeezenet_sparse"),
+    "no model matches": (lambda d: ["*_nothing", "--imagenet", str(d)], "no model matches"),
+    "labels alone": (lambda d: ["--labels", "val.txt"], "add --imagenet DIR"),
+    "weights syntax": (lambda d: ["--weights", "squeezenet_sparse", "--imagenet", str(d)], "NAME=PATH"),
+    "weights file": (lambda d: ["--weights", f"{MODEL}={d / 'none.safetensors'}", "--imagenet", str(d)], "is not a file"),
+    "limit": (lambda d: ["--imagenet", str(d), "--limit", "0"], "positive"),
+    "device": (lambda d: ["--imagenet", str(d), "--device", "tpu:x"], "is not a device name"),
+}
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_messages_and_exit_status(tmp_path, capsys, case):
+    make_args, message = BAD_INPUTS[case]
+    assert main(make_args(tmp_path) + RUN[:3]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dsd_zoo.verify: error:") and message in err, err
+
+
+def test_a_model_of_another_pipeline_is_refused(tmp_path, capsys, test_manifest, colour_weights):
+    test_manifest(transforms={"pipeline": "identity", "crop": 227})  # as the embedded digits models will be
+    root = make_imagefolder(tmp_path / "val", SAMPLES[:1])
+    assert main([MODEL, "--weights", f"{MODEL}={colour_weights}", "--imagenet", str(root), *RUN]) == 2
+    assert f"{MODEL} is not an ImageNet model (its preprocessing pipeline is 'identity')" in capsys.readouterr().err
+
+
+def test_plot_needs_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if matplotlib were not installed
+    assert main(["--plot", str(tmp_path / "p.png")]) == 2
+    assert "pip install 'dsd-zoo[plot]'" in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib (the plot extra) is not installed")
+def test_plot_of_an_evaluation(tmp_path, colour_weights):
+    plot = tmp_path / "errors.png"
+    _evaluate(tmp_path, colour_weights, "--plot", str(plot))
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_offline_never_touches_the_network(tmp_path, capsys, monkeypatch, test_manifest, colour_weights):
+    with LoopbackServer() as server:
+        url = server.add(f"/{MODEL}.safetensors", colour_weights.read_bytes())
+        test_manifest(url)
+        monkeypatch.setenv("DSD_ZOO_OFFLINE", "1")
+        root = make_imagefolder(tmp_path / "val", SAMPLES[:2])
+        assert main([MODEL, "--imagenet", str(root), *RUN]) == 2
+        err = capsys.readouterr().err
+        assert f"{MODEL}: its weight file {MODEL}.safetensors is not on this machine and DSD_ZOO_OFFLINE" in err
+        assert main([]) == 0  # the self-check: the model is missing, not named, not fetched
+        assert main([MODEL]) == 1  # named: a missing file is a failure
+        assert server.log == []
+
+
+def test_selfcheck_verifies_cached_files_and_reports_mismatches(tmp_path, capsys, test_manifest, colour_weights,
+                                                                 isolated_cache):
+    test_manifest()
+    isolated_cache.mkdir(parents=True)
+    cached = isolated_cache / f"{MODEL}.safetensors"
+    shutil.copy(colour_weights, cached)
+    out, markdown = tmp_path / "s.json", tmp_path / "s.md"
+    assert main([MODEL, "--json", str(out), "--markdown", str(markdown)]) == 0
+    shown = capsys.readouterr().out
+    assert "offline self-check" in shown and "fb_resnet50     25,575,912   25,575,912  ok" in shown
+    report = json.loads(out.read_text())
+    row = next(m for m in report["models"] if m["name"] == MODEL)
+    assert row["state"] == "verified" and row["ok"] and row["path"] == str(cached)
+    assert report["ok"] and all(a["ok"] for a in report["architectures"]) and len(report["architectures"]) >= 6
+    assert "| squeezenet_sparse | sparse | squeezenet1_0 | yes | verified |" in markdown.read_text()
+
+    data = bytearray(cached.read_bytes())
+    data[-1] ^= 1  # same size, one bit flipped
+    cached.write_bytes(bytes(data))
+    assert main([]) == 1
+    shown = capsys.readouterr().out
+    assert "MISMATCH" in shown and f"{MODEL}: sha256 " in shown
+    assert cached.exists()  # a checker reports; it does not delete
+
+
+def test_selfcheck_of_a_weights_argument_and_an_invalid_manifest(tmp_path, capsys, monkeypatch, test_manifest,
+                                                                   colour_weights):
+    test_manifest()
+    assert main(["--weights", f"{MODEL}={colour_weights}"]) == 0
+    assert "verified" in capsys.readouterr().out
+    broken = _write(tmp_path / "broken.json", '{"format": 1, "models": {"x": {"arch": "nope"}}}')
+    monkeypatch.setenv("DSD_ZOO_MANIFEST", str(broken))
+    assert main([]) == 2
+    assert "broken.json" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dsd_zoo.fingerprint") is not None,
+                    reason="dsd_zoo.fingerprint exists: the fingerprint is checked, not skipped")
+def test_fingerprint_check_is_skipped_with_a_note_without_the_module(capsys, test_manifest, colour_weights):
+    test_manifest(fingerprint={"input": "probe", "indices": [0], "values": [0.0], "argmax": 0, "atol": 0.1})
+    assert main(["--weights", f"{MODEL}={colour_weights}"]) == 0
+    assert "skipped (dsd_zoo.fingerprint is not in this version)" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dsd_zoo.fingerprint") is None, reason="dsd_zoo.fingerprint is not in this version")
+def test_fingerprint_is_checked(tmp_path, capsys, test_manifest, colour_weights):
+    from dsd_zoo.api import get_model
+    from dsd_zoo.fingerprint import compute_fingerprint
+
+    test_manifest()
+    recorded = compute_fingerprint(get_model(MODEL, weights=colour_weights), MODEL)
+    test_manifest(fingerprint=recorded)
+    out = tmp_path / "s.json"
+    args = [MODEL, "--weights", f"{MODEL}={colour_weights}", "--json", str(out)]
+    assert main(args) == 0
+    assert next(m for m in json.loads(out.read_text())["models"] if m["name"] == MODEL)["fingerprint"] == "ok"
+    shifted = [v + 2 * recorded["atol"] + 1.0 for v in recorded["values"]]  # every logit off by more than atol
+    test_manifest(fingerprint={**recorded, "values": shifted})
+    assert main(args) == 1
+    assert "logit fingerprint mismatch" in capsys.readouterr().out
+
+
+def test_local_evaluations_are_shown_and_judged(capsys, monkeypatch, test_manifest):
+    test_manifest()
+    seen = {}
+
+    def digits(manifest, weights):
+        seen.update(weights)
+        return [selfcheck.LocalEvaluation("digits_dsd", "digits test split", 360, 2.5, 0.0, 2.5, 0.0),
+                selfcheck.LocalEvaluation("digits_baseline", "digits test split", 360, 3.1, 0.0, 2.0, 0.0, 0.5)]
+
+    monkeypatch.setattr(selfcheck, "LOCAL_EVALUATIONS", [])
+    selfcheck.register_local_evaluation(digits)
+    assert main([]) == 1  # digits_baseline: 3.1 vs 2.0 expected, outside 0.5
+    shown = capsys.readouterr().out
+    assert "Local evaluations" in shown and "digits_dsd" in shown and "FAIL" in shown
+    assert MODEL in seen and not seen[MODEL].present
+
+
+def _full_result(top1_correct: int, top5_correct: int) -> tuple:
+    samples = ValSamples(Path("/val"), "flat", tuple(f"{i}.JPEG" for i in range(50_000)), (0,) * 50_000, found=50_000)
+    result = EvalResult({MODEL: ModelCounts(50_000, top1_correct, top5_correct)}, 50_000, [], "count",
+                        {"caffe 256x256->227": [MODEL]}, 10.0, 1, "cpu", False, True, 1, 32)
+    return result, samples
+
+
+@pytest.mark.parametrize("top1_correct, verdict, code", [
+    (28_750, "pass", 0),  # 42.50% = the paper's 42.5 exactly
+    (28_600, "pass", 0),  # 42.80%: +0.30, on the tolerance
+    (28_590, "FAIL", 1),  # 42.82%: +0.32
+    (28_910, "FAIL", 1),  # 42.18%: -0.32, better than the paper is still a mismatch
+])
+def test_full_runs_are_judged_within_the_tolerance(top1_correct, verdict, code):
+    from dsd_zoo.manifest import load_manifest
+
+    result, samples = _full_result(top1_correct, 40_150)  # top-5 19.70% = the paper's 19.7
+    report = eval_report(result, samples, {MODEL: load_manifest(str(bundled_manifest_path())).models[MODEL]},
+                         {MODEL: "file"}, tolerance=0.3)
+    assert report.data["models"][0]["verdict"] == verdict and report.exit_code == code
+    assert report.data["dataset"]["full"] and "the verdict is meaningful" in report.notes[0]
+
+
+def test_judge():
+    assert judge(30.0, 10.0, None, None, 0.3, True) == "no paper number"
+    assert judge(30.0, 10.0, 30.0, 10.0, 0.3, False) == "partial"
+    assert judge(30.0, 10.31, 30.0, 10.0, 0.3, True) == "FAIL"
+
+
+@pytest.mark.fixtures
+def test_fixture_images_through_squeezenet_sparse(tmp_path):
+    source = require(FIXTURES / "squeezenet-deep-compression" / "compressed_SqueezeNet.net")
+    images = require(FIXTURES / "images")
+    if importlib.util.find_spec("dsd_zoo.convert.__main__") is None:
+        pytest.skip("the converter CLI (python -m dsd_zoo.convert) is not in this version yet")
+    weights = tmp_path / "sparse.safetensors"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    subprocess.run([sys.executable, "-m", "dsd_zoo.convert", str(source), "--model", MODEL, "-o", str(weights)],
+                   cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=120)
+    root = tmp_path / "val"
+    for name, wnid in (("space_shuttle.jpg", "n04266014"), ("cat.jpg", "n02123045")):
+        (root / wnid).mkdir(parents=True)
+        (root / wnid / name).symlink_to(images / name)
+    out = tmp_path / "r.json"
+    assert main([MODEL, "--weights", f"{MODEL}={weights}", "--imagenet", str(root), "--json", str(out), *RUN]) == 0
+    row = json.loads(out.read_text())["models"][0]
+    # fixtures/README.md: the shuttle is class 812 at top-1; the sparse stage ranks fox classes
+    # first for the tabby (class 281) and the tabby only 4th-5th: top-1 1 of 2, top-5 2 of 2.
+    assert (row["images"], row["top1_correct"], row["top5_correct"]) == (2, 1, 2)

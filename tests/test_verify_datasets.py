@@ -1,0 +1,320 @@
+"""verify's datasets: both ILSVRC-2012 layouts on generated image folders, decoding, and every bad input.
+
+The helpers at the top (a generated validation folder whose correct answers are known, and a
+tiny model that predicts from the dominant colour) are shared by the other ``test_verify_*`` files.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from dsd_zoo.api import imagenet_classes
+from dsd_zoo.transforms import CaffeTransform, FbResNetTransform
+from dsd_zoo.verify import FULL_VAL_SIZE
+from dsd_zoo.verify.datasets import DatasetError, MultiPipelineDataset, decode_image, scan_flat, scan_imagenet
+
+WNIDS = [wnid for wnid, _ in imagenet_classes()]
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: these tests check counts, not speed, and on a shared 2-core machine a
+    second thread mostly spins (measured: an evaluation of the 13 files takes 0.4 s with one
+    thread, 2.7 s with two while other jobs run). Other test files import this fixture."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+# Logits of the classes 3..7 for every image: fixed and decreasing, so a top-5 is fully determined.
+FILLER_LOGITS = (0.05, 0.04, 0.03, 0.02, 0.01)
+
+
+class ColourModel(nn.Module):
+    """Logit c (c < 3) is relu(mean of normalised channel c); classes 3..7 get FILLER_LOGITS; others -1.
+
+    With either pipeline's normalisation a saturated red image predicts class 0, green 1, blue
+    2, each followed by 3, 4, 5, 6; a white image ranks blue > green > red (the means subtracted
+    are smallest for blue), i.e. 2, 1, 0, 3, 4.
+    """
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        fill = torch.full((num_classes - 3,), -1.0)
+        fill[: len(FILLER_LOGITS)] = torch.tensor(FILLER_LOGITS)
+        self.register_buffer("fill", fill)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        colour = torch.relu(x.float().mean(dim=(2, 3)))
+        return torch.cat([colour, self.fill.expand(x.shape[0], -1)], dim=1)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated file: its class, what it is, and whether the colour model gets it right."""
+
+    label: int
+    name: str
+    kind: str  # "rgb", "gray", "cmyk", "truncated", "empty", "text"
+    colour: Tuple[int, ...] = (0, 0, 0)
+    top1: bool = False
+    top5: bool = False
+
+    @property
+    def readable(self) -> bool:
+        return self.kind in ("rgb", "gray", "cmyk")
+
+
+# The generated validation set. Its expected counts follow from ColourModel's rule above:
+# readable 10, top-1 hits 6 (the six marked), top-5 hits 8, unreadable 3.
+SAMPLES: Tuple[Sample, ...] = (
+    Sample(0, "red.JPEG", "rgb", RED, True, True),
+    Sample(0, "red2.png", "rgb", RED, True, True),
+    Sample(0, "green.JPEG", "rgb", GREEN, False, False),  # top-5 is 1, 3, 4, 5, 6
+    Sample(0, "white_gray.JPEG", "gray", (255,), False, True),  # grey replicated: 2, 1, 0, 3, 4
+    Sample(0, "red_cmyk.JPEG", "cmyk", (0, 255, 255, 0), True, True),  # CMYK red -> RGB red
+    Sample(0, "empty.JPEG", "empty"),
+    Sample(1, "green.JPEG", "rgb", GREEN, True, True),
+    Sample(1, "blue.png", "rgb", BLUE, False, False),
+    Sample(1, "truncated.JPEG", "truncated"),
+    Sample(2, "blue.JPEG", "rgb", BLUE, True, True),
+    Sample(2, "white_gray.png", "gray", (255,), True, True),
+    Sample(2, "notes.txt", "text"),
+    Sample(4, "red.JPEG", "rgb", RED, False, True),  # top-1 is class 0, class 4 is 3rd
+)
+N_READABLE = sum(s.readable for s in SAMPLES)
+N_TOP1 = sum(s.top1 for s in SAMPLES)
+N_TOP5 = sum(s.top5 for s in SAMPLES)
+N_UNREADABLE = len(SAMPLES) - N_READABLE
+
+
+def image_bytes(sample: Sample, size=(64, 48)) -> bytes:
+    """The bytes of a generated file: a solid-colour image, or a broken one."""
+    if sample.kind == "empty":
+        return b""
+    if sample.kind == "text":
+        return b"this is not an image\n"
+    if sample.kind == "truncated":
+        noise = torch.randint(0, 256, (size[1], size[0], 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(noise.numpy()).save(buffer, "JPEG", quality=90)
+        return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+    mode = {"rgb": "RGB", "gray": "L", "cmyk": "CMYK"}[sample.kind]
+    buffer = io.BytesIO()
+    image = Image.new(mode, size, sample.colour[0] if mode == "L" else sample.colour)
+    image.save(buffer, "PNG" if sample.name.endswith(".png") else "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def make_imagefolder(root: Path, samples=SAMPLES) -> Path:
+    """Write ``samples`` as ``root/<wnid>/<name>``."""
+    for sample in samples:
+        path = root / WNIDS[sample.label] / sample.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image_bytes(sample))
+    return root
+
+
+def flat_name(sample: Sample) -> str:
+    return f"{sample.label}_{sample.name}"
+
+
+def make_flat(root: Path, samples=SAMPLES) -> Tuple[Path, Path]:
+    """Write ``samples`` flat into ``root/images`` with a Caffe-style ``root/val.txt``; returns both."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    for sample in samples:
+        (images / flat_name(sample)).write_bytes(image_bytes(sample))
+    labels = root / "val.txt"
+    labels.write_text("".join(f"{flat_name(s)} {s.label}\n" for s in reversed(samples)))
+    return images, labels
+
+
+def caffe_and_fb() -> Dict[str, nn.Module]:
+    """One transform of each pipeline family (SqueezeNet's Caffe 227 and the ResNets' fb 224)."""
+    return {"caffe": CaffeTransform(227, mean_bgr=[104.0, 117.0, 123.0]), "fb": FbResNetTransform()}
+
+
+# ------------------------------------------------------------------------------------------------
+# layouts
+
+
+def test_imagefolder_labels_come_from_the_sorted_wnids(tmp_path):
+    root = make_imagefolder(tmp_path / "val")
+    samples = scan_imagenet(root, WNIDS)
+    assert samples.layout == "imagefolder" and len(samples) == len(SAMPLES) == samples.found
+    expected = sorted((f"{WNIDS[s.label]}/{s.name}", s.label) for s in SAMPLES)
+    assert list(zip(samples.files, samples.labels)) == expected
+    # Class 4's folder is the 5th WNID (n01491361), although only 4 folders exist.
+    assert samples.labels[samples.files.index(f"{WNIDS[4]}/red.JPEG")] == 4
+
+
+def test_flat_layout_reads_caffe_val_txt(tmp_path):
+    images, labels = make_flat(tmp_path)
+    samples = scan_imagenet(images, WNIDS, labels)
+    assert samples.layout == "flat" and samples.labels_file == labels
+    assert list(zip(samples.files, samples.labels)) == sorted((flat_name(s), s.label) for s in SAMPLES)
+
+
+def test_label_file_inside_the_folder_is_not_an_unlisted_image(tmp_path):
+    images, labels = make_flat(tmp_path)
+    inside = images / "val.txt"
+    inside.write_text(labels.read_text())
+    assert len(scan_flat(images, inside)) == len(SAMPLES)
+
+
+def test_subset_spreads_over_the_classes_and_is_deterministic(tmp_path):
+    samples = scan_imagenet(make_imagefolder(tmp_path / "val"), WNIDS)
+    part = samples.subset(4)
+    # i * 13 // 4 for i in 0..3 = 0, 3, 6, 9 (sorted order).
+    assert part.files == tuple(samples.files[i] for i in (0, 3, 6, 9))
+    assert len({*part.labels}) >= 3 and part.found == len(SAMPLES) and not part.is_full
+    assert samples.subset(100) is samples and samples.subset(None) is samples
+    with pytest.raises(DatasetError, match="positive"):
+        samples.subset(0)
+    assert FULL_VAL_SIZE == 50_000  # ILSVRC-2012 validation set size
+
+
+def test_stray_images_beside_the_class_folders_are_noted(tmp_path):
+    root = make_imagefolder(tmp_path / "val", SAMPLES[:1])
+    (root / "stray.JPEG").write_bytes(image_bytes(SAMPLES[0]))
+    (root / ".DS_Store").write_bytes(b"x")
+    samples = scan_imagenet(root, WNIDS)
+    assert len(samples) == 1 and "stray.JPEG" in samples.notes[0] and "not evaluated" in samples.notes[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# bad folders and label files: each a DatasetError naming the problem
+
+
+def test_missing_file_and_empty_folders(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        scan_imagenet(tmp_path / "nowhere", WNIDS)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetError, match="is a file, not a folder"):
+        scan_imagenet(tmp_path / "file", WNIDS)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no class folders.*--labels"):
+        scan_imagenet(tmp_path / "empty", WNIDS)
+    (tmp_path / "hollow" / WNIDS[0]).mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no images found"):
+        scan_imagenet(tmp_path / "hollow", WNIDS)
+
+
+def test_unknown_wnids_are_named(tmp_path):
+    root = make_imagefolder(tmp_path / "val", SAMPLES[:1])
+    (root / "cats").mkdir()
+    (root / "n99999999").mkdir()
+    with pytest.raises(DatasetError, match=r"2 folder\(s\).*'cats', 'n99999999'.*WNID"):
+        scan_imagenet(root, WNIDS)
+
+
+def test_flat_folder_without_labels_asks_for_them(tmp_path):
+    images, _ = make_flat(tmp_path)
+    with pytest.raises(DatasetError, match="--labels val.txt"):
+        scan_imagenet(images, WNIDS)
+
+
+@pytest.mark.parametrize("lines, message", [
+    ("a.JPEG\n", r"1 unparsable \(line 1: 'a.JPEG'\)"),
+    ("a.JPEG x\n", r"1 unparsable"),
+    ("a.JPEG 1000\n", r"1 out of range \(line 1: 1000\)"),
+    ("a.JPEG -1\n", r"1 out of range"),
+    ("a.JPEG 1\n\na.JPEG 2\n", r"1 duplicate \(line 3: 'a.JPEG' \(first on line 1\)\)"),
+    ("../a.JPEG 1\n", r"1 unsafe path"),
+    ("\n\n", r"lists no images"),
+    (b"\xff\xfe 1\n", r"not UTF-8"),
+])
+def test_malformed_label_files(tmp_path, lines, message):
+    (tmp_path / "a.JPEG").write_bytes(image_bytes(SAMPLES[0]))
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes(lines if isinstance(lines, bytes) else lines.encode())
+    with pytest.raises(DatasetError, match=message):
+        scan_flat(tmp_path, labels)
+
+
+def test_label_file_that_does_not_match_the_images(tmp_path):
+    images, labels = make_flat(tmp_path)
+    (images / flat_name(SAMPLES[0])).unlink()
+    with pytest.raises(DatasetError, match=r"1 of the 13 files listed .* are not in .*0_red\.JPEG.*--limit"):
+        scan_flat(images, labels)
+    images2, labels2 = make_flat(tmp_path / "two")
+    (images2 / "extra.JPEG").write_bytes(image_bytes(SAMPLES[0]))
+    with pytest.raises(DatasetError, match=r"1 image\(s\) .* not listed .*'extra\.JPEG'"):
+        scan_flat(images2, labels2)
+    with pytest.raises(DatasetError, match="does not exist"):
+        scan_flat(images2, tmp_path / "none.txt")
+    with pytest.raises(DatasetError, match="is a folder"):
+        scan_flat(images2, images2)
+
+
+# ------------------------------------------------------------------------------------------------
+# decoding and the multi-pipeline dataset
+
+
+def test_grayscale_is_replicated_and_cmyk_converted(tmp_path):
+    gray, cmyk = tmp_path / "g.JPEG", tmp_path / "c.JPEG"
+    gray.write_bytes(image_bytes(Sample(0, "g.JPEG", "gray", (200,))))
+    cmyk.write_bytes(image_bytes(Sample(0, "c.JPEG", "cmyk", (0, 255, 255, 0))))
+    pixels = decode_image(gray)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 48, 64)
+    assert torch.equal(pixels[0], pixels[1]) and torch.equal(pixels[1], pixels[2])
+    assert abs(int(pixels[0, 10, 10]) - 200) <= 1  # JPEG keeps a flat grey within a level
+    red = decode_image(cmyk)[:, 10, 10].tolist()
+    assert red[0] >= 250 and red[1] <= 5 and red[2] <= 5, red
+
+
+def test_each_image_is_decoded_once_and_resampled_once_per_pipeline(tmp_path, monkeypatch):
+    import dsd_zoo.verify.datasets as datasets
+
+    root = make_imagefolder(tmp_path / "val")
+    samples = scan_imagenet(root, WNIDS)
+    decoded: List[str] = []
+    original = datasets.decode_image
+
+    def counting_decode(path):
+        decoded.append(Path(path).name)
+        return original(path)
+
+    monkeypatch.setattr(datasets, "decode_image", counting_decode)
+    transforms = caffe_and_fb()
+    calls = {key: 0 for key in transforms}
+
+    def counting(key):
+        def resample(image):
+            calls[key] += 1
+            return transforms[key].resample(image)
+        return resample
+
+    dataset = MultiPipelineDataset(samples, {key: counting(key) for key in transforms})
+    items = [dataset[i] for i in range(len(dataset))]
+    assert len(decoded) == len(SAMPLES)
+    # Each readable image once per pipeline, plus one 8x8 dummy that gives the unreadable files' blank crops.
+    assert calls == {"caffe": N_READABLE + 1, "fb": N_READABLE + 1}
+    for index, label, error, crops in items:
+        assert crops[0].shape == (3, 227, 227) and crops[0].dtype == torch.uint8  # Caffe crops stay 8-bit
+        assert crops[1].shape == (3, 224, 224) and crops[1].dtype == torch.float32
+        assert label == samples.labels[index]
+        readable = not error
+        name = samples.files[index]
+        assert readable == next(s.readable for s in SAMPLES if f"{WNIDS[s.label]}/{s.name}" == name)
+        if not readable:
+            assert not crops[0].any() and not crops[1].any()
+    reasons = {samples.files[i]: e for i, _, e, _ in items if e}
+    assert "truncated" in reasons[f"{WNIDS[1]}/truncated.JPEG"]
+    assert reasons[f"{WNIDS[2]}/notes.txt"].startswith("UnidentifiedImageError")
+    assert reasons[f"{WNIDS[0]}/empty.JPEG"].startswith("UnidentifiedImageError")
+
+
+def test_shard_indices(tmp_path):
+    samples = scan_imagenet(make_imagefolder(tmp_path / "val"), WNIDS)
+    dataset = MultiPipelineDataset(samples, {"caffe": caffe_and_fb()["caffe"].resample}, indices=range(1, 13, 2))
+    assert len(dataset) == 6 and [dataset[i][0] for i in range(6)] == [1, 3, 5, 7, 9, 11]

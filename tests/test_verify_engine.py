@@ -1,0 +1,123 @@
+"""verify's engine: exact top-1/top-5 counts of models whose answers are known, one pass for many pipelines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsd_zoo.transforms import CaffeTransform, FbResNetTransform
+from dsd_zoo.verify.datasets import scan_imagenet
+from dsd_zoo.verify.engine import (EvalTarget, ModelCounts, default_workers, describe_pipeline, evaluate,
+                                   group_by_pipeline, load_target)
+
+from .test_verify_datasets import single_thread  # noqa: F401  (autouse fixture)
+from .test_verify_datasets import (FILLER_LOGITS, N_READABLE, N_TOP1, N_TOP5, N_UNREADABLE, SAMPLES, WNIDS,
+                                   ColourModel, make_imagefolder)
+
+
+def colour_squeezenet_file(path: Path) -> Path:
+    """SqueezeNet v1.0 weights that make it a ColourModel: a real architecture with known answers.
+
+    conv1 copies each input channel (centre tap), every fire module passes channels 0..2 through
+    squeeze1x1 and expand1x1 (expand3x3 is zero), and the final conv maps channel c to class c;
+    the final biases of classes 3..7 are FILLER_LOGITS and all others -1 (0 after the ReLU). The
+    logits are then relu(normalised colour) averaged with the padded border (a positive factor),
+    so red -> 0, green -> 1, blue -> 2, white -> 2, 1, 0 as for ColourModel.
+    """
+    from safetensors.torch import save_file
+
+    from dsd_zoo.models import ARCHITECTURES
+
+    model = ARCHITECTURES["squeezenet1_0"].build()
+    state = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    for c in range(3):
+        state["features.0.weight"][c, c, 3, 3] = 1.0
+    for key in state:
+        if key.endswith(("squeeze.weight", "expand1x1.weight")):
+            for c in range(3):
+                state[key][c, c, 0, 0] = 1.0
+    for c in range(3):
+        state["classifier.1.weight"][c, c, 0, 0] = 1.0
+    state["classifier.1.bias"].fill_(-1.0)
+    state["classifier.1.bias"][:3] = 0.0
+    state["classifier.1.bias"][3:8] = torch.tensor(FILLER_LOGITS)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def _targets():
+    caffe_mean = [104.0, 117.0, 123.0]
+    return [
+        EvalTarget("caffe227_a", ColourModel(), CaffeTransform(227, mean_bgr=caffe_mean)),
+        EvalTarget("fb224", ColourModel(), FbResNetTransform()),
+        EvalTarget("caffe224", ColourModel(), CaffeTransform(224, mean_bgr=[103.939, 116.779, 123.68])),
+        EvalTarget("caffe227_b", ColourModel(), CaffeTransform(227, mean_bgr=caffe_mean)),
+    ]
+
+
+@pytest.fixture(scope="module")
+def val_samples(tmp_path_factory):
+    return scan_imagenet(make_imagefolder(tmp_path_factory.mktemp("val")), WNIDS)
+
+
+def test_grouping_by_pipeline():
+    groups = group_by_pipeline(_targets())
+    assert [[t.name for t in g] for g in groups.values()] == [["caffe227_a", "caffe227_b"], ["fb224"], ["caffe224"]]
+    assert [describe_pipeline(k) for k in groups] == ["caffe 256x256->227", "fb_resnet 256->224", "caffe 256x256->224"]
+
+
+def test_exact_counts_for_every_pipeline(val_samples):
+    result = evaluate(_targets(), val_samples, batch_size=4, workers=0, progress=False)
+    # SAMPLES: 13 files, of which 3 unreadable; 6 top-1 and 8 top-5 hits for every model.
+    expected = ModelCounts(images=len(SAMPLES), top1_correct=N_TOP1, top5_correct=N_TOP5)
+    assert (len(SAMPLES), N_TOP1, N_TOP5, N_UNREADABLE) == (13, 6, 8, 3)
+    assert result.counts == {name: expected for name in ("caffe227_a", "caffe227_b", "fb224", "caffe224")}
+    assert result.counts["fb224"].top1_err == pytest.approx(100 * 7 / 13)
+    assert result.counts["fb224"].top5_err == pytest.approx(100 * 5 / 13)
+    assert [f for f, _ in result.unreadable] == sorted(
+        [f"{WNIDS[0]}/empty.JPEG", f"{WNIDS[1]}/truncated.JPEG", f"{WNIDS[2]}/notes.txt"])
+    assert result.evaluated == 13 and result.world_size == 1 and result.bad_images == "count"
+    assert result.pipelines == {"caffe 256x256->227": ["caffe227_a", "caffe227_b"], "fb_resnet 256->224": ["fb224"],
+                                "caffe 256x256->224": ["caffe224"]}
+
+
+def test_skip_leaves_unreadable_images_out_of_the_denominator(val_samples):
+    result = evaluate(_targets()[:1], val_samples, batch_size=16, workers=0, bad_images="skip", progress=False)
+    assert result.counts["caffe227_a"] == ModelCounts(N_READABLE, N_TOP1, N_TOP5)  # 10, 6, 8
+    assert result.counts["caffe227_a"].top1_err == pytest.approx(40.0)
+    assert len(result.unreadable) == N_UNREADABLE
+
+
+def test_workers_layout_and_bf16_give_the_same_counts(val_samples):
+    # One worker process, contiguous tensors, bf16 autocast: the margins of ColourModel are wide,
+    # so every variant must reproduce the exact counts.
+    result = evaluate(_targets()[1:2], val_samples, batch_size=5, workers=1, channels_last=False, fast=True,
+                      progress=False)
+    assert result.counts["fb224"] == ModelCounts(13, N_TOP1, N_TOP5)
+    assert result.fast and not result.channels_last and result.workers == 1
+
+
+def test_a_real_architecture_with_known_answers(tmp_path, val_samples):
+    path = colour_squeezenet_file(tmp_path / "colour.safetensors")
+    target = load_target("squeezenet_sparse", path)
+    result = evaluate([target], val_samples, batch_size=8, workers=0, progress=False)
+    assert result.counts["squeezenet_sparse"] == ModelCounts(13, N_TOP1, N_TOP5)
+
+
+def test_bad_arguments(val_samples):
+    with pytest.raises(ValueError, match="no models"):
+        evaluate([], val_samples)
+    with pytest.raises(ValueError, match="unique"):
+        evaluate(_targets()[:1] * 2, val_samples)
+    with pytest.raises(ValueError, match="bad_images"):
+        evaluate(_targets()[:1], val_samples, bad_images="drop")
+
+
+def test_default_workers(monkeypatch):
+    monkeypatch.setattr("dsd_zoo.verify.engine._cpus", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers(torch.device("cuda")) == 15 and default_workers(torch.device("cpu")) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 2 cores per rank
+    assert default_workers(torch.device("cuda")) == 1 and default_workers(torch.device("cpu")) == 1
