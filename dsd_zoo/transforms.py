@@ -117,10 +117,33 @@ def torch7_bicubic_matrix(n_in: int, n_out: int) -> Tensor:
     return torch.from_numpy(weights)
 
 
-def _resample(image: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    """Apply separable weights: (rows @ image @ cols.T) for each channel, in float32."""
+@functools.lru_cache(maxsize=512)
+def _axis_taps(kernel: str, n_in: int, n_out: int, start: int, length: int) -> Tuple[Tensor, Tensor]:
+    """Taps of output samples ``start .. start + length`` of one axis (the crop window)."""
+    matrix = (bilinear_matrix if kernel == "bilinear" else torch7_bicubic_matrix)(n_in, n_out)
+    return _taps(matrix[start:start + length])
+
+
+def _taps(weights: Tensor) -> Tuple[Tensor, Tensor]:
+    """A dense (n_out, n_in) resampling matrix as (indices, weights), each (n_out, taps).
+
+    Every output sample reads 2 (bilinear) or 4 (bicubic) inputs, so gathering those taps costs
+    a few multiply-adds per pixel instead of a product with a mostly-zero matrix.
+    """
+    nonzero = weights != 0
+    taps = max(int(nonzero.sum(1).max()), 1)
+    # Stable sort puts each row's nonzero columns first, in column order.
+    order = torch.sort((~nonzero).to(torch.int8), dim=1, stable=True).indices[:, :taps]
+    return order, torch.gather(weights, 1, order).to(torch.float32)
+
+
+def _resample(image: Tensor, rows: Tuple[Tensor, Tensor], cols: Tuple[Tensor, Tensor]) -> Tensor:
+    """Apply separable taps (rows @ image @ cols.T per channel), width first as Torch7 did."""
+    (row_idx, row_w), (col_idx, col_w) = rows, cols
     image = image.to(torch.float32)
-    return torch.matmul(torch.matmul(rows.to(torch.float32), image), cols.to(torch.float32).T)
+    # One index_select per tap: far cheaper than a fancy-index gather of all taps at once.
+    wide = sum(image.index_select(2, col_idx[:, k]) * col_w[:, k] for k in range(col_idx.shape[1]))
+    return sum(wide.index_select(1, row_idx[:, k]) * row_w[:, k, None] for k in range(row_idx.shape[1]))
 
 
 class _Transform(nn.Module):
@@ -180,8 +203,8 @@ class CaffeTransform(_Transform):
         """Warp to the resize size, round to uint8 as the LMDB stored it, crop: uint8 (3, crop, crop)."""
         pixels = to_uint8_rgb(image)
         top, left = self.offset
-        rows = bilinear_matrix(pixels.shape[1], self.resize_size[0])[top:top + self.crop_size]
-        cols = bilinear_matrix(pixels.shape[2], self.resize_size[1])[left:left + self.crop_size]
+        rows = _axis_taps("bilinear", pixels.shape[1], self.resize_size[0], top, self.crop_size)
+        cols = _axis_taps("bilinear", pixels.shape[2], self.resize_size[1], left, self.crop_size)
         # Half up, as OpenCV's fixed-point cast does (torch.round would round half to even).
         return _resample(pixels, rows, cols).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
 
@@ -228,9 +251,9 @@ class FbResNetTransform(_Transform):
             raise ValueError(f"image {width}x{height} scales to {out_w}x{out_h}, smaller than the {self.crop_size} crop")
         top = math.ceil((out_h - self.crop_size) / 2)
         left = math.ceil((out_w - self.crop_size) / 2)
-        rows = torch7_bicubic_matrix(height, out_h)[top:top + self.crop_size]
-        cols = torch7_bicubic_matrix(width, out_w)[left:left + self.crop_size]
-        return _resample(pixels, rows / 255.0, cols)
+        rows = _axis_taps("bicubic", height, out_h, top, self.crop_size)
+        cols = _axis_taps("bicubic", width, out_w, left, self.crop_size)
+        return _resample(pixels, rows, cols).div_(255.0)
 
     def normalize(self, batch: Tensor) -> Tensor:
         """[0, 1] crops (N, 3, crop, crop) -> (x - mean) / std."""
