@@ -12,12 +12,12 @@ import fnmatch
 import functools
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import ManifestError, UnknownModelError, WeightsError
 from .manifest import Manifest, ModelEntry, load_manifest
 
-__all__ = ["Weights", "list_models", "get_model", "get_weights", "get_entry"]
+__all__ = ["Weights", "list_models", "get_model", "get_weights", "get_entry", "expand_names"]
 
 _CLASSES_FILE = Path(__file__).resolve().parent / "data" / "imagenet_classes.tsv"
 _KIND_TEXT = {"dsd": "DSD-trained model", "baseline": "baseline of the DSD table", "sparse": "sparse stage"}
@@ -60,6 +60,24 @@ def list_models(pattern: Optional[str] = None, kind: Optional[str] = None) -> Li
     entries = load_manifest().models.values()
     return [e.name for e in entries
             if (pattern is None or fnmatch.fnmatchcase(e.name, pattern)) and (kind is None or e.kind == kind)]
+
+
+def expand_names(patterns: Sequence[str], manifest: Optional[Manifest] = None) -> List[str]:
+    """Model names from names or shell patterns (``"*_dsd"``), in the order given, without repeats.
+
+    An unknown name or a pattern that matches nothing raises :class:`UnknownModelError`.
+    """
+    manifest = manifest or load_manifest()
+    names: List[str] = []
+    for pattern in patterns:
+        if any(ch in pattern for ch in "*?["):
+            matches = fnmatch.filter(list(manifest.models), pattern)
+            if not matches:
+                raise UnknownModelError(f"no model matches {pattern!r} (all models: {', '.join(manifest.models)})")
+        else:
+            matches = [get_entry(pattern, manifest).name]
+        names += [m for m in matches if m not in names]
+    return names
 
 
 class Weights:

@@ -53,3 +53,11 @@ class UnverifiedSourceError(DSDZooError):
 
 class NotAvailableError(DSDZooError):
     """Pretrained weights for this model have not been published in any source yet."""
+
+
+class DatasetError(DSDZooError, ValueError):
+    """An image folder or label file that cannot give a correct evaluation; the message says why and how to fix it."""
+
+
+class UploadError(DSDZooError, OSError):
+    """Publishing a release folder on the Hugging Face Hub failed; the message names the repository."""

@@ -239,15 +239,6 @@ def test_selfcheck_of_a_weights_argument_and_an_invalid_manifest(tmp_path, capsy
     assert "broken.json" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("dsd_zoo.fingerprint") is not None,
-                    reason="dsd_zoo.fingerprint exists: the fingerprint is checked, not skipped")
-def test_fingerprint_check_is_skipped_with_a_note_without_the_module(capsys, test_manifest, colour_weights):
-    test_manifest(fingerprint={"input": "probe", "indices": [0], "values": [0.0], "argmax": 0, "atol": 0.1})
-    assert main(["--weights", f"{MODEL}={colour_weights}"]) == 0
-    assert "skipped (dsd_zoo.fingerprint is not in this version)" in capsys.readouterr().out
-
-
-@pytest.mark.skipif(importlib.util.find_spec("dsd_zoo.fingerprint") is None, reason="dsd_zoo.fingerprint is not in this version")
 def test_fingerprint_is_checked(tmp_path, capsys, test_manifest, colour_weights):
     from dsd_zoo.api import get_model
     from dsd_zoo.fingerprint import compute_fingerprint

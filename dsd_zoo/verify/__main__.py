@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import fnmatch
-import importlib.util
 import os
 import shlex
 import sys
@@ -126,23 +124,6 @@ def _offline() -> bool:
                for name in ("DSD_ZOO_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-def expand_names(patterns: Sequence[str], manifest) -> List[str]:
-    """Model names from names or shell patterns, in the order given, without repeats."""
-    from ..api import get_entry
-    from ..errors import UnknownModelError
-
-    names: List[str] = []
-    for pattern in patterns:
-        if any(ch in pattern for ch in "*?["):
-            matches = fnmatch.filter(list(manifest.models), pattern)
-            if not matches:
-                raise UnknownModelError(f"no model matches {pattern!r} (all models: {', '.join(manifest.models)})")
-        else:
-            matches = [get_entry(pattern, manifest).name]
-        names += [m for m in matches if m not in names]
-    return names
-
-
 def parse_weights(items: Sequence[str], manifest) -> Dict[str, Path]:
     """``{name: path}`` from ``NAME=PATH`` arguments; the name must be a model and the file exist."""
     from ..api import get_entry
@@ -216,9 +197,6 @@ def _weights_for(name: str, manifest, override: Optional[Path], named: bool) -> 
     if _offline():
         raise OfflineError(f"{name}: its weight file {entry.weights.file} is not on this machine and DSD_ZOO_OFFLINE is "
                            "set; fetch it once online (dsd_zoo.get_model), or pass --weights NAME=PATH")
-    if importlib.util.find_spec("dsd_zoo.resolve") is None:
-        raise DSDZooError(f"{name}: its weight file is not on this machine, and this dsd-zoo version cannot fetch it "
-                          "(dsd_zoo.resolve is missing); pass --weights NAME=PATH")
     path = Path(get_weights(name).resolve(progress=True))
     return path, f"{path} (fetched)"
 
@@ -253,7 +231,7 @@ def _emit(report, args: argparse.Namespace) -> None:
 
 
 def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
-    from ..api import imagenet_classes
+    from ..api import expand_names, imagenet_classes
     from ..manifest import load_manifest
     from .datasets import scan_imagenet
     from .engine import barrier, evaluate, load_target, process_group
@@ -284,6 +262,7 @@ def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
 
 
 def _run_selfcheck(args: argparse.Namespace, command: str) -> int:
+    from ..api import expand_names
     from ..manifest import load_manifest
     from .report import selfcheck_report
     from .selfcheck import run_selfcheck

@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 from torch import Tensor
 
-from ..errors import DSDZooError
+from ..errors import DatasetError
 from . import FULL_VAL_SIZE
 
 __all__ = [
@@ -54,10 +54,6 @@ _INTEGER = re.compile(r"-?[0-9]+")
 
 Resampler = Callable[[Tensor], Tensor]
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class DatasetError(DSDZooError, ValueError):
-    """An image folder or label file that cannot give a correct evaluation; the message says why and how to fix it."""
 
 
 @dataclass(frozen=True)

@@ -349,11 +349,9 @@ def evaluate(
 
 
 def _progress_bar(total: int, rank: int, world: int, enabled: bool):
-    """A tqdm bar counting images (its rate is img/s); a silent stand-in without tqdm or off rank 0."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm comes with huggingface_hub; without it there is simply no bar
-        enabled = False
+    """A tqdm bar counting images (its rate is img/s); a silent stand-in when disabled or off rank 0."""
+    from tqdm import tqdm
+
     if not enabled or rank != 0:
         return _NoBar()
     desc = "evaluating" if world == 1 else f"evaluating (rank 0 of {world}, its share)"

@@ -20,7 +20,6 @@ is it the right one?"; the ImageNet evaluation uses it too.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,8 +254,6 @@ def _check_fingerprint(entry: ModelEntry, path: Path) -> tuple:
     """(ok or None when not checked, text) for the logit fingerprint of a verified file."""
     if entry.fingerprint is None:
         return None, "none recorded"
-    if importlib.util.find_spec("dsd_zoo.fingerprint") is None:
-        return None, "skipped (dsd_zoo.fingerprint is not in this version)"
     from ..api import get_model
     from ..fingerprint import check_fingerprint
 

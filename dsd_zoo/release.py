@@ -1,0 +1,549 @@
+"""``python -m dsd_zoo.release``: turn original releases into published, checksummed dsd-zoo weights.
+
+For each model (default: every model of the manifest) the tool
+
+1. fetches the original release through the delivery layer (:func:`dsd_zoo.download.fetch`),
+   which checks it against its publisher's digest; an original without one is refused unless
+   ``--trust-unverified`` is given (the ``DSD_ZOO_TRUST_UNVERIFIED`` variable does not count
+   here: a release must opt in on its own command line);
+2. converts it with :func:`dsd_zoo.convert.mapping.save_conversion` (provenance in the
+   safetensors metadata), hashes the result, loads it strictly and records its logit
+   fingerprint (:mod:`dsd_zoo.fingerprint`);
+3. writes ``OUT/NAME/`` with the weights and a Hugging Face model card (``README.md``, see
+   :mod:`dsd_zoo.model_card`) -- the folder is what ``HfApi.upload_folder`` publishes -- and
+   records the new manifest ``weights`` record and ``fingerprint`` in ``OUT/manifest_entries.json``;
+4. with ``--upload``, creates the Hub repository if needed, uploads the folder, and pins the
+   commit it made as ``weights.hf.revision``.
+
+``--write-manifest PATH`` merges the new entries into a manifest file, validated with
+:func:`dsd_zoo.manifest.parse_manifest` before it replaces the file atomically.
+
+A model's folder appears only once everything for it succeeded (it is assembled under a
+temporary name and renamed into place), so a failure leaves no partial release. Models are
+independent: one failing does not stop the others; the exit status is 1 if any failed, 2 for
+a wrong command line, 0 otherwise. A summary table ends the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import uuid
+from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from . import cache
+from .api import get_entry
+from .digests import Digest, hash_file
+from .errors import (ConversionError, DSDZooError, IntegrityError, ManifestError, NotAvailableError,
+                     UnverifiedSourceError, UploadError)
+from .manifest import MANIFEST_ENV, Manifest, ModelEntry, bundled_manifest_path, load_manifest, parse_manifest
+from .model_card import DEFAULT_TORCH_HUB_REPO, ReleaseFacts, render_model_card
+
+__all__ = ["ENTRIES_FILE", "HubTarget", "Release", "UploadError", "main", "merge_into_manifest", "release_model",
+           "update_entries_file", "upload_to_hub"]
+
+#: The file in the output directory that maps model name -> {"weights": ..., "fingerprint": ...}.
+ENTRIES_FILE = "manifest_entries.json"
+CARD_FILE = "README.md"
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
+_EXTENSIONS = {"caffemodel": ".caffemodel", "torch7": ".t7", "deep-compression": ".net", "safetensors": ".safetensors"}
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class HubTarget:
+    """Where ``--upload`` publishes: ``repo_id`` may contain ``{name}`` for one repository per model.
+
+    With one repository per model its folder goes to the repository root (the card is the
+    repository's card); with one shared repository each model goes to the folder ``NAME/``.
+    """
+
+    repo_id: str
+
+    def __post_init__(self) -> None:
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(self.repo_id.replace("{name}", "model"))  # HFValidationError (a ValueError)
+
+    def locate(self, name: str, file: str) -> Tuple[str, str, str]:
+        """``(repo_id, path_in_repo, filename)`` of the weights ``file`` of model ``name``."""
+        if "{name}" in self.repo_id:
+            return self.repo_id.replace("{name}", name), "", file
+        return self.repo_id, name, f"{name}/{file}"
+
+
+@dataclass(frozen=True)
+class Release:
+    """One released model: its folder and the manifest fields that describe it."""
+
+    name: str
+    folder: Path
+    weights_path: Path
+    card_path: Path
+    weights: Dict[str, Any]  # the manifest `weights` record: file, sha256, size, hf, urls
+    fingerprint: Dict[str, Any]
+    source_sha256: str  # sha256 of the original bytes that were converted
+    warnings: Tuple[str, ...] = ()
+
+    def manifest_fields(self) -> Dict[str, Any]:
+        """``{"weights": ..., "fingerprint": ...}``: what the manifest entry of the model gets."""
+        return {"weights": self.weights, "fingerprint": self.fingerprint}
+
+
+def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] = None,
+                  trust_unverified: bool = False, mean_image: Optional[PathLike] = None,
+                  mirrors: Sequence[str] = (), hub: Optional[HubTarget] = None, force: bool = False,
+                  progress: bool = True, torch_hub_repo: str = DEFAULT_TORCH_HUB_REPO,
+                  say: Callable[[str], None] = lambda message: None) -> Release:
+    """Fetch, convert, fingerprint and (optionally) upload one model into ``out_dir/name/``.
+
+    Args:
+        name: a model of the manifest.
+        out_dir: the release directory; the model's folder is ``out_dir/name``.
+        manifest: the manifest to release from (default: the active one, ``$DSD_ZOO_MANIFEST``).
+        trust_unverified: accept an original (or mean image) that has no published digest.
+        mean_image: Caffe's ``ilsvrc_2012_mean.npy`` for models that subtract it; checked
+            against the manifest asset's digest. Default: fetched like the original.
+        mirrors: URL templates of the mirrors the file will be uploaded to; ``{name}`` and
+            ``{file}`` are replaced. They become the record's ``urls``.
+        hub: upload the folder there and pin the commit as ``weights.hf``.
+        force: replace an existing ``out_dir/name``.
+        progress: show download progress bars.
+        torch_hub_repo: the ``owner/repo`` the card's torch.hub example loads from.
+        say: receives one line per step, for progress output.
+
+    Raises:
+        UnverifiedSourceError: the original has no published digest and ``trust_unverified`` is off.
+        DownloadError / IntegrityError: the original could not be had with the right bytes.
+        ConversionError / FormatError: it does not convert.
+        UploadError: the Hub upload failed (nothing is left in ``out_dir``).
+        FileExistsError: ``out_dir/name`` exists and ``force`` is off.
+    """
+    from .download import fetch
+    from .resolve import original_record
+
+    manifest = manifest or load_manifest()
+    entry = get_entry(name, manifest)
+    if entry.original is None:
+        raise NotAvailableError(f"{name}: the manifest names no original release to convert")
+    out_dir = Path(out_dir)
+    folder = out_dir / name
+    if folder.exists() and not force:
+        raise FileExistsError(f"{folder} exists; pass --force (force=True) to replace it")
+    if entry.original.format == "caffemodel" and importlib.util.find_spec("google.protobuf") is None:
+        # Said before a download of up to 550 MB rather than after it.
+        raise NotAvailableError(f"{name}: reading its caffemodel needs protobuf: pip install 'dsd-zoo[convert]'")
+
+    digest = entry.original.digest
+    say(f"fetching {entry.original.url} ({'%s %s' % digest if digest else 'no published digest'})")
+    source = fetch(original_record(entry), progress=progress, trust_unverified=trust_unverified)
+    mean = _mean_image(entry, manifest, mean_image, trust_unverified=trust_unverified, progress=progress)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=out_dir))
+    try:
+        location = hub.locate(name, entry.weights.file) if hub is not None else None
+        saved, fingerprint = _assemble(entry, manifest, source, mean, staging, hf_location=location,
+                                       torch_hub_repo=torch_hub_repo, say=say)
+        hf = _previous(entry, saved.sha256, "hf")
+        if location is not None:
+            repo_id, path_in_repo, filename = location
+            say(f"uploading to the Hugging Face Hub repository {repo_id}" + (f" ({path_in_repo}/)" if path_in_repo else ""))
+            commit = upload_to_hub(staging, repo_id, path_in_repo=path_in_repo,
+                                   message=f"Release {name} ({entry.weights.file}, sha256 {saved.sha256[:12]})",
+                                   files=(entry.weights.file, CARD_FILE))
+            hf = {"repo_id": repo_id, "revision": commit, "filename": filename}
+            say(f"uploaded: commit {commit}")
+        urls = [template.format(name=name, file=entry.weights.file) for template in mirrors]
+        urls += [url for url in _previous(entry, saved.sha256, "urls") or () if url not in urls]
+        weights = {"file": entry.weights.file, "sha256": saved.sha256, "size": saved.size, "hf": hf, "urls": urls}
+        _publish_folder(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # KeyboardInterrupt too: no partial release
+        raise
+    say(f"wrote {folder}")
+    return Release(name=name, folder=folder, weights_path=folder / entry.weights.file, card_path=folder / CARD_FILE,
+                   weights=weights, fingerprint=fingerprint, source_sha256=saved.metadata["source_sha256"],
+                   warnings=tuple(str(w) for w in saved.report.get("warnings", [])))
+
+
+def _assemble(entry: ModelEntry, manifest: Manifest, source: Path, mean: Optional[Tuple[Path, str]], staging: Path, *,
+              hf_location: Optional[Tuple[str, str, str]], torch_hub_repo: str,
+              say: Callable[[str], None]) -> Tuple[Any, Dict[str, Any]]:
+    """Convert ``source`` into ``staging``, fingerprint the result and write its model card there.
+
+    Returns the :class:`~dsd_zoo.convert.mapping.SavedConversion` and the fingerprint.
+    """
+    from .convert.mapping import save_conversion
+
+    with tempfile.TemporaryDirectory(prefix=f".{entry.name}.", suffix=".src", dir=staging.parent) as workdir:
+        named = _named_source(source, entry, Path(workdir))
+        say(f"converting {named.name}")
+        saved = save_conversion(named, entry.name, staging / entry.weights.file,
+                                mean_image_path=mean[0] if mean else None, force=True, manifest=manifest)
+    for warning in saved.report.get("warnings", []):
+        say(f"conversion warning: {warning}")
+    if entry.weights.sha256 is not None and entry.weights.sha256 != saved.sha256:
+        say(f"note: the manifest pins sha256 {entry.weights.sha256}; this conversion gives {saved.sha256} "
+            "(a different original or converter version)")
+    say(f"fingerprinting {saved.path.name} (sha256 {saved.sha256}, {saved.size:,} bytes)")
+    fingerprint, nonzero = _fingerprint(entry, saved.path)
+    repo_id, _, filename = hf_location if hf_location is not None else (None, "", None)
+    facts = ReleaseFacts(
+        weights_file=entry.weights.file, sha256=saved.sha256, size=saved.size, metadata=saved.metadata,
+        fingerprint=fingerprint, nonzero_weights=nonzero, original_verified=entry.original.digest is not None,
+        mean_image=(mean[0].name, mean[1]) if mean else None, hf_repo_id=repo_id, hf_filename=filename,
+        torch_hub_repo=torch_hub_repo)
+    _write_file(staging / CARD_FILE, render_model_card(entry, manifest, facts).encode("utf-8"))
+    return saved, fingerprint
+
+
+def _named_source(source: Path, entry: ModelEntry, workdir: Path) -> Path:
+    """A link to the cached original under its publisher's file name, which the converter records.
+
+    The cache names files ``original-NAME-...``; a OneDrive share link has no file name at all,
+    so the model name with the format's extension stands in for it.
+    """
+    extension = _EXTENSIONS.get(entry.original.format, "")
+    name = unquote(urlsplit(entry.original.url).path.rsplit("/", 1)[-1])
+    if not (name.endswith(extension) and _SAFE_NAME.match(name)):
+        name = entry.name + extension
+    link = workdir / name
+    try:
+        os.symlink(source, link)
+    except OSError:  # no symbolic links here (Windows without the privilege): keep the cache name
+        return source
+    return link
+
+
+def _previous(entry: ModelEntry, sha256: str, key: str) -> Any:
+    """The manifest's current ``hf`` or ``urls``, kept only when they serve the very same bytes."""
+    weights = entry.weights
+    if weights.sha256 != sha256:
+        return None
+    if key == "hf":
+        return None if weights.hf is None else {"repo_id": weights.hf.repo_id, "revision": weights.hf.revision,
+                                                "filename": weights.hf.filename}
+    return list(weights.urls)
+
+
+def _mean_image(entry: ModelEntry, manifest: Manifest, given: Optional[PathLike], *, trust_unverified: bool,
+                progress: bool) -> Optional[Tuple[Path, str]]:
+    """``(path, sha256)`` of the mean image a model's conversion needs, checked like an original."""
+    asset_name = entry.transforms.get("mean_image")
+    if asset_name is None:
+        return None
+    asset = manifest.assets[asset_name]
+    if given is None:
+        from .download import fetch
+        from .resolve import asset_record
+
+        path = fetch(asset_record(asset), progress=progress, trust_unverified=trust_unverified)
+        return path, hash_file(path, ("sha256",))["sha256"]
+    path = Path(given)
+    digest = Digest(*asset.digest) if asset.digest else None
+    algorithms = {"sha256"} | ({digest.computed_by} if digest else set())
+    try:
+        seen = hash_file(path, algorithms)
+    except OSError as exc:
+        raise ConversionError(f"cannot read the mean image {path}: {exc.strerror or exc}") from exc
+    if digest is not None and not digest.matches(seen):
+        raise IntegrityError(f"{path} is not the {asset_name} asset: its {digest.algorithm} is "
+                             f"{seen[digest.computed_by]}, the manifest requires {digest.value} ({asset.url})")
+    if digest is None and not trust_unverified:
+        raise UnverifiedSourceError(f"the {asset_name} asset has no published digest to check {path} against; "
+                                    "pass --trust-unverified to use it anyway")
+    return path, seen["sha256"]
+
+
+def _fingerprint(entry: ModelEntry, path: Path) -> Tuple[Dict[str, Any], Tuple[int, int]]:
+    """The fingerprint of the file at ``path`` loaded strictly, and its (non-zero, total) weights."""
+    import torch
+
+    from .fingerprint import compute_fingerprint
+    from .loading import build_with_weights
+    from .models import ARCHITECTURES
+
+    arch = ARCHITECTURES[entry.arch]
+    model = build_with_weights(arch, path, optional_prefixes=arch.optional_prefixes)
+    fingerprint = compute_fingerprint(model, entry)
+    if not all(math.isfinite(v) for v in fingerprint["values"]):
+        raise ConversionError(f"{entry.name}: the converted model gives non-finite logits on the probe input; "
+                              "the original is damaged or the mapping is wrong")
+    with torch.no_grad():
+        weights = [p for p in model.parameters() if p.dim() >= 2]  # conv and linear weights, not biases or BN
+        nonzero = sum(int(torch.count_nonzero(p)) for p in weights)
+    return fingerprint, (nonzero, sum(p.numel() for p in weights))
+
+
+def upload_to_hub(folder: PathLike, repo_id: str, *, path_in_repo: str = "", message: str,
+                  files: Optional[Sequence[str]] = None) -> str:
+    """Publish ``folder`` with ``huggingface_hub`` and return the 40-hex id of the commit it made.
+
+    Creates the model repository if it does not exist (``HfApi.create_repo(exist_ok=True)``),
+    then ``HfApi.upload_folder`` (only ``files`` when given). The token is huggingface_hub's
+    (``HF_TOKEN`` or ``hf auth login``); ``HF_ENDPOINT`` is read on every call.
+
+    Raises:
+        UploadError: any failure of the Hub or the connection, naming the repository.
+    """
+    from huggingface_hub import HfApi
+
+    http_errors = tuple(sys.modules[m].HTTPError for m in ("httpx2", "httpx") if m in sys.modules)
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+    try:
+        api.create_repo(repo_id, repo_type="model", exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=os.fspath(folder), path_in_repo=path_in_repo or None,
+                                 repo_type="model", commit_message=message,
+                                 allow_patterns=list(files) if files is not None else None)
+    except (OSError, ValueError, *http_errors) as exc:  # HfHubHTTPError is an OSError
+        raise UploadError(f"uploading {folder} to the Hub repository {repo_id} ({api.endpoint}) failed: "
+                          f"{type(exc).__name__}: {_first_line(exc)}") from exc
+    commit = getattr(info, "oid", None)
+    if not isinstance(commit, str) or not _COMMIT.match(commit):
+        raise UploadError(f"the Hub answered the upload to {repo_id} with commit id {commit!r}, not a 40-hex commit; "
+                          "cannot pin the revision")
+    return commit
+
+
+def update_entries_file(out_dir: PathLike, releases: Iterable[Release]) -> Path:
+    """Add ``releases`` to ``out_dir/manifest_entries.json`` (created if absent), atomically."""
+    path = Path(out_dir) / ENTRIES_FILE
+    entries: Dict[str, Any] = {}
+    if path.exists():
+        entries = _read_json_object(path)
+    for release in releases:
+        entries[release.name] = release.manifest_fields()
+    _write_file(path, (json.dumps(entries, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return path
+
+
+def merge_into_manifest(path: PathLike, entries: Mapping[str, Mapping[str, Any]],
+                        base: Optional[PathLike] = None) -> Manifest:
+    """Set ``weights`` and ``fingerprint`` of each model in ``entries`` in the manifest file ``path``.
+
+    ``path`` is read if it exists, else the manifest ``base`` (default: the active manifest's
+    file) is the starting point. The result is validated with
+    :func:`~dsd_zoo.manifest.parse_manifest` and then replaces the file atomically; a symbolic
+    link is followed, so the file it points to is updated. Nothing is written when validation fails.
+
+    Raises:
+        ManifestError: a model is not in the manifest, or the result does not validate.
+    """
+    target = Path(path).resolve()
+    source = target if target.exists() else Path(base) if base is not None else _active_manifest_path()
+    document = _read_json_object(source)
+    models = document.get("models")
+    if not isinstance(models, dict):
+        raise ManifestError(f"{source}: has no 'models' object")
+    for name, fields in entries.items():
+        if not isinstance(models.get(name), dict):
+            raise ManifestError(f"{source}: has no model {name!r} to update; add its entry first")
+        models[name]["weights"] = fields["weights"]
+        models[name]["fingerprint"] = fields["fingerprint"]
+    manifest = parse_manifest(document, origin=str(path), base_dir=target.parent)
+    _write_file(target, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return manifest
+
+
+def _active_manifest_path() -> Path:
+    source = os.environ.get(MANIFEST_ENV) or str(bundled_manifest_path())
+    if re.match(r"^https?://", source):
+        raise ManifestError(f"${MANIFEST_ENV} is a URL ({source}); --write-manifest needs an existing manifest file "
+                            "to update")
+    return Path(source).expanduser()
+
+
+def _read_json_object(path: Path) -> Dict[str, Any]:
+    try:
+        document = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ManifestError(f"{path}: must hold a JSON object")
+    return document
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it a normal file's mode
+        cache.publish(Path(temp), path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _publish_folder(staging: Path, folder: Path) -> None:
+    """Make the complete ``staging`` folder appear as ``folder``, replacing an older one."""
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700
+    old = None
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(folder, old)
+    try:
+        os.rename(staging, folder)
+    except BaseException:
+        if old is not None:
+            os.rename(old, folder)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+EXAMPLE = """\
+examples:
+  python -m dsd_zoo.release squeezenet_sparse
+  python -m dsd_zoo.release 'squeezenet*' --out release --write-manifest weights_manifest.json \\
+      --mirror 'https://example.org/dsd-zoo/{file}'
+  HF_TOKEN=hf_... python -m dsd_zoo.release '*_dsd' --trust-unverified --upload --repo-id 'my-org/{name}'
+
+Each model gets OUT/NAME/ (NAME.safetensors and the model card README.md, ready for
+upload_folder) and its manifest fields in OUT/manifest_entries.json. A model's folder appears only
+when every step for it succeeded. Exit status: 0 all released, 1 some failed, 2 bad command line.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m dsd_zoo.release``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m dsd_zoo.release",
+        description="Fetch original releases (checked against their published digests), convert them to "
+                    "safetensors, fingerprint them, and write model cards and manifest entries; optionally "
+                    "upload them to the Hugging Face Hub.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help="models to release, or shell patterns such as 'resnet*' (default: all)")
+    parser.add_argument("--out", default="release", metavar="DIR", help="release directory (default: ./release)")
+    parser.add_argument("--upload", action="store_true", help="publish each model folder on the Hugging Face Hub")
+    parser.add_argument("--repo-id", metavar="ID",
+                        help="Hub repository for --upload; '{name}' makes one repository per model "
+                             "(e.g. 'my-org/{name}'), otherwise each model goes to the folder NAME/ of ID")
+    parser.add_argument("--trust-unverified", action="store_true",
+                        help="accept originals without a published digest (the DSD release's OneDrive files); "
+                             "the model card says so")
+    parser.add_argument("--mean-image", metavar="PATH",
+                        help="Caffe's ilsvrc_2012_mean.npy for the AlexNet models (default: fetched and checked "
+                             "against the manifest's asset digest)")
+    parser.add_argument("--write-manifest", metavar="PATH",
+                        help="merge the new entries into this manifest file (created from the active manifest "
+                             "if absent), validated before it is replaced")
+    parser.add_argument("--mirror", action="append", default=[], metavar="URL",
+                        help="URL template of a mirror the files will be served from, with {name} and {file}; "
+                             "repeatable; recorded in the entries' urls")
+    parser.add_argument("--torch-hub-repo", default=DEFAULT_TORCH_HUB_REPO, metavar="OWNER/REPO",
+                        help=f"GitHub repository the cards' torch.hub example names (default {DEFAULT_TORCH_HUB_REPO!r})")
+    parser.add_argument("--force", action="store_true", help="replace existing OUT/NAME folders")
+    parser.add_argument("--no-progress", action="store_true", help="no download progress bars")
+    return parser
+
+
+@dataclass
+class _Outcome:
+    name: str
+    release: Optional[Release] = None
+    error: Optional[str] = None
+
+
+def _summary(outcomes: Sequence[_Outcome]) -> str:
+    rows = [("model", "status", "size", "sha256", "hf revision / error")]
+    for outcome in outcomes:
+        if outcome.release is not None:
+            weights = outcome.release.weights
+            hf = weights["hf"]["revision"][:12] if weights["hf"] else "-"
+            rows.append((outcome.name, "ok", f"{weights['size']:,}", weights["sha256"][:12], hf))
+        else:
+            rows.append((outcome.name, "FAILED", "-", "-", outcome.error or "?"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4]
+                     for row in rows)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the release CLI; returns the exit status (0 all released, 1 some failed, 2 usage error)."""
+    from .api import expand_names  # names or shell patterns, as every dsd-zoo CLI takes them
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.upload != (args.repo_id is not None):
+        parser.error("--upload and --repo-id go together: --upload --repo-id OWNER/NAME")
+    for template in args.mirror:
+        try:
+            url = template.format(name="NAME", file="NAME.safetensors")
+        except (KeyError, IndexError, ValueError) as exc:
+            parser.error(f"--mirror {template!r}: only {{name}} and {{file}} may be replaced ({exc!r})")
+        if not re.match(r"^https?://[^/]", url):
+            parser.error(f"--mirror {template!r}: must be an http(s) URL template")
+    try:
+        hub = HubTarget(args.repo_id) if args.upload else None
+        manifest = load_manifest()
+        names = expand_names(args.names, manifest) if args.names else list(manifest.models)
+    except (DSDZooError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out)
+    outcomes: List[_Outcome] = []
+    for index, name in enumerate(names, 1):
+        outcome = _Outcome(name)
+        outcomes.append(outcome)
+
+        def say(message: str, prefix: str = f"[{index}/{len(names)}] {name}") -> None:
+            print(f"{prefix}: {message}", file=sys.stderr, flush=True)
+
+        try:
+            result = release_model(
+                name, out_dir, manifest=manifest, trust_unverified=args.trust_unverified, mean_image=args.mean_image,
+                mirrors=args.mirror, hub=hub, force=args.force, progress=not args.no_progress,
+                torch_hub_repo=args.torch_hub_repo, say=say)
+            update_entries_file(out_dir, [result])
+            outcome.release = result
+        except (DSDZooError, OSError, ValueError) as exc:
+            outcome.error = f"{type(exc).__name__}: {_first_line(exc)}"
+            say(f"FAILED: {type(exc).__name__}: {exc}")
+    released = [o.release for o in outcomes if o.release is not None]
+    status = 0 if len(released) == len(outcomes) else 1
+    if args.write_manifest and released:
+        try:
+            merge_into_manifest(args.write_manifest, {r.name: r.manifest_fields() for r in released})
+            print(f"updated {args.write_manifest} ({len(released)} model(s))", file=sys.stderr)
+        except (DSDZooError, OSError) as exc:
+            print(f"error: --write-manifest {args.write_manifest}: {exc}", file=sys.stderr)
+            status = 1
+    print(_summary(outcomes))
+    if released:
+        print(f"\nreleased {len(released)} of {len(outcomes)} model(s) into {out_dir}/ "
+              f"(manifest fields: {out_dir / ENTRIES_FILE})")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
