@@ -1,0 +1,229 @@
+"""DSD masks and stage checkpoints as safetensors files, with per-layer sparsity in the metadata.
+
+Two kinds of file, told apart by their ``format`` metadata entry:
+
+``dsd_zoo.dsd.masks``
+    One boolean tensor per pruned weight (``True`` = kept), named like the weight
+    (``features.3.weight``). Dense tensors: no index tricks to get wrong.
+``dsd_zoo.dsd.checkpoint``
+    A model's plain state dict (it loads into the architecture with nothing from dsd-zoo). A
+    sparse-stage checkpoint declares the pruned weights it holds; loading checks them.
+
+In both, ``sparsity`` is a JSON object ``{name: {"numel", "pruned", "sparsity"}}``: what a
+reader needs to know about the sparse stage without reading tensors, and what a loader checks
+the tensors against. Other metadata entries are free-form strings of the caller's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import Tensor, nn
+
+from dsd_zoo.errors import FormatError, WeightsError
+
+__all__ = ["load_checkpoint", "load_masks", "read_metadata", "save_checkpoint", "save_masks", "write_safetensors"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+MASKS_FORMAT = "dsd_zoo.dsd.masks"
+CHECKPOINT_FORMAT = "dsd_zoo.dsd.checkpoint"
+FORMAT_VERSION = "1"
+_RESERVED = ("format", "format_version", "sparsity")
+
+
+def _sparsity_table(masks: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
+    table = {}
+    for name, mask in masks.items():
+        pruned = int(mask.numel() - torch.count_nonzero(mask))
+        sparsity = pruned / mask.numel() if mask.numel() else 0.0
+        table[name] = {"numel": mask.numel(), "pruned": pruned, "sparsity": sparsity}
+    return table
+
+
+def write_safetensors(path: PathLike, tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> Path:
+    """Write a safetensors file atomically and reproducibly, with the usual file mode.
+
+    * atomically: the bytes go to a temporary name next to ``path`` and are renamed into place,
+      so a crash never leaves a truncated file under the final name;
+    * reproducibly: safetensors writes the metadata in hash-map order, which changes from one
+      write to the next; the header is rewritten with sorted metadata, so the same tensors and
+      metadata always give the same bytes (and the same sha256, which manifests pin);
+    * mode ``0666 & ~umask``, not the 0600 that safetensors creates files with.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = path.with_name(f".{path.name}.{os.getpid()}.raw.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(dict(tensors), os.fspath(raw), metadata=dict(metadata))
+        _canonical_copy(raw, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        raw.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _canonical_copy(src: Path, dst: Path) -> None:
+    """Copy a safetensors file with its header in a canonical order (metadata keys sorted)."""
+    with open(src, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        metadata = header.pop("__metadata__", None)
+        ordered: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+        # Tensors in the order of their bytes, as safetensors lays them out (deterministically).
+        ordered.update(sorted(header.items(), key=lambda item: (item[1]["data_offsets"], item[0])))
+        text = json.dumps(ordered, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)  # the format's 8-byte alignment of the data
+        with open(dst, "wb") as out:
+            out.write(len(text).to_bytes(8, "little"))
+            out.write(text)
+            shutil.copyfileobj(f, out, 1 << 22)
+
+
+def _write(
+    path: PathLike, tensors: dict[str, Tensor], fmt: str, sparsity: dict[str, Any], extra: Mapping[str, str] | None
+) -> Path:
+    extra = dict(extra or {})
+    clash = [k for k in extra if k in _RESERVED]
+    if clash or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+        raise ValueError(
+            f"metadata must map str to str and may not use the reserved keys {_RESERVED}: {clash or extra}"
+        )
+    metadata = {
+        **extra, "format": fmt, "format_version": FORMAT_VERSION, "sparsity": json.dumps(sparsity, sort_keys=True)
+    }
+    return write_safetensors(path, tensors, metadata)
+
+
+def read_metadata(path: PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty if it has none)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except SafetensorError as exc:
+        raise FormatError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
+def _read(path: PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[str, str], dict[str, dict[str, Any]]]:
+    """Tensors, metadata and the parsed sparsity table of a file that must have format ``fmt``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    metadata = read_metadata(path)
+    found = metadata.get("format")
+    if found != fmt and not (fmt == CHECKPOINT_FORMAT and found is None):
+        raise FormatError(f"{path}: expected a {fmt!r} file, its metadata says format={found!r}")
+    if found is not None and metadata.get("format_version") != FORMAT_VERSION:
+        raise FormatError(
+            f"{path}: format_version {metadata.get('format_version')!r} is not {FORMAT_VERSION!r}; "
+            "upgrade dsd-zoo to read it"
+        )
+    try:
+        sparsity = json.loads(metadata.get("sparsity", "{}"))
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path}: the 'sparsity' metadata is not JSON ({exc})") from exc
+    if not isinstance(sparsity, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("numel"), int) and isinstance(v.get("pruned"), int)
+        for v in sparsity.values()
+    ):
+        raise FormatError(f"{path}: the 'sparsity' metadata must map names to {{'numel': int, 'pruned': int, ...}}")
+    try:
+        tensors = load_file(os.fspath(path))
+    except SafetensorError as exc:
+        raise FormatError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return tensors, metadata, sparsity
+
+
+def save_masks(path: PathLike, masks: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> Path:
+    """Write keep-masks (``{weight name: bool tensor}``) with their per-layer sparsity; returns the path."""
+    tensors = {name: mask.detach().to("cpu", torch.bool).contiguous() for name, mask in masks.items()}
+    return _write(path, tensors, MASKS_FORMAT, _sparsity_table(tensors), metadata)
+
+
+def load_masks(path: PathLike) -> dict[str, Tensor]:
+    """Read masks written by :func:`save_masks`, checking dtype and the declared sparsity.
+
+    Raises:
+        FormatError: not a masks file, a non-boolean tensor, or tensors that disagree with the
+            per-layer sparsity the metadata declares (a corrupted or hand-edited file).
+    """
+    tensors, _, sparsity = _read(path, MASKS_FORMAT)
+    if set(tensors) != set(sparsity):
+        raise FormatError(f"{path}: tensors {sorted(tensors)} and declared layers {sorted(sparsity)} differ")
+    for name, mask in tensors.items():
+        if mask.dtype != torch.bool:
+            raise FormatError(f"{path}: mask {name!r} has dtype {mask.dtype}, expected torch.bool")
+        declared = sparsity[name]
+        pruned = int(mask.numel() - torch.count_nonzero(mask))
+        if (mask.numel(), pruned) != (declared["numel"], declared["pruned"]):
+            raise FormatError(
+                f"{path}: mask {name!r} prunes {pruned} of {mask.numel()} weights, "
+                f"its metadata declares {declared['pruned']} of {declared['numel']}"
+            )
+    return tensors
+
+
+def save_checkpoint(
+    path: PathLike,
+    model: nn.Module,
+    masks: Mapping[str, Tensor] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``model``'s state dict; with ``masks`` (a sparse stage) declare the pruned weights.
+
+    The file holds exactly the state dict's tensors, under the same names, so that
+    ``model.load_state_dict(safetensors.torch.load_file(path))`` works on the plain architecture.
+    """
+    state = model.state_dict()
+    unknown = [name for name in (masks or {}) if name not in state]
+    if unknown:
+        raise WeightsError(f"masks name weights that are not in the model's state dict: {unknown}")
+    # clone(): tied weights would otherwise share storage, which safetensors refuses to write.
+    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state.items()}
+    return _write(path, tensors, CHECKPOINT_FORMAT, _sparsity_table(masks or {}), metadata)
+
+
+def load_checkpoint(path: PathLike, model: nn.Module) -> dict[str, str]:
+    """Load a checkpoint into ``model`` strictly and return the file's metadata.
+
+    Raises:
+        WeightsError: a tensor missing, unexpected or of another shape than the model's.
+        FormatError: an unreadable file, or a sparse-stage checkpoint whose weights have fewer
+            zeros than it declares pruned.
+    """
+    tensors, metadata, sparsity = _read(path, CHECKPOINT_FORMAT)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    wrong = [
+        f"{k}: file {tuple(tensors[k].shape)}, model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        raise WeightsError(
+            f"{path} does not fit {type(model).__name__}: missing {missing}, unexpected {unexpected}, "
+            f"wrong shape {wrong}; was it saved from another architecture or num_classes?"
+        )
+    for name, declared in sparsity.items():
+        if name not in tensors:
+            raise FormatError(f"{path}: declares sparsity for {name!r}, which it does not hold")
+        zeros = int((tensors[name] == 0).sum())
+        if zeros < declared["pruned"]:
+            raise FormatError(f"{path}: {name!r} has {zeros} zeros but declares {declared['pruned']} pruned weights")
+    model.load_state_dict(tensors, strict=True)
+    return metadata

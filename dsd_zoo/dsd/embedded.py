@@ -1,0 +1,98 @@
+"""The embedded digits zoo: its held-out test split as a safetensors file, and its evaluation.
+
+The DSD demonstration (:mod:`dsd_zoo.dsd.demo`) trains :func:`dsd_zoo.models.digits.digits_net`
+on scikit-learn's bundled 8x8 digits and ships three of its models (baseline, sparse stage, DSD)
+with the test split in ``dsd_zoo/data/embedded/``. This module reads that split and evaluates a
+model on it with nothing but torch and safetensors: no network, no scikit-learn.
+
+The split file holds ``images`` (``uint8 [N, 8, 8]``, values 0..16 as ``load_digits`` gives
+them) and ``labels`` (``int64 [N]``); its metadata names the source and the split.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+
+from dsd_zoo.errors import FormatError
+
+__all__ = ["DIGITS_FORMAT", "digits_input", "evaluate_digits", "load_digits_split", "save_digits_split"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+DIGITS_FORMAT = "dsd_zoo.digits.split"
+# load_digits pixels count the set bits of a 4x4 block of the original 32x32 bitmap: 0..16.
+_MAX_PIXEL = 16
+_NUM_CLASSES = 10
+
+
+def digits_input(images: Tensor) -> Tensor:
+    """The model input for ``uint8 [N, 8, 8]`` digit images: ``float32 [N, 1, 8, 8]`` in ``[0, 1]``."""
+    return images.to(torch.float32).div(_MAX_PIXEL).unsqueeze(1)
+
+
+def save_digits_split(path: PathLike, images: Tensor, labels: Tensor, metadata: Mapping[str, str]) -> Path:
+    """Write a digits split (``uint8 [N, 8, 8]`` images, ``int64 [N]`` labels) with its provenance."""
+    from dsd_zoo.dsd.checkpoint import write_safetensors
+
+    _check_split(images, labels, os.fspath(path))
+    return write_safetensors(
+        path,
+        {"images": images.contiguous(), "labels": labels.contiguous()},
+        {**metadata, "format": DIGITS_FORMAT, "n": str(labels.numel())},
+    )
+
+
+def _check_split(images: Tensor, labels: Tensor, where: str) -> None:
+    if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (8, 8):
+        raise FormatError(f"{where}: images must be uint8 [N, 8, 8], got {images.dtype} {tuple(images.shape)}")
+    if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
+        raise FormatError(
+            f"{where}: labels must be int64 [{images.shape[0]}], got {labels.dtype} {tuple(labels.shape)}"
+        )
+    if images.numel() and int(images.max()) > _MAX_PIXEL:
+        raise FormatError(f"{where}: pixel values must be 0..{_MAX_PIXEL}, found {int(images.max())}")
+    if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < _NUM_CLASSES):
+        raise FormatError(f"{where}: labels must be 0..{_NUM_CLASSES - 1}")
+
+
+def load_digits_split(path: PathLike) -> tuple[Tensor, Tensor, dict[str, str]]:
+    """Read a split written by :func:`save_digits_split`: ``(images, labels, metadata)``, validated.
+
+    Raises:
+        FormatError: not a digits split file, or tensors of the wrong name, dtype, shape or range.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            keys = set(f.keys())
+            if metadata.get("format") != DIGITS_FORMAT or keys != {"images", "labels"}:
+                raise FormatError(
+                    f"{path}: not a digits split (format {metadata.get('format')!r}, tensors {sorted(keys)}); "
+                    f"expected format {DIGITS_FORMAT!r} with tensors ['images', 'labels']"
+                )
+            images, labels = f.get_tensor("images"), f.get_tensor("labels")
+    except SafetensorError as exc:
+        raise FormatError(f"{path}: not a readable safetensors file ({exc})") from exc
+    _check_split(images, labels, os.fspath(path))
+    return images, labels, metadata
+
+
+def evaluate_digits(
+    model: nn.Module, test_file: PathLike, device: torch.device | str = "cpu"
+) -> tuple[float, float, int]:
+    """``(top1_err, top5_err, n)`` of ``model`` on the digits split in ``test_file``.
+
+    Errors are fractions in ``[0, 1]``. The model is evaluated in eval mode, in one batch.
+    """
+    from dsd_zoo.dsd.loop import evaluate
+
+    images, labels, _ = load_digits_split(test_file)
+    errors = evaluate(model, [(digits_input(images), labels)], device=device)
+    return errors.top1_err, errors.top5_err, errors.n

@@ -1,0 +1,310 @@
+"""Dense-Sparse-Dense training from a recipe file: ``python -m dsd_zoo.train --recipe FILE``.
+
+Trains a dsd-zoo or torchvision model on an ImageFolder dataset (or the built-in digits) through
+the recipe's phases (default: dense -> sparse -> re-dense, learning rate x0.1 per phase) and
+writes, for each phase, ``<output>/<phase>.safetensors`` (the plain state dict; the sparse stage
+declares its pruned weights in the metadata), ``<output>/<phase>.masks.safetensors`` for sparse
+phases, and ``<output>/results.json`` (top-1/top-5 validation error, per-layer sparsity, digests).
+
+Distributed: ``torchrun --nproc_per_node N -m dsd_zoo.train --recipe FILE`` runs DDP (NCCL on
+GPUs, gloo on CPU). Masks are computed on rank 0 and broadcast; every rank's digest of its masks
+and of its model after each phase is recorded in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dsd_zoo.errors import DatasetError, DSDZooError
+
+__all__ = ["build_model", "main", "train"]
+
+_DESCRIPTION = __doc__.split("\n\n", 1)[1].replace("``", "")
+_EPILOG = """recipe (JSON, or TOML on Python 3.11+), for example:
+  {"model": "resnet18", "data": {"root": "/data/imagenette", "image_size": 224},
+   "epochs": [10, 5, 5], "lr": 0.1, "sparsity": 0.3, "batch_size": 64,
+   "optimizer": {"name": "sgd", "momentum": 0.9, "weight_decay": 1e-4},
+   "seed": 0, "output": "runs/resnet18-dsd"}
+model names: a dsd-zoo model or architecture (dsd_zoo.list_models()), else a torchvision model;
+prefix "torchvision:" or "dsd_zoo:" to choose. Relative paths are relative to the recipe file.
+Full key list: the docstring of dsd_zoo.dsd.recipe."""
+
+# Architectures of this package that may not be in the model registry (yet).
+_LOCAL_BUILDERS = {"digits_net": ("dsd_zoo.models.digits", "digits_net")}
+
+
+def build_model(name: str, num_classes: int, pretrained: bool = False) -> Any:
+    """A model by name: a dsd-zoo model or architecture first, then torchvision (no download there).
+
+    ``"torchvision:NAME"`` or ``"dsd_zoo:NAME"`` picks the source explicitly (``alexnet`` is the
+    Caffe AlexNet in dsd-zoo and the "one weird trick" variant in torchvision).
+    """
+    from dsd_zoo.dsd.recipe import RecipeError
+
+    source, _, bare = name.rpartition(":")
+    if source not in ("", "dsd_zoo", "torchvision"):
+        raise RecipeError(f"model {name!r}: the prefix must be 'dsd_zoo:' or 'torchvision:'")
+    if source in ("", "dsd_zoo"):
+        model = _dsd_zoo_model(bare, num_classes, pretrained)
+        if model is not None:
+            return model
+        if source == "dsd_zoo":
+            raise RecipeError(f"model {bare!r} is neither a dsd-zoo model nor architecture (see dsd_zoo.list_models())")
+    if pretrained:
+        raise RecipeError(f"pretrained=true is for dsd-zoo models (checksummed delivery); {bare!r} is not one")
+    import torchvision
+
+    try:
+        return torchvision.models.get_model(bare, weights=None, num_classes=num_classes)
+    except ValueError as exc:
+        raise RecipeError(
+            f"unknown model {bare!r}: not a dsd-zoo model or architecture, and torchvision says: {exc}"
+        ) from exc
+
+
+def _dsd_zoo_model(name: str, num_classes: int, pretrained: bool) -> Any:
+    """The dsd-zoo model or architecture ``name``, or None if there is none by that name."""
+    import importlib
+
+    from dsd_zoo import api
+    from dsd_zoo.models import ARCHITECTURES
+
+    if name in api.list_models():
+        kwargs = {} if pretrained else {"num_classes": num_classes}
+        return api.get_model(name, pretrained=pretrained, **kwargs)
+    if pretrained:
+        return None
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name].build(num_classes=num_classes)
+    if name in _LOCAL_BUILDERS:
+        module, function = _LOCAL_BUILDERS[name]
+        return getattr(importlib.import_module(module), function)(num_classes=num_classes)
+    return None
+
+
+def _datasets(recipe: Any) -> tuple[Any, Any, list[str]]:
+    """(train set, validation set, class names) of the recipe's data.
+
+    Raises:
+        DatasetError: a missing split directory, no class folders, or splits with other classes.
+    """
+    spec = recipe.data
+    if spec.builtin == "digits":
+        from torch.utils.data import TensorDataset
+
+        from dsd_zoo.dsd.digits_data import load_digits_split_sklearn
+        from dsd_zoo.dsd.embedded import digits_input
+
+        split = load_digits_split_sklearn()
+        return (
+            TensorDataset(digits_input(split.train_images), split.train_labels),
+            TensorDataset(digits_input(split.test_images), split.test_labels),
+            [str(i) for i in range(10)],
+        )
+    from torchvision import datasets, transforms as T
+
+    dirs = {"train": spec.root / spec.train_dir, "val": spec.root / spec.val_dir}
+    for role, directory in dirs.items():
+        if not directory.is_dir():
+            raise DatasetError(f"data {role} directory {directory} does not exist; an ImageFolder root needs "
+                              f"{spec.train_dir}/ and {spec.val_dir}/ with one sub-directory per class")
+    resize = spec.resize or round(spec.image_size * 256 / 224)
+    head = [T.Grayscale(1)] if spec.channels == 1 else []
+    tail = [T.ToTensor(), T.Normalize(spec.mean, spec.std)]
+    if spec.augment:
+        train_tf = T.Compose(head + [T.RandomResizedCrop(spec.image_size), T.RandomHorizontalFlip()] + tail)
+    else:
+        train_tf = T.Compose(head + [T.Resize(resize), T.CenterCrop(spec.image_size)] + tail)
+    val_tf = T.Compose(head + [T.Resize(resize), T.CenterCrop(spec.image_size)] + tail)
+    try:
+        train_set = datasets.ImageFolder(str(dirs["train"]), transform=train_tf)
+        val_set = datasets.ImageFolder(str(dirs["val"]), transform=val_tf)
+    except (FileNotFoundError, RuntimeError) as exc:  # ImageFolder: "Couldn't find any class folder" etc.
+        raise DatasetError(f"data: {exc}") from exc
+    if train_set.classes != val_set.classes:
+        missing = sorted(set(train_set.classes) ^ set(val_set.classes))
+        raise DatasetError(f"data: train and val have different classes (only in one of them: {missing[:10]})")
+    return train_set, val_set, list(train_set.classes)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def train(recipe: Any, output: Path | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run a :class:`~dsd_zoo.dsd.recipe.Recipe`; returns what ``results.json`` holds (on every rank).
+
+    Raises:
+        RecipeError: a recipe that cannot run (unknown model, bad exclude, output in use, ...).
+        DatasetError: the ImageFolder data is missing or inconsistent.
+    """
+    import torch
+
+    from dsd_zoo.dsd.distributed import setup_distributed
+    from dsd_zoo.dsd.loop import torch_settings
+    from dsd_zoo.dsd.recipe import RecipeError
+
+    output = Path(output) if output is not None else recipe.output
+    if (output / "results.json").exists() and not overwrite:
+        raise RecipeError(f"{output} already holds a run (results.json); pass --overwrite or choose another output")
+    if recipe.device == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("the recipe asks for device 'cuda' but torch.cuda.is_available() is False")
+    use_cuda = torch.cuda.is_available() if recipe.device == "auto" else recipe.device == "cuda"
+    d = setup_distributed(use_cuda)
+    try:
+        with torch_settings(recipe.threads, recipe.deterministic):
+            return _train(recipe, output, d, use_cuda, progress)
+    finally:
+        if d.enabled:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool) -> dict[str, Any]:
+    """:func:`train` once the process group and global flags are set up."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+    from dsd_zoo.dsd.checkpoint import save_checkpoint, save_masks
+    from dsd_zoo.dsd.distributed import broadcast_buffers, broadcast_masks, gather_strings, tensors_digest
+    from dsd_zoo.dsd.loop import PhaseResult, evaluate, train_epoch, train_phases
+    from dsd_zoo.dsd.masks import DSD
+    from dsd_zoo.dsd.recipe import RecipeError
+
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # progress bars are a nicety; train without them
+        tqdm = None
+
+    start = time.perf_counter()
+    torch.manual_seed(recipe.seed)
+
+    train_set, val_set, classes = _datasets(recipe)
+    num_classes = recipe.num_classes or len(classes)
+    if num_classes < len(classes):
+        raise RecipeError(f"num_classes={num_classes} but the data has {len(classes)} classes")
+    model = build_model(recipe.model, num_classes, recipe.pretrained).to(d.device)
+    dsd = None
+    if any(p.sparse for p in recipe.schedule):
+        try:
+            dsd = DSD(model, sparsity=recipe.sparsity, skip_first=recipe.skip_first, exclude=recipe.exclude)
+        except ValueError as exc:  # e.g. an 'exclude' name that is not a module of this model
+            raise RecipeError(f"recipe: {exc}") from exc
+    net = DistributedDataParallel(model, device_ids=[d.device.index] if use_cuda else None) if d.enabled else model
+
+    sampler = DistributedSampler(train_set, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=recipe.seed)
+    loader_args = {"num_workers": recipe.workers, "pin_memory": use_cuda, "persistent_workers": recipe.workers > 0}
+    # Drop a last partial batch when there is a full one: a batch of 1 breaks BatchNorm in training.
+    train_loader = DataLoader(train_set, batch_size=recipe.batch_size, sampler=sampler,
+                              drop_last=len(sampler) >= recipe.batch_size, **loader_args)
+    # Disjoint shards without padding (DistributedSampler would repeat images): exact counts once summed.
+    val_loader = DataLoader(Subset(val_set, range(d.rank, len(val_set), d.world_size)),
+                            batch_size=recipe.batch_size, shuffle=False, **loader_args)
+
+    def run_epoch(optimizer: torch.optim.Optimizer, phase: Any, epoch: int) -> float:
+        sampler.set_epoch(epoch)
+        batches: Any = train_loader
+        if progress and d.is_main and tqdm is not None:
+            total = recipe.schedule.total_epochs
+            batches = tqdm(train_loader, desc=f"{phase.name}, epoch {epoch + 1}/{total}", unit="batch", leave=False)
+        return train_epoch(net, batches, optimizer, d.device)
+
+    def evaluate_fn() -> Any:
+        broadcast_buffers(model, d)
+        return evaluate(model, val_loader, d.device, reduce=d.all_reduce_sum)
+
+    results: dict[str, Any] = {
+        "recipe": recipe.to_dict(),
+        "model": recipe.model,
+        "num_classes": num_classes,
+        "classes": classes,
+        "world_size": d.world_size,
+        "device": str(d.device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "phases": [],
+    }
+    common_meta = {"model": recipe.model, "num_classes": str(num_classes), "recipe": json.dumps(recipe.to_dict())}
+
+    def on_phase_end(result: PhaseResult, masks: dict[str, torch.Tensor]) -> None:
+        entry = result.to_dict()
+        entry["state_sha256_per_rank"] = gather_strings(tensors_digest(model.state_dict()), d)
+        entry["mask_sha256_per_rank"] = gather_strings(tensors_digest(masks), d) if masks else None
+        if d.is_main:
+            meta = {**common_meta, "phase": result.phase.name, "kind": result.phase.kind}
+            path = save_checkpoint(output / f"{result.phase.name}.safetensors", model, masks or None, meta)
+            entry["checkpoint"] = {"file": path.name, "sha256": _sha256(path), "size": path.stat().st_size}
+            if masks:
+                mpath = save_masks(output / f"{result.phase.name}.masks.safetensors", masks, metadata=meta)
+                entry["masks"] = {"file": mpath.name, "sha256": _sha256(mpath), "size": mpath.stat().st_size}
+            results["phases"].append(entry)
+            results["wall_seconds"] = time.perf_counter() - start
+            (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+            e, phase = result.errors, result.phase
+            sparsity = f", weight sparsity {result.sparsity.sparsity:.2%}" if result.sparsity else ""
+            print(f"[{phase.name}] {phase.kind}, {phase.epochs} epochs at lr {phase.lr:g}: val top-1 error "
+                  f"{e.top1_err:.2%}, top-5 {e.top5_err:.2%} (n={e.n}){sparsity}", flush=True)
+        else:
+            results["phases"].append(entry)
+        d.barrier()
+
+    if d.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        print(f"training {recipe.model} ({num_classes} classes, {len(train_set)} train / {len(val_set)} val images) "
+              f"on {d.world_size} x {d.device}: {recipe.schedule}", flush=True)
+    train_phases(
+        recipe.schedule,
+        dsd,
+        make_optimizer=lambda phase: recipe.optimizer.build(net.parameters(), phase.lr),
+        run_epoch=run_epoch,
+        evaluate_fn=evaluate_fn,
+        sync_masks=lambda masks: broadcast_masks(masks, d),
+        on_phase_end=on_phase_end,
+    )
+    return results
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m dsd_zoo.train",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--recipe", required=True, type=Path, metavar="FILE", help="recipe file (.json or .toml)")
+    p.add_argument("--output", type=Path, metavar="DIR", help="output directory (overrides the recipe's 'output')")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in the output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (rank 0 shows them by default)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (2 for a bad recipe or data)."""
+    args = _parser().parse_args(argv)
+    from dsd_zoo.dsd.recipe import load_recipe
+
+    try:
+        recipe = load_recipe(args.recipe)
+        train(recipe, output=args.output, overwrite=args.overwrite, progress=not args.no_progress)
+    except (DSDZooError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

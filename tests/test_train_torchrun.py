@@ -1,0 +1,78 @@
+"""``torchrun --nproc_per_node 2 -m dsd_zoo.train``: DDP with gloo on CPU, same masks on every rank."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dsd_zoo.dsd import load_checkpoint, load_masks
+from dsd_zoo.dsd.distributed import tensors_digest
+from dsd_zoo.models.digits import digits_net
+
+from .conftest import REPO_ROOT
+from .test_train_cli import make_image_folder, write_recipe
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+        reason="this torch build has no gloo backend for CPU distributed training",
+    ),
+]
+
+
+def test_two_gloo_processes_share_masks_and_write_checkpoints(tmp_path) -> None:
+    make_image_folder(tmp_path / "images", train_per_class=12, val_per_class=5)
+    recipe = write_recipe(
+        tmp_path / "recipe.json",
+        model="digits_net",
+        data={"root": "images", "image_size": 8, "resize": 8, "channels": 1, "mean": [0.5], "std": [0.5],
+              "augment": False},
+        epochs=[2, 1, 1],
+        lr=0.05,
+        sparsity=0.3,
+        batch_size=4,
+        workers=0,
+        threads=1,
+        device="cpu",
+        output="out",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "dsd_zoo.train", "--recipe", str(recipe), "--no-progress"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    out = tmp_path / "out"
+    results = json.loads((out / "results.json").read_text())
+    assert results["world_size"] == 2
+    phases = {p["phase"]["name"]: p for p in results["phases"]}
+    assert list(phases) == ["dense", "sparse", "redense"]
+
+    # Masks: one digest per rank, all equal, and equal to the masks file rank 0 wrote.
+    masks = load_masks(out / "sparse.masks.safetensors")
+    digests = phases["sparse"]["mask_sha256_per_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1] == tensors_digest(masks)
+    # The models stay identical across ranks after every phase (DDP + synced BN-free buffers).
+    for entry in phases.values():
+        assert len(set(entry["state_sha256_per_rank"])) == 1, entry["phase"]["name"]
+        # Disjoint validation shards summed: every one of the 2 x 5 images exactly once.
+        assert entry["eval"]["n"] == 10
+
+    model = digits_net(num_classes=2)
+    load_checkpoint(out / "sparse.safetensors", model)
+    state = model.state_dict()
+    assert "features.0.weight" not in masks
+    for name, mask in masks.items():
+        # The requested sparsity, exactly: round(0.3 * numel) pruned and zero in the checkpoint.
+        assert int((~mask).sum()) == round(0.3 * mask.numel())
+        assert torch.count_nonzero(state[name][~mask]) == 0
+    for phase in ("dense", "redense"):
+        load_checkpoint(out / f"{phase}.safetensors", digits_net(num_classes=2))
