@@ -109,12 +109,14 @@ class Weights:
             "name": entry.name,
             "arch": entry.arch,
             "kind": entry.kind,
-            "categories": [names.split(",")[0] for _, names in imagenet_classes()],
-            "wnids": [wnid for wnid, _ in imagenet_classes()],
+            "categories": (list(entry.categories) if entry.categories is not None
+                           else [names.split(",")[0] for _, names in imagenet_classes()]),
+            "wnids": None if entry.categories is not None else [wnid for wnid, _ in imagenet_classes()],
             "num_params": arch.num_params,
             "min_size": arch.min_size,
             "input_size": (arch.input_size, arch.input_size),
             "paper": {"top1_err": entry.paper_top1_err, "top5_err": entry.paper_top5_err, "source": entry.paper_source},
+            "recorded": None if entry.recorded is None else dict(entry.recorded),
             "source": entry.source,
             "original": None if original is None else {"url": original.url, "format": original.format,
                                                       "digest": dict([original.digest]) if original.digest else None},
@@ -131,9 +133,11 @@ class Weights:
         AlexNet subtracts the ILSVRC-2012 mean image, which travels inside its converted
         weight file: pass ``weights_path`` or the weights are resolved (cache first) to read it.
         """
-        from .transforms import CaffeTransform, FbResNetTransform
+        from .transforms import CaffeTransform, DigitsTransform, FbResNetTransform
 
         spec = self.entry.transforms
+        if spec["pipeline"] == "digits":
+            return DigitsTransform(max_value=spec["max_value"], crop=spec["crop"])
         if spec["pipeline"] == "fb_resnet":
             return FbResNetTransform(resize=spec["resize"], crop=spec["crop"], mean=spec["mean"], std=spec["std"])
         if spec["pipeline"] == "caffe":

@@ -46,15 +46,21 @@ PROBE_IMAGES = 2
 PROBE_CLASSES = (0, 281, 500, 812, 999)
 #: Tolerance as a fraction of the largest logit magnitude of the probe batch.
 ATOL_RELATIVE = 5e-3
-_DISTRIBUTIONS = {"caffe": "uniform128", "fb_resnet": "normal", "identity": "normal"}
-_PROBE = re.compile(r"^dsd-zoo-probe-v1/(uniform128|normal)/([1-9][0-9]{0,3})$")
+# Each pipeline's probe imitates the range of its models' inputs: Caffe's mean-subtracted 0-255,
+# fb's standardised values, the digits' [0, 1].
+_DISTRIBUTIONS = {"caffe": "uniform128", "fb_resnet": "normal", "digits": "unit"}
+_PROBE = re.compile(r"^dsd-zoo-probe-v1/(uniform128|normal|unit)/([1-9][0-9]{0,3})(?:/c([1-9]))?$")
 
 
-def probe_id(distribution: str, size: int) -> str:
-    """The id of the probe with ``distribution`` (``"uniform128"`` or ``"normal"``) and image size."""
-    name = f"dsd-zoo-probe-v1/{distribution}/{size}"
+def probe_id(distribution: str, size: int, channels: int = 3) -> str:
+    """The id of the probe with ``distribution`` (``uniform128``, ``normal`` or ``unit``), image size and channels.
+
+    Three-channel probes keep the short form ``dsd-zoo-probe-v1/<distribution>/<size>``.
+    """
+    name = f"dsd-zoo-probe-v1/{distribution}/{size}" + ("" if channels == 3 else f"/c{channels}")
     if not _PROBE.match(name):
-        raise ValueError(f"no probe {name!r}: distribution is 'uniform128' or 'normal', size 1-9999")
+        raise ValueError(f"no probe {name!r}: distribution is 'uniform128', 'normal' or 'unit', size 1-9999, "
+                         "channels 1-9")
     return name
 
 
@@ -65,21 +71,23 @@ def _unit_uniform(count: int) -> np.ndarray:
 
 
 def probe_input(probe: str):
-    """The probe batch named by ``probe``: a float32 tensor (2, 3, size, size) on the CPU."""
+    """The probe batch named by ``probe``: a float32 tensor (2, channels, size, size) on the CPU."""
     import torch
 
     match = _PROBE.match(probe)
     if match is None:
         raise IntegrityError(f"unknown fingerprint probe {probe!r}; this dsd-zoo knows 'dsd-zoo-probe-v1/"
-                             "<uniform128|normal>/<size>' (a newer dsd-zoo may be needed)")
-    distribution, size = match.group(1), int(match.group(2))
-    count = PROBE_IMAGES * 3 * size * size
+                             "<uniform128|normal|unit>/<size>[/c<channels>]' (a newer dsd-zoo may be needed)")
+    distribution, size, channels = match.group(1), int(match.group(2)), int(match.group(3) or 3)
+    count = PROBE_IMAGES * channels * size * size
     if distribution == "uniform128":
         values = _unit_uniform(count) * 256.0 - 128.0
+    elif distribution == "unit":
+        values = _unit_uniform(count)
     else:  # Box-Muller on pairs of uniforms
         uniform = _unit_uniform(2 * count).reshape(2, count)
         values = np.sqrt(-2.0 * np.log1p(-uniform[0])) * np.cos(2.0 * math.pi * uniform[1])
-    return torch.from_numpy(values.astype(np.float32).reshape(PROBE_IMAGES, 3, size, size))
+    return torch.from_numpy(values.astype(np.float32).reshape(PROBE_IMAGES, channels, size, size))
 
 
 def probe_for(arch_name_or_entry: Union[str, ModelEntry]) -> str:
@@ -94,14 +102,16 @@ def probe_for(arch_name_or_entry: Union[str, ModelEntry]) -> str:
             entry = models[entry]
         elif entry in ARCHITECTURES:
             # Every manifest model of one architecture shares its preprocessing pipeline.
-            pipeline = next((m.transforms["pipeline"] for m in models.values() if m.arch == entry), "identity")
-            return probe_id(_DISTRIBUTIONS[pipeline], ARCHITECTURES[entry].input_size)
+            pipeline = next((m.transforms["pipeline"] for m in models.values() if m.arch == entry), "fb_resnet")
+            arch = ARCHITECTURES[entry]
+            return probe_id(_DISTRIBUTIONS[pipeline], arch.input_size, arch.in_channels)
         else:
             raise IntegrityError(f"{entry!r} is neither a model nor an architecture; known architectures: "
                                  f"{sorted(ARCHITECTURES)}")
     if entry.arch not in ARCHITECTURES:
         raise IntegrityError(f"model {entry.name!r} has unknown architecture {entry.arch!r}")
-    return probe_id(_DISTRIBUTIONS[entry.transforms["pipeline"]], ARCHITECTURES[entry.arch].input_size)
+    arch = ARCHITECTURES[entry.arch]
+    return probe_id(_DISTRIBUTIONS[entry.transforms["pipeline"]], arch.input_size, arch.in_channels)
 
 
 def _logits(model: Any, probe: str):
@@ -137,7 +147,9 @@ def compute_fingerprint(model: Any, arch_name_or_entry: Union[str, ModelEntry]) 
     probe = probe_for(arch_name_or_entry)
     logits = _logits(model, probe)
     classes = logits.shape[1]
-    indices = [image * classes + c for image in range(logits.shape[0]) for c in PROBE_CLASSES if c < classes]
+    # A small head (the embedded digits models) is recorded whole; an ImageNet head at PROBE_CLASSES.
+    recorded = range(classes) if classes <= 16 else [c for c in PROBE_CLASSES if c < classes]
+    indices = [image * classes + c for image in range(logits.shape[0]) for c in recorded]
     flat = logits.flatten()
     scale = float(flat.abs().max())
     return {

@@ -27,6 +27,8 @@ def describe_transforms(spec: Dict[str, Any]) -> str:
     if spec["pipeline"] == "fb_resnet":
         return (f"fb.resnet.torch evaluation: shorter side {spec['resize']} (Torch7 bicubic), centre crop "
                 f"{spec['crop']}, [0, 1] then mean {tuple(spec['mean'])} / std {tuple(spec['std'])}, RGB input")
+    if spec["pipeline"] == "digits":
+        return f"8x8 digit images, values 0..{spec['max_value']} divided by {spec['max_value']}"
     return spec["pipeline"]
 
 
@@ -35,14 +37,19 @@ def model_docstring(entry: ModelEntry, manifest: Manifest) -> str:
     from .models import ARCHITECTURES
 
     arch = ARCHITECTURES[entry.arch]
-    errors = ("not published" if entry.paper_top1_err is None
-              else f"top-1 {entry.paper_top1_err:.2f}%, top-5 {entry.paper_top5_err:.2f}%")
+    if entry.paper_top1_err is not None:
+        errors = (f"Published single-crop ILSVRC-2012 validation error: top-1 {entry.paper_top1_err:.2f}%, "
+                  f"top-5 {entry.paper_top5_err:.2f}%" + (f" ({entry.paper_source})." if entry.paper_source else "."))
+    elif entry.recorded is not None:
+        errors = (f"Measured error: top-1 {entry.recorded['top1_err']:.2f}%, top-5 {entry.recorded['top5_err']:.2f}% "
+                  f"({entry.recorded.get('source', 'recorded when the file was made')}).")
+    else:
+        errors = "No published error."
     lines = [
         f"{entry.name}: {arch.family}.",
         "",
         f"Kind: {_KIND[entry.kind]}. Parameters: {arch.num_params:,}. Evaluation crop: {arch.input_size}x{arch.input_size}.",
-        f"Published single-crop ILSVRC-2012 validation error: {errors}"
-        + (f" ({entry.paper_source})." if entry.paper_source else "."),
+        errors,
         f"Preprocessing: {describe_transforms(dict(entry.transforms))}; "
         f"dsd_zoo.get_weights({entry.name!r}).transforms() applies it.",
         f"Source: {entry.source}.",

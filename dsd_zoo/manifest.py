@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
@@ -25,7 +25,10 @@ MANIFEST_ENV = "DSD_ZOO_MANIFEST"
 FORMAT_VERSION = 1
 KINDS = ("dsd", "baseline", "sparse")
 ORIGINAL_FORMATS = ("caffemodel", "torch7", "deep-compression", "safetensors")
-PIPELINES = ("caffe", "fb_resnet", "identity")
+PIPELINES = ("caffe", "fb_resnet", "digits")
+# Files shipped inside the package (the embedded zoo) are named relative to this directory, so
+# the same manifest works from a checkout and from an installed wheel.
+PACKAGE_DIR = Path(__file__).resolve().parent
 # Length of the hex string of each digest the publishers of the originals used.
 DIGEST_HEX_LENGTHS = {"sha256": (64, 64), "sha1": (40, 40), "git_blob_sha1": (40, 40), "sha256_prefix": (8, 64)}
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -51,7 +54,7 @@ class WeightsRecord:
     size: Optional[int]
     hf: Optional[HFLocation]
     urls: Tuple[str, ...]
-    local: Optional[str] = None  # path relative to the manifest, for files shipped in the repo
+    local: Optional[str] = None  # path relative to the package directory, for files shipped with it
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ class ModelEntry:
     citation: Tuple[str, ...]
     fingerprint: Optional[Fingerprint] = None
     description: str = ""
+    categories: Optional[Tuple[str, ...]] = None  # None: the 1000 ILSVRC-2012 classes
+    evaluation: Optional[Mapping[str, str]] = None  # {"dataset", "data": asset} for data shipped with the package
+    recorded: Optional[Mapping[str, Any]] = None  # errors measured when the file was made, with their source
 
 
 @dataclass(frozen=True)
@@ -102,10 +108,11 @@ class AssetRecord:
 
     name: str
     file: str
-    url: str
+    url: Optional[str]
     digest: Optional[Tuple[str, str]]
     size: Optional[int]
     description: str
+    local: Optional[str] = None  # relative to the package directory, for files shipped with it
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,6 @@ class Manifest:
     assets: Mapping[str, AssetRecord]
     citations: Mapping[str, str]
     origin: str  # where it was read from, for error messages
-    base_dir: Optional[Path] = field(default=None, compare=False)  # for `local` weight paths
 
     def citation_text(self, entry: ModelEntry) -> str:
         """The BibTeX entries an entry cites, joined."""
@@ -189,7 +195,7 @@ class _Checker:
         return value
 
 
-def parse_manifest(document: Any, origin: str = "<manifest>", base_dir: Optional[Path] = None) -> Manifest:
+def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
     """Validate a decoded manifest document and return it as typed records.
 
     Raises :class:`ManifestError` naming the model and field of the first problem found.
@@ -211,14 +217,32 @@ def parse_manifest(document: Any, origin: str = "<manifest>", base_dir: Optional
         if not re.match(r"^[a-z][a-z0-9_]*$", name):
             raise check.fail(f"models.{name}", "model names are lower-case identifiers")
         models[name] = _parse_model(check, name, check.obj(value, f"model {name!r}"), citations, assets)
-    return Manifest(models=models, assets=assets, citations=citations, origin=origin, base_dir=base_dir)
+    return Manifest(models=models, assets=assets, citations=citations, origin=origin)
 
 
 def _parse_asset(check: _Checker, name: str, obj: Mapping[str, Any]) -> AssetRecord:
     where = f"asset {name!r}"
-    return AssetRecord(name=name, file=check.file_name(obj, where), url=check.get(obj, "url", where, (str,)),
+    url = check.get(obj, "url", where, (str,), optional=True)
+    local = _local_path(check, obj, where)
+    if url is None and local is None:
+        raise check.fail(where, "needs a 'url' or a 'local' file")
+    if url is not None:
+        check.urls({"url": [url]}, "url", where)
+    return AssetRecord(name=name, file=check.file_name(obj, where), url=url,
                        digest=check.digest(obj, where), size=check.size(obj, where),
-                       description=check.get(obj, "description", where, (str,), optional=True) or "")
+                       description=check.get(obj, "description", where, (str,), optional=True) or "", local=local)
+
+
+def _local_path(check: _Checker, obj: Mapping[str, Any], where: str) -> Optional[str]:
+    local = check.get(obj, "local", where, (str,), optional=True)
+    if local is not None and (local.startswith("/") or ".." in Path(local).parts):
+        raise check.fail(f"{where}.local", f"must be a relative path inside the package, got {local!r}")
+    return local
+
+
+def shipped_file(relative: str) -> Path:
+    """The path of a file shipped inside the package (a manifest ``local`` path)."""
+    return PACKAGE_DIR / relative
 
 
 def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: Mapping[str, str],
@@ -242,6 +266,20 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
         if key not in citations:
             raise check.fail(f"{where}.citation", f"cites {key!r}, which is not in the top-level 'citations'")
     fingerprint = obj.get("fingerprint")
+    categories = check.get(obj, "categories", where, (list,), optional=True)
+    if categories is not None and not all(isinstance(c, str) for c in categories):
+        raise check.fail(f"{where}.categories", "must be a list of class names")
+    evaluation = check.get(obj, "evaluation", where, (dict,), optional=True)
+    if evaluation is not None:
+        if check.get(evaluation, "data", f"{where}.evaluation", (str,)) not in assets:
+            raise check.fail(f"{where}.evaluation.data", f"names asset {evaluation['data']!r}, which is not in 'assets'")
+        check.get(evaluation, "dataset", f"{where}.evaluation", (str,))
+    recorded = check.get(metrics, "recorded", f"{where}.metrics", (dict,), optional=True)
+    if recorded is not None:
+        for key in ("top1_err", "top5_err"):
+            value = check.get(recorded, key, f"{where}.metrics.recorded", (int, float))
+            if not 0 <= value <= 100:
+                raise check.fail(f"{where}.metrics.recorded.{key}", f"is a percentage in [0, 100], got {value}")
     return ModelEntry(
         name=name, arch=check.get(obj, "arch", where, (str,)), kind=kind, weights=weights, original=original,
         transforms=transforms, paper_top1_err=errs[0], paper_top5_err=errs[1],
@@ -251,6 +289,8 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
         citation=cites,
         fingerprint=None if fingerprint is None else _parse_fingerprint(check, check.obj(fingerprint, f"{where}.fingerprint"), f"{where}.fingerprint"),
         description=check.get(obj, "description", where, (str,), optional=True) or "",
+        categories=None if categories is None else tuple(categories),
+        evaluation=evaluation, recorded=recorded,
     )
 
 
@@ -265,9 +305,9 @@ def _parse_weights(check: _Checker, obj: Mapping[str, Any], where: str) -> Weigh
         if not re.match(r"^[0-9a-f]{40}$", hf_location.revision):
             # A branch name would let the bytes change under a fixed manifest.
             raise check.fail(f"{where}.hf.revision", f"must be a 40-hex commit id (pinned), got {hf_location.revision!r}")
-    local = check.get(obj, "local", where, (str,), optional=True)
-    if local is not None and (local.startswith("/") or ".." in Path(local).parts):
-        raise check.fail(f"{where}.local", f"must be a relative path inside the repository, got {local!r}")
+    local = _local_path(check, obj, where)
+    if local is not None and sha256 is None:
+        raise check.fail(f"{where}.sha256", "a file shipped with the package must have its sha256 pinned")
     return WeightsRecord(file=check.file_name(obj, where), sha256=sha256, size=check.size(obj, where), hf=hf_location,
                          urls=check.urls(obj, "urls", where), local=local)
 
@@ -299,6 +339,9 @@ def _parse_transforms(check: _Checker, obj: Mapping[str, Any], where: str,
             raise check.fail(f"{where}.mean_image", f"names asset {obj['mean_image']!r}, which is not in 'assets'")
         if has_values:
             _numbers(check, obj, "mean_bgr", 3, where)
+    elif pipeline == "digits":
+        if check.get(obj, "max_value", where, (int,)) <= 0:
+            raise check.fail(f"{where}.max_value", "must be positive")
     elif pipeline == "fb_resnet":
         resize = check.get(obj, "resize", where, (int,))
         if resize < crop:
@@ -361,7 +404,7 @@ def load_manifest(source: Optional[str] = None) -> Manifest:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
         if key not in _cache:
-            _cache[key] = parse_manifest(_decode(path.read_bytes(), str(path)), origin=str(path), base_dir=path.resolve().parent)
+            _cache[key] = parse_manifest(_decode(path.read_bytes(), str(path)), origin=str(path))
     except OSError as exc:
         hint = f" (set by ${MANIFEST_ENV})" if os.environ.get(MANIFEST_ENV) == source else ""
         raise ManifestError(f"cannot read the weights manifest {str(path)!r}{hint}: {exc.strerror or exc}") from exc

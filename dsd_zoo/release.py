@@ -352,7 +352,7 @@ def merge_into_manifest(path: PathLike, entries: Mapping[str, Mapping[str, Any]]
             raise ManifestError(f"{source}: has no model {name!r} to update; add its entry first")
         models[name]["weights"] = fields["weights"]
         models[name]["fingerprint"] = fields["fingerprint"]
-    manifest = parse_manifest(document, origin=str(path), base_dir=target.parent)
+    manifest = parse_manifest(document, origin=str(path))
     _write_file(target, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return manifest
 
@@ -506,7 +506,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         hub = HubTarget(args.repo_id) if args.upload else None
         manifest = load_manifest()
-        names = expand_names(args.names, manifest) if args.names else list(manifest.models)
+        # By default every model that has an original release (the embedded zoo has none).
+        names = (expand_names(args.names, manifest) if args.names
+                 else [name for name, entry in manifest.models.items() if entry.original is not None])
     except (DSDZooError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -20,9 +20,10 @@ from typing import List, Optional
 from . import cache
 from .digests import Digest, hash_file
 from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError
-from .manifest import AssetRecord, Manifest, ModelEntry, OriginalRecord
+from .manifest import AssetRecord, Manifest, ModelEntry, OriginalRecord, shipped_file
 
-__all__ = ["resolve_weights", "weights_record", "original_record", "asset_record", "cached_weights"]
+__all__ = ["resolve_weights", "resolve_asset", "weights_record", "original_record", "asset_record", "cached_weights",
+           "verified_shipped_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,19 +74,33 @@ def cached_weights(entry: ModelEntry, manifest: Manifest, cache_dir: Optional[os
 
 
 def _local_file(entry: ModelEntry, manifest: Manifest) -> Path:
-    w = entry.weights
-    path = (manifest.base_dir or Path.cwd()) / w.local
-    if w.sha256 is None:
-        raise IntegrityError(f"{manifest.origin}: model {entry.name!r} ships {w.local} without a sha256; "
-                             "a shipped file must be pinned")
+    return verified_shipped_file(entry.name, entry.weights.local, entry.weights.sha256)
+
+
+def verified_shipped_file(what: str, relative: str, sha256: Optional[str]) -> Path:
+    """A file shipped inside the package, after checking it against its pinned sha256."""
+    path = shipped_file(relative)
+    if sha256 is None:
+        raise IntegrityError(f"{what}: the shipped file {relative} has no sha256 in the manifest; it must be pinned")
     try:
         seen = hash_file(path, {"sha256"})["sha256"]
     except OSError as exc:
-        raise NotAvailableError(f"{entry.name}: its shipped weight file {path} cannot be read ({exc.strerror or exc})") from exc
-    if seen != w.sha256:
-        raise IntegrityError(f"{entry.name}: {path} has sha256 {seen}, the manifest requires {w.sha256}; "
-                             "the file was modified — restore it from the repository")
+        raise NotAvailableError(f"{what}: its shipped file {path} cannot be read ({exc.strerror or exc}); "
+                                "reinstall dsd-zoo") from exc
+    if seen != sha256:
+        raise IntegrityError(f"{what}: {path} has sha256 {seen}, the manifest requires {sha256}; "
+                             "the file was modified: restore it (git checkout, or reinstall dsd-zoo)")
     return path
+
+
+def resolve_asset(asset: AssetRecord, *, progress: bool = True, offline: Optional[bool] = None) -> Path:
+    """The verified local copy of an asset: shipped with the package, or fetched into the cache."""
+    from .download import fetch
+
+    if asset.local is not None:
+        return verified_shipped_file(f"asset {asset.name!r}", asset.local,
+                                     asset.digest[1] if asset.digest and asset.digest[0] == "sha256" else None)
+    return fetch(asset_record(asset), progress=progress, offline=offline)
 
 
 def resolve_weights(entry: ModelEntry, manifest: Manifest, *, progress: bool = True,
@@ -138,7 +153,7 @@ def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, 
     mean_image = None
     asset_name = entry.transforms.get("mean_image")
     if asset_name is not None:
-        mean_image = fetch(asset_record(manifest.assets[asset_name]), progress=progress, offline=offline)
+        mean_image = resolve_asset(manifest.assets[asset_name], progress=progress, offline=offline)
     final = cache.resolve_cache_dir() / entry.weights.file
     with cache.locked(final):
         part = cache.new_part_path(final)

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CaffeTransform", "FbResNetTransform", "to_uint8_rgb", "bilinear_matrix", "torch7_bicubic_matrix"]
+__all__ = ["CaffeTransform", "FbResNetTransform", "DigitsTransform", "to_uint8_rgb", "bilinear_matrix",
+           "torch7_bicubic_matrix"]
 
 ImageLike = Union["PIL.Image.Image", Tensor, np.ndarray]  # noqa: F821
 
@@ -263,3 +264,36 @@ class FbResNetTransform(_Transform):
         return (f"shorter side={self.resize_size} Torch7 bicubic (corner-aligned, no antialias), "
                 f"centre crop={self.crop_size} at ceil offsets, scale=[0,1], mean={self.mean.flatten().tolist()}, "
                 f"std={self.std.flatten().tolist()}, RGB")
+
+
+class DigitsTransform(_Transform):
+    """The embedded demonstration's input: 8x8 digit images with values 0..``max_value`` -> [0, 1].
+
+    Accepts a uint8 tensor (8, 8) or (1, 8, 8) (``load_digits`` values, 0..16) and returns a
+    float tensor (1, 8, 8).
+    """
+
+    def __init__(self, max_value: int = 16, crop: int = 8) -> None:
+        super().__init__()
+        self.max_value = max_value
+        self.crop_size = crop
+
+    @property
+    def pipeline_key(self) -> Tuple:
+        return ("digits", self.crop_size)
+
+    def resample(self, image: ImageLike) -> Tensor:
+        """The image as uint8 (1, 8, 8); no resampling: the models see the images as stored."""
+        if not isinstance(image, Tensor) or image.dtype != torch.uint8:
+            raise TypeError("digits images are uint8 tensors (8, 8) with values 0..16")
+        image = image.reshape(1, *image.shape[-2:])
+        if tuple(image.shape[1:]) != (self.crop_size, self.crop_size):
+            raise ValueError(f"digits images are {self.crop_size}x{self.crop_size}, got {tuple(image.shape[1:])}")
+        return image
+
+    def normalize(self, batch: Tensor) -> Tensor:
+        """uint8 images (N, 1, 8, 8) -> float32 in [0, 1]."""
+        return batch.to(torch.float32) / self.max_value
+
+    def extra_repr(self) -> str:
+        return f"8x8 digits, values 0..{self.max_value} scaled to [0, 1]"

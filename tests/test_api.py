@@ -16,9 +16,9 @@ from .conftest import REPO_ROOT
 
 def test_list_models_filters():
     assert dsd_zoo.list_models("*_dsd") == ["alexnet_dsd", "vgg16_dsd", "googlenet_dsd", "squeezenet_dsd",
-                                            "resnet18_dsd", "resnet50_dsd"]
-    assert dsd_zoo.list_models(kind="sparse") == ["squeezenet_sparse"]
-    assert len(dsd_zoo.list_models()) >= 13
+                                            "resnet18_dsd", "resnet50_dsd", "digits_dsd"]
+    assert dsd_zoo.list_models(kind="sparse") == ["squeezenet_sparse", "digits_sparse"]
+    assert len(dsd_zoo.list_models()) == 16
 
 
 def test_unknown_name_lists_the_closest():
@@ -94,3 +94,15 @@ def test_torch_hub_load_local_builds_all(tmp_path, monkeypatch):
     for name in dsd_zoo.list_models():
         model = torch.hub.load(str(REPO_ROOT), name, source="local", pretrained=False, trust_repo=True)
         assert sum(p.numel() for p in model.parameters()) == dsd_zoo.get_weights(name).architecture.num_params
+
+
+def test_embedded_model_loads_offline_through_the_same_path(monkeypatch, isolated_cache):
+    # The embedded zoo's shipped file is checked against its sha256 and loaded with no network.
+    monkeypatch.setenv("DSD_ZOO_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network")))
+    model = dsd_zoo.get_model("digits_dsd")
+    weights = dsd_zoo.get_weights("digits_dsd")
+    assert weights.meta["categories"] == [str(i) for i in range(10)] and weights.meta["wnids"] is None
+    x = weights.transforms()(torch.arange(64, dtype=torch.uint8).view(8, 8) % 17)
+    assert x.shape == (1, 8, 8) and float(x.max()) <= 1.0
+    assert model(x.unsqueeze(0)).shape == (1, 10)

@@ -19,6 +19,8 @@ EXPECTED = {
     "googlenet_caffe": "baseline", "squeezenet_caffe": "baseline", "resnet18_fb": "baseline",
     "resnet50_fb": "baseline", "squeezenet_sparse": "sparse",
 }
+# The embedded zoo of issue 6 (docs/dsd-demo.md), shipped inside the package.
+EMBEDDED = {"digits_baseline": "baseline", "digits_sparse": "sparse", "digits_dsd": "dsd"}
 
 
 @pytest.fixture
@@ -26,9 +28,27 @@ def document():
     return json.loads((REPO_ROOT / "weights_manifest.json").read_text())
 
 
-def test_bundled_manifest_has_the_13_models(isolated_cache):
+def test_bundled_manifest_has_the_13_models_and_the_embedded_zoo(isolated_cache):
     manifest = load_manifest()
-    assert {name: e.kind for name, e in manifest.models.items()} == EXPECTED
+    assert {name: e.kind for name, e in manifest.models.items()} == {**EXPECTED, **EMBEDDED}
+    for name in EMBEDDED:
+        entry = manifest.models[name]
+        assert entry.weights.local and entry.weights.sha256 and entry.fingerprint and entry.evaluation
+
+
+def test_embedded_files_are_pinned_and_shipped(isolated_cache):
+    import hashlib
+
+    from dsd_zoo.manifest import shipped_file
+
+    manifest = load_manifest()
+    records = [(e.weights.local, e.weights.sha256, e.weights.size) for n, e in manifest.models.items() if n in EMBEDDED]
+    asset = manifest.assets["digits_test"]
+    records.append((asset.local, asset.digest[1], asset.size))
+    for local, sha256, size in records:
+        data = shipped_file(local).read_bytes()
+        assert len(data) == size and hashlib.sha256(data).hexdigest() == sha256, local
+        assert size < 2**20  # issue 6: each under 1 MB
 
 
 def test_published_digests_are_recorded(isolated_cache):
@@ -85,6 +105,11 @@ def test_missing_manifest_file_is_named(tmp_path, monkeypatch):
     (lambda d: d["models"]["googlenet_dsd"]["metrics"]["paper"].update(top1_err=130), "top1_err"),
     (lambda d: d["models"]["googlenet_dsd"].update(citation=["nobody"]), "nobody"),
     (lambda d: d["models"]["googlenet_dsd"].pop("weights"), r"'googlenet_dsd'\.weights"),
+    (lambda d: d["models"]["digits_dsd"]["weights"].update(sha256=None), r"shipped with the package"),
+    (lambda d: d["models"]["digits_dsd"]["weights"].update(local="../../x"), r"weights\.local"),
+    (lambda d: d["models"]["digits_dsd"]["evaluation"].update(data="nope"), r"evaluation\.data"),
+    (lambda d: d["models"]["digits_dsd"]["metrics"]["recorded"].update(top1_err=-1), r"recorded\.top1_err"),
+    (lambda d: d["assets"]["digits_test"].pop("local"), r"asset 'digits_test'"),
 ])
 def test_invalid_manifests_name_model_and_field(document, mutate, message):
     broken = copy.deepcopy(document)

@@ -26,6 +26,7 @@ class Architecture:
     # Tensors a weight file may carry that a default build has no place for (GoogLeNet's
     # auxiliary heads, kept in converted files so `aux_logits=True` can load them).
     optional_prefixes: Tuple[str, ...] = ()
+    in_channels: int = 3
 
     def build(self, **kwargs: Any):
         """Construct the architecture with random (or, on the meta device, no) weights."""
@@ -52,4 +53,7 @@ ARCHITECTURES: Mapping[str, Architecture] = _table(
                  "ResNet-18, fb.resnet.torch released layout (biased convs, BN-free projection shortcuts)"),
     Architecture("fb_resnet50", "resnet_fb:fb_resnet50", 25_575_912, 224, (1, 1),
                  "ResNet-50, fb.resnet.torch released layout (biased convs, BN-free shortcuts, BN after the addition)"),
+    Architecture("digits_net", "digits:digits_net", 62_250, 8, (8, 8),
+                 "small CNN for 8x8 digits (the DSD demonstration of docs/dsd-demo.md, shipped in the package)",
+                 in_channels=1),
 )

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ..errors import DSDZooError
-from ..manifest import Manifest, ModelEntry
+from ..manifest import Manifest, ModelEntry, shipped_file
 
 __all__ = [
     "LocalWeights",
@@ -105,8 +105,8 @@ def _candidate_paths(entry: ModelEntry, manifest: Manifest) -> List[Path]:
     from ..cache import resolve_cache_dir
 
     paths = []
-    if entry.weights.local is not None and manifest.base_dir is not None:
-        paths.append(manifest.base_dir / entry.weights.local)
+    if entry.weights.local is not None:
+        paths.append(shipped_file(entry.weights.local))
     paths.append(resolve_cache_dir() / entry.weights.file)
     return paths
 
@@ -159,7 +159,14 @@ class LocalEvaluation:
 # A provider gets the manifest and every model's LocalWeights and returns its evaluations;
 # it should evaluate only weights whose state is verified, through get_model(name, weights=path).
 LocalEvaluationProvider = Callable[[Manifest, Mapping[str, LocalWeights]], Iterable[LocalEvaluation]]
-LOCAL_EVALUATIONS: List[LocalEvaluationProvider] = []
+def _embedded_zoo(manifest: Manifest, local: Mapping[str, "LocalWeights"]) -> List["LocalEvaluation"]:
+    from ..dsd.embedded import selfcheck_evaluations
+
+    return selfcheck_evaluations(manifest, local)
+
+
+# The embedded digits zoo is evaluated by default: a real baseline-vs-DSD table with no network.
+LOCAL_EVALUATIONS: List[LocalEvaluationProvider] = [_embedded_zoo]
 
 
 def register_local_evaluation(provider: LocalEvaluationProvider) -> LocalEvaluationProvider:
@@ -245,7 +252,7 @@ def _entry_problems(entry: ModelEntry) -> List[str]:
     if arch is None:
         return [f"architecture {entry.arch!r} is not in this dsd-zoo version"]
     crop = entry.transforms.get("crop")
-    if entry.transforms.get("pipeline") != "identity" and crop != arch.input_size:
+    if crop != arch.input_size:
         return [f"transforms crop {crop} differs from the architecture's input size {arch.input_size}"]
     return []
 
