@@ -149,3 +149,20 @@ def test_nothing_published_says_how_to_get_weights(env, monkeypatch):
     write_manifest(env, monkeypatch, edit)
     with pytest.raises(dsd_zoo.errors.NotAvailableError, match="vgg16_dsd"):
         dsd_zoo.get_model("vgg16_dsd", progress=False)
+
+
+def test_manifest_from_a_url(env, server, monkeypatch):
+    # DSD_ZOO_MANIFEST may be an http(s) URL (mirrors, air-gapped clusters), fetched once per process.
+    from dsd_zoo.manifest import load_manifest
+
+    document = json.loads((REPO_ROOT / "weights_manifest.json").read_text())
+    document["models"] = {"squeezenet_sparse": document["models"]["squeezenet_sparse"]}
+    url = server.add("/mirror/manifest.json", json.dumps(document).encode())
+    monkeypatch.setenv("DSD_ZOO_MANIFEST", url)
+    assert list(load_manifest().models) == ["squeezenet_sparse"]
+    assert dsd_zoo.list_models() == ["squeezenet_sparse"]
+    assert len(server.requests_for("/mirror/manifest.json", "GET")) == 1
+    server.add("/mirror/broken.json", b"{not json")
+    monkeypatch.setenv("DSD_ZOO_MANIFEST", server.url("/mirror/broken.json"))
+    with pytest.raises(dsd_zoo.errors.ManifestError, match="broken.json.*not valid JSON"):
+        load_manifest()
