@@ -442,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "upload them to the Hugging Face Hub.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME",
-                        help="models to release, or shell patterns such as 'resnet*' (default: all)")
+                        help="models to release, or shell patterns such as 'resnet*' (default: every model that has an original release)")
     parser.add_argument("--out", default="release", metavar="DIR", help="release directory (default: ./release)")
     parser.add_argument("--upload", action="store_true", help="publish each model folder on the Hugging Face Hub")
     parser.add_argument("--repo-id", metavar="ID",
