@@ -191,9 +191,10 @@ def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, o
     arch = _architectures()[entry.arch]
     if weights is None and not pretrained:
         return arch.build(**kwargs)
-    if kwargs.get("num_classes", 1000) != 1000:
-        raise WeightsError(f"{name}: the released weights have 1000 classes; build with pretrained=False to change "
-                           "num_classes, then load what you need")
+    classes = len(entry.categories) if entry.categories is not None else 1000
+    if kwargs.get("num_classes", classes) != classes:
+        raise WeightsError(f"{name}: the released weights have {classes} classes; build with pretrained=False to "
+                           "change num_classes, then load what you need")
     if weights is None:
         weights = get_weights(name).resolve(progress=progress, trust_unverified=trust_unverified)
     return build_with_weights(arch, weights, kwargs, optional_prefixes=arch.optional_prefixes)

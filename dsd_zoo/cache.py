@@ -97,9 +97,14 @@ class Stamp:
 
     @classmethod
     def of(cls, path: Path, hexdigests: Mapping[str, str], *, pinned: bool = False,
-           source: str | None = None) -> "Stamp":
-        """The stamp of ``path`` as it is now on disk, with the digests just computed over it."""
-        st = path.stat()
+           source: str | None = None, st: os.stat_result | None = None) -> "Stamp":
+        """The stamp of ``path`` with the digests just computed over it.
+
+        ``st`` is the file's stat taken *before* it was hashed, when others could write it
+        meanwhile: a change during the hash then leaves a stamp that no longer describes the
+        file, so it is hashed again. Without ``st`` the file is stat'ed now.
+        """
+        st = st if st is not None else path.stat()
         extra = {name: value for name, value in hexdigests.items() if name != "sha256"}
         return cls(st.st_size, st.st_mtime_ns, st.st_ino, hexdigests["sha256"], pinned, source, extra)
 
@@ -136,7 +141,7 @@ def read_stamp(path: Path) -> Stamp | None:
         return stamp
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         logger.warning("ignoring unreadable cache stamp %s (%s); the file will be hashed again", sidecar, exc)
         return None
 
@@ -181,37 +186,46 @@ def verify_cached(path: Path, digest: Digest | None, size: int | None) -> Stamp 
     if stamp is not None and stamp.describes(st) and stamp.satisfies(digest, size):
         return stamp
 
-    hexdigests = hash_file(path, {"sha256", digest.algorithm})
+    try:
+        hexdigests = hash_file(path, {"sha256", digest.algorithm})
+    except OSError as exc:  # unreadable, or not a file: not a verified copy, whatever it holds
+        logger.warning("cannot read the cached file %s (%s); it will be fetched again", path, exc.strerror or exc)
+        return None
     if (size is None or st.st_size == size) and digest.matches(hexdigests):
-        fresh = Stamp.of(path, hexdigests, pinned=pinned, source=stamp.source if stamp else None)
+        fresh = Stamp.of(path, hexdigests, pinned=pinned, source=stamp.source if stamp else None, st=st)
         try:
             write_stamp(path, fresh)
         except OSError as exc:  # a read-only shared cache still serves verified files
             logger.info("could not write the stamp of %s (%s); it will be hashed again next time", path, exc)
         return fresh
 
+    try:
+        path.unlink(missing_ok=True)
+        if not pinned:
+            stamp_path(path).unlink(missing_ok=True)
+        outcome = "It has been removed and will be downloaded again."
+    except OSError as exc:  # a read-only cache: never served, but it stays until someone removes it
+        outcome = f"It could not be removed ({exc.strerror or exc}); delete it by hand."
     warnings.warn(
         f"dsd-zoo: the cached file {path} is corrupt or was modified ({st.st_size} bytes, sha256 "
-        f"{hexdigests['sha256']}; expected {digest}{'' if size is None else f', {size} bytes'}). "
-        "It has been removed and will be downloaded again.",
+        f"{hexdigests['sha256']}; expected {digest}{'' if size is None else f', {size} bytes'}). {outcome}",
         RuntimeWarning,
         stacklevel=3,
     )
-    path.unlink(missing_ok=True)
-    if not pinned:
-        stamp_path(path).unlink(missing_ok=True)
     return None
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold the inter-process lock of the cached file ``path`` (``<path>.lock``).
+def locked(path: Path) -> Iterator[bool]:
+    """Hold the inter-process lock of the cached file ``path`` (``<path>.lock``); yields whether it is held.
 
     Every check and write of ``path`` happens under it, so N processes asking for the same
-    file cause one download and N-1 verified cache hits. In a read-only cache directory no lock
-    can be taken and none is needed, since nothing can be written there.
+    file cause one download and N-1 verified cache hits. The lock file is group-writable, so
+    that the users of a shared cache directory can all take it. Where it cannot be taken (a
+    read-only cache, or a lock file of another user) this yields ``False`` and the caller goes
+    on unlocked: it must then not remove anything another process may be writing.
     """
-    lock = filelock.FileLock(str(path) + LOCK_SUFFIX)
+    lock = filelock.FileLock(str(path) + LOCK_SUFFIX, mode=0o664)
     try:
         try:
             lock.acquire(timeout=_LOCK_PATIENCE_S)
@@ -221,11 +235,11 @@ def locked(path: Path) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
-        logger.info("cannot lock %s (%s); using the cache read-only", path, exc.strerror)
-        yield
+        logger.info("cannot lock %s (%s); going on without the lock", path, exc.strerror)
+        yield False
         return
     try:
-        yield
+        yield True
     finally:
         lock.release()
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -170,11 +171,12 @@ class _Settings:
     @classmethod
     def from_env(cls, progress: bool) -> "_Settings":
         timeouts = [_env_number(TIMEOUT_ENV, part, float) for part in os.environ.get(TIMEOUT_ENV, "10,60").split(",")]
-        if len(timeouts) not in (1, 2) or min(timeouts) <= 0:
+        # "nan" and "inf" parse as floats; neither is a time to wait.
+        if len(timeouts) not in (1, 2) or not all(0 < t < math.inf for t in timeouts):
             raise ValueError(f"${TIMEOUT_ENV} must be 'SECONDS' or 'CONNECT,READ' with positive numbers")
         attempts = _env_number(RETRIES_ENV, os.environ.get(RETRIES_ENV, "4"), int)
         backoff = _env_number(BACKOFF_ENV, os.environ.get(BACKOFF_ENV, "1"), float)
-        if attempts < 1 or backoff < 0:
+        if attempts < 1 or not 0 <= backoff < math.inf:
             raise ValueError(f"${RETRIES_ENV} must be >= 1 and ${BACKOFF_ENV} >= 0")
         return cls(timeouts[0], timeouts[-1], attempts, backoff, progress)
 
@@ -233,7 +235,7 @@ def fetch(
             raise DownloadError(f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
                                 f"set ${cache.CACHE_ENV} to a writable directory") from exc
     # Offline with no cache directory at all: nothing to lock, nothing to find.
-    with cache.locked(final) if root.is_dir() else contextlib.nullcontext():
+    with cache.locked(final) if root.is_dir() else contextlib.nullcontext(False) as exclusive:
         if cache.verify_cached(final, record.digest, record.size) is not None:
             logger.debug("verified cache hit: %s", final)
             return final
@@ -252,16 +254,18 @@ def fetch(
                 f"({OFFLINE_ENV} / HF_HUB_OFFLINE or offline=True). Copy the file there from a machine that has "
                 "it, or turn offline mode off."
             )
-        return _download(record, final, digest, size, settings)
+        return _download(record, final, digest, size, settings, exclusive)
 
 
-def _download(record: FileRecord, final: Path, digest: Digest | None, size: int | None, settings: _Settings) -> Path:
-    """Try each source in turn; publish the first copy that verifies. Runs under the file's lock."""
+def _download(record: FileRecord, final: Path, digest: Digest | None, size: int | None, settings: _Settings,
+              exclusive: bool) -> Path:
+    """Try each source in turn; publish the first copy that verifies. ``exclusive``: the file's lock is held."""
     sources: list[_Source] = ([_HubSource(record.hf)] if record.hf is not None else [])
     sources += [_UrlSource(url) for url in record.urls]
     if not sources:
         raise NotAvailableError(f"{record.file} is not in the cache ({final}) and has no source to download it from.")
-    cache.remove_stale_parts(final)
+    if exclusive:  # without the lock, a part may be another process's download in progress
+        cache.remove_stale_parts(final)
     _check_free_space(final.parent, size)
     first_use = digest is None  # trust on first use: whatever verifies by size is pinned
     failures: list[str] = []
@@ -338,11 +342,14 @@ class _HubSource(_Source):
         hub_cache = os.environ.get("HF_HUB_CACHE") or (
             os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
         )
-        was_cached = isinstance(
-            try_to_load_from_cache(self.location.repo_id, self.location.filename, cache_dir=hub_cache,
-                                   revision=self.location.revision),
-            str,
-        )
+        try:
+            was_cached = isinstance(
+                try_to_load_from_cache(self.location.repo_id, self.location.filename, cache_dir=hub_cache,
+                                       revision=self.location.revision),
+                str,
+            )
+        except ValueError as exc:  # HFValidationError: a repo id or file name the Hub would refuse
+            raise _SourceFailed(f"{type(exc).__name__}: {_first_line(exc)}") from exc
         hexdigests = _adopt(self._download(hub_cache, settings, force=False), part, _algorithms(digest))
         try:
             _verify(part, hexdigests, digest, size)
@@ -463,8 +470,10 @@ class _Resume:
         etag = response.headers.get("ETag")
         if response.headers.get("Accept-Ranges", "").lower() != "bytes":
             self.validator = None
-        elif etag and not etag.startswith("W/"):  # If-Range requires a strong validator (RFC 9110 13.1.5)
-            self.validator = etag
+        elif etag:
+            # If-Range needs a strong validator, and a client that has an ETag must not send a date
+            # instead (RFC 9110 13.1.5): with a weak one, a resume could splice two versions.
+            self.validator = None if etag.startswith("W/") else etag
         else:
             self.validator = response.headers.get("Last-Modified")
 

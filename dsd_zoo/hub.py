@@ -32,14 +32,18 @@ def describe_transforms(spec: Dict[str, Any]) -> str:
     return spec["pipeline"]
 
 
+def _percent(value: float | None) -> str:
+    return "not published" if value is None else f"{value:.2f}%"
+
+
 def model_docstring(entry: ModelEntry, manifest: Manifest) -> str:
     """The help text of one model: what ``torch.hub.help`` prints."""
     from .models import ARCHITECTURES
 
     arch = ARCHITECTURES[entry.arch]
-    if entry.paper_top1_err is not None:
-        errors = (f"Published single-crop ILSVRC-2012 validation error: top-1 {entry.paper_top1_err:.2f}%, "
-                  f"top-5 {entry.paper_top5_err:.2f}%" + (f" ({entry.paper_source})." if entry.paper_source else "."))
+    if entry.paper_top1_err is not None or entry.paper_top5_err is not None:
+        errors = (f"Published single-crop ILSVRC-2012 validation error: top-1 {_percent(entry.paper_top1_err)}, "
+                  f"top-5 {_percent(entry.paper_top5_err)}" + (f" ({entry.paper_source})." if entry.paper_source else "."))
     elif entry.recorded is not None:
         errors = (f"Measured error: top-1 {entry.recorded['top1_err']:.2f}%, top-5 {entry.recorded['top5_err']:.2f}% "
                   f"({entry.recorded.get('source', 'recorded when the file was made')}).")

@@ -49,7 +49,8 @@ def read_header(path: os.PathLike) -> Tuple[Dict[str, dict], Dict[str, str]]:
         raise FormatError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError also covers integers longer than Python's digit limit; RecursionError, deep nesting.
+    except (ValueError, RecursionError) as exc:
         raise FormatError(f"{path}: not a safetensors file: its header is not JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise FormatError(f"{path}: safetensors header must be a JSON object")
@@ -59,11 +60,15 @@ def read_header(path: os.PathLike) -> Tuple[Dict[str, dict], Dict[str, str]]:
     data_size = size - 8 - header_len
     spans = []
     for name, info in header.items():
-        if not isinstance(info, dict) or info.get("dtype") not in _DTYPE_SIZES:
-            raise FormatError(f"{path}: tensor {name!r} has an unknown dtype {info.get('dtype') if isinstance(info, dict) else info!r}")
+        if not isinstance(info, dict):
+            raise FormatError(f"{path}: tensor {name!r} must be described by a JSON object, got {type(info).__name__}")
+        dtype = info.get("dtype")
+        if not isinstance(dtype, str) or dtype not in _DTYPE_SIZES:
+            raise FormatError(f"{path}: tensor {name!r} has an unknown dtype {dtype!r:.40}")
         shape, offsets = info.get("shape"), info.get("data_offsets")
-        if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
-                or not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)):
+        # type() rather than isinstance(): JSON true/false are ints to Python, not to safetensors.
+        if (not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)):
             raise FormatError(f"{path}: tensor {name!r} has a malformed shape or data_offsets")
         begin, end = offsets
         count = 1

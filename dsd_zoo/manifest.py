@@ -16,8 +16,9 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 from .errors import ManifestError
 
@@ -31,9 +32,12 @@ PIPELINES = ("caffe", "fb_resnet", "digits")
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Length of the hex string of each digest the publishers of the originals used.
 DIGEST_HEX_LENGTHS = {"sha256": (64, 64), "sha1": (40, 40), "git_blob_sha1": (40, 40), "sha256_prefix": (8, 64)}
-_HEX = re.compile(r"^[0-9a-f]+$")
+# Patterns are applied with fullmatch: "$" would also accept a trailing newline.
+_HEX = re.compile(r"[0-9a-f]+")
 # A cache file name must never escape the cache directory.
-_SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+_SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+_MODEL_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,8 @@ class _Checker:
         return ManifestError(f"{self.origin}: {where}: {message}")
 
     def obj(self, value: Any, where: str) -> Mapping[str, Any]:
+        if value is None:
+            raise self.fail(where, "missing (or null); it must be a JSON object")
         if not isinstance(value, dict):
             raise self.fail(where, f"must be a JSON object, got {type(value).__name__}")
         return value
@@ -167,7 +173,7 @@ class _Checker:
         if algorithm not in DIGEST_HEX_LENGTHS:
             raise self.fail(where, f"unknown digest algorithm {algorithm!r}; expected one of {sorted(DIGEST_HEX_LENGTHS)}")
         low, high = DIGEST_HEX_LENGTHS[algorithm]
-        if not isinstance(value, str) or not _HEX.match(value) or not low <= len(value) <= high:
+        if not isinstance(value, str) or not _HEX.fullmatch(value) or not low <= len(value) <= high:
             length = str(low) if low == high else f"{low}-{high}"
             raise self.fail(f"{where}.{algorithm}", f"must be {length} lower-case hex digits, got {value!r}")
         return algorithm, value
@@ -184,13 +190,15 @@ class _Checker:
     def urls(self, obj: Mapping[str, Any], key: str, where: str) -> Tuple[str, ...]:
         value = self.get(obj, key, where, (list,), optional=True) or []
         for i, url in enumerate(value):
-            if not isinstance(url, str) or not re.match(r"^(https?|file)://", url):
-                raise self.fail(f"{where}.{key}[{i}]", f"must be an http(s):// or file:// URL, got {url!r}")
+            # The downloader fetches http(s) only; a file:// mirror would fail at every download.
+            parts = urlsplit(url) if isinstance(url, str) else None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+                raise self.fail(f"{where}.{key}[{i}]", f"must be an http(s):// URL, got {url!r}")
         return tuple(value)
 
     def file_name(self, obj: Mapping[str, Any], where: str) -> str:
         value = self.get(obj, "file", where, (str,))
-        if not _SAFE_FILE.match(value) or ".." in value:
+        if not _SAFE_FILE.fullmatch(value) or ".." in value:
             raise self.fail(f"{where}.file", f"must be a plain file name (letters, digits, '._-'), got {value!r}")
         return value
 
@@ -214,7 +222,7 @@ def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
     models_json = check.obj(root.get("models"), "models")
     models = {}
     for name, value in models_json.items():
-        if not re.match(r"^[a-z][a-z0-9_]*$", name):
+        if not _MODEL_NAME.fullmatch(name):
             raise check.fail(f"models.{name}", "model names are lower-case identifiers")
         models[name] = _parse_model(check, name, check.obj(value, f"model {name!r}"), citations, assets)
     return Manifest(models=models, assets=assets, citations=citations, origin=origin)
@@ -228,15 +236,19 @@ def _parse_asset(check: _Checker, name: str, obj: Mapping[str, Any]) -> AssetRec
         raise check.fail(where, "needs a 'url' or a 'local' file")
     if url is not None:
         check.urls({"url": [url]}, "url", where)
-    return AssetRecord(name=name, file=check.file_name(obj, where), url=url,
-                       digest=check.digest(obj, where), size=check.size(obj, where),
+    digest = check.digest(obj, where)
+    if local is not None and (digest is None or digest[0] != "sha256"):
+        raise check.fail(f"{where}.digest", "a file shipped with the package must have its sha256 pinned")
+    return AssetRecord(name=name, file=check.file_name(obj, where), url=url, digest=digest, size=check.size(obj, where),
                        description=check.get(obj, "description", where, (str,), optional=True) or "", local=local)
 
 
 def _local_path(check: _Checker, obj: Mapping[str, Any], where: str) -> Optional[str]:
     local = check.get(obj, "local", where, (str,), optional=True)
-    if local is not None and (local.startswith("/") or ".." in Path(local).parts):
-        raise check.fail(f"{where}.local", f"must be a relative path inside the package, got {local!r}")
+    # Judged the same on every OS: no drive ("C:"), no backslash (a separator on Windows), no "..".
+    if local is not None and (PurePosixPath(local).is_absolute() or ".." in PurePosixPath(local).parts
+                              or "\\" in local or ":" in local):
+        raise check.fail(f"{where}.local", f"must be a relative path inside the package, with '/' separators, got {local!r}")
     return local
 
 
@@ -263,7 +275,7 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
             raise check.fail(f"{where}.metrics.paper.{key}", f"is a percentage in [0, 100], got {value}")
     cites = tuple(check.get(obj, "citation", where, (list,), optional=True) or ())
     for key in cites:
-        if key not in citations:
+        if not isinstance(key, str) or key not in citations:
             raise check.fail(f"{where}.citation", f"cites {key!r}, which is not in the top-level 'citations'")
     fingerprint = obj.get("fingerprint")
     categories = check.get(obj, "categories", where, (list,), optional=True)
@@ -301,8 +313,12 @@ def _parse_weights(check: _Checker, obj: Mapping[str, Any], where: str) -> Weigh
     hf = check.get(obj, "hf", where, (dict,), optional=True)
     hf_location = None
     if hf is not None:
-        hf_location = HFLocation(*(check.get(hf, key, f"{where}.hf", (str,)) for key in ("repo_id", "revision", "filename")))
-        if not re.match(r"^[0-9a-f]{40}$", hf_location.revision):
+        for key in ("repo_id", "revision", "filename"):
+            value = check.get(hf, key, f"{where}.hf", (str,))
+            if not value or value != value.strip():
+                raise check.fail(f"{where}.hf.{key}", f"must be a non-empty string without surrounding spaces, got {value!r}")
+        hf_location = HFLocation(hf["repo_id"], hf["revision"], hf["filename"])
+        if not _COMMIT.fullmatch(hf_location.revision):
             # A branch name would let the bytes change under a fixed manifest.
             raise check.fail(f"{where}.hf.revision", f"must be a 40-hex commit id (pinned), got {hf_location.revision!r}")
     local = _local_path(check, obj, where)
@@ -328,6 +344,8 @@ def _parse_transforms(check: _Checker, obj: Mapping[str, Any], where: str,
     if pipeline not in PIPELINES:
         raise check.fail(f"{where}.pipeline", f"must be one of {PIPELINES}, got {pipeline!r}")
     crop = check.get(obj, "crop", where, (int,))
+    if crop <= 0:
+        raise check.fail(f"{where}.crop", f"must be a positive number of pixels, got {crop}")
     if pipeline == "caffe":
         resize = check.get(obj, "resize", where, (list,))
         if len(resize) != 2 or not all(isinstance(v, int) and v >= crop for v in resize):
@@ -335,7 +353,7 @@ def _parse_transforms(check: _Checker, obj: Mapping[str, Any], where: str,
         has_image, has_values = "mean_image" in obj, "mean_bgr" in obj
         if has_image == has_values:
             raise check.fail(where, "a caffe pipeline needs exactly one of 'mean_image' (an asset name) or 'mean_bgr'")
-        if has_image and obj["mean_image"] not in assets:
+        if has_image and (not isinstance(obj["mean_image"], str) or obj["mean_image"] not in assets):
             raise check.fail(f"{where}.mean_image", f"names asset {obj['mean_image']!r}, which is not in 'assets'")
         if has_values:
             _numbers(check, obj, "mean_bgr", 3, where)
@@ -362,8 +380,9 @@ def _numbers(check: _Checker, obj: Mapping[str, Any], key: str, count: int, wher
 def _parse_fingerprint(check: _Checker, obj: Mapping[str, Any], where: str) -> Fingerprint:
     indices = tuple(check.get(obj, "indices", where, (list,)))
     values = tuple(check.get(obj, "values", where, (list,)))
-    if len(indices) != len(values) or not all(isinstance(i, int) for i in indices):
-        raise check.fail(where, "'indices' and 'values' must be lists of equal length (ints, numbers)")
+    if (len(indices) != len(values) or not all(type(i) is int and i >= 0 for i in indices)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        raise check.fail(where, "'indices' (class indices) and 'values' (numbers) must be lists of equal length")
     return Fingerprint(input=check.get(obj, "input", where, (str,)), indices=indices, values=tuple(float(v) for v in values),
                        argmax=check.get(obj, "argmax", where, (int,)), atol=float(check.get(obj, "atol", where, (int, float))))
 
@@ -414,5 +433,6 @@ def load_manifest(source: Optional[str] = None) -> Manifest:
 def _decode(raw: bytes, origin: str) -> Any:
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError also covers integers longer than Python's digit limit; RecursionError, deep nesting.
+    except (ValueError, RecursionError) as exc:
         raise ManifestError(f"{origin}: not valid JSON: {exc}") from exc

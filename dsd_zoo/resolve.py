@@ -113,6 +113,8 @@ def resolve_weights(entry: ModelEntry, manifest: Manifest, *, progress: bool = T
             user has not opted in to trust it.
         NotAvailableError: no source has the file and no original can be converted here.
         DownloadError: every source failed (the message lists each and why).
+        IntegrityError: a shipped file was modified, or a local conversion does not give the
+            published sha256.
     """
     from .download import fetch
 
@@ -148,14 +150,18 @@ def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, 
         raise NotAvailableError(
             f"{entry.name}: converted weights are not published yet, and converting the original release "
             f"({entry.original.url}) needs the converter extra: pip install 'dsd-zoo[convert]' ({exc})") from exc
-    logger.info("%s: converting the original release %s locally", entry.name, entry.original.url)
     source = fetch(original_record(entry), progress=progress, trust_unverified=trust_unverified, offline=offline)
     mean_image = None
     asset_name = entry.transforms.get("mean_image")
     if asset_name is not None:
         mean_image = resolve_asset(manifest.assets[asset_name], progress=progress, offline=offline)
     final = cache.resolve_cache_dir() / entry.weights.file
+    record = weights_record(entry)
     with cache.locked(final):
+        # Another process may have converted it while this one waited for the lock.
+        if cache.verify_cached(final, record.digest, record.size) is not None:
+            return final
+        logger.info("%s: converting the original release %s locally", entry.name, entry.original.url)
         part = cache.new_part_path(final)
         try:
             # The original's own file name, not the cache's, goes into the metadata, so that a

@@ -5,7 +5,7 @@ byte strings with a strong ``ETag``, ``Accept-Ranges``, ``Range`` (206) and ``If
 answers, and 416 for a range past the end. Each path can be given :class:`Fault` s that apply to
 the next request(s): an HTTP error status, a connection reset after N body bytes, a sleep before
 the body (to hit the client's read timeout), a flipped bit, a truncated body, or a ``Range``
-ignored. Every request is logged (:class:`LoggedRequest`) with the body bytes actually sent, so
+ignored, or the file replaced after the request. Every request is logged (:class:`LoggedRequest`) with the body bytes actually sent, so
 tests can assert e.g. "exactly one full transfer" or "a Range request happened".
 
 It also answers the Hugging Face Hub's resolve endpoint ``/{repo_id}/resolve/{revision}/{filename}``
@@ -68,6 +68,7 @@ class Fault:
     flip_bit_at: int | None = None  # flip the lowest bit of the body byte at this offset
     truncate_to: int | None = None  # serve only this many bytes, as if the file were that short
     ignore_range: bool = False  # answer 200 with the whole file even to a Range request
+    then_serve: bytes | None = None  # after this request, serve these bytes (same ETag kind, same Last-Modified)
     repeat: bool = False  # apply to every request rather than only the next one
     methods: tuple[str, ...] = ("GET",)
 
@@ -146,11 +147,12 @@ class LoopbackServer:
         return self.url(path)
 
     def set_body(self, path: str, body: bytes) -> None:
-        """Replace what ``path`` serves (a new ETag too), as when a mirror's file changes."""
+        """Replace what ``path`` serves (a new ETag too, weak if the old one was), as when a mirror's file changes."""
         with self._lock:
             resource = self._resources[path]
             resource.body = bytes(body)
-            resource.etag = f'"{hashlib.sha256(body).hexdigest()}"'
+            weak = "W/" if resource.etag.startswith("W/") else ""
+            resource.etag = f'{weak}"{hashlib.sha256(body).hexdigest()}"'
 
     def inject(self, path: str, *faults: Fault) -> None:
         """Queue faults for the next requests to ``path``."""
@@ -312,6 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.delay_s and owner._stop.wait(fault.delay_s):
             self.close_connection = True
             return
+        if fault.then_serve is not None:  # before the body: the next request must see the new file
+            owner.set_body(path, fault.then_serve)
         self._send_body(entry, memoryview(body)[start:end], fault.reset_after)
         intact = fault.truncate_to is None and fault.flip_bit_at is None
         entry.full_body = intact and status == 200 and entry.bytes_sent == len(resource.body)

@@ -71,9 +71,13 @@ def test_weights_file_is_loaded_strictly(tmp_path):
     assert "missing (1): classifier.1.bias" in text and "extra.weight" in text and "features.0.weight" in text
 
 
-def test_pretrained_num_classes_is_refused(tmp_path):
+def test_pretrained_num_classes_is_refused(tmp_path, isolated_cache):
     with pytest.raises(WeightsError, match="num_classes"):
         dsd_zoo.get_model("squeezenet_dsd", weights=tmp_path / "x.safetensors", num_classes=10)
+    # The embedded digits models have 10 classes: asking for what they have is no change.
+    assert dsd_zoo.get_model("digits_dsd", num_classes=10).classifier[2].out_features == 10
+    with pytest.raises(WeightsError, match="have 10 classes"):
+        dsd_zoo.get_model("digits_dsd", num_classes=1000)
 
 
 def test_hub_entrypoints_generated_from_manifest():
@@ -87,6 +91,21 @@ def test_hub_entrypoints_generated_from_manifest():
     for text in ("22.89", "6.47", "bicubic", "BN after the addition", "1drv.ms"):
         assert text in fn.__doc__
     assert set(hubconf.dependencies) >= {"torch", "torchvision", "safetensors", "huggingface_hub", "requests"}
+
+
+def test_docstring_of_a_model_with_only_one_published_error():
+    # A mirror's manifest may publish top-1 alone (top5_err null): help must not fail on it.
+    import copy
+    import json
+
+    from dsd_zoo.hub import model_docstring
+    from dsd_zoo.manifest import parse_manifest
+
+    document = json.loads((REPO_ROOT / "weights_manifest.json").read_text())
+    edited = copy.deepcopy(document)
+    edited["models"]["vgg16_dsd"]["metrics"]["paper"]["top5_err"] = None
+    manifest = parse_manifest(edited)
+    assert "top-1 27.19%, top-5 not published" in model_docstring(manifest.models["vgg16_dsd"], manifest)
 
 
 def test_torch_hub_load_local_builds_all(tmp_path, monkeypatch):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -35,6 +37,29 @@ def rewrite_in_place(path: Path, body: bytes, mtime_ns: int | None = None) -> No
         os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """Make ``directory`` read-only for the duration."""
+    directory.chmod(0o555)
+    try:
+        yield
+    finally:
+        directory.chmod(0o755)
+
+
+def require_enforced_permissions(tmp_path: Path) -> None:
+    """Skip unless this process is refused writes into a read-only directory (root, or CAP_DAC_OVERRIDE, is not)."""
+    probe = tmp_path / "permission-probe"
+    probe.mkdir()
+    with read_only(probe):
+        try:
+            (probe / "x").touch()
+        except PermissionError:
+            return
+    pytest.skip("this user writes into read-only directories (root?): run as another user, or drop "
+                "CAP_DAC_OVERRIDE (capsh --drop=cap_dac_override,cap_dac_read_search -- -c 'python -m pytest ...')")
+
+
 def test_cache_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("DSD_ZOO_CACHE", str(tmp_path / "from_env"))
     assert cache.resolve_cache_dir(tmp_path / "explicit") == tmp_path / "explicit"
@@ -55,7 +80,7 @@ def test_stamp_round_trip(tmp_path):
     assert document["sha256"] == SHA256 and document["pinned"] is False and document["format"] == 1
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"format": 1}', '{"format": 2, "size": 1}', "[]"])
+@pytest.mark.parametrize("content", ["{not json", '{"format": 1}', '{"format": 2, "size": 1}', "[]", "[" * 100_000])
 def test_unreadable_stamp_proves_nothing(tmp_path, content, caplog):
     path = cached_file(tmp_path)
     cache.stamp_path(path).write_text(content)
@@ -132,6 +157,31 @@ def test_no_digest_and_no_pin_is_never_a_hit(tmp_path):
     assert path.exists()  # not known to be bad either: left for a verified download to replace
 
 
+def test_a_change_during_the_hash_is_not_stamped_as_verified(tmp_path, monkeypatch):
+    path = cached_file(tmp_path)
+    os.utime(path, ns=(10**9, 10**9))  # the stat moved: the next check hashes the file
+    real_hash_file = cache.hash_file
+
+    def hash_then_change(*args, **kwargs):
+        digests = real_hash_file(*args, **kwargs)
+        rewrite_in_place(path, b"X")  # another writer, just after the good bytes were read
+        return digests
+
+    monkeypatch.setattr(cache, "hash_file", hash_then_change)
+    assert cache.verify_cached(path, Digest("sha256", SHA256), len(BODY)) is not None  # what was read was good
+    monkeypatch.undo()
+    # The stamp holds the stat from before the hash, so the change is seen, not trusted.
+    with pytest.warns(RuntimeWarning, match="corrupt or was modified"):
+        assert cache.verify_cached(path, Digest("sha256", SHA256), len(BODY)) is None
+
+
+def test_unreadable_cache_entry_is_not_a_hit(tmp_path, caplog):
+    path = tmp_path / "w.bin"
+    path.mkdir()  # not a file: no raw IsADirectoryError, just not a verified copy
+    assert cache.verify_cached(path, Digest("sha256", SHA256), len(BODY)) is None
+    assert "cannot read the cached file" in caplog.text
+
+
 def test_lock_serialises_holders(tmp_path):
     path = tmp_path / "w.bin"
     events = []
@@ -148,19 +198,26 @@ def test_lock_serialises_holders(tmp_path):
     for thread in threads:
         thread.join()
     assert events in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
-    assert (tmp_path / "w.bin.lock").exists()
+    # Group-writable whatever the umask, so that every user of a shared cache can take it.
+    assert stat.S_IMODE((tmp_path / "w.bin.lock").stat().st_mode) & 0o060 == 0o060
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
-                    reason="needs a non-root POSIX user to make a read-only directory")
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_read_only_cache_serves_verified_files(tmp_path):
+    require_enforced_permissions(tmp_path)
     path = cached_file(tmp_path)
-    tmp_path.chmod(0o555)
-    try:
-        with cache.locked(path):
-            assert cache.verify_cached(path, Digest("sha256", SHA256), len(BODY)) is not None
-    finally:
-        tmp_path.chmod(0o755)
+    with read_only(tmp_path), cache.locked(path) as held:
+        assert not held
+        assert cache.verify_cached(path, Digest("sha256", SHA256), len(BODY)) is not None
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_corrupt_file_in_a_read_only_cache_is_reported_not_served(tmp_path):
+    require_enforced_permissions(tmp_path)
+    path = cached_file(tmp_path)
+    rewrite_in_place(path, b"X")
+    with read_only(tmp_path), pytest.warns(RuntimeWarning, match="could not be removed.*delete it by hand"):
+        assert cache.verify_cached(path, Digest("sha256", SHA256), len(BODY)) is None  # not a raw PermissionError
 
 
 def test_part_names_are_unique_and_stale_parts_are_removed(tmp_path):

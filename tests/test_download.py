@@ -151,7 +151,9 @@ def test_fetch_url_bytes(cache_dir, server, monkeypatch):
 
 
 @pytest.mark.parametrize("name, value", [("DSD_ZOO_TIMEOUT", "soon"), ("DSD_ZOO_TIMEOUT", "1,2,3"),
-                                         ("DSD_ZOO_RETRIES", "0"), ("DSD_ZOO_OFFLINE", "maybe")])
+                                         ("DSD_ZOO_TIMEOUT", "nan"), ("DSD_ZOO_TIMEOUT", "10,inf"),
+                                         ("DSD_ZOO_RETRY_BACKOFF", "nan"), ("DSD_ZOO_RETRIES", "0"),
+                                         ("DSD_ZOO_OFFLINE", "maybe")])
 def test_bad_environment_values_are_named(cache_dir, monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name):
@@ -184,6 +186,15 @@ def test_hub_revision_is_pinned(cache_dir, server, monkeypatch):
     server.add_hf_file("dsd/vgg16", "model.safetensors", b"newer weights", commit=OTHER_COMMIT, branches=("main",))
     path = fetch(record(hf=HFLocation("dsd/vgg16", DEFAULT_COMMIT, "model.safetensors")), progress=False)
     assert path.read_bytes() == BODY  # not what "main" points at now
+
+
+def test_hub_location_the_hub_refuses_falls_through_to_the_urls(cache_dir, server, monkeypatch):
+    # "a/b/c" is no repo id to huggingface_hub (HFValidationError, a ValueError): the Hub source
+    # fails like any other, and the next source is tried, with no request to the Hub.
+    monkeypatch.setenv("HF_ENDPOINT", server.base_url)
+    mirror = server.add("/mirror", BODY)
+    path = fetch(record(mirror, hf=HFLocation("a/b/c", DEFAULT_COMMIT, "model.safetensors")), progress=False)
+    assert path.read_bytes() == BODY and [entry.path for entry in server.log] == ["/mirror"]
 
 
 def test_damaged_copy_in_the_hub_cache_is_downloaded_again(cache_dir, server, monkeypatch, tmp_path):

@@ -112,6 +112,23 @@ def test_server_ignoring_range_restarts_cleanly(cache_dir, server):
     assert second.range is not None and second.status == 200 and second.full_body  # hashed from scratch
 
 
+@pytest.mark.parametrize("etag", [f'"{SHA256}"', 'W/"v1"'])
+def test_file_replaced_between_attempts_is_never_spliced(cache_dir, server, etag):
+    # The mirror replaces its file while a transfer is broken; its Last-Modified does not move (the
+    # file was replaced within the same second). Trusted on first use, a splice of the old file's
+    # head and the new file's tail would be pinned for good; the copy must be all new bytes.
+    new = os.urandom(len(BODY))
+    url = server.add("/w.bin", BODY, etag=etag, faults=[Fault(reset_after=2_500_000, then_serve=new)])
+    with pytest.warns(UserWarning, match="trusting the copy"):
+        path = fetch(record(url, digest=None, size=None), progress=False, trust_unverified=True)
+    assert path.read_bytes() == new
+    second = server.requests_for("/w.bin")[1]
+    if etag.startswith("W/"):  # no strong validator: If-Range cannot be used, so no Range either
+        assert (second.range, second.if_range, second.status) == (None, None, 200)
+    else:  # the strong ETag no longer matches: the server sends the whole new file
+        assert second.if_range == etag and second.status == 200
+
+
 def test_no_range_support_means_no_range_request(cache_dir, server):
     url = server.add("/w.bin", BODY, accept_ranges=False, faults=[Fault(reset_after=2_500_000)])
     assert fetch(record(url), progress=False).read_bytes() == BODY
@@ -206,6 +223,20 @@ def test_tampered_cache_file_is_fetched_again(cache_dir, server):
     with pytest.warns(RuntimeWarning, match="corrupt or was modified"):
         assert fetch(record(url), progress=False).read_bytes() == BODY
     assert server.full_transfers("/w.bin") == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_without_the_lock_no_part_of_another_process_is_removed(cache_dir, server, tmp_path):
+    from .test_cache import require_enforced_permissions
+
+    require_enforced_permissions(tmp_path)
+    cache_dir.mkdir()
+    (cache_dir / "w.bin.lock").touch(mode=0o444)  # a lock file this user cannot open for writing
+    theirs = cache_dir / "w.bin.4242.0123abcd.part"  # perhaps a download in progress under that lock
+    theirs.write_bytes(b"in progress")
+    url = server.add("/w.bin", BODY)
+    assert fetch(record(url), progress=False).read_bytes() == BODY
+    assert theirs.read_bytes() == b"in progress"
 
 
 @pytest.mark.parametrize("how", ["argument", "DSD_ZOO_OFFLINE", "HF_HUB_OFFLINE"])

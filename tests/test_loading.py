@@ -69,12 +69,24 @@ def test_oversized_header_is_refused_before_reading(tmp_path):
     ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, "malformed"),
     ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, "do not fit"),
     ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, "gap"),
+    ({"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, "unknown dtype"),  # unhashable
+    ({"a": "F32"}, "JSON object"),
+    ({"a": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, "malformed"),  # a bool is no dimension
     ({"__metadata__": {"k": 1}}, "__metadata__"),
     ([1, 2], "JSON object"),
 ])
 def test_malformed_headers(tmp_path, header, message):
     with pytest.raises(FormatError, match=message):
         read_header(raw_file(tmp_path, header, b"\0" * 8))
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000,  # nesting deeper than Python's recursion limit
+                                 b'{"a": {"shape": [' + b"1" * 5000 + b"]}}"])  # an int past Python's digit limit
+def test_json_that_python_refuses_is_a_format_error(tmp_path, raw):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    with pytest.raises(FormatError, match="not JSON"):
+        read_header(path)
 
 
 def test_not_json(tmp_path):

@@ -110,12 +110,42 @@ def test_missing_manifest_file_is_named(tmp_path, monkeypatch):
     (lambda d: d["models"]["digits_dsd"]["evaluation"].update(data="nope"), r"evaluation\.data"),
     (lambda d: d["models"]["digits_dsd"]["metrics"]["recorded"].update(top1_err=-1), r"recorded\.top1_err"),
     (lambda d: d["assets"]["digits_test"].pop("local"), r"asset 'digits_test'"),
+    (lambda d: d["assets"]["digits_test"].update(digest=None), r"asset 'digits_test'\.digest: .*sha256 pinned"),
+    # Each of these used to pass validation and fail later, at download time, with a raw error.
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(urls=["file:///srv/w.safetensors"]), r"urls\[0\]"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(urls=["https://"]), r"urls\[0\]"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(file="w.safetensors\n"), r"weights\.file"),
+    (lambda d: d["models"]["alexnet_caffe"]["original"].update(digest={"sha256_prefix": "deadbeef\n"}),
+     r"original\.digest\.sha256_prefix"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(hf={"repo_id": "", "revision": "0" * 40, "filename": "f"}),
+     r"hf\.repo_id"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(hf={"repo_id": "a/b", "revision": "0" * 40 + "\n",
+                                                               "filename": "f"}), r"hf\.revision"),
+    (lambda d: d["models"].update({"vgg16\n": d["models"]["vgg16_dsd"]}), "lower-case identifiers"),
+    (lambda d: d["models"]["vgg16_dsd"]["transforms"].update(crop=-224), r"transforms\.crop"),
+    (lambda d: d["models"]["digits_dsd"]["weights"].update(local="C:/digits_dsd.safetensors"), r"weights\.local"),
+    (lambda d: d["models"]["digits_dsd"]["weights"].update(local="..\\x.safetensors"), r"weights\.local"),
+    # ... and these raised TypeError or ValueError instead of naming the field.
+    (lambda d: d["models"]["googlenet_dsd"].update(citation=[["dsd"]]), r"'googlenet_dsd'\.citation"),
+    (lambda d: d["models"]["alexnet_dsd"]["transforms"].update(mean_image=["x"]), r"transforms\.mean_image"),
+    (lambda d: d["models"]["digits_dsd"]["fingerprint"].update(values=["a"] * 5, indices=list(range(5))),
+     r"'digits_dsd'\.fingerprint"),
+    (lambda d: d["models"]["googlenet_dsd"].update(metrics=None), r"'googlenet_dsd'\.metrics: missing"),
 ])
 def test_invalid_manifests_name_model_and_field(document, mutate, message):
     broken = copy.deepcopy(document)
     mutate(broken)
     with pytest.raises(ManifestError, match=message):
         parse_manifest(broken, origin="test.json")
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"format": ' + b"1" * 5000 + b"}"])
+def test_json_that_python_refuses_is_a_manifest_error(tmp_path, monkeypatch, raw):
+    # Deeper than Python's recursion limit; an integer past its digit limit: not RecursionError/ValueError.
+    path = tmp_path / "hostile.json"
+    path.write_bytes(raw)
+    with pytest.raises(ManifestError, match="hostile.json: not valid JSON"):
+        load_manifest(str(path))
 
 
 def test_one_copy_in_git_reachable_from_the_package():

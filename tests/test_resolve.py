@@ -4,8 +4,10 @@ original release converted locally (the real Deep Compression SqueezeNet)."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import logging
+import os
+import threading
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ import dsd_zoo
 from dsd_zoo.errors import DownloadError, OfflineError, UnverifiedSourceError
 
 from .conftest import FIXTURES, REPO_ROOT, require
-from .servers import LoopbackServer, isolate_download_env, server  # noqa: F401  (fixture)
+from .servers import isolate_download_env, server  # noqa: F401  (fixture)
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -110,6 +112,44 @@ def test_original_release_is_converted_locally_and_classifies(served_original, s
     assert len(server.requests_for("/compressed_SqueezeNet.net", "GET")) == 1
     stamp = json.loads((env / "cache" / "squeezenet_sparse.safetensors.stamp.json").read_text())
     assert stamp["source"].startswith("converted locally from") and stamp["pinned"] is True
+
+
+def test_a_conversion_done_meanwhile_by_another_process_is_used(served_original, env):
+    # Two processes miss the cache and both go to convert: the second, once it has the lock,
+    # must find the first one's verified file rather than convert (and replace) it again.
+    from dsd_zoo import cache
+
+    final = env / "cache" / "squeezenet_sparse.safetensors"
+    dsd_zoo.get_model("squeezenet_sparse", progress=False)
+    theirs = env / "theirs.safetensors"
+    os.link(final, theirs)
+    final.unlink()
+    cache.stamp_path(final).unlink()
+    blocked = threading.Event()
+
+    class OnWait(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for another process" in record.getMessage():
+                blocked.set()
+
+    handler = OnWait()
+    logging.getLogger("dsd_zoo.cache").addHandler(handler)
+    result = {}
+    try:
+        with cache.locked(final):  # the other process, converting
+            worker = threading.Thread(target=lambda: result.update(model=dsd_zoo.get_model("squeezenet_sparse",
+                                                                                           progress=False)))
+            worker.start()
+            assert blocked.wait(30), "the second loader never waited for the lock"
+            os.link(theirs, final)  # the other process publishes its conversion, then its stamp
+            cache.write_stamp(final, cache.Stamp.of(final, {"sha256": hashlib.sha256(final.read_bytes()).hexdigest()},
+                                                    pinned=True, source="the other process"))
+        worker.join(60)
+    finally:
+        logging.getLogger("dsd_zoo.cache").removeHandler(handler)
+    assert "model" in result
+    assert final.stat().st_ino == theirs.stat().st_ino  # not converted again and replaced
+    assert cache.read_stamp(final).source == "the other process"
 
 
 def test_corrupt_original_is_rejected(served_original, server, env):
