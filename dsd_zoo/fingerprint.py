@@ -163,13 +163,17 @@ def compute_fingerprint(model: Any, arch_name_or_entry: Union[str, ModelEntry]) 
 
 def _fields(fingerprint: Union[Fingerprint, Mapping[str, Any]]
             ) -> Tuple[str, Tuple[int, ...], Tuple[float, ...], int, float]:
-    if isinstance(fingerprint, Mapping):
-        try:
-            return (fingerprint["input"], tuple(fingerprint["indices"]), tuple(fingerprint["values"]),
-                    fingerprint["argmax"], float(fingerprint["atol"]))
-        except KeyError as exc:
-            raise IntegrityError(f"fingerprint lacks the field {exc.args[0]!r}") from None
-    return fingerprint.input, fingerprint.indices, fingerprint.values, fingerprint.argmax, fingerprint.atol
+    if not isinstance(fingerprint, Mapping):  # a manifest Fingerprint, validated when the manifest was read
+        return fingerprint.input, fingerprint.indices, fingerprint.values, fingerprint.argmax, fingerprint.atol
+    try:
+        fields = (fingerprint["input"], tuple(fingerprint["indices"]), tuple(fingerprint["values"]),
+                  fingerprint["argmax"], float(fingerprint["atol"]))
+    except KeyError as exc:
+        raise IntegrityError(f"fingerprint lacks the field {exc.args[0]!r}") from None
+    if len(fields[1]) != len(fields[2]):  # zip() would quietly check only the shorter list
+        raise IntegrityError(f"fingerprint has {len(fields[1])} indices but {len(fields[2])} values; "
+                             "each recorded logit needs both")
+    return fields
 
 
 def check_fingerprint(model: Any, fingerprint: Union[Fingerprint, Mapping[str, Any]]) -> None:

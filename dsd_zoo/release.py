@@ -36,7 +36,6 @@ import shutil
 import sys
 import tempfile
 import uuid
-from urllib.parse import unquote, urlsplit
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -56,8 +55,6 @@ __all__ = ["ENTRIES_FILE", "HubTarget", "Release", "UploadError", "main", "merge
 ENTRIES_FILE = "manifest_entries.json"
 CARD_FILE = "README.md"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
-_EXTENSIONS = {"caffemodel": ".caffemodel", "torch7": ".t7", "deep-compression": ".net", "safetensors": ".safetensors"}
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -186,12 +183,14 @@ def _assemble(entry: ModelEntry, manifest: Manifest, source: Path, mean: Optiona
     Returns the :class:`~dsd_zoo.convert.mapping.SavedConversion` and the fingerprint.
     """
     from .convert.mapping import save_conversion
+    from .resolve import _original_file_name
 
-    with tempfile.TemporaryDirectory(prefix=f".{entry.name}.", suffix=".src", dir=staging.parent) as workdir:
-        named = _named_source(source, entry, Path(workdir))
-        say(f"converting {named.name}")
-        saved = save_conversion(named, entry.name, staging / entry.weights.file,
-                                mean_image_path=mean[0] if mean else None, force=True, manifest=manifest)
+    # The metadata names the original as get_model's local conversion does (not by its cache file
+    # name), so that converting the same original there reproduces the published sha256.
+    source_name = _original_file_name(entry)
+    say(f"converting {source_name}")
+    saved = save_conversion(source, entry.name, staging / entry.weights.file, mean_image_path=mean[0] if mean else None,
+                            force=True, manifest=manifest, source_name=source_name)
     for warning in saved.report.get("warnings", []):
         say(f"conversion warning: {warning}")
     if entry.weights.sha256 is not None and entry.weights.sha256 != saved.sha256:
@@ -207,24 +206,6 @@ def _assemble(entry: ModelEntry, manifest: Manifest, source: Path, mean: Optiona
         torch_hub_repo=torch_hub_repo)
     _write_file(staging / CARD_FILE, render_model_card(entry, manifest, facts).encode("utf-8"))
     return saved, fingerprint
-
-
-def _named_source(source: Path, entry: ModelEntry, workdir: Path) -> Path:
-    """A link to the cached original under its publisher's file name, which the converter records.
-
-    The cache names files ``original-NAME-...``; a OneDrive share link has no file name at all,
-    so the model name with the format's extension stands in for it.
-    """
-    extension = _EXTENSIONS.get(entry.original.format, "")
-    name = unquote(urlsplit(entry.original.url).path.rsplit("/", 1)[-1])
-    if not (name.endswith(extension) and _SAFE_NAME.match(name)):
-        name = entry.name + extension
-    link = workdir / name
-    try:
-        os.symlink(source, link)
-    except OSError:  # no symbolic links here (Windows without the privilege): keep the cache name
-        return source
-    return link
 
 
 def _previous(entry: ModelEntry, sha256: str, key: str) -> Any:

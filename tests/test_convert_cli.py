@@ -125,6 +125,14 @@ def test_pickled_mean_image_is_refused(tmp_path, capsys):
     out = tmp_path / "a.safetensors"
     assert main([str(src), "--model", "alexnet_dsd", "-o", str(out), "--mean-image", str(mean)]) == 2
     assert "not a plain numeric .npy" in capsys.readouterr().err
+    # An empty file was a bare EOFError (a traceback); an .npz archive was left open, "got None".
+    mean.write_bytes(b"")
+    assert main([str(src), "--model", "alexnet_dsd", "-o", str(out), "--mean-image", str(mean)]) == 2
+    assert "not a plain numeric .npy" in capsys.readouterr().err
+    archive = tmp_path / "mean.npz"
+    np.savez(archive, mean=np.zeros((3, 256, 256)))
+    assert main([str(src), "--model", "alexnet_dsd", "-o", str(out), "--mean-image", str(archive)]) == 2
+    assert "an .npz archive, not a plain numeric .npy array" in capsys.readouterr().err
 
 
 @pytest.mark.fixtures
@@ -142,6 +150,23 @@ def test_unknown_model_and_missing_file(tmp_path, capsys):
     assert "squeezenet_nope" in capsys.readouterr().err
     assert main([str(tmp_path / "x.net"), "--model", "squeezenet_sparse", "-o", str(tmp_path / "o.safetensors")]) == 1
     assert "No such file" in capsys.readouterr().err
+
+
+def test_output_directory_is_named_as_such_without_force(tmp_path, capsys):
+    # Suggesting --force for a directory only led to a second error.
+    src = _squeezenet_caffemodel(tmp_path)
+    assert main([str(src), "--model", "squeezenet_dsd", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory; give a file name such as" in err and "--force" not in err
+
+
+def test_missing_protobuf_is_one_error_line(tmp_path, capsys, monkeypatch):
+    # protobuf is the [convert] extra; without it the Caffe reader ended the CLI with a traceback.
+    src = _squeezenet_caffemodel(tmp_path)
+    monkeypatch.setitem(sys.modules, "google.protobuf.message", None)  # makes its import fail
+    assert main([str(src), "--model", "squeezenet_dsd", "-o", str(tmp_path / "o.safetensors")]) == 1
+    assert "needs the protobuf package: pip install 'dsd-zoo[convert]'" in capsys.readouterr().err
+    assert not (tmp_path / "o.safetensors").exists()
 
 
 def test_help_explains_every_option(capsys):

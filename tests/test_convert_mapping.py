@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsd_zoo.convert.caffe_mapping import map_caffe_blobs
+from dsd_zoo.convert.caffe_mapping import caffe_layer_shapes, map_caffe_blobs
 from dsd_zoo.convert.dc_mapping import map_deep_compression, net_layers
 from dsd_zoo.convert.torch7 import TorchObject
 from dsd_zoo.convert.torch7_mapping import map_fb_resnet
@@ -237,6 +237,8 @@ def test_partial_googlenet_aux_heads_raise():
 def test_caffe_mapping_refuses_non_caffe_arch():
     with pytest.raises(ConversionError, match="not a Caffe architecture"):
         map_caffe_blobs({}, "fb_resnet18")
+    with pytest.raises(ConversionError, match="not a Caffe architecture"):
+        caffe_layer_shapes("fb_resnet18")  # was a bare IndexError
 
 
 def _prototxt_table(path, arch) -> Dict[str, str]:
@@ -363,16 +365,18 @@ def test_fb_resnet_mapping_reproduces_outputs(resnets, arch, variant):
     assert_same_outputs(arch, state, model, 64)
 
 
-@pytest.mark.parametrize("legacy", ["running_std", "eps=1e-3"])
+@pytest.mark.parametrize("legacy", ["running_std", "running_std eps=1e-3", "eps=1e-3"])
 def test_fb_resnet_legacy_batch_norm(resnets, legacy):
     model = resnets["fb_resnet18"]
-    tree = fb_tree(model, running_std=legacy == "running_std", eps=1e-3 if legacy == "eps=1e-3" else 1e-5)
+    tree = fb_tree(model, running_std=legacy.startswith("running_std"), eps=1e-3 if legacy.endswith("1e-3") else 1e-5)
     state, report = map_fb_resnet(tree, "fb_resnet18")
     # Not bit-exact: var goes through 1/sqrt and back, or + eps - 1e-5, in float64 then float32.
     torch.testing.assert_close(state["layer3.1.bn2.running_var"], model.state_dict()["layer3.1.bn2.running_var"],
                                rtol=1e-6, atol=1e-7)
-    if legacy == "running_std":
+    if legacy.startswith("running_std"):
         assert len(report["running_std_converted"]) == 1 + 2 * 8  # stem BN + two per basic block
+        # running_std = 1/sqrt(var + eps) already holds eps: nothing is folded, whatever eps is.
+        assert report["bn_eps_folded"] == {} and report["warnings"] == []
     else:
         assert len(report["bn_eps_folded"]) == 17 and "1e-3" in report["warnings"][0].replace("0.001", "1e-3")
     converted = outputs(load("fb_resnet18", state), 64, 1.0)
@@ -420,6 +424,11 @@ RESNET_VIOLATIONS = {
     "extra top module": ("fb_resnet18", lambda t: t.modules.append(t7_object("nn.SoftMax")),
                          r"t7 module model: expected Sequential\[.*Linear\], found .*nn\.SoftMax\]"),
     "ceil-mode max pool": ("fb_resnet18", lambda t: _at(t, 3).fields.update(ceil_mode=True), r"model\[3\]: ceil-mode"),
+    # Fields of the wrong type: these two were bare ValueErrors (an array has no truth value).
+    "tensor ceil_mode": ("fb_resnet18", lambda t: _at(t, 3).fields.update(ceil_mode=np.ones(2)),
+                         r"model\[3\]: ceil-mode pooling \(ceil_mode = array"),
+    "tensor groups": ("fb_resnet18", lambda t: _at(t, 0).fields.update(groups=np.ones(2)),
+                      r"model\[0\] \(-> conv1\): field 'groups' must be a number"),
     "avg pool 3x3": ("fb_resnet18", lambda t: _at(t, 8).fields.update(kW=3),
                      r"model\[8\]: kW = 3, but the architecture needs 7"),
     "wrong weight shape": ("fb_resnet18", lambda t: _at(t, 10).fields.update(weight=np.zeros((1000, 2048), np.float32)),

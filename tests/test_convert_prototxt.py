@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -74,6 +75,37 @@ def test_syntax_errors_say_where(text, where):
 def test_nesting_bomb_is_refused():
     with pytest.raises(FormatError, match="nested"):
         parse_prototxt("a {" * 10_000 + "}" * 10_000)
+
+
+@pytest.mark.parametrize("text", ["a: " + "1" * 5000, "a: -0" + "7" * 5000, "a: 0x" + "f" * 5000],
+                         ids=["decimal", "octal", "hex"])
+def test_overlong_integer_literals_are_format_errors(text):
+    # Python's int() refuses more than 4300 decimal digits with a bare ValueError.
+    with pytest.raises(FormatError, match="line 1, column 4: integer literal .* out of range"):
+        parse_prototxt(text)
+
+
+def test_long_digit_runs_and_escapes_parse_in_linear_time():
+    start = time.perf_counter()
+    # A lookahead after the number pattern backtracked through every prefix: about 50 s here.
+    with pytest.raises(FormatError, match="malformed number '11"):
+        parse_prototxt("a: " + "1" * 50_000 + "x")
+    # Each escape sliced off the rest of the string: gigabytes of copies for this one.
+    assert parse_prototxt('a: "' + "\\1" * 200_000 + '"').get("a") == "\x01" * 200_000
+    assert time.perf_counter() - start < 3  # about 0.2 s once linear
+
+
+def test_line_and_column_are_computed_only_for_errors(monkeypatch):
+    # Computing them scans the text from its start; once per value made a 1 MB prototxt take minutes.
+    from dsd_zoo.convert import prototxt
+
+    calls = []
+    real = prototxt._where
+    monkeypatch.setattr(prototxt, "_where", lambda text, pos: calls.append(pos) or real(text, pos))
+    assert len(parse_prototxt('a: 1 b: "x" c: MAX d: 2.5\n' * 100).getall("a")) == 100
+    assert calls == []
+    with pytest.raises(FormatError, match="line 101, column 4"):
+        parse_prototxt("a: 1\n" * 100 + "a: @")
 
 
 _SMALL_NET = b"""input: "data" input_dim: 1 input_dim: 3 input_dim: 9 input_dim: 9

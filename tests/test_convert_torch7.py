@@ -261,6 +261,33 @@ def test_nesting_bomb_is_refused_cleanly():
     assert read_t7(_tag(3) + _tag(1) + _tag(0)) == []
 
 
+def test_many_tensors_viewing_one_storage_are_a_bounded_copy():
+    # 200 views of one 1 MiB storage: a 1 MB file that asked for 200 MiB of copies (and 2 GB with
+    # 2,000 views) before the copies were budgeted at 16x the file size, but at least 64 MiB.
+    storage = T7Storage(np.zeros(2**18, np.float32))
+    with pytest.raises(FormatError, match="too many tensors view the same storage"):
+        read_t7(dumps_t7([T7Tensor(storage, (2**18,)) for _ in range(200)]))
+    # A few tensors sharing one storage, as shared weights do, still read.
+    assert len(read_t7(dumps_t7([T7Tensor(storage, (2**18,)) for _ in range(16)]))) == 16
+
+
+def _object(index: int, class_name: str, fields: bytes) -> bytes:
+    return _tag(4) + _tag(index) + _tag(3) + b"V 1" + _tag(len(class_name)) + class_name.encode() + fields
+
+
+def test_a_fields_table_shared_by_two_objects_is_refused():
+    # Each object copies its fields table; one table of n fields shared by m objects cost n * m
+    # (a 0.7 MB file took 3 GB). torch.save writes a new table for every object.
+    number = lambda x: _tag(1) + struct.pack("<d", x)  # noqa: E731
+    fields = _tag(3) + _tag(2) + _tag(1) + _tag(2) + _tag(1) + b"w" + number(5)  # {w = 5}, index 2
+    entries = [number(1) + fields, number(2) + _object(3, "nn.A", _tag(3) + _tag(2)),
+               number(3) + _object(4, "nn.B", _tag(3) + _tag(2))]
+    table, a = read_t7(_tag(3) + _tag(1) + _tag(2) + b"".join(entries[:2]))  # also a plain value: fine
+    assert table == {"w": 5} and a.w == 5 and a.fields is not table
+    with pytest.raises(FormatError, match="fields of this nn.B object are the table of another object"):
+        read_t7(_tag(3) + _tag(1) + _tag(3) + b"".join(entries))
+
+
 def _only_format_errors(data: bytes) -> None:
     try:
         read_t7(data)

@@ -131,6 +131,8 @@ def test_foreign_fingerprints_are_refused(alexnet, alexnet_fingerprint):
         check_fingerprint(alexnet, dict(alexnet_fingerprint, input="dsd-zoo-probe-v9/normal/227"))
     with pytest.raises(IntegrityError, match="lacks the field 'atol'"):
         check_fingerprint(alexnet, {k: v for k, v in alexnet_fingerprint.items() if k != "atol"})
+    with pytest.raises(IntegrityError, match="10 indices but 1 values"):  # zip() checked just one of them
+        check_fingerprint(alexnet, dict(alexnet_fingerprint, values=alexnet_fingerprint["values"][:1]))
     with pytest.raises(IntegrityError, match="neither a model nor an architecture"):
         compute_fingerprint(alexnet, "alexnet_v2")
 

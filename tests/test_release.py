@@ -254,6 +254,23 @@ def test_caffe_release_round_trip(caffe_manifest, caffe_original, tmp_path, caps
     assert leftovers(out) == []
 
 
+def test_release_from_a_share_link_is_reproduced_by_a_local_conversion(env, tmp_path, origin, caffe_original):
+    # OneDrive share links (the DSD release) end in a token, not a file name. The safetensors metadata
+    # records the source file name, so the release tool and get_model's local conversion must name the
+    # original alike, or the released sha256 can never be reproduced from the original.
+    data, reference = caffe_original
+    url = origin.add(f"/u/s!AkOf0kjGMRd2{tmp_path.name}", data)
+    env.setenv("DSD_ZOO_MANIFEST", str(write_manifest(tmp_path / "manifest.json", {
+        "squeezenet_caffe": {"url": url, "digest": {"git_blob_sha1": git_blob_sha1(data)}, "size": len(data)}})))
+    assert run(tmp_path, "squeezenet_caffe", "--write-manifest", str(tmp_path / "released.json")) == 0
+    released = tmp_path / "out" / "squeezenet_caffe" / "squeezenet_caffe.safetensors"
+    # The released entry has no hf and no urls: get_model converts the (cached) original and checks its sha256.
+    env.setenv("DSD_ZOO_MANIFEST", str(tmp_path / "released.json"))
+    model = dsd_zoo.get_model("squeezenet_caffe", progress=False)
+    assert_same_model(model, reference, 64, input_scale("squeezenet1_0"))
+    assert load_tensors(released)[2]["source_file"] == url.rsplit("/", 1)[-1]
+
+
 def test_tampered_original_is_refused_and_nothing_is_written(env, tmp_path, origin, caffe_original, capsys):
     data, _ = caffe_original
     url = origin.add(f"/tampered/{tmp_path.name}.caffemodel", data, faults=[Fault(flip_bit_at=1000, repeat=True)])

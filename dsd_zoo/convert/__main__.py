@@ -2,7 +2,8 @@
 
 Exit status: 0 on success, 2 when the input does not convert (wrong model, layout or shape,
 malformed file, existing output) or the command line is wrong, 1 when a file cannot be read
-or written. Errors are one message on stderr, never a traceback.
+or written or a package the format needs is not installed. Errors are one message on stderr,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: converting {args.src} to {args.output}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except ImportError as exc:  # the Caffe reader's protobuf is an optional extra
+        print(f"error: converting {args.src}: {exc}", file=sys.stderr)
         return 1
     for warning in saved.report.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)

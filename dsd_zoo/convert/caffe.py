@@ -114,6 +114,7 @@ def read_caffemodel_layers(source: Source) -> list[CaffeLayer]:
             and legacy layouts, or two layers with blobs share a name. The message names
             the file and the layer.
         OSError: the file cannot be read.
+        ImportError: ``protobuf`` is not installed (``pip install 'dsd-zoo[convert]'``).
     """
     data, where = _load(source)
     net = _parse(data, where)
@@ -157,7 +158,11 @@ def _load(source: Source) -> tuple[bytes, str]:
 
 
 def _parse(data: bytes, where: str) -> Any:
-    from google.protobuf.message import DecodeError
+    try:
+        from google.protobuf.message import DecodeError
+    except ImportError as exc:  # an optional dependency: say how to get it
+        raise ImportError("reading a .caffemodel needs the protobuf package: "
+                          "pip install 'dsd-zoo[convert]'") from exc
 
     net = _net_parameter_class()()
     try:

@@ -232,7 +232,10 @@ def caffe_layer_shapes(arch: str,
     shapes are PyTorch's, which new-format Caffe files share. For readers that need the layer
     list in advance (the Deep Compression format stores none).
     """
-    schemes = CAFFE_SCHEMES.get(arch, ())
+    if arch not in CAFFE_SCHEMES:
+        raise ConversionError(f"architecture {arch!r} is not a Caffe architecture; Caffe mappings exist for "
+                              f"{sorted(CAFFE_SCHEMES)}")
+    schemes = CAFFE_SCHEMES[arch]
     scheme = next((s for s in schemes if s.name == scheme_name), None) if scheme_name else schemes[0]
     if scheme is None:
         raise ConversionError(f"{arch} has no Caffe naming scheme {scheme_name!r}; known: {[s.name for s in schemes]}")

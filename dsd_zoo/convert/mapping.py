@@ -123,12 +123,15 @@ def load_mean_image(path: PathLike):
         array = np.load(os.fspath(path), allow_pickle=False)
     except OSError as exc:
         raise ConversionError(f"cannot read the mean image {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:  # numpy's error for a pickled or malformed .npy
+    except (ValueError, EOFError) as exc:  # numpy's errors for a pickled, malformed or empty .npy
         raise FormatError(f"{path}: not a plain numeric .npy array ({exc})") from exc
-    if not isinstance(array, np.ndarray) or tuple(array.shape) != MEAN_IMAGE_SHAPE:
-        shape = getattr(array, "shape", None)
+    if not isinstance(array, np.ndarray):  # an .npz archive, which np.load holds open
+        array.close()
+        raise FormatError(f"{path}: an .npz archive, not a plain numeric .npy array such as Caffe's "
+                          "ilsvrc_2012_mean.npy")
+    if tuple(array.shape) != MEAN_IMAGE_SHAPE:
         raise ConversionError(f"{path}: the mean image must have shape {MEAN_IMAGE_SHAPE} (Caffe's "
-                              f"ilsvrc_2012_mean.npy), got {shape}")
+                              f"ilsvrc_2012_mean.npy), got {array.shape}")
     # Caffe stores it BGR, like every Caffe input; dsd-zoo's transforms work in RGB.
     return array_to_tensor(array[::-1], f"mean image {path}")
 
@@ -276,10 +279,10 @@ def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
         ConversionError: as :func:`convert_file`, or ``out_path`` exists without ``force``.
     """
     out = Path(out_path)
+    if out.is_dir():  # before the force check: --force cannot help here
+        raise ConversionError(f"{out} is a directory; give a file name such as {out / (model_name + '.safetensors')}")
     if out.exists() and not force:
         raise ConversionError(f"{out} exists; pass force=True (CLI: --force) to replace it")
-    if out.exists() and out.is_dir():
-        raise ConversionError(f"{out} is a directory; give a file name such as {out / (model_name + '.safetensors')}")
     conversion = convert_file(src_path, model_name, mean_image_path=mean_image_path, manifest=manifest)
     metadata = conversion_metadata(model_name, src_path, conversion.report, source_name=source_name)
     tensors = dict(conversion.state_dict)

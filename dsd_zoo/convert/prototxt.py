@@ -110,13 +110,22 @@ class Message:
 _TOKEN = re.compile(r"""
     (?P<space>[ \t\r\n\f\v]+|\#[^\n]*)
   | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-  | (?P<number>-?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?[fF]?)(?![\w.]))
+  | (?P<number>-?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?[fF]?))
   | (?P<ident>-?[A-Za-z_][A-Za-z0-9_]*)
   | (?P<punct>[{}<>:,;\[\]])
 """, re.VERBOSE)
 
+# A number glued to a word character or a dot ("1abc", "1.2.3") is malformed. This is checked
+# after the match rather than with a lookahead in _TOKEN, which made the regex backtrack through
+# every shorter prefix of a long run of digits: quadratic time on hostile input.
+_AFTER_NUMBER = re.compile(r"[\w.]")
+#: Longest integer literal accepted: a 64-bit value has at most 20 digits (or 22 in octal), and
+#: Python refuses to convert decimal strings beyond 4300 digits with a raw ValueError.
+_MAX_INT_DIGITS = 100
+
 _SIMPLE_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11,
                    "\\": 92, "'": 39, '"': 34, "?": 63}
+_OCTAL_ESCAPE, _HEX_ESCAPE = re.compile(r"[0-7]{1,3}"), re.compile(r"[0-9a-fA-F]{1,2}")
 _TRUE, _FALSE = {"true", "True", "t"}, {"false", "False", "f"}
 _FLOAT_WORDS = {"inf": math.inf, "infinity": math.inf, "nan": math.nan}
 
@@ -135,6 +144,9 @@ def _tokenize(text: str) -> list[_Tok]:
         if m is None:
             raise FormatError(f"prototxt {_where(text, pos)}: unexpected character "
                               f"{text[pos]!r}")
+        if m.lastgroup == "number" and _AFTER_NUMBER.match(text, m.end()):
+            raise FormatError(f"prototxt {_where(text, pos)}: malformed number "
+                              f"{text[pos:m.end() + 1]!r}")
         if m.lastgroup != "space":
             tokens.append(_Tok(m.lastgroup or "", m.group(), pos))
         pos = m.end()
@@ -147,8 +159,8 @@ def _where(text: str, pos: int) -> str:
     return f"line {line}, column {col}"
 
 
-def _unquote(token: str, where: str) -> bytes:
-    body, out, i = token[1:-1], bytearray(), 0
+def _unquote(text: str, tok: _Tok) -> bytes:
+    body, out, i = tok.text[1:-1], bytearray(), 0
     while i < len(body):
         c = body[i]
         if c != "\\":
@@ -160,21 +172,22 @@ def _unquote(token: str, where: str) -> bytes:
             out.append(_SIMPLE_ESCAPES[e])
             i += 2
         elif e in "01234567":
-            m = re.match(r"[0-7]{1,3}", body[i + 1:])
+            m = _OCTAL_ESCAPE.match(body, i + 1)  # no slicing: that copies the rest each time
             assert m is not None
             value = int(m.group(), 8)
             if value > 255:
-                raise FormatError(f"prototxt {where}: octal escape \\{m.group()} is above 255")
+                raise FormatError(f"prototxt {_where(text, tok.pos)}: octal escape \\{m.group()} "
+                                  "is above 255")
             out.append(value)
             i += 1 + len(m.group())
         elif e in "xX":
-            m = re.match(r"[0-9a-fA-F]{1,2}", body[i + 2:])
+            m = _HEX_ESCAPE.match(body, i + 2)
             if m is None:
-                raise FormatError(f"prototxt {where}: \\x escape without hex digits")
+                raise FormatError(f"prototxt {_where(text, tok.pos)}: \\x escape without hex digits")
             out.append(int(m.group(), 16))
             i += 2 + len(m.group())
         else:
-            raise FormatError(f"prototxt {where}: unknown escape \\{e}")
+            raise FormatError(f"prototxt {_where(text, tok.pos)}: unknown escape \\{e}")
     return bytes(out)
 
 
@@ -258,18 +271,24 @@ class _Parser:
                 raise FormatError(f"prototxt {self.where()}: expected ',' or ']' in a list")
 
     def scalar(self) -> Value:
+        # Positions are turned into line and column only for an error: _where scans the text
+        # from its start, so doing it for every value made parsing quadratic in the file size.
         tok = self.take()
-        where = _where(self.text, tok.pos)
         if tok.kind == "string":
-            raw = _unquote(tok.text, where)
+            raw = _unquote(self.text, tok)
             while (nxt := self.peek()) is not None and nxt.kind == "string":
-                raw += _unquote(self.take().text, _where(self.text, nxt.pos))
+                raw += _unquote(self.text, self.take())
             try:
                 return raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise FormatError(f"prototxt {where}: string is not valid UTF-8") from None
+                raise FormatError(f"prototxt {_where(self.text, tok.pos)}: string is not valid "
+                                  "UTF-8") from None
         if tok.kind == "number":
-            return _number(tok.text)
+            value = _number(tok.text)
+            if value is None:
+                raise FormatError(f"prototxt {_where(self.text, tok.pos)}: integer literal of "
+                                  f"{len(tok.text)} characters is out of range")
+            return value
         if tok.kind == "ident":
             word = tok.text.lstrip("-")
             if word.lower() in _FLOAT_WORDS:
@@ -281,13 +300,18 @@ class _Parser:
                 return False
             if not tok.text.startswith("-"):
                 return tok.text
-        raise FormatError(f"prototxt {where}: expected a value, found {tok.text!r}")
+        raise FormatError(f"prototxt {_where(self.text, tok.pos)}: expected a value, found "
+                          f"{tok.text!r}")
 
 
-def _number(text: str) -> Union[int, float]:
+def _number(text: str) -> Union[int, float, None]:
+    """The value of a number token; ``None`` for an integer literal too long to be one."""
     body = text.lstrip("-")
     sign = -1 if text.startswith("-") else 1
-    if body[:2] in ("0x", "0X"):
+    is_hex = body[:2] in ("0x", "0X")
+    if (is_hex or body.isdigit()) and len(body) > _MAX_INT_DIGITS:
+        return None
+    if is_hex:
         return sign * int(body[2:], 16)
     if re.fullmatch(r"0[0-7]+", body):
         return sign * int(body, 8)

@@ -47,8 +47,10 @@ What the Python objects are:
 
 Hostile input: every count and length is checked against the bytes that remain before
 anything is allocated, nesting depth is bounded, tensor views must lie inside their storage,
-and any violation raises :class:`~dsd_zoo.errors.FormatError` with the file name and byte
-offset. The ``torchfile`` package was not used: it builds tensors with ``as_strided`` without
+the copies of all tensors together are bounded by a multiple of the file's size (many tensors
+viewing one storage would otherwise be a decompression bomb), a table of fields may belong to
+only one object, and any violation raises :class:`~dsd_zoo.errors.FormatError` with the file
+name and byte offset. The ``torchfile`` package was not used: it builds tensors with ``as_strided`` without
 bounds checks (reading outside the storage), has no depth limit, uses the platform ``long``
 size and reads the non-recursive function tag with a reference index it does not have.
 """
@@ -78,6 +80,13 @@ TYPE_BOOLEAN, TYPE_FUNCTION, LEGACY_TYPE_RECUR_FUNCTION, TYPE_RECUR_FUNCTION = 5
 DEFAULT_MAX_DEPTH = 200
 #: torch7 tensors have at most a few dimensions; anything near this is corrupt.
 _MAX_DIMS = 64
+#: Tensors are copied out of their storages, so N tensors viewing one storage cost N copies of
+#: it: a small file could make the reader allocate without bound. All copies together may take
+#: this many times the file's size (at least _MIN_COPY_BUDGET bytes). In real files every storage
+#: element is viewed by about one tensor (``getParameters()`` flattens parameters into one
+#: storage that each weight views a slice of).
+_COPY_RATIO = 16
+_MIN_COPY_BUDGET = 64 * 2**20
 
 _ELEMENT_TYPES = {
     "Byte": "u1", "Char": "i1", "Short": "<i2", "Int": "<i4", "Long": "<i8",
@@ -190,7 +199,9 @@ def read_t7(source: Source, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     Raises:
         FormatError: truncated, corrupt or hostile input: an unknown type tag, a length or
             count larger than the bytes that remain, a tensor view outside its storage,
-            nesting beyond ``max_depth``; the message names the file and the byte offset.
+            tensors that together copy more than 16 times the file's size out of their
+            storages, nesting beyond ``max_depth``; the message names the file and the byte
+            offset.
         OSError: the file cannot be read.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -211,13 +222,15 @@ _PENDING = object()  # memo placeholder for a tensor whose storage is being read
 class _Reader:
     def __init__(self, data: bytes, where: str, max_depth: int) -> None:
         self.buf = data
-        self.view = memoryview(data)
         self.pos = 0
         self.where = where
         self.max_depth = max_depth
         self.memo: dict[int, Any] = {}
         self.open_tables: set[int] = set()
         self.cyclic_tables: set[int] = set()
+        self.copy_budget = max(_COPY_RATIO * len(data), _MIN_COPY_BUDGET)
+        # ids of the tables already copied into an object's fields (they stay alive in memo).
+        self.field_tables: set[int] = set()
 
     # -- primitives -----------------------------------------------------------------
 
@@ -345,6 +358,14 @@ class _Reader:
         self.memo[index] = obj
         at = self.pos
         fields = self.object(depth + 1)
+        if isinstance(fields, (list, dict)):
+            # torch.save writes a new table of fields for every object. One table shared by many
+            # objects would be copied once per object: a small file growing without bound.
+            if id(fields) in self.field_tables:
+                raise self.error(f"the fields of this {class_name} object are the table of another "
+                                 "object; torch.save never writes that, the file is corrupt or "
+                                 "hostile", at=at)
+            self.field_tables.add(id(fields))
         if isinstance(fields, list):
             fields = {i + 1: v for i, v in enumerate(fields)}
         elif isinstance(fields, dict):
@@ -398,6 +419,11 @@ class _Reader:
         if numel > len(storage):
             raise self.error(f"{class_name} of size {sizes} has more elements than its storage "
                              f"({len(storage)}): overlapping views are not supported", at=at)
+        if numel * dtype.itemsize > self.copy_budget:
+            raise self.error(f"{class_name} of size {sizes} would take the tensors copied out of "
+                             f"their storages past {_COPY_RATIO} times the file's size: too many "
+                             "tensors view the same storage; the file is corrupt or hostile", at=at)
+        self.copy_budget -= numel * dtype.itemsize
         # A dimension of size 1 never moves, so its (unchecked) stride is replaced by 0.
         byte_strides = [s * dtype.itemsize if n > 1 else 0 for n, s in zip(sizes, strides)]
         view = np.lib.stride_tricks.as_strided(storage[offset:], shape=sizes,

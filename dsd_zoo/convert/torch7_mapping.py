@@ -21,9 +21,10 @@ Anything else raises ConversionError naming the module's path in the tree (0-bas
 ``model[4][0][0][0][3]``), the dsd-zoo key it would have filled, and what was found.
 
 BatchNorm: ``weight``, ``bias``, ``running_mean`` and ``running_var`` map directly. Legacy
-objects that store ``running_std`` (= 1/sqrt(var + eps)) get ``var = running_std**-2 - eps``;
-an ``eps`` other than PyTorch's 1e-5 is folded into ``running_var`` (``var + eps - 1e-5``,
-the same normaliser) and reported. ``num_batches_tracked`` is 0.
+objects that store ``running_std`` (= 1/sqrt(var + eps)) get ``var = running_std**-2 - 1e-5``,
+which keeps the normaliser whatever their eps; with ``running_var``, an ``eps`` other than
+PyTorch's 1e-5 is folded into it (``var + eps - 1e-5``, the same normaliser) and reported.
+``num_batches_tracked`` is 0.
 """
 
 from __future__ import annotations
@@ -142,9 +143,9 @@ class _TreeMapper:
         (kh, kw), (sh, sw), (ph, pw) = module.kernel_size, module.stride, module.padding
         self.check_fields(obj, path, key, {"nInputPlane": module.in_channels, "nOutputPlane": module.out_channels,
                                            "kH": kh, "kW": kw, "dH": sh, "dW": sw, "padH": ph, "padW": pw})
-        groups = getattr(obj, "groups", 1)
-        if groups not in (None, 1, 1.0):
-            raise self.error(path, key, f"grouped convolution (groups = {groups}) where the architecture has none")
+        groups = self.number(obj, "groups", path, key, default=1)
+        if groups != 1:
+            raise self.error(path, key, f"grouped convolution (groups = {groups:g}) where the architecture has none")
         weight_shape = tuple(module.weight.shape)
         weight = getattr(obj, "weight", None)
         if isinstance(weight, np.ndarray) and weight.ndim == 2:
@@ -169,6 +170,8 @@ class _TreeMapper:
         self.state[f"{key}.running_mean"] = self.tensor(obj, "running_mean", path, key + ".running_mean", shape)
         if isinstance(getattr(obj, "running_var", None), np.ndarray):
             var = self.tensor(obj, "running_var", path, key + ".running_var", shape).double() + (eps - TORCH_EPS)
+            if eps != TORCH_EPS:
+                self.eps_folded[path] = eps
         elif isinstance(getattr(obj, "running_std", None), np.ndarray):
             # Old nn (before BN version 2) kept 1/sqrt(var + eps) instead of the variance.
             std = self.tensor(obj, "running_std", path, key + ".running_var", shape).double()
@@ -178,8 +181,6 @@ class _TreeMapper:
             self.running_std.append(path)
         else:
             raise self.error(path, key, "has neither running_var nor running_std")
-        if eps != TORCH_EPS:
-            self.eps_folded[path] = eps
         if not bool((var + TORCH_EPS > 0).all()):
             raise self.error(path, key, "running variance + eps is not positive; the statistics are damaged")
         self.state[f"{key}.running_var"] = var.float()
@@ -196,8 +197,10 @@ class _TreeMapper:
         for field in ("padH", "padW"):
             if self.number(obj, field, path, "", default=0) != padding:
                 raise self.error(path, "", f"{field} = {getattr(obj, field)!r}, but the architecture needs {padding}")
-        if getattr(obj, "ceil_mode", False):
-            raise self.error(path, "", "ceil-mode pooling, but fb.resnet.torch and the architecture use floor mode")
+        ceil_mode = getattr(obj, "ceil_mode", False)
+        if ceil_mode is not False:  # an identity test: a hostile tensor here has no truth value
+            raise self.error(path, "", f"ceil-mode pooling (ceil_mode = {ceil_mode!r}), but fb.resnet.torch and the "
+                                       "architecture use floor mode")
 
     def block(self, obj: Any, path: str, key: str, block: Any, bottleneck: bool) -> None:
         style = "bottleneck" if bottleneck else "basic"
