@@ -192,7 +192,7 @@ def _results(entry: ModelEntry) -> List[str]:
         rows.append(("Top-5 error", f"{entry.paper_top5_err:.2f}% (accuracy {_accuracy(entry.paper_top5_err):g}%)"))
     return ["## Results", "",
             f"Single-crop {DATASET_NAME} (50,000 images), as published"
-            + (f": {entry.paper_source}." if entry.paper_source else "."),
+            + (f": {entry.paper_source.rstrip('.')}." if entry.paper_source else "."),
             "This release does not re-measure them; `python -m dsd_zoo.verify --imagenet DIR` does, on your copy "
             "of the validation set.", "", *_table(rows)]
 
@@ -204,7 +204,7 @@ def _how_to_load(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
         f"preprocess = dsd_zoo.get_weights({entry.name!r}).transforms()\n"
         "logits = model(preprocess(image).unsqueeze(0))   # image: a PIL image", "python"),
         "", "With torch.hub:", "", *_code(
-            f"model = torch.hub.load({facts.torch_hub_repo!r}, {entry.name!r})", "python")]
+            f"import torch\nmodel = torch.hub.load({facts.torch_hub_repo!r}, {entry.name!r})", "python")]
     if facts.hf_repo_id is not None:
         lines += ["", "Or this file directly (its sha256 is in the provenance table below):", "", *_code(
             "from huggingface_hub import hf_hub_download\n"
@@ -237,7 +237,7 @@ def _provenance(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
              ("Conversion warnings", _warnings(meta.get("conversion_warnings", "[]"))),
              ("This file", f"`{facts.weights_file}`, {facts.size:,} bytes, sha256 `{facts.sha256}`")]
     return ["## Provenance", "",
-            f"Source: {entry.source}." if entry.source else "Source: see the original release below.", "",
+            f"Source: {entry.source.rstrip('.')}." if entry.source else "Source: see the original release below.", "",
             *_table(rows), "",
             "The converter's provenance is also in the file's safetensors metadata "
             "(`safetensors.safe_open(path, 'pt').metadata()`)."]

@@ -183,11 +183,11 @@ def _assemble(entry: ModelEntry, manifest: Manifest, source: Path, mean: Optiona
     Returns the :class:`~dsd_zoo.convert.mapping.SavedConversion` and the fingerprint.
     """
     from .convert.mapping import save_conversion
-    from .resolve import _original_file_name
+    from .resolve import original_file_name
 
     # The metadata names the original as get_model's local conversion does (not by its cache file
     # name), so that converting the same original there reproduces the published sha256.
-    source_name = _original_file_name(entry)
+    source_name = original_file_name(entry)
     say(f"converting {source_name}")
     saved = save_conversion(source, entry.name, staging / entry.weights.file, mean_image_path=mean[0] if mean else None,
                             force=True, manifest=manifest, source_name=source_name)

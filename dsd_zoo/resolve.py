@@ -22,7 +22,7 @@ from .digests import Digest, hash_file
 from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError
 from .manifest import AssetRecord, Manifest, ModelEntry, OriginalRecord, shipped_file
 
-__all__ = ["resolve_weights", "resolve_asset", "weights_record", "original_record", "asset_record", "cached_weights",
+__all__ = ["original_file_name", "resolve_weights", "resolve_asset", "weights_record", "original_record", "asset_record", "cached_weights",
            "verified_shipped_file"]
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,11 @@ def weights_record(entry: ModelEntry):
                       urls=w.urls)
 
 
-def _original_file_name(entry: ModelEntry) -> str:
+def original_file_name(entry: ModelEntry) -> str:
+    """The name a converted file records as its source: the last segment of the original's URL.
+
+    The release tool and local conversion both use it, so that both write the same bytes.
+    """
     return entry.original.url.rstrip("/").rsplit("/", 1)[-1]
 
 
@@ -47,8 +51,10 @@ def original_record(entry: ModelEntry):
     from .download import FileRecord
 
     original: OriginalRecord = entry.original
-    name = _original_file_name(entry)
+    name = original_file_name(entry)
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:80]
+    # A name ending like a cache sidecar (.lock, .part, .stamp.json) would collide with one.
+    safe += "_" if safe.endswith((".lock", ".part", ".json")) else ""
     return FileRecord(file=f"original-{entry.name}-{safe}", digest=Digest(*original.digest) if original.digest else None,
                       size=original.size, urls=(original.url, *original.mirrors))
 
@@ -142,14 +148,16 @@ def resolve_weights(entry: ModelEntry, manifest: Manifest, *, progress: bool = T
 
 def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, trust_unverified: Optional[bool],
                       offline: Optional[bool], failures: List[str]) -> Path:
+    import importlib.util
+
+    from .convert import mapping
     from .download import fetch
 
-    try:
-        from .convert import mapping
-    except ImportError as exc:  # protobuf is the converter extra's dependency
+    # Checked before any download: only the Caffe reader needs the converter extra (protobuf).
+    if entry.original.format == "caffemodel" and importlib.util.find_spec("google.protobuf") is None:
         raise NotAvailableError(
             f"{entry.name}: converted weights are not published yet, and converting the original release "
-            f"({entry.original.url}) needs the converter extra: pip install 'dsd-zoo[convert]' ({exc})") from exc
+            f"({entry.original.url}) needs the converter extra: pip install 'dsd-zoo[convert]'")
     source = fetch(original_record(entry), progress=progress, trust_unverified=trust_unverified, offline=offline)
     mean_image = None
     asset_name = entry.transforms.get("mean_image")
@@ -167,7 +175,7 @@ def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, 
             # The original's own file name, not the cache's, goes into the metadata, so that a
             # local conversion is byte-identical to the one the release tool published.
             saved = mapping.save_conversion(source, entry.name, part, mean_image_path=mean_image, force=True,
-                                            manifest=manifest, source_name=_original_file_name(entry))
+                                            manifest=manifest, source_name=original_file_name(entry))
             if entry.weights.sha256 is not None and saved.sha256 != entry.weights.sha256:
                 raise IntegrityError(
                     f"{entry.name}: converting {entry.original.url} locally gave sha256 {saved.sha256}, but the "
