@@ -14,7 +14,6 @@ and of its model after each phase is recorded in ``results.json``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import sys
@@ -135,12 +134,11 @@ def _datasets(recipe: Any) -> tuple[Any, Any, list[str]]:
     return train_set, val_set, list(train_set.classes)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _file_entry(path: Path) -> dict[str, Any]:
+    """``{"file", "sha256", "size"}`` of a written checkpoint, as ``results.json`` records it."""
+    from dsd_zoo.digests import hash_file
+
+    return {"file": path.name, "sha256": hash_file(path)["sha256"], "size": path.stat().st_size}
 
 
 def train(recipe: Any, output: Path | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -247,10 +245,10 @@ def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool) ->
         if d.is_main:
             meta = {**common_meta, "phase": result.phase.name, "kind": result.phase.kind}
             path = save_checkpoint(output / f"{result.phase.name}.safetensors", model, masks or None, meta)
-            entry["checkpoint"] = {"file": path.name, "sha256": _sha256(path), "size": path.stat().st_size}
+            entry["checkpoint"] = _file_entry(path)
             if masks:
                 mpath = save_masks(output / f"{result.phase.name}.masks.safetensors", masks, metadata=meta)
-                entry["masks"] = {"file": mpath.name, "sha256": _sha256(mpath), "size": mpath.stat().st_size}
+                entry["masks"] = _file_entry(mpath)
             results["phases"].append(entry)
             results["wall_seconds"] = time.perf_counter() - start
             (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -12,8 +12,8 @@
 Both emit RGB (conv1 of the Caffe models is flipped to RGB at conversion). Each transform
 splits into :meth:`resample` (decode-side geometry, shared by every model that uses the same
 pipeline; what ``verify`` computes once per image) and :meth:`normalize` (per model, cheap,
-batched). Resampling is done as two small matrix products restricted to the crop window,
-which is exact for separable kernels and skips the pixels the crop throws away.
+batched). Resampling is separable: each output sample of the crop window (and nothing outside
+it) is a weighted sum of 2 (bilinear) or 4 (bicubic) input samples, width first, then height.
 
 Known deviations (see ``docs/preprocessing.md``): OpenCV resizes 8-bit images in 11-bit fixed
 point, so a few pixels may differ by one grey level from this float computation; JPEG decoders
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -60,26 +60,64 @@ def to_uint8_rgb(image: ImageLike) -> Tensor:
     return image.expand(3, -1, -1) if image.shape[0] == 1 else image
 
 
-@functools.lru_cache(maxsize=256)
+Taps = List[Tuple[int, float]]  # (input index, weight) pairs of one output sample
+
+
+def _bilinear_row(n_in: int, n_out: int, i: int) -> Taps:
+    # OpenCV INTER_LINEAR: centre-aligned source position, clamped to the image.
+    pos = max((i + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    left = min(math.floor(pos), n_in - 1)
+    frac = pos - left
+    return [(left, 1.0 - frac), (min(left + 1, n_in - 1), frac)]
+
+
+def _torch7_bicubic_row(n_in: int, n_out: int, i: int) -> Taps:
+    # Torch7 image.scale's bicubic loop (generic/image.c), one output sample.
+    if n_in == n_out:
+        return [(i, 1.0)]
+    if n_in == 1 or i == n_out - 1:  # the last output copies the last input
+        return [(n_in - 1, 1.0)]
+    pos = np.float32(i) * (np.float32(n_in - 1) / np.float32(n_out - 1))  # float32, as Torch computed it
+    j = int(pos)
+    x = float(pos - np.float32(j))
+    # Catmull-Rom (a = -0.5) in the form Torch7's cubicInterpolate evaluates.
+    w = [0.5 * (-x + 2 * x * x - x ** 3), 1 + 0.5 * (-5 * x * x + 3 * x ** 3),
+         0.5 * (x + 4 * x * x - 3 * x ** 3), 0.5 * (-x * x + x ** 3)]
+    taps: Dict[int, float] = {}
+    for k, tap in enumerate((j - 1, j, j + 1, j + 2)):
+        taps[tap] = taps.get(tap, 0.0) + w[k]
+    if j - 1 < 0:  # p0 = 2*p1 - p2
+        w0 = taps.pop(j - 1)
+        taps[j] += 2 * w0
+        taps[j + 1] -= w0
+    if j + 2 >= n_in:  # p3 = 2*p2 - p1
+        w3 = taps.pop(j + 2)
+        taps[j + 1] += 2 * w3
+        taps[j] -= w3
+    return [(min(tap, n_in - 1), value) for tap, value in taps.items()]
+
+
+_ROWS: Dict[str, Callable[[int, int, int], Taps]] = {"bilinear": _bilinear_row, "bicubic": _torch7_bicubic_row}
+
+
+def _dense(kernel: str, n_in: int, n_out: int) -> Tensor:
+    # Taps sharing a column (clamped borders) add up, in the order listed.
+    weights = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        for column, value in _ROWS[kernel](n_in, n_out, i):
+            weights[i, column] += value
+    return torch.from_numpy(weights)
+
+
 def bilinear_matrix(n_in: int, n_out: int) -> Tensor:
     """(n_out, n_in) weights of OpenCV/PyTorch bilinear resampling without antialiasing.
 
     Pixel centres are aligned (source position ``(i + 0.5) * n_in / n_out - 0.5``) and the
     position is clamped to the image, as OpenCV's ``INTER_LINEAR`` does.
     """
-    scale = n_in / n_out
-    pos = np.clip((np.arange(n_out) + 0.5) * scale - 0.5, 0.0, None)
-    left = np.minimum(np.floor(pos).astype(np.int64), n_in - 1)
-    frac = pos - left
-    right = np.minimum(left + 1, n_in - 1)
-    weights = np.zeros((n_out, n_in))
-    rows = np.arange(n_out)
-    np.add.at(weights, (rows, left), 1.0 - frac)
-    np.add.at(weights, (rows, right), frac)
-    return torch.from_numpy(weights)
+    return _dense("bilinear", n_in, n_out)
 
 
-@functools.lru_cache(maxsize=256)
 def torch7_bicubic_matrix(n_in: int, n_out: int) -> Tensor:
     """(n_out, n_in) weights of Torch7 ``image.scale(..., 'bicubic')`` along one axis.
 
@@ -87,55 +125,29 @@ def torch7_bicubic_matrix(n_in: int, n_out: int) -> Tensor:
     float32 as Torch did; Catmull-Rom weights; the sample before the first and after the last
     are extrapolated linearly (``2*p1 - p2``); the last output copies the last input.
     """
-    weights = np.zeros((n_out, n_in))
-    if n_in == n_out:
-        return torch.from_numpy(np.eye(n_in))
-    if n_in == 1:
-        weights[:, 0] = 1.0
-        return torch.from_numpy(weights)
-    scale = np.float32(n_in - 1) / np.float32(max(n_out - 1, 1))
-    for i in range(n_out - 1):
-        pos = np.float32(i) * scale
-        j = int(pos)
-        x = float(pos - np.float32(j))
-        # Catmull-Rom (a = -0.5) in the form Torch7's cubicInterpolate evaluates.
-        w = [0.5 * (-x + 2 * x * x - x ** 3), 1 + 0.5 * (-5 * x * x + 3 * x ** 3),
-             0.5 * (x + 4 * x * x - 3 * x ** 3), 0.5 * (-x * x + x ** 3)]
-        taps = {}
-        for k, tap in enumerate((j - 1, j, j + 1, j + 2)):
-            taps[tap] = taps.get(tap, 0.0) + w[k]
-        if j - 1 < 0:  # p0 = 2*p1 - p2
-            w0 = taps.pop(j - 1)
-            taps[j] += 2 * w0
-            taps[j + 1] -= w0
-        if j + 2 >= n_in:  # p3 = 2*p2 - p1
-            w3 = taps.pop(j + 2)
-            taps[j + 1] += 2 * w3
-            taps[j] -= w3
-        for tap, value in taps.items():
-            weights[i, min(tap, n_in - 1)] += value
-    weights[n_out - 1, n_in - 1] = 1.0
-    return torch.from_numpy(weights)
+    return _dense("bicubic", n_in, n_out)
 
 
 @functools.lru_cache(maxsize=512)
 def _axis_taps(kernel: str, n_in: int, n_out: int, start: int, length: int) -> Tuple[Tensor, Tensor]:
-    """Taps of output samples ``start .. start + length`` of one axis (the crop window)."""
-    matrix = (bilinear_matrix if kernel == "bilinear" else torch7_bicubic_matrix)(n_in, n_out)
-    return _taps(matrix[start:start + length])
+    """(indices, weights), each (length, taps), of output samples ``start .. start + length`` of one axis.
 
-
-def _taps(weights: Tensor) -> Tuple[Tensor, Tensor]:
-    """A dense (n_out, n_in) resampling matrix as (indices, weights), each (n_out, taps).
-
-    Every output sample reads 2 (bilinear) or 4 (bicubic) inputs, so gathering those taps costs
-    a few multiply-adds per pixel instead of a product with a mostly-zero matrix.
+    Only the crop window is computed: the dense (n_out, n_in) matrix of a long thin image is huge
+    (one pixel wide and 3,000 tall, an image scales to 768,000 rows: 18 GB of float64 weights).
+    Each output sample reads 2 (bilinear) or 4 (bicubic) inputs, listed in column order; shorter
+    rows are padded with weight 0.
     """
-    nonzero = weights != 0
-    taps = max(int(nonzero.sum(1).max()), 1)
-    # Stable sort puts each row's nonzero columns first, in column order.
-    order = torch.sort((~nonzero).to(torch.int8), dim=1, stable=True).indices[:, :taps]
-    return order, torch.gather(weights, 1, order).to(torch.float32)
+    rows = []
+    for i in range(start, start + length):
+        merged: Dict[int, float] = {}
+        for column, value in _ROWS[kernel](n_in, n_out, i):
+            merged[column] = merged.get(column, 0.0) + value
+        rows.append(sorted((c, v) for c, v in merged.items() if v != 0.0))
+    taps = max((len(row) for row in rows), default=1)
+    padded = [row + [(row[0][0] if row else 0, 0.0)] * (taps - len(row)) for row in rows]
+    indices = torch.tensor([[c for c, _ in row] for row in padded], dtype=torch.int64)
+    weights = torch.tensor([[v for _, v in row] for row in padded], dtype=torch.float64)
+    return indices, weights.to(torch.float32)
 
 
 def _resample(image: Tensor, rows: Tuple[Tensor, Tensor], cols: Tuple[Tensor, Tensor]) -> Tensor:

@@ -67,6 +67,8 @@ def test_error_rates_count_exactly() -> None:
     counts = count_correct(logits, torch.tensor([2, 1, 0]))
     assert counts.tolist() == [1, 3, 3]
     assert ErrorRates.from_counts(torch.tensor([589, 600, 600])).top1_err == 11 / 600
+    # Equal logits rank the higher class first, as in verify (topk returns 8, 6, 7, 5, 9 here).
+    assert count_correct(torch.zeros(2, 10), torch.tensor([9, 0])).tolist() == [1, 1, 2]
 
 
 def _toy_problem(seed: int = 0) -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:

@@ -108,3 +108,15 @@ def test_googlenet_training_returns_aux_outputs():
 def test_alexnet_uses_lrn_after_relu_before_pool():
     names = [type(m).__name__ for m in ARCHITECTURES["alexnet"].build().features][:4]
     assert names == ["Conv2d", "ReLU", "LocalResponseNorm", "MaxPool2d"]
+
+
+@pytest.mark.parametrize("arch", ["fb_resnet18", "googlenet", "alexnet"])
+def test_whole_models_pickle(arch):
+    # torch.save(model), multiprocessing's spawn and DataLoader/DDP helpers pickle whole modules:
+    # every class must be importable by its qualified name (no class defined inside a function).
+    import pickle
+
+    model = ARCHITECTURES[arch].build(num_classes=10)
+    clone = pickle.loads(pickle.dumps(model))
+    assert type(clone) is type(model)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), clone.state_dict().values()))

@@ -157,3 +157,23 @@ def test_alexnet_transform_without_weights_says_where_the_mean_comes_from(tmp_pa
     save_file({"x": torch.zeros(1)}, str(path))
     with pytest.raises(dsd_zoo.errors.WeightsError, match="mean_image"):
         dsd_zoo.get_weights("alexnet_dsd").transforms(weights_path=path)
+
+
+def test_a_long_thin_image_costs_only_its_crop():
+    # A 1-pixel-wide, 300-pixel-tall image scales to 256 x 76,800 (fb) before its 224 crop. The
+    # weights of the resize are computed for the crop window only: a dense 76,800 x 300 float64
+    # matrix would be 184 MB here, and 18 GB for a 3000-pixel-tall one.
+    import tracemalloc
+
+    image = torch.arange(300, dtype=torch.uint8).view(1, 300, 1).expand(3, -1, -1)
+    tracemalloc.start()
+    try:
+        out = FbResNetTransform()(image)
+        caffe = CaffeTransform(227, mean_bgr=[0.0, 0.0, 0.0])(image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == caffe.shape[:1] + (224, 224) and caffe.shape == (3, 227, 227)
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB traced"
+    # The column is constant along the width, and the warp keeps the top-to-bottom ramp.
+    assert torch.equal(caffe[:, :, 0], caffe[:, :, -1]) and caffe[0, 0, 0] < caffe[0, -1, 0]

@@ -147,6 +147,9 @@ BAD_INPUTS = {
     "weights file": (lambda d: ["--weights", f"{MODEL}={d / 'none.safetensors'}", "--imagenet", str(d)], "is not a file"),
     "limit": (lambda d: ["--imagenet", str(d), "--limit", "0"], "positive"),
     "device": (lambda d: ["--imagenet", str(d), "--device", "tpu:x"], "is not a device name"),
+    # Output paths are checked before the evaluation, not when the report is written after it.
+    "json folder": (lambda d: ["--imagenet", str(d), "--json", str(d / "no" / "r.json")], "/no' does not exist"),
+    "markdown is a folder": (lambda d: ["--imagenet", str(d), "--markdown", str(d)], "is a folder"),
 }
 
 
@@ -298,6 +301,8 @@ def test_full_runs_are_judged_within_the_tolerance(top1_correct, verdict, code):
 
 def test_judge():
     assert judge(30.0, 10.0, None, None, 0.3, True) == "no paper number"
+    nan = float("nan")  # ModelCounts(images=0).top1_err: every image unreadable and skipped
+    assert judge(nan, nan, 30.0, 10.0, 0.3, True) == "no image counted"
     assert judge(30.0, 10.0, 30.0, 10.0, 0.3, False) == "partial"
     assert judge(30.0, 10.31, 30.0, 10.0, 0.3, True) == "FAIL"
 

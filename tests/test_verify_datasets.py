@@ -164,6 +164,13 @@ def test_flat_layout_reads_caffe_val_txt(tmp_path):
     assert list(zip(samples.files, samples.labels)) == sorted((flat_name(s), s.label) for s in SAMPLES)
 
 
+def test_label_file_with_a_byte_order_mark(tmp_path):
+    # Saved by a Windows editor: the BOM must not become part of the first file name.
+    images, labels = make_flat(tmp_path)
+    labels.write_bytes(b"\xef\xbb\xbf" + labels.read_bytes())
+    assert len(scan_flat(images, labels)) == len(SAMPLES)
+
+
 def test_label_file_inside_the_folder_is_not_an_unlisted_image(tmp_path):
     images, labels = make_flat(tmp_path)
     inside = images / "val.txt"
@@ -214,6 +221,25 @@ def test_unknown_wnids_are_named(tmp_path):
     (root / "cats").mkdir()
     (root / "n99999999").mkdir()
     with pytest.raises(DatasetError, match=r"2 folder\(s\).*'cats', 'n99999999'.*WNID"):
+        scan_imagenet(root, WNIDS)
+
+
+def test_a_class_folder_that_cannot_be_listed_is_an_error(tmp_path, monkeypatch):
+    # os.walk would skip it in silence, dropping its images from the denominator. (The tests run
+    # as root, which chmod cannot lock out, so the listing fails through os.scandir instead.)
+    import os
+
+    root = make_imagefolder(tmp_path / "val", SAMPLES[:2])
+    locked = root / WNIDS[0]
+    listing = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DatasetError, match=f"cannot list the folder '{locked}' \\(Permission denied\\)"):
         scan_imagenet(root, WNIDS)
 
 
@@ -270,6 +296,22 @@ def test_grayscale_is_replicated_and_cmyk_converted(tmp_path):
     assert abs(int(pixels[0, 10, 10]) - 200) <= 1  # JPEG keeps a flat grey within a level
     red = decode_image(cmyk)[:, 10, 10].tolist()
     assert red[0] >= 250 and red[1] <= 5 and red[2] <= 5, red
+
+
+def test_exif_orientation_is_ignored_as_by_the_original_pipelines(tmp_path):
+    # OpenCV 2.4's imread (Caffe's convert_imageset) and Torch7's libjpeg loader never rotated
+    # by the EXIF Orientation tag; 6 means "rotate 90 degrees clockwise to display".
+    stored = torch.zeros(48, 64, 3, dtype=torch.uint8)
+    stored[:, :32] = 255  # left half white, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.JPEG"
+    Image.fromarray(stored.numpy()).save(path, "JPEG", quality=95, exif=exif)
+    with Image.open(path) as check:
+        assert check.getexif()[0x0112] == 6
+    pixels = decode_image(path)
+    assert pixels.shape == (3, 48, 64)  # rows and columns as stored, not as displayed
+    assert pixels[:, :, :28].min() > 240 and pixels[:, :, 36:].max() < 15
 
 
 def test_each_image_is_decoded_once_and_resampled_once_per_pipeline(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import torch
 from dsd_zoo.transforms import CaffeTransform, FbResNetTransform
 from dsd_zoo.verify.datasets import scan_imagenet
 from dsd_zoo.verify.engine import (EvalTarget, ModelCounts, default_workers, describe_pipeline, evaluate,
-                                   group_by_pipeline, load_target)
+                                   group_by_pipeline, label_rank, load_target)
 
 from .test_verify_datasets import single_thread  # noqa: F401  (autouse fixture)
 from .test_verify_datasets import (FILLER_LOGITS, N_READABLE, N_TOP1, N_TOP5, N_UNREADABLE, SAMPLES, WNIDS,
@@ -104,6 +104,35 @@ def test_a_real_architecture_with_known_answers(tmp_path, val_samples):
     target = load_target("squeezenet_sparse", path)
     result = evaluate([target], val_samples, batch_size=8, workers=0, progress=False)
     assert result.counts["squeezenet_sparse"] == ModelCounts(13, N_TOP1, N_TOP5)
+
+
+class ConstantModel(torch.nn.Module):
+    """The same logit for every class: a broken model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], 1000)
+
+
+def test_a_constant_output_ranks_the_classes_by_index(val_samples):
+    # All 1000 logits tie, so the higher class index ranks first (classes 999..995 are the top 5).
+    # torch.topk happens to return classes 0..4 for such a row here: a topk-based count would
+    # credit the 10 readable images of classes 0, 1, 2 and 4 with a top-5 hit.
+    target = EvalTarget("constant", ConstantModel(), CaffeTransform(227, mean_bgr=[104.0, 117.0, 123.0]))
+    result = evaluate([target], val_samples, batch_size=8, workers=0, progress=False)
+    assert result.counts["constant"] == ModelCounts(len(SAMPLES), 0, 0)
+
+
+def test_label_rank_orders_ties_by_class_index_and_nan_first():
+    nan = float("nan")
+    logits = torch.tensor([
+        [5.0, 4.0, 1.0, 3.0, 2.0, 1.0, 0.0, 0.0],  # class 2 ties class 5, which ranks first: rank 5
+        [5.0, 4.0, 1.0, 3.0, 2.0, 1.0, 0.0, 0.0],  # ... and class 5 ranks 4th (0-based)
+        [0.0] * 8,  # all tied: class 6 is behind class 7 only
+        [nan, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # NaN true logit: rank = number of classes
+        [1.0, nan, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0],  # a NaN elsewhere ranks above the true class
+        [0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0],  # a clear winner: rank 0
+    ])
+    assert label_rank(logits, torch.tensor([2, 5, 6, 0, 0, 3])).tolist() == [5, 4, 1, 8, 1, 0]
 
 
 def test_bad_arguments(val_samples):

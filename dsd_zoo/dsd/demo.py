@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import os
 import platform
@@ -41,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dsd_zoo.digests import hash_file
 from dsd_zoo.dsd.checkpoint import load_checkpoint, save_checkpoint
 from dsd_zoo.dsd.digits_data import DIGITS_SOURCE, DigitsSplit, load_digits_split_sklearn
 from dsd_zoo.dsd.embedded import digits_input, evaluate_digits, save_digits_split
@@ -199,10 +199,6 @@ def format_table(summary: dict[str, Any], config: DemoConfig) -> str:
     return "\n".join(lines)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def export_embedded(
     out: Path, split: DigitsSplit, dsd_run: Run, baseline_run: Run, config: DemoConfig, command: str
 ) -> dict[str, Any]:
@@ -238,16 +234,16 @@ def export_embedded(
         load_checkpoint(path, reloaded)
         top1, top5, n = evaluate_digits(reloaded, test_path)
         models[f"digits_{stage}"] = {
-            "file": path.name, "stage": stage, "sha256": _sha256(path), "size": path.stat().st_size,
-            "top1_err": top1, "top5_err": top5, "n": n, "top1_errors": round(top1 * n),
+            "file": path.name, "stage": stage, "sha256": hash_file(path)["sha256"],
+            "size": path.stat().st_size, "top1_err": top1, "top5_err": top5, "n": n, "top1_errors": round(top1 * n),
         }
     results = {
         "generated_by": command,
         "seed": dsd_run.seed,
         "config": _config_dict(config),
         "torch": torch.__version__,
-        "test_split": {"file": test_path.name, "sha256": _sha256(test_path), "size": test_path.stat().st_size,
-                       "n": split.test_labels.numel(), "source": DIGITS_SOURCE, "split": split.description},
+        "test_split": {"file": test_path.name, "sha256": hash_file(test_path)["sha256"],
+                       "size": test_path.stat().st_size, "n": split.test_labels.numel(), "source": DIGITS_SOURCE, "split": split.description},
         "models": models,
     }
     (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")

@@ -15,10 +15,12 @@ torchvision (``layerX.Y.conv1``, ``downsample.0``, ``fc``) so the layout reads t
 
 from __future__ import annotations
 
-import functools
 from typing import List, Optional, Type, Union
 
 from torch import Tensor, nn
+# Safe at module level: this module is imported on the first build of a ResNet (through
+# dsd_zoo.models.ARCHITECTURES), never by `import dsd_zoo`.
+from torchvision.models.resnet import ResNet
 
 __all__ = ["FbBasicBlock", "FbBottleneck", "fb_resnet18", "fb_resnet50", "FbResNet"]
 
@@ -77,44 +79,31 @@ class FbBottleneck(nn.Module):
         return self.relu(self.bn_after_add(out + identity))
 
 
-@functools.lru_cache(maxsize=None)
-def _resnet_class() -> type:
-    # torchvision is imported on first build, never by `import dsd_zoo`.
-    from torchvision.models.resnet import ResNet
+class FbResNet(ResNet):
+    """torchvision's ResNet with a biased stem conv and fb.resnet.torch blocks and shortcuts."""
 
-    class FbResNet(ResNet):
-        """torchvision's ResNet with a biased stem conv and fb.resnet.torch blocks and shortcuts."""
+    def __init__(self, block: Type[Union[FbBasicBlock, FbBottleneck]], layers: List[int], num_classes: int = 1000) -> None:
+        super().__init__(block, layers, num_classes=num_classes)  # type: ignore[arg-type]
+        self.conv1 = _conv(3, 64, 7, stride=2)
 
-        def __init__(self, block: Type[Union[FbBasicBlock, FbBottleneck]], layers: List[int], num_classes: int = 1000) -> None:
-            super().__init__(block, layers, num_classes=num_classes)  # type: ignore[arg-type]
-            self.conv1 = _conv(3, 64, 7, stride=2)
-
-        def _make_layer(self, block, planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:  # type: ignore[override]
-            if dilate:
-                raise ValueError("fb.resnet.torch checkpoints have no dilated stages")
-            downsample = None
-            if stride != 1 or self.inplanes != planes * block.expansion:
-                # A bare projection: the released checkpoints have no BatchNorm here.
-                downsample = nn.Sequential(_conv(self.inplanes, planes * block.expansion, 1, stride))
-            layers = [block(self.inplanes, planes, stride, downsample)]
-            self.inplanes = planes * block.expansion
-            layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
-            return nn.Sequential(*layers)
-
-    return FbResNet
-
-
-def __getattr__(name: str):
-    if name == "FbResNet":
-        return _resnet_class()
-    raise AttributeError(name)
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:  # type: ignore[override]
+        if dilate:
+            raise ValueError("fb.resnet.torch checkpoints have no dilated stages")
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            # A bare projection: the released checkpoints have no BatchNorm here.
+            downsample = nn.Sequential(_conv(self.inplanes, planes * block.expansion, 1, stride))
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
 
 
 def fb_resnet18(num_classes: int = 1000) -> nn.Module:
     """Build ResNet-18 as released by fb.resnet.torch (11,692,520 parameters)."""
-    return _resnet_class()(FbBasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+    return FbResNet(FbBasicBlock, [2, 2, 2, 2], num_classes=num_classes)
 
 
 def fb_resnet50(num_classes: int = 1000) -> nn.Module:
     """Build ResNet-50 as released by fb.resnet.torch, BatchNorm after the addition (25,575,912 parameters)."""
-    return _resnet_class()(FbBottleneck, [3, 4, 6, 3], num_classes=num_classes)
+    return FbResNet(FbBottleneck, [3, 4, 6, 3], num_classes=num_classes)

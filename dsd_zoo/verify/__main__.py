@@ -155,10 +155,15 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for flag, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
         if value is not None and value < (1 if flag == "--batch-size" else 0):
             raise DSDZooError(f"{flag} must be {'positive' if flag == '--batch-size' else '>= 0'}, got {value}")
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
+        # Checked before an hour of evaluation, not after.
+        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+            where = f"{str(path)!r} is a folder" if path.is_dir() else f"folder {str(path.parent)!r} does not exist"
+            raise DSDZooError(f"{flag} {path}: {where}; give a file in an existing folder")
     if args.plot is not None:
         from .report import require_matplotlib
 
-        require_matplotlib()  # before an hour of evaluation, not after
+        require_matplotlib()
 
 
 def _pick_device(requested: Optional[str]) -> str:

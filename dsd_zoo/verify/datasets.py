@@ -145,6 +145,13 @@ def scan_imagenet(root: PathLike, wnids: Sequence[str], labels_file: Optional[Pa
     return scan_imagefolder(path, wnids)
 
 
+def _unreadable_folder(error: OSError) -> None:
+    # os.walk skips a folder it cannot list unless told otherwise: its images would silently
+    # leave the denominator.
+    raise DatasetError(f"cannot list the folder {error.filename!r} ({error.strerror or error}); its images would be "
+                       "missing from the evaluation: fix its permissions or remove it") from error
+
+
 def scan_imagefolder(root: PathLike, wnids: Sequence[str]) -> ValSamples:
     """Read an ImageFolder layout: ``root/<wnid>/<image>``, labels from the WNID's sorted position.
 
@@ -152,7 +159,8 @@ def scan_imagefolder(root: PathLike, wnids: Sequence[str]) -> ValSamples:
     not skipped); hidden files (``.DS_Store``) are ignored.
 
     Raises:
-        DatasetError: a folder that is not an ILSVRC-2012 WNID, or no files at all.
+        DatasetError: a folder that is not an ILSVRC-2012 WNID, a folder that cannot be listed,
+            or no files at all.
     """
     path = _check_root(root)
     index = {wnid: i for i, wnid in enumerate(wnids)}
@@ -168,7 +176,7 @@ def scan_imagefolder(root: PathLike, wnids: Sequence[str]) -> ValSamples:
     files: List[str] = []
     labels: List[int] = []
     for folder in folders:
-        for dirpath, dirnames, filenames in os.walk(path / folder):
+        for dirpath, dirnames, filenames in os.walk(path / folder, onerror=_unreadable_folder):
             dirnames[:] = sorted(d for d in dirnames if _visible(d))
             relative = Path(dirpath).relative_to(path)
             for name in sorted(n for n in filenames if _visible(n)):
@@ -232,7 +240,7 @@ def scan_flat(root: PathLike, labels_file: PathLike, num_classes: int = 1000) ->
     path = _check_root(root)
     labels_path = Path(labels_file).expanduser()
     try:
-        text = labels_path.read_bytes().decode("utf-8")
+        text = labels_path.read_bytes().decode("utf-8-sig")  # a byte-order mark (Windows editors) is not a name
     except FileNotFoundError:
         raise DatasetError(f"label file {str(labels_path)!r} does not exist") from None
     except IsADirectoryError:

@@ -4,8 +4,8 @@ Models are grouped by the ``pipeline_key`` of their transform (the 13 ImageNet m
 Caffe 256x256 -> 227, Caffe 256x256 -> 224 and fb.resnet.torch 256 -> 224). DataLoader
 workers decode each image once and resample it once per pipeline; the main process applies
 each model's cheap ``normalize`` to the batch and runs the model under
-``torch.inference_mode``. Top-1 and top-5 hits are summed as integers on the device and read
-back once at the end.
+``torch.inference_mode``. Top-1 and top-5 hits (:func:`label_rank`: equal logits in a fixed
+order, as Caffe ranked them) are summed as integers on the device and read back once at the end.
 
 Under ``torchrun`` (``RANK``/``WORLD_SIZE`` in the environment) every rank evaluates the
 images whose index is congruent to its rank modulo the world size (each image exactly once, no
@@ -38,6 +38,7 @@ __all__ = [
     "group_by_pipeline",
     "describe_pipeline",
     "default_workers",
+    "label_rank",
     "load_target",
     "process_group",
     "barrier",
@@ -226,6 +227,24 @@ def _all_gather_json(obj: Any, device: torch.device) -> List[Any]:
     return [json.loads(bytes(buf[: int(n)].cpu().tolist()).decode("utf-8")) for buf, n in zip(gathered, sizes)]
 
 
+def label_rank(logits: Tensor, labels: Tensor) -> Tensor:
+    """The true class's 0-based place in each row's ranking of the classes (0 = top-1 hit).
+
+    The true class is in the top k when its rank is below k. Equal logits are ranked by class
+    index, the higher index first, as Caffe's ``AccuracyLayer`` ranked them when the DSD release
+    was evaluated (a ``partial_sort`` of ``(score, index)`` pairs with ``std::greater``, 2016).
+    ``topk`` cannot be used: which of several equal logits it returns is unspecified and varies
+    with the row length, and exact ties do occur (SqueezeNet's logits are averages of ReLU
+    outputs and can be exactly 0; bfloat16 logits under ``--fast`` tie often). A fixed order keeps
+    the counts a function of the logits alone, so every run and every rank agrees. A NaN ranks
+    above every number; a true class whose logit is NaN gets rank ``num_classes`` (never a hit).
+    """
+    true = logits.gather(1, labels[:, None])
+    later = torch.arange(logits.shape[1], device=logits.device) > labels[:, None]
+    ahead = (logits > true) | ((logits == true) & later) | logits.isnan()
+    return torch.where(true.squeeze(1).isnan(), logits.shape[1], ahead.sum(dim=1))
+
+
 def _logits(output: Any) -> Tensor:
     # Some architectures return (logits, aux...) in train mode; evaluation only needs the logits.
     return output if isinstance(output, Tensor) else output[0]
@@ -311,11 +330,10 @@ def evaluate(
                         batch = batch.contiguous(memory_format=torch.channels_last)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
                         logits = _logits(target.model(batch))
-                    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-                    hits = (top == labels[:, None]) & readable[:, None]
+                    rank = label_rank(logits, labels)
                     counts[row, 0] += counted
-                    counts[row, 1] += hits[:, 0].sum()
-                    counts[row, 2] += hits.any(dim=1).sum()
+                    counts[row, 1] += ((rank < 1) & readable).sum()
+                    counts[row, 2] += ((rank < min(5, logits.shape[1])) & readable).sum()
                     row += 1
             bar.update(labels.numel())
     seconds = time.perf_counter() - start

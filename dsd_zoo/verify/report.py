@@ -133,9 +133,12 @@ def judge(top1: float, top5: float, paper_top1: Optional[float], paper_top5: Opt
     """``pass``/``FAIL`` when both errors are within ``tolerance`` points of the paper's on a full run.
 
     ``partial`` when the run did not cover the 50,000 images, ``no paper number`` when there is
-    nothing to compare with.
+    nothing to compare with, ``no image counted`` when the errors are undefined (every image
+    unreadable and left out with ``--bad-images skip``).
     """
-    if paper_top1 is None or paper_top5 is None or math.isnan(top1):
+    if math.isnan(top1) or math.isnan(top5):
+        return "no image counted"
+    if paper_top1 is None or paper_top5 is None:
         return "no paper number"
     if not full:
         return "partial"
