@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Iterator, Mapping
 
 import filelock
 
+from .atomic import PART_SUFFIX, atomic_write, new_part_path, publish  # noqa: F401  (part of this module's API)
 from .digests import Digest, hash_file
 
 __all__ = [
@@ -56,7 +56,6 @@ logger = logging.getLogger(__name__)
 CACHE_ENV = "DSD_ZOO_CACHE"
 STAMP_SUFFIX = ".stamp.json"
 LOCK_SUFFIX = ".lock"
-PART_SUFFIX = ".part"
 # Suffixes a cached file's own name must not end with, or it would collide with another's sidecar.
 RESERVED_SUFFIXES = (STAMP_SUFFIX, LOCK_SUFFIX, PART_SUFFIX)
 _STAMP_FORMAT = 1
@@ -150,13 +149,8 @@ def write_stamp(path: Path, stamp: Stamp) -> None:
     """Write the stamp of ``path`` atomically (a reader sees the old stamp or the new one)."""
     document = {"format": _STAMP_FORMAT, **{name: getattr(stamp, name) for name in Stamp.__dataclass_fields__}}
     document["extra"] = dict(stamp.extra)
-    sidecar = stamp_path(path)
-    part = new_part_path(sidecar)
-    try:
-        part.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        publish(part, sidecar)
-    finally:
-        part.unlink(missing_ok=True)
+    text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+    atomic_write(stamp_path(path), lambda file: file.write(text.encode("utf-8")))
 
 
 def pinned_stamp(path: Path) -> Stamp | None:
@@ -244,18 +238,15 @@ def locked(path: Path) -> Iterator[bool]:
         lock.release()
 
 
-def new_part_path(final: Path) -> Path:
-    """A temporary name for a new copy of ``final``, unique to this process, in the same directory."""
-    return final.with_name(f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}{PART_SUFFIX}")
-
-
 def remove_stale_parts(final: Path) -> int:
     """Remove the ``.part`` files of ``final`` left by dead processes; returns how many.
 
     Must be called under :func:`locked`: parts are written only under the lock, so any part
     found while holding it belongs to a process that died mid-download.
     """
-    pattern = re.compile(re.escape(final.name) + r"\.\d+\.[0-9a-f]{8}" + re.escape(PART_SUFFIX))
+    # A part may hold its own part while it is written (a conversion writing the part atomically).
+    part = r"\.\d+\.[0-9a-f]{8}" + re.escape(PART_SUFFIX)
+    pattern = re.compile(re.escape(final.name) + f"(?:{part})+")
     removed = 0
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(final.parent):
@@ -267,23 +258,3 @@ def remove_stale_parts(final: Path) -> int:
     return removed
 
 
-def publish(part: Path, final: Path) -> None:
-    """Make the complete file ``part`` durable and visible as ``final`` in one atomic step."""
-    with open(part, "rb+") as file:
-        os.fsync(file.fileno())
-    os.replace(part, final)
-    _fsync_directory(final.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist a rename; a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on directories; the rename itself is still atomic
-    finally:
-        os.close(fd)

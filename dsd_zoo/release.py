@@ -34,14 +34,13 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import cache
 from .api import get_entry
+from .atomic import atomic_write
 from .digests import Digest, hash_file
 from .errors import (ConversionError, DSDZooError, IntegrityError, ManifestError, NotAvailableError,
                      UnverifiedSourceError, UploadError)
@@ -148,7 +147,8 @@ def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] 
     mean = _mean_image(entry, manifest, mean_image, trust_unverified=trust_unverified, progress=progress)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=out_dir))
+    staging = out_dir / f".{name}.{uuid.uuid4().hex[:8]}.part"
+    staging.mkdir(mode=0o777)  # the umask applies, as for any new folder
     try:
         location = hub.locate(name, entry.weights.file) if hub is not None else None
         saved, fingerprint = _assemble(entry, manifest, source, mean, staging, hf_location=location,
@@ -358,28 +358,13 @@ def _read_json_object(path: Path) -> Dict[str, Any]:
     return document
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it a normal file's mode
-        cache.publish(Path(temp), path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda file: file.write(data))
 
 
 def _publish_folder(staging: Path, folder: Path) -> None:
     """Make the complete ``staging`` folder appear as ``folder``, replacing an older one."""
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700
     old = None
     if folder.exists():
         old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")

@@ -165,10 +165,12 @@ def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, 
         mean_image = resolve_asset(manifest.assets[asset_name], progress=progress, offline=offline)
     final = cache.resolve_cache_dir() / entry.weights.file
     record = weights_record(entry)
-    with cache.locked(final):
+    with cache.locked(final) as exclusive:
         # Another process may have converted it while this one waited for the lock.
         if cache.verify_cached(final, record.digest, record.size) is not None:
             return final
+        if exclusive:  # parts found under the lock belong to a process that died mid-conversion
+            cache.remove_stale_parts(final)
         logger.info("%s: converting the original release %s locally", entry.name, entry.original.url)
         part = cache.new_part_path(final)
         try:

@@ -20,12 +20,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
+from ..atomic import write_safetensors
 from ..digests import hash_file
 from ..errors import ConversionError, FormatError, UnknownModelError, WeightsError
 from ..loading import EXTRA_PREFIX, check_state_dict
@@ -197,12 +197,6 @@ def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Option
     return Conversion(state_dict, extras, report)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def conversion_metadata(model_name: str, src_path: PathLike, report: Mapping[str, Any], *,
                         source_name: Optional[str] = None, source_sha256: Optional[str] = None) -> Dict[str, str]:
     """The safetensors ``__metadata__`` of a converted file: provenance, as strings.
@@ -226,41 +220,6 @@ def conversion_metadata(model_name: str, src_path: PathLike, report: Mapping[str
         "conversion_options": json.dumps(report.get("options", {}), sort_keys=True),
         "conversion_warnings": json.dumps(report.get("warnings", [])),
     }
-
-
-_SAFETENSORS_DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "int64": "I64", "int32": "I32",
-                       "uint8": "U8", "bool": "BOOL"}
-
-
-def _write_safetensors(path: str, tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> None:
-    """Write a safetensors file with a canonical header (sorted keys, compact JSON).
-
-    The safetensors library stores ``__metadata__`` from a hash map, in an order that changes
-    from run to run; a converted file must be byte-for-byte reproducible, so the (simple,
-    documented) format is written here: an 8-byte little-endian header length, the JSON
-    header padded with spaces to a multiple of 8, then the tensors' bytes in key order.
-    """
-    header: Dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
-    arrays = []
-    offset = 0
-    for name in sorted(tensors):
-        array = tensors[name].detach().cpu().contiguous().numpy()
-        dtype = _SAFETENSORS_DTYPES.get(array.dtype.name)
-        if dtype is None:
-            raise ConversionError(f"tensor {name!r} has dtype {array.dtype}, which dsd-zoo does not write")
-        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
-        arrays.append(array)
-    raw = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    raw += b" " * (-(8 + len(raw)) % 8)
-    with open(path, "wb") as handle:
-        handle.write(len(raw).to_bytes(8, "little"))
-        handle.write(raw)
-        for array in arrays:
-            handle.write(array.reshape(-1).view(np.uint8).data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
@@ -288,17 +247,7 @@ def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
     tensors = dict(conversion.state_dict)
     for name, value in conversion.extras.items():
         tensors[EXTRA_PREFIX + name] = value
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    os.close(handle)
-    try:
-        _write_safetensors(temp_name, tensors, metadata)
-        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes it 0600; give it a normal file's mode
-        os.replace(temp_name, out)
-    except BaseException:
-        # Covers KeyboardInterrupt too: nothing half-written may remain.
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_safetensors(out, tensors, metadata)  # canonical bytes, atomically
     digest = hash_file(out, ("sha256",))["sha256"]
     return SavedConversion(out, digest, out.stat().st_size, metadata, conversion.report)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Union
@@ -26,6 +25,7 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
+from dsd_zoo.atomic import write_safetensors
 from dsd_zoo.errors import FormatError, WeightsError
 
 __all__ = ["load_checkpoint", "load_masks", "read_metadata", "save_checkpoint", "save_masks", "write_safetensors"]
@@ -44,52 +44,6 @@ def _sparsity_table(masks: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
         sparsity = pruned / mask.numel() if mask.numel() else 0.0
         table[name] = {"numel": mask.numel(), "pruned": pruned, "sparsity": sparsity}
     return table
-
-
-def write_safetensors(path: PathLike, tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> Path:
-    """Write a safetensors file atomically and reproducibly, with the usual file mode.
-
-    * atomically: the bytes go to a temporary name next to ``path`` and are renamed into place,
-      so a crash never leaves a truncated file under the final name;
-    * reproducibly: safetensors writes the metadata in hash-map order, which changes from one
-      write to the next; the header is rewritten with sorted metadata, so the same tensors and
-      metadata always give the same bytes (and the same sha256, which manifests pin);
-    * mode ``0666 & ~umask``, not the 0600 that safetensors creates files with.
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = path.with_name(f".{path.name}.{os.getpid()}.raw.tmp")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(dict(tensors), os.fspath(raw), metadata=dict(metadata))
-        _canonical_copy(raw, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        raw.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _canonical_copy(src: Path, dst: Path) -> None:
-    """Copy a safetensors file with its header in a canonical order (metadata keys sorted)."""
-    with open(src, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-        metadata = header.pop("__metadata__", None)
-        ordered: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
-        # Tensors in the order of their bytes, as safetensors lays them out (deterministically).
-        ordered.update(sorted(header.items(), key=lambda item: (item[1]["data_offsets"], item[0])))
-        text = json.dumps(ordered, separators=(",", ":")).encode()
-        text += b" " * (-len(text) % 8)  # the format's 8-byte alignment of the data
-        with open(dst, "wb") as out:
-            out.write(len(text).to_bytes(8, "little"))
-            out.write(text)
-            shutil.copyfileobj(f, out, 1 << 22)
 
 
 def _write(

@@ -40,7 +40,7 @@ def digits_input(images: Tensor) -> Tensor:
 
 def save_digits_split(path: PathLike, images: Tensor, labels: Tensor, metadata: Mapping[str, str]) -> Path:
     """Write a digits split (``uint8 [N, 8, 8]`` images, ``int64 [N]`` labels) with its provenance."""
-    from dsd_zoo.dsd.checkpoint import write_safetensors
+    from dsd_zoo.atomic import write_safetensors
 
     _check_split(images, labels, os.fspath(path))
     return write_safetensors(
