@@ -38,6 +38,8 @@ def _architectures():
 
 def get_entry(name: str, manifest: Optional[Manifest] = None) -> ModelEntry:
     """The manifest entry of ``name``; an unknown name raises an error listing the closest ones."""
+    if not isinstance(name, str):
+        raise UnknownModelError(f"a model name is a string such as 'resnet50_dsd', got {name!r}")
     manifest = manifest or load_manifest()
     entry = manifest.models.get(name)
     if entry is None:

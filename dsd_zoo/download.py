@@ -433,6 +433,12 @@ class _UrlSource(_Source):
             headers.update({"Range": f"bytes={writer.written}-", "If-Range": resume.validator})
         with _get(session, self.request_url, headers, settings) as response:
             if response.status_code == 206 and _range_start(response) == writer.written:
+                etag = response.headers.get("ETag")
+                if etag and resume.validator and resume.validator.startswith('"') and etag != resume.validator:
+                    # A server that ignored If-Range sent part of another version: never splice.
+                    expected, resume.validator = resume.validator, None
+                    raise _Transient(f"the server sent part of a different version (ETag {etag}, "
+                                     f"expected {expected}); starting over")
                 total = _range_total(response)
             elif response.status_code != 200:  # a range other than the one asked for: start over
                 resume.validator = None

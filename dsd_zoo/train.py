@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dsd_zoo.atomic import atomic_write
 from dsd_zoo.errors import DatasetError, DSDZooError
 
 __all__ = ["build_model", "main", "train"]
@@ -251,7 +252,9 @@ def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool) ->
                 entry["masks"] = _file_entry(mpath)
             results["phases"].append(entry)
             results["wall_seconds"] = time.perf_counter() - start
-            (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+            # Atomic: a crash must not leave a half file that later marks the output as "holding a run".
+            text = json.dumps(results, indent=2) + "\n"
+            atomic_write(output / "results.json", lambda file: file.write(text.encode("utf-8")))
             e, phase = result.errors, result.phase
             sparsity = f", weight sparsity {result.sparsity.sparsity:.2%}" if result.sparsity else ""
             print(f"[{phase.name}] {phase.kind}, {phase.epochs} epochs at lr {phase.lr:g}: val top-1 error "

@@ -68,6 +68,7 @@ class Fault:
     flip_bit_at: int | None = None  # flip the lowest bit of the body byte at this offset
     truncate_to: int | None = None  # serve only this many bytes, as if the file were that short
     ignore_range: bool = False  # answer 200 with the whole file even to a Range request
+    ignore_if_range: bool = False  # answer a Range request with 206 even when If-Range no longer matches
     then_serve: bytes | None = None  # after this request, serve these bytes (same ETag kind, same Last-Modified)
     repeat: bool = False  # apply to every request rather than only the next one
     methods: tuple[str, ...] = ("GET",)
@@ -287,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, start, end = 200, 0, len(body)
         wanted = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
-        same_file = if_range in (None, resource.etag, _LAST_MODIFIED)
+        same_file = if_range in (None, resource.etag, _LAST_MODIFIED) or fault.ignore_if_range
         if wanted and resource.accept_ranges and not fault.ignore_range and same_file:
             match = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
             if match is None or int(match[1]) >= len(body):

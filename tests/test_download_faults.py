@@ -129,6 +129,17 @@ def test_file_replaced_between_attempts_is_never_spliced(cache_dir, server, etag
         assert second.if_range == etag and second.status == 200
 
 
+def test_a_partial_answer_from_another_version_is_never_spliced(cache_dir, server):
+    # A broken server or proxy ignores If-Range and answers 206 from the replaced file; its ETag
+    # gives it away, and the client must start over instead of appending the new tail.
+    new = os.urandom(len(BODY))
+    url = server.add("/w.bin", BODY, faults=[Fault(reset_after=2_500_000, then_serve=new), Fault(ignore_if_range=True)])
+    with pytest.warns(UserWarning, match="trusting the copy"):
+        path = fetch(record(url, digest=None, size=None), progress=False, trust_unverified=True)
+    assert path.read_bytes() == new
+    assert [entry.status for entry in server.requests_for("/w.bin")] == [200, 206, 200]
+
+
 def test_no_range_support_means_no_range_request(cache_dir, server):
     url = server.add("/w.bin", BODY, accept_ranges=False, faults=[Fault(reset_after=2_500_000)])
     assert fetch(record(url), progress=False).read_bytes() == BODY
