@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+from _ratio import print_command, print_ratio
+
 
 def cold_import(module: str) -> float:
     code = f"import {module}" if module else "pass"
@@ -28,12 +30,11 @@ def main(argv=None) -> int:
     for module in ("torchvision", "dsd_zoo"):
         cold_import(module)  # warm the file cache
         results[module] = statistics.median(cold_import(module) for _ in range(args.repeats))
-    print(f"command: python benchmarks/import_time.py --repeats {args.repeats}")
+    print_command()
     print(f"  bare interpreter     {baseline * 1000:8.1f} ms")
     for module, seconds in results.items():
         print(f"  import {module:12s} {seconds * 1000:8.1f} ms (wall time of python -c 'import ...')")
-    ratio = results["dsd_zoo"] / results["torchvision"]
-    print(f"ratio dsd_zoo / torchvision = {ratio:.3f} (goal < 1.5: {'met' if ratio < 1.5 else 'NOT met'})")
+    print_ratio("dsd_zoo / torchvision", results["dsd_zoo"] / results["torchvision"], 1.5, lower_is_better=True)
     return 0
 
 

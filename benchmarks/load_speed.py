@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _ratio import print_command, print_ratio
 
 
 def main(argv=None) -> int:
@@ -65,12 +66,11 @@ def main(argv=None) -> int:
                 fn()
                 times[name].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"command: {' '.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])}")
+    print_command()
     print(f"model {args.model}, threads {args.threads}, repeats {args.repeats}, warm page cache")
     for name, value in med.items():
         print(f"  {name:12s} median {value * 1000:8.1f} ms  (all: {', '.join(f'{t * 1000:.0f}' for t in times[name])})")
-    ratio = med["dsd_zoo"] / med["torchvision"]
-    print(f"ratio dsd_zoo / torchvision = {ratio:.3f}  (goal <= 0.25: {'met' if ratio <= 0.25 else 'NOT met'})")
+    print_ratio("dsd_zoo / torchvision", med["dsd_zoo"] / med["torchvision"], 0.25, lower_is_better=True)
     return 0
 
 
