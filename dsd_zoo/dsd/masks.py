@@ -340,6 +340,10 @@ class DSD:
                 # weight's shape; scalars such as Adam's `step` are left alone.
                 if isinstance(value, Tensor) and value.shape == param.shape:
                     value.masked_fill_(pruned, 0)
+        # Optimizers that shard or flatten their state (ZeroRedundancyOptimizer, FSDP's flat
+        # parameters) keep nothing here under the parameter; the post-step mask still holds the
+        # pruned weights at zero, but their buffers are not cleared: build a fresh optimizer per
+        # phase, as `python -m dsd_zoo.train` does.
 
     # ------------------------------------------------------------------ reporting
     def report(self) -> SparsityReport:
