@@ -19,7 +19,7 @@ from dsd_zoo.digests import Digest
 from dsd_zoo.download import FileRecord, HFLocation, fetch, fetch_url_bytes, onedrive_direct_url
 from dsd_zoo.errors import DownloadError, NotAvailableError, OfflineError
 
-from .servers import DEFAULT_COMMIT, Fault, cache_dir, server  # noqa: F401 (fixtures)
+from .servers import DEFAULT_COMMIT, Fault
 
 BODY = os.urandom(300_000)
 SHA256 = hashlib.sha256(BODY).hexdigest()

@@ -22,7 +22,7 @@ from dsd_zoo.digests import Digest
 from dsd_zoo.download import FileRecord, HFLocation, fetch
 from dsd_zoo.errors import DownloadError, OfflineError, UnverifiedSourceError
 
-from .servers import DEFAULT_COMMIT, Fault, cache_dir, server  # noqa: F401 (fixtures)
+from .servers import DEFAULT_COMMIT, Fault
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 3 MiB: three of the downloader's 1 MiB reads, so a reset mid-body leaves whole chunks to resume from.

@@ -14,7 +14,8 @@ from dsd_zoo.dsd.embedded import evaluate_digits, load_digits_split, save_digits
 from dsd_zoo.errors import FormatError
 from dsd_zoo.models.digits import digits_net
 
-from .test_dsd_masks import one_thread  # noqa: F401 (autouse fixture)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "dsd_zoo" / "data" / "embedded"
 RESULTS = EMBEDDED / "results.json"

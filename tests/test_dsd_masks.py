@@ -21,6 +21,8 @@ from dsd_zoo.dsd import (
 )
 from dsd_zoo.errors import FormatError, WeightsError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class SmallNet(nn.Module):
     # Odd sizes on purpose: 0.3 * numel is rarely an integer, so the rounding rule matters.
@@ -37,13 +39,6 @@ class SmallNet(nn.Module):
 PRUNED = ["features.2.weight", "classifier.0.weight", "classifier.2.weight"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: for models this small a second thread on a busy core is ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_net(seed: int = 0) -> SmallNet:

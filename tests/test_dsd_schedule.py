@@ -12,7 +12,8 @@ from dsd_zoo.dsd import DSD, DSDSchedule, Phase
 from dsd_zoo.dsd.loop import ErrorRates, count_correct, evaluate, train_epoch, train_phases
 from dsd_zoo.dsd.recipe import RecipeError, load_recipe, parse_recipe
 
-from .test_dsd_masks import one_thread  # noqa: F401 (autouse fixture)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 def test_standard_schedule_is_dense_sparse_redense_with_lr_x01() -> None:

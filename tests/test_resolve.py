@@ -17,7 +17,7 @@ import dsd_zoo
 from dsd_zoo.errors import DownloadError, OfflineError, UnverifiedSourceError
 
 from .conftest import FIXTURES, REPO_ROOT, require
-from .servers import isolate_download_env, server  # noqa: F401  (fixture)
+from .servers import isolate_download_env
 
 
 def git_blob_sha1(data: bytes) -> str:

@@ -27,9 +27,10 @@ from dsd_zoo.verify.report import eval_report, judge
 
 from .conftest import FIXTURES, REPO_ROOT, require
 from .servers import LoopbackServer
-from .test_verify_datasets import single_thread  # noqa: F401  (autouse fixture)
 from .test_verify_datasets import N_READABLE, N_TOP1, N_TOP5, SAMPLES, make_flat, make_imagefolder
 from .test_verify_engine import colour_squeezenet_file
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MODEL = "squeezenet_sparse"
 RUN = ["--workers", "0", "--no-progress", "--device", "cpu"]

@@ -21,18 +21,11 @@ from dsd_zoo.transforms import CaffeTransform, FbResNetTransform
 from dsd_zoo.verify import FULL_VAL_SIZE
 from dsd_zoo.verify.datasets import DatasetError, MultiPipelineDataset, decode_image, scan_flat, scan_imagenet
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 WNIDS = [wnid for wnid, _ in imagenet_classes()]
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: these tests check counts, not speed, and on a shared 2-core machine a
-    second thread mostly spins (measured: an evaluation of the 13 files takes 0.4 s with one
-    thread, 2.7 s with two while other jobs run). Other test files import this fixture."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 # Logits of the classes 3..7 for every image: fixed and decreasing, so a top-5 is fully determined.
 FILLER_LOGITS = (0.05, 0.04, 0.03, 0.02, 0.01)

@@ -12,9 +12,10 @@ from dsd_zoo.verify.datasets import scan_imagenet
 from dsd_zoo.verify.engine import (EvalTarget, ModelCounts, default_workers, describe_pipeline, evaluate,
                                    group_by_pipeline, label_rank, load_target)
 
-from .test_verify_datasets import single_thread  # noqa: F401  (autouse fixture)
 from .test_verify_datasets import (FILLER_LOGITS, N_READABLE, N_TOP1, N_TOP5, N_UNREADABLE, SAMPLES, WNIDS,
                                    ColourModel, make_imagefolder)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def colour_squeezenet_file(path: Path) -> Path:

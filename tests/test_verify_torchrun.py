@@ -12,9 +12,10 @@ import pytest
 from dsd_zoo.verify.__main__ import main
 
 from .conftest import REPO_ROOT
-from .test_verify_datasets import single_thread  # noqa: F401  (autouse fixture)
 from .test_verify_datasets import N_TOP1, N_TOP5, SAMPLES, make_imagefolder
 from .test_verify_engine import colour_squeezenet_file
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MODEL = "squeezenet_sparse"
 
