@@ -20,7 +20,6 @@ from .manifest import Manifest, ModelEntry, load_manifest
 __all__ = ["Weights", "list_models", "get_model", "get_weights", "get_entry", "expand_names"]
 
 _CLASSES_FILE = Path(__file__).resolve().parent / "data" / "imagenet_classes.tsv"
-_KIND_TEXT = {"dsd": "DSD-trained model", "baseline": "baseline of the DSD table", "sparse": "sparse stage"}
 
 
 @functools.lru_cache(maxsize=None)

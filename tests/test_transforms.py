@@ -87,9 +87,9 @@ def test_caffe_mean_image_is_cropped_at_the_offset():
     torch.testing.assert_close(out, -mean_image[:, 14:241, 14:241])
 
 
-def test_fb_pipeline_matches_numpy(photo):
-    out = FbResNetTransform()(photo)
-    rgb = np.asarray(photo.convert("RGB")).astype(np.float32) / 255.0
+def numpy_fb_pipeline(rgb_uint8: np.ndarray) -> np.ndarray:
+    """fb.resnet.torch's test transform on an HWC uint8 image, transcribed from the Lua/C code."""
+    rgb = rgb_uint8.astype(np.float32) / 255.0
     h, w = rgb.shape[:2]
     if w < h:
         out_h, out_w = math.floor(h / w * 256), 256
@@ -99,8 +99,21 @@ def test_fb_pipeline_matches_numpy(photo):
     scaled = numpy_torch7_bicubic_1d(scaled, out_h)
     top, left = math.ceil((out_h - 224) / 2), math.ceil((out_w - 224) / 2)
     crop = scaled[top:top + 224, left:left + 224]
-    expected = (crop - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    return (crop - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+
+
+def test_fb_pipeline_matches_numpy(photo):
+    out = FbResNetTransform()(photo)
+    expected = numpy_fb_pipeline(np.asarray(photo.convert("RGB")))
     np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("height, width", [(375, 500), (500, 333), (227, 301)])
+def test_fb_pipeline_matches_numpy_with_odd_crop_margins(height, width):
+    # 500x375 scales to 341x256: a 117-pixel margin, so the crop starts at ceil(58.5) = 59, not 58.
+    pixels = np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    out = FbResNetTransform()(torch.from_numpy(pixels).permute(2, 0, 1).contiguous())
+    np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), numpy_fb_pipeline(pixels), atol=2e-5)
 
 
 def test_fb_scaled_size_follows_lua_rounding():
@@ -177,3 +190,24 @@ def test_a_long_thin_image_costs_only_its_crop():
     assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB traced"
     # The column is constant along the width, and the warp keeps the top-to-bottom ramp.
     assert torch.equal(caffe[:, :, 0], caffe[:, :, -1]) and caffe[0, 0, 0] < caffe[0, -1, 0]
+
+
+@pytest.mark.parametrize("n_in, n_out", [(2, 7), (5, 17), (9, 256), (300, 256), (256, 256), (1, 4), (400, 3)])
+def test_torch7_bicubic_weights_match_the_c_loop_at_every_sample(n_in, n_out):
+    # Every output sample, borders included (the pipeline's crop never reaches the extrapolated
+    # border samples of ordinary photos, so this is where they are checked).
+    from dsd_zoo.transforms import torch7_bicubic_matrix
+
+    signal = np.random.default_rng(n_in * 1000 + n_out).random((n_in, 3)).astype(np.float32)
+    expected = numpy_torch7_bicubic_1d(signal, n_out) if n_in > 1 else np.repeat(signal, n_out, axis=0)
+    np.testing.assert_allclose(torch7_bicubic_matrix(n_in, n_out).numpy() @ signal, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_in, n_out", [(2, 7), (5, 17), (300, 256), (256, 256), (1, 4), (640, 256)])
+def test_bilinear_weights_match_opencv_geometry_at_every_sample(n_in, n_out):
+    from dsd_zoo.transforms import bilinear_matrix
+
+    signal = np.random.default_rng(n_in + n_out).integers(0, 256, (n_in, 1)).astype(np.uint8)
+    expected = numpy_linear_resize(signal[:, :, None].repeat(3, axis=2), n_out, 1)[:, 0, 0]
+    got = np.floor(bilinear_matrix(n_in, n_out).numpy() @ signal[:, 0].astype(np.float64) + 0.5)
+    np.testing.assert_array_equal(got, expected)
