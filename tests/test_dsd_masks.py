@@ -198,6 +198,30 @@ def test_a_mask_applied_before_step_is_undone_by_momentum() -> None:
     assert torch.count_nonzero(pruned_values(model, masks)) > 0
 
 
+class _DriftingSGD(torch.optim.SGD):
+    """SGD that also moves every parameter by a constant: an update that ignores the gradient
+    (as a user's custom optimizer, EMA write-back or noise injection may)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = super().step(closure)
+        for group in self.param_groups:
+            for param in group["params"]:
+                param.add_(1e-3)
+        return loss
+
+
+def test_pruned_weights_stay_zero_even_when_the_update_ignores_the_gradient() -> None:
+    # Zeroed gradients alone would not hold them: only re-applying the mask after the step does.
+    model = make_net()
+    optimizer = _DriftingSGD(model.parameters(), lr=0.05, momentum=0.9)
+    dsd = DSD(model, sparsity=0.3)
+    masks = dsd.prune()
+    with dsd.attach(optimizer):
+        train_steps(model, optimizer, 10)
+    assert torch.count_nonzero(pruned_values(model, masks)) == 0
+
+
 def test_attach_before_prune_and_state_checks() -> None:
     model = make_net()
     dsd = DSD(model, sparsity=0.3)
