@@ -19,7 +19,7 @@ from typing import List, Optional
 
 from . import cache
 from .digests import Digest, hash_file
-from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError
+from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError, UnverifiedSourceError
 from .manifest import AssetRecord, Manifest, ModelEntry, OriginalRecord, shipped_file
 
 __all__ = ["original_file_name", "resolve_weights", "resolve_asset", "weights_record", "original_record", "asset_record", "cached_weights",
@@ -133,6 +133,11 @@ def resolve_weights(entry: ModelEntry, manifest: Manifest, *, progress: bool = T
             return fetch(record, progress=progress, trust_unverified=trust_unverified, offline=offline)
         except OfflineError:
             raise
+        except UnverifiedSourceError as exc:
+            # Unpinned mirrors are no reason to give up while a checkable original exists.
+            if entry.original is None or entry.original.digest is None:
+                raise
+            failures.append(str(exc))
         except DownloadError as exc:
             failures.append(str(exc))
     else:

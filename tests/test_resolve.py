@@ -152,6 +152,21 @@ def test_a_conversion_done_meanwhile_by_another_process_is_used(served_original,
     assert cache.read_stamp(final).source == "the other process"
 
 
+def test_unpinned_mirror_falls_back_to_the_verified_original(served_original, server, env, monkeypatch):
+    # A mirror without a published sha256 cannot be trusted silently; the original has a digest.
+    mirror = server.add("/unpinned.safetensors", b"whatever")
+
+    def edit(models):
+        models["squeezenet_sparse"]["original"]["url"] = served_original
+        models["squeezenet_sparse"]["weights"]["urls"] = [mirror]
+
+    write_manifest(env, monkeypatch, edit)
+    model = dsd_zoo.get_model("squeezenet_sparse", progress=False)
+    assert model.classifier[1].weight.shape == (1000, 512, 1, 1)
+    assert server.requests_for("/unpinned.safetensors") == []  # refused before any request
+    assert server.full_transfers("/compressed_SqueezeNet.net") == 1
+
+
 def test_corrupt_original_is_rejected(served_original, server, env):
     server.set_body("/compressed_SqueezeNet.net", b"\0" * 675_763)
     with pytest.raises(DownloadError, match="compressed_SqueezeNet"):
