@@ -172,6 +172,16 @@ def test_bad_input_messages_and_exit_status(tmp_path, capsys, case):
     assert err.startswith("dsd_zoo.verify: error:") and message in err, err
 
 
+def test_a_pattern_selects_only_imagenet_models(tmp_path, capsys, colour_weights):
+    # '*_sparse' also matches the embedded digits_sparse, which has no place in an ImageNet run.
+    root = make_imagefolder(tmp_path / "val", SAMPLES[:2])
+    assert main(["*_sparse", "--weights", f"{MODEL}={colour_weights}", "--imagenet", str(root), *RUN]) == 0
+    out = capsys.readouterr().out
+    assert MODEL in out and "digits_sparse" not in out
+    assert main(["digits_*", "--imagenet", str(root), *RUN]) == 2
+    assert "matches no ImageNet model" in capsys.readouterr().err
+
+
 def test_a_model_of_another_pipeline_is_refused(tmp_path, capsys):
     # The embedded digits models are evaluated by the self-check, never on ImageNet.
     root = make_imagefolder(tmp_path / "val", SAMPLES[:1])

@@ -206,6 +206,20 @@ def _weights_for(name: str, manifest, override: Optional[Path], named: bool) -> 
     return path, f"{path} (fetched)"
 
 
+def _imagenet_names(patterns: List[str], manifest) -> List[str]:
+    """The models to evaluate on ImageNet: a pattern ('*_dsd') keeps only ImageNet models; a
+    model named outright is kept, so that naming a non-ImageNet one is an error, not a no-op."""
+    from ..api import expand_names
+    from .engine import IMAGENET_PIPELINES
+
+    explicit = {p for p in patterns if not any(ch in p for ch in "*?[")}
+    names = [name for name in expand_names(patterns, manifest)
+             if name in explicit or manifest.models[name].transforms.get("pipeline") in IMAGENET_PIPELINES]
+    if patterns and not names:
+        raise DSDZooError(f"{' '.join(patterns)} matches no ImageNet model (see dsd_zoo.list_models())")
+    return names
+
+
 def _select_models(named: List[str], manifest, weights: Dict[str, Path]) -> Dict[str, Tuple[Path, str]]:
     from .engine import IMAGENET_PIPELINES
 
@@ -236,7 +250,7 @@ def _emit(report, args: argparse.Namespace) -> None:
 
 
 def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
-    from ..api import expand_names, imagenet_classes
+    from ..api import imagenet_classes
     from ..manifest import load_manifest
     from .datasets import scan_imagenet
     from .engine import barrier, evaluate, load_target, process_group
@@ -244,7 +258,7 @@ def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
 
     device = _pick_device(args.device)
     manifest = load_manifest()
-    named = expand_names(args.names, manifest)
+    named = _imagenet_names(args.names, manifest)
     weights = parse_weights(args.weights, manifest)
     wnids = [wnid for wnid, _ in imagenet_classes()]
     samples = scan_imagenet(args.imagenet, wnids, args.labels).subset(args.limit)
