@@ -14,7 +14,7 @@ from .manifest import Manifest, ModelEntry, load_manifest
 __all__ = ["entrypoints", "model_docstring", "describe_transforms"]
 
 _KIND = {"dsd": "DSD-trained model (Han et al., ICLR 2017)", "baseline": "baseline of the DSD table",
-         "sparse": "sparse stage (Deep Compression), the starting point of DSD's re-dense phase"}
+         "sparse": "sparse stage: the pruned network DSD's re-dense phase starts from"}
 
 
 def describe_transforms(spec: Dict[str, Any]) -> str:
