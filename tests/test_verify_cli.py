@@ -319,7 +319,8 @@ def test_judge():
 
 
 @pytest.mark.fixtures
-def test_fixture_images_through_squeezenet_sparse(tmp_path):
+@pytest.mark.parametrize("how", ["--no-compile", "--compile"])
+def test_fixture_images_through_squeezenet_sparse(tmp_path, how):
     source = require(FIXTURES / "squeezenet-deep-compression" / "compressed_SqueezeNet.net")
     images = require(FIXTURES / "images")
     if importlib.util.find_spec("dsd_zoo.convert.__main__") is None:
@@ -333,8 +334,10 @@ def test_fixture_images_through_squeezenet_sparse(tmp_path):
         (root / wnid).mkdir(parents=True)
         (root / wnid / name).symlink_to(images / name)
     out = tmp_path / "r.json"
-    assert main([MODEL, "--weights", f"{MODEL}={weights}", "--imagenet", str(root), "--json", str(out), *RUN]) == 0
-    row = json.loads(out.read_text())["models"][0]
+    assert main([MODEL, "--weights", f"{MODEL}={weights}", "--imagenet", str(root), "--json", str(out), how, *RUN]) == 0
+    data = json.loads(out.read_text())
+    assert data["run"]["compiled"] == ([MODEL] if how == "--compile" else [])
+    row = data["models"][0]
     # fixtures/README.md: the shuttle is class 812 at top-1; the sparse stage ranks fox classes
     # first for the tabby (class 281) and the tabby only 4th-5th: top-1 1 of 2, top-5 2 of 2.
     assert (row["images"], row["top1_correct"], row["top5_correct"]) == (2, 1, 2)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dsd_zoo.errors import DSDZooError
 from dsd_zoo.transforms import CaffeTransform, FbResNetTransform
 from dsd_zoo.verify.datasets import scan_imagenet
 from dsd_zoo.verify.engine import (EvalTarget, ModelCounts, default_workers, describe_pipeline, evaluate,
@@ -151,3 +152,56 @@ def test_default_workers(monkeypatch):
     assert default_workers(torch.device("cuda")) == 15 and default_workers(torch.device("cpu")) == 4
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 2 cores per rank
     assert default_workers(torch.device("cuda")) == 1 and default_workers(torch.device("cpu")) == 1
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """torch.compile's per-process caches emptied before and after, so tests do not see each other's graphs."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_compiled_models_give_the_same_counts(val_samples, fresh_dynamo):
+    # 13 images in batches of 4: the last batch (1 image) is padded to 4 for the compiled graph,
+    # and the padding's rows must not be counted.
+    from torch._dynamo.utils import counters
+
+    graphs_before = counters["stats"]["unique_graphs"]  # the counters outlive torch._dynamo.reset()
+    targets = _targets()[:2]
+    result = evaluate(targets, val_samples, batch_size=4, workers=0, compile_models=True, progress=False)
+    assert result.compiled == ["caffe227_a", "fb224"]
+    assert result.counts == {name: ModelCounts(len(SAMPLES), N_TOP1, N_TOP5) for name in result.compiled}
+    assert result.extra["compile_seconds"] > 0
+    # One graph per input shape (227 and 224 crops): the short last batch compiled nothing new.
+    assert counters["stats"]["unique_graphs"] - graphs_before == 2
+
+
+def test_by_default_only_long_cpu_runs_compile(val_samples, fresh_dynamo, monkeypatch):
+    assert not evaluate(_targets()[:1], val_samples, batch_size=8, workers=0, progress=False).compiled
+    assert not evaluate(_targets()[:1], val_samples, batch_size=8, workers=0, compile_models=False,
+                        progress=False).compiled
+    monkeypatch.setattr("dsd_zoo.verify.engine.COMPILE_MIN_IMAGES", len(SAMPLES))
+    result = evaluate(_targets()[:1], val_samples, batch_size=8, workers=0, progress=False)
+    assert result.compiled == ["caffe227_a"] and result.counts["caffe227_a"] == ModelCounts(13, N_TOP1, N_TOP5)
+
+
+@pytest.fixture
+def broken_compiler(monkeypatch, fresh_dynamo):
+    """Inductor pointed at a C++ compiler that does not exist, with its caches off: compiling really fails."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    monkeypatch.setattr(inductor_config, "force_disable_caches", True)
+
+
+def test_a_failed_compilation_falls_back_to_eager_by_default(val_samples, broken_compiler, monkeypatch):
+    monkeypatch.setattr("dsd_zoo.verify.engine.COMPILE_MIN_IMAGES", 1)
+    with pytest.warns(RuntimeWarning, match=r"could not compile caffe227_a \(.*C\+\+ compiler.*evaluating it eagerly"):
+        result = evaluate(_targets()[:1], val_samples, batch_size=4, workers=0, progress=False)
+    assert result.compiled == [] and result.counts["caffe227_a"] == ModelCounts(13, N_TOP1, N_TOP5)
+
+
+def test_a_failed_compilation_is_an_error_when_asked_for(val_samples, broken_compiler):
+    with pytest.raises(DSDZooError, match=r"could not compile caffe227_a .*C\+\+ compiler.*without --compile"):
+        evaluate(_targets()[:1], val_samples, batch_size=4, workers=0, compile_models=True, progress=False)

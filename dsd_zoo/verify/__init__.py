@@ -22,6 +22,9 @@ from typing import Any
 
 FULL_VAL_SIZE = 50_000  # images in the ILSVRC-2012 validation set; the tolerance is meant for all of them
 DEFAULT_TOLERANCE = 0.3  # percentage points of top-1 and top-5 error
+# Images per process from which a CPU run compiles its models by default: compiling ResNet-50 takes
+# about 20 s on 2 cores and saves about 15 ms per image there (docs/benchmarks.md).
+COMPILE_MIN_IMAGES = 2000
 EXIT_OK = 0  # everything checked passed
 EXIT_FAILED = 1  # a check failed: digest, fingerprint, architecture, or an error outside the tolerance
 EXIT_BAD_INPUT = 2  # bad usage or input (folder, labels, model names, offline): nothing trustworthy was evaluated
@@ -50,8 +53,8 @@ _LAZY = {
     "selfcheck_report": "report",
 }
 
-__all__ = ["FULL_VAL_SIZE", "DEFAULT_TOLERANCE", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_UNREADABLE",
-           *_LAZY]
+__all__ = ["FULL_VAL_SIZE", "DEFAULT_TOLERANCE", "COMPILE_MIN_IMAGES", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT",
+           "EXIT_UNREADABLE", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

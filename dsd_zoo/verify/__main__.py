@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DSDZooError, IntegrityError, OfflineError
-from . import DEFAULT_TOLERANCE, EXIT_BAD_INPUT, EXIT_FAILED, FULL_VAL_SIZE
+from . import COMPILE_MIN_IMAGES, DEFAULT_TOLERANCE, EXIT_BAD_INPUT, EXIT_FAILED, FULL_VAL_SIZE
 
 DESCRIPTION = """\
 Check dsd-zoo's weight files, and reproduce the published single-crop ILSVRC-2012 errors.
@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="DataLoader worker processes per rank (default: most cores on cuda, a quarter on cpu)")
     run.add_argument("--fast", action="store_true",
                      help="bfloat16 autocast: faster on GPUs, but results may differ from the exact run")
+    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                     help="run the models through torch.compile: same results up to float rounding, up to 2x faster "
+                          "on a CPU after a one-off compilation of 3-20 s per model (default: on a CPU when a "
+                          "process has at least %d images, falling back to eager with a warning if compiling fails)"
+                          % COMPILE_MIN_IMAGES)
     run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                      help="feed contiguous NCHW tensors instead of channels-last ones")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -270,7 +275,8 @@ def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
     with process_group(device) as here:
         targets = [load_target(name, path) for name, (path, _) in chosen.items()]
         result = evaluate(targets, samples, batch_size=batch_size, workers=args.workers, device=str(here),
-                          fast=args.fast, channels_last=args.channels_last, bad_images=args.bad_images,
+                          fast=args.fast, channels_last=args.channels_last, compile_models=args.compile,
+                          bad_images=args.bad_images,
                           progress=args.progress)
         report = eval_report(result, samples, {name: manifest.models[name] for name in chosen},
                              {name: text for name, (_, text) in chosen.items()}, args.tolerance, args.limit, command)

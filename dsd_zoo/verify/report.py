@@ -200,7 +200,9 @@ def eval_report(result: EvalResult, samples: ValSamples, entries: Mapping[str, A
         "unreadable": [{"file": f, "reason": r} for f, r in result.unreadable],
         "pipelines": result.pipelines,
         "run": {"device": result.device, "world_size": result.world_size, "fast_bf16": result.fast,
-                "channels_last": result.channels_last, "workers": result.workers, "batch_size": result.batch_size,
+                "channels_last": result.channels_last, "compiled": result.compiled,
+                "compile_seconds": result.extra.get("compile_seconds", 0.0),
+                "workers": result.workers, "batch_size": result.batch_size,
                 "seconds": round(result.seconds, 3), "images_per_second": _nan_to_none(round(result.images_per_second, 2))},
         "models": rows,
         "notes": notes,
@@ -229,6 +231,10 @@ def _eval_notes(result: EvalResult, samples: ValSamples, tolerance: float, limit
         notes.append(f"{len(result.unreadable)} image(s) could not be decoded and were {how}: {shown}{more}")
     if result.fast:
         notes.append("--fast: models ran under bfloat16 autocast; results may differ from the exact float32 run.")
+    if result.compiled:
+        notes.append(f"torch.compile: {', '.join(result.compiled)} ran compiled "
+                     f"({result.extra.get('compile_seconds', 0.0):.1f} s of compilation, included in the time below); "
+                     "the same functions as the eager models, up to float rounding.")
     notes.extend(samples.notes)
     for pipeline, names in result.pipelines.items():
         notes.append(f"pipeline {pipeline}: {', '.join(names)} (each image decoded once, resampled once per pipeline)")
