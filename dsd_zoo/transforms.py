@@ -150,13 +150,38 @@ def _axis_taps(kernel: str, n_in: int, n_out: int, start: int, length: int) -> T
     return indices, weights.to(torch.float32)
 
 
+@functools.lru_cache(maxsize=512)
+def _axis_taps_on(device: torch.device, kernel: str, n_in: int, n_out: int, start: int,
+                  length: int) -> Tuple[Tensor, Tensor]:
+    # A copy per device, so resampling on a GPU does not copy the taps for every image.
+    return tuple(t.to(device) for t in _axis_taps(kernel, n_in, n_out, start, length))
+
+
 def _resample(image: Tensor, rows: Tuple[Tensor, Tensor], cols: Tuple[Tensor, Tensor]) -> Tensor:
-    """Apply separable taps (rows @ image @ cols.T per channel), width first as Torch7 did."""
+    """Apply separable taps (rows @ image @ cols.T per channel), width first as Torch7 did.
+
+    ``image`` is (..., H, W): one image (3, H, W) or a batch of same-size images (N, 3, H, W),
+    on any device; the taps are on the CPU and follow it. Each output element is the same sum
+    of the same products whatever the batch, so batching does not change a bit.
+    """
     (row_idx, row_w), (col_idx, col_w) = rows, cols
     image = image.to(torch.float32)
     # One index_select per tap: far cheaper than a fancy-index gather of all taps at once.
-    wide = sum(image.index_select(2, col_idx[:, k]) * col_w[:, k] for k in range(col_idx.shape[1]))
-    return sum(wide.index_select(1, row_idx[:, k]) * row_w[:, k, None] for k in range(row_idx.shape[1]))
+    wide = sum(image.index_select(-1, col_idx[:, k]) * col_w[:, k] for k in range(col_idx.shape[1]))
+    return sum(wide.index_select(-2, row_idx[:, k]) * row_w[:, k, None] for k in range(row_idx.shape[1]))
+
+
+def _taps(pixels: Tensor, kernel: str, n_out: int, start: int, length: int, axis: int) -> Tuple[Tensor, Tensor]:
+    n_in = pixels.shape[axis]
+    if pixels.device.type == "cpu":
+        return _axis_taps(kernel, n_in, n_out, start, length)
+    return _axis_taps_on(pixels.device, kernel, n_in, n_out, start, length)
+
+
+def _uint8_batch(pixels: Tensor) -> Tensor:
+    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise ValueError(f"expected same-size uint8 RGB images (N, 3, H, W), got {pixels.dtype} {tuple(pixels.shape)}")
+    return pixels
 
 
 class _Transform(nn.Module):
@@ -166,7 +191,12 @@ class _Transform(nn.Module):
         """Preprocess one image into a float tensor (3, crop, crop) ready for the model."""
         return self.normalize(self.resample(image).unsqueeze(0)).squeeze(0)
 
-    def resample(self, image: ImageLike) -> Tensor:  # pragma: no cover - abstract
+    def resample(self, image: ImageLike) -> Tensor:
+        """Resize and crop one image, before normalisation: (3, crop, crop)."""
+        return self.resample_batch(to_uint8_rgb(image).unsqueeze(0)).squeeze(0)
+
+    def resample_batch(self, pixels: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """:meth:`resample` of same-size uint8 RGB images (N, 3, H, W), on the device they are on."""
         raise NotImplementedError
 
     def normalize(self, batch: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -212,12 +242,12 @@ class CaffeTransform(_Transform):
     def pipeline_key(self) -> Tuple:
         return ("caffe", self.resize_size, self.crop_size)
 
-    def resample(self, image: ImageLike) -> Tensor:
-        """Warp to the resize size, round to uint8 as the LMDB stored it, crop: uint8 (3, crop, crop)."""
-        pixels = to_uint8_rgb(image)
+    def resample_batch(self, pixels: Tensor) -> Tensor:
+        """Warp to the resize size, round to uint8 as the LMDB stored it, crop: uint8 (N, 3, crop, crop)."""
+        pixels = _uint8_batch(pixels)
         top, left = self.offset
-        rows = _axis_taps("bilinear", pixels.shape[1], self.resize_size[0], top, self.crop_size)
-        cols = _axis_taps("bilinear", pixels.shape[2], self.resize_size[1], left, self.crop_size)
+        rows = _taps(pixels, "bilinear", self.resize_size[0], top, self.crop_size, axis=-2)
+        cols = _taps(pixels, "bilinear", self.resize_size[1], left, self.crop_size, axis=-1)
         # Half up, as OpenCV's fixed-point cast does (torch.round would round half to even).
         return _resample(pixels, rows, cols).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
 
@@ -255,17 +285,17 @@ class FbResNetTransform(_Transform):
             return math.floor(height / width * size), size
         return size, math.floor(width / height * size)
 
-    def resample(self, image: ImageLike) -> Tensor:
-        """Scale and crop to float32 RGB in [0, 1] (outside slightly, as bicubic overshoots): (3, crop, crop)."""
-        pixels = to_uint8_rgb(image)
-        height, width = pixels.shape[1:]
+    def resample_batch(self, pixels: Tensor) -> Tensor:
+        """Scale and crop to float32 RGB in [0, 1] (outside slightly, as bicubic overshoots): (N, 3, crop, crop)."""
+        pixels = _uint8_batch(pixels)
+        height, width = pixels.shape[-2:]
         out_h, out_w = self.scaled_size(height, width)
         if min(out_h, out_w) < self.crop_size:
             raise ValueError(f"image {width}x{height} scales to {out_w}x{out_h}, smaller than the {self.crop_size} crop")
         top = math.ceil((out_h - self.crop_size) / 2)
         left = math.ceil((out_w - self.crop_size) / 2)
-        rows = _axis_taps("bicubic", height, out_h, top, self.crop_size)
-        cols = _axis_taps("bicubic", width, out_w, left, self.crop_size)
+        rows = _taps(pixels, "bicubic", out_h, top, self.crop_size, axis=-2)
+        cols = _taps(pixels, "bicubic", out_w, left, self.crop_size, axis=-1)
         return _resample(pixels, rows, cols).div_(255.0)
 
     def normalize(self, batch: Tensor) -> Tensor:

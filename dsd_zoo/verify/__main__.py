@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="DataLoader worker processes per rank (default: most cores on cuda, a quarter on cpu)")
     run.add_argument("--fast", action="store_true",
                      help="bfloat16 autocast: faster on GPUs, but results may differ from the exact run")
+    run.add_argument("--gpu-decode", action="store_true",
+                     help="decode the JPEGs on the GPU with nvJPEG (TorchCodec's decoder if installed, "
+                          "pip install 'dsd-zoo[gpu]'; else torchvision's) and resample them there: much faster on a "
+                          "GPU, but nvJPEG's pixels differ slightly from libjpeg's, so results may differ from the "
+                          "exact run; needs a CUDA --device")
     run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                      help="run the models through torch.compile: same results up to float rounding, up to 2x faster "
                           "on a CPU after a one-off compilation of 3-20 s per model (default: on a CPU when a "
@@ -148,9 +153,11 @@ def parse_weights(items: Sequence[str], manifest) -> Dict[str, Path]:
 
 def _check_arguments(args: argparse.Namespace) -> None:
     if args.imagenet is None:
-        used = [flag for flag, value in (("--labels", args.labels), ("--limit", args.limit), ("--device", args.device),
-                                         ("--batch-size", args.batch_size), ("--workers", args.workers))
-                if value is not None] + (["--fast"] if args.fast else [])
+        given = (("--labels", args.labels), ("--limit", args.limit), ("--device", args.device),
+                 ("--batch-size", args.batch_size), ("--workers", args.workers),
+                 ("--compile" if args.compile else "--no-compile", args.compile),
+                 ("--fast", args.fast or None), ("--gpu-decode", args.gpu_decode or None))
+        used = [flag for flag, value in given if value is not None]
         if used:
             raise DSDZooError(f"{', '.join(used)} only apply to an evaluation: add --imagenet DIR")
     if args.limit is not None and args.limit <= 0:
@@ -262,6 +269,9 @@ def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
     from .report import eval_report
 
     device = _pick_device(args.device)
+    if args.gpu_decode and not device.startswith("cuda"):
+        raise DSDZooError(f"--gpu-decode decodes on a GPU, but the device is {device}; give --device cuda, or leave "
+                          "--gpu-decode out (on a CPU the default decoding in worker processes is the fastest)")
     manifest = load_manifest()
     named = _imagenet_names(args.names, manifest)
     weights = parse_weights(args.weights, manifest)
@@ -271,11 +281,15 @@ def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
     if args.fast and rank == 0:
         print("warning: --fast runs the models under bfloat16 autocast; the errors may differ from the exact float32 "
               "run that the paper's numbers are compared with", file=sys.stderr)
+    if args.gpu_decode and rank == 0:
+        print("warning: --gpu-decode decodes the JPEGs with nvJPEG, whose pixels differ slightly from libjpeg's; the "
+              "errors may differ from the exact run that the paper's numbers are compared with", file=sys.stderr)
     batch_size = args.batch_size or (128 if device.startswith("cuda") else 32)
     with process_group(device) as here:
         targets = [load_target(name, path) for name, (path, _) in chosen.items()]
         result = evaluate(targets, samples, batch_size=batch_size, workers=args.workers, device=str(here),
                           fast=args.fast, channels_last=args.channels_last, compile_models=args.compile,
+                          decode_on_device=args.gpu_decode,
                           bad_images=args.bad_images,
                           progress=args.progress)
         report = eval_report(result, samples, {name: manifest.models[name] for name in chosen},

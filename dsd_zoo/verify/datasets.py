@@ -45,6 +45,8 @@ __all__ = [
     "scan_imagefolder",
     "scan_flat",
     "decode_image",
+    "decode_failure_types",
+    "decode_failure_reason",
 ]
 
 # File name endings that count as images when a layout is checked for unlisted or stray files.
@@ -282,11 +284,22 @@ def decode_image(path: PathLike) -> Tensor:
         return to_uint8_rgb(image).contiguous()
 
 
-def _decode_failure_types() -> Tuple[type, ...]:
+def decode_failure_types() -> Tuple[type, ...]:
+    """The exception types with which PIL reports a file it cannot decode."""
     from PIL import Image
 
     # PIL reports damaged files with several types (SyntaxError for some PNG/GIF damage).
     return (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+def decode_failure_reason(exc: BaseException, path: Optional[Path] = None) -> str:
+    """The reason a report gives for an undecodable file, e.g. ``OSError: image file is truncated``."""
+    # The report names the file already; PIL's message repeats its absolute path.
+    message = str(exc)
+    if path is not None:
+        message = message.replace(repr(str(path)), "").replace(str(path), "")
+    message = message.strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 class MultiPipelineDataset(torch.utils.data.Dataset):
@@ -327,9 +340,6 @@ class MultiPipelineDataset(torch.utils.data.Dataset):
         path = self.samples.path(index)
         try:
             pixels = decode_image(path)
-        except _decode_failure_types() as exc:
-            # The report names the file already; PIL's message repeats its absolute path.
-            message = str(exc).replace(repr(str(path)), "").replace(str(path), "").strip()
-            reason = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-            return index, label, reason, self._blank_crops()
+        except decode_failure_types() as exc:
+            return index, label, decode_failure_reason(exc, path), self._blank_crops()
         return index, label, "", tuple(resample(pixels) for resample in self.resamplers)

@@ -105,6 +105,7 @@ class EvalResult:
     workers: int
     batch_size: int
     compiled: List[str] = field(default_factory=list)
+    decode_on_device: bool = False
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -252,6 +253,35 @@ def label_rank(logits: Tensor, labels: Tensor) -> Tensor:
     return torch.where(true.squeeze(1).isnan(), logits.shape[1], ahead.sum(dim=1))
 
 
+@contextlib.contextmanager
+def _exact_float32(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """Full float32 (no TF32) for CUDA convolutions and matmuls in the block; settings restored after."""
+    if not enabled or device.type != "cuda":
+        yield
+        return
+    backends = torch.backends
+    if hasattr(backends.cudnn, "conv") and hasattr(backends.cudnn.conv, "fp32_precision"):  # torch >= 2.9
+        settings = [(backends.cudnn.conv, "fp32_precision", "ieee"), (backends.cuda.matmul, "fp32_precision", "ieee")]
+    else:
+        settings = [(backends.cudnn, "allow_tf32", False), (backends.cuda.matmul, "allow_tf32", False)]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in settings]
+    for owner, name, value in settings:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+
+
+def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    # From pageable memory a copy to the GPU first waits for the queued kernels; from pinned
+    # memory it does not, so the next batch is prepared while the GPU still runs this one.
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def _logits(output: Any) -> Tensor:
     # Some architectures return (logits, aux...) in train mode; evaluation only needs the logits.
     return output if isinstance(output, Tensor) else output[0]
@@ -327,6 +357,7 @@ def evaluate(
     fast: bool = False,
     channels_last: Optional[bool] = None,
     compile_models: Optional[bool] = None,
+    decode_on_device: bool = False,
     bad_images: str = "count",
     progress: bool = True,
 ) -> EvalResult:
@@ -351,6 +382,10 @@ def evaluate(
             device and raises :class:`~dsd_zoo.errors.DSDZooError` if it fails; ``False`` never
             compiles. The compiled models compute the same functions, up to float rounding
             (logits within about 1e-6 relative here); compile time counts in ``seconds``.
+        decode_on_device: the workers only read the files and JPEGs are decoded and resampled
+            on ``device`` (nvJPEG on a GPU; :mod:`~dsd_zoo.verify.device_decode`). Much faster on a
+            GPU, but nvJPEG's pixels differ slightly from libjpeg's, so the errors may differ a
+            little from the exact run. On a CPU the crops are identical (and nothing is gained).
         bad_images: ``"count"`` (default): an undecodable image is a wrong answer for every
             model; ``"skip"``: it is left out of the denominator. Either way it is listed.
         progress: show a tqdm bar with img/s (rank 0 only).
@@ -359,6 +394,8 @@ def evaluate(
     ``world_size``-th image and the returned counts are the all-reduced totals.
 
     The models are put in eval mode and moved to ``device`` (and to channels-last) in place.
+    Unless ``fast``, CUDA convolutions and matrix products run in full float32 for the
+    duration (PyTorch lets cuDNN use TF32 by default, a 10-bit mantissa).
     """
     if bad_images not in BAD_IMAGE_POLICIES:
         raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")
@@ -386,10 +423,20 @@ def evaluate(
                 for t in targets}
     # The workers resample with the CPU transforms; the per-model normalisation runs on the device.
     normalizers = {t.name: copy.deepcopy(t.transform).to(device) for t in targets}
-    dataset = MultiPipelineDataset(samples, {key: groups[key][0].transform.resample for key in keys},
-                                   indices=range(rank, len(samples), world))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                         pin_memory=device.type == "cuda")
+    transforms = {key: groups[key][0].transform for key in keys}
+    resamplers = {key: transform.resample for key, transform in transforms.items()}
+    shard = range(rank, len(samples), world)
+    if decode_on_device:
+        from .device_decode import DeviceDecoder, EncodedDataset, collate_encoded
+
+        dataset = EncodedDataset(samples, resamplers, indices=shard)
+        decoder = DeviceDecoder({key: copy.deepcopy(t).to(device) for key, t in transforms.items()}, device)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                             collate_fn=collate_encoded, pin_memory=device.type == "cuda")
+    else:
+        dataset = MultiPipelineDataset(samples, resamplers, indices=shard)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                             pin_memory=device.type == "cuda")
     order = [t for key in keys for t in groups[key]]
     counts = torch.zeros(len(order), 3, dtype=torch.int64, device=device)  # images, top-1, top-5
     unreadable: List[Tuple[str, str]] = []
@@ -397,10 +444,14 @@ def evaluate(
     start = time.perf_counter()
     if any(forward.is_compiled for forward in forwards.values()):
         bar.set_postfix_str("compiling the models on the first batch")
-    with torch.inference_mode(), bar:
-        for indices, labels, errors, crops in loader:
+    with torch.inference_mode(), _exact_float32(device, enabled=not fast), bar:
+        for indices, labels, errors, *images in loader:
+            if decode_on_device:
+                errors, crops = decoder(errors, *images)
+            else:
+                crops = images[0]
             labels = labels.to(device, non_blocking=True)
-            readable = torch.tensor([not e for e in errors], device=device)
+            readable = _to_device(torch.tensor([not e for e in errors]), device)
             unreadable += [(samples.files[int(i)], e) for i, e in zip(indices, errors) if e]
             counted = labels.numel() if bad_images == "count" else readable.sum()
             row = 0
@@ -412,10 +463,10 @@ def evaluate(
                         batch = batch.contiguous(memory_format=torch.channels_last)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
                         logits = forwards[target.name](batch)
-                    rank = label_rank(logits, labels)
+                    ranks = label_rank(logits, labels)
                     counts[row, 0] += counted
-                    counts[row, 1] += ((rank < 1) & readable).sum()
-                    counts[row, 2] += ((rank < min(5, logits.shape[1])) & readable).sum()
+                    counts[row, 1] += ((ranks < 1) & readable).sum()
+                    counts[row, 2] += ((ranks < min(5, logits.shape[1])) & readable).sum()
                     row += 1
             bar.update(labels.numel())
             bar.set_postfix_str("")
@@ -447,7 +498,9 @@ def evaluate(
         workers=workers,
         batch_size=batch_size,
         compiled=[name for name, forward in forwards.items() if forward.is_compiled],
-        extra={"compile_seconds": round(sum(f.compile_seconds for f in forwards.values()), 3)},
+        decode_on_device=decode_on_device,
+        extra={"compile_seconds": round(sum(f.compile_seconds for f in forwards.values()), 3),
+               **({"jpeg_decoder": decoder.jpeg_decoder} if decode_on_device else {})},
     )
 
 

@@ -201,6 +201,7 @@ def eval_report(result: EvalResult, samples: ValSamples, entries: Mapping[str, A
         "pipelines": result.pipelines,
         "run": {"device": result.device, "world_size": result.world_size, "fast_bf16": result.fast,
                 "channels_last": result.channels_last, "compiled": result.compiled,
+                "decode_on_device": result.decode_on_device, "jpeg_decoder": result.extra.get("jpeg_decoder"),
                 "compile_seconds": result.extra.get("compile_seconds", 0.0),
                 "workers": result.workers, "batch_size": result.batch_size,
                 "seconds": round(result.seconds, 3), "images_per_second": _nan_to_none(round(result.images_per_second, 2))},
@@ -231,6 +232,9 @@ def _eval_notes(result: EvalResult, samples: ValSamples, tolerance: float, limit
         notes.append(f"{len(result.unreadable)} image(s) could not be decoded and were {how}: {shown}{more}")
     if result.fast:
         notes.append("--fast: models ran under bfloat16 autocast; results may differ from the exact float32 run.")
+    if result.decode_on_device:
+        notes.append(f"--gpu-decode: JPEGs decoded on {result.device} ({result.extra.get('jpeg_decoder')}); nvJPEG's "
+                     "pixels differ slightly from libjpeg's, so results may differ from the exact run.")
     if result.compiled:
         notes.append(f"torch.compile: {', '.join(result.compiled)} ran compiled "
                      f"({result.extra.get('compile_seconds', 0.0):.1f} s of compilation, included in the time below); "
