@@ -17,7 +17,9 @@ ImageFolder), with the same torch threads, DataLoader workers and batch size:
 
    Ratio = verify img/s / reference img/s (the goal on CPU is >= 1.3). The compiled run is also
    shown after its first batch (the one that compiles): the rate that the rest of a 50,000-image
-   run goes at.
+   run goes at. ``--methods`` adds other runs: ``fast`` (bf16), ``gpu-decode`` and
+   ``gpu-decode-fast`` (JPEGs decoded on the device; with these the benchmark also prints how far
+   the device's crops are from the exact crops, in pixel levels).
 
 2. **the 13-model table vs 13 separate runs** (eager, as the table runs are short). Every manifest model (random weights) in one
    ``evaluate`` call (each image decoded once, resampled once per pipeline: 3 pipelines), against
@@ -28,7 +30,7 @@ Each measurement is repeated (``--repeat``) alternating the methods, and the bes
 
     python benchmarks/eval_throughput.py                       # defaults: 64 images, 16 for the table
     python benchmarks/eval_throughput.py --images 2048 --repeat 1 --skip-table   # compilation repaid
-    python benchmarks/eval_throughput.py --device cuda --batch-size 128 --workers 12 --skip-table
+    python benchmarks/eval_throughput.py --device cuda --images 4096 --batch-size 256 --workers 15 --skip-table
 """
 
 from __future__ import annotations
@@ -94,9 +96,28 @@ def reference_run(model: torch.nn.Module, root: Path, batch_size: int, workers: 
     return time.perf_counter() - start
 
 
-def verify_run(targets, samples, batch_size: int, workers: int, device: torch.device,
-               compile_models: bool = False) -> Tuple[float, float]:
-    """(seconds, of which compiling) for one :func:`evaluate` call over ``samples``.
+# verify's ways of running, as evaluate() arguments; --methods picks among them.
+METHODS = {
+    "eager": {"compile_models": False},
+    "compiled": {"compile_models": True},
+    "fast": {"compile_models": False, "fast": True},
+    "gpu-decode": {"compile_models": False, "decode_on_device": True},
+    "gpu-decode-fast": {"compile_models": False, "decode_on_device": True, "fast": True},
+}
+LABELS = {
+    "reference": "reference (torchvision ImageFolder + PIL Resize/CenterCrop)",
+    "eager": "verify --no-compile",
+    "compiled": "verify --compile ({compile_s:.1f} s first batch, compiling)",
+    "compiled, after the first batch": "verify --compile, after its first batch",
+    "fast": "verify --no-compile --fast (bf16)",
+    "gpu-decode": "verify --no-compile --gpu-decode",
+    "gpu-decode-fast": "verify --no-compile --gpu-decode --fast",
+}
+AFTER_FIRST = "compiled, after the first batch"
+
+
+def verify_run(targets, samples, batch_size: int, workers: int, device: torch.device, **options) -> Tuple[float, float]:
+    """(seconds, of which the first, compiling batch) for one :func:`evaluate` call over ``samples``.
 
     A compiled run gets a new, empty inductor cache, so it pays the whole compilation as a
     first run on a machine does.
@@ -106,7 +127,7 @@ def verify_run(targets, samples, batch_size: int, workers: int, device: torch.de
         torch._dynamo.reset()
         start = time.perf_counter()
         result = evaluate(targets, samples, batch_size=batch_size, workers=workers, device=str(device),
-                          compile_models=compile_models, progress=False)
+                          progress=False, **{"compile_models": False, **options})
         seconds = time.perf_counter() - start
     return seconds, result.extra.get("compile_seconds", 0.0)
 
@@ -122,23 +143,41 @@ def bench_single(root: Path, args, device: torch.device) -> dict:
     state = ARCHITECTURES["fb_resnet50"].build().state_dict()
     reference_model = _fresh("fb_resnet50", state).to(device)
     transform = get_weights("resnet50_dsd").transforms()
-    times: Dict[str, List[float]] = {"reference": [], "eager": [], "compiled": [], "after the first batch": []}
+    times: Dict[str, List[float]] = {"reference": []}
     for _ in range(args.repeat):
         times["reference"].append(reference_run(reference_model, root, args.batch_size, args.workers, device))
-        for method in ("eager", "compiled"):
+        for method in args.methods:
             target = EvalTarget("resnet50_dsd", _fresh("fb_resnet50", state), transform)
             seconds, compiling = verify_run([target], samples, args.batch_size, args.workers, device,
-                                            compile_models=method == "compiled")
-            times[method].append(seconds)
+                                            **METHODS[method])
+            times.setdefault(method, []).append(seconds)
             if method == "compiled":
-                times["after the first batch"].append(seconds - compiling)
+                times.setdefault(AFTER_FIRST, []).append(seconds - compiling)
     best = {k: min(v) for k, v in times.items()}
     # The first call of the compiled model (compilation and its first batch) is left out, images and time.
-    images = {k: len(samples) - (args.batch_size if k == "after the first batch" else 0) for k in best}
+    images = {k: len(samples) - (args.batch_size if k == AFTER_FIRST else 0) for k in best}
     img_s = {k: images[k] / s for k, s in best.items()}
-    return {"images": len(samples), "seconds": best, "img_s": img_s,
-            "compile_s": min(a - b for a, b in zip(times["compiled"], times["after the first batch"])),
+    compile_s = min(a - b for a, b in zip(times["compiled"], times[AFTER_FIRST])) if "compiled" in times else 0.0
+    return {"images": len(samples), "seconds": best, "img_s": img_s, "compile_s": compile_s,
             "ratio": {k: img_s[k] / img_s["reference"] for k in best if k != "reference"}}
+
+
+def crop_differences(root: Path, device: torch.device, count: int = 256) -> Tuple[int, float, float]:
+    """(images, max |difference|, mean |difference|) of the fb crops decoded on ``device`` vs the exact crops.
+
+    On a CPU both decoders are libjpeg-turbo and the answer is 0; on a GPU it measures nvJPEG.
+    """
+    from dsd_zoo.verify.datasets import MultiPipelineDataset
+    from dsd_zoo.verify.device_decode import DeviceDecoder, EncodedDataset, collate_encoded
+
+    samples = scan_imagefolder(root, [wnid for wnid, _ in imagenet_classes()])
+    transform = get_weights("resnet50_dsd").transforms()
+    indices = range(min(count, len(samples)))
+    exact = torch.stack([MultiPipelineDataset(samples, {"fb": transform.resample})[i][3][0] for i in indices])
+    items = collate_encoded([EncodedDataset(samples, {"fb": transform.resample})[i] for i in indices])
+    _, crops = DeviceDecoder({"fb": transform}, device)(*items[2:])
+    difference = (crops[0].cpu() - exact).abs() * 255  # in pixel levels
+    return len(indices), float(difference.max()), float(difference.mean())
 
 
 def _table_targets():
@@ -179,7 +218,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="repetitions, best kept (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--skip-table", action="store_true", help="only the one-model comparison")
+    parser.add_argument("--methods", default=None,
+                        help=f"comma-separated verify runs to compare with the reference, of {', '.join(METHODS)} "
+                             "(default: eager,compiled on a CPU; eager,gpu-decode,gpu-decode-fast on CUDA)")
     args = parser.parse_args()
+    default_methods = "eager,compiled" if args.device == "cpu" else "eager,gpu-decode,gpu-decode-fast"
+    args.methods = (args.methods or default_methods).split(",")
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown --methods {unknown}; choose from {', '.join(METHODS)}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -198,11 +245,12 @@ def main() -> None:
               f"on CPU):")
         for method, seconds in single["seconds"].items():
             ratio = "" if method == "reference" else f"  {single['ratio'][method]:.2f}x"
-            label = {"reference": "reference (torchvision ImageFolder + PIL Resize/CenterCrop)",
-                     "eager": "verify --no-compile",
-                     "compiled": f"verify --compile ({single['compile_s']:.1f} s first batch, compiling)",
-                     "after the first batch": "verify --compile, after its first batch"}[method]
+            label = LABELS[method].format(compile_s=single["compile_s"])
             print(f"   {label:<62} {single['img_s'][method]:7.1f} img/s {seconds:8.2f} s{ratio}")
+        if any(m.startswith("gpu-decode") for m in args.methods):
+            count, largest, mean = crop_differences(Path(tmp) / "one", device)
+            print(f"   --gpu-decode crops vs the exact crops, {count} images: max |difference| {largest:.3f}, "
+                  f"mean {mean:.5f} pixel levels")
         if not args.skip_table:
             table = bench_table(make_images(Path(tmp) / "table", args.table_images, seed=1), args, device)
             print(f"\n2. {table['models']} models, {table['images']} images: one combined run {table['combined_s']:.2f} s; "
