@@ -164,7 +164,11 @@ def train(recipe: Any, output: Path | None = None, overwrite: bool = False, prog
     d = setup_distributed(use_cuda)
     try:
         with torch_settings(recipe.threads, recipe.deterministic):
-            return _train(recipe, output, d, use_cuda, progress)
+            results = _train(recipe, output, d, use_cuda, progress)
+        # Every rank is done (and rank 0 has written its files) before any rank tears the group
+        # down: a gloo peer that disappears mid-teardown can abort the other ("terminate called").
+        d.barrier()
+        return results
     finally:
         if d.enabled:
             import torch.distributed as dist
