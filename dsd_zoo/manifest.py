@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
@@ -104,6 +104,8 @@ class ModelEntry:
     categories: Optional[Tuple[str, ...]] = None  # None: the 1000 ILSVRC-2012 classes
     evaluation: Optional[Mapping[str, str]] = None  # {"dataset", "data": asset} for data shipped with the package
     recorded: Optional[Mapping[str, Any]] = None  # errors measured when the file was made, with their source
+    # Logged errors of auxiliary classifiers ({"loss1": {"top1_err", "top5_err", "source"}}), checked by verify.
+    heads: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -288,10 +290,11 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
         check.get(evaluation, "dataset", f"{where}.evaluation", (str,))
     recorded = check.get(metrics, "recorded", f"{where}.metrics", (dict,), optional=True)
     if recorded is not None:
-        for key in ("top1_err", "top5_err"):
-            value = check.get(recorded, key, f"{where}.metrics.recorded", (int, float))
-            if not 0 <= value <= 100:
-                raise check.fail(f"{where}.metrics.recorded.{key}", f"is a percentage in [0, 100], got {value}")
+        _check_errors(check, recorded, f"{where}.metrics.recorded")
+    heads = check.get(metrics, "heads", f"{where}.metrics", (dict,), optional=True) or {}
+    for head, logged in heads.items():
+        _check_errors(check, check.obj(logged, f"{where}.metrics.heads.{head}"), f"{where}.metrics.heads.{head}")
+        check.get(logged, "source", f"{where}.metrics.heads.{head}", (str,))
     return ModelEntry(
         name=name, arch=check.get(obj, "arch", where, (str,)), kind=kind, weights=weights, original=original,
         transforms=transforms, paper_top1_err=errs[0], paper_top5_err=errs[1],
@@ -302,8 +305,15 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
         fingerprint=None if fingerprint is None else _parse_fingerprint(check, check.obj(fingerprint, f"{where}.fingerprint"), f"{where}.fingerprint"),
         description=check.get(obj, "description", where, (str,), optional=True) or "",
         categories=None if categories is None else tuple(categories),
-        evaluation=evaluation, recorded=recorded,
+        evaluation=evaluation, recorded=recorded, heads=heads,
     )
+
+
+def _check_errors(check: _Checker, obj: Mapping[str, Any], where: str) -> None:
+    for key in ("top1_err", "top5_err"):
+        value = check.get(obj, key, where, (int, float))
+        if not 0 <= value <= 100:
+            raise check.fail(f"{where}.{key}", f"is a percentage in [0, 100], got {value}")
 
 
 def _parse_weights(check: _Checker, obj: Mapping[str, Any], where: str) -> WeightsRecord:

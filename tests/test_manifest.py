@@ -76,6 +76,19 @@ def test_paper_numbers_match_the_release_table(isolated_cache):
         assert (models[baseline].paper_top1_err, models[baseline].paper_top5_err) == (b1, b5)
 
 
+def test_logged_head_errors_are_the_accuracy_logs(isolated_cache):
+    # GoogleNet/accuracy.log of the DSD release (architectures.md section 6): loss1/top-1 0.57394,
+    # loss1/top-5 0.813562, loss2/top-1 0.6422, loss2/top-5 0.863062; error = 100 x (1 - accuracy).
+    from dsd_zoo.models import ARCHITECTURES
+
+    models = load_manifest().models
+    heads = models["googlenet_dsd"].heads
+    assert {h: (v["top1_err"], v["top5_err"]) for h, v in heads.items()} == pytest.approx(
+        {"loss1": (42.606, 18.6438), "loss2": (35.78, 13.6938)})
+    for name, entry in models.items():  # every logged head is one the architecture can evaluate
+        assert set(entry.heads) <= set(ARCHITECTURES[entry.arch].heads), name
+
+
 def test_manifest_env_replaces_the_bundled_one(tmp_path, monkeypatch, document):
     document["models"] = {"squeezenet_sparse": document["models"]["squeezenet_sparse"]}
     path = tmp_path / "mirror.json"
@@ -131,6 +144,10 @@ def test_missing_manifest_file_is_named(tmp_path, monkeypatch):
     (lambda d: d["models"]["digits_dsd"]["fingerprint"].update(values=["a"] * 5, indices=list(range(5))),
      r"'digits_dsd'\.fingerprint"),
     (lambda d: d["models"]["googlenet_dsd"].update(metrics=None), r"'googlenet_dsd'\.metrics: missing"),
+    (lambda d: d["models"]["googlenet_dsd"]["metrics"]["heads"]["loss1"].update(top5_err=101),
+     r"metrics\.heads\.loss1\.top5_err"),
+    (lambda d: d["models"]["googlenet_dsd"]["metrics"]["heads"]["loss2"].pop("source"), r"metrics\.heads\.loss2"),
+    (lambda d: d["models"]["googlenet_dsd"]["metrics"]["heads"].update(loss3=[]), r"metrics\.heads\.loss3"),
 ])
 def test_invalid_manifests_name_model_and_field(document, mutate, message):
     broken = copy.deepcopy(document)

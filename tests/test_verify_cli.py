@@ -344,3 +344,26 @@ def test_fixture_images_through_squeezenet_sparse(tmp_path, how):
     # fixtures/README.md: the shuttle is class 812 at top-1; the sparse stage ranks fox classes
     # first for the tabby (class 281) and the tabby only 4th-5th: top-1 1 of 2, top-5 2 of 2.
     assert (row["images"], row["top1_correct"], row["top5_correct"]) == (2, 1, 2)
+
+
+def test_heads_rows_are_judged_against_the_accuracy_log():
+    from dsd_zoo.manifest import load_manifest
+
+    samples = ValSamples(Path("/val"), "flat", tuple(f"{i}.JPEG" for i in range(50_000)), (0,) * 50_000, found=50_000)
+    # GoogleNet/accuracy.log of the DSD release: accuracy_top1 0.69978 / top5 0.896562; loss1/top-1
+    # 0.57394, loss1/top-5 0.813562; loss2/top-1 0.6422, loss2/top-5 0.863062 (x 50,000 images).
+    counts = {"googlenet_dsd": ModelCounts(50_000, 34_989, 44_828),
+              "googlenet_dsd/loss1": ModelCounts(50_000, 28_697, 40_678),
+              "googlenet_dsd/loss2": ModelCounts(50_000, 32_000, 43_153)}  # loss2 top-1 64.0%: 0.22 pt off
+    result = EvalResult(counts, 50_000, [], "count", {"caffe 256x256->224": ["googlenet_dsd"]}, 10.0, 1, "cpu",
+                        False, True, 1, 32)
+    entry = load_manifest(str(bundled_manifest_path())).models["googlenet_dsd"]
+    report = eval_report(result, samples, {"googlenet_dsd": entry}, {"googlenet_dsd": "file"}, tolerance=0.2)
+    rows = {row["name"]: row for row in report.data["models"]}
+    assert rows["googlenet_dsd/loss1"]["paper_top1_err"] == pytest.approx(42.606)
+    assert rows["googlenet_dsd/loss1"]["paper_top5_err"] == pytest.approx(18.6438)
+    assert rows["googlenet_dsd/loss1"]["head"] == "loss1" and rows["googlenet_dsd"]["head"] is None
+    assert [rows[n]["verdict"] for n in counts] == ["pass", "pass", "FAIL"] and report.exit_code == 1
+    assert [r["name"] for r in report.plot_rows] == ["googlenet_dsd"]
+    assert "googlenet_dsd (loss1 head)" not in report.to_text() and "dsd (loss1 head)" in report.to_text()
+    assert any("accuracy log" in note for note in report.notes)

@@ -205,3 +205,44 @@ def test_a_failed_compilation_falls_back_to_eager_by_default(val_samples, broken
 def test_a_failed_compilation_is_an_error_when_asked_for(val_samples, broken_compiler):
     with pytest.raises(DSDZooError, match=r"could not compile caffe227_a .*C\+\+ compiler.*without --compile"):
         evaluate(_targets()[:1], val_samples, batch_size=4, workers=0, compile_models=True, progress=False)
+
+
+class ColourModelWithHeads(ColourModel):
+    """ColourModel with two auxiliary heads: loss1 answers nothing (all logits tie), loss2 as the main head."""
+
+    def aux_outputs(self, x: torch.Tensor):
+        main = self(x)
+        return main, torch.zeros_like(main), main.clone()
+
+
+@pytest.mark.parametrize("compile_models", [False, True])
+def test_auxiliary_heads_are_counted_as_their_own_rows(val_samples, fresh_dynamo, compile_models):
+    target = EvalTarget("net", ColourModelWithHeads(), FbResNetTransform(), heads=("loss1", "loss2"))
+    result = evaluate([target], val_samples, batch_size=4, workers=0, compile_models=compile_models, progress=False)
+    assert list(result.counts) == ["net", "net/loss1", "net/loss2"] == target.outputs
+    # loss1's tied logits rank classes 999..995 first: no hit (the labels are 0..4).
+    assert result.counts["net/loss1"] == ModelCounts(13, 0, 0)
+    assert result.counts["net"] == result.counts["net/loss2"] == ModelCounts(13, N_TOP1, N_TOP5)
+
+
+def _googlenet_file(path: Path, with_heads: bool) -> Path:
+    from safetensors.torch import save_file
+
+    from dsd_zoo.models import ARCHITECTURES
+
+    model = ARCHITECTURES["googlenet"].build(aux_logits=with_heads)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def test_load_target_evaluates_the_logged_heads_when_the_file_has_them(tmp_path):
+    # googlenet_dsd's manifest entry records its accuracy log's loss1/loss2 errors.
+    with_heads = load_target("googlenet_dsd", _googlenet_file(tmp_path / "heads.safetensors", True))
+    assert with_heads.heads == ("loss1", "loss2") and with_heads.model.aux1 is not None
+    without = load_target("googlenet_dsd", _googlenet_file(tmp_path / "plain.safetensors", False))
+    assert without.heads == () and without.model.aux1 is None
+    # The baseline has no logged head errors: its heads are not evaluated even when present.
+    assert load_target("googlenet_caffe", tmp_path / "heads.safetensors").heads == ()
+    x = torch.randn(2, 3, 224, 224)
+    main, loss1, loss2 = with_heads.model.eval().aux_outputs(x)
+    assert torch.equal(main, with_heads.model(x)) and loss1.shape == loss2.shape == (2, 1000)

@@ -7,7 +7,7 @@ imported on first use so that ``import dsd_zoo`` stays free of torch and torchvi
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Tuple
 
 __all__ = ["Architecture", "ARCHITECTURES"]
@@ -27,6 +27,10 @@ class Architecture:
     # auxiliary heads, kept in converted files so `aux_logits=True` can load them).
     optional_prefixes: Tuple[str, ...] = ()
     in_channels: int = 3
+    # Auxiliary classifiers whose accuracies were logged (Caffe's names), evaluated by `verify`:
+    # a model built with `heads_build_kwargs` returns (main, *heads) logits from `aux_outputs`.
+    heads: Tuple[str, ...] = ()
+    heads_build_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def build(self, **kwargs: Any):
         """Construct the architecture with random (or, on the meta device, no) weights."""
@@ -46,7 +50,8 @@ ARCHITECTURES: Mapping[str, Architecture] = _table(
                  "VGG16 (configuration D, no batch norm), torchvision's VGG class"),
     Architecture("googlenet", "googlenet:googlenet_caffe", 6_998_552, 224, (31, 31),
                  "GoogLeNet (Inception v1), BVLC Caffe graph (true 5x5 branches, LRN, ceil-mode pooling)",
-                 optional_prefixes=("aux1.", "aux2.")),
+                 optional_prefixes=("aux1.", "aux2."), heads=("loss1", "loss2"),
+                 heads_build_kwargs={"aux_logits": True}),
     Architecture("squeezenet1_0", "squeezenet:squeezenet1_0", 1_248_424, 227, (21, 21),
                  "SqueezeNet v1.0, torchvision's SqueezeNet class with the final conv padded by 1 as in Caffe"),
     Architecture("fb_resnet18", "resnet_fb:fb_resnet18", 11_692_520, 224, (1, 1),

@@ -109,37 +109,43 @@ class GoogLeNetCaffe(nn.Module):
         self.fc = nn.Linear(1024, num_classes)
 
     def forward(self, x: Tensor) -> Union[Tensor, GoogLeNetOutputs]:
+        heads = self.aux_logits and self.training
+        x, aux1, aux2 = self._logits(x, heads)
+        if heads:
+            return GoogLeNetOutputs(x, aux2, aux1)
+        return x
+
+    def _logits(self, x: Tensor, heads: bool) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         x = self.maxpool1(self.conv1(x))
         x = self.lrn1(x)
         x = self.lrn2(self.conv3(self.conv2(x)))
         x = self.maxpool2(x)
         x = self.inception3b(self.inception3a(x))
         x = self.inception4a(self.maxpool3(x))
-        aux1 = self.aux1(x) if self.aux1 is not None and self.training else None
+        aux1 = self.aux1(x) if heads else None
         x = self.inception4d(self.inception4c(self.inception4b(x)))
-        aux2 = self.aux2(x) if self.aux2 is not None and self.training else None
+        aux2 = self.aux2(x) if heads else None
         x = self.inception4e(x)
         x = self.inception5b(self.inception5a(self.maxpool4(x)))
         x = self.fc(self.dropout(self.avgpool(x).flatten(1)))
-        if self.aux_logits and self.training:
-            return GoogLeNetOutputs(x, aux2, aux1)
-        return x
+        return x, aux1, aux2
 
     def aux_outputs(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """(main, loss1, loss2) logits in eval mode, to check the auxiliary heads' accuracies."""
+        """(main, loss1, loss2) logits with dropout off, as Caffe's TEST phase computed them.
+
+        Used to check the auxiliary heads' logged accuracies. In eval mode (as ``verify`` runs
+        it) nothing is switched, so the method also traces under ``torch.compile``.
+        """
         if self.aux1 is None or self.aux2 is None:
             raise RuntimeError("this GoogLeNet was built without auxiliary heads; build it with aux_logits=True")
-        was_training = self.training
-        self.train(True)
+        if not self.training:
+            main, aux1, aux2 = self._logits(x, heads=True)
+            return main, aux1, aux2
+        self.eval()
         try:
-            # Dropout must stay off: switch only it back to eval.
-            for module in self.modules():
-                if isinstance(module, nn.Dropout):
-                    module.eval()
-            main, aux2, aux1 = self(x)
+            return self.aux_outputs(x)
         finally:
-            self.train(was_training)
-        return main, aux1, aux2
+            self.train()
 
 
 def googlenet_caffe(num_classes: int = 1000, aux_logits: bool = False) -> GoogLeNetCaffe:

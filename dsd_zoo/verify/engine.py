@@ -57,11 +57,22 @@ IMAGENET_PIPELINES = ("caffe", "fb_resnet")
 
 @dataclass
 class EvalTarget:
-    """A model to evaluate: its name, the module, and its transform (``resample``/``normalize``/``pipeline_key``)."""
+    """A model to evaluate: its name, the module, and its transform (``resample``/``normalize``/``pipeline_key``).
+
+    ``heads`` names auxiliary classifiers to count as well (GoogLeNet's ``loss1``, ``loss2``):
+    the model's ``aux_outputs(x)`` then returns ``(main, *heads)`` logits, and the result has a
+    row ``name/head`` for each.
+    """
 
     name: str
     model: nn.Module
     transform: nn.Module
+    heads: Tuple[str, ...] = ()
+
+    @property
+    def outputs(self) -> List[str]:
+        """The result rows of this target: its name, then ``name/head`` per head."""
+        return [self.name] + [f"{self.name}/{head}" for head in self.heads]
 
 
 @dataclass
@@ -87,9 +98,10 @@ class ModelCounts:
 class EvalResult:
     """What :func:`evaluate` found, identical on every rank.
 
-    ``unreadable`` lists ``(file relative to the root, reason)`` for every image that could not
-    be decoded; with ``bad_images="count"`` they are in every model's denominator as wrong
-    answers, with ``"skip"`` they are left out of it.
+    ``counts`` has a row per model, named as the model, and one per evaluated auxiliary head,
+    ``model/head``. ``unreadable`` lists ``(file relative to the root, reason)`` for every image
+    that could not be decoded; with ``bad_images="count"`` they are in every model's
+    denominator as wrong answers, with ``"skip"`` they are left out of it.
     """
 
     counts: Dict[str, ModelCounts]
@@ -154,19 +166,40 @@ def default_workers(device: torch.device) -> int:
 def load_target(name: str, weights_path: os.PathLike) -> EvalTarget:
     """Build the ImageNet model ``name`` from a local weight file, with its own transform.
 
+    When the manifest records errors of the model's auxiliary heads (GoogLeNet DSD's loss1 and
+    loss2, from its accuracy log) and the file carries their weights, they are evaluated too.
+
     Raises:
         DSDZooError: the model is not evaluated on ImageNet images (e.g. an embedded digits model),
             or the file does not fit (:class:`~dsd_zoo.errors.WeightsError`, ``FormatError``).
     """
     from ..api import get_model, get_weights
+    from ..models import ARCHITECTURES
 
     weights = get_weights(name)
     pipeline = weights.entry.transforms.get("pipeline")
     if pipeline not in IMAGENET_PIPELINES:
         raise DSDZooError(f"{name} is not an ImageNet model (its preprocessing pipeline is {pipeline!r}); "
                           "--imagenet evaluates only models with a caffe or fb_resnet pipeline")
-    model = get_model(name, weights=weights_path, progress=False)
-    return EvalTarget(name, model, weights.transforms(weights_path=weights_path))
+    heads = _logged_heads(name, weights.entry, weights_path)
+    build = ARCHITECTURES[weights.entry.arch].heads_build_kwargs if heads else {}
+    model = get_model(name, weights=weights_path, progress=False, **build)
+    return EvalTarget(name, model, weights.transforms(weights_path=weights_path), heads)
+
+
+def _logged_heads(name: str, entry: Any, weights_path: os.PathLike) -> Tuple[str, ...]:
+    """The auxiliary heads of ``name`` with logged errors whose weights the file carries."""
+    from safetensors import safe_open
+
+    from ..models import ARCHITECTURES
+
+    heads = tuple(head for head in ARCHITECTURES[entry.arch].heads if head in entry.heads)
+    if not heads:
+        return ()
+    with safe_open(str(weights_path), framework="pt") as file:
+        keys = set(file.keys())
+    prefixes = ARCHITECTURES[entry.arch].optional_prefixes
+    return heads if all(any(k.startswith(prefix) for k in keys) for prefix in prefixes) else ()
 
 
 def _rank_and_world() -> Tuple[int, int]:
@@ -282,9 +315,22 @@ def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
     return tensor.to(device, non_blocking=True)
 
 
-def _logits(output: Any) -> Tensor:
-    # Some architectures return (logits, aux...) in train mode; evaluation only needs the logits.
-    return output if isinstance(output, Tensor) else output[0]
+class _WithHeads(nn.Module):
+    """A model's ``aux_outputs`` as its forward, so the heads are run (and compiled) with it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        return tuple(self.model.aux_outputs(x))
+
+
+def _logits(output: Any, heads: int) -> Tuple[Tensor, ...]:
+    # (main, *heads) logits. Without heads only the main logits count, whatever the model returns.
+    if isinstance(output, Tensor):
+        return (output,)
+    return tuple(output[: 1 + heads])
 
 
 class _Forward:
@@ -298,9 +344,10 @@ class _Forward:
     """
 
     def __init__(self, name: str, model: nn.Module, batch_size: int, memory_format: torch.memory_format,
-                 compile_model: bool, required: bool) -> None:
+                 compile_model: bool, required: bool, heads: int = 0) -> None:
         self.name = name
-        self.model = model
+        self.model = _WithHeads(model) if heads else model
+        self.heads = heads
         self.batch_size = batch_size
         self.memory_format = memory_format
         self.required = required
@@ -308,7 +355,7 @@ class _Forward:
         self.compiled: Optional[Any] = None
         if compile_model:
             try:
-                self.compiled = torch.compile(model, dynamic=False)
+                self.compiled = torch.compile(self.model, dynamic=False)
             except Exception as exc:  # e.g. a Python version that torch.compile does not support yet
                 self._compile_failed(exc)
         self._first_call = True
@@ -326,19 +373,20 @@ class _Forward:
                       "results, more slowly (--no-compile skips the attempt)", RuntimeWarning, stacklevel=3)
         self.compiled = None
 
-    def __call__(self, batch: Tensor) -> Tensor:
+    def __call__(self, batch: Tensor) -> Tuple[Tensor, ...]:
+        """The (main, *heads) logits of ``batch``."""
         if self.compiled is None:
-            return _logits(self.model(batch))
+            return _logits(self.model(batch), self.heads)
         rows = batch.shape[0]
         if rows < self.batch_size:
             padding = batch.new_zeros((self.batch_size - rows, *batch.shape[1:]))
             batch = torch.cat([batch, padding]).contiguous(memory_format=self.memory_format)
         if not self._first_call:
-            return _logits(self.compiled(batch))[:rows]
+            return tuple(out[:rows] for out in _logits(self.compiled(batch), self.heads))
         self._first_call = False
         start = time.perf_counter()
         try:
-            logits = _logits(self.compiled(batch))[:rows]
+            logits = tuple(out[:rows] for out in _logits(self.compiled(batch), self.heads))
         except Exception as exc:
             self._compile_failed(exc)
             return self(batch[:rows])
@@ -419,7 +467,7 @@ def evaluate(
     compile_models, required = ((compile_models, True) if compile_models is not None
                                 else (device.type == "cpu" and share >= COMPILE_MIN_IMAGES, False))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    forwards = {t.name: _Forward(t.name, t.model, batch_size, memory_format, compile_models, required)
+    forwards = {t.name: _Forward(t.name, t.model, batch_size, memory_format, compile_models, required, len(t.heads))
                 for t in targets}
     # The workers resample with the CPU transforms; the per-model normalisation runs on the device.
     normalizers = {t.name: copy.deepcopy(t.transform).to(device) for t in targets}
@@ -437,8 +485,8 @@ def evaluate(
         dataset = MultiPipelineDataset(samples, resamplers, indices=shard)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                              pin_memory=device.type == "cuda")
-    order = [t for key in keys for t in groups[key]]
-    counts = torch.zeros(len(order), 3, dtype=torch.int64, device=device)  # images, top-1, top-5
+    rows = [output for key in keys for t in groups[key] for output in t.outputs]
+    counts = torch.zeros(len(rows), 3, dtype=torch.int64, device=device)  # images, top-1, top-5
     unreadable: List[Tuple[str, str]] = []
     bar = _progress_bar(len(dataset), rank, world, progress)
     start = time.perf_counter()
@@ -462,12 +510,13 @@ def evaluate(
                     if channels_last:
                         batch = batch.contiguous(memory_format=torch.channels_last)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-                        logits = forwards[target.name](batch)
-                    ranks = label_rank(logits, labels)
-                    counts[row, 0] += counted
-                    counts[row, 1] += ((ranks < 1) & readable).sum()
-                    counts[row, 2] += ((ranks < min(5, logits.shape[1])) & readable).sum()
-                    row += 1
+                        outputs = forwards[target.name](batch)
+                    for logits in outputs:
+                        ranks = label_rank(logits, labels)
+                        counts[row, 0] += counted
+                        counts[row, 1] += ((ranks < 1) & readable).sum()
+                        counts[row, 2] += ((ranks < min(5, logits.shape[1])) & readable).sum()
+                        row += 1
             bar.update(labels.numel())
             bar.set_postfix_str("")
     seconds = time.perf_counter() - start
@@ -485,7 +534,7 @@ def evaluate(
         unreadable = [tuple(item) for part in _all_gather_json(unreadable, where) for item in part]
     values = counts.cpu().tolist()
     return EvalResult(
-        counts={t.name: ModelCounts(*values[i]) for i, t in enumerate(order)},
+        counts={output: ModelCounts(*values[i]) for i, output in enumerate(rows)},
         evaluated=len(samples),
         unreadable=sorted(unreadable),
         bad_images=bad_images,

@@ -169,24 +169,34 @@ def eval_report(result: EvalResult, samples: ValSamples, entries: Mapping[str, A
     full = samples.is_full
     rows, table_rows = [], []
     for name, counts in result.counts.items():
-        entry = entries[name]
+        model, _, head = name.partition("/")  # "googlenet_dsd/loss1": an auxiliary head of googlenet_dsd
+        entry = entries[model]
         top1, top5 = counts.top1_err, counts.top5_err
-        paper1, paper5 = entry.paper_top1_err, entry.paper_top5_err
+        if head:
+            paper1, paper5 = entry.heads[head]["top1_err"], entry.heads[head]["top5_err"]
+        else:
+            paper1, paper5 = entry.paper_top1_err, entry.paper_top5_err
         delta1 = None if paper1 is None or math.isnan(top1) else top1 - paper1
         delta5 = None if paper5 is None or math.isnan(top5) else top5 - paper5
         verdict = judge(top1, top5, paper1, paper5, tolerance, full)
-        rows.append({"name": name, "arch": entry.arch, "kind": entry.kind, "weights": weights.get(name, ""),
+        rows.append({"name": name, "model": model, "head": head or None, "arch": entry.arch, "kind": entry.kind,
+                     "weights": weights.get(model, ""),
                      "images": counts.images, "top1_correct": counts.top1_correct, "top5_correct": counts.top5_correct,
                      "top1_err": _nan_to_none(top1), "top5_err": _nan_to_none(top5),
                      "paper_top1_err": paper1, "paper_top5_err": paper5, "delta_top1": delta1, "delta_top5": delta5,
                      "verdict": verdict})
-        table_rows.append([name, entry.kind, f"{counts.images:,}", _pct(top1), _pct(paper1), _delta(delta1),
-                           _pct(top5), _pct(paper5), _delta(delta5), verdict])
+        table_rows.append([name, f"{entry.kind} ({head} head)" if head else entry.kind, f"{counts.images:,}",
+                           _pct(top1), _pct(paper1), _delta(delta1), _pct(top5), _pct(paper5), _delta(delta5),
+                           verdict])
     table = Table(f"Single-crop ILSVRC-2012 validation error (%), {len(samples):,} images",
                   ["model", "kind", "images", "top-1 err", "paper", "delta", "top-5 err", "paper", "delta", "verdict"],
                   table_rows, "<<>>>>>>><")
     notes = _eval_notes(result, samples, tolerance, limit, full)
-    notes.append("weights: " + "; ".join(f"{r['name']} = {r['weights']}" for r in rows))
+    notes.append("weights: " + "; ".join(f"{r['name']} = {r['weights']}" for r in rows if not r["head"]))
+    heads = [r["name"] for r in rows if r["head"]]
+    if heads:
+        notes.append(f"auxiliary heads ({', '.join(heads)}): their paper columns are the errors of the release's "
+                     "Caffe accuracy log, not of the paper's table; they are judged the same way.")
     failed = any(r["verdict"] == "FAIL" for r in rows)
     exit_code = EXIT_FAILED if failed else EXIT_UNREADABLE if result.unreadable else EXIT_OK
     data = {
@@ -210,7 +220,8 @@ def eval_report(result: EvalResult, samples: ValSamples, entries: Mapping[str, A
         "exit_code": exit_code,
         **_versions(),
     }
-    return Report("dsd-zoo verify: ImageNet evaluation", [table], notes, data, exit_code, plot_rows=rows)
+    return Report("dsd-zoo verify: ImageNet evaluation", [table], notes, data, exit_code,
+                  plot_rows=[r for r in rows if not r["head"]])
 
 
 def _eval_notes(result: EvalResult, samples: ValSamples, tolerance: float, limit: Optional[int],
@@ -243,7 +254,8 @@ def _eval_notes(result: EvalResult, samples: ValSamples, tolerance: float, limit
     for pipeline, names in result.pipelines.items():
         notes.append(f"pipeline {pipeline}: {', '.join(names)} (each image decoded once, resampled once per pipeline)")
     notes.append(f"{len(samples):,} images in {result.seconds:.1f} s ({result.images_per_second:.1f} img/s through "
-                 f"{len(result.counts)} model(s)) on {result.device}, {result.world_size} process(es), "
+                 f"{sum('/' not in name for name in result.counts)} model(s)) on "
+                 f"{result.device}, {result.world_size} process(es), "
                  f"{result.workers} worker(s) each, batch {result.batch_size}.")
     return notes
 
