@@ -66,6 +66,12 @@ def test_routing_of_jpeg_kinds():
         adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00" + bytes([transform])
         assert device_decodable_jpeg(rgb[:2] + adobe + rgb[2:]) is expected
     assert not device_decodable_jpeg(rgb[: len(rgb) // 2])  # truncated
+    # Over PIL's decompression-bomb limit (or 0 pixels): the exact path's verdict, not a GPU allocation.
+    sof = _sof_components_at(rgb) - 10
+    for height, width in ((40_000, 40_000), (0, 150)):
+        dims = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+        assert not device_decodable_jpeg(rgb[:sof + 5] + dims + rgb[sof + 9:])
+    assert device_decodable_jpeg(rgb[:sof + 5] + rgb[sof + 5:sof + 9] + rgb[sof + 9:])
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(png, "PNG")
     assert not device_decodable_jpeg(png.getvalue())

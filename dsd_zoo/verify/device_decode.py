@@ -13,7 +13,7 @@ crops to the bit (tested), which is how this module is tested without a GPU.
 
 Anything that is not a plain 8-bit baseline or progressive JPEG with 1 or 3 (YCbCr) components
 and an end marker (CMYK/YCCK, RGB-coded JPEGs, 12-bit, lossless, arithmetic coding, truncated
-files, PNGs named .JPEG, non-images) goes through the exact CPU path in the
+files, images over PIL's decompression-bomb limit, PNGs named .JPEG, non-images) goes through the exact CPU path in the
 worker instead, so damaged files get the same verdict and reason as without this mode. A file
 that the device cannot decode after all is decoded by PIL in the main process.
 """
@@ -84,11 +84,21 @@ def device_decodable_jpeg(data: bytes) -> bool:
             precision, components = data[position + 4], data[position + 9]
             if precision != 8 or components not in (1, 3) or length < 8 + 3 * components:
                 return False
+            height = (data[position + 5] << 8) | data[position + 6]
+            width = (data[position + 7] << 8) | data[position + 8]
+            if not height or not width or height * width > _max_pixels():
+                return False  # PIL's decompression-bomb guard decides, as without this mode
             ids = tuple(data[position + 10 + 3 * c] for c in range(components))
             if ids == _RGB_COMPONENT_IDS:  # libjpeg reads these as RGB, not YCbCr
                 return False
         position = end
     return False
+
+
+def _max_pixels() -> float:
+    from PIL import Image
+
+    return float("inf") if Image.MAX_IMAGE_PIXELS is None else Image.MAX_IMAGE_PIXELS
 
 
 class EncodedDataset(MultiPipelineDataset):
@@ -142,8 +152,9 @@ class DeviceDecoder:
     """Turns a :func:`collate_encoded` batch into one crop batch per pipeline, on ``device``.
 
     Args:
-        resamplers: ``{pipeline_key: transform}`` with :meth:`resample_batch` (the transforms of
-            :class:`~dsd_zoo.transforms.CaffeTransform` / ``FbResNetTransform``).
+        transforms: ``{pipeline_key: transform}``, each with ``resample_batch``
+            (:class:`~dsd_zoo.transforms.CaffeTransform`, ``FbResNetTransform``), in the order
+            of the crops the workers produce for the files they decode themselves.
         device: where to decode and resample.
         jpeg_decoder: ``"torchcodec"`` or ``"torchvision"`` (default :func:`default_jpeg_decoder`).
     """
