@@ -106,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bfloat16 autocast: faster on GPUs, but results may differ from the exact run")
     run.add_argument("--gpu-decode", action="store_true",
                      help="decode the JPEGs on the GPU with nvJPEG (TorchCodec's decoder if installed, "
-                          "pip install 'dsd-zoo[gpu]'; else torchvision's) and resample them there: much faster on a "
-                          "GPU, but nvJPEG's pixels differ slightly from libjpeg's, so results may differ from the "
-                          "exact run; needs a CUDA --device")
+                          "pip install 'dsd-zoo[gpu]'; else torchvision's) and resample them there, which takes the "
+                          "decoding that limits a GPU run off the CPU; nvJPEG's pixels differ slightly from "
+                          "libjpeg's, so results may differ from the exact run; needs a CUDA --device")
     run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                      help="run the models through torch.compile: same results up to float rounding, up to 2x faster "
                           "on a CPU after a one-off compilation of 3-20 s per model (default: on a CPU when a "

@@ -431,9 +431,10 @@ def evaluate(
             compiles. The compiled models compute the same functions, up to float rounding
             (logits within about 1e-6 relative here); compile time counts in ``seconds``.
         decode_on_device: the workers only read the files and JPEGs are decoded and resampled
-            on ``device`` (nvJPEG on a GPU; :mod:`~dsd_zoo.verify.device_decode`). Much faster on a
-            GPU, but nvJPEG's pixels differ slightly from libjpeg's, so the errors may differ a
-            little from the exact run. On a CPU the crops are identical (and nothing is gained).
+            on ``device`` (nvJPEG on a GPU; :mod:`~dsd_zoo.verify.device_decode`), taking off the
+            CPU the decoding that limits a GPU run; nvJPEG's pixels differ slightly from libjpeg's,
+            so the errors may differ a little from the exact run. On a CPU the crops are
+            identical (and nothing is gained).
         bad_images: ``"count"`` (default): an undecodable image is a wrong answer for every
             model; ``"skip"``: it is left out of the denominator. Either way it is listed.
         progress: show a tqdm bar with img/s (rank 0 only).
