@@ -9,8 +9,10 @@ where it can be had) into the path of a verified file in the cache. It tries, in
    caches share a file system), and a bad copy from huggingface_hub's own cache, which it never
    re-checks, is downloaded again once;
 3. each URL of the record in order, with connect/read timeouts, retries with exponential backoff
-   on timeouts, connection resets and 5xx answers, resume of an interrupted transfer with HTTP
-   ``Range``/``If-Range``, and the digest computed while the bytes stream in.
+   on timeouts, connection resets and 5xx/429 answers (waiting at least what a ``Retry-After``
+   asks, and moving to the next source when it asks for more than a minute), resume of an
+   interrupted transfer with HTTP ``Range``/``If-Range``, and the digest computed while the
+   bytes stream in.
 
 A file that fails its digest or size is never placed under its final name; when every source
 fails, :class:`~dsd_zoo.errors.DownloadError` lists each source and why. Concurrent processes
@@ -49,6 +51,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
+import email.utils
 import logging
 import math
 import os
@@ -186,7 +190,14 @@ class _Settings:
 
 
 class _Transient(Exception):
-    """A failure worth retrying on the same source (timeout, reset, 5xx)."""
+    """A failure worth retrying on the same source (timeout, reset, 5xx).
+
+    ``retry_after`` is the wait in seconds that the server asked for (``Retry-After``), if any.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class _SourceFailed(Exception):
@@ -615,7 +626,13 @@ def _get(session: requests.Session, url: str, headers: dict[str, str], settings:
         raise _SourceFailed(_first_line(exc)) from exc
     if response.status_code in _TRANSIENT_STATUS or response.status_code >= 500:
         response.close()
-        raise _Transient(f"HTTP {response.status_code} {response.reason}")
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        message = f"HTTP {response.status_code} {response.reason}"
+        if retry_after is not None and retry_after > _MAX_BACKOFF_S:
+            # Waiting that long in silence is worse than trying the next source now.
+            raise _SourceFailed(f"{message}; the server asks to retry in {retry_after:.0f} s, longer than the "
+                                f"{_MAX_BACKOFF_S:.0f} s this downloader waits: try again later")
+        raise _Transient(message, retry_after)
     if response.status_code >= 400:
         response.close()
         raise _SourceFailed(f"HTTP {response.status_code} {response.reason}")
@@ -640,8 +657,26 @@ def _retrying(attempt: Callable[[], _T], settings: _Settings, what: str, progres
             if failures >= settings.attempts:
                 raise _SourceFailed(f"{exc} (gave up after {failures} attempts)") from exc
             delay = min(settings.backoff * 2 ** (failures - 1), _MAX_BACKOFF_S)
+            if exc.retry_after is not None:  # the server's own wait (at most _MAX_BACKOFF_S, see _get)
+                delay = max(delay, exc.retry_after)
             logger.warning("%s: %s; retrying in %.2g s", what, exc, delay)
             time.sleep(delay)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT; a zone-less one is read as such
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
 def _range_start(response: requests.Response) -> int | None:

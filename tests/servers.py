@@ -63,6 +63,7 @@ class Fault:
     """
 
     status: int | None = None  # answer this HTTP status (with a short body) instead of the file
+    status_headers: dict[str, str] = field(default_factory=dict)  # sent with that status (e.g. Retry-After)
     reset_after: int | None = None  # send this many body bytes, then reset the connection (RST)
     delay_s: float = 0.0  # sleep after the headers, before the first body byte
     flip_bit_at: int | None = None  # flip the lowest bit of the body byte at this offset
@@ -273,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._short(entry, 404, b"not found", extra, head)
         fault = fault or Fault()
         if fault.status is not None:
-            return self._short(entry, fault.status, b"injected fault", {}, head)
+            return self._short(entry, fault.status, b"injected fault", dict(fault.status_headers), head)
         if resource.redirect is not None:
             return self._short(entry, 302, b"", {**resource.headers, "Location": resource.redirect}, head)
 

@@ -82,6 +82,37 @@ def test_500_then_success_retries_the_same_url(cache_dir, server):
     assert server.requests_for("/other") == []
 
 
+def test_retry_after_is_waited_for(cache_dir, server, monkeypatch):
+    monkeypatch.setenv("DSD_ZOO_RETRY_BACKOFF", "0")  # only the server's Retry-After makes it wait
+    url = server.add("/w.bin", BODY, faults=[Fault(status=429, status_headers={"Retry-After": "1"})])
+    start = time.monotonic()
+    assert fetch(record(url), progress=False).read_bytes() == BODY
+    assert time.monotonic() - start >= 1.0
+    assert [entry.status for entry in server.requests_for("/w.bin")] == [429, 200]
+
+
+def test_a_retry_after_date_is_understood(cache_dir, server, monkeypatch):
+    import email.utils
+
+    monkeypatch.setenv("DSD_ZOO_RETRY_BACKOFF", "0")
+    when = email.utils.formatdate(time.time() + 2, usegmt=True)  # whole seconds: waits 1-2 s
+    url = server.add("/w.bin", BODY, faults=[Fault(status=503, status_headers={"Retry-After": when})])
+    start = time.monotonic()
+    assert fetch(record(url), progress=False).read_bytes() == BODY
+    assert time.monotonic() - start >= 0.9
+
+
+def test_a_long_retry_after_moves_to_the_next_source_at_once(cache_dir, server):
+    url = server.add("/w.bin", BODY, faults=[Fault(status=503, status_headers={"Retry-After": "3600"}, repeat=True)])
+    other = server.add("/other", BODY)
+    start = time.monotonic()
+    assert fetch(record(url, other), progress=False).read_bytes() == BODY
+    assert time.monotonic() - start < 30
+    assert [entry.status for entry in server.requests_for("/w.bin")] == [503]
+    with pytest.raises(DownloadError, match="asks to retry in 3600 s"):
+        fetch(record(url, digest=Digest("sha256", "0" * 64)), progress=False)
+
+
 def test_persistent_500_gives_up_after_the_configured_attempts(cache_dir, server):
     url = server.add("/w.bin", BODY, faults=[Fault(status=502, repeat=True)])
     with pytest.raises(DownloadError, match="HTTP 502.*gave up after 3 attempts"):  # DSD_ZOO_RETRIES=3
