@@ -190,11 +190,18 @@ def _results(entry: ModelEntry) -> List[str]:
     rows = [("Top-1 error", f"{entry.paper_top1_err:.2f}% (accuracy {_accuracy(entry.paper_top1_err):g}%)")]
     if entry.paper_top5_err is not None:
         rows.append(("Top-5 error", f"{entry.paper_top5_err:.2f}% (accuracy {_accuracy(entry.paper_top5_err):g}%)"))
-    return ["## Results", "",
-            f"Single-crop {DATASET_NAME} (50,000 images), as published"
-            + (f": {entry.paper_source.rstrip('.')}." if entry.paper_source else "."),
-            "This release does not re-measure them; `python -m dsd_zoo.verify --imagenet DIR` does, on your copy "
-            "of the validation set.", "", *_table(rows)]
+    lines = ["## Results", "",
+             f"Single-crop {DATASET_NAME} (50,000 images), as published"
+             + (f": {entry.paper_source.rstrip('.')}." if entry.paper_source else "."),
+             "This release does not re-measure them; `python -m dsd_zoo.verify --imagenet DIR` does, on your copy "
+             "of the validation set.", "", *_table(rows)]
+    if entry.heads:
+        heads = [(f"`{head}` head", f"top-1 {logged['top1_err']:.2f}%, top-5 {logged['top5_err']:.2f}%")
+                 for head, logged in entry.heads.items()]
+        lines += ["", "The auxiliary classifiers, as logged at release (kept in this file when the original has them; "
+                      "`aux_logits=True` loads them, and `verify` checks them too):",
+                  "", *_table(heads), "", "Sources: " + "; ".join(f"{h}: {v['source']}" for h, v in entry.heads.items())]
+    return lines
 
 
 def _how_to_load(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:

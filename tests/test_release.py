@@ -614,3 +614,13 @@ def test_failed_upload_leaves_nothing(hub_env, tmp_path, capsys, endpoint, statu
     out = tmp_path / "out"
     assert not (out / "squeezenet_caffe").exists() and not (out / release.ENTRIES_FILE).exists()
     assert leftovers(out) == []
+
+
+def test_googlenet_dsd_card_lists_the_logged_heads():
+    # The manifest's metrics.heads (GoogleNet/accuracy.log of the DSD release) reach the card.
+    manifest = load_manifest(str(bundled_manifest_path()))
+    facts = ReleaseFacts("googlenet_dsd.safetensors", "0" * 64, 1, {}, {})
+    card = render_model_card(manifest.models["googlenet_dsd"], manifest, facts)
+    assert "| `loss1` head | top-1 42.61%, top-5 18.64% |" in card
+    assert "| `loss2` head | top-1 35.78%, top-5 13.69% |" in card
+    assert "`loss1` head" not in render_model_card(manifest.models["googlenet_caffe"], manifest, facts)
