@@ -21,15 +21,18 @@ ImageFolder), with the same torch threads, DataLoader workers and batch size:
    ``gpu-decode-fast`` (JPEGs decoded on the device; with these the benchmark also prints how far
    the device's crops are from the exact crops, in pixel levels).
 
-2. **the 13-model table vs 13 separate runs** (eager, as the table runs are short). Every manifest model (random weights) in one
+2. **the 13-model table vs 13 separate runs.** Every manifest model (random weights) in one
    ``evaluate`` call (each image decoded once, resampled once per pipeline: 3 pipelines), against
-   13 calls of one model each. Ratio = sum of the separate times / the combined time.
+   13 calls of one model each, all eager. Ratio = sum of the separate times / the combined time.
+   ``--table-compile`` also times the combined run compiled (cold cache), to show from how many
+   images compiling 13 models pays.
 
 Each measurement is repeated (``--repeat``) alternating the methods, and the best time is kept
 (the least disturbed by other processes). Run from the repository root::
 
     python benchmarks/eval_throughput.py                       # defaults: 64 images, 16 for the table
     python benchmarks/eval_throughput.py --images 2048 --repeat 1 --skip-table   # compilation repaid
+    python benchmarks/eval_throughput.py --skip-single --table-images 256 --repeat 1 --table-compile
     python benchmarks/eval_throughput.py --device cuda --images 4096 --batch-size 256 --workers 15 --skip-table
 """
 
@@ -199,12 +202,35 @@ def _table_targets():
 def bench_table(root: Path, args, device: torch.device) -> dict:
     samples = scan_imagefolder(root, [wnid for wnid, _ in imagenet_classes()])
     targets = _table_targets()
-    combined, separate = [], []
+    combined, separate, compiled = [], [], []
     for _ in range(args.repeat):
         combined.append(verify_run(targets, samples, args.batch_size, args.workers, device)[0])
         separate.append(sum(verify_run([t], samples, args.batch_size, args.workers, device)[0] for t in targets))
-    return {"images": len(samples), "models": len(targets), "combined_s": min(combined), "separate_s": min(separate),
-            "ratio": min(separate) / min(combined)}
+        if args.table_compile:
+            compiled.append(verify_run(_table_targets(), samples, args.batch_size, args.workers, device,
+                                       compile_models=True))
+    result = {"images": len(samples), "models": len(targets), "combined_s": min(combined),
+              "separate_s": min(separate), "ratio": min(separate) / min(combined)}
+    if compiled:
+        seconds, first_batch = min(compiled)
+        result["compiled"] = {"seconds": seconds, "first_batch_s": first_batch,
+                              "per_image_after": (seconds - first_batch) / max(1, len(samples) - args.batch_size),
+                              "per_image_eager": min(combined) / len(samples)}
+    return result
+
+
+def report_single(single: dict, args, device: torch.device, root: Path) -> None:
+    """Print the one-model comparison (and, for --gpu-decode runs, the crop difference)."""
+    print(f"\n1. ResNet-50, {single['images']} images (img/s, seconds, ratio to the reference; goal >= 1.3 "
+          f"on CPU):")
+    for method, seconds in single["seconds"].items():
+        ratio = "" if method == "reference" else f"  {single['ratio'][method]:.2f}x"
+        label = LABELS[method].format(compile_s=single["compile_s"])
+        print(f"   {label:<62} {single['img_s'][method]:7.1f} img/s {seconds:8.2f} s{ratio}")
+    if any(m.startswith("gpu-decode") for m in args.methods):
+        count, largest, mean = crop_differences(root, device)
+        print(f"   --gpu-decode crops vs the exact crops, {count} images: max |difference| {largest:.3f}, "
+              f"mean {mean:.5f} pixel levels")
 
 
 def main() -> None:
@@ -218,6 +244,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="repetitions, best kept (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--skip-table", action="store_true", help="only the one-model comparison")
+    parser.add_argument("--skip-single", action="store_true", help="only the 13-model comparison")
+    parser.add_argument("--table-compile", action="store_true",
+                        help="also time the combined 13-model run with --compile (cold cache, compilation included)")
     parser.add_argument("--methods", default=None,
                         help=f"comma-separated verify runs to compare with the reference, of {', '.join(METHODS)} "
                              "(default: eager,compiled on a CPU; eager,gpu-decode,gpu-decode-fast on CUDA)")
@@ -240,22 +269,19 @@ def main() -> None:
           + f"; torch {torch.__version__}, {torch.get_num_threads()} threads, {args.workers} workers, "
             f"batch {args.batch_size}, best of {args.repeat}")
     with tempfile.TemporaryDirectory(prefix="dsd_zoo_eval_bench_") as tmp:
-        single = bench_single(make_images(Path(tmp) / "one", args.images), args, device)
-        print(f"\n1. ResNet-50, {single['images']} images (img/s, seconds, ratio to the reference; goal >= 1.3 "
-              f"on CPU):")
-        for method, seconds in single["seconds"].items():
-            ratio = "" if method == "reference" else f"  {single['ratio'][method]:.2f}x"
-            label = LABELS[method].format(compile_s=single["compile_s"])
-            print(f"   {label:<62} {single['img_s'][method]:7.1f} img/s {seconds:8.2f} s{ratio}")
-        if any(m.startswith("gpu-decode") for m in args.methods):
-            count, largest, mean = crop_differences(Path(tmp) / "one", device)
-            print(f"   --gpu-decode crops vs the exact crops, {count} images: max |difference| {largest:.3f}, "
-                  f"mean {mean:.5f} pixel levels")
+        if not args.skip_single:
+            report_single(bench_single(make_images(Path(tmp) / "one", args.images), args, device), args, device,
+                          Path(tmp) / "one")
         if not args.skip_table:
             table = bench_table(make_images(Path(tmp) / "table", args.table_images, seed=1), args, device)
             print(f"\n2. {table['models']} models, {table['images']} images: one combined run {table['combined_s']:.2f} s; "
                   f"{table['models']} separate runs {table['separate_s']:.2f} s")
             print(f"   ratio separate / combined: {table['ratio']:.2f}x")
+            if "compiled" in table:
+                c = table["compiled"]
+                print(f"   combined with --compile: {c['seconds']:.2f} s, of which {c['first_batch_s']:.1f} s in the "
+                      f"first (compiling) batch; after it {c['per_image_after']:.3f} s per image vs "
+                      f"{c['per_image_eager']:.3f} eager: {c['per_image_eager'] / c['per_image_after']:.2f}x")
 
 
 if __name__ == "__main__":
