@@ -144,6 +144,11 @@ def test_bad_arguments(val_samples):
         evaluate(_targets()[:1] * 2, val_samples)
     with pytest.raises(ValueError, match="bad_images"):
         evaluate(_targets()[:1], val_samples, bad_images="drop")
+    from dsd_zoo.transforms import DigitsTransform
+
+    digits = EvalTarget("digits", ColourModel(), DigitsTransform())
+    with pytest.raises(ValueError, match=r"decode_on_device needs JPEG pipelines .*\['digits 8'\]"):
+        evaluate([digits], val_samples, decode_on_device=True)
 
 
 def test_default_workers(monkeypatch):

@@ -474,6 +474,9 @@ def evaluate(
     normalizers = {t.name: copy.deepcopy(t.transform).to(device) for t in targets}
     transforms = {key: groups[key][0].transform for key in keys}
     resamplers = {key: transform.resample for key, transform in transforms.items()}
+    if decode_on_device and any(key[0] not in IMAGENET_PIPELINES for key in keys):
+        raise ValueError(f"decode_on_device needs JPEG pipelines ({', '.join(IMAGENET_PIPELINES)}), got "
+                         f"{[describe_pipeline(key) for key in keys if key[0] not in IMAGENET_PIPELINES]}")
     shard = range(rank, len(samples), world)
     if decode_on_device:
         from .device_decode import DeviceDecoder, EncodedDataset, collate_encoded
@@ -491,7 +494,8 @@ def evaluate(
     unreadable: List[Tuple[str, str]] = []
     bar = _progress_bar(len(dataset), rank, world, progress)
     start = time.perf_counter()
-    if any(forward.is_compiled for forward in forwards.values()):
+    compiling = any(forward.is_compiled for forward in forwards.values())
+    if compiling:
         bar.set_postfix_str("compiling the models on the first batch")
     with torch.inference_mode(), _exact_float32(device, enabled=not fast), bar:
         for indices, labels, errors, *images in loader:
@@ -519,7 +523,9 @@ def evaluate(
                         counts[row, 2] += ((ranks < min(5, logits.shape[1])) & readable).sum()
                         row += 1
             bar.update(labels.numel())
-            bar.set_postfix_str("")
+            if compiling:
+                bar.set_postfix_str("")
+                compiling = False
     seconds = time.perf_counter() - start
 
     if world > 1:
