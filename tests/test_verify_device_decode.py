@@ -78,12 +78,36 @@ def test_routing_of_jpeg_kinds():
     assert not device_decodable_jpeg(b"") and not device_decodable_jpeg(b"\xff\xd8\xff\xd9")
 
 
+def exif_jpeg(orientation: int, byte_order: str = "<") -> bytes:
+    """photo_jpeg() with an Exif orientation tag."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(photo_jpeg())).save(buffer, "JPEG", quality=90, exif=exif.tobytes())
+    data = buffer.getvalue()
+    if byte_order == ">":  # the same tag written big-endian, as many cameras do
+        tiff = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01" + bytes([0, orientation, 0, 0]) + b"\x00" * 4
+        segment = b"\xff\xe1" + (len(tiff) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + tiff
+        data = data[:2] + segment + photo_jpeg()[2:]
+    return data
+
+
+def test_exif_orientation_routes_to_the_exact_path():
+    # TorchCodec applies the Exif orientation; PIL (and the original pipelines) ignore it.
+    assert device_decodable_jpeg(exif_jpeg(1)) and device_decodable_jpeg(exif_jpeg(1, ">"))
+    assert not device_decodable_jpeg(exif_jpeg(6)) and not device_decodable_jpeg(exif_jpeg(8, ">"))
+    broken = bytearray(exif_jpeg(6))
+    at = broken.find(b"Exif\x00\x00") + 6
+    broken[at:at + 2] = b"XX"  # not a TIFF block: the exact path decides
+    assert not device_decodable_jpeg(bytes(broken))
+
+
 def test_routing_survives_hostile_bytes():
     # Random damage anywhere in the header must give an answer, never an exception.
     rng = random.Random(0)
-    data = photo_jpeg()
-    header = data.find(b"\xff\xda") + 2
-    for _ in range(3000):
+    for i in range(3000):
+        data = exif_jpeg(6, "<>"[i % 2]) if i % 3 == 0 else photo_jpeg()
+        header = data.find(b"\xff\xda") + 2
         mutated = bytearray(data)
         for _ in range(rng.randint(1, 4)):
             mutated[rng.randrange(header)] = rng.randrange(256)
@@ -114,6 +138,7 @@ def test_device_crops_equal_the_exact_crops_on_cpu(tmp_path, jpeg_decoder):
         folder = root / WNIDS[i % 3]
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"photo{i}.JPEG").write_bytes(photo_jpeg(size, seed=i, progressive=i == 3))
+    (root / WNIDS[0] / "rotated.JPEG").write_bytes(exif_jpeg(6))  # routed to the exact path
     photos = FIXTURES / "images"
     if photos.is_dir():  # real photographs too, when the fixtures are there
         for name in ("cat.jpg", "fish-bike.jpg", "space_shuttle.jpg"):
@@ -122,7 +147,8 @@ def test_device_crops_equal_the_exact_crops_on_cpu(tmp_path, jpeg_decoder):
     samples = scan_imagenet(root, WNIDS)
     transforms = {"caffe": CaffeTransform(227, mean_bgr=[104.0, 117.0, 123.0]), "fb": FbResNetTransform()}
     exact, items, errors, crops = _crops_both_ways(samples, transforms, jpeg_decoder)
-    assert all(item[3] is not None for item in items), "every one of these JPEGs goes to the device decoder"
+    routed = [samples.files[i] for i, item in enumerate(items) if item[3] is None]
+    assert routed == [f"{WNIDS[0]}/rotated.JPEG"], "every other JPEG goes to the device decoder"
     assert errors == [""] * len(samples)
     for p in range(2):
         expected = torch.stack([item[3][p] for item in exact])

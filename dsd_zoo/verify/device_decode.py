@@ -13,7 +13,8 @@ crops to the bit (tested), which is how this module is tested without a GPU.
 
 Anything that is not a plain 8-bit baseline or progressive JPEG with 1 or 3 (YCbCr) components
 and an end marker (CMYK/YCCK, RGB-coded JPEGs, 12-bit, lossless, arithmetic coding, truncated
-files, images over PIL's decompression-bomb limit, PNGs named .JPEG, non-images) goes through the exact CPU path in the
+files, an Exif orientation other than upright, which TorchCodec applies and the original pipelines
+ignored, images over PIL's decompression-bomb limit, PNGs named .JPEG, non-images) goes through the exact CPU path in the
 worker instead, so damaged files get the same verdict and reason as without this mode. A file
 that the device cannot decode after all is decoded by PIL in the main process.
 """
@@ -37,6 +38,8 @@ BatchDecoder = Callable[[List[Tensor], torch.device], List[Tensor]]
 _SOI, _EOI, _SOS = 0xD8, 0xD9, 0xDA
 _DEVICE_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended sequential, progressive; Huffman coded
 _OTHER_SOF = (0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)  # lossless, hierarchical, arithmetic
+_APP1 = 0xE1  # Exif
+_ORIENTATION_TAG = 0x0112
 _ADOBE = 0xEE  # APP14: its colour transform flag says whether 3 components are YCbCr or RGB
 _RGB_COMPONENT_IDS = (ord("R"), ord("G"), ord("B"))
 _STANDALONE = set(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry no length
@@ -74,7 +77,10 @@ def device_decodable_jpeg(data: bytes) -> bool:
             return components == 1 or (components == 3 and adobe_transform in (None, 1))
         if marker in _OTHER_SOF or marker == _EOI:
             return False
-        if marker == _ADOBE:
+        if marker == _APP1 and data[position + 4:position + 10] == b"Exif\x00\x00":
+            if _exif_orientation(data[position + 10:end]) not in (None, 1):
+                return False  # TorchCodec turns such images upright; the original pipelines did not
+        elif marker == _ADOBE:
             if length < 14 or data[position + 4:position + 9] != b"Adobe":
                 return False
             adobe_transform = data[position + 15]
@@ -93,6 +99,23 @@ def device_decodable_jpeg(data: bytes) -> bool:
                 return False
         position = end
     return False
+
+
+def _exif_orientation(tiff: bytes) -> Optional[int]:
+    """The orientation tag of IFD0 in an Exif TIFF block; None when absent; -1 when the block is malformed."""
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return -1
+    order = "little" if tiff[:2] == b"II" else "big"
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return -1
+    for entry in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+        at = ifd + 2 + 12 * entry
+        if at + 12 > len(tiff):
+            return -1
+        if int.from_bytes(tiff[at:at + 2], order) == _ORIENTATION_TAG:
+            return int.from_bytes(tiff[at + 8:at + 10], order)  # a SHORT, left-aligned in the value field
+    return None
 
 
 def _max_pixels() -> float:
