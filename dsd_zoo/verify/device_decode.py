@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .datasets import MultiPipelineDataset, ValSamples, decode_failure_reason, decode_failure_types
+from .datasets import MultiPipelineDataset, decode_failure_reason, decode_failure_types
 
 __all__ = ["JPEG_DECODERS", "device_decodable_jpeg", "EncodedDataset", "collate_encoded", "DeviceDecoder",
            "default_jpeg_decoder"]
