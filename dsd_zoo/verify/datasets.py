@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -269,8 +269,9 @@ def scan_flat(root: PathLike, labels_file: PathLike, num_classes: int = 1000) ->
     return ValSamples(path, "flat", files, tuple(labels[f] for f in files), labels_path, len(files))
 
 
-def decode_image(path: PathLike) -> Tensor:
-    """Decode an image file fully into a uint8 RGB tensor (3, H, W), as the original pipelines saw it.
+def decode_image(path: Union[PathLike, BinaryIO]) -> Tensor:
+    """Decode an image file (a path or an open binary file) fully into a uint8 RGB tensor (3, H, W),
+    as the original pipelines saw it.
 
     Raises:
         OSError, SyntaxError, ValueError: PIL's errors for corrupt, truncated or non-image files.

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .datasets import MultiPipelineDataset, decode_failure_reason, decode_failure_types
+from .datasets import MultiPipelineDataset, decode_failure_reason, decode_failure_types, decode_image
 
 __all__ = ["JPEG_DECODERS", "device_decodable_jpeg", "EncodedDataset", "collate_encoded", "DeviceDecoder",
            "default_jpeg_decoder"]
@@ -232,14 +232,8 @@ class DeviceDecoder:
         return errors, tuple(outputs)
 
     def _decode_with_pil(self, data: Tensor) -> Tuple[Optional[Tensor], str]:
-        from PIL import Image
-
-        from ..transforms import to_uint8_rgb
-
         try:
-            with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
-                image.load()
-                return to_uint8_rgb(image).contiguous().to(self.device), ""
+            return decode_image(io.BytesIO(data.numpy().tobytes())).to(self.device), ""
         except decode_failure_types() as exc:
             return None, decode_failure_reason(exc)
 

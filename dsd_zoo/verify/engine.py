@@ -386,13 +386,12 @@ class _Forward:
         self._first_call = False
         start = time.perf_counter()
         try:
-            logits = tuple(out[:rows] for out in _logits(self.compiled(batch), self.heads))
+            return tuple(out[:rows] for out in self(batch))  # the padded batch, through the line above
         except Exception as exc:
             self._compile_failed(exc)
             return self(batch[:rows])
         finally:
             self.compile_seconds = time.perf_counter() - start
-        return logits
 
 
 def evaluate(
