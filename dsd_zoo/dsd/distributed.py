@@ -9,6 +9,7 @@ broadcast, and each rank's digest of them is gathered so a run records that they
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,6 +77,12 @@ def setup_distributed(use_cuda: bool) -> Distributed:
     else:
         target = torch.device("cpu")
     if not dist.is_initialized():
+        # torch.distributed.nn.functional evaluates `group=group.WORLD` defaults on first import,
+        # and DDP imports it lazily, once the group exists: those defaults then hold the default
+        # group, and gloo's worker threads, past destroy_process_group. A worker freeing a finished
+        # collective during interpreter shutdown aborts the process ("terminate called without an
+        # active exception"); imported before the group exists, the defaults are None.
+        importlib.import_module("torch.distributed.nn.functional")
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return Distributed(dist.get_rank(), dist.get_world_size(), target)
 
