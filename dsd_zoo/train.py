@@ -145,6 +145,9 @@ def _file_entry(path: Path) -> dict[str, Any]:
 def train(recipe: Any, output: Path | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run a :class:`~dsd_zoo.dsd.recipe.Recipe`; returns what ``results.json`` holds (on every rank).
 
+    Under ``torchrun`` it starts the process group and ends it before returning; a group the
+    caller has already initialized is used and left running.
+
     Raises:
         RecipeError: a recipe that cannot run (unknown model, bad exclude, output in use, ...).
         DatasetError: the ImageFolder data is missing or inconsistent.
@@ -170,7 +173,7 @@ def train(recipe: Any, output: Path | None = None, overwrite: bool = False, prog
         d.barrier()
         return results
     finally:
-        if d.enabled:
+        if d.owns_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()

@@ -110,3 +110,30 @@ def test_training_leaves_no_gloo_thread_running(tmp_path) -> None:
     out = proc.stdout + proc.stderr
     assert out.count("threads left:") == 2, out[-3000:]
     assert proc.returncode == 0, out[-3000:]
+
+
+_CALLER_OWNS_THE_GROUP = """
+import os, sys
+import torch
+import torch.distributed as dist
+from dsd_zoo.train import main
+
+dist.init_process_group("gloo")
+rc = main(["--recipe", sys.argv[1], "--no-progress", "--output", "out-" + os.environ["RANK"]])
+assert dist.is_initialized(), "train() destroyed a process group it did not start"
+total = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(total)
+print("sum over ranks after train:", total.item(), flush=True)
+dist.destroy_process_group()
+sys.exit(rc)
+"""
+
+
+def test_training_leaves_a_group_the_caller_started_running(tmp_path) -> None:
+    recipe = _tiny_recipe(tmp_path)
+    driver = tmp_path / "driver.py"
+    driver.write_text(_CALLER_OWNS_THE_GROUP)
+    proc = _torchrun(tmp_path, str(driver), str(recipe))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert out.count("sum over ranks after train: 3.0") == 2, out[-3000:]  # ranks 0 and 1 add 1 + 2

@@ -35,6 +35,9 @@ class Distributed:
     rank: int
     world_size: int
     device: torch.device
+    #: Whether :func:`setup_distributed` started the process group (and so ends it): a group the
+    #: caller started before is the caller's to destroy.
+    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -65,7 +68,7 @@ def setup_distributed(use_cuda: bool) -> Distributed:
     """Join the process group ``torchrun`` describes in the environment, or run single-process.
 
     Under torchrun each rank takes GPU ``LOCAL_RANK`` with the NCCL backend when ``use_cuda``,
-    else the CPU with gloo.
+    else the CPU with gloo. A process group that is already initialized is joined as it is.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
@@ -76,7 +79,8 @@ def setup_distributed(use_cuda: bool) -> Distributed:
         target = torch.device("cuda", local_rank)
     else:
         target = torch.device("cpu")
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()
+    if owns_group:
         # torch.distributed.nn.functional evaluates `group=group.WORLD` defaults on first import,
         # and DDP imports it lazily, once the group exists: those defaults then hold the default
         # group, and gloo's worker threads, past destroy_process_group. A worker freeing a finished
@@ -84,7 +88,7 @@ def setup_distributed(use_cuda: bool) -> Distributed:
         # active exception"); imported before the group exists, the defaults are None.
         importlib.import_module("torch.distributed.nn.functional")
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), target)
+    return Distributed(dist.get_rank(), dist.get_world_size(), target, owns_group)
 
 
 def broadcast_masks(masks: Mapping[str, Tensor], dist_info: Distributed, src: int = 0) -> dict[str, Tensor]:
