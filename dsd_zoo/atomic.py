@@ -32,10 +32,23 @@ def new_part_path(final: Path) -> Path:
 
 def publish(part: Path, final: Path) -> None:
     """Make the complete file ``part`` durable and visible as ``final`` in one atomic step."""
-    with open(part, "rb+") as file:
-        os.fsync(file.fileno())
+    _fsync_file(part)
     os.replace(part, final)
     _fsync_directory(final.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    # Read-only: ``part`` may be a hard link to a file this process cannot write (a read-only
+    # Hugging Face cache blob), and POSIX fsync does not need write access.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    except OSError:
+        # Windows commits only handles opened for writing.
+        with open(path, "rb+") as file:
+            os.fsync(file.fileno())
+    finally:
+        os.close(fd)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -246,7 +246,8 @@ def remove_stale_parts(final: Path) -> int:
     """
     # A part may hold its own part while it is written (a conversion writing the part atomically).
     part = r"\.\d+\.[0-9a-f]{8}" + re.escape(PART_SUFFIX)
-    pattern = re.compile(re.escape(final.name) + f"(?:{part})+")
+    # The stamp is written under the lock too, through a part of its own.
+    pattern = re.compile(re.escape(final.name) + f"(?:{re.escape(STAMP_SUFFIX)})?(?:{part})+")
     removed = 0
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(final.parent):

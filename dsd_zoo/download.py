@@ -94,11 +94,15 @@ RETRIES_ENV = "DSD_ZOO_RETRIES"
 BACKOFF_ENV = "DSD_ZOO_RETRY_BACKOFF"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
+# huggingface_hub's own reading of its HF_* flags: these are true, anything else false.
+_HF_TRUE = {"1", "on", "yes", "true"}
 # Answers that say "try again later" rather than "this will never work".
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 60.0
 # A cache file name must never escape the cache directory nor hide as a dot file.
 _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+# Device names Windows reserves whatever the extension ("nul.safetensors" is the null device).
+_WINDOWS_DEVICE = re.compile(r"(?:CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(?:\..*)?", re.IGNORECASE)
 _ONEDRIVE_HOSTS = ("1drv.ms", "onedrive.live.com")
 _T = TypeVar("_T")
 # Bytes per read from the socket. A connection reset loses at most the chunk in flight, and
@@ -145,10 +149,13 @@ class FileRecord:
 
     def __post_init__(self) -> None:
         name_ok = isinstance(self.file, str) and _SAFE_FILE.fullmatch(self.file) is not None
+        if name_ok and (_WINDOWS_DEVICE.fullmatch(self.file) or self.file.endswith(".")):
+            name_ok = False  # Windows opens a device instead, or drops the trailing dot
         if not name_ok or self.file.endswith(cache.RESERVED_SUFFIXES):
             raise ValueError(
-                f"FileRecord.file must be a plain file name (letters, digits, '.', '_', '-'; not ending in "
-                f"{', '.join(cache.RESERVED_SUFFIXES)}), got {self.file!r}"
+                f"FileRecord.file must be a plain file name (letters, digits, '.', '_', '-'; not a Windows device "
+                f"name such as NUL or COM1, not ending in '.' or {', '.join(cache.RESERVED_SUFFIXES)}), got "
+                f"{self.file!r}"
             )
         if self.digest is not None and not isinstance(self.digest, Digest):
             raise TypeError(f"FileRecord.digest must be a Digest or None, got {type(self.digest).__name__}")
@@ -224,11 +231,13 @@ def fetch(
         trust_unverified: accept a record without a digest, pinning the sha256 of the first copy
             seen (trust on first use); ``None`` reads ``$DSD_ZOO_TRUST_UNVERIFIED``.
         offline: never touch the network; ``None`` reads ``$DSD_ZOO_OFFLINE`` and ``$HF_HUB_OFFLINE``.
+            A copy already in huggingface_hub's own cache (e.g. from ``hf download``) is still
+            verified and taken into the dsd-zoo cache.
         cache_dir: the cache directory; ``None`` means ``$DSD_ZOO_CACHE`` or ``<torch hub dir>/dsd_zoo``.
 
     Raises:
         UnverifiedSourceError: ``record`` has no digest, none was pinned, and the user did not opt in.
-        OfflineError: offline mode is on and the file is not in the cache.
+        OfflineError: offline mode is on and the file is in neither cache.
         NotAvailableError: the file is not cached and ``record`` names no source.
         DownloadError: every source failed (the message lists each and why), or the cache cannot
             be written.
@@ -239,7 +248,11 @@ def fetch(
     trust_unverified = _flag(trust_unverified, TRUST_ENV)
     root = cache.resolve_cache_dir(cache_dir)
     final = root / record.file
-    if not offline:
+    # Offline, the only source is a copy huggingface_hub already holds.
+    hub_copy = _HubSource(record.hf, local_only=True) if offline and record.hf is not None else None
+    if hub_copy is not None and not hub_copy.is_cached():
+        hub_copy = None
+    if not offline or hub_copy is not None:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -253,26 +266,31 @@ def fetch(
         pin = None if record.digest is not None else cache.pinned_stamp(final)
         digest = record.digest or (Digest("sha256", pin.sha256) if pin is not None else None)
         size = record.size if record.size is not None or pin is None else pin.size
+        if offline and hub_copy is None:
+            raise OfflineError(
+                f"{record.file} is not in the dsd-zoo cache ({final})"
+                f"{' nor in the Hugging Face cache' if record.hf is not None else ''}, and offline mode is on "
+                f"({OFFLINE_ENV} / HF_HUB_OFFLINE or offline=True). Copy the file there from a machine that has "
+                "it, or turn offline mode off."
+            )
         if digest is None and not trust_unverified:
             raise UnverifiedSourceError(
                 f"{record.file} has no published digest, so what {_describe_sources(record)} serves cannot be "
                 "checked. To accept the first copy and pin its sha256 for every later download (trust on first "
                 f"use), pass trust_unverified=True or set {TRUST_ENV}=1."
             )
-        if offline:
-            raise OfflineError(
-                f"{record.file} is not in the dsd-zoo cache ({final}) and offline mode is on "
-                f"({OFFLINE_ENV} / HF_HUB_OFFLINE or offline=True). Copy the file there from a machine that has "
-                "it, or turn offline mode off."
-            )
-        return _download(record, final, digest, size, settings, exclusive)
+        sources: list[_Source] = [hub_copy] if hub_copy is not None else _sources(record)
+        return _download(record, final, digest, size, settings, exclusive, sources)
+
+
+def _sources(record: FileRecord) -> list["_Source"]:
+    """Where ``record`` can be downloaded from, in the order to try: the Hub, then each URL."""
+    return ([_HubSource(record.hf)] if record.hf is not None else []) + [_UrlSource(url) for url in record.urls]
 
 
 def _download(record: FileRecord, final: Path, digest: Digest | None, size: int | None, settings: _Settings,
-              exclusive: bool) -> Path:
+              exclusive: bool, sources: list["_Source"]) -> Path:
     """Try each source in turn; publish the first copy that verifies. ``exclusive``: the file's lock is held."""
-    sources: list[_Source] = ([_HubSource(record.hf)] if record.hf is not None else [])
-    sources += [_UrlSource(url) for url in record.urls]
     if not sources:
         raise NotAvailableError(f"{record.file} is not in the cache ({final}) and has no source to download it from.")
     if exclusive:  # without the lock, a part may be another process's download in progress
@@ -309,7 +327,12 @@ def _download(record: FileRecord, final: Path, digest: Digest | None, size: int 
             )
         logger.info("downloaded %s from %s (sha256 %s)", record.file, source, stamp.sha256)
         return final
-    raise DownloadError(f"could not download {record.file}; every source failed:\n" + "\n".join(failures))
+    hint = ""
+    if record.digest is None and not first_use:
+        hint = (f"\nThe expected sha256 and size are the pin recorded when {record.file} was first downloaded "
+                f"(trust on first use), in {cache.stamp_path(final)}. If the source has really changed, delete "
+                "that file to accept a new copy.")
+    raise DownloadError(f"could not download {record.file}; every source failed:\n" + "\n".join(failures) + hint)
 
 
 def _verify(part: Path, hexdigests: dict[str, str], digest: Digest | None, size: int | None) -> None:
@@ -339,33 +362,40 @@ class _Source:
 class _HubSource(_Source):
     """The Hugging Face Hub, through ``huggingface_hub`` and its own cache."""
 
-    def __init__(self, location: HFLocation) -> None:
+    def __init__(self, location: HFLocation, local_only: bool = False) -> None:
         self.location = location
+        self.local_only = local_only  # offline: only a copy already in huggingface_hub's cache
 
     def __str__(self) -> str:
-        return str(self.location)
+        return f"{self.location} (Hugging Face cache)" if self.local_only else str(self.location)
+
+    @staticmethod
+    def _hub_cache() -> str | None:
+        # huggingface_hub reads these when first imported; read them per call so they can change.
+        return os.environ.get("HF_HUB_CACHE") or (
+            os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
+        )
+
+    def is_cached(self) -> bool:
+        """Whether huggingface_hub's cache holds this file at this revision."""
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            return isinstance(try_to_load_from_cache(self.location.repo_id, self.location.filename,
+                                                     cache_dir=self._hub_cache(), revision=self.location.revision),
+                              str)
+        except ValueError:  # HFValidationError: a name the Hub refuses; hf_hub_download reports it
+            return False
 
     def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
                    settings: _Settings) -> dict[str, str]:
-        from huggingface_hub import try_to_load_from_cache
-
-        # huggingface_hub reads these when first imported; read them per call so they can change.
-        hub_cache = os.environ.get("HF_HUB_CACHE") or (
-            os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
-        )
-        try:
-            was_cached = isinstance(
-                try_to_load_from_cache(self.location.repo_id, self.location.filename, cache_dir=hub_cache,
-                                       revision=self.location.revision),
-                str,
-            )
-        except ValueError as exc:  # HFValidationError: a repo id or file name the Hub would refuse
-            raise _SourceFailed(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        hub_cache = self._hub_cache()
+        was_cached = self.is_cached()
         hexdigests = _adopt(self._download(hub_cache, settings, force=False), part, _algorithms(digest))
         try:
             _verify(part, hexdigests, digest, size)
         except IntegrityError as exc:
-            if not was_cached:
+            if not was_cached or self.local_only:
                 raise
             # huggingface_hub never re-checks its cache: a damaged copy there would fail forever.
             logger.warning("%s: the copy in the Hugging Face cache is bad (%s); downloading it again", self, exc)
@@ -387,6 +417,7 @@ class _HubSource(_Source):
                 endpoint=os.environ.get("HF_ENDPOINT") or None,
                 cache_dir=hub_cache,
                 force_download=force,
+                local_files_only=self.local_only,
                 etag_timeout=settings.connect_timeout,
                 tqdm_class=None if settings.progress else _silent_tqdm(),
             )
@@ -396,16 +427,23 @@ class _HubSource(_Source):
 
 
 def _adopt(source: Path, part: Path, algorithms: set[str]) -> dict[str, str]:
-    """Give ``part`` the content of ``source`` (a hard link when possible) and return its digests."""
+    """Give ``part`` the content of ``source`` (a hard link when possible) and return its digests.
+
+    A copy that cannot be read is the source's failure (the next source is tried); one that
+    cannot be written is the cache's (:class:`_LocalWriteError`).
+    """
     try:
-        os.link(source, part)
-    except OSError:  # another file system, or links unsupported: copy, hashing on the way
-        with open(source, "rb") as src:
-            with _PartWriter(part, algorithms, os.fstat(src.fileno()).st_size) as writer:
-                for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
-                    writer.write(chunk)
-                return writer.hexdigests()
-    return hash_file(part, algorithms)
+        try:
+            os.link(source, part)
+        except OSError:  # another file system, or links unsupported: copy, hashing on the way
+            with open(source, "rb") as src:
+                with _PartWriter(part, algorithms, os.fstat(src.fileno()).st_size) as writer:
+                    for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
+                        writer.write(chunk)
+                    return writer.hexdigests()
+        return hash_file(part, algorithms)
+    except OSError as exc:
+        raise _SourceFailed(f"cannot read the Hugging Face cache's copy {source}: {exc.strerror or exc}") from exc
 
 
 class _UrlSource(_Source):
@@ -444,13 +482,13 @@ class _UrlSource(_Source):
             headers.update({"Range": f"bytes={writer.written}-", "If-Range": resume.validator})
         with _get(session, self.request_url, headers, settings) as response:
             if response.status_code == 206 and _range_start(response) == writer.written:
-                etag = response.headers.get("ETag")
-                if etag and resume.validator and resume.validator.startswith('"') and etag != resume.validator:
-                    # A server that ignored If-Range sent part of another version: never splice.
-                    expected, resume.validator = resume.validator, None
-                    raise _Transient(f"the server sent part of a different version (ETag {etag}, "
-                                     f"expected {expected}); starting over")
                 total = _range_total(response)
+                changed = resume.version_change(response, total)
+                if changed:
+                    # A server that ignored If-Range, or a file replaced within the validator's
+                    # resolution, sent part of another version: never splice.
+                    resume.validator = None
+                    raise _Transient(f"the server sent part of a different version ({changed}); starting over")
             elif response.status_code != 200:  # a range other than the one asked for: start over
                 resume.validator = None
                 content_range = response.headers.get("Content-Range")
@@ -482,8 +520,14 @@ class _Resume:
     """What a later request needs to ask for the rest of the same representation."""
 
     validator: str | None = None
+    total: int | None = None  # the length of the representation the validator names
 
     def remember(self, response: requests.Response) -> None:
+        if response.status_code == 206:
+            # A 206 proves ranges work and answers for the version already remembered; nginx, for
+            # one, leaves Accept-Ranges out of its 206 answers.
+            return
+        self.total = _int_header(response, "Content-Length")
         etag = response.headers.get("ETag")
         if response.headers.get("Accept-Ranges", "").lower() != "bytes":
             self.validator = None
@@ -492,7 +536,35 @@ class _Resume:
             # instead (RFC 9110 13.1.5): with a weak one, a resume could splice two versions.
             self.validator = None if etag.startswith("W/") else etag
         else:
-            self.validator = response.headers.get("Last-Modified")
+            self.validator = _strong_last_modified(response)
+
+    def version_change(self, partial: requests.Response, total: int | None) -> str:
+        """Why the 206 ``partial`` (of ``total`` bytes) is not of the remembered version; ``""`` if it is."""
+        etag = partial.headers.get("ETag")
+        if etag and self.validator and self.validator.startswith('"') and etag != self.validator:
+            return f"ETag {etag}, expected {self.validator}"
+        modified = partial.headers.get("Last-Modified")
+        if modified and self.validator and not self.validator.startswith('"') and modified != self.validator:
+            return f"Last-Modified {modified}, expected {self.validator}"
+        if total is not None and self.total is not None and total != self.total:
+            return f"{total} bytes in all, the first answer announced {self.total}"
+        return ""
+
+
+def _strong_last_modified(response: requests.Response) -> str | None:
+    """``Last-Modified`` when it may serve as a strong validator, else ``None``.
+
+    A date names one version only if the file could not change again within that second: RFC
+    9110 8.8.2.2 asks for the server's ``Date`` to be at least one second later.
+    """
+    modified, date = response.headers.get("Last-Modified"), response.headers.get("Date")
+    try:
+        when, now = email.utils.parsedate_to_datetime(modified), email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError):  # absent or unreadable
+        return None
+    if (when.tzinfo is None) != (now.tzinfo is None):
+        return None
+    return modified if (now - when).total_seconds() >= 1 else None
 
 
 class _PartWriter:
@@ -739,6 +811,10 @@ def _flag(value: bool | None, *names: str) -> bool:
         return bool(value)
     for name in names:
         raw = os.environ.get(name, "").strip().lower()
+        if name.startswith("HF_"):  # read it as huggingface_hub does, so both agree on the mode
+            if raw in _HF_TRUE:
+                return True
+            continue
         if raw in _TRUE:
             return True
         if raw not in _FALSE:

@@ -44,7 +44,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 __all__ = [
-    "DEFAULT_COMMIT", "DOWNLOAD_ENV", "Fault", "LoggedRequest", "LoopbackServer", "cache_dir", "isolate_download_env",
+    "DEFAULT_COMMIT", "DOWNLOAD_ENV", "Fault", "LAST_MODIFIED_NOW", "LoggedRequest", "LoopbackServer", "cache_dir", "isolate_download_env",
     "server",
 ]
 
@@ -52,6 +52,8 @@ DEFAULT_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _SEND_CHUNK = 2**20
 _RESET_GRACE_S = 0.5
 _LAST_MODIFIED = "Mon, 06 Feb 2017 00:00:00 GMT"
+# A file modified in the very second of each answer: its date cannot tell two versions apart.
+LAST_MODIFIED_NOW = "now"
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+|[^/]+)/resolve/(?P<revision>[^/]+)/(?P<filename>.+)$")
 
 
@@ -91,8 +93,10 @@ class LoggedRequest:
 @dataclass
 class _Resource:
     body: bytes
-    etag: str
+    etag: str | None  # None: no ETag header
     accept_ranges: bool = True
+    accept_ranges_on_partial: bool = True  # nginx sends Accept-Ranges on 200 answers only
+    last_modified: str = _LAST_MODIFIED  # LAST_MODIFIED_NOW: the Date of each answer
     headers: dict[str, str] = field(default_factory=dict)
     faults: Deque[Fault] = field(default_factory=deque)
     redirect: str | None = None  # answer 302 to this URL (the Hub sending a client to its CDN)
@@ -138,12 +142,13 @@ class LoopbackServer:
         return self.base_url + path
 
     def add(self, path: str, body: bytes, *, etag: str | None = None, accept_ranges: bool = True,
-            faults: Iterable[Fault] = (), headers: dict[str, str] | None = None) -> str:
+            faults: Iterable[Fault] = (), headers: dict[str, str] | None = None, send_etag: bool = True,
+            accept_ranges_on_partial: bool = True, last_modified: str = _LAST_MODIFIED) -> str:
         """Serve ``body`` at ``path`` and return its URL. The default ETag is the quoted sha256 of the body."""
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
-        resource = _Resource(bytes(body), etag or f'"{hashlib.sha256(body).hexdigest()}"', accept_ranges,
-                             dict(headers or {}), deque(faults))
+        resource = _Resource(bytes(body), (etag or f'"{hashlib.sha256(body).hexdigest()}"') if send_etag else None,
+                             accept_ranges, accept_ranges_on_partial, last_modified, dict(headers or {}), deque(faults))
         with self._lock:
             self._resources[path] = resource
         return self.url(path)
@@ -153,8 +158,9 @@ class LoopbackServer:
         with self._lock:
             resource = self._resources[path]
             resource.body = bytes(body)
-            weak = "W/" if resource.etag.startswith("W/") else ""
-            resource.etag = f'{weak}"{hashlib.sha256(body).hexdigest()}"'
+            if resource.etag is not None:
+                weak = "W/" if resource.etag.startswith("W/") else ""
+                resource.etag = f'{weak}"{hashlib.sha256(body).hexdigest()}"'
 
     def inject(self, path: str, *faults: Fault) -> None:
         """Queue faults for the next requests to ``path``."""
@@ -254,8 +260,16 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 10  # idle keep-alive connections end on their own
     server: _HTTPServer
 
+    _date: str | None = None
+
     def log_message(self, format: str, *args: object) -> None:  # keep the test output clean
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header send_response adds, the same as this answer's Last-Modified when that is "now".
+        if timestamp is None and self._date is not None:
+            return self._date
+        return super().date_time_string(timestamp)
 
     def do_GET(self) -> None:
         self._answer(head=False)
@@ -264,6 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(head=True)
 
     def _answer(self, head: bool) -> None:
+        self._date = None  # a keep-alive connection's earlier answer had its own
         owner = self.server.owner
         path = unquote(urlsplit(self.path).path)
         entry = LoggedRequest(self.command, path, self.headers.get("Range"), self.headers.get("If-Range"))
@@ -287,9 +302,11 @@ class _Handler(BaseHTTPRequestHandler):
             body = bytes(flipped)
 
         status, start, end = 200, 0, len(body)
+        self._date = self.date_time_string()  # one Date for the whole answer, Last-Modified included
+        modified = self._date if resource.last_modified == LAST_MODIFIED_NOW else resource.last_modified
         wanted = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
-        same_file = if_range in (None, resource.etag, _LAST_MODIFIED) or fault.ignore_if_range
+        same_file = if_range is None or if_range in (resource.etag, modified) or fault.ignore_if_range
         if wanted and resource.accept_ranges and not fault.ignore_range and same_file:
             match = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
             if match is None or int(match[1]) >= len(body):
@@ -301,9 +318,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(end - start))
-        self.send_header("ETag", resource.etag)
-        self.send_header("Last-Modified", _LAST_MODIFIED)
-        if resource.accept_ranges:
+        if resource.etag is not None:
+            self.send_header("ETag", resource.etag)
+        self.send_header("Last-Modified", modified)
+        if resource.accept_ranges and (status == 200 or resource.accept_ranges_on_partial):
             self.send_header("Accept-Ranges", "bytes")
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(body)}")

@@ -227,11 +227,14 @@ def test_part_names_are_unique_and_stale_parts_are_removed(tmp_path):
     part = next(iter(parts))
     assert part.parent == tmp_path and part.name.startswith(f"w.bin.{os.getpid()}.") and part.name.endswith(".part")
     part.write_bytes(b"half")
-    unrelated = [tmp_path / "w.bin2.123.abcdef01.part", tmp_path / "w.bin.stamp.json", tmp_path / "w.bin.x.part"]
+    stamp_part = tmp_path / "w.bin.stamp.json.4242.0123abcd.part"  # a stamp being written when its process died
+    stamp_part.write_bytes(b"{")
+    unrelated = [tmp_path / "w.bin2.123.abcdef01.part", tmp_path / "w.bin.stamp.json", tmp_path / "w.bin.x.part",
+                 tmp_path / "w.bin2.stamp.json.4242.0123abcd.part"]
     for path in unrelated:
         path.write_bytes(b"")
-    assert cache.remove_stale_parts(final) == 1
-    assert not part.exists() and all(path.exists() for path in unrelated)
+    assert cache.remove_stale_parts(final) == 2
+    assert not part.exists() and not stamp_part.exists() and all(path.exists() for path in unrelated)
 
 
 def test_publish_is_an_atomic_rename(tmp_path):

@@ -42,13 +42,17 @@ def test_importing_the_downloader_stays_light():
 
 
 @pytest.mark.parametrize("name", ["", "../w.bin", "a/b.bin", "a\\b.bin", ".hidden", "w.bin.lock", "w.part",
-                                  "w.bin.stamp.json", "x" * 300, "w\x00.bin"])
+                                  "w.bin.stamp.json", "x" * 300, "w\x00.bin",
+                                  # Windows device names, whatever the extension, and a trailing dot it drops
+                                  "CON", "nul.safetensors", "Aux.bin", "com1.safetensors", "LPT9", "w.bin."])
 def test_file_names_that_could_escape_or_collide_are_refused(name):
     with pytest.raises(ValueError, match="plain file name"):
         FileRecord(name, None, None)
 
 
 def test_record_validation():
+    for name in ("console.bin", "nullable.safetensors", "com10.bin", "auxiliary.pt"):  # not device names
+        assert FileRecord(name, None, None).file == name
     assert FileRecord("w.bin", None, None, urls=["http://a/b"]).urls == ("http://a/b",)  # lists become tuples
     with pytest.raises(TypeError, match="not one string"):
         FileRecord("w.bin", None, None, urls="http://a/b")

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,8 @@ from dsd_zoo.digests import Digest
 from dsd_zoo.download import FileRecord, HFLocation, fetch
 from dsd_zoo.errors import DownloadError, OfflineError, UnverifiedSourceError
 
-from .servers import DEFAULT_COMMIT, Fault
+from .servers import DEFAULT_COMMIT, LAST_MODIFIED_NOW, Fault
+from .test_cache import require_enforced_permissions
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 3 MiB: three of the downloader's 1 MiB reads, so a reset mid-body leaves whole chunks to resume from.
@@ -171,6 +173,46 @@ def test_a_partial_answer_from_another_version_is_never_spliced(cache_dir, serve
     assert [entry.status for entry in server.requests_for("/w.bin")] == [200, 206, 200]
 
 
+def test_resuming_goes_on_when_partial_answers_omit_accept_ranges(cache_dir, server):
+    # nginx sends Accept-Ranges with its 200 answers only. A 206 still proves ranges work: the
+    # second break must resume too, not restart from byte 0 (which, on a link that breaks every
+    # megabyte, would never finish).
+    url = server.add("/w.bin", BODY, accept_ranges_on_partial=False,
+                     faults=[Fault(reset_after=1_200_000), Fault(reset_after=1_200_000)])
+    assert fetch(record(url), progress=False).read_bytes() == BODY
+    requests = server.requests_for("/w.bin")
+    assert [entry.status for entry in requests] == [200, 206, 206]
+    assert all(entry.range is not None for entry in requests[1:]) and server.full_transfers("/w.bin") == 0
+
+
+def test_a_resume_that_changes_the_length_is_never_spliced(cache_dir, server):
+    # No ETag, only a date; the file is replaced within the same second, so If-Range still matches
+    # and the server sends the new file's tail. Its Content-Range total gives the change away.
+    new = os.urandom(len(BODY) + 4096)
+    url = server.add("/w.bin", BODY, send_etag=False, faults=[Fault(reset_after=2_500_000, then_serve=new)])
+    with pytest.warns(UserWarning, match="trusting the copy"):
+        path = fetch(record(url, digest=None, size=None), progress=False, trust_unverified=True)
+    assert path.read_bytes() == new
+    assert [entry.status for entry in server.requests_for("/w.bin")] == [200, 206, 200]
+
+
+def test_a_date_from_the_same_second_is_no_validator(cache_dir, server):
+    # A Last-Modified equal to the answer's Date could name two versions written in that second
+    # (RFC 9110 8.8.2.2): it must not be used for If-Range, so the break restarts the download.
+    url = server.add("/w.bin", BODY, send_etag=False, last_modified=LAST_MODIFIED_NOW,
+                     faults=[Fault(reset_after=2_500_000)])
+    assert fetch(record(url), progress=False).read_bytes() == BODY
+    assert [(entry.range, entry.if_range, entry.status) for entry in server.requests_for("/w.bin")] == [
+        (None, None, 200), (None, None, 200)]
+
+
+def test_an_old_date_is_a_validator_when_there_is_no_etag(cache_dir, server):
+    url = server.add("/w.bin", BODY, send_etag=False, faults=[Fault(reset_after=2_500_000)])
+    assert fetch(record(url), progress=False).read_bytes() == BODY
+    second = server.requests_for("/w.bin")[1]
+    assert second.if_range == "Mon, 06 Feb 2017 00:00:00 GMT" and second.status == 206
+
+
 def test_no_range_support_means_no_range_request(cache_dir, server):
     url = server.add("/w.bin", BODY, accept_ranges=False, faults=[Fault(reset_after=2_500_000)])
     assert fetch(record(url), progress=False).read_bytes() == BODY
@@ -295,7 +337,48 @@ def test_offline_mode_never_opens_a_socket(cache_dir, server, monkeypatch, how):
     with pytest.raises(OfflineError) as info:
         fetch(record(url, hf=location), progress=False, offline=True if how == "argument" else None)
     assert "w.bin" in str(info.value) and str(cache_dir / "w.bin") in str(info.value)
+    assert "nor in the Hugging Face cache" in str(info.value)
+    # With no digest to check either, being offline is still the reason given (trusting would not help).
+    with pytest.raises(OfflineError):
+        fetch(record(url, digest=None, size=None), progress=False, offline=True)
     assert server.log == []
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_offline_mode_takes_a_verified_copy_from_the_hugging_face_cache(cache_dir, server, monkeypatch, tmp_path,
+                                                                        damaged):
+    # Weights fetched with huggingface_hub (`hf download`) on a connected machine, then used offline.
+    from huggingface_hub import hf_hub_download
+
+    server.add_hf_file("dsd/vgg16", "model.safetensors", BODY)
+    location = HFLocation("dsd/vgg16", DEFAULT_COMMIT, "model.safetensors")
+    blob = Path(hf_hub_download(location.repo_id, location.filename, revision=location.revision,
+                                endpoint=server.base_url, cache_dir=tmp_path / "hf_home" / "hub")).resolve()
+    if damaged:
+        blob.write_bytes(BODY[::-1])
+    requests_so_far = len(server.log)
+
+    def no_network(*args):
+        raise AssertionError("offline mode opened a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if damaged:  # verified like any download: a bad copy is refused, never served
+        with pytest.raises(DownloadError, match="sha256 mismatch"):
+            fetch(record(hf=location), progress=False)
+        assert leftovers(cache_dir) == []
+    else:
+        path = fetch(record(hf=location), progress=False)
+        assert path == cache_dir / "w.bin" and path.read_bytes() == BODY
+        assert cache.read_stamp(path).source == f"{location} (Hugging Face cache)"
+    assert len(server.log) == requests_so_far
+
+
+def test_hf_hub_offline_is_read_as_huggingface_hub_reads_it(cache_dir, server, monkeypatch):
+    # huggingface_hub takes only 1/ON/YES/TRUE as true: anything else means online, for both.
+    url = server.add("/w.bin", BODY)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "y")
+    assert fetch(record(url), progress=False).read_bytes() == BODY
 
 
 def test_offline_mode_serves_verified_cache_hits(cache_dir, server, monkeypatch):
@@ -324,9 +407,12 @@ def test_trust_on_first_use(cache_dir, server, monkeypatch):
     server.set_body("/w.bin", BODY[::-1])
     path.unlink()
     monkeypatch.setenv("DSD_ZOO_TRUST_UNVERIFIED", "1")
-    with pytest.raises(DownloadError, match=f"sha256 mismatch: got .*, expected sha256:{SHA256}"):
+    with pytest.raises(DownloadError, match=f"sha256 mismatch: got .*, expected sha256:{SHA256}") as info:
         fetch(unverified, progress=False)
     assert not path.exists() and cache.pinned_stamp(path).sha256 == SHA256
+    # The error says where the expectation comes from and how to accept the new file.
+    assert "pin recorded when w.bin was first downloaded" in str(info.value)
+    assert str(cache.stamp_path(path)) in str(info.value)
 
 
 # -- the Hugging Face Hub -----------------------------------------------------------------------
@@ -341,6 +427,22 @@ def test_hub_with_pinned_revision(cache_dir, server, monkeypatch):
     assert {entry.path for entry in server.log if "/resolve/" in entry.path} == {
         f"/dsd/squeezenet/resolve/{DEFAULT_COMMIT}/model.safetensors"
     }
+
+
+def test_a_read_only_hub_blob_is_adopted(cache_dir, server, monkeypatch, tmp_path):
+    # A shared, read-only Hugging Face cache: the hard link to its blob cannot be opened for
+    # writing, and need not be (fsync needs no write access).
+    require_enforced_permissions(tmp_path)
+    monkeypatch.setenv("HF_ENDPOINT", server.base_url)
+    server.add_hf_file("dsd/vgg16", "model.safetensors", BODY)
+    location = HFLocation("dsd/vgg16", DEFAULT_COMMIT, "model.safetensors")
+    from huggingface_hub import hf_hub_download
+
+    blob = Path(hf_hub_download(location.repo_id, location.filename, revision=location.revision,
+                                endpoint=server.base_url, cache_dir=tmp_path / "hf_home" / "hub")).resolve()
+    blob.chmod(0o444)
+    path = fetch(record(hf=location), progress=False)
+    assert path.read_bytes() == BODY and cache.read_stamp(path).source == str(location)
 
 
 # Not a 5xx on the metadata request: huggingface_hub itself retries that for ~23 s (1+2+4+8+8 s
