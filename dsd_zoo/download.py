@@ -463,7 +463,7 @@ class _UrlSource(_Source):
         ) as bar:
             resume = _Resume()
             _retrying(
-                lambda: self._attempt(session, writer, resume, size, bar, settings),
+                lambda: self._attempt(session, writer, resume, size, bar, settings, unverified=digest is None),
                 settings,
                 what=self.url,
                 progress=lambda: writer.written,
@@ -475,12 +475,20 @@ class _UrlSource(_Source):
         return hexdigests
 
     def _attempt(self, session: requests.Session, writer: _PartWriter, resume: _Resume, size: int | None,
-                 bar: tqdm, settings: _Settings) -> None:
-        """One GET, resuming after ``writer.written`` bytes when the server allows it."""
+                 bar: tqdm, settings: _Settings, unverified: bool = False) -> None:
+        """One GET, resuming after ``writer.written`` bytes when the server allows it.
+
+        ``unverified``: there is no digest to check what arrives, so a web page (a login or error
+        page answered with 200) is refused rather than trusted on first use and pinned.
+        """
         headers = {"Accept-Encoding": "identity"}
         if writer.written and resume.validator:
             headers.update({"Range": f"bytes={writer.written}-", "If-Range": resume.validator})
         with _get(session, self.request_url, headers, settings) as response:
+            content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if unverified and content_type in ("text/html", "application/xhtml+xml"):
+                raise _SourceFailed(f"the server answered with a web page ({content_type}), not the file; open "
+                                    f"{self.url} in a browser to see why (a login, a quota or a moved file)")
             if response.status_code == 206 and _range_start(response) == writer.written:
                 total = _range_total(response)
                 changed = resume.version_change(response, total)

@@ -316,7 +316,8 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
 
         self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
+        if "Content-Type" not in resource.headers:
+            self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(end - start))
         if resource.etag is not None:
             self.send_header("ETag", resource.etag)

@@ -418,6 +418,22 @@ def test_trust_on_first_use(cache_dir, server, monkeypatch):
 # -- the Hugging Face Hub -----------------------------------------------------------------------
 
 
+def test_a_web_page_is_never_trusted_on_first_use(cache_dir, server):
+    # A share link that answers 200 with a login or quota page: with no digest to catch it, it
+    # would be pinned as the file for good.
+    page = server.add("/share", b"<html><body>Sign in to continue</body></html>",
+                      headers={"Content-Type": "text/html; charset=utf-8"})
+    good = server.add("/mirror", BODY)
+    with pytest.warns(UserWarning, match="trusting the copy"):
+        path = fetch(record(page, good, digest=None, size=None), progress=False, trust_unverified=True)
+    assert path.read_bytes() == BODY and cache.read_stamp(path).source == good
+    path.unlink()
+    cache.stamp_path(path).unlink()
+    with pytest.raises(DownloadError, match=r"answered with a web page \(text/html\)"):
+        fetch(record(page, digest=None, size=None), progress=False, trust_unverified=True)
+    assert leftovers(cache_dir) == []
+
+
 def test_hub_with_pinned_revision(cache_dir, server, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", server.base_url)
     server.add_hf_file("dsd/squeezenet", "model.safetensors", BODY)
