@@ -154,7 +154,21 @@ BAD_INPUTS = {
     # Output paths are checked before the evaluation, not when the report is written after it.
     "json folder": (lambda d: ["--imagenet", str(d), "--json", str(d / "no" / "r.json")], "/no' does not exist"),
     "markdown is a folder": (lambda d: ["--imagenet", str(d), "--markdown", str(d)], "is a folder"),
+    "same output twice": (lambda d: ["--imagenet", str(d), "--json", str(d / "r"), "--markdown", str(d / "." / "r")],
+                          "--json and --markdown name the same file"),
+    "tolerance inf": (lambda d: ["--imagenet", str(d), "--tolerance", "inf"], "--tolerance must be a number"),
+    "tolerance nan": (lambda d: ["--imagenet", str(d), "--tolerance", "nan"], "--tolerance must be a number"),
+    "device meta": (lambda d: ["--imagenet", str(d), "--device", "meta"], "runs on cpu or cuda"),
+    # Evaluation options without an evaluation would be silently ignored.
+    "tolerance alone": (lambda d: ["--tolerance", "1"], "--tolerance, --workers only apply to an evaluation"),
+    "bad images alone": (lambda d: ["--bad-images", "skip"], "--bad-images, --workers only apply"),
+    "channels alone": (lambda d: ["--no-channels-last"], "--no-channels-last, --workers only apply"),
 }
+if importlib.util.find_spec("matplotlib") is not None:
+    BAD_INPUTS.update({
+        "plot format": (lambda d: ["--imagenet", str(d), "--plot", str(d / "p.xyz")], "cannot write '.xyz' files"),
+        "plot suffix": (lambda d: ["--imagenet", str(d), "--plot", str(d / "plot")], "cannot write a file without a suffix"),
+    })
 
 
 def _mkdir(path: Path) -> Path:
@@ -204,6 +218,11 @@ def test_plot_of_an_evaluation(tmp_path, colour_weights):
     plot = tmp_path / "errors.png"
     _evaluate(tmp_path, colour_weights, "--plot", str(plot))
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".part")) == []  # written through a part
+    svg = tmp_path / "errors.SVG"  # the format follows the suffix, whatever its case
+    (tmp_path / "again").mkdir()
+    _evaluate(tmp_path / "again", colour_weights, "--plot", str(svg))
+    assert b"<svg" in svg.read_bytes()[:500]
 
 
 def test_offline_never_touches_the_network(tmp_path, capsys, monkeypatch, test_manifest, colour_weights):

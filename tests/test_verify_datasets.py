@@ -191,6 +191,21 @@ def test_stray_images_beside_the_class_folders_are_noted(tmp_path):
     assert len(samples) == 1 and "stray.JPEG" in samples.notes[0] and "not evaluated" in samples.notes[0]
 
 
+def test_linked_folders_are_followed_but_never_around_a_loop(tmp_path):
+    # torchvision's ImageFolder follows links; a linked folder's images must not silently leave the set.
+    root = make_imagefolder(tmp_path / "val", SAMPLES[:1])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "linked.JPEG").write_bytes(image_bytes(SAMPLES[1]))
+    class_folder = root / WNIDS[SAMPLES[0].label]
+    (class_folder / "more").symlink_to(elsewhere, target_is_directory=True)
+    (class_folder / "loop").symlink_to(class_folder, target_is_directory=True)  # must not recurse forever
+    samples = scan_imagenet(root, WNIDS)
+    folder = WNIDS[SAMPLES[0].label]
+    assert samples.files == tuple(sorted([f"{folder}/{SAMPLES[0].name}", f"{folder}/more/linked.JPEG"]))
+    assert samples.labels == (SAMPLES[0].label,) * 2
+
+
 # ------------------------------------------------------------------------------------------------
 # bad folders and label files: each a DatasetError naming the problem
 
@@ -269,6 +284,13 @@ def test_label_file_that_does_not_match_the_images(tmp_path):
     (images2 / "extra.JPEG").write_bytes(image_bytes(SAMPLES[0]))
     with pytest.raises(DatasetError, match=r"1 image\(s\) .* not listed .*'extra\.JPEG'"):
         scan_flat(images2, labels2)
+    images3, labels3 = make_flat(tmp_path / "three")
+    (images3 / "sub").mkdir()
+    (images3 / "sub" / "hidden_in_sub.jfif").write_bytes(image_bytes(SAMPLES[0]))  # .jfif is a JPEG too
+    with pytest.raises(DatasetError, match=r"1 image\(s\) .* not listed .*'sub/hidden_in_sub\.jfif'"):
+        scan_flat(images3, labels3)
+    labels3.write_text(labels3.read_text() + "sub/hidden_in_sub.jfif 2\n")  # a listed subfolder image is fine
+    assert len(scan_flat(images3, labels3)) == len(SAMPLES) + 1
     with pytest.raises(DatasetError, match="does not exist"):
         scan_flat(images2, tmp_path / "none.txt")
     with pytest.raises(DatasetError, match="is a folder"):

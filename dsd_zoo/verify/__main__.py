@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -67,6 +68,8 @@ exit status:
   2  bad usage or input: missing or empty folder, label file not matching the images, unknown
      WNIDs or model names, a model not on this machine in offline mode, the plot extra missing
   3  evaluated, but some images could not be decoded (see the notes)
+  Under torchrun, torchrun itself exits 1 whenever a rank exits non-zero; the ranks' own
+  statuses are in its failure summary.
 
 environment:
   DSD_ZOO_OFFLINE=1    never use the network (named models must already be on this machine);
@@ -90,10 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Caffe-style val.txt for a flat folder: 'filename index' lines")
     data.add_argument("--limit", metavar="N", type=int,
                       help="evaluate N images spread evenly over the set (a quick, PARTIAL run; not judged)")
-    data.add_argument("--tolerance", metavar="PT", type=float, default=DEFAULT_TOLERANCE,
+    data.add_argument("--tolerance", metavar="PT", type=float,
                       help=f"allowed |error - paper| in points, top-1 and top-5 (default {DEFAULT_TOLERANCE}; meaningful "
                            f"only on all {FULL_VAL_SIZE:,} images)")
-    data.add_argument("--bad-images", choices=("count", "skip"), default="count",
+    data.add_argument("--bad-images", choices=("count", "skip"),
                       help="undecodable images: 'count' them as wrong answers (default) or 'skip' them from the "
                            "denominator; always listed")
     run = parser.add_argument_group("how to run")
@@ -114,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "on a CPU after a one-off compilation of 3-20 s per model (default: on a CPU when a "
                           "process has at least %d images, falling back to eager with a warning if compiling fails)"
                           % COMPILE_MIN_IMAGES)
-    run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+    run.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
                      help="feed contiguous NCHW tensors instead of channels-last ones")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     sources = parser.add_argument_group("weights and outputs")
@@ -153,8 +156,9 @@ def parse_weights(items: Sequence[str], manifest) -> Dict[str, Path]:
 
 def _check_arguments(args: argparse.Namespace) -> None:
     if args.imagenet is None:
-        given = (("--labels", args.labels), ("--limit", args.limit), ("--device", args.device),
-                 ("--batch-size", args.batch_size), ("--workers", args.workers),
+        given = (("--labels", args.labels), ("--limit", args.limit), ("--tolerance", args.tolerance),
+                 ("--bad-images", args.bad_images), ("--no-channels-last", args.channels_last),
+                 ("--device", args.device), ("--batch-size", args.batch_size), ("--workers", args.workers),
                  ("--compile" if args.compile else "--no-compile", args.compile),
                  ("--fast", args.fast or None), ("--gpu-decode", args.gpu_decode or None))
         used = [flag for flag, value in given if value is not None]
@@ -162,20 +166,29 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise DSDZooError(f"{', '.join(used)} only apply to an evaluation: add --imagenet DIR")
     if args.limit is not None and args.limit <= 0:
         raise DSDZooError(f"--limit must be a positive number of images, got {args.limit}")
-    if args.tolerance < 0:
-        raise DSDZooError(f"--tolerance must be >= 0 points, got {args.tolerance}")
+    if args.tolerance is None:
+        args.tolerance = DEFAULT_TOLERANCE
+    if not math.isfinite(args.tolerance) or args.tolerance < 0:
+        raise DSDZooError(f"--tolerance must be a number of points >= 0, got {args.tolerance}")
+    args.bad_images = args.bad_images or "count"
     for flag, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
         if value is not None and value < (1 if flag == "--batch-size" else 0):
             raise DSDZooError(f"{flag} must be {'positive' if flag == '--batch-size' else '>= 0'}, got {value}")
-    for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
+    outputs = [(flag, path) for flag, path in (("--json", args.json), ("--markdown", args.markdown),
+                                                ("--plot", args.plot)) if path is not None]
+    for flag, path in outputs:
         # Checked before an hour of evaluation, not after.
-        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+        if path.is_dir() or not path.parent.is_dir():
             where = f"{str(path)!r} is a folder" if path.is_dir() else f"folder {str(path.parent)!r} does not exist"
             raise DSDZooError(f"{flag} {path}: {where}; give a file in an existing folder")
+    for k, (flag, path) in enumerate(outputs):
+        for other_flag, other in outputs[k + 1:]:
+            if path.resolve() == other.resolve():
+                raise DSDZooError(f"{flag} and {other_flag} name the same file {path}; give each its own")
     if args.plot is not None:
-        from .report import require_matplotlib
+        from .report import check_plot_path
 
-        require_matplotlib()
+        check_plot_path(args.plot)
 
 
 def _pick_device(requested: Optional[str]) -> str:
@@ -187,6 +200,8 @@ def _pick_device(requested: Optional[str]) -> str:
         device = torch.device(requested)
     except RuntimeError as exc:
         raise DSDZooError(f"--device {requested!r} is not a device name (cpu, cuda, cuda:1 ...): {exc}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise DSDZooError(f"--device {requested}: verify runs on cpu or cuda (cuda:1 ...), not {device.type}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DSDZooError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
     return requested

@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -50,7 +50,8 @@ __all__ = [
 ]
 
 # File name endings that count as images when a layout is checked for unlisted or stray files.
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".jpe", ".jfif", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp",
+                    ".gif")
 _SHOWN = 10  # names listed per problem before "... and N more"
 _INTEGER = re.compile(r"-?[0-9]+")
 
@@ -154,6 +155,23 @@ def _unreadable_folder(error: OSError) -> None:
                        "missing from the evaluation: fix its permissions or remove it") from error
 
 
+def _walk(top: Path) -> Iterator[Tuple[Path, List[str]]]:
+    """Each folder under ``top`` with its visible file names, sorted.
+
+    Links to folders are followed, as ImageFolder does, so that no linked image silently leaves
+    the set; a link back to a folder already walked (a loop) is not entered again.
+    """
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(top, onerror=_unreadable_folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if _visible(d))
+        yield Path(dirpath), sorted(n for n in filenames if _visible(n))
+
+
 def scan_imagefolder(root: PathLike, wnids: Sequence[str]) -> ValSamples:
     """Read an ImageFolder layout: ``root/<wnid>/<image>``, labels from the WNID's sorted position.
 
@@ -178,10 +196,9 @@ def scan_imagefolder(root: PathLike, wnids: Sequence[str]) -> ValSamples:
     files: List[str] = []
     labels: List[int] = []
     for folder in folders:
-        for dirpath, dirnames, filenames in os.walk(path / folder, onerror=_unreadable_folder):
-            dirnames[:] = sorted(d for d in dirnames if _visible(d))
-            relative = Path(dirpath).relative_to(path)
-            for name in sorted(n for n in filenames if _visible(n)):
+        for dirpath, names in _walk(path / folder):
+            relative = dirpath.relative_to(path)
+            for name in names:
                 files.append((relative / name).as_posix())
                 labels.append(index[folder])
     if not files:
@@ -257,11 +274,11 @@ def scan_flat(root: PathLike, labels_file: PathLike, num_classes: int = 1000) ->
         raise DatasetError(f"{len(missing)} of the {len(labels)} files listed in {str(labels_path)!r} are not in "
                            f"{str(path)!r}: {_listing(missing)}. Is this the label file of these images? (to evaluate "
                            "a part of the set, keep every image and use --limit N)")
-    labels_resolved = labels_path.resolve()
-    with os.scandir(path) as entries:
-        unlisted = sorted(e.name for e in entries
-                          if e.is_file() and _visible(e.name) and _looks_like_image(e.name) and e.name not in labels
-                          and Path(e.path).resolve() != labels_resolved)
+    # Subfolders too: the label file may name "sub/x.JPEG", and an image in one it does not list
+    # would otherwise leave the set unnoticed.
+    unlisted = sorted(relative for dirpath, names in _walk(path) for name in names
+                      if _looks_like_image(name) and (relative := (dirpath / name).relative_to(path).as_posix())
+                      not in labels)
     if unlisted:
         raise DatasetError(f"{len(unlisted)} image(s) in {str(path)!r} are not listed in {str(labels_path)!r}: "
                            f"{_listing(unlisted)}. The label file must list every image of the folder")

@@ -29,6 +29,7 @@ __all__ = [
     "judge",
     "eval_report",
     "selfcheck_report",
+    "check_plot_path",
     "require_matplotlib",
     "write_plot",
 ]
@@ -341,13 +342,27 @@ def require_matplotlib() -> None:
                           "(or pip install matplotlib)") from None
 
 
+def check_plot_path(path: os.PathLike) -> None:
+    """Raise a clear error unless matplotlib is installed and can write ``path``'s format (its suffix)."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        what = f"'.{suffix}' files" if suffix else "a file without a suffix"
+        raise DSDZooError(f"--plot {path}: matplotlib cannot write {what}; end the name in .png, .svg or .pdf "
+                          f"(or any of {', '.join('.' + f for f in sorted(formats))})")
+
+
 def write_plot(rows: Sequence[Mapping[str, Any]], path: os.PathLike, title: str = "") -> Path:
     """Bar chart of top-1 and top-5 errors per architecture: baseline, sparse stage and DSD side by side.
 
     Bars are the measured errors where there are any, else the paper's; a black tick marks the
     paper's number on each bar.
     """
-    require_matplotlib()
+    check_plot_path(path)
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never open a window
@@ -388,10 +403,13 @@ def write_plot(rows: Sequence[Mapping[str, Any]], path: os.PathLike, title: str 
                                                        else "paper errors"), fontsize=10)
     figure.tight_layout()
     path = Path(path)
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")  # complete or not at all, like the other outputs
     try:
-        figure.savefig(path, dpi=120)
+        figure.savefig(part, dpi=120, format=path.suffix.lower().lstrip("."))
+        os.replace(part, path)
     except OSError as exc:
         raise DSDZooError(f"cannot write the plot {path}: {exc.strerror or exc}") from exc
     finally:
         plt.close(figure)
+        part.unlink(missing_ok=True)
     return path
