@@ -59,5 +59,9 @@ class DatasetError(DSDZooError, ValueError):
     """An image folder or label file that cannot give a correct evaluation; the message says why and how to fix it."""
 
 
+class TrainingError(DSDZooError, ValueError):
+    """A training run that cannot go on (e.g. weights that diverged to NaN); the message says what to change."""
+
+
 class UploadError(DSDZooError, OSError):
     """Publishing a release folder on the Hugging Face Hub failed; the message names the repository."""

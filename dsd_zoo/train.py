@@ -4,7 +4,8 @@ Trains a dsd-zoo or torchvision model on an ImageFolder dataset (or the built-in
 the recipe's phases (default: dense -> sparse -> re-dense, learning rate x0.1 per phase) and
 writes, for each phase, ``<output>/<phase>.safetensors`` (the plain state dict; the sparse stage
 declares its pruned weights in the metadata), ``<output>/<phase>.masks.safetensors`` for sparse
-phases, and ``<output>/results.json`` (top-1/top-5 validation error, per-layer sparsity, digests).
+phases, and ``<output>/results.json`` (top-1/top-5 validation error, per-layer sparsity, digests;
+``"complete": false`` until the last phase is done).
 
 Distributed: ``torchrun --nproc_per_node N -m dsd_zoo.train --recipe FILE`` runs DDP (NCCL on
 GPUs, gloo on CPU). Masks are computed on rank 0 and broadcast; every rank's digest of its masks
@@ -25,6 +26,9 @@ from typing import Any
 from dsd_zoo.atomic import atomic_write
 from dsd_zoo.errors import DatasetError, DSDZooError
 
+# The exit status of a run stopped by Ctrl-C, as a shell reports a SIGINT.
+EXIT_INTERRUPTED = 130
+
 __all__ = ["build_model", "main", "train"]
 
 _DESCRIPTION = __doc__.split("\n\n", 1)[1].replace("``", "")
@@ -35,7 +39,9 @@ _EPILOG = """recipe (JSON, or TOML on Python 3.11+), for example:
    "seed": 0, "output": "runs/resnet18-dsd"}
 model names: a dsd-zoo model or architecture (dsd_zoo.list_models()), else a torchvision model;
 prefix "torchvision:" or "dsd_zoo:" to choose. Relative paths are relative to the recipe file.
-Full key list: the docstring of dsd_zoo.dsd.recipe."""
+Full key list: the docstring of dsd_zoo.dsd.recipe.
+exit status: 0 done; 1 the training failed (e.g. diverged to NaN); 2 a bad recipe or data;
+130 interrupted (Ctrl-C): the finished phases stay, marked "complete": false in results.json."""
 
 # Architectures of this package that may not be in the model registry (yet).
 _LOCAL_BUILDERS = {"digits_net": ("dsd_zoo.models.digits", "digits_net")}
@@ -90,6 +96,19 @@ def _dsd_zoo_model(name: str, num_classes: int, pretrained: bool) -> Any:
     return None
 
 
+def _load_image(path: str) -> Any:
+    """ImageFolder's loader, with a file that cannot be read named in a :class:`DatasetError`."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as file:
+            image = Image.open(file)
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"data: cannot read the image {path} ({type(exc).__name__}: {exc}); remove or replace "
+                           "it") from exc
+
+
 def _datasets(recipe: Any) -> tuple[Any, Any, list[str]]:
     """(train set, validation set, class names) of the recipe's data.
 
@@ -125,8 +144,8 @@ def _datasets(recipe: Any) -> tuple[Any, Any, list[str]]:
         train_tf = T.Compose(head + [T.Resize(resize), T.CenterCrop(spec.image_size)] + tail)
     val_tf = T.Compose(head + [T.Resize(resize), T.CenterCrop(spec.image_size)] + tail)
     try:
-        train_set = datasets.ImageFolder(str(dirs["train"]), transform=train_tf)
-        val_set = datasets.ImageFolder(str(dirs["val"]), transform=val_tf)
+        train_set = datasets.ImageFolder(str(dirs["train"]), transform=train_tf, loader=_load_image)
+        val_set = datasets.ImageFolder(str(dirs["val"]), transform=val_tf, loader=_load_image)
     except (FileNotFoundError, RuntimeError) as exc:  # ImageFolder: "Couldn't find any class folder" etc.
         raise DatasetError(f"data: {exc}") from exc
     if train_set.classes != val_set.classes:
@@ -159,15 +178,14 @@ def train(recipe: Any, output: Path | None = None, overwrite: bool = False, prog
     from dsd_zoo.dsd.recipe import RecipeError
 
     output = Path(output) if output is not None else recipe.output
-    if (output / "results.json").exists() and not overwrite:
-        raise RecipeError(f"{output} already holds a run (results.json); pass --overwrite or choose another output")
+    _check_output(output, overwrite)
     if recipe.device == "cuda" and not torch.cuda.is_available():
         raise RecipeError("the recipe asks for device 'cuda' but torch.cuda.is_available() is False")
     use_cuda = torch.cuda.is_available() if recipe.device == "auto" else recipe.device == "cuda"
     d = setup_distributed(use_cuda)
     try:
         with torch_settings(recipe.threads, recipe.deterministic):
-            results = _train(recipe, output, d, use_cuda, progress)
+            results = _train(recipe, output, d, use_cuda, progress, overwrite)
         # Every rank is done (and rank 0 has written its files) before any rank tears the group
         # down: a gloo peer that disappears mid-teardown can abort the other ("terminate called").
         d.barrier()
@@ -179,7 +197,41 @@ def train(recipe: Any, output: Path | None = None, overwrite: bool = False, prog
             dist.destroy_process_group()
 
 
-def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool) -> dict[str, Any]:
+def _check_output(output: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output that is a file or that holds a run not to be overwritten."""
+    from dsd_zoo.dsd.recipe import RecipeError
+
+    for place in (output, *output.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise RecipeError(f"output {output}: {place} is a file, not a directory; choose another output")
+            break
+    results = output / "results.json"
+    if results.exists() and not overwrite:
+        try:
+            complete = json.loads(results.read_text()).get("complete", True)
+        except (OSError, ValueError, AttributeError):
+            complete = True
+        what = "a run" if complete else "an unfinished run (interrupted or failed)"
+        raise RecipeError(f"{output} already holds {what} (results.json); pass --overwrite or choose another output")
+
+
+def _remove_earlier_run(output: Path) -> None:
+    """Delete the checkpoints, masks and results.json an earlier run wrote into ``output`` (--overwrite)."""
+    results = output / "results.json"
+    try:
+        earlier = json.loads(results.read_text())
+        phases = earlier.get("phases", [])
+        names = [entry[key]["file"] for entry in phases for key in ("checkpoint", "masks") if entry.get(key)]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        names = []  # no readable record of its files: leave the directory's other files alone
+    for name in names:
+        if Path(name).name == name:  # a plain file name of this directory, never a path elsewhere
+            (output / name).unlink(missing_ok=True)
+    results.unlink(missing_ok=True)
+
+
+def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool, overwrite: bool) -> dict[str, Any]:
     """:func:`train` once the process group and global flags are set up."""
     import torch
     from torch.nn.parallel import DistributedDataParallel
@@ -242,9 +294,16 @@ def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool) ->
         "device": str(d.device),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "complete": False,  # true once every phase is done; a stopped run stays marked unfinished
         "phases": [],
     }
     common_meta = {"model": recipe.model, "num_classes": str(num_classes), "recipe": json.dumps(recipe.to_dict())}
+
+    def write_results() -> None:
+        results["wall_seconds"] = time.perf_counter() - start
+        # Atomic: a crash must not leave a half file that later marks the output as "holding a run".
+        text = json.dumps(results, indent=2) + "\n"
+        atomic_write(output / "results.json", lambda file: file.write(text.encode("utf-8")))
 
     def on_phase_end(result: PhaseResult, masks: dict[str, torch.Tensor]) -> None:
         entry = result.to_dict()
@@ -258,10 +317,8 @@ def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool) ->
                 mpath = save_masks(output / f"{result.phase.name}.masks.safetensors", masks, metadata=meta)
                 entry["masks"] = _file_entry(mpath)
             results["phases"].append(entry)
-            results["wall_seconds"] = time.perf_counter() - start
-            # Atomic: a crash must not leave a half file that later marks the output as "holding a run".
-            text = json.dumps(results, indent=2) + "\n"
-            atomic_write(output / "results.json", lambda file: file.write(text.encode("utf-8")))
+            results["complete"] = len(results["phases"]) == len(recipe.schedule)
+            write_results()
             e, phase = result.errors, result.phase
             sparsity = f", weight sparsity {result.sparsity.sparsity:.2%}" if result.sparsity else ""
             print(f"[{phase.name}] {phase.kind}, {phase.epochs} epochs at lr {phase.lr:g}: val top-1 error "
@@ -271,7 +328,12 @@ def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool) ->
         d.barrier()
 
     if d.is_main:
-        output.mkdir(parents=True, exist_ok=True)
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RecipeError(f"cannot create the output directory {output}: {exc.strerror or exc}") from exc
+        if overwrite:
+            _remove_earlier_run(output)
         print(f"training {recipe.model} ({num_classes} classes, {len(train_set)} train / {len(val_set)} val images) "
               f"on {d.world_size} x {d.device}: {recipe.schedule}", flush=True)
     train_phases(
@@ -295,7 +357,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--recipe", required=True, type=Path, metavar="FILE", help="recipe file (.json or .toml)")
     p.add_argument("--output", type=Path, metavar="DIR", help="output directory (overrides the recipe's 'output')")
-    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in the output")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in the output: its checkpoints, masks and results.json are "
+                   "deleted first (other files are kept)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (rank 0 shows them by default)")
     return p
 
@@ -305,13 +368,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from dsd_zoo.dsd.recipe import load_recipe
 
+    from dsd_zoo.errors import TrainingError
+
     try:
         recipe = load_recipe(args.recipe)
         train(recipe, output=args.output, overwrite=args.overwrite, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted: the phases finished so far are in the output, marked unfinished in results.json",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (DSDZooError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {_worker_message(exc)}", file=sys.stderr)
+        return 1 if isinstance(exc, TrainingError) else 2
     return 0
+
+
+def _worker_message(exc: BaseException) -> str:
+    """``exc``'s message; for one re-raised from a DataLoader worker, without the worker's traceback."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:  # torch's ExceptionWrapper puts the worker's traceback in the message
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def _recipe(tmp_path, **overrides):
         "output": "out",
     }
     base.update(overrides)
-    return write_recipe(tmp_path / "recipe.json", **base)
+    return write_recipe(tmp_path / "recipe.json", **{k: v for k, v in base.items() if v is not None})  # None: drop
 
 
 def test_three_stage_checkpoints_with_evaluation(tmp_path, capsys) -> None:
@@ -125,6 +125,18 @@ def test_help_explains_the_recipe(capsys) -> None:
         ({"model": "torchvision:resnet18", "pretrained": True}, "pretrained"),
         ({"sparsity": 2}, r"\[0, 1\]"),
         ({"exclude": ["clasifier"]}, "match no module"),
+        # Values torch would reject mid-run with a traceback, or accept and diverge on: refused up front.
+        ({"optimizer": {"momentum": -1}}, "'momentum' must be a finite number >= 0"),
+        ({"optimizer": {"weight_decay": float("nan")}}, "'weight_decay' must be a finite number"),
+        ({"optimizer": {"name": "adam", "betas": [1.5, 0.9]}}, r"betas must be two numbers in \[0, 1\)"),
+        ({"optimizer": {"nesterov": True, "momentum": 0}}, "nesterov needs momentum > 0"),
+        ({"data": {"root": "images", "image_size": 16, "std": [0, 0, 0]}}, "std values must be > 0"),
+        ({"lr": "0.1"}, "lr must be a finite number > 0, got '0.1'"),
+        ({"lr": float("inf")}, "lr must be a finite number > 0, got inf"),
+        ({"epochs": 1.5}, "epochs must be an integer or a list of 3 integers"),
+        ({"epochs": None, "lr": None, "phases": [{"kind": "weird", "epochs": 1, "lr": 0.1}]},
+         "phase 0: kind must be one of"),
+        ({"seed": 2**70}, r"'seed' must be in \[0, 2\*\*63\)"),
     ],
 )
 def test_clear_errors(tmp_path, capsys, overrides, message) -> None:
@@ -140,3 +152,83 @@ def test_refuses_to_overwrite_a_run(tmp_path, capsys) -> None:
     make_image_folder(tmp_path / "images", train_per_class=2, val_per_class=1)
     assert main(["--recipe", str(_recipe(tmp_path)), "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def _tiny(tmp_path, **overrides):
+    """digits_net on 8x8 grey images: a whole 3-phase run in about a second."""
+    make_image_folder(tmp_path / "images", train_per_class=6, val_per_class=2)
+    base = {"model": "digits_net", "epochs": [1, 1, 1], "sparsity": 0.3,
+            "data": {"root": "images", "image_size": 8, "resize": 8, "channels": 1, "mean": [0.5], "std": [0.5],
+                     "augment": False}}
+    return _recipe(tmp_path, **{**base, **overrides})
+
+
+@pytest.mark.parametrize("where", ["output is a file", "output is below a file"])
+def test_an_output_that_cannot_be_a_directory(tmp_path, capsys, where) -> None:
+    (tmp_path / "afile").write_text("x")
+    output = "afile" if where == "output is a file" else "afile/run"
+    assert main(["--recipe", str(_tiny(tmp_path, output=output)), "--no-progress"]) == 2
+    assert f"{tmp_path / 'afile'} is a file, not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_unreadable_training_image_is_named(tmp_path, capsys, workers) -> None:
+    recipe = _tiny(tmp_path, workers=workers)
+    bad = tmp_path / "images" / "train" / "class_0" / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    assert main(["--recipe", str(recipe), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    # One line naming the file, also when a DataLoader worker hit it (no worker traceback).
+    assert err.startswith(f"error: data: cannot read the image {bad}") and "remove or replace it" in err
+    assert "Traceback" not in err
+
+
+def test_a_diverged_run_stops_with_a_message_and_stays_marked_unfinished(tmp_path, capsys) -> None:
+    # Inputs divided by a std of 1e-37 overflow float32 in the convolutions: the weights turn NaN.
+    recipe = _tiny(tmp_path, data={"root": "images", "image_size": 8, "resize": 8, "channels": 1, "mean": [0.5],
+                                   "std": [1e-37], "augment": False}, batch_size=2)
+    assert main(["--recipe", str(recipe), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot prune a weight that holds NaN or infinite values: the training diverged")
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["complete"] is False and [p["phase"]["name"] for p in results["phases"]] == ["dense"]
+    assert main(["--recipe", str(recipe), "--no-progress"]) == 2
+    assert "already holds an unfinished run (interrupted or failed)" in capsys.readouterr().err
+
+
+def test_overwrite_removes_the_earlier_runs_files(tmp_path) -> None:
+    two_rounds = _tiny(tmp_path, epochs=[1, 1, 1, 1, 1], rounds=2)
+    assert main(["--recipe", str(two_rounds), "--no-progress"]) == 0
+    out = tmp_path / "out"
+    assert (out / "sparse2.safetensors").exists() and (out / "redense2.safetensors").exists()
+    (out / "notes.txt").write_text("mine")  # not the run's: left alone
+    one_round = _tiny(tmp_path)
+    assert main(["--recipe", str(one_round), "--no-progress", "--overwrite"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is True
+    written = {entry[key]["file"] for entry in results["phases"] for key in ("checkpoint", "masks") if entry.get(key)}
+    assert sorted(p.name for p in out.iterdir()) == sorted(written | {"results.json", "notes.txt"})
+
+
+def test_ctrl_c_exits_130_and_leaves_the_run_marked_unfinished(tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import REPO_ROOT
+
+    recipe = _tiny(tmp_path, epochs=[1, 100000, 1])  # the sparse phase would run for hours
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "dsd_zoo.train", "--recipe", str(recipe), "--no-progress"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = tmp_path / "out" / "results.json"
+    deadline = time.monotonic() + 120
+    while not results.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # during the sparse phase, as a user's Ctrl-C
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert json.loads(results.read_text())["complete"] is False

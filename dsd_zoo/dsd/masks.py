@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from dsd_zoo.dsd.report import LayerSparsity, SparsityReport
-from dsd_zoo.errors import DSDZooError, WeightsError
+from dsd_zoo.errors import DSDZooError, TrainingError, WeightsError
 
 __all__ = ["DSD", "DSDHandle", "DSDStateError", "magnitude_mask"]
 
@@ -63,7 +63,8 @@ def magnitude_mask(weight: Tensor, sparsity: float) -> Tensor:
         raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
     magnitude = torch.abs(weight.detach()).reshape(-1)
     if not torch.isfinite(magnitude).all():
-        raise ValueError("cannot prune a weight that holds NaN or infinite values; fix the training first")
+        raise TrainingError("cannot prune a weight that holds NaN or infinite values: the training diverged; "
+                            "lower the learning rate (or check the data's mean and std) and train again")
     n_pruned = round(sparsity * magnitude.numel())
     mask = torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
     if n_pruned:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -168,9 +169,16 @@ def _positive(table: _Table, key: str, default: Any) -> int:
 
 def _numbers(table: _Table, key: str, default: list[float]) -> tuple[float, ...]:
     values = table.get(key, list, default)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise RecipeError(f"{table.where}: {key!r} must be a list of numbers, got {values!r}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise RecipeError(f"{table.where}: {key!r} must be a list of finite numbers, got {values!r}")
     return tuple(float(v) for v in values)
+
+
+def _number(table: _Table, key: str, default: float, low: float = 0.0) -> float:
+    value = float(table.get(key, (int, float), default))
+    if not low <= value < math.inf:  # NaN fails too
+        raise RecipeError(f"{table.where}: {key!r} must be a finite number >= {low:g}, got {value}")
+    return value
 
 
 def _parse_data(raw: Any, base: Path) -> DataSpec:
@@ -197,6 +205,8 @@ def _parse_data(raw: Any, base: Path) -> DataSpec:
         raise RecipeError(f"recipe [data]: channels must be 1 or 3, got {spec.channels}")
     if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
         raise RecipeError(f"recipe [data]: mean and std need {spec.channels} values each (channels={spec.channels})")
+    if not all(v > 0 for v in spec.std):
+        raise RecipeError(f"recipe [data]: std values must be > 0 (inputs are divided by them), got {list(spec.std)}")
     return spec
 
 
@@ -206,16 +216,18 @@ def _parse_optimizer(raw: Any) -> OptimizerSpec:
     if name not in ("sgd", "adam", "adamw"):
         raise RecipeError(f"recipe [optimizer]: name must be 'sgd', 'adam' or 'adamw', got {name!r}")
     betas = _numbers(t, "betas", [0.9, 0.999])
-    if len(betas) != 2:
-        raise RecipeError(f"recipe [optimizer]: betas must be two numbers, got {betas!r}")
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise RecipeError(f"recipe [optimizer]: betas must be two numbers in [0, 1), got {list(betas)}")
     spec = OptimizerSpec(
         name=name,
-        momentum=float(t.get("momentum", (int, float), 0.9)),
-        weight_decay=float(t.get("weight_decay", (int, float), 1e-4)),
+        momentum=_number(t, "momentum", 0.9),
+        weight_decay=_number(t, "weight_decay", 1e-4),
         nesterov=t.get("nesterov", bool, False),
         betas=(betas[0], betas[1]),
     )
     t.finish()
+    if spec.name == "sgd" and spec.nesterov and spec.momentum == 0:
+        raise RecipeError("recipe [optimizer]: nesterov needs momentum > 0")
     return spec
 
 
@@ -268,13 +280,20 @@ def parse_recipe(raw: Mapping[str, Any], base: Path = Path(".")) -> Recipe:
         optimizer=_parse_optimizer(t.get("optimizer", dict, {})),
         batch_size=_positive(t, "batch_size", 32),
         workers=workers,
-        seed=t.get("seed", int, 0),
+        seed=_seed(t),
         device=device,
         threads=_positive(t, "threads", None),
         deterministic=t.get("deterministic", bool, True),
     )
     t.finish()
     return recipe
+
+
+def _seed(t: _Table) -> int:
+    seed = t.get("seed", int, 0)
+    if not 0 <= seed < 2**63:  # what torch.manual_seed takes
+        raise RecipeError(f"recipe: 'seed' must be in [0, 2**63), got {seed}")
+    return seed
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -285,7 +304,7 @@ def load_recipe(path: str | Path) -> Recipe:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not JSON
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}") from exc
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Union, overload
@@ -28,8 +29,8 @@ class Phase:
             raise ValueError(f"phase {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
             raise ValueError(f"phase {self.name!r}: epochs must be an integer >= 0, got {self.epochs!r}")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ValueError(f"phase {self.name!r}: lr must be a number > 0, got {self.lr!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
+            raise ValueError(f"phase {self.name!r}: lr must be a finite number > 0, got {self.lr!r}")
         if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
             # The name becomes a file name: keep it to letters, digits, '-' and '_'.
             raise ValueError(f"phase name must be letters, digits, '-' or '_', got {self.name!r}")
@@ -64,6 +65,8 @@ class DSDSchedule(Sequence[Phase]):
     def __init__(self, phases: Sequence[Phase | Mapping[str, Any]]) -> None:
         if not phases:
             raise ValueError("a schedule needs at least one phase")
+        if not all(isinstance(p, (Phase, Mapping)) for p in phases):
+            raise ValueError("each phase must be a table/object with kind, epochs and lr (and an optional name)")
         raw = [p if isinstance(p, Phase) else dict(p) for p in phases]
         kinds = [p.kind if isinstance(p, Phase) else p.get("kind") for p in raw]
         defaults = _default_names([k if k in KINDS else "dense" for k in kinds])
@@ -72,6 +75,8 @@ class DSDSchedule(Sequence[Phase]):
             if isinstance(p, Phase):
                 built.append(p)
                 continue
+            if p.get("kind") not in KINDS:  # named by position: the default name depends on the kind
+                raise ValueError(f"phase {i}: kind must be one of {KINDS}, got {p.get('kind')!r}")
             unknown = set(p) - {"name", "kind", "epochs", "lr"}
             if unknown:
                 raise ValueError(f"phase {i}: unknown keys {sorted(unknown)}; expected name, kind, epochs, lr")
@@ -104,10 +109,17 @@ class DSDSchedule(Sequence[Phase]):
         """
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
-        if not 0 < lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if isinstance(lr_decay, bool) or not isinstance(lr_decay, (int, float)) or not 0 < lr_decay <= 1:
+            raise ValueError(f"lr_decay must be a number in (0, 1], got {lr_decay!r}")
         kinds = ["dense"] + ["sparse", "dense"] * rounds
-        counts = [epochs] * len(kinds) if isinstance(epochs, int) else list(epochs)
+        if isinstance(epochs, int) and not isinstance(epochs, bool):
+            counts = [epochs] * len(kinds)
+        elif isinstance(epochs, Sequence) and not isinstance(epochs, str):
+            counts = list(epochs)
+        else:
+            raise ValueError(f"epochs must be an integer or a list of {len(kinds)} integers, got {epochs!r}")
         if len(counts) != len(kinds):
             raise ValueError(f"epochs needs {len(kinds)} counts for {rounds} round(s) ({kinds}), got {len(counts)}")
         names = _default_names(kinds)
