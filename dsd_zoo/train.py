@@ -165,7 +165,9 @@ def train(recipe: Any, output: Path | None = None, overwrite: bool = False, prog
     """Run a :class:`~dsd_zoo.dsd.recipe.Recipe`; returns what ``results.json`` holds (on every rank).
 
     Under ``torchrun`` it starts the process group and ends it before returning; a group the
-    caller has already initialized is used and left running.
+    caller has already initialized is used and left running (import
+    ``torch.distributed.nn.functional`` before initializing it, or ``destroy_process_group`` will
+    not end it: see ``dsd_zoo._process_group``).
 
     Raises:
         RecipeError: a recipe that cannot run (unknown model, bad exclude, output in use, ...).

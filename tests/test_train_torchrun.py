@@ -118,6 +118,7 @@ import torch
 import torch.distributed as dist
 from dsd_zoo.train import main
 
+import torch.distributed.nn.functional  # before the group exists, as train()'s docstring asks
 dist.init_process_group("gloo")
 rc = main(["--recipe", sys.argv[1], "--no-progress", "--output", "out-" + os.environ["RANK"]])
 assert dist.is_initialized(), "train() destroyed a process group it did not start"

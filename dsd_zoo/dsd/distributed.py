@@ -9,7 +9,6 @@ broadcast, and each rank's digest of them is gathered so a run records that they
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from dsd_zoo._process_group import init_process_group
 
 __all__ = [
     "Distributed",
@@ -81,13 +82,7 @@ def setup_distributed(use_cuda: bool) -> Distributed:
         target = torch.device("cpu")
     owns_group = not dist.is_initialized()
     if owns_group:
-        # torch.distributed.nn.functional evaluates `group=group.WORLD` defaults on first import,
-        # and DDP imports it lazily, once the group exists: those defaults then hold the default
-        # group, and gloo's worker threads, past destroy_process_group. A worker freeing a finished
-        # collective during interpreter shutdown aborts the process ("terminate called without an
-        # active exception"); imported before the group exists, the defaults are None.
-        importlib.import_module("torch.distributed.nn.functional")
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        init_process_group("nccl" if use_cuda else "gloo")  # one that destroy_process_group really ends
     return Distributed(dist.get_rank(), dist.get_world_size(), target, owns_group)
 
 

@@ -31,6 +31,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .._process_group import init_process_group
 from ..errors import DSDZooError
 from . import COMPILE_MIN_IMAGES
 from .datasets import MultiPipelineDataset, ValSamples
@@ -230,7 +231,7 @@ def process_group(device: str) -> Iterator[torch.device]:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         target = torch.device("cuda", local_rank)
         torch.cuda.set_device(target)
-    dist.init_process_group(backend="nccl" if target.type == "cuda" else "gloo")
+    init_process_group("nccl" if target.type == "cuda" else "gloo")  # one that destroy_process_group really ends
     try:
         yield target
     finally:
