@@ -206,6 +206,10 @@ def _layer_with_blob(blob: bytes, name: bytes = b"bad") -> bytes:
     (field_bytes(7, field_bytes(1, varint(2))) + field_bytes(5, b"\0" * 7), "needs 2 values"),
     (field_varint(1, 10**6) + field_varint(2, 10**6) + field_varint(3, 1) + field_varint(4, 1),
      "more than"),
+    # A zero axis makes the count 0 whatever the others: each axis is bounded too (numpy's
+    # reshape used to raise its own ValueError here).
+    (field_bytes(7, field_bytes(1, varint(0) + varint(2**62) + varint(2**62))), "an axis of 4611686018427387904"),
+    (field_varint(1, 0) + field_varint(2, 2**40) + field_varint(3, 1) + field_varint(4, 1), "an axis of"),
 ])
 def test_bad_blobs_name_file_and_layer(blob, message):
     with pytest.raises(FormatError, match=message) as info:

@@ -136,6 +136,28 @@ def test_bad_layer_lists_are_value_errors():
         read_deep_compression(b"", [("a", (0, 3), 1)])
 
 
+def test_bad_layer_lists_from_a_prototxt_are_conversion_errors():
+    # From a file, not from the caller: the package's own error, naming the problem.
+    two_convs = ('input: "d" input_dim: 1 input_dim: {c} input_dim: 4 input_dim: 4 '
+                 'layer {{ name: "conv1" type: "Convolution" bottom: "d" top: "a" convolution_param {{ num_output: 1 kernel_size: 1 }} }} '
+                 'layer {{ name: "conv{second}" type: "Convolution" bottom: "a" top: "b" convolution_param {{ num_output: 1 kernel_size: 1 }} }}')
+    with pytest.raises(ConversionError, match="unique"):
+        read_deep_compression_prototxt(b"", parse_prototxt(two_convs.format(c=1, second=1)))
+    with pytest.raises(ConversionError, match="positive"):
+        read_deep_compression_prototxt(b"", parse_prototxt(two_convs.format(c=0, second=2)))
+
+
+def test_a_layer_list_cannot_make_a_tiny_file_allocate_gigabytes():
+    # 16 weights per stored entry at most (4-bit gaps), plus a bounded run of zeros at the end:
+    # a 2**28-weight layer backed by 10 entries is refused before anything is allocated.
+    rng = np.random.default_rng(3)
+    layer = random_layer("conv1", (2, 5), rng, density=1.0)
+    data = encode_net([layer])
+    assert read_deep_compression(data, [layer.layout()])  # the real size is fine
+    with pytest.raises(FormatError, match=r"has 268435456 elements but the file stores only 10 entries"):
+        read_deep_compression(data, [("conv1", (2**14, 2**14), 10)])
+
+
 def test_corrupt_fields():
     rng = np.random.default_rng(1)
     layer = random_layer("conv1", (4, 2, 3, 3), rng, density=0.5)

@@ -92,7 +92,15 @@ def test_long_digit_runs_and_escapes_parse_in_linear_time():
         parse_prototxt("a: " + "1" * 50_000 + "x")
     # Each escape sliced off the rest of the string: gigabytes of copies for this one.
     assert parse_prototxt('a: "' + "\\1" * 200_000 + '"').get("a") == "\x01" * 200_000
-    assert time.perf_counter() - start < 3  # about 0.2 s once linear
+    # Adjacent literals ("a" "b" is "ab") were joined one by one: 3.6 MB took 15 s.
+    assert parse_prototxt("a: " + '"x"' * 100_000).get("a") == "x" * 100_000
+    assert time.perf_counter() - start < 3  # about 0.5 s once linear
+
+
+def test_a_lone_surrogate_in_text_is_a_format_error():
+    # Only text given as str can hold one (files are decoded strictly).
+    with pytest.raises(FormatError, match="lone surrogate"):
+        parse_prototxt('name: "\udc80"')
 
 
 def test_line_and_column_are_computed_only_for_errors(monkeypatch):

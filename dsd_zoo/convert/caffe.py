@@ -237,9 +237,10 @@ def _blob_array(blob: Any, where: str, layer: str, index: int) -> np.ndarray:
     if any(d < 0 for d in shape):
         raise FormatError(f"{what}: negative dimension in shape {tuple(shape)}")
     count = math.prod(shape)
-    if count > _MAX_COUNT:
-        raise FormatError(f"{what}: shape {tuple(shape)} has {count} elements, more than "
-                          f"Caffe allows ({_MAX_COUNT})")
+    # Each axis too: with a 0 beside them, huge axes give a count of 0 that proves nothing.
+    if count > _MAX_COUNT or any(d > _MAX_COUNT for d in shape):
+        size = f"{count} elements" if count > _MAX_COUNT else f"an axis of {max(shape)}"
+        raise FormatError(f"{what}: shape {tuple(shape)} has {size}, more than Caffe allows ({_MAX_COUNT})")
     if len(blob.double_data):
         chunks, dtype, native = blob.double_data, np.dtype("<f8"), np.float64
     else:

@@ -47,6 +47,10 @@ Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 LayerLayout = tuple[str, tuple[int, ...], int]
 
 _WEIGHTED_NAME_PARTS = ("conv", "fc", "ip")
+# Weights one stored entry can move on (a 4-bit index gap of 0..15 is a step of 1..16).
+_MAX_SPAN = 16
+# Zeros allowed after a layer's last stored entry beyond what its entries reach (4 MB of float32).
+_MAX_TRAILING_ZEROS = 2**20
 
 
 def codebook_bits(layer_name: str) -> int:
@@ -131,6 +135,13 @@ def _decode_layer(stream: _Stream, name: str, shape: tuple[int, ...], bias_len: 
     if nz > size:
         raise FormatError(f"{where}: stores {nz} entries but its weight {shape} has only "
                           f"{size}; the file is corrupt or the layer list does not match it")
+    if size > _MAX_SPAN * nz + _MAX_TRAILING_ZEROS:
+        # A 4-bit gap moves at most 16 weights on, so the stored entries reach at most 16 * nz
+        # weights; only a run of zeros at the end goes further. Without this bound, a layer
+        # list could make a tiny file allocate gigabytes.
+        raise FormatError(f"{where}: its weight {shape} has {size} elements but the file stores "
+                          f"only {nz} entries, which cover at most {_MAX_SPAN * nz}; the layer list "
+                          "does not match the file")
     bits = codebook_bits(name)
     codebook = stream.array("<f4", 2**bits, f"layer {name!r} codebook").astype(np.float32)
     bias = stream.array("<f4", bias_len, f"layer {name!r} bias").astype(np.float32)
@@ -205,4 +216,9 @@ def read_deep_compression_prototxt(
         See :func:`read_deep_compression`.
     """
     net = prototxt if isinstance(prototxt, Message) else read_prototxt(prototxt)
-    return read_deep_compression(source, deep_compression_layers(net, input_shapes))
+    layers = deep_compression_layers(net, input_shapes)
+    try:
+        _check_layout(layers)
+    except ValueError as exc:  # from the prototxt, not from a caller: the file is at fault
+        raise ConversionError(f"prototxt: {exc}") from None
+    return read_deep_compression(source, layers)

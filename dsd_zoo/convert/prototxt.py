@@ -164,7 +164,11 @@ def _unquote(text: str, tok: _Tok) -> bytes:
     while i < len(body):
         c = body[i]
         if c != "\\":
-            out += c.encode("utf-8")
+            try:
+                out += c.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate in text given as str
+                raise FormatError(f"prototxt {_where(text, tok.pos)}: string holds a lone surrogate "
+                                  f"{c!r}, which is not text") from None
             i += 1
             continue
         e = body[i + 1]  # the token regex guarantees a character after a backslash
@@ -275,11 +279,11 @@ class _Parser:
         # from its start, so doing it for every value made parsing quadratic in the file size.
         tok = self.take()
         if tok.kind == "string":
-            raw = _unquote(self.text, tok)
+            parts = [_unquote(self.text, tok)]  # joined once: += on bytes is quadratic
             while (nxt := self.peek()) is not None and nxt.kind == "string":
-                raw += _unquote(self.text, self.take())
+                parts.append(_unquote(self.text, self.take()))
             try:
-                return raw.decode("utf-8")
+                return b"".join(parts).decode("utf-8")
             except UnicodeDecodeError:
                 raise FormatError(f"prototxt {_where(self.text, tok.pos)}: string is not valid "
                                   "UTF-8") from None
