@@ -149,6 +149,9 @@ BAD_INPUTS = {
                             "--gpu-decode decodes on a GPU, but the device is cpu"),
     "weights syntax": (lambda d: ["--weights", "squeezenet_sparse", "--imagenet", str(d)], "NAME=PATH"),
     "weights file": (lambda d: ["--weights", f"{MODEL}={d / 'none.safetensors'}", "--imagenet", str(d)], "is not a file"),
+    "weights twice": (lambda d: ["--weights", f"{MODEL}={_write(d / 'a', '')}", "--weights", f"{MODEL}=b",
+                                 "--imagenet", str(d)],
+                      f"--weights names {MODEL} twice"),
     "limit": (lambda d: ["--imagenet", str(d), "--limit", "0"], "positive"),
     "device": (lambda d: ["--imagenet", str(d), "--device", "tpu:x"], "is not a device name"),
     # Output paths are checked before the evaluation, not when the report is written after it.

@@ -147,6 +147,8 @@ def parse_weights(items: Sequence[str], manifest) -> Dict[str, Path]:
         if not sep or not name or not path:
             raise DSDZooError(f"--weights takes NAME=PATH, got {item!r}")
         get_entry(name, manifest)
+        if name in weights:
+            raise DSDZooError(f"--weights names {name} twice ({weights[name]} and {path}); give one file per model")
         file = Path(path).expanduser()
         if not file.is_file():
             raise DSDZooError(f"--weights {name}: {str(file)!r} is not a file")
