@@ -40,7 +40,8 @@ def to_uint8_rgb(image: ImageLike) -> Tensor:
     """Return an image as a uint8 tensor (3, H, W) in RGB order.
 
     Accepts a PIL image (any mode: grayscale is replicated, CMYK and palette images are
-    converted by PIL), a uint8 tensor (3, H, W), (1, H, W) or (H, W), or an HWC uint8 array.
+    converted by PIL, 16-bit grayscale keeps its high byte; 32-bit integer and float images
+    raise ValueError), a uint8 tensor (3, H, W), (1, H, W) or (H, W), or an HWC uint8 array.
     """
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
@@ -48,9 +49,12 @@ def to_uint8_rgb(image: ImageLike) -> Tensor:
         image = torch.from_numpy(np.ascontiguousarray(image))
         image = image.permute(2, 0, 1) if image.ndim == 3 else image
     elif not isinstance(image, Tensor):
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        image = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+            image = torch.from_numpy(_high_byte_of_16_bit(image))
+        else:
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+            image = torch.from_numpy(np.array(image)).permute(2, 0, 1)
     if image.dtype != torch.uint8:
         raise TypeError(f"expected a uint8 image tensor (0-255), got {image.dtype}; these pipelines start from 8-bit pixels")
     if image.ndim == 2:
@@ -58,6 +62,21 @@ def to_uint8_rgb(image: ImageLike) -> Tensor:
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected an image of shape (3, H, W), (1, H, W) or (H, W), got {tuple(image.shape)}")
     return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+def _high_byte_of_16_bit(image: ImageLike) -> np.ndarray:
+    """A 16-bit grayscale image as 8 bits: the high byte, as OpenCV's IMREAD_COLOR (libpng's
+    strip_16) reads it; PIL's convert would clip every value above 255 to white.
+
+    Pillow before 10 opens 16-bit PNGs as 32-bit mode ``I``: values in 0..65535 are read as
+    16-bit. Other 32-bit and floating-point images have no 8-bit reading in the original
+    pipelines, and raise ValueError.
+    """
+    values = np.array(image)
+    if image.mode == "F" or values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+        raise ValueError(f"a {'floating-point' if image.mode == 'F' else '32-bit'} image has no 8-bit reading in "
+                         "the original pipelines")
+    return (values.astype(np.uint16) >> 8).astype(np.uint8)
 
 
 Taps = List[Tuple[int, float]]  # (input index, weight) pairs of one output sample

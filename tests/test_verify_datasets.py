@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -311,6 +312,21 @@ def test_grayscale_is_replicated_and_cmyk_converted(tmp_path):
     assert abs(int(pixels[0, 10, 10]) - 200) <= 1  # JPEG keeps a flat grey within a level
     red = decode_image(cmyk)[:, 10, 10].tolist()
     assert red[0] >= 250 and red[1] <= 5 and red[2] <= 5, red
+
+
+def test_16_bit_grayscale_keeps_its_high_byte_and_float_images_are_unreadable(tmp_path):
+    # OpenCV's IMREAD_COLOR (libpng's strip_16) reads 16-bit PNGs by their high byte; PIL's
+    # convert("RGB") clipped everything above 255 to white.
+    from PIL import Image
+
+    values = np.array([[65535, 32768, 255, 0]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    pixels = decode_image(tmp_path / "g16.png")
+    assert pixels.shape == (3, 1, 4) and pixels[0].tolist() == [[255, 128, 0, 0]]
+    assert torch.equal(pixels[0], pixels[2])
+    Image.fromarray(np.full((2, 2), 0.5, dtype=np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match="floating-point image has no 8-bit reading"):
+        decode_image(tmp_path / "f.tif")
 
 
 def test_exif_orientation_is_ignored_as_by_the_original_pipelines(tmp_path):
