@@ -347,3 +347,134 @@ def test_written_files_are_byte_for_byte_reproducible(tmp_path) -> None:
     assert len({save_masks(tmp_path / f"m{i}.safetensors", masks, meta).read_bytes() for i in range(5)}) == 1
     fresh = SmallNet()
     assert load_checkpoint(tmp_path / "c0.safetensors", fresh)["key7"] == "7"
+
+
+# -- models the mask could silently miss (found by a review; each failed before its fix) ----------
+
+
+def test_a_replaced_layer_is_an_error_not_a_silently_unmasked_one() -> None:
+    model = make_net()
+    dsd = DSD(model, sparsity=0.3)
+    model.classifier[2] = nn.Linear(7, 3)  # the old weight is what the DSD holds
+    with pytest.raises(DSDStateError, match="classifier.2.weight is no longer the tensor"):
+        dsd.prune()
+    fresh = make_net()
+    dsd = DSD(fresh, sparsity=0.3)
+    fresh.load_state_dict(make_net(1).state_dict(), assign=True)  # new tensors under the same names
+    with pytest.raises(DSDStateError, match="create a new DSD"):
+        dsd.report()
+
+
+@pytest.mark.parametrize("wrap", ["parametrizations.weight_norm", "spectral_norm", "sparse embedding", "lstm"])
+def test_an_included_layer_that_cannot_be_pruned_is_named(wrap: str) -> None:
+    model = make_net()
+    include: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+    if wrap == "parametrizations.weight_norm":
+        nn.utils.parametrizations.weight_norm(model.classifier[0])
+        reason = "parametrization"
+    elif wrap == "spectral_norm":
+        nn.utils.parametrizations.spectral_norm(model.classifier[0])
+        reason = "parametrization"
+    elif wrap == "sparse embedding":
+        model.classifier[0] = nn.Embedding(10, 4, sparse=True)
+        include, reason = (nn.Conv2d, nn.Linear, nn.Embedding), "sparse gradients"
+    else:
+        model.classifier[0] = nn.LSTM(4, 4)
+        include, reason = (nn.Conv2d, nn.Linear, nn.LSTM), "no 'weight' parameter"
+    with pytest.raises(ValueError, match=f"cannot prune classifier.0: .*{reason}.*exclude it"):
+        DSD(model, sparsity=0.3, include=include)
+    dsd = DSD(model, sparsity=0.3, include=include, exclude=["classifier.0"])  # excluded: fine
+    assert dsd.layer_names == ["features.2.weight", "classifier.2.weight"]
+
+
+def test_skip_first_means_the_first_layer_even_when_it_is_parametrized() -> None:
+    model = make_net()
+    nn.utils.parametrizations.weight_norm(model.features[0])
+    dsd = DSD(model, sparsity=0.3)  # the first conv stays dense as the first layer; the second is pruned
+    assert dsd.layer_names == PRUNED
+
+
+def test_excluding_either_user_of_a_tied_weight_keeps_it_dense() -> None:
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 6), nn.Linear(6, 2))
+    model[4].weight = model[2].weight
+    dsd = DSD(model, sparsity=0.5, exclude=["4"])
+    assert dsd.layer_names == ["5.weight"]
+    statuses = {layer.name: layer.status for layer in dsd.report().layers}
+    assert statuses["2.weight"] == "excluded"
+    dsd.prune()
+    assert int((model[2].weight == 0).sum()) == 0
+
+
+def test_a_closure_step_leaves_no_gradient_or_state_at_pruned_positions() -> None:
+    model = make_net()
+    dsd = DSD(model, sparsity=0.3)
+    masks = dsd.prune()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    dsd.attach(optimizer)
+    params = dict(model.named_parameters())
+    for i in range(3):
+        x, y = batch(i)
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+    for name, mask in masks.items():
+        assert torch.count_nonzero(params[name].detach()[~mask]) == 0
+        assert torch.count_nonzero(params[name].grad[~mask]) == 0
+        assert torch.count_nonzero(optimizer.state[params[name]]["momentum_buffer"][~mask]) == 0
+
+
+def test_checkpoints_look_through_compile_and_ddp_style_wrappers(tmp_path) -> None:
+    model = make_net()
+    dsd = DSD(model, sparsity=0.3)
+    masks = dsd.prune()
+    wrapped = nn.DataParallel(model)  # names gain "module.", as under DDP
+    path = save_checkpoint(tmp_path / "w.safetensors", wrapped, masks=masks)
+    assert load_checkpoint(path, make_net(1))["format"]  # loads into the plain architecture
+    plain = make_net(2)
+    load_checkpoint(path, nn.DataParallel(plain))
+    assert torch.equal(plain.classifier[2].weight, model.classifier[2].weight)
+
+
+def test_a_checkpoint_with_wrong_sparsity_metadata_is_a_format_error(tmp_path) -> None:
+    import json
+
+    from dsd_zoo.atomic import write_safetensors
+
+    model = make_net()
+    dsd = DSD(model, sparsity=0.3)
+    path = save_checkpoint(tmp_path / "w.safetensors", model, masks=dsd.prune())
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    metadata = read_metadata(path)
+    table = json.loads(metadata["sparsity"])
+    table["classifier.2.weight"]["numel"] = 999
+    bad = write_safetensors(tmp_path / "numel.safetensors", tensors, {**metadata, "sparsity": json.dumps(table)})
+    with pytest.raises(FormatError, match="declares 999 elements for 'classifier.2.weight', which has 21"):
+        load_checkpoint(bad, make_net())
+    nested = write_safetensors(tmp_path / "nested.safetensors", tensors,
+                               {**metadata, "sparsity": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(FormatError, match="not usable JSON"):
+        load_checkpoint(nested, make_net())
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        load_checkpoint(tmp_path, make_net())
+
+
+def test_an_epoch_that_raises_leaves_no_optimizer_hooked() -> None:
+    from dsd_zoo.dsd import DSDSchedule
+    from dsd_zoo.dsd.loop import train_phases
+
+    model = make_net()
+    dsd = DSD(model, sparsity=0.3)
+
+    def failing_epoch(optimizer, phase, epoch):
+        raise RuntimeError("out of data")
+
+    with pytest.raises(RuntimeError, match="out of data"):
+        train_phases(DSDSchedule.standard(lr=0.1, epochs=1), dsd,
+                     make_optimizer=lambda phase: torch.optim.SGD(model.parameters(), lr=phase.lr),
+                     run_epoch=failing_epoch, evaluate_fn=lambda: None)
+    assert "optimizers=0" in repr(dsd)

@@ -16,6 +16,7 @@ the tensors against. Other metadata entries are free-form strings of the caller'
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Mapping
@@ -65,6 +66,8 @@ def read_metadata(path: PathLike) -> dict[str, str]:
     """The string metadata of a safetensors file (empty if it has none)."""
     from safetensors import SafetensorError, safe_open
 
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a safetensors file", os.fspath(path))
     try:
         with safe_open(os.fspath(path), framework="pt") as f:
             return dict(f.metadata() or {})
@@ -88,8 +91,9 @@ def _read(path: PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[str, str], 
         )
     try:
         sparsity = json.loads(metadata.get("sparsity", "{}"))
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{path}: the 'sparsity' metadata is not JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # not JSON, nested too deep, or an over-long number
+        raise FormatError(f"{path}: the 'sparsity' metadata is not usable JSON ({type(exc).__name__}: "
+                          f"{str(exc)[:200]})") from None
     if not isinstance(sparsity, dict) or not all(
         isinstance(v, dict) and isinstance(v.get("numel"), int) and isinstance(v.get("pruned"), int)
         for v in sparsity.values()
@@ -140,9 +144,12 @@ def save_checkpoint(
     """Write ``model``'s state dict; with ``masks`` (a sparse stage) declare the pruned weights.
 
     The file holds exactly the state dict's tensors, under the same names, so that
-    ``model.load_state_dict(safetensors.torch.load_file(path))`` works on the plain architecture.
+    ``model.load_state_dict(safetensors.torch.load_file(path))`` works on the plain architecture
+    (a DDP, DataParallel or ``torch.compile`` wrapper is looked through, as :class:`DSD` does).
     """
-    state = model.state_dict()
+    from dsd_zoo.dsd.masks import _unwrap
+
+    state = _unwrap(model).state_dict()
     unknown = [name for name in (masks or {}) if name not in state]
     if unknown:
         raise WeightsError(f"masks name weights that are not in the model's state dict: {unknown}")
@@ -159,6 +166,9 @@ def load_checkpoint(path: PathLike, model: nn.Module) -> dict[str, str]:
         FormatError: an unreadable file, or a sparse-stage checkpoint whose weights have fewer
             zeros than it declares pruned.
     """
+    from dsd_zoo.dsd.masks import _unwrap
+
+    model = _unwrap(model)
     tensors, metadata, sparsity = _read(path, CHECKPOINT_FORMAT)
     expected = model.state_dict()
     missing = [k for k in expected if k not in tensors]
@@ -176,6 +186,9 @@ def load_checkpoint(path: PathLike, model: nn.Module) -> dict[str, str]:
     for name, declared in sparsity.items():
         if name not in tensors:
             raise FormatError(f"{path}: declares sparsity for {name!r}, which it does not hold")
+        if declared["numel"] != tensors[name].numel():
+            raise FormatError(f"{path}: declares {declared['numel']} elements for {name!r}, which has "
+                              f"{tensors[name].numel()}")
         zeros = int((tensors[name] == 0).sum())
         if zeros < declared["pruned"]:
             raise FormatError(f"{path}: {name!r} has {zeros} zeros but declares {declared['pruned']} pruned weights")

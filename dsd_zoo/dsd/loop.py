@@ -191,11 +191,13 @@ def train_phases(
         optimizer = make_optimizer(phase)
         handle = dsd.attach(optimizer) if dsd is not None else None
         loss = float("nan")
-        for _ in range(phase.epochs):
-            loss = run_epoch(optimizer, phase, epoch)
-            epoch += 1
-        if handle is not None:
-            handle.remove()
+        try:
+            for _ in range(phase.epochs):
+                loss = run_epoch(optimizer, phase, epoch)
+                epoch += 1
+        finally:  # an epoch that raises must not leave the optimizer hooked to the masks
+            if handle is not None:
+                handle.remove()
         result = PhaseResult(
             phase=phase,
             errors=evaluate_fn(),

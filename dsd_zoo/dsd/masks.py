@@ -29,6 +29,15 @@ Optimizer state
     Adam updates are up to ``sqrt(1 - beta2) / (1 - beta1)`` (about 3x at the defaults) larger
     than a fresh Adam's. Creating a new optimizer per phase, as :mod:`dsd_zoo.train` does, avoids
     that entirely.
+
+    Two kinds of state do not follow this rule: state seeded with constants rather than
+    gradients (Rprop's per-weight ``step_size``, Adamax's ``exp_inf``, which adds ``eps``) becomes
+    non-zero at pruned positions during the sparse phase, and zeroing it at ``densify`` leaves an
+    Rprop step size of 0; and ``step(closure)`` (LBFGS, or any optimizer called with a closure)
+    computes its gradients after the pre-hook, so the post-hook clears the pruned gradients and
+    state after such a step instead, and LBFGS's inner evaluations see the pruned weights move
+    before they are zeroed again. Neither revives a pruned weight, which the post-hook zeroes
+    after every step; a fresh optimizer per phase avoids both.
 """
 
 from __future__ import annotations
@@ -71,6 +80,16 @@ def magnitude_mask(weight: Tensor, sparsity: float) -> Tensor:
         pruned = torch.topk(magnitude, k=n_pruned, largest=False).indices
         mask.view(-1)[pruned] = False
     return mask
+
+
+def _why_not_prunable(module: nn.Module) -> str:
+    if getattr(module, "sparse", False):
+        return "it produces sparse gradients (sparse=True), which the mask cannot be applied to"
+    from torch.nn.utils import parametrize
+
+    if parametrize.is_parametrized(module) or any(hasattr(module, f"weight_{s}") for s in ("g", "orig")):
+        return "its weight is computed by a parametrization (weight_norm, spectral_norm, ...), not a plain parameter"
+    return "it has no 'weight' parameter (e.g. an LSTM's weights are weight_ih_l0, ...)"
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -188,24 +207,47 @@ class DSD:
             raise ValueError(f"exclude names {unknown} match no module of {type(self.model).__name__}")
 
         status: dict[str, tuple[nn.Parameter, str]] = {}
-        seen: set[int] = set()
+        owner: dict[int, str] = {}  # id(weight) -> the name it is listed under
         first = True
         for name, module in self.model.named_modules():
+            if not isinstance(module, self.include):
+                continue
+            excluded = isinstance(module, types) or any(name == n or name.startswith(n + ".") for n in names)
+            is_first, first = first, False  # the first layer of an included type, whatever follows
             weight = getattr(module, "weight", None)
-            if not isinstance(module, self.include) or not isinstance(weight, nn.Parameter):
+            if not isinstance(weight, nn.Parameter) or getattr(module, "sparse", False):
+                if excluded or (self.skip_first and is_first):
+                    continue
+                raise ValueError(f"cannot prune {name or type(module).__name__}: {_why_not_prunable(module)}; "
+                                 "exclude it (exclude=[name]) or leave its type out of include")
+            key = f"{name}.weight" if name else "weight"
+            if id(weight) in owner:  # a weight shared by two modules is pruned once, under its first name
+                if excluded and status[owner[id(weight)]][1] == "pruned":
+                    status[owner[id(weight)]] = (weight, "excluded")  # excluding either user keeps it dense
                 continue
-            if id(weight) in seen:  # a weight shared by two modules is pruned once, under its first name
-                continue
-            seen.add(id(weight))
-            if self.skip_first and first:
+            owner[id(weight)] = key
+            if self.skip_first and is_first:
                 label = "first layer"
-            elif isinstance(module, types) or any(name == n or name.startswith(n + ".") for n in names):
+            elif excluded:
                 label = "excluded"
             else:
                 label = "pruned"
-            first = False
-            status[f"{name}.weight" if name else "weight"] = (weight, label)
+            status[key] = (weight, label)
         return status
+
+    def _check_live(self) -> None:
+        """Raise unless every weight this DSD holds is still the model's parameter of that name."""
+        for name, (param, _) in self._status.items():
+            try:
+                live = self.model.get_parameter(name)
+            except AttributeError:
+                live = None
+            if live is not param:
+                raise DSDStateError(
+                    f"{name} is no longer the tensor this DSD was created for (the layer was replaced, or loaded "
+                    "with load_state_dict(assign=True)); masks and reports would act on the old tensor: "
+                    "create a new DSD for the model as it is now"
+                )
 
     @property
     def layer_names(self) -> list[str]:
@@ -243,6 +285,7 @@ class DSD:
         """
         if self.is_sparse:
             raise DSDStateError("the model is already sparse: call densify() before pruning again")
+        self._check_live()
         chosen = self.compute_masks() if masks is None else self._validated(masks)
         self._masks = chosen
         self._pruned = {name: ~mask for name, mask in chosen.items()}
@@ -280,6 +323,7 @@ class DSD:
         """
         if not self.is_sparse:
             raise DSDStateError("the model is not sparse: call prune() first")
+        self._check_live()
         self._apply_to_weights()
         for handle in list(self._handles):
             self._clear_optimizer_state(handle.optimizer)
@@ -297,6 +341,7 @@ class DSD:
         Attaching before :meth:`prune` is allowed: the hooks do nothing while the model is
         dense. :meth:`densify` removes every handle.
         """
+        self._check_live()
         managed = {id(p) for p in self._params.values()}
         if not any(id(p) in managed for group in optimizer.param_groups for p in group["params"]):
             raise ValueError(
@@ -325,6 +370,13 @@ class DSD:
 
     def _zero_pruned_weights(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._apply_to_weights()
+        if args or kwargs.get("closure") is not None:
+            # step(closure) computes the gradients after the pre-hook ran: clear what they wrote.
+            for name, pruned in self._pruned.items():
+                grad = self._params[name].grad
+                if grad is not None:
+                    grad.masked_fill_(pruned, 0)
+            self._clear_optimizer_state(optimizer)
 
     @torch.no_grad()
     def _apply_to_weights(self) -> None:
@@ -349,6 +401,7 @@ class DSD:
     # ------------------------------------------------------------------ reporting
     def report(self) -> SparsityReport:
         """Per-layer and total sparsity, counted from the weights' actual zeros."""
+        self._check_live()
         layers = []
         for name, (param, status) in self._status.items():
             zeros = int((param.detach() == 0).sum())
