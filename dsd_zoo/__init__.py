@@ -1,8 +1,8 @@
 """dsd-zoo: the DSD (Dense-Sparse-Dense) ImageNet models as faithful, checksummed PyTorch models.
 
 >>> import dsd_zoo
->>> dsd_zoo.list_models("*_dsd")
-['alexnet_dsd', 'vgg16_dsd', 'googlenet_dsd', 'squeezenet_dsd', 'resnet18_dsd', 'resnet50_dsd']
+>>> dsd_zoo.list_models("*_dsd")  # the six ImageNet models and the embedded digits demo
+['alexnet_dsd', 'vgg16_dsd', 'googlenet_dsd', 'squeezenet_dsd', 'resnet18_dsd', 'resnet50_dsd', 'digits_dsd']
 >>> model = dsd_zoo.get_model("resnet50_dsd")              # doctest: +SKIP
 >>> preprocess = dsd_zoo.get_weights("resnet50_dsd").transforms()  # doctest: +SKIP
 

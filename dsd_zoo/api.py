@@ -12,9 +12,13 @@ import fnmatch
 import functools
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+
+if TYPE_CHECKING:  # annotations only: importing dsd_zoo must not import torch
+    import torch
 
 from .errors import ManifestError, UnknownModelError, WeightsError
+from .manifest import KINDS as _KINDS
 from .manifest import Manifest, ModelEntry, load_manifest
 
 __all__ = ["Weights", "list_models", "get_model", "get_weights", "get_entry", "expand_names"]
@@ -58,6 +62,8 @@ def list_models(pattern: Optional[str] = None, kind: Optional[str] = None) -> Li
         pattern: a shell-style pattern, e.g. ``"*_dsd"`` or ``"resnet*"``.
         kind: ``"dsd"``, ``"baseline"`` or ``"sparse"``.
     """
+    if kind is not None and kind not in _KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, _KINDS))} (or None), got {kind!r}")
     entries = load_manifest().models.values()
     return [e.name for e in entries
             if (pattern is None or fnmatch.fnmatchcase(e.name, pattern)) and (kind is None or e.kind == kind)]
@@ -167,8 +173,8 @@ def get_weights(name: str) -> Weights:
     return Weights(get_entry(name, manifest), manifest)
 
 
-def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, os.PathLike]] = None,
-              progress: bool = True, trust_unverified: Optional[bool] = None, **kwargs: Any):
+def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, os.PathLike, Weights]] = None,
+              progress: bool = True, trust_unverified: Optional[bool] = None, **kwargs: Any) -> "torch.nn.Module":
     """Build a model by name, with its released weights by default.
 
     Args:
@@ -176,7 +182,9 @@ def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, o
         pretrained: load the released, checksummed weights. ``False`` builds the architecture
             with random weights and touches no file and no network.
         weights: path of a local safetensors file to load instead of any download (for example
-            the output of ``python -m dsd_zoo.convert``). Its keys and shapes are checked strictly.
+            the output of ``python -m dsd_zoo.convert``; its keys and shapes are checked strictly,
+            and ``num_classes`` may be given to match it), or a :class:`Weights` of this model
+            (the same as ``pretrained=True``).
         progress: show a progress bar while downloading.
         trust_unverified: allow an original release that has no published digest (trust on
             first use: its sha256 is pinned in the cache). Also ``DSD_ZOO_TRUST_UNVERIFIED=1``.
@@ -190,12 +198,19 @@ def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, o
 
     entry = get_entry(name)
     arch = _architectures()[entry.arch]
+    if isinstance(weights, Weights):
+        if weights.name != name:
+            raise WeightsError(f"weights of {weights.name} given for {name}; pass get_weights({name!r}) or a file")
+        weights, pretrained = None, True
+    elif weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be a path to a safetensors file or a Weights of {name}, "
+                        f"got {type(weights).__name__}")
     if weights is None and not pretrained:
         return arch.build(**kwargs)
-    classes = len(entry.categories) if entry.categories is not None else 1000
-    if kwargs.get("num_classes", classes) != classes:
-        raise WeightsError(f"{name}: the released weights have {classes} classes; build with pretrained=False to "
-                           "change num_classes, then load what you need")
-    if weights is None:
+    if weights is None:  # the released file: its class count is the manifest's
+        classes = len(entry.categories) if entry.categories is not None else 1000
+        if kwargs.get("num_classes", classes) != classes:
+            raise WeightsError(f"{name}: the released weights have {classes} classes; for another num_classes build "
+                               "with pretrained=False and train, or pass weights=FILE saved with that many")
         weights = get_weights(name).resolve(progress=progress, trust_unverified=trust_unverified)
     return build_with_weights(arch, weights, kwargs, optional_prefixes=arch.optional_prefixes)

@@ -126,7 +126,10 @@ def check_state_dict(expected: Mapping[str, Tuple[int, ...]], found: Mapping[str
     if missing or unexpected or wrong:
         parts = [f"{label} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
                  for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise WeightsError(f"{source} does not fit the architecture: " + "; ".join(parts))
+        hint = ""
+        if wrong and not missing and not unexpected:  # same layers, other sizes: most often the class count
+            hint = " (if only the classifier differs, pass the num_classes the file was saved with)"
+        raise WeightsError(f"{source} does not fit the architecture: " + "; ".join(parts) + hint)
 
 
 def load_into(model, tensors: Mapping[str, "torch.Tensor"], source: str, optional_prefixes: Iterable[str] = ()):  # noqa: F821

@@ -163,7 +163,16 @@ def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, 
         raise NotAvailableError(
             f"{entry.name}: converted weights are not published yet, and converting the original release "
             f"({entry.original.url}) needs the converter extra: pip install 'dsd-zoo[convert]'")
-    source = fetch(original_record(entry), progress=progress, trust_unverified=trust_unverified, offline=offline)
+    try:
+        source = fetch(original_record(entry), progress=progress, trust_unverified=trust_unverified, offline=offline)
+    except (UnverifiedSourceError, DownloadError) as exc:
+        # The user asked for a model, not for this internal file: say where it comes from and what else works.
+        raise type(exc)(
+            f"{entry.name}: converted weights are not published yet, so dsd-zoo converts the original release "
+            f"({entry.original.url}) on this machine, and getting it failed: {exc}\nWith a copy of the original, "
+            f"convert it yourself: python -m dsd_zoo.convert FILE --model {entry.name} -o {entry.name}.safetensors, "
+            f"then get_model({entry.name!r}, weights='{entry.name}.safetensors')"
+        ) from exc
     mean_image = None
     asset_name = entry.transforms.get("mean_image")
     if asset_name is not None:

@@ -72,8 +72,16 @@ def test_weights_file_is_loaded_strictly(tmp_path):
 
 
 def test_pretrained_num_classes_is_refused(tmp_path, isolated_cache):
-    with pytest.raises(WeightsError, match="num_classes"):
-        dsd_zoo.get_model("squeezenet_dsd", weights=tmp_path / "x.safetensors", num_classes=10)
+    from safetensors.torch import save_file
+
+    # A local file is checked against itself: one saved with 3 classes loads with num_classes=3.
+    three = dsd_zoo.get_model("digits_dsd", pretrained=False, num_classes=3)
+    save_file(three.state_dict(), str(tmp_path / "d3.safetensors"))
+    loaded = dsd_zoo.get_model("digits_dsd", weights=tmp_path / "d3.safetensors", num_classes=3)
+    assert loaded.classifier[2].out_features == 3
+    with pytest.raises(WeightsError, match="pass the num_classes the file was saved with"):
+        dsd_zoo.get_model("digits_dsd", weights=tmp_path / "d3.safetensors")
+    # The released weights are checked against the manifest's classes.
     # The embedded digits models have 10 classes: asking for what they have is no change.
     assert dsd_zoo.get_model("digits_dsd", num_classes=10).classifier[2].out_features == 10
     with pytest.raises(WeightsError, match="have 10 classes"):
@@ -125,3 +133,14 @@ def test_embedded_model_loads_offline_through_the_same_path(monkeypatch, isolate
     x = weights.transforms()(torch.arange(64, dtype=torch.uint8).view(8, 8) % 17)
     assert x.shape == (1, 8, 8) and float(x.max()) <= 1.0
     assert model(x.unsqueeze(0)).shape == (1, 10)
+
+
+def test_weights_takes_a_path_or_the_models_own_weights(isolated_cache):
+    same = dsd_zoo.get_model("digits_dsd", weights=dsd_zoo.get_weights("digits_dsd"))
+    assert torch.equal(same.classifier[2].weight, dsd_zoo.get_model("digits_dsd").classifier[2].weight)
+    with pytest.raises(WeightsError, match="weights of digits_sparse given for digits_dsd"):
+        dsd_zoo.get_model("digits_dsd", weights=dsd_zoo.get_weights("digits_sparse"))
+    with pytest.raises(TypeError, match="weights must be a path to a safetensors file or a Weights"):
+        dsd_zoo.get_model("digits_dsd", weights=3)
+    with pytest.raises(ValueError, match="kind must be one of 'dsd', 'baseline', 'sparse'"):
+        dsd_zoo.list_models(kind="dense")

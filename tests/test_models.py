@@ -105,6 +105,22 @@ def test_googlenet_training_returns_aux_outputs():
     assert main.shape == aux1.shape == aux2.shape == (1, 1000)
 
 
+@pytest.mark.parametrize("aux_logits", [False, True])
+def test_googlenet_scripts_like_torchvisions(aux_logits):
+    # torchvision's googlenet is TorchScript-able; so is this one, with and without aux heads.
+    import warnings
+
+    model = ARCHITECTURES["googlenet"].build(num_classes=10, aux_logits=aux_logits).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in favour of export
+        scripted = torch.jit.script(model)
+    x = torch.randn(1, 3, 224, 224)
+    assert torch.allclose(scripted(x), model(x), atol=1e-5)
+    if aux_logits:
+        out = scripted.train()(x)
+        assert out.logits.shape == out.aux_logits1.shape == out.aux_logits2.shape == (1, 10)
+
+
 def test_alexnet_uses_lrn_after_relu_before_pool():
     names = [type(m).__name__ for m in ARCHITECTURES["alexnet"].build().features][:4]
     assert names == ["Conv2d", "ReLU", "LocalResponseNorm", "MaxPool2d"]

@@ -180,8 +180,15 @@ def test_original_without_digest_needs_opt_in(served_original, env, monkeypatch)
         models["squeezenet_sparse"]["original"]["digest"] = None
 
     write_manifest(env, monkeypatch, edit)
-    with pytest.raises(UnverifiedSourceError, match="DSD_ZOO_TRUST_UNVERIFIED"):
+    with pytest.raises(UnverifiedSourceError, match="DSD_ZOO_TRUST_UNVERIFIED") as info:
         dsd_zoo.get_model("squeezenet_sparse", progress=False)
+    # The user asked for a model: the error says why an original is fetched and what else works.
+    assert str(info.value).startswith("squeezenet_sparse: converted weights are not published yet")
+    assert "python -m dsd_zoo.convert FILE --model squeezenet_sparse" in str(info.value)
+    monkeypatch.setenv("DSD_ZOO_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="squeezenet_sparse: converted weights are not published yet"):
+        dsd_zoo.get_model("squeezenet_sparse", progress=False)
+    monkeypatch.delenv("DSD_ZOO_OFFLINE")
     with pytest.warns(Warning, match="sha256"):
         model = dsd_zoo.get_model("squeezenet_sparse", progress=False, trust_unverified=True)
     assert model.classifier[1].weight.shape == (1000, 512, 1, 1)

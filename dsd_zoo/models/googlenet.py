@@ -7,7 +7,6 @@ branch, no LRN, adaptive auxiliary pools). This one is the Caffe graph of Szeged
 off by default because the published accuracies use the main classifier only.
 """
 
-from __future__ import annotations
 
 from typing import NamedTuple, Optional, Tuple, Union
 
@@ -102,8 +101,8 @@ class GoogLeNetCaffe(nn.Module):
             elif name == "5a":
                 self.maxpool4 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
             self.add_module(f"inception{name}", Inception(*channels))
-        self.aux1 = InceptionAux(512, num_classes) if aux_logits else None
-        self.aux2 = InceptionAux(528, num_classes) if aux_logits else None
+        self.aux1: Optional[InceptionAux] = InceptionAux(512, num_classes) if aux_logits else None
+        self.aux2: Optional[InceptionAux] = InceptionAux(528, num_classes) if aux_logits else None
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))  # Caffe's 7x7/1 average pool at the 224 crop
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(1024, num_classes)
@@ -122,9 +121,14 @@ class GoogLeNetCaffe(nn.Module):
         x = self.maxpool2(x)
         x = self.inception3b(self.inception3a(x))
         x = self.inception4a(self.maxpool3(x))
-        aux1 = self.aux1(x) if heads else None
+        # Spelled out, with `is not None`, so that TorchScript can compile it (as torchvision's).
+        aux1: Optional[Tensor] = None
+        if heads and self.aux1 is not None:
+            aux1 = self.aux1(x)
         x = self.inception4d(self.inception4c(self.inception4b(x)))
-        aux2 = self.aux2(x) if heads else None
+        aux2: Optional[Tensor] = None
+        if heads and self.aux2 is not None:
+            aux2 = self.aux2(x)
         x = self.inception4e(x)
         x = self.inception5b(self.inception5a(self.maxpool4(x)))
         x = self.fc(self.dropout(self.avgpool(x).flatten(1)))
