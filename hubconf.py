@@ -7,7 +7,8 @@
 Entry points are generated from weights_manifest.json by dsd_zoo.hub; none is written by hand.
 """
 
-dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub", "requests", "filelock"]
+# Import names of install_requires, which torch.hub checks before loading an entry point.
+dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub", "requests", "filelock", "tqdm", "numpy", "PIL"]
 
 from dsd_zoo.hub import entrypoints as _entrypoints  # noqa: E402
 

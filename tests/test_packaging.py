@@ -26,3 +26,23 @@ def test_wheel_contains_the_manifest_and_embedded_files(tmp_path):
                         "dsd_zoo/data/embedded/digits_test.safetensors"):
             assert shipped in names
         assert not any(name.startswith(("tests/", "benchmarks/")) or name == "hubconf.py" for name in names)
+        # The license travels with the wheel, and type checkers read the inline hints (PEP 561).
+        assert "dsd_zoo/py.typed" in names
+        assert any(name.endswith(".dist-info/licenses/LICENSE") or name.endswith(".dist-info/LICENSE")
+                   for name in names), sorted(n for n in names if "dist-info" in n)
+
+
+@pytest.mark.slow
+def test_sdist_carries_the_license_hub_entry_and_a_runnable_test_suite(tmp_path):
+    import tarfile
+
+    code = f"from setuptools import build_meta; print(build_meta.build_sdist({str(tmp_path)!r}))"
+    build = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (sdist,) = tmp_path.glob("dsd_zoo-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    for needed in ("LICENSE", "hubconf.py", "weights_manifest.json", "dsd_zoo/py.typed", "tests/__init__.py",
+                   "tests/conftest.py", "tests/servers.py", "tests/formats/caffe_writer.py"):
+        assert needed in names, needed
+    assert not any("__pycache__" in name for name in names)
