@@ -61,11 +61,17 @@ def model_docstring(entry: ModelEntry, manifest: Manifest) -> str:
     if entry.original is not None:
         digest = "no published digest" if entry.original.digest is None else "%s %s" % entry.original.digest
         lines.append(f"Original release: {entry.original.url} ({entry.original.format}; {digest}).")
+    published = entry.weights.local is not None or entry.weights.hf is not None or bool(entry.weights.urls)
+    if published:
+        pretrained_doc = ["    pretrained (bool): load the released, checksummed weights (default). False builds the"]
+    else:  # what a user of this manifest gets today, not what a later release will publish
+        pretrained_doc = ["    pretrained (bool): load the weights (default): converted weights are not published yet,",
+                          "        so the original release is fetched and converted on this machine. False builds the"]
     lines += [
         f"License: {entry.license}.",
         "",
         "Args:",
-        "    pretrained (bool): load the released, checksummed weights (default). False builds the",
+        *pretrained_doc,
         "        architecture with random weights, without any file or network access.",
         "    progress (bool): show a progress bar while downloading.",
         "    **kwargs: passed to dsd_zoo.get_model, e.g. weights='file.safetensors' to load a local",
