@@ -167,10 +167,13 @@ def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, 
         source = fetch(original_record(entry), progress=progress, trust_unverified=trust_unverified, offline=offline)
     except (UnverifiedSourceError, DownloadError) as exc:
         # The user asked for a model, not for this internal file: say where it comes from and what else works.
+        mean = entry.transforms.get("mean_image")
+        mean_option = f" --mean-image {manifest.assets[mean].file}" if mean in manifest.assets else ""
         raise type(exc)(
             f"{entry.name}: converted weights are not published yet, so dsd-zoo converts the original release "
             f"({entry.original.url}) on this machine, and getting it failed: {exc}\nWith a copy of the original, "
-            f"convert it yourself: python -m dsd_zoo.convert FILE --model {entry.name} -o {entry.name}.safetensors, "
+            f"convert it yourself: python -m dsd_zoo.convert FILE --model {entry.name}{mean_option} "
+            f"-o {entry.name}.safetensors, "
             f"then get_model({entry.name!r}, weights='{entry.name}.safetensors')"
         ) from exc
     mean_image = None

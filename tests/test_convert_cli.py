@@ -217,3 +217,51 @@ def test_cli_process_exits_2_without_traceback(tmp_path):
                              "-o", str(tmp_path / "o.safetensors")], cwd=REPO_ROOT, capture_output=True, text=True)
     assert failed.returncode == 2 and failed.stderr.startswith("error: ") and "Traceback" not in failed.stderr
     assert failed.stdout == "" and not (tmp_path / "o.safetensors").exists()
+
+
+def test_output_paths_that_cannot_be_written_as_given(tmp_path, capsys):
+    src = _squeezenet_caffemodel(tmp_path)
+    dangling = tmp_path / "link.safetensors"
+    dangling.symlink_to(tmp_path / "nowhere")  # a link to nothing is still something to replace
+    assert main([str(src), "--model", "squeezenet_dsd", "-o", str(dangling)]) == 2
+    assert "exists; pass force=True (CLI: --force)" in capsys.readouterr().err and dangling.is_symlink()
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert main([str(src), "--model", "squeezenet_dsd", "-o", str(plain / "s.safetensors")]) == 2
+    assert f"{plain} is a file, not a directory" in capsys.readouterr().err
+
+
+def test_the_mean_image_is_traceable_in_the_metadata(tmp_path):
+    from dsd_zoo.convert.mapping import conversion_metadata
+
+    src, mean = tmp_path / "alexnet.caffemodel", tmp_path / "mean.npy"
+    src.write_bytes(b"weights")
+    np.save(mean, np.zeros((3, 256, 256)))
+    with_mean = conversion_metadata("alexnet_dsd", src, {}, mean_image_path=mean)
+    assert with_mean["mean_image_sha256"] == sha256(mean)
+    assert "mean_image_sha256" not in conversion_metadata("squeezenet_dsd", src, {})  # other files unchanged
+
+
+@pytest.mark.parametrize("how, status, message", [("SIGINT", 130, "interrupted: nothing was written"),
+                                                  ("SIGTERM", 143, "")])
+def test_an_interrupted_or_killed_conversion_leaves_no_part_file(tmp_path, how, status, message):
+    # The signal arrives while the output's part file is complete but not yet renamed into place.
+    src = _squeezenet_caffemodel(tmp_path)
+    out = tmp_path / "s.safetensors"
+    code = f"""
+import os, signal, sys
+import dsd_zoo.atomic as atomic
+from dsd_zoo.convert.__main__ import main
+
+def publish(part, final):
+    os.kill(os.getpid(), signal.{how})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [])  # let the handler run here, mid-write
+    raise AssertionError("the signal did not stop the conversion")
+
+atomic.publish = publish
+sys.exit(main([{str(src)!r}, "--model", "squeezenet_dsd", "-o", {str(out)!r}]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == status, done.stderr[-2000:]
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["squeezenet.caffemodel"]

@@ -228,3 +228,12 @@ def test_manifest_from_a_url(env, server, monkeypatch):
     monkeypatch.setenv("DSD_ZOO_MANIFEST", server.url("/mirror/broken.json"))
     with pytest.raises(dsd_zoo.errors.ManifestError, match="broken.json.*not valid JSON"):
         load_manifest()
+
+
+def test_the_convert_hint_names_every_option_the_model_needs(env, monkeypatch):
+    pytest.importorskip("google.protobuf", reason="AlexNet's original is a caffemodel (pip install 'dsd-zoo[convert]')")
+    monkeypatch.setenv("DSD_ZOO_OFFLINE", "1")
+    with pytest.raises(OfflineError) as info:
+        dsd_zoo.get_model("alexnet_dsd", progress=False)
+    # AlexNet's converted file carries its mean image: the suggested command must ask for it.
+    assert "python -m dsd_zoo.convert FILE --model alexnet_dsd --mean-image ilsvrc_2012_mean.npy" in str(info.value)

@@ -51,10 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
+    from .._signals import exit_on_termination
     from .mapping import save_conversion
 
     try:
-        saved = save_conversion(args.src, args.model, args.output, mean_image_path=args.mean_image, force=args.force)
+        with exit_on_termination():  # a killed conversion removes its part file like an interrupted one
+            saved = save_conversion(args.src, args.model, args.output, mean_image_path=args.mean_image,
+                                    force=args.force)
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing was written to {args.output}", file=sys.stderr)
+        return 130
     except DSDZooError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

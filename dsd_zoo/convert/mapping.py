@@ -198,18 +198,24 @@ def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Option
 
 
 def conversion_metadata(model_name: str, src_path: PathLike, report: Mapping[str, Any], *,
-                        source_name: Optional[str] = None, source_sha256: Optional[str] = None) -> Dict[str, str]:
+                        source_name: Optional[str] = None, source_sha256: Optional[str] = None,
+                        mean_image_path: Optional[PathLike] = None) -> Dict[str, str]:
     """The safetensors ``__metadata__`` of a converted file: provenance, as strings.
 
     Keys: ``format`` ("pt"), ``model``, ``arch``, ``source_file`` (``source_name``, by default
     the file's own name), ``source_format``, ``source_sha256``, ``converter_version``
     (:data:`CONVERTER_VERSION`), ``conversion_options`` (JSON) and ``conversion_warnings``
-    (JSON list). Nothing that varies between runs or dsd-zoo releases is recorded, so the
+    (JSON list); with a mean image (AlexNet) also ``mean_image_sha256``, the digest of the
+    ``.npy`` it came from (not its name, which differs between a download cache and a
+    user's copy). Nothing that varies between runs or dsd-zoo releases is recorded, so the
     same source converts to the same bytes, which the published sha256 can then check.
     """
     if source_sha256 is None:
         source_sha256 = hash_file(src_path, ("sha256",))["sha256"]
-    return {
+    extra = {}
+    if mean_image_path is not None:
+        extra["mean_image_sha256"] = hash_file(mean_image_path, ("sha256",))["sha256"]
+    return {**extra,
         "format": "pt",
         "model": model_name,
         "arch": str(report.get("arch", "")),
@@ -240,10 +246,16 @@ def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
     out = Path(out_path)
     if out.is_dir():  # before the force check: --force cannot help here
         raise ConversionError(f"{out} is a directory; give a file name such as {out / (model_name + '.safetensors')}")
-    if out.exists() and not force:
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConversionError(f"{out}: {parent} is a file, not a directory")
+            break
+    if os.path.lexists(out) and not force:  # lexists: a dangling link is replaced only with force too
         raise ConversionError(f"{out} exists; pass force=True (CLI: --force) to replace it")
     conversion = convert_file(src_path, model_name, mean_image_path=mean_image_path, manifest=manifest)
-    metadata = conversion_metadata(model_name, src_path, conversion.report, source_name=source_name)
+    metadata = conversion_metadata(model_name, src_path, conversion.report, source_name=source_name,
+                                   mean_image_path=mean_image_path if "mean_image" in conversion.extras else None)
     tensors = dict(conversion.state_dict)
     for name, value in conversion.extras.items():
         tensors[EXTRA_PREFIX + name] = value
