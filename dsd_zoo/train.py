@@ -370,11 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from dsd_zoo.dsd.recipe import load_recipe
 
+    from dsd_zoo._signals import exit_on_termination
     from dsd_zoo.errors import TrainingError
 
     try:
         recipe = load_recipe(args.recipe)
-        train(recipe, output=args.output, overwrite=args.overwrite, progress=not args.no_progress)
+        with exit_on_termination():  # killed (SIGTERM, SIGHUP): checkpoints being written are removed
+            train(recipe, output=args.output, overwrite=args.overwrite, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("interrupted: the phases finished so far are in the output, marked unfinished in results.json",
               file=sys.stderr)

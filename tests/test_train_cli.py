@@ -210,7 +210,8 @@ def test_overwrite_removes_the_earlier_runs_files(tmp_path) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted(written | {"results.json", "notes.txt"})
 
 
-def test_ctrl_c_exits_130_and_leaves_the_run_marked_unfinished(tmp_path) -> None:
+@pytest.mark.parametrize("how, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_exits_130_and_leaves_the_run_marked_unfinished(tmp_path, how, status) -> None:
     import os
     import signal
     import subprocess
@@ -227,8 +228,9 @@ def test_ctrl_c_exits_130_and_leaves_the_run_marked_unfinished(tmp_path) -> None
     deadline = time.monotonic() + 120
     while not results.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)  # during the sparse phase, as a user's Ctrl-C
+    proc.send_signal(getattr(signal, how))  # during the sparse phase: a user's Ctrl-C, or a scheduler's kill
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err[-2000:]
-    assert "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == status, err[-2000:]
+    assert ("interrupted" in err or how == "SIGTERM") and "Traceback" not in err
     assert json.loads(results.read_text())["complete"] is False
+    assert not list((tmp_path / "out").glob("*.part"))
