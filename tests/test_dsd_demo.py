@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import dsd_zoo
+
 from dsd_zoo.dsd import load_checkpoint, read_metadata
 from dsd_zoo.dsd.embedded import evaluate_digits, load_digits_split, save_digits_split
 from dsd_zoo.errors import FormatError
@@ -115,3 +117,18 @@ def test_digits_split_file_is_validated(tmp_path) -> None:
         load_digits_split(tmp_path / "bad.safetensors")
     with pytest.raises(FormatError, match="not a digits split"):
         load_digits_split(EMBEDDED / "digits_dsd.safetensors")
+
+
+def test_shipped_embedded_files_are_in_the_canonical_layout(tmp_path):
+    # An export must reproduce the shipped bytes: each file equals what dsd-zoo's writer makes of
+    # its own tensors and metadata (the first test split predated the writer and did not).
+    from safetensors.torch import load_file
+
+    from dsd_zoo.atomic import write_safetensors
+    from dsd_zoo.loading import read_header
+
+    shipped = sorted((Path(dsd_zoo.__file__).parent / "data" / "embedded").glob("*.safetensors"))
+    assert len(shipped) == 4
+    for path in shipped:
+        again = write_safetensors(tmp_path / path.name, load_file(str(path)), read_header(path)[1])
+        assert again.read_bytes() == path.read_bytes(), path.name
