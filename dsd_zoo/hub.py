@@ -66,7 +66,11 @@ def model_docstring(entry: ModelEntry, manifest: Manifest) -> str:
         pretrained_doc = ["    pretrained (bool): load the released, checksummed weights (default). False builds the"]
     else:  # what a user of this manifest gets today, not what a later release will publish
         pretrained_doc = ["    pretrained (bool): load the weights (default): converted weights are not published yet,",
-                          "        so the original release is fetched and converted on this machine. False builds the"]
+                          "        so the original release is fetched and converted on this machine"]
+        if entry.original is not None and entry.original.digest is None:
+            pretrained_doc += ["        (it has no published digest: pass trust_unverified=True to accept and pin the",
+                               "        first copy's sha256)"]
+        pretrained_doc[-1] += ". False builds the"
     lines += [
         f"License: {entry.license}.",
         "",

@@ -1,6 +1,6 @@
 """``python -m dsd_zoo.release``: turn original releases into published, checksummed dsd-zoo weights.
 
-For each model (default: every model of the manifest) the tool
+For each model (default: every model of the manifest that has an original release) the tool
 
 1. fetches the original release through the delivery layer (:func:`dsd_zoo.download.fetch`),
    which checks it against its publisher's digest; an original without one is refused unless

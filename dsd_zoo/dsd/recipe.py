@@ -1,6 +1,7 @@
 """Training recipes for ``python -m dsd_zoo.train``: a small JSON or TOML file, strictly validated.
 
-A recipe (every key but ``model`` and ``data`` optional)::
+A recipe (``model``, ``data`` and either ``epochs`` + ``lr`` or ``phases`` are required; every
+other key is optional)::
 
     model = "resnet18"          # a dsd-zoo model or architecture name, or a torchvision model name
     pretrained = false          # dsd-zoo models only: start from the released weights

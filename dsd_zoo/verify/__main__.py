@@ -66,7 +66,8 @@ exit status:
   1  a check failed: a weight file differs from the manifest, a fingerprint or architecture
      mismatch, a model named but absent (self-check), an error outside the tolerance
   2  bad usage or input: missing or empty folder, label file not matching the images, unknown
-     WNIDs or model names, a model not on this machine in offline mode, the plot extra missing
+     WNIDs or model names, a model not on this machine in offline mode (--imagenet), the plot
+     extra missing
   3  evaluated, but some images could not be decoded (see the notes)
   Under torchrun, torchrun itself exits 1 whenever a rank exits non-zero; the ranks' own
   statuses are in its failure summary.
@@ -123,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     sources = parser.add_argument_group("weights and outputs")
     sources.add_argument("--weights", metavar="NAME=PATH", action="append", default=[],
                          help="use a local safetensors file for NAME (e.g. the output of python -m dsd_zoo.convert); "
-                              "repeatable")
+                              "repeatable. The self-check reports a file it has no published digest to compare "
+                              "with as UNVERIFIABLE (exit 1); --imagenet evaluates it")
     sources.add_argument("--json", metavar="FILE", type=Path, help="write the full result as JSON")
     sources.add_argument("--markdown", metavar="FILE", type=Path, help="write the tables as Markdown")
     sources.add_argument("--plot", metavar="FILE", type=Path,
