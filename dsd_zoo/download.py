@@ -71,6 +71,7 @@ from urllib.parse import urlsplit
 import requests
 
 from . import cache
+from ._names import file_name_problem
 from .digests import CHUNK_SIZE, Digest, MultiHasher, hash_file
 from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError, UnverifiedSourceError
 
@@ -99,10 +100,6 @@ _HF_TRUE = {"1", "on", "yes", "true"}
 # Answers that say "try again later" rather than "this will never work".
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 60.0
-# A cache file name must never escape the cache directory nor hide as a dot file.
-_SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
-# Device names Windows reserves whatever the extension ("nul.safetensors" is the null device).
-_WINDOWS_DEVICE = re.compile(r"(?:CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(?:\..*)?", re.IGNORECASE)
 _ONEDRIVE_HOSTS = ("1drv.ms", "onedrive.live.com")
 _T = TypeVar("_T")
 # Bytes per read from the socket. A connection reset loses at most the chunk in flight, and
@@ -148,15 +145,9 @@ class FileRecord:
     urls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        name_ok = isinstance(self.file, str) and _SAFE_FILE.fullmatch(self.file) is not None
-        if name_ok and (_WINDOWS_DEVICE.fullmatch(self.file) or self.file.endswith(".")):
-            name_ok = False  # Windows opens a device instead, or drops the trailing dot
-        if not name_ok or self.file.endswith(cache.RESERVED_SUFFIXES):
-            raise ValueError(
-                f"FileRecord.file must be a plain file name (letters, digits, '.', '_', '-'; not a Windows device "
-                f"name such as NUL or COM1, not ending in '.' or {', '.join(cache.RESERVED_SUFFIXES)}), got "
-                f"{self.file!r}"
-            )
+        problem = file_name_problem(self.file, cache.RESERVED_SUFFIXES)
+        if problem:
+            raise ValueError(f"FileRecord.file {problem}: got {self.file!r} (a plain file name is needed)")
         if self.digest is not None and not isinstance(self.digest, Digest):
             raise TypeError(f"FileRecord.digest must be a Digest or None, got {type(self.digest).__name__}")
         if self.size is not None and (not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0):

@@ -12,18 +12,23 @@ model and the field so that a broken manifest is fixed in one go.
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
+from ._names import file_name_problem
 from .errors import ManifestError
 
 MANIFEST_ENV = "DSD_ZOO_MANIFEST"
 FORMAT_VERSION = 1
+# A manifest is tens of kilobytes; a path or URL to anything far larger is a mistake (or /dev/zero).
+MAX_MANIFEST_BYTES = 16 * 2**20
 KINDS = ("dsd", "baseline", "sparse")
 ORIGINAL_FORMATS = ("caffemodel", "torch7", "deep-compression", "safetensors")
 PIPELINES = ("caffe", "fb_resnet", "digits")
@@ -35,7 +40,6 @@ DIGEST_HEX_LENGTHS = {"sha256": (64, 64), "sha1": (40, 40), "git_blob_sha1": (40
 # Patterns are applied with fullmatch: "$" would also accept a trailing newline.
 _HEX = re.compile(r"[0-9a-f]+")
 # A cache file name must never escape the cache directory.
-_SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _MODEL_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -135,11 +139,50 @@ class Manifest:
         return "\n\n".join(self.citations[key] for key in entry.citation)
 
 
+class _Tracked(dict):
+    """A JSON object that remembers which of its keys parsing read (iterating it reads them all)."""
+
+    def __init__(self, value: Mapping[str, Any], where: str) -> None:
+        super().__init__(value)
+        self.where = where
+        self.read: set = set()
+        self.read_all = False
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(key)
+        return super().__contains__(key)
+
+    def items(self):  # a map of names (models, assets, citations): every key is data
+        self.read_all = True
+        return super().items()
+
+    def keys(self):
+        self.read_all = True
+        return super().keys()
+
+    def values(self):
+        self.read_all = True
+        return super().values()
+
+    def __iter__(self):
+        self.read_all = True
+        return super().__iter__()
+
+
 class _Checker:
     """Reads typed fields out of JSON objects, raising errors that say where the problem is."""
 
     def __init__(self, origin: str) -> None:
         self.origin = origin
+        self._tracked: List[_Tracked] = []
 
     def fail(self, where: str, message: str) -> "ManifestError":
         return ManifestError(f"{self.origin}: {where}: {message}")
@@ -149,7 +192,21 @@ class _Checker:
             raise self.fail(where, "missing (or null); it must be a JSON object")
         if not isinstance(value, dict):
             raise self.fail(where, f"must be a JSON object, got {type(value).__name__}")
-        return value
+        return self._track(value, where)
+
+    def _track(self, value: dict, where: str) -> "_Tracked":
+        tracked = value if isinstance(value, _Tracked) else _Tracked(value, where)
+        self._tracked.append(tracked)
+        return tracked
+
+    def unknown_keys(self) -> None:
+        """Fail on a key that parsing never looked at: a misspelt "sha265" must not silently mean "no digest"."""
+        for tracked in self._tracked:
+            unknown = sorted(set(tracked) - tracked.read) if not tracked.read_all else []
+            if unknown:
+                hints = [f"{key!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
+                    key, sorted(tracked.read), n=1)) else "") for key in unknown]
+                raise self.fail(tracked.where, f"unknown field(s) {', '.join(hints)}; known here: {sorted(tracked.read)}")
 
     def get(self, obj: Mapping[str, Any], key: str, where: str, kinds: tuple, optional: bool = False) -> Any:
         if key not in obj:
@@ -159,6 +216,8 @@ class _Checker:
         value = obj[key]
         if value is None and optional:
             return None
+        if isinstance(value, dict) and dict in kinds:
+            value = self._track(value, f"{where}.{key}")
         # bool is an int in Python; a size of `true` is still a mistake.
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             names = "/".join(k.__name__ for k in kinds)
@@ -193,15 +252,23 @@ class _Checker:
         value = self.get(obj, key, where, (list,), optional=True) or []
         for i, url in enumerate(value):
             # The downloader fetches http(s) only; a file:// mirror would fail at every download.
-            parts = urlsplit(url) if isinstance(url, str) else None
-            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            try:
+                parts = urlsplit(url) if isinstance(url, str) else None
+                _ = parts.port if parts is not None else None  # raises for a port out of range
+            except ValueError:  # e.g. "https://[mirror" (an unclosed IPv6 bracket)
+                parts = None
+            if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                    or any(c.isspace() for c in url)):
                 raise self.fail(f"{where}.{key}[{i}]", f"must be an http(s):// URL, got {url!r}")
         return tuple(value)
 
     def file_name(self, obj: Mapping[str, Any], where: str) -> str:
+        from .cache import RESERVED_SUFFIXES  # the downloader's rule, so that no name fails only at download
+
         value = self.get(obj, "file", where, (str,))
-        if not _SAFE_FILE.fullmatch(value) or ".." in value:
-            raise self.fail(f"{where}.file", f"must be a plain file name (letters, digits, '._-'), got {value!r}")
+        problem = file_name_problem(value, RESERVED_SUFFIXES)
+        if problem:
+            raise self.fail(f"{where}.file", f"{problem}, got {value!r}")
         return value
 
 
@@ -213,7 +280,7 @@ def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
     check = _Checker(origin)
     root = check.obj(document, "top level")
     version = root.get("format")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:  # not true, not 1.0
         raise check.fail("format", f"this dsd-zoo reads manifest format {FORMAT_VERSION}, got {version!r}; upgrade dsd-zoo")
     citations = check.obj(root.get("citations", {}), "citations")
     for key, text in citations.items():
@@ -227,6 +294,14 @@ def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
         if not _MODEL_NAME.fullmatch(name):
             raise check.fail(f"models.{name}", "model names are lower-case identifiers")
         models[name] = _parse_model(check, name, check.obj(value, f"model {name!r}"), citations, assets)
+    check.unknown_keys()
+    owners: dict = {}
+    for kind, records in (("asset", assets), ("model", models)):
+        for name, record in records.items():
+            file = record.file if kind == "asset" else record.weights.file
+            if file in owners:  # one cache file for two records: each would remove the other's as corrupt
+                raise check.fail(f"{kind} {name!r}", f"its file {file!r} is also the file of {owners[file]}")
+            owners[file] = f"{kind} {name!r}"
     return Manifest(models=models, assets=assets, citations=citations, origin=origin)
 
 
@@ -314,6 +389,10 @@ def _check_errors(check: _Checker, obj: Mapping[str, Any], where: str) -> None:
         value = check.get(obj, key, where, (int, float))
         if not 0 <= value <= 100:
             raise check.fail(f"{where}.{key}", f"is a percentage in [0, 100], got {value}")
+    check.get(obj, "source", where, (str,), optional=True)  # where the numbers come from
+    images = check.get(obj, "images", where, (int,), optional=True)
+    if images is not None and images < 1:
+        raise check.fail(f"{where}.images", f"must be >= 1, got {images}")
 
 
 def _parse_weights(check: _Checker, obj: Mapping[str, Any], where: str) -> WeightsRecord:
@@ -377,7 +456,7 @@ def _parse_transforms(check: _Checker, obj: Mapping[str, Any], where: str,
         _numbers(check, obj, "mean", 3, where)
         if any(v <= 0 for v in _numbers(check, obj, "std", 3, where)):
             raise check.fail(f"{where}.std", "must be positive")
-    return dict(obj)
+    return {key: dict.__getitem__(obj, key) for key in dict.keys(obj)}  # a plain copy, not a read of every key
 
 
 def _numbers(check: _Checker, obj: Mapping[str, Any], key: str, count: int, where: str) -> Sequence[float]:
@@ -390,11 +469,17 @@ def _numbers(check: _Checker, obj: Mapping[str, Any], key: str, count: int, wher
 def _parse_fingerprint(check: _Checker, obj: Mapping[str, Any], where: str) -> Fingerprint:
     indices = tuple(check.get(obj, "indices", where, (list,)))
     values = tuple(check.get(obj, "values", where, (list,)))
-    if (len(indices) != len(values) or not all(type(i) is int and i >= 0 for i in indices)
+    if (not indices or len(indices) != len(values) or not all(type(i) is int and i >= 0 for i in indices)
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
-        raise check.fail(where, "'indices' (class indices) and 'values' (numbers) must be lists of equal length")
+        raise check.fail(where, "'indices' (class indices) and 'values' (numbers) must be non-empty lists of equal "
+                                "length")
+    argmax, atol = check.get(obj, "argmax", where, (int,)), float(check.get(obj, "atol", where, (int, float)))
+    if argmax < 0:
+        raise check.fail(f"{where}.argmax", f"must be a class index >= 0, got {argmax}")
+    if not atol > 0:  # a tolerance of 0 fails float noise; a negative one fails everything
+        raise check.fail(f"{where}.atol", f"must be > 0, got {atol}")
     return Fingerprint(input=check.get(obj, "input", where, (str,)), indices=indices, values=tuple(float(v) for v in values),
-                       argmax=check.get(obj, "argmax", where, (int,)), atol=float(check.get(obj, "atol", where, (int, float))))
+                       argmax=argmax, atol=atol)
 
 
 def bundled_manifest_path() -> Path:
@@ -425,7 +510,7 @@ def load_manifest(source: Optional[str] = None) -> Manifest:
         if key not in _cache:
             from .download import fetch_url_bytes  # network code only when a URL is configured
 
-            raw = fetch_url_bytes(source, max_bytes=16 * 2**20)
+            raw = fetch_url_bytes(source, max_bytes=MAX_MANIFEST_BYTES)
             _cache[key] = parse_manifest(_decode(raw, source), origin=source)
         return _cache[key]
     path = Path(source).expanduser()
@@ -433,6 +518,9 @@ def load_manifest(source: Optional[str] = None) -> Manifest:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
         if key not in _cache:
+            if not path.is_file() or stat.st_size > MAX_MANIFEST_BYTES:
+                what = "not a regular file" if not path.is_file() else f"{stat.st_size} bytes, over {MAX_MANIFEST_BYTES}"
+                raise ManifestError(f"the weights manifest {str(path)!r} is {what}")
             _cache[key] = parse_manifest(_decode(path.read_bytes(), str(path)), origin=str(path))
     except OSError as exc:
         hint = f" (set by ${MANIFEST_ENV})" if os.environ.get(MANIFEST_ENV) == source else ""
@@ -440,9 +528,29 @@ def load_manifest(source: Optional[str] = None) -> Manifest:
     return _cache[key]
 
 
+def _unique_keys(pairs: List[Tuple[str, Any]]) -> dict:
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:  # json.loads would keep the last silently: a second "digits_dsd" replaced the first
+        raise ValueError(f"a JSON object repeats the key(s) {repeated}")
+    return dict(pairs)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 overflows to inf
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _decode(raw: bytes, origin: str) -> Any:
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_float=_finite,
+                          parse_constant=_no_constant)
     # ValueError also covers integers longer than Python's digit limit; RecursionError, deep nesting.
     except (ValueError, RecursionError) as exc:
         raise ManifestError(f"{origin}: not valid JSON: {exc}") from exc

@@ -148,6 +148,25 @@ def test_missing_manifest_file_is_named(tmp_path, monkeypatch):
      r"metrics\.heads\.loss1\.top5_err"),
     (lambda d: d["models"]["googlenet_dsd"]["metrics"]["heads"]["loss2"].pop("source"), r"metrics\.heads\.loss2"),
     (lambda d: d["models"]["googlenet_dsd"]["metrics"]["heads"].update(loss3=[]), r"metrics\.heads\.loss3"),
+    # Found by a review: each was accepted, and some changed what is checked without a word.
+    (lambda d: d["models"]["vgg16_caffe"]["weights"].update(sha265="0" * 64),
+     r"'vgg16_caffe'\.weights: unknown field\(s\) 'sha265' \(did you mean 'sha256'\?\)"),
+    (lambda d: d["models"]["digits_dsd"]["fingerprint"].update(bogus=1), r"'digits_dsd'\.fingerprint: unknown field"),
+    (lambda d: d["models"]["resnet18_fb"]["transforms"].update(mean_rgb=[0, 0, 0]), r"transforms: unknown field"),
+    (lambda d: d.update(extra={}), r"top level: unknown field\(s\) 'extra'"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(urls=["https://[mirror.example/x"]), r"urls\[0\]"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(urls=["https://mirror.example:99999/x"]), r"urls\[0\]"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(urls=["https://mirror.example/a b"]), r"urls\[0\]"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(file="vgg16.lock"), r"weights\.file: ends in"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(file="nul.safetensors"), r"weights\.file: is a Windows device"),
+    (lambda d: d["models"]["vgg16_dsd"]["weights"].update(file="vgg16."), r"weights\.file: ends in '\.'"),
+    (lambda d: d["models"]["digits_sparse"]["weights"].update(file="digits_dsd.safetensors"),
+     r"its file 'digits_dsd.safetensors' is also the file of model 'digits_(dsd|sparse)'"),
+    (lambda d: d["models"]["digits_dsd"]["fingerprint"].update(atol=0), r"fingerprint\.atol: must be > 0"),
+    (lambda d: d["models"]["digits_dsd"]["fingerprint"].update(argmax=-1), r"fingerprint\.argmax"),
+    (lambda d: d["models"]["digits_dsd"]["fingerprint"].update(indices=[], values=[]), r"non-empty"),
+    (lambda d: d.update(format=True), "format"),
+    (lambda d: d.update(format=1.0), "format"),
 ])
 def test_invalid_manifests_name_model_and_field(document, mutate, message):
     broken = copy.deepcopy(document)
@@ -156,7 +175,11 @@ def test_invalid_manifests_name_model_and_field(document, mutate, message):
         parse_manifest(broken, origin="test.json")
 
 
-@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"format": ' + b"1" * 5000 + b"}"])
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"format": ' + b"1" * 5000 + b"}",
+                                 # A repeated key kept the last value silently; NaN, Infinity and 1e999
+                                 # (infinity once parsed) loaded as numbers, e.g. an atol that passes anything.
+                                 b'{"format": 1, "format": 1}', b'{"format": NaN}', b'{"format": Infinity}',
+                                 b'{"format": 1e999}'])
 def test_json_that_python_refuses_is_a_manifest_error(tmp_path, monkeypatch, raw):
     # Deeper than Python's recursion limit; an integer past its digit limit: not RecursionError/ValueError.
     path = tmp_path / "hostile.json"
@@ -170,3 +193,13 @@ def test_one_copy_in_git_reachable_from_the_package():
     packaged = REPO_ROOT / "dsd_zoo" / "weights_manifest.json"
     assert packaged.is_symlink() and packaged.resolve() == (REPO_ROOT / "weights_manifest.json").resolve()
     assert bundled_manifest_path() == REPO_ROOT / "weights_manifest.json"
+
+
+def test_a_manifest_path_that_is_not_a_plain_file_of_sane_size(tmp_path):
+    with pytest.raises(ManifestError, match="is not a regular file"):
+        load_manifest("/dev/zero")
+    big = tmp_path / "big.json"
+    with open(big, "wb") as file:
+        file.truncate(17 * 2**20)  # sparse: no disk used
+    with pytest.raises(ManifestError, match="over 16777216"):
+        load_manifest(str(big))
