@@ -137,6 +137,12 @@ def read_stamp(path: Path) -> Stamp | None:
         numbers = (stamp.size, stamp.mtime_ns, stamp.inode)
         if not all(isinstance(value, int) and not isinstance(value, bool) for value in numbers):
             raise ValueError("size, mtime_ns and inode must be integers")
+        # "pinned": "false" is a true string: a hand-edited stamp must not turn a file into a pin.
+        if not isinstance(stamp.pinned, bool) or not (stamp.source is None or isinstance(stamp.source, str)):
+            raise ValueError("pinned must be true or false and source a string or null")
+        if not isinstance(stamp.extra, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                        for k, v in stamp.extra.items()):
+            raise ValueError("extra must map digest names to hex strings")
         return stamp
     except FileNotFoundError:
         return None

@@ -80,7 +80,16 @@ def test_stamp_round_trip(tmp_path):
     assert document["sha256"] == SHA256 and document["pinned"] is False and document["format"] == 1
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"format": 1}', '{"format": 2, "size": 1}', "[]", "[" * 100_000])
+def _edited_stamp(**changes) -> str:
+    document = {"format": 1, "size": len(BODY), "mtime_ns": 1, "inode": 1, "sha256": SHA256, "pinned": False,
+                "source": None, "extra": {}}
+    return json.dumps({**document, **changes})
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"format": 1}', '{"format": 2, "size": 1}', "[]", "[" * 100_000,
+                                     # Hand-edited: the string "false" is true, so it would have made a pin.
+                                     _edited_stamp(pinned="false"), _edited_stamp(extra="x"),
+                                     _edited_stamp(extra={"sha1": 1}), _edited_stamp(source=3)])
 def test_unreadable_stamp_proves_nothing(tmp_path, content, caplog):
     path = cached_file(tmp_path)
     cache.stamp_path(path).write_text(content)

@@ -267,6 +267,22 @@ def test_selfcheck_verifies_cached_files_and_reports_mismatches(tmp_path, capsys
     assert cached.exists()  # a checker reports; it does not delete
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs Linux's /proc/self/mem, a file reads fail on")
+def test_a_weight_file_that_cannot_be_read_is_a_mismatch_not_a_crash(tmp_path):
+    import dataclasses
+
+    from dsd_zoo.api import get_entry
+    from dsd_zoo.verify.selfcheck import check_weight_file
+
+    # As root, permissions would not stop a read; reading /proc/self/mem at offset 0 fails with EIO.
+    entry = get_entry(MODEL)
+    entry = dataclasses.replace(entry, weights=dataclasses.replace(entry.weights, sha256="0" * 64, size=None))
+    unreadable = tmp_path / "w.safetensors"
+    unreadable.symlink_to("/proc/self/mem")
+    row = check_weight_file(entry, unreadable)
+    assert row.state == "mismatch" and row.detail.startswith("cannot be read:")
+
+
 def test_selfcheck_of_a_weights_argument_and_an_invalid_manifest(tmp_path, capsys, monkeypatch, test_manifest,
                                                                    colour_weights):
     test_manifest()
@@ -389,3 +405,16 @@ def test_heads_rows_are_judged_against_the_accuracy_log():
     assert [r["name"] for r in report.plot_rows] == ["googlenet_dsd"]
     assert "googlenet_dsd (loss1 head)" not in report.to_text() and "dsd (loss1 head)" in report.to_text()
     assert any("accuracy log" in note for note in report.notes)
+
+
+def test_an_embedded_model_missing_and_not_named_is_not_a_failure(tmp_path, capsys, monkeypatch, isolated_cache):
+    # A manifest whose digits_dsd lives in the cache, which is empty: reported, not failed.
+    document = json.loads(bundled_manifest_path().read_text())
+    document["models"]["digits_dsd"]["weights"].pop("local")
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(document))
+    monkeypatch.setenv("DSD_ZOO_MANIFEST", str(path))
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "weights not verified" not in out and "digits_baseline  digits (600 held-out images)" in out
+    assert main(["digits_dsd"]) == 1  # named: it must be there

@@ -72,8 +72,16 @@ def check_weight_file(entry: ModelEntry, path: Path, *, rehash: bool = True) -> 
 
     With ``rehash=False`` a cache stamp that still describes the file (same size, mtime and
     inode) and records the expected sha256 is accepted without reading the file again. Nothing
-    is ever deleted or rewritten here: a checker reports, the cache layer repairs.
+    is ever deleted or rewritten here: a checker reports, the cache layer repairs. A file that
+    cannot be read is a mismatch naming the reason, so the rest of the report still comes out.
     """
+    try:
+        return _check_weight_file(entry, path, rehash)
+    except OSError as exc:
+        return LocalWeights(entry.name, path, "mismatch", f"cannot be read: {exc.strerror or exc}")
+
+
+def _check_weight_file(entry: ModelEntry, path: Path, rehash: bool) -> LocalWeights:
     from ..cache import read_stamp
     from ..digests import Digest, hash_file
 
