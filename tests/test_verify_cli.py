@@ -418,3 +418,17 @@ def test_an_embedded_model_missing_and_not_named_is_not_a_failure(tmp_path, caps
     out = capsys.readouterr().out
     assert "weights not verified" not in out and "digits_baseline  digits (600 held-out images)" in out
     assert main(["digits_dsd"]) == 1  # named: it must be there
+
+
+def test_a_file_name_that_is_not_utf8_and_a_limit_that_left_nothing_out(tmp_path, colour_weights):
+    root = make_imagefolder(tmp_path / "val", SAMPLES)
+    folder = next(p for p in sorted(root.iterdir()) if p.is_dir())
+    (folder / os.fsdecode(b"bad\xff.JPEG")).write_bytes(b"not a jpeg")  # unreadable, and its name is not UTF-8
+    out, markdown = tmp_path / "r.json", tmp_path / "r.md"
+    code = main([MODEL, "--weights", f"{MODEL}={colour_weights}", "--imagenet", str(root), "--limit", "100",
+                 "--json", str(out), "--markdown", str(markdown), *RUN])
+    assert code == 3  # unreadable images; the Markdown used to crash on the name after the whole run
+    text = markdown.read_text()
+    assert "bad\\udcff.JPEG" in text
+    # --limit 100 left nothing out of 14 images: the folder is the reason the run is partial.
+    assert f"the folder holds {len(SAMPLES) + 1} images" in text and "--limit 100)" not in text

@@ -20,7 +20,8 @@ from torch import nn
 from dsd_zoo.api import imagenet_classes
 from dsd_zoo.transforms import CaffeTransform, FbResNetTransform
 from dsd_zoo.verify import FULL_VAL_SIZE
-from dsd_zoo.verify.datasets import DatasetError, MultiPipelineDataset, decode_image, scan_flat, scan_imagenet
+from dsd_zoo.verify.datasets import (DatasetError, MultiPipelineDataset, ValSamples, decode_image, scan_flat,
+                                     scan_imagenet)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -182,6 +183,15 @@ def test_subset_spreads_over_the_classes_and_is_deterministic(tmp_path):
     with pytest.raises(DatasetError, match="positive"):
         samples.subset(0)
     assert FULL_VAL_SIZE == 50_000  # ILSVRC-2012 validation set size
+
+
+def test_a_limit_that_leaves_images_out_is_never_a_full_run():
+    # A folder with one stray extra sample (50,001) limited to 50,000 must not be judged as complete.
+    names = tuple(f"{i:05d}.JPEG" for i in range(FULL_VAL_SIZE + 1))
+    samples = ValSamples(Path("/val"), "flat", names, (0,) * len(names), None, len(names))
+    assert not samples.is_full and not samples.subset(FULL_VAL_SIZE).is_full
+    exact = ValSamples(Path("/val"), "flat", names[:-1], (0,) * FULL_VAL_SIZE, None, FULL_VAL_SIZE)
+    assert exact.is_full and exact.subset(FULL_VAL_SIZE) is exact
 
 
 def test_stray_images_beside_the_class_folders_are_noted(tmp_path):

@@ -85,8 +85,12 @@ class ValSamples:
 
     @property
     def is_full(self) -> bool:
-        """Whether this is the whole ILSVRC-2012 validation set (50,000 images)."""
-        return len(self.files) == FULL_VAL_SIZE
+        """Whether this is the whole ILSVRC-2012 validation set (50,000 images), nothing left out.
+
+        A ``--limit`` that removed samples is never full, even when 50,000 remain (a folder with a
+        stray extra file holds 50,001 samples).
+        """
+        return len(self.files) == self.found == FULL_VAL_SIZE
 
     def subset(self, limit: Optional[int]) -> "ValSamples":
         """``limit`` samples spread evenly over the sorted list (every class of an ImageFolder is visited).

@@ -110,7 +110,8 @@ class Report:
 def _write_text(path: Path, text: str) -> None:
     part = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        part.write_text(text, encoding="utf-8")
+        # A file name that is not UTF-8 (a surrogate escape) is written as \udcff, not a crash after the run.
+        part.write_text(text, encoding="utf-8", errors="backslashreplace")
         os.replace(part, path)
     except OSError as exc:
         part.unlink(missing_ok=True)
@@ -232,7 +233,8 @@ def _eval_notes(result: EvalResult, samples: ValSamples, tolerance: float, limit
         notes.append(f"Verdict: pass when both top-1 and top-5 errors are within {tolerance} pt of the paper's. "
                      f"This run covers all {FULL_VAL_SIZE:,} validation images, so the verdict is meaningful.")
     else:
-        why = f"--limit {limit}" if limit is not None else f"the folder holds {samples.found:,} images"
+        # --limit is the reason only when it left images out (subset() keeps a smaller set whole).
+        why = f"--limit {limit}" if len(samples) < samples.found else f"the folder holds {samples.found:,} images"
         notes.append(f"PARTIAL RUN ({len(samples):,} of {FULL_VAL_SIZE:,} images; {why}): the {tolerance} pt tolerance "
                      f"is meaningful only on the full {FULL_VAL_SIZE:,} images, so no model is judged. Sampling noise "
                      f"alone is about +-{_standard_error(len(samples)):.2f} pt (one standard error at 30% error).")
