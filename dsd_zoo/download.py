@@ -239,16 +239,26 @@ def fetch(
     trust_unverified = _flag(trust_unverified, TRUST_ENV)
     root = cache.resolve_cache_dir(cache_dir)
     final = root / record.file
-    # Offline, the only source is a copy huggingface_hub already holds.
-    hub_copy = _HubSource(record.hf, local_only=True) if offline and record.hf is not None else None
-    if hub_copy is not None and not hub_copy.is_cached():
-        hub_copy = None
-    if not offline or hub_copy is not None:
+    # Offline, the only source is a copy huggingface_hub already holds (looked for only when the
+    # dsd-zoo cache has no file by that name, so that a cache hit costs no huggingface_hub import).
+    hub_copy = None
+    if offline and record.hf is not None and not os.path.lexists(final):
+        hub_copy = _HubSource(record.hf, local_only=True)
+        if not hub_copy.is_cached():
+            hub_copy = None
+    if not offline:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DownloadError(f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
                                 f"set ${cache.CACHE_ENV} to a writable directory") from exc
+    elif hub_copy is not None:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # offline the failure to report is "not available", with the reason why
+            raise OfflineError(f"{record.file} is in the Hugging Face cache but cannot be taken into the dsd-zoo "
+                               f"cache {root} ({exc.strerror or exc}), and offline mode is on; set "
+                               f"${cache.CACHE_ENV} to a writable directory") from exc
     # Offline with no cache directory at all: nothing to lock, nothing to find.
     with cache.locked(final) if root.is_dir() else contextlib.nullcontext(False) as exclusive:
         if cache.verify_cached(final, record.digest, record.size) is not None:
@@ -270,8 +280,15 @@ def fetch(
                 "checked. To accept the first copy and pin its sha256 for every later download (trust on first "
                 f"use), pass trust_unverified=True or set {TRUST_ENV}=1."
             )
-        sources: list[_Source] = [hub_copy] if hub_copy is not None else _sources(record)
-        return _download(record, final, digest, size, settings, exclusive, sources)
+        if hub_copy is None:
+            return _download(record, final, digest, size, settings, exclusive, _sources(record))
+        try:
+            return _download(record, final, digest, size, settings, exclusive, [hub_copy])
+        except OfflineError:
+            raise
+        except DownloadError as exc:  # a bad copy there, or a cache that cannot be written: offline, say so
+            raise OfflineError(f"{record.file}: offline mode is on and the copy in the Hugging Face cache could not "
+                               f"be used: {exc}") from exc
 
 
 def _sources(record: FileRecord) -> list["_Source"]:
@@ -376,6 +393,8 @@ class _HubSource(_Source):
                                                      cache_dir=self._hub_cache(), revision=self.location.revision),
                               str)
         except ValueError:  # HFValidationError: a name the Hub refuses; hf_hub_download reports it
+            return False
+        except OSError:  # an unreadable Hugging Face cache holds nothing this process can use
             return False
 
     def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
@@ -483,6 +502,8 @@ class _UrlSource(_Source):
             if response.status_code == 206 and _range_start(response) == writer.written:
                 total = _range_total(response)
                 changed = resume.version_change(response, total)
+                if total is None:  # "bytes a-b/*": the first answer's length still says when it is complete
+                    total = resume.total
                 if changed:
                     # A server that ignored If-Range, or a file replaced within the validator's
                     # resolution, sent part of another version: never splice.

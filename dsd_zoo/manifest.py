@@ -12,6 +12,7 @@ model and the field so that a broken manifest is fixed in one go.
 
 from __future__ import annotations
 
+import collections
 import difflib
 import json
 import math
@@ -529,8 +530,7 @@ def load_manifest(source: Optional[str] = None) -> Manifest:
 
 
 def _unique_keys(pairs: List[Tuple[str, Any]]) -> dict:
-    keys = [key for key, _ in pairs]
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    repeated = sorted(key for key, count in collections.Counter(key for key, _ in pairs).items() if count > 1)
     if repeated:  # json.loads would keep the last silently: a second "digits_dsd" replaced the first
         raise ValueError(f"a JSON object repeats the key(s) {repeated}")
     return dict(pairs)

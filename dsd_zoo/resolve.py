@@ -52,9 +52,10 @@ def original_record(entry: ModelEntry):
 
     original: OriginalRecord = entry.original
     name = original_file_name(entry)
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:80]
-    # A name ending like a cache sidecar (.lock, .part, .stamp.json) would collide with one.
-    safe += "_" if safe.endswith((".lock", ".part", ".json")) else ""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:80].replace("..", "_.")
+    # A name ending like a cache sidecar (.lock, .part, .stamp.json) would collide with one, and
+    # Windows drops a trailing dot: the cache's name rule (dsd_zoo._names) refuses both.
+    safe += "_" if safe.endswith((".lock", ".part", ".json", ".")) else ""
     return FileRecord(file=f"original-{entry.name}-{safe}", digest=Digest(*original.digest) if original.digest else None,
                       size=original.size, urls=(original.url, *original.mirrors))
 
@@ -169,8 +170,10 @@ def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, 
         # The user asked for a model, not for this internal file: say where it comes from and what else works.
         mean = entry.transforms.get("mean_image")
         mean_option = f" --mean-image {manifest.assets[mean].file}" if mean in manifest.assets else ""
+        why = (f"the published weights could not be had ({'; '.join(failures)})" if failures
+               else "converted weights are not published yet")
         raise type(exc)(
-            f"{entry.name}: converted weights are not published yet, so dsd-zoo converts the original release "
+            f"{entry.name}: {why}, so dsd-zoo converts the original release "
             f"({entry.original.url}) on this machine, and getting it failed: {exc}\nWith a copy of the original, "
             f"convert it yourself: python -m dsd_zoo.convert FILE --model {entry.name}{mean_option} "
             f"-o {entry.name}.safetensors, "

@@ -73,6 +73,7 @@ class Fault:
     ignore_range: bool = False  # answer 200 with the whole file even to a Range request
     ignore_if_range: bool = False  # answer a Range request with 206 even when If-Range no longer matches
     then_serve: bytes | None = None  # after this request, serve these bytes (same ETag kind, same Last-Modified)
+    unknown_total: bool = False  # a 206's Content-Range says "bytes a-b/*" (the total is not given)
     repeat: bool = False  # apply to every request rather than only the next one
     methods: tuple[str, ...] = ("GET",)
 
@@ -325,7 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
         if resource.accept_ranges and (status == 200 or resource.accept_ranges_on_partial):
             self.send_header("Accept-Ranges", "bytes")
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(body)}")
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{'*' if fault.unknown_total else len(body)}")
         for name, value in resource.headers.items():
             self.send_header(name, value)
         self.end_headers()

@@ -196,6 +196,30 @@ def test_a_resume_that_changes_the_length_is_never_spliced(cache_dir, server):
     assert [entry.status for entry in server.requests_for("/w.bin")] == [200, 206, 200]
 
 
+def test_a_short_resume_without_a_total_is_not_taken_for_the_whole_file(cache_dir, server):
+    # "bytes a-b/*" gives no total and the answer ends cleanly 1 MiB short: the first answer's
+    # length still says the file is not complete (it used to be pinned, truncated, on first use).
+    url = server.add("/w.bin", BODY, faults=[Fault(reset_after=1_200_000),
+                                             Fault(unknown_total=True, truncate_to=len(BODY) - 2**20)])
+    with pytest.warns(UserWarning, match="trusting the copy"):
+        path = fetch(record(url, digest=None, size=None), progress=False, trust_unverified=True)
+    assert path.read_bytes() == BODY
+    assert [entry.status for entry in server.requests_for("/w.bin")] == [200, 206, 206]
+
+
+def test_offline_with_a_hub_copy_but_no_usable_cache_is_an_offline_error(cache_dir, server, monkeypatch, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    server.add_hf_file("dsd/vgg16", "model.safetensors", BODY)
+    location = HFLocation("dsd/vgg16", DEFAULT_COMMIT, "model.safetensors")
+    hf_hub_download(location.repo_id, location.filename, revision=location.revision, endpoint=server.base_url,
+                    cache_dir=tmp_path / "hf_home" / "hub")
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("DSD_ZOO_CACHE", str(tmp_path / "a_file" / "cache"))  # cannot be created, even as root
+    with pytest.raises(OfflineError, match="is in the Hugging Face cache but cannot be taken into the dsd-zoo cache"):
+        fetch(record(hf=location), progress=False, offline=True)
+
+
 def test_a_date_from_the_same_second_is_no_validator(cache_dir, server):
     # A Last-Modified equal to the answer's Date could name two versions written in that second
     # (RFC 9110 8.8.2.2): it must not be used for If-Range, so the break restarts the download.

@@ -230,6 +230,19 @@ def test_manifest_from_a_url(env, server, monkeypatch):
         load_manifest()
 
 
+@pytest.mark.parametrize("url", ["https://example.org/squeezenet_v1.0..caffemodel",
+                                 "https://example.org/download.php?file=squeezenet."])
+def test_an_original_url_becomes_a_valid_cache_name(url):
+    import dataclasses
+
+    from dsd_zoo.resolve import original_record
+
+    entry = dsd_zoo.api.get_entry("squeezenet_caffe")
+    entry = dataclasses.replace(entry, original=dataclasses.replace(entry.original, url=url))
+    name = original_record(entry).file  # FileRecord applies the cache's name rule; this used to raise ValueError
+    assert ".." not in name and not name.endswith(".")
+
+
 def test_the_convert_hint_names_every_option_the_model_needs(env, monkeypatch):
     pytest.importorskip("google.protobuf", reason="AlexNet's original is a caffemodel (pip install 'dsd-zoo[convert]')")
     monkeypatch.setenv("DSD_ZOO_OFFLINE", "1")
@@ -237,3 +250,18 @@ def test_the_convert_hint_names_every_option_the_model_needs(env, monkeypatch):
         dsd_zoo.get_model("alexnet_dsd", progress=False)
     # AlexNet's converted file carries its mean image: the suggested command must ask for it.
     assert "python -m dsd_zoo.convert FILE --model alexnet_dsd --mean-image ilsvrc_2012_mean.npy" in str(info.value)
+
+
+def test_a_failed_published_file_is_named_not_called_unpublished(env, monkeypatch):
+    pytest.importorskip("google.protobuf", reason="squeezenet_caffe's original is a caffemodel")
+
+    def edit(models):
+        models["squeezenet_caffe"]["weights"].update(sha256="a" * 64, urls=["http://127.0.0.1:9/published.safetensors"])
+        models["squeezenet_caffe"]["original"].update(url="http://127.0.0.1:9/original.caffemodel", mirrors=[])
+
+    write_manifest(env, monkeypatch, edit)
+    with pytest.raises(DownloadError) as info:
+        dsd_zoo.get_model("squeezenet_caffe", progress=False)
+    text = str(info.value)
+    assert text.startswith("squeezenet_caffe: the published weights could not be had (")
+    assert "published.safetensors" in text and "not published yet" not in text
