@@ -372,10 +372,7 @@ class DSD:
         self._apply_to_weights()
         if args or kwargs.get("closure") is not None:
             # step(closure) computes the gradients after the pre-hook ran: clear what they wrote.
-            for name, pruned in self._pruned.items():
-                grad = self._params[name].grad
-                if grad is not None:
-                    grad.masked_fill_(pruned, 0)
+            self._zero_pruned_grads(optimizer, args, kwargs)
             self._clear_optimizer_state(optimizer)
 
     @torch.no_grad()
