@@ -19,7 +19,7 @@ import secrets
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, Union
 
-__all__ = ["PART_SUFFIX", "atomic_write", "new_part_path", "publish", "write_safetensors"]
+__all__ = ["PART_SUFFIX", "atomic_write", "file_in_the_way", "new_part_path", "publish", "write_safetensors"]
 
 PART_SUFFIX = ".part"
 PathLike = Union[str, "os.PathLike[str]"]
@@ -28,6 +28,18 @@ PathLike = Union[str, "os.PathLike[str]"]
 def new_part_path(final: Path) -> Path:
     """A temporary name for a new copy of ``final``, unique to this process, in the same directory."""
     return final.with_name(f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}{PART_SUFFIX}")
+
+
+def file_in_the_way(path: PathLike) -> Path | None:
+    """The nearest existing folder of ``path`` if it is a file (so ``path`` cannot be created), else None.
+
+    Checked before long work, so the user hears "X is a file" up front instead of mkdir's
+    "File exists" at the end.
+    """
+    for parent in Path(path).parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
 
 
 def publish(part: Path, final: Path) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dsd_zoo.atomic import atomic_write
+from dsd_zoo.atomic import atomic_write, file_in_the_way
 from dsd_zoo.errors import DatasetError, DSDZooError
 
 # The exit status of a run stopped by Ctrl-C, as a shell reports a SIGINT.
@@ -203,12 +203,10 @@ def _check_output(output: Path, overwrite: bool) -> None:
     """Refuse, before any work, an output that is a file or that holds a run not to be overwritten."""
     from dsd_zoo.dsd.recipe import RecipeError
 
-    for place in (output, *output.parents):
-        if place.exists():
-            if not place.is_dir():
-                raise RecipeError(f"output {output}: {place} is a file, not a directory; choose another output")
-            break
     results = output / "results.json"
+    blocking = file_in_the_way(results)  # the output itself or a folder above it
+    if blocking is not None:
+        raise RecipeError(f"output {output}: {blocking} is a file, not a directory; choose another output")
     if results.exists() and not overwrite:
         try:
             complete = json.loads(results.read_text()).get("complete", True)

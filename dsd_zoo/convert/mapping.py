@@ -25,7 +25,7 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from ..atomic import write_safetensors
+from ..atomic import file_in_the_way, write_safetensors
 from ..digests import hash_file
 from ..errors import ConversionError, FormatError, UnknownModelError, WeightsError
 from ..loading import EXTRA_PREFIX, check_state_dict
@@ -246,11 +246,9 @@ def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
     out = Path(out_path)
     if out.is_dir():  # before the force check: --force cannot help here
         raise ConversionError(f"{out} is a directory; give a file name such as {out / (model_name + '.safetensors')}")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConversionError(f"{out}: {parent} is a file, not a directory")
-            break
+    blocking = file_in_the_way(out)
+    if blocking is not None:
+        raise ConversionError(f"{out}: {blocking} is a file, not a directory")
     if os.path.lexists(out) and not force:  # lexists: a dangling link is replaced only with force too
         raise ConversionError(f"{out} exists; pass force=True (CLI: --force) to replace it")
     conversion = convert_file(src_path, model_name, mean_image_path=mean_image_path, manifest=manifest)
