@@ -100,11 +100,13 @@ def _load_image(path: str) -> Any:
     """ImageFolder's loader, with a file that cannot be read named in a :class:`DatasetError`."""
     from PIL import Image
 
+    from dsd_zoo.verify.datasets import decode_failure_types
+
     try:
         with open(path, "rb") as file:
             image = Image.open(file)
             return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except decode_failure_types() as exc:  # the errors PIL reports a damaged file with, as verify counts them
         raise DatasetError(f"data: cannot read the image {path} ({type(exc).__name__}: {exc}); remove or replace "
                            "it") from exc
 
