@@ -246,19 +246,16 @@ def fetch(
         hub_copy = _HubSource(record.hf, local_only=True)
         if not hub_copy.is_cached():
             hub_copy = None
-    if not offline:
+    if not offline or hub_copy is not None:  # something may be written into the cache
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if offline:  # offline the failure to report is "not available", with the reason why
+                raise OfflineError(f"{record.file} is in the Hugging Face cache but cannot be taken into the dsd-zoo "
+                                   f"cache {root} ({exc.strerror or exc}), and offline mode is on; set "
+                                   f"${cache.CACHE_ENV} to a writable directory") from exc
             raise DownloadError(f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
                                 f"set ${cache.CACHE_ENV} to a writable directory") from exc
-    elif hub_copy is not None:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # offline the failure to report is "not available", with the reason why
-            raise OfflineError(f"{record.file} is in the Hugging Face cache but cannot be taken into the dsd-zoo "
-                               f"cache {root} ({exc.strerror or exc}), and offline mode is on; set "
-                               f"${cache.CACHE_ENV} to a writable directory") from exc
     # Offline with no cache directory at all: nothing to lock, nothing to find.
     with cache.locked(final) if root.is_dir() else contextlib.nullcontext(False) as exclusive:
         if cache.verify_cached(final, record.digest, record.size) is not None:
