@@ -203,7 +203,8 @@ class _Checker:
     def unknown_keys(self) -> None:
         """Fail on a key that parsing never looked at: a misspelt "sha265" must not silently mean "no digest"."""
         for tracked in self._tracked:
-            unknown = sorted(set(tracked) - tracked.read) if not tracked.read_all else []
+            # dict.keys: this listing is not a read by the parser (iterating a _Tracked would mark it so).
+            unknown = [] if tracked.read_all else sorted(set(dict.keys(tracked)) - tracked.read)
             if unknown:
                 hints = [f"{key!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
                     key, sorted(tracked.read), n=1)) else "") for key in unknown]
