@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 
+from ..atomic import atomic_write
 from ..errors import DSDZooError
 from . import DEFAULT_TOLERANCE, EXIT_FAILED, EXIT_OK, EXIT_UNREADABLE, FULL_VAL_SIZE
 
@@ -108,13 +109,11 @@ class Report:
 
 
 def _write_text(path: Path, text: str) -> None:
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    # A file name that is not UTF-8 (a surrogate escape) is written as \udcff, not a crash after the run.
+    data = text.encode("utf-8", errors="backslashreplace")
     try:
-        # A file name that is not UTF-8 (a surrogate escape) is written as \udcff, not a crash after the run.
-        part.write_text(text, encoding="utf-8", errors="backslashreplace")
-        os.replace(part, path)
+        atomic_write(path, lambda file: file.write(data))
     except OSError as exc:
-        part.unlink(missing_ok=True)
         raise DSDZooError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
@@ -405,13 +404,10 @@ def write_plot(rows: Sequence[Mapping[str, Any]], path: os.PathLike, title: str 
                                                        else "paper errors"), fontsize=10)
     figure.tight_layout()
     path = Path(path)
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")  # complete or not at all, like the other outputs
-    try:
-        figure.savefig(part, dpi=120, format=path.suffix.lower().lstrip("."))
-        os.replace(part, path)
+    try:  # complete or not at all, like the other outputs
+        atomic_write(path, lambda file: figure.savefig(file, dpi=120, format=path.suffix.lower().lstrip(".")))
     except OSError as exc:
         raise DSDZooError(f"cannot write the plot {path}: {exc.strerror or exc}") from exc
     finally:
         plt.close(figure)
-        part.unlink(missing_ok=True)
     return path
