@@ -464,9 +464,9 @@ def evaluate(
         target.model.eval().to(device)
         if channels_last:
             target.model.to(memory_format=torch.channels_last)
-    share = len(range(rank, len(samples), world))
+    shard = range(rank, len(samples), world)  # this rank's images: every world-th from its rank
     compile_models, required = ((compile_models, True) if compile_models is not None
-                                else (device.type == "cpu" and share >= COMPILE_MIN_IMAGES, False))
+                                else (device.type == "cpu" and len(shard) >= COMPILE_MIN_IMAGES, False))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     forwards = {t.name: _Forward(t.name, t.model, batch_size, memory_format, compile_models, required, len(t.heads))
                 for t in targets}
@@ -477,7 +477,6 @@ def evaluate(
     if decode_on_device and any(key[0] not in IMAGENET_PIPELINES for key in keys):
         raise ValueError(f"decode_on_device needs JPEG pipelines ({', '.join(IMAGENET_PIPELINES)}), got "
                          f"{[describe_pipeline(key) for key in keys if key[0] not in IMAGENET_PIPELINES]}")
-    shard = range(rank, len(samples), world)
     if decode_on_device:
         from .device_decode import DeviceDecoder, EncodedDataset, collate_encoded
 
