@@ -175,8 +175,10 @@ class LoopbackServer:
 
         Like the Hub for an LFS file, the resolve endpoint sends ``X-Repo-Commit``, the sha256 as
         ``X-Linked-Etag`` and the size as ``X-Linked-Size``. With ``via_cdn`` it answers 302 to a
-        second server on another port, which ``huggingface_hub`` treats as a CDN: it reads the
-        metadata from the redirect and downloads from the CDN. Returns the resolve path at ``commit``.
+        second server on another port, named ``localhost`` rather than ``127.0.0.1``: like the Hub's
+        CDN it is another host, so ``huggingface_hub`` reads the metadata from the redirect (releases
+        up to 2.0 followed a redirect to the same host name on any port) and downloads from the CDN.
+        Returns the resolve path at ``commit``.
         """
         sha256 = hashlib.sha256(body).hexdigest()
         hub_headers = {"X-Repo-Commit": commit, "X-Linked-Etag": f'"{sha256}"', "X-Linked-Size": str(len(body))}
@@ -184,7 +186,7 @@ class LoopbackServer:
         if via_cdn:
             if self._cdn is None:
                 self._cdn = LoopbackServer().__enter__()
-            redirect = self._cdn.add(f"/blobs/{sha256}", body)
+            redirect = self._cdn.add(f"/blobs/{sha256}", body).replace("//127.0.0.1:", "//localhost:", 1)
         with self._lock:
             revisions = self._hf_repos.setdefault(repo_id, {})
             revisions[commit] = commit

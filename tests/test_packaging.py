@@ -46,3 +46,35 @@ def test_sdist_carries_the_license_hub_entry_and_a_runnable_test_suite(tmp_path)
                    "tests/conftest.py", "tests/servers.py", "tests/formats/caffe_writer.py"):
         assert needed in names, needed
     assert not any("__pycache__" in name for name in names)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"7"`` and ``"7.0.0"`` are one release: numeric parts, trailing zeros dropped."""
+    parts = [int(part) for part in version.split(".")]
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def test_declared_floors_are_the_ones_ci_tests():
+    # .ci/run installs the test extra with .ci/floors.txt as constraints and runs the suite: a
+    # floor in setup.cfg that differs from the pinned one would be an untested claim.
+    import configparser
+    import re
+
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / "setup.cfg")
+    lines = config["options"]["install_requires"].splitlines()
+    for extra in config["options.extras_require"].values():
+        lines += extra.splitlines()
+    declared: dict[str, tuple[int, ...]] = {}
+    for line in filter(None, (line.strip() for line in lines)):
+        name, floor = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", line).groups()
+        declared[name.lower().replace("_", "-")] = _release(floor)
+    pinned: dict[str, tuple[int, ...]] = {}
+    for line in (REPO_ROOT / ".ci" / "floors.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pinned[name.lower().replace("_", "-")] = _release(version)
+    untested = {"torch", "torchvision"}  # only the machine's local wheels can be installed in CI
+    assert {name: declared[name] for name in declared.keys() - untested} == pinned

@@ -124,7 +124,10 @@ rc = main(["--recipe", sys.argv[1], "--no-progress", "--output", "out-" + os.env
 assert dist.is_initialized(), "train() destroyed a process group it did not start"
 total = torch.tensor([float(dist.get_rank() + 1)])
 dist.all_reduce(total)
-print("sum over ranks after train:", total.item(), flush=True)
+# One write of the whole line: under PYTHONUNBUFFERED, print()'s separate writes of its arguments
+# interleave with the other rank's on the shared pipe; one write under PIPE_BUF bytes cannot.
+sys.stdout.write(f"sum over ranks after train: {total.item()}\\n")
+sys.stdout.flush()
 dist.destroy_process_group()
 sys.exit(rc)
 """

@@ -192,12 +192,16 @@ def test_by_default_only_long_cpu_runs_compile(val_samples, fresh_dynamo, monkey
 
 
 @pytest.fixture
-def broken_compiler(monkeypatch, fresh_dynamo):
-    """Inductor pointed at a C++ compiler that does not exist, with its caches off: compiling really fails."""
+def broken_compiler(fresh_dynamo):
+    """Inductor pointed at a C++ compiler that does not exist, with its caches off: compiling really fails.
+
+    ``config.patch`` is inductor's own way to change settings for a while; pytest's monkeypatch
+    cannot undo an attribute of torch's config proxies reliably (pytest 9.2 deletes the setting).
+    """
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
-    monkeypatch.setattr(inductor_config, "force_disable_caches", True)
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",), "force_disable_caches": True}):
+        yield
 
 
 def test_a_failed_compilation_falls_back_to_eager_by_default(val_samples, broken_compiler, monkeypatch):
