@@ -126,7 +126,7 @@ class Weights:
             "recorded": None if entry.recorded is None else dict(entry.recorded),
             "source": entry.source,
             "original": None if original is None else {"url": original.url, "format": original.format,
-                                                      "digest": dict([original.digest]) if original.digest else None},
+                                                      "digest": {original.digest.algorithm: original.digest.value} if original.digest else None},
             "weights": {"file": entry.weights.file, "sha256": entry.weights.sha256, "size": entry.weights.size},
             "license": entry.license,
             "citation": self.manifest.citation_text(entry),

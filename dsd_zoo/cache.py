@@ -33,6 +33,7 @@ from typing import Iterator, Mapping
 
 import filelock
 
+from ._names import LOCK_SUFFIX, RESERVED_SUFFIXES, STAMP_SUFFIX  # noqa: F401  (part of this module's API)
 from .atomic import PART_SUFFIX, atomic_write, new_part_path, publish  # noqa: F401  (part of this module's API)
 from .digests import Digest, hash_file
 
@@ -54,10 +55,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "DSD_ZOO_CACHE"
-STAMP_SUFFIX = ".stamp.json"
-LOCK_SUFFIX = ".lock"
-# Suffixes a cached file's own name must not end with, or it would collide with another's sidecar.
-RESERVED_SUFFIXES = (STAMP_SUFFIX, LOCK_SUFFIX, PART_SUFFIX)
 _STAMP_FORMAT = 1
 # Seconds to wait for the lock quietly before telling the user that another process holds it.
 _LOCK_PATIENCE_S = 1.0

@@ -71,16 +71,14 @@ from urllib.parse import urlsplit
 import requests
 
 from . import cache
-from ._names import file_name_problem
 from .digests import CHUNK_SIZE, Digest, MultiHasher, hash_file
 from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError, UnverifiedSourceError
+from .manifest import FileRecord, HFLocation
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
 __all__ = [
-    "FileRecord",
-    "HFLocation",
     "fetch",
     "fetch_url_bytes",
     "onedrive_direct_url",
@@ -107,57 +105,6 @@ _T = TypeVar("_T")
 _NET_CHUNK = 2**20
 # Chunks allowed to wait for the hashing thread (memory held: this many times _NET_CHUNK).
 _HASH_BACKLOG = 8
-
-
-@dataclass(frozen=True)
-class HFLocation:
-    """A file in a Hugging Face Hub repository, at a revision that should be a commit hash."""
-
-    repo_id: str
-    revision: str
-    filename: str
-
-    def __post_init__(self) -> None:
-        for name in ("repo_id", "revision", "filename"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value or value != value.strip():
-                raise ValueError(f"HFLocation.{name} must be a non-empty string without surrounding spaces, "
-                                 f"got {value!r}")
-
-    def __str__(self) -> str:
-        return f"hf://{self.repo_id}@{self.revision}/{self.filename}"
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """What to fetch and how to check it.
-
-    ``file`` is the name in the cache (no directory part). ``digest`` is the sha256 of a
-    dsd-zoo weight file, or whatever digest the publisher of an original release gave; ``None``
-    means there is none to check (see trust on first use in :func:`fetch`). ``size`` in bytes,
-    when known, is checked too and stops a server that sends more early.
-    """
-
-    file: str
-    digest: Digest | None
-    size: int | None
-    hf: HFLocation | None = None
-    urls: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        problem = file_name_problem(self.file, cache.RESERVED_SUFFIXES)
-        if problem:
-            raise ValueError(f"FileRecord.file {problem}: got {self.file!r} (a plain file name is needed)")
-        if self.digest is not None and not isinstance(self.digest, Digest):
-            raise TypeError(f"FileRecord.digest must be a Digest or None, got {type(self.digest).__name__}")
-        if self.size is not None and (not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0):
-            raise ValueError(f"FileRecord.size must be a non-negative int or None, got {self.size!r}")
-        if isinstance(self.urls, str):
-            raise TypeError("FileRecord.urls must be a sequence of URLs, not one string")
-        object.__setattr__(self, "urls", tuple(self.urls))
-        for url in self.urls:
-            if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-                raise ValueError(f"FileRecord.urls must hold http(s) URLs, got {url!r}")
 
 
 @dataclass(frozen=True)

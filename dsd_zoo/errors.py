@@ -23,6 +23,19 @@ class ManifestError(DSDZooError, ValueError):
     """The weights manifest is malformed; the message names the model and the field."""
 
 
+class RecordError(DSDZooError, ValueError):
+    """A file record (:class:`~dsd_zoo.manifest.FileRecord`) with a field that cannot be right.
+
+    ``field`` names the field (``"urls[1]"``, ``"revision"``) and ``problem`` says what is wrong,
+    so that the manifest can report the model and the JSON field.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+        self.problem = problem
+
+
 class FormatError(DSDZooError, ValueError):
     """A file in a foreign or weight format is malformed, truncated or hostile."""
 

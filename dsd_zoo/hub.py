@@ -59,7 +59,7 @@ def model_docstring(entry: ModelEntry, manifest: Manifest) -> str:
         f"Source: {entry.source}.",
     ]
     if entry.original is not None:
-        digest = "no published digest" if entry.original.digest is None else "%s %s" % entry.original.digest
+        digest = "no published digest" if entry.original.digest is None else f"{entry.original.digest.algorithm} {entry.original.digest.value}"
         lines.append(f"Original release: {entry.original.url} ({entry.original.format}; {digest}).")
     published = entry.weights.local is not None or entry.weights.hf is not None or bool(entry.weights.urls)
     if published:

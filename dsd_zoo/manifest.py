@@ -20,11 +20,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
-from urllib.parse import urlsplit
-
-from ._names import file_name_problem
-from .errors import ManifestError
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
+from ._names import file_name_problem, url_problem
+from .digests import Digest
+from .errors import ManifestError, RecordError
 
 MANIFEST_ENV = "DSD_ZOO_MANIFEST"
 FORMAT_VERSION = 1
@@ -36,10 +35,7 @@ PIPELINES = ("caffe", "fb_resnet", "digits")
 # Files shipped inside the package (the embedded zoo) are named relative to this directory, so
 # the same manifest works from a checkout and from an installed wheel.
 PACKAGE_DIR = Path(__file__).resolve().parent
-# Length of the hex string of each digest the publishers of the originals used.
-DIGEST_HEX_LENGTHS = {"sha256": (64, 64), "sha1": (40, 40), "git_blob_sha1": (40, 40), "sha256_prefix": (8, 64)}
 # Patterns are applied with fullmatch: "$" would also accept a trailing newline.
-_HEX = re.compile(r"[0-9a-f]+")
 # A cache file name must never escape the cache directory.
 _MODEL_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -47,34 +43,106 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 @dataclass(frozen=True)
 class HFLocation:
-    """A file in a Hugging Face Hub repository at a pinned revision."""
+    """A file in a Hugging Face Hub repository at a pinned revision (a 40-hex commit id)."""
 
     repo_id: str
     revision: str
     filename: str
 
+    def __post_init__(self) -> None:
+        for name in ("repo_id", "revision", "filename"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or value != value.strip():
+                raise RecordError(name, f"must be a non-empty string without surrounding spaces, got {value!r}")
+        if not _COMMIT.fullmatch(self.revision):
+            # A branch name would let the bytes change under a fixed manifest.
+            raise RecordError("revision", f"must be a 40-hex commit id (pinned), got {self.revision!r}")
+
+    def __str__(self) -> str:
+        return f"hf://{self.repo_id}@{self.revision}/{self.filename}"
+
 
 @dataclass(frozen=True)
-class WeightsRecord:
-    """A converted safetensors weight file and every place it can be fetched from."""
+class FileRecord:
+    """A file dsd-zoo can get: its name in the cache, what it must hash to, and where it is.
+
+    The one record of a file, produced by the manifest and consumed by the cache, the
+    downloader and the self-check. ``file`` is a plain file name (no directory part).
+    ``digest`` is the sha256 of a dsd-zoo weight file, or whatever digest the publisher of an
+    original release gave; ``None`` means there is none to check (trust on first use, see
+    :func:`dsd_zoo.download.fetch`). ``size`` in bytes, when known, is checked too. The sources
+    are tried in order: ``local`` (a file shipped inside the package, relative to it), ``hf``,
+    then ``urls``. A record checks its own fields on creation and raises :class:`RecordError`
+    (a ``ValueError``) naming the field.
+    """
 
     file: str
-    sha256: Optional[str]
+    digest: Optional[Digest]
     size: Optional[int]
-    hf: Optional[HFLocation]
-    urls: Tuple[str, ...]
-    local: Optional[str] = None  # path relative to the package directory, for files shipped with it
+    hf: Optional[HFLocation] = None
+    urls: Tuple[str, ...] = ()
+    local: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        problem = file_name_problem(self.file)
+        if problem:
+            raise RecordError("file", f"{problem}, got {self.file!r} (a plain file name is needed)")
+        if self.digest is not None and not isinstance(self.digest, Digest):
+            raise TypeError(f"FileRecord.digest must be a Digest or None, got {type(self.digest).__name__}")
+        if self.size is not None and (not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0):
+            raise RecordError("size", f"must be a non-negative number of bytes, got {self.size!r}")
+        if isinstance(self.urls, str):
+            raise TypeError("FileRecord.urls must be a sequence of URLs, not one string")
+        object.__setattr__(self, "urls", tuple(self.urls))
+        for i, url in enumerate(self.urls):
+            problem = url_problem(url)
+            if problem:
+                raise RecordError(f"urls[{i}]", problem)
+        # Judged the same on every OS: no drive ("C:"), no backslash (a separator on Windows), no "..".
+        local = self.local
+        if local is not None and (PurePosixPath(local).is_absolute() or ".." in PurePosixPath(local).parts
+                                  or "\\" in local or ":" in local):
+            raise RecordError("local", f"must be a relative path inside the package, with '/' separators, got {local!r}")
+        if local is not None and self.sha256 is None:
+            raise RecordError("digest", "a file shipped with the package must have its sha256 pinned")
+
+    @property
+    def sha256(self) -> Optional[str]:
+        """The pinned sha256, when the digest is one (every dsd-zoo weight file's is)."""
+        return self.digest.value if self.digest is not None and self.digest.algorithm == "sha256" else None
 
 
 @dataclass(frozen=True)
 class OriginalRecord:
-    """The file as its authors released it (Caffe, Torch7 or Deep Compression format)."""
+    """The file as its authors released it (Caffe, Torch7 or Deep Compression format).
 
-    url: str
+    ``record.urls`` holds the publisher's URL first, then the mirrors.
+    """
+
     format: str
-    digest: Optional[Tuple[str, str]]  # (algorithm, lower-case hex) as published, or None
-    size: Optional[int]
-    mirrors: Tuple[str, ...] = ()
+    record: FileRecord
+
+    @property
+    def url(self) -> str:
+        """Where the authors published it."""
+        return self.record.urls[0]
+
+    @property
+    def digest(self) -> Optional[Digest]:
+        """The digest the authors published, if any."""
+        return self.record.digest
+
+    @property
+    def file_name(self) -> str:
+        """The name a converted file records as its source: the last segment of the original's URL.
+
+        The release tool and local conversion both use it, so that both write the same bytes.
+        """
+        return _last_segment(self.url)
+
+
+def _last_segment(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -95,7 +163,7 @@ class ModelEntry:
     name: str
     arch: str
     kind: str
-    weights: WeightsRecord
+    weights: FileRecord
     original: Optional[OriginalRecord]
     transforms: Mapping[str, Any]
     paper_top1_err: Optional[float]
@@ -118,12 +186,8 @@ class AssetRecord:
     """A released file that is not a model but is needed to use one (the AlexNet mean image)."""
 
     name: str
-    file: str
-    url: Optional[str]
-    digest: Optional[Tuple[str, str]]
-    size: Optional[int]
     description: str
-    local: Optional[str] = None  # relative to the package directory, for files shipped with it
+    record: FileRecord
 
 
 @dataclass(frozen=True)
@@ -226,52 +290,31 @@ class _Checker:
             raise self.fail(f"{where}.{key}", f"must be {names}{' or null' if optional else ''}, got {value!r}")
         return value
 
-    def size(self, obj: Mapping[str, Any], where: str) -> Optional[int]:
-        value = self.get(obj, "size", where, (int,), optional=True)
-        if value is not None and value < 0:
-            raise self.fail(f"{where}.size", f"must be >= 0, got {value}")
-        return value
+    def digest(self, algorithm: str, value: Any, where: str) -> Digest:
+        try:
+            return Digest(algorithm, value)
+        except ValueError as exc:
+            raise self.fail(where, str(exc)) from None
 
-    def hex_digest(self, algorithm: str, value: Any, where: str) -> Tuple[str, str]:
-        if algorithm not in DIGEST_HEX_LENGTHS:
-            raise self.fail(where, f"unknown digest algorithm {algorithm!r}; expected one of {sorted(DIGEST_HEX_LENGTHS)}")
-        low, high = DIGEST_HEX_LENGTHS[algorithm]
-        if not isinstance(value, str) or not _HEX.fullmatch(value) or not low <= len(value) <= high:
-            length = str(low) if low == high else f"{low}-{high}"
-            raise self.fail(f"{where}.{algorithm}", f"must be {length} lower-case hex digits, got {value!r}")
-        return algorithm, value
-
-    def digest(self, obj: Mapping[str, Any], where: str) -> Optional[Tuple[str, str]]:
+    def published_digest(self, obj: Mapping[str, Any], where: str) -> Optional[Digest]:
+        """An original's or asset's ``"digest": {"ALGORITHM": "HEX"}``, as its publisher gave it."""
         value = self.get(obj, "digest", where, (dict,), optional=True)
         if value is None:
             return None
         if len(value) != 1:
             raise self.fail(f"{where}.digest", f"must hold exactly one algorithm, got {sorted(value)}")
         ((algorithm, hexvalue),) = value.items()
-        return self.hex_digest(algorithm, hexvalue, f"{where}.digest")
+        return self.digest(algorithm, hexvalue, f"{where}.digest.{algorithm}")
 
-    def urls(self, obj: Mapping[str, Any], key: str, where: str) -> Tuple[str, ...]:
-        value = self.get(obj, key, where, (list,), optional=True) or []
-        for i, url in enumerate(value):
-            # The downloader fetches http(s) only; a file:// mirror would fail at every download.
-            try:
-                parts = urlsplit(url) if isinstance(url, str) else None
-                _ = parts.port if parts is not None else None  # raises for a port out of range
-            except ValueError:  # e.g. "https://[mirror" (an unclosed IPv6 bracket)
-                parts = None
-            if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-                    or any(c.isspace() for c in url)):
-                raise self.fail(f"{where}.{key}[{i}]", f"must be an http(s):// URL, got {url!r}")
-        return tuple(value)
+    def record(self, where: str, json_field: Callable[[str], str], **values: Any) -> FileRecord:
+        """A :class:`FileRecord` of ``values``; its errors name the JSON field ``json_field`` gives for a record field."""
+        try:
+            return FileRecord(**values)
+        except RecordError as exc:
+            raise self.fail(f"{where}.{json_field(exc.field)}", exc.problem) from None
 
-    def file_name(self, obj: Mapping[str, Any], where: str) -> str:
-        from .cache import RESERVED_SUFFIXES  # the downloader's rule, so that no name fails only at download
-
-        value = self.get(obj, "file", where, (str,))
-        problem = file_name_problem(value, RESERVED_SUFFIXES)
-        if problem:
-            raise self.fail(f"{where}.file", f"{problem}, got {value!r}")
-        return value
+    def optional_size(self, obj: Mapping[str, Any], where: str) -> Optional[int]:
+        return self.get(obj, "size", where, (int,), optional=True)
 
 
 def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
@@ -300,7 +343,7 @@ def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
     owners: dict = {}
     for kind, records in (("asset", assets), ("model", models)):
         for name, record in records.items():
-            file = record.file if kind == "asset" else record.weights.file
+            file = record.record.file if kind == "asset" else record.weights.file
             if file in owners:  # one cache file for two records: each would remove the other's as corrupt
                 raise check.fail(f"{kind} {name!r}", f"its file {file!r} is also the file of {owners[file]}")
             owners[file] = f"{kind} {name!r}"
@@ -310,25 +353,14 @@ def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
 def _parse_asset(check: _Checker, name: str, obj: Mapping[str, Any]) -> AssetRecord:
     where = f"asset {name!r}"
     url = check.get(obj, "url", where, (str,), optional=True)
-    local = _local_path(check, obj, where)
+    local = check.get(obj, "local", where, (str,), optional=True)
     if url is None and local is None:
         raise check.fail(where, "needs a 'url' or a 'local' file")
-    if url is not None:
-        check.urls({"url": [url]}, "url", where)
-    digest = check.digest(obj, where)
-    if local is not None and (digest is None or digest[0] != "sha256"):
-        raise check.fail(f"{where}.digest", "a file shipped with the package must have its sha256 pinned")
-    return AssetRecord(name=name, file=check.file_name(obj, where), url=url, digest=digest, size=check.size(obj, where),
-                       description=check.get(obj, "description", where, (str,), optional=True) or "", local=local)
-
-
-def _local_path(check: _Checker, obj: Mapping[str, Any], where: str) -> Optional[str]:
-    local = check.get(obj, "local", where, (str,), optional=True)
-    # Judged the same on every OS: no drive ("C:"), no backslash (a separator on Windows), no "..".
-    if local is not None and (PurePosixPath(local).is_absolute() or ".." in PurePosixPath(local).parts
-                              or "\\" in local or ":" in local):
-        raise check.fail(f"{where}.local", f"must be a relative path inside the package, with '/' separators, got {local!r}")
-    return local
+    record = check.record(where, lambda field: "url" if field == "urls[0]" else field,
+                          file=check.get(obj, "file", where, (str,)), digest=check.published_digest(obj, where),
+                          size=check.optional_size(obj, where), urls=() if url is None else (url,), local=local)
+    return AssetRecord(name=name, description=check.get(obj, "description", where, (str,), optional=True) or "",
+                       record=record)
 
 
 def shipped_file(relative: str) -> Path:
@@ -344,7 +376,8 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
         raise check.fail(f"{where}.kind", f"must be one of {KINDS}, got {kind!r}")
     weights = _parse_weights(check, check.obj(obj.get("weights"), f"{where}.weights"), f"{where}.weights")
     original = obj.get("original")
-    original = None if original is None else _parse_original(check, check.obj(original, f"{where}.original"), f"{where}.original")
+    original = None if original is None else _parse_original(check, name, check.obj(original, f"{where}.original"),
+                                                             f"{where}.original")
     transforms = _parse_transforms(check, check.obj(obj.get("transforms"), f"{where}.transforms"), f"{where}.transforms", assets)
     metrics = check.obj(obj.get("metrics", {}), f"{where}.metrics")
     paper = check.obj(metrics.get("paper", {}), f"{where}.metrics.paper")
@@ -397,36 +430,46 @@ def _check_errors(check: _Checker, obj: Mapping[str, Any], where: str) -> None:
         raise check.fail(f"{where}.images", f"must be >= 1, got {images}")
 
 
-def _parse_weights(check: _Checker, obj: Mapping[str, Any], where: str) -> WeightsRecord:
+def _parse_weights(check: _Checker, obj: Mapping[str, Any], where: str) -> FileRecord:
     sha256 = check.get(obj, "sha256", where, (str,), optional=True)
-    if sha256 is not None:
-        check.hex_digest("sha256", sha256, where)
     hf = check.get(obj, "hf", where, (dict,), optional=True)
     hf_location = None
     if hf is not None:
-        for key in ("repo_id", "revision", "filename"):
-            value = check.get(hf, key, f"{where}.hf", (str,))
-            if not value or value != value.strip():
-                raise check.fail(f"{where}.hf.{key}", f"must be a non-empty string without surrounding spaces, got {value!r}")
-        hf_location = HFLocation(hf["repo_id"], hf["revision"], hf["filename"])
-        if not _COMMIT.fullmatch(hf_location.revision):
-            # A branch name would let the bytes change under a fixed manifest.
-            raise check.fail(f"{where}.hf.revision", f"must be a 40-hex commit id (pinned), got {hf_location.revision!r}")
-    local = _local_path(check, obj, where)
-    if local is not None and sha256 is None:
-        raise check.fail(f"{where}.sha256", "a file shipped with the package must have its sha256 pinned")
-    return WeightsRecord(file=check.file_name(obj, where), sha256=sha256, size=check.size(obj, where), hf=hf_location,
-                         urls=check.urls(obj, "urls", where), local=local)
+        try:
+            hf_location = HFLocation(*(check.get(hf, key, f"{where}.hf", (str,)) for key in ("repo_id", "revision", "filename")))
+        except RecordError as exc:
+            raise check.fail(f"{where}.hf.{exc.field}", exc.problem) from None
+    return check.record(where, lambda field: "sha256" if field == "digest" else field,
+                        file=check.get(obj, "file", where, (str,)),
+                        digest=None if sha256 is None else check.digest("sha256", sha256, f"{where}.sha256"),
+                        size=check.optional_size(obj, where), hf=hf_location,
+                        urls=check.get(obj, "urls", where, (list,), optional=True) or (),
+                        local=check.get(obj, "local", where, (str,), optional=True))
 
 
-def _parse_original(check: _Checker, obj: Mapping[str, Any], where: str) -> OriginalRecord:
+def _original_field(field: str) -> str:
+    """The JSON field of an original's record field: its ``urls`` are the manifest's ``url`` and ``mirrors``."""
+    if field == "urls[0]":
+        return "url"
+    if field.startswith("urls["):
+        return f"mirrors[{int(field[5:-1]) - 1}]"
+    return field
+
+
+def _parse_original(check: _Checker, model: str, obj: Mapping[str, Any], where: str) -> OriginalRecord:
     fmt = check.get(obj, "format", where, (str,))
     if fmt not in ORIGINAL_FORMATS:
         raise check.fail(f"{where}.format", f"must be one of {ORIGINAL_FORMATS}, got {fmt!r}")
     url = check.get(obj, "url", where, (str,))
-    check.urls({"url": [url]}, "url", where)
-    return OriginalRecord(url=url, format=fmt, digest=check.digest(obj, where), size=check.size(obj, where),
-                          mirrors=check.urls(obj, "mirrors", where))
+    published = _last_segment(url)
+    # Cached as "original-MODEL-NAME": NAME made safe, and never ending like a cache sidecar
+    # (.lock, .part, .stamp.json) or in a dot, which Windows drops (the rule of dsd_zoo._names).
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in published)[:80].replace("..", "_.")
+    safe += "_" if safe.endswith((".lock", ".part", ".json", ".")) else ""
+    record = check.record(where, _original_field, file=f"original-{model}-{safe}",
+                          digest=check.published_digest(obj, where), size=check.optional_size(obj, where),
+                          urls=(url, *(check.get(obj, "mirrors", where, (list,), optional=True) or ())))
+    return OriginalRecord(format=fmt, record=record)
 
 
 def _parse_transforms(check: _Checker, obj: Mapping[str, Any], where: str,

@@ -226,14 +226,14 @@ def _provenance(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
     if entry.original is not None:
         original = entry.original
         if original.digest is not None:
-            published = f"{original.digest[0]} `{original.digest[1]}` (checked before conversion)"
+            published = f"{original.digest.algorithm} `{original.digest.value}` (checked before conversion)"
         else:
             published = ("none published; the releaser accepted the downloaded bytes without a check "
                          "(`--trust-unverified`)" if not facts.original_verified else "none published")
         rows += [("Original release", f"<{original.url}> ({original.format})"),
                  ("Published digest", published)]
-        if original.size is not None:
-            rows.append(("Published size", f"{original.size:,} bytes"))
+        if original.record.size is not None:
+            rows.append(("Published size", f"{original.record.size:,} bytes"))
     rows += [("Converted from", f"`{meta.get('source_file', '?')}`, sha256 `{meta.get('source_sha256', '?')}`")]
     if facts.mean_image is not None:
         rows.append(("Mean image", f"`{facts.mean_image[0]}`, sha256 `{facts.mean_image[1]}` "

@@ -127,7 +127,6 @@ def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] 
         FileExistsError: ``out_dir/name`` exists and ``force`` is off.
     """
     from .download import fetch
-    from .resolve import original_record
 
     manifest = manifest or load_manifest()
     entry = get_entry(name, manifest)
@@ -142,8 +141,8 @@ def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] 
         raise NotAvailableError(f"{name}: reading its caffemodel needs protobuf: pip install 'dsd-zoo[convert]'")
 
     digest = entry.original.digest
-    say(f"fetching {entry.original.url} ({'%s %s' % digest if digest else 'no published digest'})")
-    source = fetch(original_record(entry), progress=progress, trust_unverified=trust_unverified)
+    say(f"fetching {entry.original.url} ({digest.algorithm + ' ' + digest.value if digest else 'no published digest'})")
+    source = fetch(entry.original.record, progress=progress, trust_unverified=trust_unverified)
     mean = _mean_image(entry, manifest, mean_image, trust_unverified=trust_unverified, progress=progress)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -183,11 +182,10 @@ def _assemble(entry: ModelEntry, manifest: Manifest, source: Path, mean: Optiona
     Returns the :class:`~dsd_zoo.convert.mapping.SavedConversion` and the fingerprint.
     """
     from .convert.mapping import save_conversion
-    from .resolve import original_file_name
 
     # The metadata names the original as get_model's local conversion does (not by its cache file
     # name), so that converting the same original there reproduces the published sha256.
-    source_name = original_file_name(entry)
+    source_name = entry.original.file_name
     say(f"converting {source_name}")
     saved = save_conversion(source, entry.name, staging / entry.weights.file, mean_image_path=mean[0] if mean else None,
                             force=True, manifest=manifest, source_name=source_name)
@@ -228,12 +226,11 @@ def _mean_image(entry: ModelEntry, manifest: Manifest, given: Optional[PathLike]
     asset = manifest.assets[asset_name]
     if given is None:
         from .download import fetch
-        from .resolve import asset_record
 
-        path = fetch(asset_record(asset), progress=progress, trust_unverified=trust_unverified)
+        path = fetch(asset.record, progress=progress, trust_unverified=trust_unverified)
         return path, hash_file(path, ("sha256",))["sha256"]
     path = Path(given)
-    digest = Digest(*asset.digest) if asset.digest else None
+    digest = asset.record.digest
     algorithms = {"sha256"} | ({digest.computed_by} if digest else set())
     try:
         seen = hash_file(path, algorithms)
@@ -241,7 +238,7 @@ def _mean_image(entry: ModelEntry, manifest: Manifest, given: Optional[PathLike]
         raise ConversionError(f"cannot read the mean image {path}: {exc.strerror or exc}") from exc
     if digest is not None and not digest.matches(seen):
         raise IntegrityError(f"{path} is not the {asset_name} asset: its {digest.algorithm} is "
-                             f"{seen[digest.computed_by]}, the manifest requires {digest.value} ({asset.url})")
+                             f"{seen[digest.computed_by]}, the manifest requires {digest.value} ({', '.join(asset.record.urls)})")
     if digest is None and not trust_unverified:
         raise UnverifiedSourceError(f"the {asset_name} asset has no published digest to check {path} against; "
                                     "pass --trust-unverified to use it anyway")

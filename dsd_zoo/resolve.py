@@ -18,54 +18,13 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import cache
-from .digests import Digest, hash_file
+from .digests import hash_file
 from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError, UnverifiedSourceError
-from .manifest import AssetRecord, Manifest, ModelEntry, OriginalRecord, shipped_file
+from .manifest import AssetRecord, Manifest, ModelEntry, shipped_file
 
-__all__ = ["original_file_name", "resolve_weights", "resolve_asset", "weights_record", "original_record", "asset_record", "cached_weights",
-           "verified_shipped_file"]
+__all__ = ["resolve_weights", "resolve_asset", "cached_weights", "verified_shipped_file"]
 
 logger = logging.getLogger(__name__)
-
-
-def weights_record(entry: ModelEntry):
-    """The :class:`~dsd_zoo.download.FileRecord` of a model's converted safetensors file."""
-    from .download import FileRecord, HFLocation
-
-    w = entry.weights
-    hf = None if w.hf is None else HFLocation(w.hf.repo_id, w.hf.revision, w.hf.filename)
-    return FileRecord(file=w.file, digest=Digest("sha256", w.sha256) if w.sha256 else None, size=w.size, hf=hf,
-                      urls=w.urls)
-
-
-def original_file_name(entry: ModelEntry) -> str:
-    """The name a converted file records as its source: the last segment of the original's URL.
-
-    The release tool and local conversion both use it, so that both write the same bytes.
-    """
-    return entry.original.url.rstrip("/").rsplit("/", 1)[-1]
-
-
-def original_record(entry: ModelEntry):
-    """The record of a model's original release file (its URL, mirrors and published digest)."""
-    from .download import FileRecord
-
-    original: OriginalRecord = entry.original
-    name = original_file_name(entry)
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:80].replace("..", "_.")
-    # A name ending like a cache sidecar (.lock, .part, .stamp.json) would collide with one, and
-    # Windows drops a trailing dot: the cache's name rule (dsd_zoo._names) refuses both.
-    safe += "_" if safe.endswith((".lock", ".part", ".json", ".")) else ""
-    return FileRecord(file=f"original-{entry.name}-{safe}", digest=Digest(*original.digest) if original.digest else None,
-                      size=original.size, urls=(original.url, *original.mirrors))
-
-
-def asset_record(asset: AssetRecord):
-    """The record of a released asset (the AlexNet mean image)."""
-    from .download import FileRecord
-
-    return FileRecord(file=asset.file, digest=Digest(*asset.digest) if asset.digest else None, size=asset.size,
-                      urls=(asset.url,))
 
 
 def cached_weights(entry: ModelEntry, manifest: Manifest, cache_dir: Optional[os.PathLike] = None) -> Optional[Path]:
@@ -75,7 +34,7 @@ def cached_weights(entry: ModelEntry, manifest: Manifest, cache_dir: Optional[os
     final = cache.resolve_cache_dir(cache_dir) / entry.weights.file
     if not final.exists():
         return None
-    record = weights_record(entry)
+    record = entry.weights
     with cache.locked(final):
         return final if cache.verify_cached(final, record.digest, record.size) is not None else None
 
@@ -104,10 +63,9 @@ def resolve_asset(asset: AssetRecord, *, progress: bool = True, offline: Optiona
     """The verified local copy of an asset: shipped with the package, or fetched into the cache."""
     from .download import fetch
 
-    if asset.local is not None:
-        return verified_shipped_file(f"asset {asset.name!r}", asset.local,
-                                     asset.digest[1] if asset.digest and asset.digest[0] == "sha256" else None)
-    return fetch(asset_record(asset), progress=progress, offline=offline)
+    if asset.record.local is not None:
+        return verified_shipped_file(f"asset {asset.name!r}", asset.record.local, asset.record.sha256)
+    return fetch(asset.record, progress=progress, offline=offline)
 
 
 def resolve_weights(entry: ModelEntry, manifest: Manifest, *, progress: bool = True,
@@ -127,7 +85,7 @@ def resolve_weights(entry: ModelEntry, manifest: Manifest, *, progress: bool = T
 
     if entry.weights.local is not None:
         return _local_file(entry, manifest)
-    record = weights_record(entry)
+    record = entry.weights
     failures: List[str] = []
     if record.hf is not None or record.urls:
         try:
@@ -165,11 +123,11 @@ def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, 
             f"{entry.name}: converted weights are not published yet, and converting the original release "
             f"({entry.original.url}) needs the converter extra: pip install 'dsd-zoo[convert]'")
     try:
-        source = fetch(original_record(entry), progress=progress, trust_unverified=trust_unverified, offline=offline)
+        source = fetch(entry.original.record, progress=progress, trust_unverified=trust_unverified, offline=offline)
     except (UnverifiedSourceError, DownloadError) as exc:
         # The user asked for a model, not for this internal file: say where it comes from and what else works.
         mean = entry.transforms.get("mean_image")
-        mean_option = f" --mean-image {manifest.assets[mean].file}" if mean in manifest.assets else ""
+        mean_option = f" --mean-image {manifest.assets[mean].record.file}" if mean in manifest.assets else ""
         why = (f"the published weights could not be had ({'; '.join(failures)})" if failures
                else "converted weights are not published yet")
         raise type(exc)(
@@ -184,7 +142,7 @@ def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, 
     if asset_name is not None:
         mean_image = resolve_asset(manifest.assets[asset_name], progress=progress, offline=offline)
     final = cache.resolve_cache_dir() / entry.weights.file
-    record = weights_record(entry)
+    record = entry.weights
     with cache.locked(final) as exclusive:
         # Another process may have converted it while this one waited for the lock.
         if cache.verify_cached(final, record.digest, record.size) is not None:
@@ -197,7 +155,7 @@ def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, 
             # The original's own file name, not the cache's, goes into the metadata, so that a
             # local conversion is byte-identical to the one the release tool published.
             saved = mapping.save_conversion(source, entry.name, part, mean_image_path=mean_image, force=True,
-                                            manifest=manifest, source_name=original_file_name(entry))
+                                            manifest=manifest, source_name=entry.original.file_name)
             if entry.weights.sha256 is not None and saved.sha256 != entry.weights.sha256:
                 raise IntegrityError(
                     f"{entry.name}: converting {entry.original.url} locally gave sha256 {saved.sha256}, but the "

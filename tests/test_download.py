@@ -16,7 +16,8 @@ import pytest
 
 from dsd_zoo import cache
 from dsd_zoo.digests import Digest
-from dsd_zoo.download import FileRecord, HFLocation, fetch, fetch_url_bytes, onedrive_direct_url
+from dsd_zoo.download import fetch, fetch_url_bytes, onedrive_direct_url
+from dsd_zoo.manifest import FileRecord, HFLocation
 from dsd_zoo.errors import DownloadError, NotAvailableError, OfflineError
 
 from .servers import DEFAULT_COMMIT, Fault

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from dsd_zoo.digests import Digest
 from dsd_zoo.errors import ManifestError
 from dsd_zoo.manifest import bundled_manifest_path, load_manifest, parse_manifest
 
@@ -44,7 +45,7 @@ def test_embedded_files_are_pinned_and_shipped(isolated_cache):
     manifest = load_manifest()
     records = [(e.weights.local, e.weights.sha256, e.weights.size) for n, e in manifest.models.items() if n in EMBEDDED]
     asset = manifest.assets["digits_test"]
-    records.append((asset.local, asset.digest[1], asset.size))
+    records.append((asset.record.local, asset.record.sha256, asset.record.size))
     for local, sha256, size in records:
         data = shipped_file(local).read_bytes()
         assert len(data) == size and hashlib.sha256(data).hexdigest() == sha256, local
@@ -54,12 +55,13 @@ def test_embedded_files_are_pinned_and_shipped(isolated_cache):
 def test_published_digests_are_recorded(isolated_cache):
     # Digests given by their publishers (issue 3, item 2).
     models = load_manifest().models
-    assert models["alexnet_caffe"].original.digest == ("sha1", "9116a64c0fbe4459d18f4bb6b56d647b63920377")
-    assert models["googlenet_caffe"].original.digest == ("sha1", "405fc5acd08a3bb12de8ee5e23a96bec22f08204")
-    assert models["squeezenet_caffe"].original.digest == ("git_blob_sha1", "a381d848b43d7048c3b362238ece2386c21d6ff0")
-    assert models["squeezenet_dsd"].original.digest == ("git_blob_sha1", "ffce3635e4a837e7bc783fea3f48fcc48a1e93a6")
+    assert models["alexnet_caffe"].original.digest == Digest("sha1", "9116a64c0fbe4459d18f4bb6b56d647b63920377")
+    assert models["googlenet_caffe"].original.digest == Digest("sha1", "405fc5acd08a3bb12de8ee5e23a96bec22f08204")
+    assert models["squeezenet_caffe"].original.digest == Digest("git_blob_sha1", "a381d848b43d7048c3b362238ece2386c21d6ff0")
+    assert models["squeezenet_dsd"].original.digest == Digest("git_blob_sha1", "ffce3635e4a837e7bc783fea3f48fcc48a1e93a6")
     sparse = models["squeezenet_sparse"].original
-    assert sparse.digest == ("git_blob_sha1", "b28ec20a342c1f0dd7f0c148be60df1192ff8036") and sparse.size == 675_763
+    assert sparse.digest == Digest("git_blob_sha1", "b28ec20a342c1f0dd7f0c148be60df1192ff8036")
+    assert sparse.record.size == 675_763
     for name in ("alexnet_dsd", "vgg16_dsd", "googlenet_dsd", "resnet18_dsd", "resnet50_dsd"):
         assert models[name].original.url.startswith("https://1drv.ms/") and models[name].original.digest is None
 
@@ -205,3 +207,12 @@ def test_a_manifest_path_that_is_not_a_plain_file_of_sane_size(tmp_path):
         file.truncate(17 * 2**20)  # sparse: no disk used
     with pytest.raises(ManifestError, match="over 16777216"):
         load_manifest(str(big))
+
+
+@pytest.mark.parametrize("url", ["https://example.org/squeezenet_v1.0..caffemodel",
+                                 "https://example.org/download.php?file=squeezenet."])
+def test_an_original_url_becomes_a_valid_cache_name(document, url):
+    document["models"]["squeezenet_caffe"]["original"]["url"] = url
+    # The record applies the cache's name rule; this used to raise ValueError.
+    name = parse_manifest(document).models["squeezenet_caffe"].original.record.file
+    assert ".." not in name and not name.endswith(".")

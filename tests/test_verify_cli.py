@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dsd_zoo.digests import hash_file
+from dsd_zoo.digests import Digest, hash_file
 from dsd_zoo.manifest import bundled_manifest_path
 from dsd_zoo.verify import selfcheck
 from dsd_zoo.verify.__main__ import main
@@ -276,7 +276,7 @@ def test_a_weight_file_that_cannot_be_read_is_a_mismatch_not_a_crash(tmp_path):
 
     # As root, permissions would not stop a read; reading /proc/self/mem at offset 0 fails with EIO.
     entry = get_entry(MODEL)
-    entry = dataclasses.replace(entry, weights=dataclasses.replace(entry.weights, sha256="0" * 64, size=None))
+    entry = dataclasses.replace(entry, weights=dataclasses.replace(entry.weights, digest=Digest("sha256", "0" * 64), size=None))
     unreadable = tmp_path / "w.safetensors"
     unreadable.symlink_to("/proc/self/mem")
     row = check_weight_file(entry, unreadable)

@@ -172,7 +172,8 @@ def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Option
     if asset is not None:
         if mean_image_path is None:
             record = manifest.assets.get(asset)
-            where = f"{record.file} from {record.url}" if record is not None else f"the {asset!r} asset"
+            where = (f"{record.record.file} from {record.record.urls[0]}" if record is not None and record.record.urls
+                     else f"the {asset!r} asset")
             raise ConversionError(f"{model_name} subtracts a mean image, which the converted file must carry: "
                                   f"pass mean_image_path (CLI: --mean-image) pointing at {where}")
         extras["mean_image"] = load_mean_image(mean_image_path)
