@@ -26,19 +26,29 @@ import json
 import logging
 import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import filelock
 
 from ._names import LOCK_SUFFIX, RESERVED_SUFFIXES, STAMP_SUFFIX  # noqa: F401  (part of this module's API)
 from .atomic import PART_SUFFIX, atomic_write, new_part_path, publish  # noqa: F401  (part of this module's API)
 from .digests import Digest, hash_file
+from .errors import IntegrityError
+from .manifest import FileRecord, shipped_file
 
 __all__ = [
     "CACHE_ENV",
+    "Entry",
+    "LocalCopy",
+    "candidate_problem",
+    "claim",
+    "store",
+    "check_file",
+    "find_local",
     "Stamp",
     "locked",
     "new_part_path",
@@ -162,54 +172,189 @@ def pinned_stamp(path: Path) -> Stamp | None:
     return stamp if stamp is not None and stamp.pinned else None
 
 
-def verify_cached(path: Path, digest: Digest | None, size: int | None) -> Stamp | None:
-    """The stamp of ``path`` if it is a verified copy of the expected file, else ``None``.
+VERIFIED_STATES = ("verified", "pinned")
 
-    The expected file is the one with ``digest`` and ``size``; when ``digest`` is ``None`` it is
-    the one pinned on first use, and a file with neither is never a hit. A file whose stat
-    changed since it was stamped is hashed again; one that fails is removed (a pin is kept) and
-    reported with a warning, so that the caller fetches it again.
+
+@dataclass(frozen=True)
+class LocalCopy:
+    """A file on this machine and what was proven about it.
+
+    ``state`` is ``missing``; ``verified`` (its size and digest are the record's); ``pinned``
+    (they are those pinned on first use, the record having no digest); ``mismatch`` (they
+    differ, or the file cannot be read: ``unreadable``); or ``unverifiable`` (there is no digest
+    to compare with). ``detail`` says why in a few words. A verified copy carries the ``stamp``
+    that proves it; ``hashed`` tells that the stamp was computed just now rather than read.
+    """
+
+    path: Path | None
+    state: str
+    detail: str = ""
+    stamp: Stamp | None = None
+    hashed: bool = False
+    unreadable: bool = False
+
+    @property
+    def present(self) -> bool:
+        return self.path is not None
+
+    @property
+    def verified(self) -> bool:
+        return self.state in VERIFIED_STATES
+
+
+def check_file(path: Path, digest: Digest | None, size: int | None, *, rehash: bool = False) -> LocalCopy:
+    """Whether the file at ``path`` is the one with ``digest`` and ``size``: the one check of a local file.
+
+    With ``digest=None`` the expected file is the one pinned on first use (its stamp says so).
+    Unless ``rehash``, a stamp that still describes the file (size, mtime and inode) and records
+    the expected digest proves it without reading the file. Nothing is removed or written here:
+    the cache (:func:`verify_cached`) repairs, the self-check only reports.
     """
     stamp = read_stamp(path)
+    pinned = digest is None
+    if digest is None:
+        if stamp is None or not stamp.pinned:
+            return LocalCopy(path, "unverifiable", "no digest is published for this file and no sha256 was pinned "
+                                                   "when it was fetched, so it cannot be checked")
+        digest, size = Digest("sha256", stamp.sha256), stamp.size
+    good = "pinned" if pinned else "verified"
     try:
         st = path.stat()
-    except FileNotFoundError:
-        return None
-    pinned = digest is None
-    if pinned:
-        if stamp is None or not stamp.pinned:
-            return None
-        digest, size = Digest("sha256", stamp.sha256), stamp.size
-    if stamp is not None and stamp.describes(st) and stamp.satisfies(digest, size):
-        return stamp
-
-    try:
+        if not stat.S_ISREG(st.st_mode):  # a folder or a device, whatever its size says
+            return LocalCopy(path, "mismatch", "cannot be read: not a regular file", unreadable=True)
+        problem = _size_problem(st.st_size, size)
+        if problem:
+            return LocalCopy(path, "mismatch", problem)
+        if not rehash and stamp is not None and stamp.describes(st) and stamp.satisfies(digest, size):
+            return LocalCopy(path, good, "cache stamp", stamp)
         hexdigests = hash_file(path, {"sha256", digest.algorithm})
+    except FileNotFoundError:
+        return LocalCopy(None, "missing", f"{path} does not exist")
     except OSError as exc:  # unreadable, or not a file: not a verified copy, whatever it holds
-        logger.warning("cannot read the cached file %s (%s); it will be fetched again", path, exc.strerror or exc)
-        return None
-    if (size is None or st.st_size == size) and digest.matches(hexdigests):
-        fresh = Stamp.of(path, hexdigests, pinned=pinned, source=stamp.source if stamp else None, st=st)
-        try:
-            write_stamp(path, fresh)
-        except OSError as exc:  # a read-only shared cache still serves verified files
-            logger.info("could not write the stamp of %s (%s); it will be hashed again next time", path, exc)
-        return fresh
+        return LocalCopy(path, "mismatch", f"cannot be read: {exc.strerror or exc}", unreadable=True)
+    problem = _digest_problem(hexdigests, digest)
+    if problem:
+        return LocalCopy(path, "mismatch", f"{problem} ({'pinned on first use' if pinned else 'published'})")
+    fresh = Stamp.of(path, hexdigests, pinned=pinned, source=stamp.source if stamp else None, st=st)
+    return LocalCopy(path, good, f"sha256 {fresh.sha256[:16]}...", fresh, hashed=True)
 
+
+def find_local(record: FileRecord, *, path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+               rehash: bool = False) -> LocalCopy:
+    """Where ``record``'s file is on this machine, and whether it is the right one. Never downloads.
+
+    Looks at ``path`` if given, else the file shipped inside the package (``record.local``),
+    else the cache. A file shipped with the package has no stamp, so it is always hashed.
+    """
+    if path is not None:
+        candidate = Path(path).expanduser()
+    elif record.local is not None:
+        candidate = shipped_file(record.local)
+    else:
+        candidate = resolve_cache_dir(cache_dir) / record.file
+    if not os.path.lexists(candidate):
+        return LocalCopy(None, "missing", f"{candidate} does not exist")
+    return check_file(candidate, record.digest, record.size, rehash=rehash)
+
+
+def verify_cached(path: Path, digest: Digest | None, size: int | None) -> Stamp | None:
+    """The stamp of ``path`` if it is a verified copy of the expected file, else ``None``; repairs the cache.
+
+    The check is :func:`check_file`'s. A copy just verified by hashing gets a fresh stamp; one
+    that fails is removed (a pin is kept) and reported with a warning, so that the caller
+    fetches it again. Call it under :func:`locked`.
+    """
+    copy = check_file(path, digest, size)
+    if copy.verified:
+        if copy.hashed:
+            try:
+                write_stamp(path, copy.stamp)
+            except OSError as exc:  # a read-only shared cache still serves verified files
+                logger.info("could not write the stamp of %s (%s); it will be hashed again next time", path, exc)
+        return copy.stamp
+    if copy.unreadable:
+        logger.warning("cannot read the cached file %s (%s); it will be fetched again", path, copy.detail)
+    if copy.state != "mismatch" or copy.unreadable:
+        return None
     try:
         path.unlink(missing_ok=True)
-        if not pinned:
+        if digest is not None:  # a pin outlives its file
             stamp_path(path).unlink(missing_ok=True)
         outcome = "It has been removed and will be downloaded again."
     except OSError as exc:  # a read-only cache: never served, but it stays until someone removes it
         outcome = f"It could not be removed ({exc.strerror or exc}); delete it by hand."
-    warnings.warn(
-        f"dsd-zoo: the cached file {path} is corrupt or was modified ({st.st_size} bytes, sha256 "
-        f"{hexdigests['sha256']}; expected {digest}{'' if size is None else f', {size} bytes'}). {outcome}",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+    # stacklevel: past this function, claim() and its context manager, to the caller of fetch().
+    warnings.warn(f"dsd-zoo: the cached file {path} is corrupt or was modified ({copy.detail}). {outcome}",
+                  RuntimeWarning, stacklevel=5)
     return None
+
+
+def _size_problem(actual: int, expected: int | None) -> str | None:
+    return None if expected is None or actual == expected else f"{actual} bytes, expected {expected}"
+
+
+def _digest_problem(hexdigests: Mapping[str, str], digest: Digest | None) -> str | None:
+    if digest is None or digest.matches(hexdigests):
+        return None
+    return f"{digest.computed_by} mismatch: got {hexdigests.get(digest.computed_by, '<not computable>')}, expected {digest}"
+
+
+def candidate_problem(path: Path, hexdigests: Mapping[str, str], digest: Digest | None, size: int | None) -> str | None:
+    """Why a new copy at ``path``, with the digests computed while it was written, is not the expected file."""
+    return _size_problem(path.stat().st_size, size) or _digest_problem(hexdigests, digest)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file of the cache, held under its lock by :func:`claim`.
+
+    ``hit`` is the stamp of a verified copy already there (then nothing is to be written);
+    ``exclusive`` tells whether the lock is really held (see :func:`locked`).
+    """
+
+    final: Path
+    hit: Stamp | None
+    exclusive: bool
+
+
+@contextlib.contextmanager
+def claim(final: Path, digest: Digest | None, size: int | None) -> Iterator[Entry]:
+    """Lock ``final``, look for a verified copy of it, and clear what dead writers left: the start of every write.
+
+    Every file enters the cache through ``with claim(...) as entry:`` followed, when
+    ``entry.hit`` is ``None``, by :func:`store`, for a download and a local conversion alike.
+    Where the cache directory does not exist there is nothing to lock and nothing to find.
+    """
+    with locked(final) if final.parent.is_dir() else contextlib.nullcontext(False) as exclusive:
+        hit = verify_cached(final, digest, size)
+        if hit is None and exclusive:  # without the lock, a part may be another process's write in progress
+            remove_stale_parts(final)
+        yield Entry(final, hit, exclusive)
+
+
+def store(entry: Entry, write: Callable[[Path], Mapping[str, str]], digest: Digest | None, size: int | None, *,
+          pinned: bool, source: str) -> Stamp:
+    """Write one candidate copy of ``entry.final``, check it, publish it and stamp it; return the stamp.
+
+    ``write(part)`` creates the file ``part`` and returns the digests computed over it
+    (``{algorithm: hex}``, with ``sha256``). A candidate that is not the file with ``digest``
+    and ``size`` raises :class:`~dsd_zoo.errors.IntegrityError` and never appears under the
+    final name; ``pinned`` records that the sha256 is accepted on first use. The part file is
+    removed whatever happens, so a failure or an interrupt leaves the cache as it was.
+    """
+    final = entry.final
+    part = new_part_path(final)
+    try:
+        hexdigests = write(part)
+        problem = candidate_problem(part, hexdigests, digest, size)
+        if problem:
+            raise IntegrityError(problem)
+        publish(part, final)
+        stamp = Stamp.of(final, hexdigests, pinned=pinned, source=source)
+        write_stamp(final, stamp)
+        return stamp
+    finally:
+        part.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

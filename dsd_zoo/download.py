@@ -1,7 +1,9 @@
 """The one downloader of dsd-zoo: verified files from the cache, the Hugging Face Hub or mirrors.
 
-:func:`fetch` turns a :class:`FileRecord` (a file name, the digest and size it must have, and
-where it can be had) into the path of a verified file in the cache. It tries, in order:
+:func:`fetch` turns a :class:`~dsd_zoo.manifest.FileRecord` (a file name, the digest and size it
+must have, and where it can be had) into the path of a verified file in the cache. A file shipped
+inside the package (``record.local``) is checked against its pinned sha256 and returned as it is;
+any other is looked for, in order:
 
 1. the cache, trusted only through a stamp written after verification (see :mod:`dsd_zoo.cache`);
 2. the Hugging Face Hub at a pinned revision, through ``huggingface_hub.hf_hub_download``; the
@@ -50,7 +52,6 @@ Environment variables (an explicit argument to :func:`fetch` wins over the envir
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import email.utils
 import logging
@@ -164,7 +165,8 @@ def fetch(
     """Return the path of a verified copy of ``record`` in the cache, downloading it if needed.
 
     Args:
-        record: the file, its digest and size, and its sources (Hugging Face Hub, then URLs).
+        record: the file, its digest and size, and its sources (shipped with the package, or the
+            Hugging Face Hub, then URLs).
         progress: show a tqdm progress bar (bytes, rate, file name) while downloading.
         trust_unverified: accept a record without a digest, pinning the sha256 of the first copy
             seen (trust on first use); ``None`` reads ``$DSD_ZOO_TRUST_UNVERIFIED``.
@@ -181,6 +183,8 @@ def fetch(
             be written.
         ValueError: one of the environment variables above has a value that is not understood.
     """
+    if record.local is not None:
+        return _shipped(record)
     settings = _Settings.from_env(progress)
     offline = _flag(offline, OFFLINE_ENV, "HF_HUB_OFFLINE")
     trust_unverified = _flag(trust_unverified, TRUST_ENV)
@@ -203,9 +207,8 @@ def fetch(
                                    f"${cache.CACHE_ENV} to a writable directory") from exc
             raise DownloadError(f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
                                 f"set ${cache.CACHE_ENV} to a writable directory") from exc
-    # Offline with no cache directory at all: nothing to lock, nothing to find.
-    with cache.locked(final) if root.is_dir() else contextlib.nullcontext(False) as exclusive:
-        if cache.verify_cached(final, record.digest, record.size) is not None:
+    with cache.claim(final, record.digest, record.size) as entry:
+        if entry.hit is not None:
             logger.debug("verified cache hit: %s", final)
             return final
         pin = None if record.digest is not None else cache.pinned_stamp(final)
@@ -225,9 +228,9 @@ def fetch(
                 f"use), pass trust_unverified=True or set {TRUST_ENV}=1."
             )
         if hub_copy is None:
-            return _download(record, final, digest, size, settings, exclusive, _sources(record))
+            return _download(record, entry, digest, size, settings, _sources(record))
         try:
-            return _download(record, final, digest, size, settings, exclusive, [hub_copy])
+            return _download(record, entry, digest, size, settings, [hub_copy])
         except OfflineError:
             raise
         except DownloadError as exc:  # a bad copy there, or a cache that cannot be written: offline, say so
@@ -235,29 +238,36 @@ def fetch(
                                f"be used: {exc}") from exc
 
 
+def _shipped(record: FileRecord) -> Path:
+    """A file shipped inside the package, after checking it against its pinned sha256 (it is never downloaded)."""
+    found = cache.find_local(record, rehash=True)
+    if found.verified:
+        return found.path
+    if found.state == "missing" or found.unreadable:
+        raise NotAvailableError(f"{record.file}: the copy shipped with dsd-zoo ({record.local}) cannot be read "
+                                f"({found.detail}); reinstall dsd-zoo")
+    raise IntegrityError(f"{record.file}: the copy shipped with dsd-zoo, {found.path}, is not the one the manifest "
+                         f"pins ({found.detail}); it was modified: restore it (git checkout, or reinstall dsd-zoo)")
+
+
 def _sources(record: FileRecord) -> list["_Source"]:
     """Where ``record`` can be downloaded from, in the order to try: the Hub, then each URL."""
     return ([_HubSource(record.hf)] if record.hf is not None else []) + [_UrlSource(url) for url in record.urls]
 
 
-def _download(record: FileRecord, final: Path, digest: Digest | None, size: int | None, settings: _Settings,
-              exclusive: bool, sources: list["_Source"]) -> Path:
-    """Try each source in turn; publish the first copy that verifies. ``exclusive``: the file's lock is held."""
+def _download(record: FileRecord, entry: cache.Entry, digest: Digest | None, size: int | None, settings: _Settings,
+              sources: list["_Source"]) -> Path:
+    """Try each source in turn; the cache publishes the first copy that verifies."""
+    final = entry.final
     if not sources:
         raise NotAvailableError(f"{record.file} is not in the cache ({final}) and has no source to download it from.")
-    if exclusive:  # without the lock, a part may be another process's download in progress
-        cache.remove_stale_parts(final)
     _check_free_space(final.parent, size)
     first_use = digest is None  # trust on first use: whatever verifies by size is pinned
     failures: list[str] = []
     for source in sources:
-        part = cache.new_part_path(final)
         try:
-            hexdigests = source.fetch_into(part, digest, size, record.file, settings)
-            _verify(part, hexdigests, digest, size)
-            cache.publish(part, final)
-            stamp = cache.Stamp.of(final, hexdigests, pinned=record.digest is None, source=str(source))
-            cache.write_stamp(final, stamp)
+            stamp = cache.store(entry, lambda part: source.fetch_into(part, digest, size, record.file, settings),
+                                digest, size, pinned=record.digest is None, source=str(source))
         except (_SourceFailed, IntegrityError) as exc:
             logger.warning("%s: %s", source, exc)
             failures.append(f"  {source}: {exc}")
@@ -267,8 +277,6 @@ def _download(record: FileRecord, final: Path, digest: Digest | None, size: int 
                 f"cannot write {record.file} into the cache directory {final.parent}: {exc}. Free some space "
                 f"or point ${cache.CACHE_ENV} at another directory."
             ) from exc
-        finally:
-            part.unlink(missing_ok=True)
         if first_use:
             warnings.warn(
                 f"dsd-zoo: {record.file} has no published digest; trusting the copy from {source} on first use "
@@ -285,16 +293,6 @@ def _download(record: FileRecord, final: Path, digest: Digest | None, size: int 
                 f"(trust on first use), in {cache.stamp_path(final)}. If the source has really changed, delete "
                 "that file to accept a new copy.")
     raise DownloadError(f"could not download {record.file}; every source failed:\n" + "\n".join(failures) + hint)
-
-
-def _verify(part: Path, hexdigests: dict[str, str], digest: Digest | None, size: int | None) -> None:
-    """Raise :class:`IntegrityError` unless ``part`` has ``size`` bytes and ``hexdigests`` match ``digest``."""
-    actual_size = part.stat().st_size
-    if size is not None and actual_size != size:
-        raise IntegrityError(f"got {actual_size} bytes, expected {size}")
-    if digest is not None and not digest.matches(hexdigests):
-        got = hexdigests.get(digest.computed_by, "<not computable>")
-        raise IntegrityError(f"{digest.computed_by} mismatch: got {got}, expected {digest}")
 
 
 def _algorithms(digest: Digest | None) -> set[str]:
@@ -346,13 +344,10 @@ class _HubSource(_Source):
         hub_cache = self._hub_cache()
         was_cached = self.is_cached()
         hexdigests = _adopt(self._download(hub_cache, settings, force=False), part, _algorithms(digest))
-        try:
-            _verify(part, hexdigests, digest, size)
-        except IntegrityError as exc:
-            if not was_cached or self.local_only:
-                raise
+        problem = cache.candidate_problem(part, hexdigests, digest, size)
+        if problem and was_cached and not self.local_only:
             # huggingface_hub never re-checks its cache: a damaged copy there would fail forever.
-            logger.warning("%s: the copy in the Hugging Face cache is bad (%s); downloading it again", self, exc)
+            logger.warning("%s: the copy in the Hugging Face cache is bad (%s); downloading it again", self, problem)
             part.unlink()
             hexdigests = _adopt(self._download(hub_cache, settings, force=True), part, _algorithms(digest))
         return hexdigests

@@ -2,13 +2,13 @@
 
 For each model (default: every model of the manifest that has an original release) the tool
 
-1. fetches the original release through the delivery layer (:func:`dsd_zoo.download.fetch`),
-   which checks it against its publisher's digest; an original without one is refused unless
-   ``--trust-unverified`` is given (the ``DSD_ZOO_TRUST_UNVERIFIED`` variable does not count
-   here: a release must opt in on its own command line);
-2. converts it with :func:`dsd_zoo.convert.mapping.save_conversion` (provenance in the
-   safetensors metadata), hashes the result, loads it strictly and records its logit
-   fingerprint (:mod:`dsd_zoo.fingerprint`);
+1. fetches the original release and converts it with
+   :func:`dsd_zoo.convert.original.convert_original`, the conversion ``get_model`` runs on a
+   user's machine (provenance in the safetensors metadata); the original is checked against its
+   publisher's digest, and one without a digest is refused unless ``--trust-unverified`` is given
+   (the ``DSD_ZOO_TRUST_UNVERIFIED`` variable does not count here: a release must opt in on its
+   own command line);
+2. hashes the result, loads it strictly and records its logit fingerprint (:mod:`dsd_zoo.fingerprint`);
 3. writes ``OUT/NAME/`` with the weights and a Hugging Face model card (``README.md``, see
    :mod:`dsd_zoo.model_card`) -- the folder is what ``HfApi.upload_folder`` publishes -- and
    records the new manifest ``weights`` record and ``fingerprint`` in ``OUT/manifest_entries.json``;
@@ -27,7 +27,6 @@ a wrong command line, 0 otherwise. A summary table ends the output.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -41,7 +40,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from .api import get_entry
 from .atomic import atomic_write
-from .digests import Digest, hash_file
+from .cache import check_file
 from .errors import (ConversionError, DSDZooError, IntegrityError, ManifestError, NotAvailableError,
                      UnverifiedSourceError, UploadError)
 from .manifest import MANIFEST_ENV, Manifest, ModelEntry, bundled_manifest_path, load_manifest, parse_manifest
@@ -126,8 +125,6 @@ def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] 
         UploadError: the Hub upload failed (nothing is left in ``out_dir``).
         FileExistsError: ``out_dir/name`` exists and ``force`` is off.
     """
-    from .download import fetch
-
     manifest = manifest or load_manifest()
     entry = get_entry(name, manifest)
     if entry.original is None:
@@ -136,22 +133,16 @@ def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] 
     folder = out_dir / name
     if folder.exists() and not force:
         raise FileExistsError(f"{folder} exists; pass --force (force=True) to replace it")
-    if entry.original.format == "caffemodel" and importlib.util.find_spec("google.protobuf") is None:
-        # Said before a download of up to 550 MB rather than after it.
-        raise NotAvailableError(f"{name}: reading its caffemodel needs protobuf: pip install 'dsd-zoo[convert]'")
-
-    digest = entry.original.digest
-    say(f"fetching {entry.original.url} ({digest.algorithm + ' ' + digest.value if digest else 'no published digest'})")
-    source = fetch(entry.original.record, progress=progress, trust_unverified=trust_unverified)
-    mean = _mean_image(entry, manifest, mean_image, trust_unverified=trust_unverified, progress=progress)
+    mean = _given_mean_image(entry, manifest, mean_image, trust_unverified=trust_unverified)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / f".{name}.{uuid.uuid4().hex[:8]}.part"
     staging.mkdir(mode=0o777)  # the umask applies, as for any new folder
     try:
         location = hub.locate(name, entry.weights.file) if hub is not None else None
-        saved, fingerprint = _assemble(entry, manifest, source, mean, staging, hf_location=location,
-                                       torch_hub_repo=torch_hub_repo, say=say)
+        saved, fingerprint = _assemble(entry, manifest, mean, staging, hf_location=location,
+                                       torch_hub_repo=torch_hub_repo, trust_unverified=trust_unverified,
+                                       progress=progress, say=say)
         hf = _previous(entry, saved.sha256, "hf")
         if location is not None:
             repo_id, path_in_repo, filename = location
@@ -174,21 +165,20 @@ def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] 
                    warnings=tuple(str(w) for w in saved.report.get("warnings", [])))
 
 
-def _assemble(entry: ModelEntry, manifest: Manifest, source: Path, mean: Optional[Tuple[Path, str]], staging: Path, *,
-              hf_location: Optional[Tuple[str, str, str]], torch_hub_repo: str,
+def _assemble(entry: ModelEntry, manifest: Manifest, mean_image: Optional[Path], staging: Path, *,
+              hf_location: Optional[Tuple[str, str, str]], torch_hub_repo: str, trust_unverified: bool, progress: bool,
               say: Callable[[str], None]) -> Tuple[Any, Dict[str, Any]]:
-    """Convert ``source`` into ``staging``, fingerprint the result and write its model card there.
+    """Fetch and convert the original into ``staging``, fingerprint the result and write its model card there.
 
-    Returns the :class:`~dsd_zoo.convert.mapping.SavedConversion` and the fingerprint.
+    The conversion is get_model's own (:func:`~dsd_zoo.convert.original.convert_original`), so that
+    converting the same original on a user's machine reproduces the published sha256. Returns the
+    :class:`~dsd_zoo.convert.mapping.SavedConversion` and the fingerprint.
     """
-    from .convert.mapping import save_conversion
+    from .convert.original import convert_original
 
-    # The metadata names the original as get_model's local conversion does (not by its cache file
-    # name), so that converting the same original there reproduces the published sha256.
-    source_name = entry.original.file_name
-    say(f"converting {source_name}")
-    saved = save_conversion(source, entry.name, staging / entry.weights.file, mean_image_path=mean[0] if mean else None,
-                            force=True, manifest=manifest, source_name=source_name)
+    # DSD_ZOO_TRUST_UNVERIFIED does not count here: a release opts in on its own command line.
+    saved = convert_original(entry, manifest, staging / entry.weights.file, mean_image=mean_image, progress=progress,
+                             trust_unverified=trust_unverified, say=say)
     for warning in saved.report.get("warnings", []):
         say(f"conversion warning: {warning}")
     if entry.weights.sha256 is not None and entry.weights.sha256 != saved.sha256:
@@ -200,7 +190,8 @@ def _assemble(entry: ModelEntry, manifest: Manifest, source: Path, mean: Optiona
     facts = ReleaseFacts(
         weights_file=entry.weights.file, sha256=saved.sha256, size=saved.size, metadata=saved.metadata,
         fingerprint=fingerprint, nonzero_weights=nonzero, original_verified=entry.original.digest is not None,
-        mean_image=(mean[0].name, mean[1]) if mean else None, hf_repo_id=repo_id, hf_filename=filename,
+        mean_image=(saved.mean_image.name, saved.metadata["mean_image_sha256"]) if saved.mean_image else None,
+        hf_repo_id=repo_id, hf_filename=filename,
         torch_hub_repo=torch_hub_repo)
     _write_file(staging / CARD_FILE, render_model_card(entry, manifest, facts).encode("utf-8"))
     return saved, fingerprint
@@ -217,32 +208,23 @@ def _previous(entry: ModelEntry, sha256: str, key: str) -> Any:
     return list(weights.urls)
 
 
-def _mean_image(entry: ModelEntry, manifest: Manifest, given: Optional[PathLike], *, trust_unverified: bool,
-                progress: bool) -> Optional[Tuple[Path, str]]:
-    """``(path, sha256)`` of the mean image a model's conversion needs, checked like an original."""
+def _given_mean_image(entry: ModelEntry, manifest: Manifest, given: Optional[PathLike], *,
+                      trust_unverified: bool) -> Optional[Path]:
+    """The ``--mean-image`` file, checked against the manifest's asset like a download; ``None`` to fetch it."""
     asset_name = entry.transforms.get("mean_image")
-    if asset_name is None:
+    if asset_name is None or given is None:
         return None
     asset = manifest.assets[asset_name]
-    if given is None:
-        from .download import fetch
-
-        path = fetch(asset.record, progress=progress, trust_unverified=trust_unverified)
-        return path, hash_file(path, ("sha256",))["sha256"]
-    path = Path(given)
-    digest = asset.record.digest
-    algorithms = {"sha256"} | ({digest.computed_by} if digest else set())
-    try:
-        seen = hash_file(path, algorithms)
-    except OSError as exc:
-        raise ConversionError(f"cannot read the mean image {path}: {exc.strerror or exc}") from exc
-    if digest is not None and not digest.matches(seen):
-        raise IntegrityError(f"{path} is not the {asset_name} asset: its {digest.algorithm} is "
-                             f"{seen[digest.computed_by]}, the manifest requires {digest.value} ({', '.join(asset.record.urls)})")
-    if digest is None and not trust_unverified:
-        raise UnverifiedSourceError(f"the {asset_name} asset has no published digest to check {path} against; "
+    found = check_file(Path(given), asset.record.digest, asset.record.size, rehash=True)
+    if found.unreadable or found.state == "missing":
+        raise ConversionError(f"cannot read the mean image {given}: {found.detail}")
+    if found.state == "mismatch":
+        raise IntegrityError(f"{given} is not the {asset_name} asset ({found.detail}; "
+                             f"{', '.join(asset.record.urls)})")
+    if found.state == "unverifiable" and not trust_unverified:
+        raise UnverifiedSourceError(f"the {asset_name} asset has no published digest to check {given} against; "
                                     "pass --trust-unverified to use it anyway")
-    return path, seen["sha256"]
+    return Path(given)
 
 
 def _fingerprint(entry: ModelEntry, path: Path) -> Tuple[Dict[str, Any], Tuple[int, int]]:

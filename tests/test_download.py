@@ -17,8 +17,8 @@ import pytest
 from dsd_zoo import cache
 from dsd_zoo.digests import Digest
 from dsd_zoo.download import fetch, fetch_url_bytes, onedrive_direct_url
-from dsd_zoo.manifest import FileRecord, HFLocation
-from dsd_zoo.errors import DownloadError, NotAvailableError, OfflineError
+from dsd_zoo.errors import DownloadError, IntegrityError, NotAvailableError, OfflineError
+from dsd_zoo.manifest import FileRecord, HFLocation, load_manifest
 
 from .servers import DEFAULT_COMMIT, Fault
 
@@ -82,6 +82,19 @@ def test_onedrive_direct_url():
 
 
 # -- URLs ---------------------------------------------------------------------------------------
+
+
+def test_a_file_shipped_with_the_package_is_checked_and_never_fetched(cache_dir, monkeypatch):
+    shipped = load_manifest().assets["digits_test"].record  # data/embedded/digits_test.safetensors
+    monkeypatch.setenv("DSD_ZOO_OFFLINE", "0")
+    assert fetch(shipped, progress=False).read_bytes()[:8]  # the package's own copy, verified by sha256
+    assert not cache_dir.exists()  # nothing goes through the cache
+    modified = FileRecord(shipped.file, Digest("sha256", "0" * 64), None, local=shipped.local)
+    with pytest.raises(IntegrityError, match="was modified: restore it"):
+        fetch(modified, progress=False)
+    absent = FileRecord(shipped.file, shipped.digest, None, local="data/embedded/no-such-file.safetensors")
+    with pytest.raises(NotAvailableError, match="reinstall dsd-zoo"):
+        fetch(absent, progress=False)
 
 
 def test_download_then_verified_cache_hit(cache_dir, server):

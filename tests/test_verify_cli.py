@@ -272,14 +272,14 @@ def test_a_weight_file_that_cannot_be_read_is_a_mismatch_not_a_crash(tmp_path):
     import dataclasses
 
     from dsd_zoo.api import get_entry
-    from dsd_zoo.verify.selfcheck import check_weight_file
+    from dsd_zoo.verify.selfcheck import find_local_weights
 
     # As root, permissions would not stop a read; reading /proc/self/mem at offset 0 fails with EIO.
     entry = get_entry(MODEL)
     entry = dataclasses.replace(entry, weights=dataclasses.replace(entry.weights, digest=Digest("sha256", "0" * 64), size=None))
     unreadable = tmp_path / "w.safetensors"
     unreadable.symlink_to("/proc/self/mem")
-    row = check_weight_file(entry, unreadable)
+    row = find_local_weights(entry, override=unreadable)
     assert row.state == "mismatch" and row.detail.startswith("cannot be read:")
 
 

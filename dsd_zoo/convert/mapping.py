@@ -66,6 +66,8 @@ class SavedConversion(NamedTuple):
     size: int
     metadata: Dict[str, str]
     report: Dict[str, Any]
+    mean_image: Optional[Path] = None  # the mean image the file carries, as it was given
+
 
 
 @functools.lru_cache(maxsize=None)
@@ -260,5 +262,6 @@ def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
         tensors[EXTRA_PREFIX + name] = value
     write_safetensors(out, tensors, metadata)  # canonical bytes, atomically
     digest = hash_file(out, ("sha256",))["sha256"]
-    return SavedConversion(out, digest, out.stat().st_size, metadata, conversion.report)
+    mean_image = Path(mean_image_path) if mean_image_path is not None and "mean_image" in conversion.extras else None
+    return SavedConversion(out, digest, out.stat().st_size, metadata, conversion.report, mean_image)
 

@@ -110,7 +110,7 @@ def selfcheck_evaluations(manifest, local) -> list:
     judged against the errors recorded when the file was made, within one image.
     """
     from dsd_zoo.api import get_model
-    from dsd_zoo.resolve import resolve_asset
+    from dsd_zoo.download import fetch
     from dsd_zoo.verify.selfcheck import LocalEvaluation
 
     rows = []
@@ -124,7 +124,7 @@ def selfcheck_evaluations(manifest, local) -> list:
             state = "missing" if weights is None else f"{weights.state}: {weights.detail}"
             rows.append(LocalEvaluation(entry.name, "digits", failure=f"weights not verified ({state})"))
             continue
-        data = resolve_asset(manifest.assets[entry.evaluation["data"]], offline=True)
+        data = fetch(manifest.assets[entry.evaluation["data"]].record, offline=True)
         top1, top5, n = evaluate_digits(get_model(entry.name, weights=weights.path), data)
         recorded = entry.recorded or {}
         rows.append(LocalEvaluation(

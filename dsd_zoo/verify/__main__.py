@@ -214,15 +214,15 @@ def _pick_device(requested: Optional[str]) -> str:
 def _weights_for(name: str, manifest, override: Optional[Path], named: bool) -> Optional[Tuple[Path, str]]:
     """(path, description) of the weights to evaluate ``name`` with, or None to leave it out."""
     from ..api import get_weights
-    from .selfcheck import check_weight_file, find_local_weights
+    from .selfcheck import find_local_weights
 
     entry = manifest.models[name]
     if override is not None:
-        found = check_weight_file(entry, override)
-        how = {"verified": "matches the manifest", "pinned": "matches the pinned sha256",
+        found = find_local_weights(entry, override=override)
+        how = {"verified": "matches the manifest", "pinned": "matches the pinned sha256", "missing": "does not exist",
                "mismatch": "differs from the manifest's sha256", "unverifiable": "no digest to compare"}[found.state]
         return override, f"{override} (local file, {how})"
-    found = find_local_weights(entry, manifest, rehash=False)
+    found = find_local_weights(entry, rehash=False)
     if found.state == "mismatch":
         raise IntegrityError(f"{name}: the weight file {found.path} is not the released one ({found.detail}); delete it "
                              "so that it is fetched again, or pass --weights to evaluate it anyway")

@@ -14,8 +14,8 @@ It needs no network and no dataset, and never touches the network (``DSD_ZOO_OFF
 
 A missing weight file is reported, not a failure, unless the model was named on the command line.
 
-:func:`find_local_weights` is the one place that answers "is this model's weight file here, and
-is it the right one?"; the ImageNet evaluation uses it too.
+:func:`find_local_weights` answers "is this model's weight file here, and is it the right one?"
+through :func:`dsd_zoo.cache.find_local`, as the ImageNet evaluation and ``get_model`` do.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from ..cache import LocalCopy, find_local
 from ..errors import DSDZooError
-from ..manifest import Manifest, ModelEntry, shipped_file
+from ..manifest import Manifest, ModelEntry
 
 __all__ = [
-    "LocalWeights",
     "LocalEvaluation",
     "LOCAL_EVALUATIONS",
     "register_local_evaluation",
@@ -37,105 +37,19 @@ __all__ = [
     "ModelCheck",
     "SelfCheckResult",
     "find_local_weights",
-    "check_weight_file",
     "run_selfcheck",
 ]
 
-VERIFIED_STATES = ("verified", "pinned")
-
-
-@dataclass(frozen=True)
-class LocalWeights:
-    """A model's weight file on this machine and what was proven about it.
-
-    ``state`` is one of ``missing``, ``verified`` (sha256 equals the manifest's), ``pinned``
-    (equals the sha256 pinned on first use; the manifest has none), ``mismatch`` (differs) or
-    ``unverifiable`` (no digest to compare with).
-    """
-
-    name: str
-    path: Optional[Path]
-    state: str
-    detail: str = ""
-
-    @property
-    def present(self) -> bool:
-        return self.path is not None
-
-    @property
-    def verified(self) -> bool:
-        return self.state in VERIFIED_STATES
-
-
-def check_weight_file(entry: ModelEntry, path: Path, *, rehash: bool = True) -> LocalWeights:
-    """Compare the file at ``path`` with what the manifest says ``entry``'s weights are.
-
-    With ``rehash=False`` a cache stamp that still describes the file (same size, mtime and
-    inode) and records the expected sha256 is accepted without reading the file again. Nothing
-    is ever deleted or rewritten here: a checker reports, the cache layer repairs. A file that
-    cannot be read is a mismatch naming the reason, so the rest of the report still comes out.
-    """
-    try:
-        return _check_weight_file(entry, path, rehash)
-    except OSError as exc:
-        return LocalWeights(entry.name, path, "mismatch", f"cannot be read: {exc.strerror or exc}")
-
-
-def _check_weight_file(entry: ModelEntry, path: Path, rehash: bool) -> LocalWeights:
-    from ..cache import read_stamp
-    from ..digests import Digest, hash_file
-
-    expected, size = entry.weights.sha256, entry.weights.size
-    pinned = False
-    if expected is None:
-        stamp = read_stamp(path)
-        if stamp is None or not stamp.pinned:
-            return LocalWeights(entry.name, path, "unverifiable",
-                                "the manifest records no sha256 for this file and no sha256 was pinned when it was "
-                                "fetched; it cannot be checked (use a manifest with published digests)")
-        expected, size, pinned = stamp.sha256, stamp.size, True
-    actual_size = path.stat().st_size
-    if size is not None and actual_size != size:
-        return LocalWeights(entry.name, path, "mismatch", f"{actual_size} bytes, expected {size}")
-    digest = Digest("sha256", expected)
-    if not rehash:
-        stamp = read_stamp(path)
-        if stamp is not None and stamp.describes(path.stat()) and stamp.satisfies(digest, size):
-            return LocalWeights(entry.name, path, "pinned" if pinned else "verified", "cache stamp")
-    actual = hash_file(path, ("sha256",))["sha256"]
-    if actual != expected:
-        source = "pinned on first use" if pinned else "in the manifest"
-        return LocalWeights(entry.name, path, "mismatch", f"sha256 {actual}, expected {expected} ({source})")
-    return LocalWeights(entry.name, path, "pinned" if pinned else "verified", "sha256 " + actual[:16] + "...")
-
-
-def _candidate_paths(entry: ModelEntry, manifest: Manifest) -> List[Path]:
-    from ..cache import resolve_cache_dir
-
-    paths = []
-    if entry.weights.local is not None:
-        paths.append(shipped_file(entry.weights.local))
-    paths.append(resolve_cache_dir() / entry.weights.file)
-    return paths
-
-
-def find_local_weights(entry: ModelEntry, manifest: Manifest, *, override: Optional[os.PathLike] = None,
-                       rehash: bool = True) -> LocalWeights:
+def find_local_weights(entry: ModelEntry, *, override: Optional[os.PathLike] = None,
+                       rehash: bool = True) -> LocalCopy:
     """Where ``entry``'s weight file is on this machine, and whether it is the right one.
 
     Looks at ``override`` (a ``--weights NAME=PATH`` file) if given, else the file shipped with
     the manifest (``weights.local``), else the cache (``$DSD_ZOO_CACHE`` or the torch hub
-    folder). Never downloads anything.
+    folder); :func:`dsd_zoo.cache.find_local` answers. Never downloads, deletes or rewrites
+    anything: a checker reports, the cache layer repairs.
     """
-    if override is not None:
-        path = Path(override).expanduser()
-        if not path.is_file():
-            return LocalWeights(entry.name, None, "missing", f"--weights file {str(path)!r} does not exist")
-        return check_weight_file(entry, path, rehash=rehash)
-    for path in _candidate_paths(entry, manifest):
-        if path.is_file():
-            return check_weight_file(entry, path, rehash=rehash)
-    return LocalWeights(entry.name, None, "missing", "not in the cache")
+    return find_local(entry.weights, path=override, rehash=rehash)
 
 
 @dataclass(frozen=True)
@@ -164,10 +78,10 @@ class LocalEvaluation:
         return all(e is None or (v is not None and abs(v - e) <= self.tolerance + 1e-9) for v, e in pairs)
 
 
-# A provider gets the manifest and every model's LocalWeights and returns its evaluations;
+# A provider gets the manifest and every model's LocalCopy and returns its evaluations;
 # it should evaluate only weights whose state is verified, through get_model(name, weights=path).
-LocalEvaluationProvider = Callable[[Manifest, Mapping[str, LocalWeights]], Iterable[LocalEvaluation]]
-def _embedded_zoo(manifest: Manifest, local: Mapping[str, "LocalWeights"]) -> List["LocalEvaluation"]:
+LocalEvaluationProvider = Callable[[Manifest, Mapping[str, LocalCopy]], Iterable[LocalEvaluation]]
+def _embedded_zoo(manifest: Manifest, local: Mapping[str, "LocalCopy"]) -> List["LocalEvaluation"]:
     from ..dsd.embedded import selfcheck_evaluations
 
     return selfcheck_evaluations(manifest, local)
@@ -203,7 +117,7 @@ class ModelCheck:
     """Everything the self-check found about one manifest model."""
 
     entry: ModelEntry
-    weights: LocalWeights
+    weights: LocalCopy
     named: bool
     fingerprint: str = "-"
     fingerprint_ok: Optional[bool] = None
@@ -299,9 +213,9 @@ def run_selfcheck(names: Sequence[str] = (), weights: Optional[Mapping[str, os.P
         return SelfCheckResult(manifest_origin=os.environ.get("DSD_ZOO_MANIFEST", "bundled manifest"),
                                manifest_error=str(exc))
     result = SelfCheckResult(manifest_origin=manifest.origin, architectures=check_architectures())
-    local: Dict[str, LocalWeights] = {}
+    local: Dict[str, LocalCopy] = {}
     for entry in manifest.models.values():
-        check = ModelCheck(entry, find_local_weights(entry, manifest, override=weights.get(entry.name)),
+        check = ModelCheck(entry, find_local_weights(entry, override=weights.get(entry.name)),
                            named=entry.name in names, problems=_entry_problems(entry))
         local[entry.name] = check.weights
         if check.weights.verified and not check.problems:
