@@ -55,6 +55,7 @@ __all__ = [
     "pinned_stamp",
     "publish",
     "read_stamp",
+    "remove",
     "remove_stale_parts",
     "resolve_cache_dir",
     "stamp_path",
@@ -384,6 +385,13 @@ def locked(path: Path) -> Iterator[bool]:
         yield True
     finally:
         lock.release()
+
+
+def remove(final: Path) -> None:
+    """Remove the cached file ``final`` and its stamp (a pin included), under its lock."""
+    with locked(final):
+        final.unlink(missing_ok=True)
+        stamp_path(final).unlink(missing_ok=True)
 
 
 def remove_stale_parts(final: Path) -> int:

@@ -51,7 +51,6 @@ Environment variables (an explicit argument to :func:`fetch` wins over the envir
 
 from __future__ import annotations
 
-import base64
 import datetime
 import email.utils
 import logging
@@ -67,13 +66,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
-from urllib.parse import urlsplit
 
 import requests
 
-from . import cache
+from . import cache, onedrive
 from .digests import CHUNK_SIZE, Digest, MultiHasher, hash_file
-from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError, UnverifiedSourceError
+from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError, UnverifiedSourceError, first_line
 from .manifest import FileRecord, HFLocation
 
 if TYPE_CHECKING:
@@ -81,8 +79,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "fetch",
+    "import_file",
     "fetch_url_bytes",
-    "onedrive_direct_url",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,7 +97,6 @@ _HF_TRUE = {"1", "on", "yes", "true"}
 # Answers that say "try again later" rather than "this will never work".
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 60.0
-_ONEDRIVE_HOSTS = ("1drv.ms", "onedrive.live.com")
 _T = TypeVar("_T")
 # Bytes per read from the socket. A connection reset loses at most the chunk in flight, and
 # 1 MiB keeps Python's per-chunk cost negligible next to the transfer and the hashing.
@@ -147,7 +144,11 @@ class _Transient(Exception):
 
 
 class _SourceFailed(Exception):
-    """A source that cannot give the file; the next one is tried."""
+    """A source that cannot give the file; the next one is tried. ``status``: the HTTP answer that said so, if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _LocalWriteError(Exception):
@@ -211,9 +212,7 @@ def fetch(
         if entry.hit is not None:
             logger.debug("verified cache hit: %s", final)
             return final
-        pin = None if record.digest is not None else cache.pinned_stamp(final)
-        digest = record.digest or (Digest("sha256", pin.sha256) if pin is not None else None)
-        size = record.size if record.size is not None or pin is None else pin.size
+        digest, size = _expected(record, final)
         if offline and hub_copy is None:
             raise OfflineError(
                 f"{record.file} is not in the dsd-zoo cache ({final})"
@@ -238,6 +237,45 @@ def fetch(
                                f"be used: {exc}") from exc
 
 
+def import_file(record: FileRecord, path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Take ``path``, a copy of ``record``'s file obtained by hand (e.g. in a browser), into the cache.
+
+    The copy is checked as a download would be: against the record's digest, or the sha256 pinned
+    when the file was first fetched. A record with neither gets this copy's sha256 pinned (trust on
+    first use: importing the file is the opt-in), with a warning. A verified copy already in the
+    cache is kept, and ``path`` must match it. Returns the cached path; never touches the network.
+
+    Raises:
+        DownloadError: ``path`` cannot be read, is not the file the record describes, or the cache
+            cannot be written.
+    """
+    source = Path(path).expanduser()
+    root = cache.resolve_cache_dir(cache_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
+                            f"set ${cache.CACHE_ENV} to a writable directory") from exc
+    final = root / record.file
+    with cache.claim(final, record.digest, record.size) as entry:
+        if entry.hit is None:
+            digest, size = _expected(record, final)
+            return _download(record, entry, digest, size, _Settings.from_env(progress=False), [_FileSource(source)])
+        same = cache.check_file(source, Digest("sha256", entry.hit.sha256), entry.hit.size, rehash=True)
+        if not same.verified:
+            raise DownloadError(f"{source} is not the copy of {record.file} already in the cache ({same.detail}); "
+                                f"to replace that copy, delete {final} and {cache.stamp_path(final)} first")
+        return final
+
+
+def _expected(record: FileRecord, final: Path) -> tuple[Digest | None, int | None]:
+    """The digest and size a new copy of ``record`` must have: the record's, else those pinned on first use."""
+    pin = None if record.digest is not None else cache.pinned_stamp(final)
+    digest = record.digest or (Digest("sha256", pin.sha256) if pin is not None else None)
+    size = record.size if record.size is not None or pin is None else pin.size
+    return digest, size
+
+
 def _shipped(record: FileRecord) -> Path:
     """A file shipped inside the package, after checking it against its pinned sha256 (it is never downloaded)."""
     found = cache.find_local(record, rehash=True)
@@ -252,7 +290,8 @@ def _shipped(record: FileRecord) -> Path:
 
 def _sources(record: FileRecord) -> list["_Source"]:
     """Where ``record`` can be downloaded from, in the order to try: the Hub, then each URL."""
-    return ([_HubSource(record.hf)] if record.hf is not None else []) + [_UrlSource(url) for url in record.urls]
+    urls = [_OneDriveSource(url) if onedrive.is_share_link(url) else _UrlSource(url) for url in record.urls]
+    return ([_HubSource(record.hf)] if record.hf is not None else []) + urls
 
 
 def _download(record: FileRecord, entry: cache.Entry, digest: Digest | None, size: int | None, settings: _Settings,
@@ -292,6 +331,8 @@ def _download(record: FileRecord, entry: cache.Entry, digest: Digest | None, siz
         hint = (f"\nThe expected sha256 and size are the pin recorded when {record.file} was first downloaded "
                 f"(trust on first use), in {cache.stamp_path(final)}. If the source has really changed, delete "
                 "that file to accept a new copy.")
+    if len(sources) == 1:
+        raise DownloadError(f"could not get {record.file} from {failures[0].strip()}{hint}")
     raise DownloadError(f"could not download {record.file}; every source failed:\n" + "\n".join(failures) + hint)
 
 
@@ -343,13 +384,15 @@ class _HubSource(_Source):
                    settings: _Settings) -> dict[str, str]:
         hub_cache = self._hub_cache()
         was_cached = self.is_cached()
-        hexdigests = _adopt(self._download(hub_cache, settings, force=False), part, _algorithms(digest))
+        hexdigests = _adopt(self._download(hub_cache, settings, force=False), part, _algorithms(digest),
+                            what="the Hugging Face cache's copy")
         problem = cache.candidate_problem(part, hexdigests, digest, size)
         if problem and was_cached and not self.local_only:
             # huggingface_hub never re-checks its cache: a damaged copy there would fail forever.
             logger.warning("%s: the copy in the Hugging Face cache is bad (%s); downloading it again", self, problem)
             part.unlink()
-            hexdigests = _adopt(self._download(hub_cache, settings, force=True), part, _algorithms(digest))
+            hexdigests = _adopt(self._download(hub_cache, settings, force=True), part, _algorithms(digest),
+                                what="the Hugging Face cache's copy")
         return hexdigests
 
     def _download(self, hub_cache: str | None, settings: _Settings, force: bool) -> Path:
@@ -371,18 +414,20 @@ class _HubSource(_Source):
                 tqdm_class=None if settings.progress else _silent_tqdm(),
             )
         except (OSError, ValueError, EntryNotFoundError, *http_errors) as exc:
-            raise _SourceFailed(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            raise _SourceFailed(f"{type(exc).__name__}: {first_line(exc)}") from exc
         return Path(downloaded).resolve()
 
 
-def _adopt(source: Path, part: Path, algorithms: set[str]) -> dict[str, str]:
-    """Give ``part`` the content of ``source`` (a hard link when possible) and return its digests.
+def _adopt(source: Path, part: Path, algorithms: set[str], *, what: str, link: bool = True) -> dict[str, str]:
+    """Give ``part`` the content of ``source`` (a hard link when ``link`` and possible) and return its digests.
 
     A copy that cannot be read is the source's failure (the next source is tried); one that
-    cannot be written is the cache's (:class:`_LocalWriteError`).
+    cannot be written is the cache's (:class:`_LocalWriteError`). ``what`` names the copy in errors.
     """
     try:
         try:
+            if not link:
+                raise OSError("copy wanted")
             os.link(source, part)
         except OSError:  # another file system, or links unsupported: copy, hashing on the way
             with open(source, "rb") as src:
@@ -392,17 +437,37 @@ def _adopt(source: Path, part: Path, algorithms: set[str]) -> dict[str, str]:
                     return writer.hexdigests()
         return hash_file(part, algorithms)
     except OSError as exc:
-        raise _SourceFailed(f"cannot read the Hugging Face cache's copy {source}: {exc.strerror or exc}") from exc
+        raise _SourceFailed(f"cannot read {what} {source}: {exc.strerror or exc}") from exc
+
+
+class _FileSource(_Source):
+    """A copy of the file obtained by hand (a browser download), taken into the cache like a download.
+
+    It is copied, not linked: the cache's copy must not change when the user's file does.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"{self.path} (imported by hand)"
+
+    def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
+                   settings: _Settings) -> dict[str, str]:
+        return _adopt(self.path, part, _algorithms(digest), what="the file", link=False)
 
 
 class _UrlSource(_Source):
-    """A plain http(s) URL; OneDrive share links go through the OneDrive API."""
+    """A plain http(s) URL."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.request_url = onedrive_direct_url(url) if _is_onedrive_share(url) else url
 
     def __str__(self) -> str:
+        return self.url
+
+    def request_url(self, session: requests.Session, settings: _Settings) -> str:
+        """The URL to GET the bytes from now."""
         return self.url
 
     def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
@@ -433,7 +498,7 @@ class _UrlSource(_Source):
         headers = {"Accept-Encoding": "identity"}
         if writer.written and resume.validator:
             headers.update({"Range": f"bytes={writer.written}-", "If-Range": resume.validator})
-        with _get(session, self.request_url, headers, settings) as response:
+        with _get(session, self.request_url(session, settings), headers, settings) as response:
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if unverified and content_type in ("text/html", "application/xhtml+xml"):
                 raise _SourceFailed(f"the server answered with a web page ({content_type}), not the file; open "
@@ -469,9 +534,59 @@ class _UrlSource(_Source):
                     writer.write(chunk)
                     bar.update(len(chunk))
             except requests.RequestException as exc:
-                raise _Transient(f"transfer broken after {writer.written} bytes ({_first_line(exc)})") from exc
+                raise _Transient(f"transfer broken after {writer.written} bytes ({first_line(exc)})") from exc
             if total is not None and writer.written != total:
                 raise _Transient(f"connection closed after {writer.written} of {total} bytes")
+
+
+class _OneDriveSource(_UrlSource):
+    """A OneDrive share link, fetched as an anonymous visitor's browser does (see :mod:`dsd_zoo.onedrive`).
+
+    The share is redeemed for a download link, which is then read like any mirror, with resume.
+    A link the content host stops accepting (it expires) is redeemed again, so a transfer
+    resumes across a token refresh. When that route fails, the old anonymous API is tried.
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._content_url: str | None = None
+        self._legacy = False
+
+    def request_url(self, session: requests.Session, settings: _Settings) -> str:
+        if self._legacy:
+            return onedrive.legacy_content_url(self.url)
+        if self._content_url is None:
+            try:
+                self._content_url = onedrive.redeem(session, self.url, settings.timeout).content_url
+            except onedrive.OneDriveError as exc:
+                raise (_Transient if exc.transient else _SourceFailed)(str(exc)) from exc
+        return self._content_url
+
+    def _attempt(self, session: requests.Session, writer: _PartWriter, resume: _Resume, size: int | None,
+                 bar: tqdm, settings: _Settings, unverified: bool = False) -> None:
+        try:
+            super()._attempt(session, writer, resume, size, bar, settings, unverified)
+        except _SourceFailed as exc:
+            if self._legacy or self._content_url is None or exc.status not in (401, 403, 404, 410):
+                raise
+            self._content_url = None
+            raise _Transient(f"the download link OneDrive gave was refused ({exc}); redeeming the share again") from exc
+
+    def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
+                   settings: _Settings) -> dict[str, str]:
+        try:
+            return super().fetch_into(part, digest, size, name, settings)
+        except _SourceFailed as exc:
+            browser_route = exc
+        logger.warning("%s: %s; trying OneDrive's old anonymous API", self.url, browser_route)
+        part.unlink(missing_ok=True)
+        self._legacy = True
+        try:
+            return super().fetch_into(part, digest, size, name, settings)
+        except _SourceFailed as exc:
+            legacy = f"{exc}, as it has answered anonymous visitors since mid-2024" if exc.status == 401 else str(exc)
+            raise _SourceFailed(f"OneDrive, reached as a browser does: {browser_route}; OneDrive's old anonymous "
+                                f"API ({onedrive.legacy_content_url(self.url)}): {legacy}") from exc
 
 
 @dataclass
@@ -601,11 +716,11 @@ def fetch_url_bytes(url: str, max_bytes: int, *, offline: bool | None = None) ->
     if _flag(offline, OFFLINE_ENV, "HF_HUB_OFFLINE"):
         raise OfflineError(f"offline mode is on ({OFFLINE_ENV} / HF_HUB_OFFLINE); cannot fetch {url}")
     settings = _Settings.from_env(progress=False)
-    request_url = onedrive_direct_url(url) if _is_onedrive_share(url) else url
+    source = _OneDriveSource(url) if onedrive.is_share_link(url) else _UrlSource(url)
 
     def attempt() -> bytes:
         body = bytearray()
-        with _get(session, request_url, {}, settings) as response:
+        with _get(session, source.request_url(session, settings), {}, settings) as response:
             if response.status_code != 200:
                 raise _SourceFailed(f"unexpected HTTP {response.status_code}")
             try:
@@ -614,7 +729,7 @@ def fetch_url_bytes(url: str, max_bytes: int, *, offline: bool | None = None) ->
                     if len(body) > max_bytes:
                         raise _SourceFailed(f"the body is larger than {max_bytes} bytes")
             except requests.RequestException as exc:
-                raise _Transient(_first_line(exc)) from exc
+                raise _Transient(first_line(exc)) from exc
         return bytes(body)
 
     with requests.Session() as session:
@@ -624,37 +739,16 @@ def fetch_url_bytes(url: str, max_bytes: int, *, offline: bool | None = None) ->
             raise DownloadError(f"could not fetch {url}: {exc}") from exc
 
 
-def onedrive_direct_url(url: str) -> str:
-    """The direct-download URL of a OneDrive share link (``https://1drv.ms/...`` or ``onedrive.live.com``).
-
-    Uses the OneDrive API's shares endpoint: ``u!`` followed by the unpadded base64url of the
-    share URL names the shared item, and ``/root/content`` redirects to its bytes.
-
-    >>> onedrive_direct_url("https://1drv.ms/u/s!AjMsKRa1yPNOaQ")
-    'https://api.onedrive.com/v1.0/shares/u!aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBak1zS1JhMXlQTk9hUQ/root/content'
-    """
-    if not _is_onedrive_share(url):
-        raise ValueError(f"not a OneDrive share link: {url!r}")
-    token = base64.urlsafe_b64encode(url.encode("utf-8")).decode("ascii").rstrip("=")
-    return f"https://api.onedrive.com/v1.0/shares/u!{token}/root/content"
-
-
-def _is_onedrive_share(url: str) -> bool:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    return parts.scheme in ("http", "https") and any(host == h or host.endswith("." + h) for h in _ONEDRIVE_HOSTS)
-
-
 def _get(session: requests.Session, url: str, headers: dict[str, str], settings: _Settings) -> requests.Response:
     """Open a streamed GET; network trouble and 'try later' answers become :class:`_Transient`."""
     try:
         response = session.get(url, headers=headers, stream=True, timeout=settings.timeout)
     except requests.exceptions.SSLError as exc:  # a certificate problem does not go away by retrying
-        raise _SourceFailed(_first_line(exc)) from exc
+        raise _SourceFailed(first_line(exc)) from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise _Transient(_first_line(exc)) from exc
+        raise _Transient(first_line(exc)) from exc
     except requests.RequestException as exc:
-        raise _SourceFailed(_first_line(exc)) from exc
+        raise _SourceFailed(first_line(exc)) from exc
     if response.status_code in _TRANSIENT_STATUS or response.status_code >= 500:
         response.close()
         retry_after = _retry_after(response.headers.get("Retry-After"))
@@ -666,7 +760,7 @@ def _get(session: requests.Session, url: str, headers: dict[str, str], settings:
         raise _Transient(message, retry_after)
     if response.status_code >= 400:
         response.close()
-        raise _SourceFailed(f"HTTP {response.status_code} {response.reason}")
+        raise _SourceFailed(f"HTTP {response.status_code} {response.reason}", status=response.status_code)
     return response
 
 
@@ -786,8 +880,3 @@ def _env_number(name: str, raw: str, kind: type[_T]) -> _T:
         return kind(raw.strip())
     except ValueError:
         raise ValueError(f"${name}={os.environ.get(name)!r} is not a number") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -8,6 +8,12 @@ catch the whole family in one place. Each subclass also derives from the closest
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for one-line reports."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class DSDZooError(Exception):
     """Base class of every error raised on purpose by dsd-zoo."""
 

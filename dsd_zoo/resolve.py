@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from . import cache
 from .download import fetch
-from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError, UnverifiedSourceError
+from .errors import (ConversionError, DownloadError, FormatError, IntegrityError, NotAvailableError, OfflineError,
+                     UnverifiedSourceError)
 from .manifest import Manifest, ModelEntry
 
-__all__ = ["resolve_weights"]
+__all__ = ["convert_into_cache", "install_original", "resolve_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +61,20 @@ def resolve_weights(entry: ModelEntry, manifest: Manifest, *, progress: bool = T
     if entry.original is None:
         raise NotAvailableError(f"{entry.name}: no published weights and no original release to convert"
                                 + (f" ({'; '.join(failures)})" if failures else ""))
-    return _convert_original(entry, manifest, progress=progress, trust_unverified=trust_unverified,
-                             offline=offline, failures=failures)
+    return convert_into_cache(entry, manifest, progress=progress, trust_unverified=trust_unverified,
+                              offline=offline, failures=failures)
 
 
-def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, trust_unverified: Optional[bool],
-                      offline: Optional[bool], failures: List[str]) -> Path:
+def convert_into_cache(entry: ModelEntry, manifest: Manifest, *, progress: bool = True,
+                       trust_unverified: Optional[bool] = None, offline: Optional[bool] = None,
+                       failures: Sequence[str] = ()) -> Path:
+    """Convert ``entry``'s original release into the cache, as ``get_model`` does when nothing is published.
+
+    The original comes through :func:`~dsd_zoo.download.fetch` (a copy imported by hand with
+    :func:`~dsd_zoo.download.import_file` is a cache hit). The converted file is stored through the
+    cache's write protocol, with its sha256 pinned when none is published. ``failures`` are the
+    reasons the published weights could not be had, for the error message.
+    """
     from .convert.original import convert_original
 
     record = entry.weights
@@ -97,14 +107,48 @@ def _convert_original(entry: ModelEntry, manifest: Manifest, *, progress: bool, 
     return slot.final
 
 
-def _why(failures: List[str]) -> str:
+def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | str, *,
+                     mean_image: Optional[os.PathLike | str] = None, progress: bool = True) -> Path:
+    """Take a hand-downloaded original into the cache and convert it there, in one step.
+
+    The original is checked and pinned exactly as a trust-on-first-use download would be
+    (:func:`~dsd_zoo.download.import_file`), then converted like ``get_model`` converts. After
+    this, ``get_model(name)``, ``torch.hub.load(..., name)`` and ``verify`` use the converted file
+    with no argument, offline too. A file that does not convert is not left pinned in the cache.
+    Returns the converted file's path.
+    """
+    from .download import import_file
+
+    if entry.original is None:
+        raise NotAvailableError(f"{entry.name}: the manifest names no original release to import")
+    record = entry.original.record
+    original = cache.resolve_cache_dir() / record.file
+    new_pin = record.digest is None and not os.path.lexists(original) and cache.pinned_stamp(original) is None
+    import_file(record, path)
+    try:
+        asset = entry.transforms.get("mean_image")
+        if mean_image is not None and asset in manifest.assets:
+            import_file(manifest.assets[asset].record, mean_image)
+        return convert_into_cache(entry, manifest, progress=progress)
+    except (ConversionError, FormatError):
+        if new_pin:  # the wrong file for this model: it must not stay pinned as its original
+            cache.remove(original)
+        raise
+
+
+def _why(failures: Sequence[str]) -> str:
     return (f"the published weights could not be had ({'; '.join(failures)})" if failures
             else "converted weights are not published yet")
 
 
 def _convert_it_yourself(entry: ModelEntry, manifest: Manifest) -> str:
+    """What a user can do by hand: the link to open, the file to expect, and the one command that takes it in."""
+    original = entry.original
+    extension = {"caffemodel": ".caffemodel", "torch7": ".t7", "deep-compression": ".net"}.get(original.format, "")
+    size = f", {original.record.size:,} bytes" if original.record.size is not None else ""
     mean = entry.transforms.get("mean_image")
     mean_option = f" --mean-image {manifest.assets[mean].record.file}" if mean in manifest.assets else ""
-    return (f"With a copy of the original, convert it yourself: python -m dsd_zoo.convert FILE --model {entry.name}"
-            f"{mean_option} -o {entry.name}.safetensors, then get_model({entry.name!r}, "
-            f"weights='{entry.name}.safetensors')")
+    return (f"To get it by hand: open {original.url} in a browser and download the file it offers (a {original.format} "
+            f"file, *{extension}{size}), then take it in with one command:\n"
+            f"    python -m dsd_zoo.convert FILE --model {entry.name} --install{mean_option}\n"
+            f"After that, get_model({entry.name!r}) and torch.hub.load(..., {entry.name!r}) use it, offline too.")

@@ -44,7 +44,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 __all__ = [
-    "DEFAULT_COMMIT", "DOWNLOAD_ENV", "Fault", "LAST_MODIFIED_NOW", "LoggedRequest", "LoopbackServer", "cache_dir", "isolate_download_env",
+    "DEFAULT_COMMIT", "DOWNLOAD_ENV", "Fault", "LAST_MODIFIED_NOW", "LoggedRequest", "LoopbackServer", "LoopbackService",
+    "cache_dir", "isolate_download_env",
     "server",
 ]
 
@@ -377,6 +378,35 @@ class _Handler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(body)
             entry.bytes_sent = len(body)
+
+
+class LoopbackService:
+    """A service with its own request handler on 127.0.0.1, beside a :class:`LoopbackServer` for the files it hands out.
+
+    The stand-ins for the Hub's upload API and for OneDrive build on it; the handler reaches the
+    service as ``self.server.service``. Use it as a context manager.
+    """
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.files = LoopbackServer()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.httpd.service = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self):
+        self.files.__enter__()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.files.close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
 
 @pytest.fixture

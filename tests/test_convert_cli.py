@@ -174,7 +174,7 @@ def test_help_explains_every_option(capsys):
         main(["--help"])
     assert exited.value.code == 0
     printed = capsys.readouterr().out
-    for text in ("--model NAME", "-o OUT.safetensors", "--mean-image PATH", "--force", "example:",
+    for text in ("--model NAME", "-o OUT.safetensors", "--mean-image PATH", "--force", "--install", "examples:",
                  "python -m dsd_zoo.convert compressed_SqueezeNet.net --model squeezenet_sparse"):
         assert text in printed
 

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["dsd_zoo", "dsd_zoo.digests", "dsd_zoo.download", "dsd_zoo.model_card", "dsd_zoo.dsd.schedule"]
+MODULES = ["dsd_zoo", "dsd_zoo.digests", "dsd_zoo.onedrive", "dsd_zoo.model_card", "dsd_zoo.dsd.schedule"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -16,7 +16,7 @@ import pytest
 
 from dsd_zoo import cache
 from dsd_zoo.digests import Digest
-from dsd_zoo.download import fetch, fetch_url_bytes, onedrive_direct_url
+from dsd_zoo.download import fetch, fetch_url_bytes
 from dsd_zoo.errors import DownloadError, IntegrityError, NotAvailableError, OfflineError
 from dsd_zoo.manifest import FileRecord, HFLocation, load_manifest
 
@@ -67,18 +67,6 @@ def test_record_validation():
         FileRecord("w.bin", ("sha256", SHA256), None)
     with pytest.raises(ValueError, match="revision"):
         HFLocation("org/repo", "", "w.safetensors")
-
-
-def test_onedrive_direct_url():
-    # The example of Microsoft's "Encoding sharing URLs" (OneDrive API docs, shares endpoint).
-    share = "https://onedrive.live.com/redir?resid=1231244193912!12&authKey=1201919!12921!1"
-    token = "u!aHR0cHM6Ly9vbmVkcml2ZS5saXZlLmNvbS9yZWRpcj9yZXNpZD0xMjMxMjQ0MTkzOTEyITEyJmF1dGhLZXk9MTIwMTkxOSExMjkyMSEx"
-    assert onedrive_direct_url(share) == f"https://api.onedrive.com/v1.0/shares/{token}/root/content"
-    short = onedrive_direct_url("https://1drv.ms/u/s!AjMsKRa1yPNOaQ")
-    assert "=" not in short and "+" not in short and "/" not in short.split("/shares/")[1].split("/")[0]
-    for other in ("https://example.com/1drv.ms/x", "https://1drv.ms.example.com/x", "ftp://1drv.ms/x"):
-        with pytest.raises(ValueError, match="OneDrive"):
-            onedrive_direct_url(other)
 
 
 # -- URLs ---------------------------------------------------------------------------------------

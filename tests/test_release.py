@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
@@ -38,7 +38,7 @@ from dsd_zoo.models import ARCHITECTURES
 
 from .conftest import FIXTURES
 from .formats.caffe_writer import encode_caffemodel
-from .servers import Fault, LoopbackServer, isolate_download_env
+from .servers import Fault, LoopbackServer, LoopbackService, isolate_download_env
 from .test_convert_mapping import SQUEEZENET_DEEPSCALE, assert_same_model, caffe_blobs, input_scale, perturb
 
 SPARSE_NET = FIXTURES / "squeezenet-deep-compression" / "compressed_SqueezeNet.net"
@@ -383,7 +383,7 @@ def test_license_mapping():
 # -- upload to a loopback Hub ------------------------------------------------------------------------------------
 
 
-class HubServer:
+class HubServer(LoopbackService):
     """The Hub endpoints ``HfApi.create_repo`` and ``HfApi.upload_folder`` (huggingface_hub 2.4) call.
 
     * ``POST /api/repos/create`` (409 when the repository exists);
@@ -410,25 +410,8 @@ class HubServer:
         self.calls: List[str] = []
         self.fail: Dict[str, int] = {}
         self.lock = threading.Lock()
-        self.files = LoopbackServer()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _HubHandler)
-        self.httpd.daemon_threads = True
+        super().__init__(_HubHandler)
         self.httpd.hub = self  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> "HubServer":
-        self.files.__enter__()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.files.close()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def commit(self, repo_id: str, lines: List[Dict[str, Any]]) -> Tuple[int, Dict[str, Any]]:
         files = dict(self.repos[repo_id])

@@ -236,7 +236,10 @@ def test_the_convert_hint_names_every_option_the_model_needs(env, monkeypatch):
     with pytest.raises(OfflineError) as info:
         dsd_zoo.get_model("alexnet_dsd", progress=False)
     # AlexNet's converted file carries its mean image: the suggested command must ask for it.
-    assert "python -m dsd_zoo.convert FILE --model alexnet_dsd --mean-image ilsvrc_2012_mean.npy" in str(info.value)
+    text = str(info.value)
+    assert "python -m dsd_zoo.convert FILE --model alexnet_dsd --install --mean-image ilsvrc_2012_mean.npy" in text
+    # ... and where to get the file by hand: the share link to open in a browser, and what it holds.
+    assert "open https://1drv.ms/u/s!AkOf0kjGMRd2bYhyLGPP0nffD2k in a browser" in text and "*.caffemodel" in text
 
 
 def test_a_failed_published_file_is_named_not_called_unpublished(env, monkeypatch):

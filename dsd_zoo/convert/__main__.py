@@ -13,13 +13,19 @@ import json
 import sys
 from typing import List, Optional
 
-from ..errors import DSDZooError
+from ..errors import ConversionError, DSDZooError, FormatError
 
 EXAMPLE = """\
-example:
+examples:
   python -m dsd_zoo.convert compressed_SqueezeNet.net --model squeezenet_sparse -o squeezenet_sparse.safetensors
   python -m dsd_zoo.convert bvlc_alexnet.caffemodel --model alexnet_caffe -o alexnet_caffe.safetensors \\
       --mean-image ilsvrc_2012_mean.npy
+  python -m dsd_zoo.convert ~/Downloads/resnet50_dsd.t7 --model resnet50_dsd --install
+
+--install takes an original you downloaded by hand (e.g. from the OneDrive link in a browser)
+into the dsd-zoo cache, checked against its published digest or pinned on first use as a
+download would be, and converts it there: then dsd_zoo.get_model(NAME) and
+torch.hub.load(..., NAME) use it with no argument, offline too.
 
 The reader is chosen by the model's original format in the manifest (caffemodel, torch7 or
 deep-compression) and the mapping by its architecture. Caffe models get conv1 flipped from BGR
@@ -39,8 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("src", metavar="SRC", help="the original file (.caffemodel, .t7 or .net)")
     parser.add_argument("--model", "-m", required=True, metavar="NAME",
                         help="the dsd-zoo model the file holds, e.g. squeezenet_sparse (see dsd_zoo.list_models())")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT.safetensors",
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("-o", "--output", metavar="OUT.safetensors",
                         help="where to write the converted weights (written atomically)")
+    target.add_argument("--install", action="store_true",
+                        help="take SRC into the dsd-zoo cache as the model's original (pinned on first use) and "
+                             "convert it there, so that get_model(NAME) uses it with no argument, offline too")
     parser.add_argument("--mean-image", metavar="PATH",
                         help="Caffe's ilsvrc_2012_mean.npy (BGR, 3x256x256); required for the AlexNet models, "
                              "whose converted file carries the mean image their preprocessing subtracts")
@@ -54,6 +64,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .._signals import exit_on_termination
     from .mapping import save_conversion
 
+    if args.install:
+        return _install(args)
     try:
         with exit_on_termination():  # a killed conversion removes its part file like an interrupted one
             saved = save_conversion(args.src, args.model, args.output, mean_image_path=args.mean_image,
@@ -79,6 +91,34 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"  options {json.loads(saved.metadata['conversion_options'])}")
     print(f"  sha256  {saved.sha256}")
     print(f"  size    {saved.size} bytes")
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    from .._signals import exit_on_termination
+    from ..api import get_entry
+    from ..manifest import load_manifest
+    from ..resolve import install_original
+
+    try:
+        manifest = load_manifest()
+        entry = get_entry(args.model, manifest)
+        with exit_on_termination():
+            path = install_original(entry, manifest, args.src, mean_image=args.mean_image)
+    except KeyboardInterrupt:
+        print("interrupted: the cache holds what it held before, nothing half-written", file=sys.stderr)
+        return 130
+    except (ConversionError, FormatError) as exc:
+        # The cache's copy of SRC is named in the reader's message; SRC is what the user knows.
+        print(f"error: {args.src} does not convert as {args.model} (read from its copy in the cache): {exc}",
+              file=sys.stderr)
+        return 2
+    except DSDZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"installed {entry.name}: {path}")
+    print(f"  dsd_zoo.get_model({entry.name!r}) and torch.hub.load(..., {entry.name!r}) now use it, offline too;")
+    print(f"  python -m dsd_zoo.verify {entry.name} checks it")
     return 0
 
 
