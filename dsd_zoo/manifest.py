@@ -13,14 +13,14 @@ model and the field so that a broken manifest is fixed in one go.
 from __future__ import annotations
 
 import collections
-import difflib
 import json
 import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, List, Mapping, Optional, Sequence, Tuple
+from ._fields import unknown_fields
 from ._names import file_name_problem, url_problem
 from .digests import Digest
 from .errors import ManifestError, RecordError
@@ -38,6 +38,23 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # Patterns are applied with fullmatch: "$" would also accept a trailing newline.
 # A cache file name must never escape the cache directory.
 _MODEL_NAME = re.compile(r"[a-z][a-z0-9_]*")
+# The fields each kind of object may have: anything else is an error (see dsd_zoo._fields).
+_TOP_FIELDS = {"format", "citations", "assets", "models"}
+_ASSET_FIELDS = {"file", "url", "local", "digest", "size", "description"}
+_MODEL_FIELDS = {"arch", "kind", "weights", "original", "transforms", "metrics", "citation", "fingerprint",
+                 "categories", "evaluation", "source", "license", "description"}
+_WEIGHTS_FIELDS = {"file", "sha256", "size", "hf", "urls", "local"}
+_HF_FIELDS = {"repo_id", "revision", "filename"}
+_ORIGINAL_FIELDS = {"format", "url", "digest", "size", "mirrors"}
+_METRICS_FIELDS = {"paper", "recorded", "heads"}
+_PAPER_FIELDS = {"top1_err", "top5_err", "source"}
+_ERRORS_FIELDS = {"top1_err", "top5_err", "source", "images"}
+_EVALUATION_FIELDS = {"data", "dataset"}
+_FINGERPRINT_FIELDS = {"input", "indices", "values", "argmax", "atol"}
+# A transform's fields depend on its pipeline.
+_TRANSFORM_FIELDS = {"caffe": {"pipeline", "crop", "resize", "mean_image", "mean_bgr"},
+                     "fb_resnet": {"pipeline", "crop", "resize", "mean", "std"},
+                     "digits": {"pipeline", "crop", "max_value"}}
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
@@ -204,75 +221,25 @@ class Manifest:
         return "\n\n".join(self.citations[key] for key in entry.citation)
 
 
-class _Tracked(dict):
-    """A JSON object that remembers which of its keys parsing read (iterating it reads them all)."""
-
-    def __init__(self, value: Mapping[str, Any], where: str) -> None:
-        super().__init__(value)
-        self.where = where
-        self.read: set = set()
-        self.read_all = False
-
-    def __getitem__(self, key: str) -> Any:
-        self.read.add(key)
-        return super().__getitem__(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.read.add(key)
-        return super().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        self.read.add(key)
-        return super().__contains__(key)
-
-    def items(self):  # a map of names (models, assets, citations): every key is data
-        self.read_all = True
-        return super().items()
-
-    def keys(self):
-        self.read_all = True
-        return super().keys()
-
-    def values(self):
-        self.read_all = True
-        return super().values()
-
-    def __iter__(self):
-        self.read_all = True
-        return super().__iter__()
-
-
 class _Checker:
     """Reads typed fields out of JSON objects, raising errors that say where the problem is."""
 
     def __init__(self, origin: str) -> None:
         self.origin = origin
-        self._tracked: List[_Tracked] = []
 
     def fail(self, where: str, message: str) -> "ManifestError":
         return ManifestError(f"{self.origin}: {where}: {message}")
 
-    def obj(self, value: Any, where: str) -> Mapping[str, Any]:
+    def obj(self, value: Any, where: str, fields: Optional[Collection[str]] = None) -> Mapping[str, Any]:
+        """``value`` as a JSON object whose keys are all in ``fields`` (``None``: a map whose keys are data)."""
         if value is None:
             raise self.fail(where, "missing (or null); it must be a JSON object")
         if not isinstance(value, dict):
             raise self.fail(where, f"must be a JSON object, got {type(value).__name__}")
-        return self._track(value, where)
-
-    def _track(self, value: dict, where: str) -> "_Tracked":
-        tracked = value if isinstance(value, _Tracked) else _Tracked(value, where)
-        self._tracked.append(tracked)
-        return tracked
-
-    def unknown_keys(self) -> None:
-        """Fail on a key that parsing never looked at: a misspelt "sha265" must not silently mean "no digest"."""
-        for tracked in self._tracked:
-            # dict.keys: this listing is not a read by the parser (iterating a _Tracked would mark it so).
-            unknown = [] if tracked.read_all else sorted(set(dict.keys(tracked)) - tracked.read)
-            if unknown:
-                hints = [f"{key!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
-                    key, sorted(tracked.read), n=1)) else "") for key in unknown]
-                raise self.fail(tracked.where, f"unknown field(s) {', '.join(hints)}; known here: {sorted(tracked.read)}")
+        problem = None if fields is None else unknown_fields(value, fields)
+        if problem:
+            raise self.fail(where, problem)
+        return value
 
     def get(self, obj: Mapping[str, Any], key: str, where: str, kinds: tuple, optional: bool = False) -> Any:
         if key not in obj:
@@ -282,8 +249,6 @@ class _Checker:
         value = obj[key]
         if value is None and optional:
             return None
-        if isinstance(value, dict) and dict in kinds:
-            value = self._track(value, f"{where}.{key}")
         # bool is an int in Python; a size of `true` is still a mistake.
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             names = "/".join(k.__name__ for k in kinds)
@@ -323,7 +288,7 @@ def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
     Raises :class:`ManifestError` naming the model and field of the first problem found.
     """
     check = _Checker(origin)
-    root = check.obj(document, "top level")
+    root = check.obj(document, "top level", _TOP_FIELDS)
     version = root.get("format")
     if type(version) is not int or version != FORMAT_VERSION:  # not true, not 1.0
         raise check.fail("format", f"this dsd-zoo reads manifest format {FORMAT_VERSION}, got {version!r}; upgrade dsd-zoo")
@@ -331,15 +296,14 @@ def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
     for key, text in citations.items():
         if not isinstance(text, str):
             raise check.fail(f"citations.{key}", "must be a string (BibTeX)")
-    assets = {name: _parse_asset(check, name, check.obj(value, f"assets.{name}"))
+    assets = {name: _parse_asset(check, name, check.obj(value, f"asset {name!r}", _ASSET_FIELDS))
               for name, value in check.obj(root.get("assets", {}), "assets").items()}
     models_json = check.obj(root.get("models"), "models")
     models = {}
     for name, value in models_json.items():
         if not _MODEL_NAME.fullmatch(name):
             raise check.fail(f"models.{name}", "model names are lower-case identifiers")
-        models[name] = _parse_model(check, name, check.obj(value, f"model {name!r}"), citations, assets)
-    check.unknown_keys()
+        models[name] = _parse_model(check, name, check.obj(value, f"model {name!r}", _MODEL_FIELDS), citations, assets)
     owners: dict = {}
     for kind, records in (("asset", assets), ("model", models)):
         for name, record in records.items():
@@ -374,13 +338,15 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
     kind = check.get(obj, "kind", where, (str,))
     if kind not in KINDS:
         raise check.fail(f"{where}.kind", f"must be one of {KINDS}, got {kind!r}")
-    weights = _parse_weights(check, check.obj(obj.get("weights"), f"{where}.weights"), f"{where}.weights")
+    weights = _parse_weights(check, check.obj(obj.get("weights"), f"{where}.weights", _WEIGHTS_FIELDS),
+                             f"{where}.weights")
     original = obj.get("original")
-    original = None if original is None else _parse_original(check, name, check.obj(original, f"{where}.original"),
-                                                             f"{where}.original")
-    transforms = _parse_transforms(check, check.obj(obj.get("transforms"), f"{where}.transforms"), f"{where}.transforms", assets)
-    metrics = check.obj(obj.get("metrics", {}), f"{where}.metrics")
-    paper = check.obj(metrics.get("paper", {}), f"{where}.metrics.paper")
+    original = None if original is None else _parse_original(
+        check, name, check.obj(original, f"{where}.original", _ORIGINAL_FIELDS), f"{where}.original")
+    transforms = _parse_transforms(check, check.obj(obj.get("transforms"), f"{where}.transforms"), f"{where}.transforms",
+                                   assets)
+    metrics = check.obj(obj.get("metrics", {}), f"{where}.metrics", _METRICS_FIELDS)
+    paper = check.obj(metrics.get("paper", {}), f"{where}.metrics.paper", _PAPER_FIELDS)
     errs = [check.get(paper, key, f"{where}.metrics.paper", (int, float), optional=True) for key in ("top1_err", "top5_err")]
     for key, value in zip(("top1_err", "top5_err"), errs):
         if value is not None and not 0 <= value <= 100:
@@ -395,15 +361,17 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
         raise check.fail(f"{where}.categories", "must be a list of class names")
     evaluation = check.get(obj, "evaluation", where, (dict,), optional=True)
     if evaluation is not None:
+        check.obj(evaluation, f"{where}.evaluation", _EVALUATION_FIELDS)
         if check.get(evaluation, "data", f"{where}.evaluation", (str,)) not in assets:
             raise check.fail(f"{where}.evaluation.data", f"names asset {evaluation['data']!r}, which is not in 'assets'")
         check.get(evaluation, "dataset", f"{where}.evaluation", (str,))
     recorded = check.get(metrics, "recorded", f"{where}.metrics", (dict,), optional=True)
     if recorded is not None:
-        _check_errors(check, recorded, f"{where}.metrics.recorded")
+        _check_errors(check, check.obj(recorded, f"{where}.metrics.recorded", _ERRORS_FIELDS), f"{where}.metrics.recorded")
     heads = check.get(metrics, "heads", f"{where}.metrics", (dict,), optional=True) or {}
     for head, logged in heads.items():
-        _check_errors(check, check.obj(logged, f"{where}.metrics.heads.{head}"), f"{where}.metrics.heads.{head}")
+        _check_errors(check, check.obj(logged, f"{where}.metrics.heads.{head}", _ERRORS_FIELDS),
+                      f"{where}.metrics.heads.{head}")
         check.get(logged, "source", f"{where}.metrics.heads.{head}", (str,))
     return ModelEntry(
         name=name, arch=check.get(obj, "arch", where, (str,)), kind=kind, weights=weights, original=original,
@@ -412,7 +380,8 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
         source=check.get(obj, "source", where, (str,), optional=True) or "",
         license=check.get(obj, "license", where, (str,), optional=True) or "unknown",
         citation=cites,
-        fingerprint=None if fingerprint is None else _parse_fingerprint(check, check.obj(fingerprint, f"{where}.fingerprint"), f"{where}.fingerprint"),
+        fingerprint=None if fingerprint is None else _parse_fingerprint(
+            check, check.obj(fingerprint, f"{where}.fingerprint", _FINGERPRINT_FIELDS), f"{where}.fingerprint"),
         description=check.get(obj, "description", where, (str,), optional=True) or "",
         categories=None if categories is None else tuple(categories),
         evaluation=evaluation, recorded=recorded, heads=heads,
@@ -435,6 +404,7 @@ def _parse_weights(check: _Checker, obj: Mapping[str, Any], where: str) -> FileR
     hf = check.get(obj, "hf", where, (dict,), optional=True)
     hf_location = None
     if hf is not None:
+        check.obj(hf, f"{where}.hf", _HF_FIELDS)
         try:
             hf_location = HFLocation(*(check.get(hf, key, f"{where}.hf", (str,)) for key in ("repo_id", "revision", "filename")))
         except RecordError as exc:
@@ -477,6 +447,7 @@ def _parse_transforms(check: _Checker, obj: Mapping[str, Any], where: str,
     pipeline = check.get(obj, "pipeline", where, (str,))
     if pipeline not in PIPELINES:
         raise check.fail(f"{where}.pipeline", f"must be one of {PIPELINES}, got {pipeline!r}")
+    check.obj(obj, where, _TRANSFORM_FIELDS[pipeline])
     crop = check.get(obj, "crop", where, (int,))
     if crop <= 0:
         raise check.fail(f"{where}.crop", f"must be a positive number of pixels, got {crop}")
@@ -501,7 +472,7 @@ def _parse_transforms(check: _Checker, obj: Mapping[str, Any], where: str,
         _numbers(check, obj, "mean", 3, where)
         if any(v <= 0 for v in _numbers(check, obj, "std", 3, where)):
             raise check.fail(f"{where}.std", "must be positive")
-    return {key: dict.__getitem__(obj, key) for key in dict.keys(obj)}  # a plain copy, not a read of every key
+    return dict(obj)
 
 
 def _numbers(check: _Checker, obj: Mapping[str, Any], key: str, count: int, where: str) -> Sequence[float]:

@@ -40,7 +40,6 @@ Unknown keys are errors (a typo would otherwise silently train with a default).
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import sys
@@ -49,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from dsd_zoo._fields import unknown_fields
 from dsd_zoo.dsd.schedule import DSDSchedule
 from dsd_zoo.errors import DSDZooError
 
@@ -87,11 +87,9 @@ class _Table:
         return value
 
     def finish(self) -> None:
-        unknown = [k for k in self.raw if k not in self.read]
-        if unknown:
-            hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, self.read, n=1))
-                     else repr(k) for k in unknown]
-            raise RecipeError(f"{self.where}: unknown keys {', '.join(hints)}; known keys: {sorted(self.read)}")
+        problem = unknown_fields(self.raw, self.read)
+        if problem:
+            raise RecipeError(f"{self.where}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Union, overload
 
+from dsd_zoo._fields import unknown_fields
+
 __all__ = ["DSDSchedule", "Phase"]
 
 KINDS = ("dense", "sparse")
@@ -77,9 +79,9 @@ class DSDSchedule(Sequence[Phase]):
                 continue
             if p.get("kind") not in KINDS:  # named by position: the default name depends on the kind
                 raise ValueError(f"phase {i}: kind must be one of {KINDS}, got {p.get('kind')!r}")
-            unknown = set(p) - {"name", "kind", "epochs", "lr"}
-            if unknown:
-                raise ValueError(f"phase {i}: unknown keys {sorted(unknown)}; expected name, kind, epochs, lr")
+            problem = unknown_fields(p, ("name", "kind", "epochs", "lr"))
+            if problem:
+                raise ValueError(f"phase {i}: {problem}")
             missing = {"kind", "epochs", "lr"} - set(p)
             if missing:
                 raise ValueError(f"phase {i}: missing keys {sorted(missing)}")
