@@ -1,15 +1,13 @@
 """torch.hub configuration for dsd-zoo: the DSD models, their baselines and the SqueezeNet sparse stage.
 
-    model = torch.hub.load("<owner>/dsd", "resnet50_dsd")
-    torch.hub.list("<owner>/dsd")
-    print(torch.hub.help("<owner>/dsd", "resnet50_dsd"))
-
 Entry points are generated from weights_manifest.json by dsd_zoo.hub; none is written by hand.
+The repository named below is dsd_zoo._project.GITHUB_REPO, the one place that names it:
 """
 
 # Import names of install_requires, which torch.hub checks before loading an entry point.
 dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub", "requests", "filelock", "tqdm", "numpy", "PIL"]
 
-from dsd_zoo.hub import entrypoints as _entrypoints  # noqa: E402
+from dsd_zoo.hub import entrypoints as _entrypoints, usage as _usage  # noqa: E402
 
+__doc__ = f"{__doc__ or ''}\n{_usage(indent='    ')}\n"
 globals().update(_entrypoints())

@@ -2,16 +2,18 @@
 
 ``hubconf.py`` at the repository root calls :func:`entrypoints` and publishes the result, so
 ``torch.hub.list``, ``torch.hub.help`` and ``torch.hub.load`` see every manifest model with
-a docstring written from its manifest entry.
+a docstring written from its manifest entry. The repository those calls name is
+:data:`dsd_zoo._project.GITHUB_REPO` (:func:`usage`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Dict
 
+from ._project import GITHUB_REPO
 from .manifest import Manifest, ModelEntry, load_manifest
 
-__all__ = ["entrypoints", "model_docstring", "describe_transforms"]
+__all__ = ["entrypoints", "model_docstring", "describe_transforms", "usage"]
 
 _KIND = {"dsd": "DSD-trained model (Han et al., ICLR 2017)", "baseline": "baseline of the DSD table",
          "sparse": "sparse stage: the pruned network DSD's re-dense phase starts from"}
@@ -30,6 +32,13 @@ def describe_transforms(spec: Dict[str, Any]) -> str:
     if spec["pipeline"] == "digits":
         return f"8x8 digit images, values 0..{spec['max_value']} divided by {spec['max_value']}"
     return spec["pipeline"]
+
+
+def usage(name: str = "resnet50_dsd", *, repo: str = GITHUB_REPO, indent: str = "") -> str:
+    """The torch.hub calls that load ``name`` from the project's repository, one per line."""
+    lines = [f"model = torch.hub.load({repo!r}, {name!r})", f"torch.hub.list({repo!r})",
+             f"print(torch.hub.help({repo!r}, {name!r}))"]
+    return "\n".join(indent + line for line in lines)
 
 
 def _percent(value: float | None) -> str:
@@ -62,6 +71,9 @@ def model_docstring(entry: ModelEntry, manifest: Manifest) -> str:
         digest = "no published digest" if entry.original.digest is None else f"{entry.original.digest.algorithm} {entry.original.digest.value}"
         lines.append(f"Original release: {entry.original.url} ({entry.original.format}; {digest}).")
     published = entry.weights.local is not None or entry.weights.hf is not None or bool(entry.weights.urls)
+    unverified = not published and entry.original is not None and entry.original.digest is None
+    trust = ", trust_unverified=True" if unverified else ""
+    lines.append(f"Load: torch.hub.load({GITHUB_REPO!r}, {entry.name!r}{trust}).")
     if published:
         pretrained_doc = ["    pretrained (bool): load the released, checksummed weights (default). False builds the"]
     else:  # what a user of this manifest gets today, not what a later release will publish

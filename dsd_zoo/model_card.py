@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from ._project import GITHUB_REPO
 from .hub import describe_transforms
 from .manifest import Manifest, ModelEntry
 
@@ -27,8 +28,8 @@ __all__ = ["DATASET_ID", "DATASET_NAME", "ReleaseFacts", "card_metadata", "hf_li
 #: The Hub dataset the published errors were measured on, and how the card names it.
 DATASET_ID = "ILSVRC/imagenet-1k"
 DATASET_NAME = "ILSVRC-2012 validation"
-#: Where the torch.hub entry points live; the release CLI can override it.
-DEFAULT_TORCH_HUB_REPO = "<owner>/dsd"
+#: Where the torch.hub entry points live (:data:`dsd_zoo._project.GITHUB_REPO`); the release CLI can override it.
+DEFAULT_TORCH_HUB_REPO = GITHUB_REPO
 
 _KIND_TEXT = {"dsd": "A DSD-trained model (Dense-Sparse-Dense, Han et al., ICLR 2017)",
               "baseline": "A baseline of the DSD table (the model DSD training started from)",

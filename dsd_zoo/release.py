@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from ._project import GITHUB_REPO, HF_REPO_ID
 from .api import get_entry
 from .atomic import atomic_write
 from .cache import check_file
@@ -392,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--upload", action="store_true", help="publish each model folder on the Hugging Face Hub")
     parser.add_argument("--repo-id", metavar="ID",
                         help="Hub repository for --upload; '{name}' makes one repository per model "
-                             "(e.g. 'my-org/{name}'), otherwise each model goes to the folder NAME/ of ID")
+                             f"(the project's: {HF_REPO_ID!r}), otherwise each model goes to the folder NAME/ of ID")
     parser.add_argument("--trust-unverified", action="store_true",
                         help="accept originals without a published digest (the DSD release's OneDrive files); "
                              "the model card says so")
@@ -405,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mirror", action="append", default=[], metavar="URL",
                         help="URL template of a mirror the files will be served from, with {name} and {file}; "
                              "repeatable; recorded in the entries' urls")
-    parser.add_argument("--torch-hub-repo", default=DEFAULT_TORCH_HUB_REPO, metavar="OWNER/REPO",
-                        help=f"GitHub repository the cards' torch.hub example names (default {DEFAULT_TORCH_HUB_REPO!r})")
+    parser.add_argument("--torch-hub-repo", default=GITHUB_REPO, metavar="OWNER/REPO",
+                        help=f"GitHub repository the cards' torch.hub example names (default {GITHUB_REPO!r})")
     parser.add_argument("--force", action="store_true", help="replace existing OUT/NAME folders")
     parser.add_argument("--no-progress", action="store_true", help="no download progress bars")
     return parser
