@@ -19,6 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 from typing import Any, Callable, Collection, List, Mapping, Optional, Sequence, Tuple
 from ._fields import unknown_fields
 from ._names import file_name_problem, url_problem
@@ -30,7 +31,7 @@ FORMAT_VERSION = 1
 # A manifest is tens of kilobytes; a path or URL to anything far larger is a mistake (or /dev/zero).
 MAX_MANIFEST_BYTES = 16 * 2**20
 KINDS = ("dsd", "baseline", "sparse")
-ORIGINAL_FORMATS = ("caffemodel", "torch7", "deep-compression", "safetensors")
+ORIGINAL_FORMATS = ("caffemodel", "torch7", "deep-compression", "safetensors", "pytorch")
 PIPELINES = ("caffe", "fb_resnet", "digits")
 # Files shipped inside the package (the embedded zoo) are named relative to this directory, so
 # the same manifest works from a checkout and from an installed wheel.
@@ -41,11 +42,11 @@ _MODEL_NAME = re.compile(r"[a-z][a-z0-9_]*")
 # The fields each kind of object may have: anything else is an error (see dsd_zoo._fields).
 _TOP_FIELDS = {"format", "citations", "assets", "models"}
 _ASSET_FIELDS = {"file", "url", "local", "digest", "size", "description"}
-_MODEL_FIELDS = {"arch", "kind", "weights", "original", "transforms", "metrics", "citation", "fingerprint",
-                 "categories", "evaluation", "source", "license", "description"}
+_MODEL_FIELDS = {"arch", "kind", "weights", "original", "alternates", "transforms", "metrics", "citation",
+                 "fingerprint", "categories", "evaluation", "source", "license", "description"}
 _WEIGHTS_FIELDS = {"file", "sha256", "size", "hf", "urls", "local"}
 _HF_FIELDS = {"repo_id", "revision", "filename"}
-_ORIGINAL_FIELDS = {"format", "url", "digest", "size", "mirrors"}
+_ORIGINAL_FIELDS = {"format", "url", "digest", "size", "mirrors", "description"}
 _METRICS_FIELDS = {"paper", "recorded", "heads"}
 _PAPER_FIELDS = {"top1_err", "top5_err", "source"}
 _ERRORS_FIELDS = {"top1_err", "top5_err", "source", "images"}
@@ -138,6 +139,7 @@ class OriginalRecord:
 
     format: str
     record: FileRecord
+    description: str = ""  # who made it and how, for a file that is not the authors' own
 
     @property
     def url(self) -> str:
@@ -159,7 +161,8 @@ class OriginalRecord:
 
 
 def _last_segment(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[-1]
+    path = urlsplit(url).path.rstrip("/")  # "x.pth?dl=1" names x.pth
+    return path.rsplit("/", 1)[-1] or url
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,13 @@ class ModelEntry:
     recorded: Optional[Mapping[str, Any]] = None  # errors measured when the file was made, with their source
     # Logged errors of auxiliary classifiers ({"loss1": {"top1_err", "top5_err", "source"}}), checked by verify.
     heads: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Other files the same weights were published as (a third-party port), tried after ``original``.
+    alternates: Tuple[OriginalRecord, ...] = ()
+
+    @property
+    def originals(self) -> Tuple[OriginalRecord, ...]:
+        """Every original release of the model, the authors' own first."""
+        return ((self.original,) if self.original is not None else ()) + self.alternates
 
 
 @dataclass(frozen=True)
@@ -343,6 +353,12 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
     original = obj.get("original")
     original = None if original is None else _parse_original(
         check, name, check.obj(original, f"{where}.original", _ORIGINAL_FIELDS), f"{where}.original")
+    alternates = tuple(
+        _parse_original(check, name, check.obj(value, f"{where}.alternates[{i}]", _ORIGINAL_FIELDS),
+                        f"{where}.alternates[{i}]")
+        for i, value in enumerate(check.get(obj, "alternates", where, (list,), optional=True) or ()))
+    if alternates and original is None:
+        raise check.fail(f"{where}.alternates", "alternates need an 'original' (the authors' own file) first")
     transforms = _parse_transforms(check, check.obj(obj.get("transforms"), f"{where}.transforms"), f"{where}.transforms",
                                    assets)
     metrics = check.obj(obj.get("metrics", {}), f"{where}.metrics", _METRICS_FIELDS)
@@ -384,7 +400,7 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
             check, check.obj(fingerprint, f"{where}.fingerprint", _FINGERPRINT_FIELDS), f"{where}.fingerprint"),
         description=check.get(obj, "description", where, (str,), optional=True) or "",
         categories=None if categories is None else tuple(categories),
-        evaluation=evaluation, recorded=recorded, heads=heads,
+        evaluation=evaluation, recorded=recorded, heads=heads, alternates=alternates,
     )
 
 
@@ -439,7 +455,8 @@ def _parse_original(check: _Checker, model: str, obj: Mapping[str, Any], where: 
     record = check.record(where, _original_field, file=f"original-{model}-{safe}",
                           digest=check.published_digest(obj, where), size=check.optional_size(obj, where),
                           urls=(url, *(check.get(obj, "mirrors", where, (list,), optional=True) or ())))
-    return OriginalRecord(format=fmt, record=record)
+    return OriginalRecord(format=fmt, record=record,
+                          description=check.get(obj, "description", where, (str,), optional=True) or "")
 
 
 def _parse_transforms(check: _Checker, obj: Mapping[str, Any], where: str,

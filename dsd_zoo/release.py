@@ -41,7 +41,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from ._project import GITHUB_REPO, HF_REPO_ID
 from .api import get_entry
 from .atomic import atomic_write
-from .cache import check_file
+from .cache import check_file, find_local
+from .convert.mapping import extension
 from .errors import (ConversionError, DSDZooError, IntegrityError, ManifestError, NotAvailableError,
                      UnverifiedSourceError, UploadError)
 from .manifest import MANIFEST_ENV, Manifest, ModelEntry, bundled_manifest_path, load_manifest, parse_manifest
@@ -185,6 +186,7 @@ def _assemble(entry: ModelEntry, manifest: Manifest, mean_image: Optional[Path],
     if entry.weights.sha256 is not None and entry.weights.sha256 != saved.sha256:
         say(f"note: the manifest pins sha256 {entry.weights.sha256}; this conversion gives {saved.sha256} "
             "(a different original or converter version)")
+    _compare_alternates(entry, manifest, saved.path, staging, say)
     say(f"fingerprinting {saved.path.name} (sha256 {saved.sha256}, {saved.size:,} bytes)")
     fingerprint, nonzero = _fingerprint(entry, saved.path)
     repo_id, _, filename = hf_location if hf_location is not None else (None, "", None)
@@ -196,6 +198,38 @@ def _assemble(entry: ModelEntry, manifest: Manifest, mean_image: Optional[Path],
         torch_hub_repo=torch_hub_repo)
     _write_file(staging / CARD_FILE, render_model_card(entry, manifest, facts).encode("utf-8"))
     return saved, fingerprint
+
+
+def _compare_alternates(entry: ModelEntry, manifest: Manifest, converted: Path, staging: Path,
+                        say: Callable[[str], None]) -> None:
+    """Check that every other original of ``entry`` already on this machine gives the very same tensors.
+
+    A second source (a third-party port) is only worth offering if it is the same model: when
+    both files are here, the release proves it or fails. One that is not here is not fetched.
+    """
+    import torch
+
+    from .convert.original import convert_original
+    from .loading import load_tensors
+
+    ours, _, _ = load_tensors(converted)
+    for alternate in entry.alternates:
+        if not find_local(alternate.record).verified:
+            say(f"not compared with {alternate.url}: not on this machine (python -m dsd_zoo.convert FILE "
+                f"--model {entry.name} --install takes a copy in)")
+            continue
+        other = staging / f".alternate{extension(alternate)}.safetensors"
+        try:
+            convert_original(entry, manifest, other, original=alternate, offline=True, progress=False)
+            theirs, _, _ = load_tensors(other)
+        finally:
+            other.unlink(missing_ok=True)
+        differing = sorted(key for key in ours.keys() | theirs.keys()
+                           if key not in ours or key not in theirs or not torch.equal(ours[key], theirs[key]))
+        if differing:
+            raise IntegrityError(f"{entry.name}: its originals disagree: {alternate.url} gives other tensors than "
+                                 f"{entry.original.url} ({len(differing)} of {len(ours)}, e.g. {differing[0]})")
+        say(f"the second original {alternate.url} gives the very same {len(ours)} tensors")
 
 
 def _previous(entry: ModelEntry, sha256: str, key: str) -> Any:

@@ -24,7 +24,7 @@ from . import cache
 from .download import fetch
 from .errors import (ConversionError, DownloadError, FormatError, IntegrityError, NotAvailableError, OfflineError,
                      UnverifiedSourceError)
-from .manifest import Manifest, ModelEntry
+from .manifest import Manifest, ModelEntry, OriginalRecord
 
 __all__ = ["convert_into_cache", "install_original", "resolve_weights"]
 
@@ -67,13 +67,14 @@ def resolve_weights(entry: ModelEntry, manifest: Manifest, *, progress: bool = T
 
 def convert_into_cache(entry: ModelEntry, manifest: Manifest, *, progress: bool = True,
                        trust_unverified: Optional[bool] = None, offline: Optional[bool] = None,
-                       failures: Sequence[str] = ()) -> Path:
+                       failures: Sequence[str] = (), originals: Optional[Sequence[OriginalRecord]] = None) -> Path:
     """Convert ``entry``'s original release into the cache, as ``get_model`` does when nothing is published.
 
     The original comes through :func:`~dsd_zoo.download.fetch` (a copy imported by hand with
     :func:`~dsd_zoo.download.import_file` is a cache hit). The converted file is stored through the
-    cache's write protocol, with its sha256 pinned when none is published. ``failures`` are the
-    reasons the published weights could not be had, for the error message.
+    cache's write protocol, with its sha256 pinned when none is published. ``originals`` are tried
+    in turn (default: all of them, the authors' own first). ``failures`` are the reasons the
+    published weights could not be had, for the error message.
     """
     from .convert.original import convert_original
 
@@ -85,26 +86,31 @@ def convert_into_cache(entry: ModelEntry, manifest: Manifest, *, progress: bool 
         if slot.hit is not None:  # converted earlier, or by another process while this one waited for the lock
             return slot.final
 
-        def convert(part: Path) -> dict:
-            logger.info("%s: converting the original release %s locally", entry.name, entry.original.url)
-            saved = convert_original(entry, manifest, part, progress=progress, trust_unverified=trust_unverified,
-                                     offline=offline)
-            return {"sha256": saved.sha256}
+        tried: List[str] = []
+        for original in entry.originals if originals is None else originals:
 
-        try:
-            cache.store(slot, convert, record.digest, record.size, pinned=record.digest is None,
-                        source=f"converted locally from {entry.original.url}")
-        except (UnverifiedSourceError, DownloadError, NotAvailableError) as exc:
-            # The user asked for a model, not for this internal file: say where it comes from and what else works.
-            raise type(exc)(f"{entry.name}: {_why(failures)}, so dsd-zoo converts the original release "
-                            f"({entry.original.url}) on this machine, and that failed: {exc}\n"
-                            + _convert_it_yourself(entry, manifest)) from exc
-        except IntegrityError as exc:
-            raise IntegrityError(
-                f"{entry.name}: converting {entry.original.url} locally does not give the published file ({exc}); "
-                "the converter version differs from the one that made the published file. Use the published "
-                "file or upgrade dsd-zoo.") from exc
-    return slot.final
+            def convert(part: Path) -> dict:
+                logger.info("%s: converting %s locally", entry.name, original.url)
+                saved = convert_original(entry, manifest, part, original=original, progress=progress,
+                                         trust_unverified=trust_unverified, offline=offline)
+                return {"sha256": saved.sha256}
+
+            try:
+                cache.store(slot, convert, record.digest, record.size, pinned=record.digest is None,
+                            source=f"converted locally from {original.url}")
+                return slot.final
+            except (UnverifiedSourceError, DownloadError, NotAvailableError) as exc:
+                tried.append(f"{original.url}: {exc}")
+                failed = exc
+            except IntegrityError as exc:
+                raise IntegrityError(
+                    f"{entry.name}: converting {original.url} locally does not give the published file ({exc}); "
+                    "the converter version differs from the one that made the published file. Use the published "
+                    "file or upgrade dsd-zoo.") from exc
+    # The user asked for a model, not for these internal files: say where they come from and what else works.
+    raise type(failed)(f"{entry.name}: {_why(failures)}, so dsd-zoo converts the original release on this machine, "
+                       "and getting it failed:\n" + "\n".join(f"  {line}" for line in tried) + "\n"
+                       + _convert_it_yourself(entry, manifest)) from failed
 
 
 def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | str, *,
@@ -117,22 +123,24 @@ def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | 
     with no argument, offline too. A file that does not convert is not left pinned in the cache.
     Returns the converted file's path.
     """
+    from .convert.mapping import original_for_file
     from .download import import_file
 
     if entry.original is None:
         raise NotAvailableError(f"{entry.name}: the manifest names no original release to import")
-    record = entry.original.record
-    original = cache.resolve_cache_dir() / record.file
-    new_pin = record.digest is None and not os.path.lexists(original) and cache.pinned_stamp(original) is None
+    original = original_for_file(entry, path)
+    record = original.record
+    cached = cache.resolve_cache_dir() / record.file
+    new_pin = record.digest is None and not os.path.lexists(cached) and cache.pinned_stamp(cached) is None
     import_file(record, path)
     try:
         asset = entry.transforms.get("mean_image")
         if mean_image is not None and asset in manifest.assets:
             import_file(manifest.assets[asset].record, mean_image)
-        return convert_into_cache(entry, manifest, progress=progress)
+        return convert_into_cache(entry, manifest, progress=progress, originals=(original,))
     except (ConversionError, FormatError):
         if new_pin:  # the wrong file for this model: it must not stay pinned as its original
-            cache.remove(original)
+            cache.remove(cached)
         raise
 
 
@@ -143,12 +151,13 @@ def _why(failures: Sequence[str]) -> str:
 
 def _convert_it_yourself(entry: ModelEntry, manifest: Manifest) -> str:
     """What a user can do by hand: the link to open, the file to expect, and the one command that takes it in."""
+    from .convert.mapping import extension
+
     original = entry.original
-    extension = {"caffemodel": ".caffemodel", "torch7": ".t7", "deep-compression": ".net"}.get(original.format, "")
     size = f", {original.record.size:,} bytes" if original.record.size is not None else ""
     mean = entry.transforms.get("mean_image")
     mean_option = f" --mean-image {manifest.assets[mean].record.file}" if mean in manifest.assets else ""
     return (f"To get it by hand: open {original.url} in a browser and download the file it offers (a {original.format} "
-            f"file, *{extension}{size}), then take it in with one command:\n"
+            f"file, *{extension(original)}{size}), then take it in with one command:\n"
             f"    python -m dsd_zoo.convert FILE --model {entry.name} --install{mean_option}\n"
             f"After that, get_model({entry.name!r}) and torch.hub.load(..., {entry.name!r}) use it, offline too.")

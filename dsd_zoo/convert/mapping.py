@@ -29,7 +29,7 @@ from ..atomic import file_in_the_way, write_safetensors
 from ..digests import hash_file
 from ..errors import ConversionError, FormatError, UnknownModelError, WeightsError
 from ..loading import EXTRA_PREFIX, check_state_dict
-from ..manifest import Manifest, ModelEntry, load_manifest
+from ..manifest import Manifest, ModelEntry, OriginalRecord, load_manifest
 
 __all__ = [
     "CONVERTER_VERSION", "Conversion", "SavedConversion", "architecture_shapes", "array_to_tensor",
@@ -146,7 +146,7 @@ def _entry(model_name: str, manifest: Optional[Manifest]) -> Tuple[ModelEntry, M
 
 
 def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Optional[PathLike] = None,
-                 manifest: Optional[Manifest] = None) -> Conversion:
+                 manifest: Optional[Manifest] = None, original: Optional[OriginalRecord] = None) -> Conversion:
     """Convert an original release file of ``model_name`` to a dsd-zoo state dict.
 
     Args:
@@ -156,6 +156,8 @@ def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Option
         mean_image_path: Caffe's ``ilsvrc_2012_mean.npy``, required for the models whose
             transforms subtract a mean image (AlexNet); stored as the ``mean_image`` extra.
         manifest: the manifest to look the model up in (default: :func:`load_manifest`).
+        original: which of the model's originals ``src_path`` is (its format picks the reader);
+            default: the one whose format matches the file's extension, else the authors' own.
 
     Returns:
         ``(state_dict, extras, report)`` (a :class:`Conversion`); float32 CPU tensors.
@@ -167,7 +169,8 @@ def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Option
         UnknownModelError: ``model_name`` is not in the manifest.
     """
     entry, manifest = _entry(model_name, manifest)
-    fmt = entry.original.format if entry.original is not None else None
+    original = original or original_for_file(entry, src_path)
+    fmt = original.format if original is not None else None
     source = f"{Path(src_path).name} ({fmt}, model {model_name})"
     extras: Dict[str, Any] = {}
     asset = entry.transforms.get("mean_image")
@@ -189,6 +192,13 @@ def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Option
         from .torch7_mapping import map_fb_resnet
 
         state_dict, report = map_fb_resnet(read_t7(os.fspath(src_path)), entry.arch, source=source)
+    elif fmt == "pytorch":
+        from .pth_mapping import map_port, read_port
+
+        if original.digest is None:
+            raise ConversionError(f"{model_name}: a PyTorch file is unpickled only after its published digest "
+                                  "matched, and the manifest gives none for it")
+        state_dict, report = map_port(read_port(src_path, original.digest), entry.arch, source=source)
     elif fmt == "deep-compression":
         from .dc_mapping import read_net
 
@@ -198,6 +208,21 @@ def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Option
                               "deep-compression files are converted")
     report = {"model": model_name, "source_format": fmt, **report, "extras": sorted(extras)}
     return Conversion(state_dict, extras, report)
+
+
+_EXTENSIONS = {"caffemodel": ".caffemodel", "torch7": ".t7", "deep-compression": ".net", "pytorch": ".pth"}
+
+
+def original_for_file(entry: ModelEntry, path: PathLike) -> Optional[OriginalRecord]:
+    """The original of ``entry`` that a file named ``path`` is: by its extension, else the authors' own."""
+    suffix = Path(path).suffix.lower()
+    matching = [original for original in entry.originals if _EXTENSIONS.get(original.format) == suffix]
+    return matching[0] if matching else entry.original
+
+
+def extension(original: OriginalRecord) -> str:
+    """The file extension of an original's format (``.t7`` ...), for messages to people."""
+    return _EXTENSIONS.get(original.format, "")
 
 
 def conversion_metadata(model_name: str, src_path: PathLike, report: Mapping[str, Any], *,
@@ -233,7 +258,8 @@ def conversion_metadata(model_name: str, src_path: PathLike, report: Mapping[str
 
 def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
                     mean_image_path: Optional[PathLike] = None, force: bool = False,
-                    manifest: Optional[Manifest] = None, source_name: Optional[str] = None) -> SavedConversion:
+                    manifest: Optional[Manifest] = None, source_name: Optional[str] = None,
+                    original: Optional[OriginalRecord] = None) -> SavedConversion:
     """Convert ``src_path`` and write it as safetensors at ``out_path``, atomically.
 
     The file holds the model tensors plus ``dsd_zoo.<extra>`` tensors and
@@ -254,7 +280,8 @@ def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
         raise ConversionError(f"{out}: {blocking} is a file, not a directory")
     if os.path.lexists(out) and not force:  # lexists: a dangling link is replaced only with force too
         raise ConversionError(f"{out} exists; pass force=True (CLI: --force) to replace it")
-    conversion = convert_file(src_path, model_name, mean_image_path=mean_image_path, manifest=manifest)
+    conversion = convert_file(src_path, model_name, mean_image_path=mean_image_path, manifest=manifest,
+                              original=original)
     metadata = conversion_metadata(model_name, src_path, conversion.report, source_name=source_name,
                                    mean_image_path=mean_image_path if "mean_image" in conversion.extras else None)
     tensors = dict(conversion.state_dict)

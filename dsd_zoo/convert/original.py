@@ -8,16 +8,18 @@ from typing import Callable, Optional
 
 from ..download import fetch
 from ..errors import NotAvailableError
-from ..manifest import Manifest, ModelEntry
+from ..manifest import Manifest, ModelEntry, OriginalRecord
 from .mapping import SavedConversion, save_conversion
 
 __all__ = ["convert_original"]
 
 
-def convert_original(entry: ModelEntry, manifest: Manifest, out_path: Path, *, mean_image: Optional[Path] = None,
-                     progress: bool = True, trust_unverified: Optional[bool] = None, offline: Optional[bool] = None,
-                     say: Callable[[str], None] = lambda message: None) -> SavedConversion:
-    """Fetch ``entry``'s original release, checked against its published digest, and convert it to ``out_path``.
+def convert_original(entry: ModelEntry, manifest: Manifest, out_path: Path, *, original: Optional[OriginalRecord] = None,
+                     mean_image: Optional[Path] = None, progress: bool = True, trust_unverified: Optional[bool] = None,
+                     offline: Optional[bool] = None, say: Callable[[str], None] = lambda message: None) -> SavedConversion:
+    """Fetch one of ``entry``'s originals, checked against its published digest, and convert it to ``out_path``.
+
+    ``original`` is one of ``entry.originals``; by default the authors' own release.
 
     The original (and the mean image, for the models that subtract one, unless ``mean_image``
     gives an already checked copy) comes through :func:`dsd_zoo.download.fetch`, so the cache
@@ -31,7 +33,7 @@ def convert_original(entry: ModelEntry, manifest: Manifest, out_path: Path, *, m
         UnverifiedSourceError / DownloadError / OfflineError: the original could not be had.
         ConversionError / FormatError: it does not convert.
     """
-    original = entry.original
+    original = original or entry.original
     if original is None:
         raise NotAvailableError(f"{entry.name}: the manifest names no original release to convert")
     if original.format == "caffemodel" and importlib.util.find_spec("google.protobuf") is None:
@@ -47,4 +49,4 @@ def convert_original(entry: ModelEntry, manifest: Manifest, out_path: Path, *, m
                            offline=offline)
     say(f"converting {original.file_name}")
     return save_conversion(source, entry.name, out_path, mean_image_path=mean_image, force=True, manifest=manifest,
-                           source_name=original.file_name)
+                           source_name=original.file_name, original=original)

@@ -221,6 +221,13 @@ def run_selfcheck(names: Sequence[str] = (), weights: Optional[Mapping[str, os.P
         if check.weights.verified and not check.problems:
             check.fingerprint_ok, check.fingerprint = _check_fingerprint(entry, check.weights.path)
         result.models.append(check)
+    for entry in manifest.models.values():
+        for original in entry.originals:
+            if original.digest is not None and original.digest.algorithm == "sha256_prefix":
+                result.notes.append(
+                    f"{entry.name}: the original {original.url} is checked only by the first "
+                    f"{len(original.digest.value)} hex digits of its sha256, all its publisher gave: weaker than a "
+                    "full digest")
     for provider in LOCAL_EVALUATIONS:
         try:
             result.local_evaluations.extend(provider(manifest, local))
