@@ -46,7 +46,7 @@ _MODEL_FIELDS = {"arch", "kind", "weights", "original", "alternates", "transform
                  "fingerprint", "categories", "evaluation", "source", "license", "description"}
 _WEIGHTS_FIELDS = {"file", "sha256", "size", "hf", "urls", "local"}
 _HF_FIELDS = {"repo_id", "revision", "filename"}
-_ORIGINAL_FIELDS = {"format", "url", "digest", "size", "mirrors", "description"}
+_ORIGINAL_FIELDS = {"format", "url", "digest", "size", "mirrors", "description", "pinned"}
 _METRICS_FIELDS = {"paper", "recorded", "heads"}
 _PAPER_FIELDS = {"top1_err", "top5_err", "source"}
 _ERRORS_FIELDS = {"top1_err", "top5_err", "source", "images"}
@@ -140,6 +140,8 @@ class OriginalRecord:
     format: str
     record: FileRecord
     description: str = ""  # who made it and how, for a file that is not the authors' own
+    # The digest was pinned by dsd-zoo's release from the copy it converted, not given by the authors.
+    pinned: bool = False
 
     @property
     def url(self) -> str:
@@ -455,7 +457,10 @@ def _parse_original(check: _Checker, model: str, obj: Mapping[str, Any], where: 
     record = check.record(where, _original_field, file=f"original-{model}-{safe}",
                           digest=check.published_digest(obj, where), size=check.optional_size(obj, where),
                           urls=(url, *(check.get(obj, "mirrors", where, (list,), optional=True) or ())))
-    return OriginalRecord(format=fmt, record=record,
+    pinned = bool(check.get(obj, "pinned", where, (bool,), optional=True))
+    if pinned and (record.digest is None or record.digest.algorithm != "sha256"):
+        raise check.fail(f"{where}.pinned", "a pinned original needs the sha256 that was pinned as its digest")
+    return OriginalRecord(format=fmt, record=record, pinned=pinned,
                           description=check.get(obj, "description", where, (str,), optional=True) or "")
 
 

@@ -226,7 +226,10 @@ def _provenance(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
     rows: List[Tuple[str, str]] = []
     if entry.original is not None:
         original = entry.original
-        if original.digest is not None:
+        if original.digest is not None and original.pinned:
+            published = (f"none published; sha256 `{original.digest.value}` pinned by dsd-zoo's release from the copy "
+                         "it converted (checked before conversion)")
+        elif original.digest is not None:
             published = f"{original.digest.algorithm} `{original.digest.value}` (checked before conversion)"
         else:
             published = ("none published; the releaser accepted the downloaded bytes without a check "

@@ -92,10 +92,16 @@ class Release:
     fingerprint: Dict[str, Any]
     source_sha256: str  # sha256 of the original bytes that were converted
     warnings: Tuple[str, ...] = ()
+    # For an original its authors published without a digest: the sha256 and size this release
+    # accepted, which the manifest then pins for every later user ({"digest", "size", "pinned"}).
+    original_pin: Optional[Dict[str, Any]] = None
 
     def manifest_fields(self) -> Dict[str, Any]:
-        """``{"weights": ..., "fingerprint": ...}``: what the manifest entry of the model gets."""
-        return {"weights": self.weights, "fingerprint": self.fingerprint}
+        """``{"weights": ..., "fingerprint": ...}`` (and ``"original"``, a pin): what the model's manifest entry gets."""
+        fields = {"weights": self.weights, "fingerprint": self.fingerprint}
+        if self.original_pin is not None:
+            fields["original"] = self.original_pin
+        return fields
 
 
 def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] = None,
@@ -164,7 +170,8 @@ def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] 
     say(f"wrote {folder}")
     return Release(name=name, folder=folder, weights_path=folder / entry.weights.file, card_path=folder / CARD_FILE,
                    weights=weights, fingerprint=fingerprint, source_sha256=saved.metadata["source_sha256"],
-                   warnings=tuple(str(w) for w in saved.report.get("warnings", [])))
+                   warnings=tuple(str(w) for w in saved.report.get("warnings", [])),
+                   original_pin=_original_pin(entry))
 
 
 def _assemble(entry: ModelEntry, manifest: Manifest, mean_image: Optional[Path], staging: Path, *,
@@ -230,6 +237,16 @@ def _compare_alternates(entry: ModelEntry, manifest: Manifest, converted: Path, 
             raise IntegrityError(f"{entry.name}: its originals disagree: {alternate.url} gives other tensors than "
                                  f"{entry.original.url} ({len(differing)} of {len(ours)}, e.g. {differing[0]})")
         say(f"the second original {alternate.url} gives the very same {len(ours)} tensors")
+
+
+def _original_pin(entry: ModelEntry) -> Optional[Dict[str, Any]]:
+    """The sha256 and size the release pinned for an original published without a digest, else ``None``."""
+    if entry.original is None or entry.original.digest is not None:
+        return None
+    stamp = find_local(entry.original.record).stamp  # pinned in the cache when the release fetched it
+    if stamp is None:
+        return None
+    return {"digest": {"sha256": stamp.sha256}, "size": stamp.size, "pinned": True}
 
 
 def _previous(entry: ModelEntry, sha256: str, key: str) -> Any:
@@ -328,6 +345,9 @@ def merge_into_manifest(path: PathLike, entries: Mapping[str, Mapping[str, Any]]
                         base: Optional[PathLike] = None) -> Manifest:
     """Set ``weights`` and ``fingerprint`` of each model in ``entries`` in the manifest file ``path``.
 
+    An entry's ``original`` (the digest a release pinned for an original published without one)
+    is merged into the model's ``original``, so that every later user checks the same bytes.
+
     ``path`` is read if it exists, else the manifest ``base`` (default: the active manifest's
     file) is the starting point. The result is validated with
     :func:`~dsd_zoo.manifest.parse_manifest` and then replaces the file atomically; a symbolic
@@ -347,6 +367,8 @@ def merge_into_manifest(path: PathLike, entries: Mapping[str, Mapping[str, Any]]
             raise ManifestError(f"{source}: has no model {name!r} to update; add its entry first")
         models[name]["weights"] = fields["weights"]
         models[name]["fingerprint"] = fields["fingerprint"]
+        if "original" in fields:  # the sha256 this release pinned for an original without a published digest
+            models[name]["original"].update(fields["original"])
     manifest = parse_manifest(document, origin=str(path))
     _write_file(target, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return manifest

@@ -293,10 +293,21 @@ def test_original_without_digest_needs_trust_unverified(env, tmp_path, origin, c
     assert "UnverifiedSourceError" in capsys.readouterr().out
     assert not (tmp_path / "out" / "squeezenet_caffe").exists()
 
+    written = tmp_path / "released.json"
     with pytest.warns(UserWarning, match="trusting the copy"):
-        assert run(tmp_path, "squeezenet_caffe", "--trust-unverified") == 0
+        assert run(tmp_path, "squeezenet_caffe", "--trust-unverified", "--write-manifest", str(written)) == 0
     card = (tmp_path / "out" / "squeezenet_caffe" / "README.md").read_text()
     assert "none published; the releaser accepted the downloaded bytes without a check" in card
+
+    # The manifest the release wrote pins the original it accepted, so every later user checks it.
+    original = json.loads(written.read_text())["models"]["squeezenet_caffe"]["original"]
+    assert original["digest"] == {"sha256": hashlib.sha256(data).hexdigest()} and original["pinned"] is True
+    assert original["size"] == len(data)
+    env.delenv("DSD_ZOO_TRUST_UNVERIFIED")
+    env.setenv("DSD_ZOO_MANIFEST", str(written))
+    env.setenv("DSD_ZOO_CACHE", str(tmp_path / "fresh-cache"))
+    dsd_zoo.get_model("squeezenet_caffe", progress=False)  # no trust flag: the original has a digest now
+    assert origin.full_transfers(urlsplit(url).path) == 2  # the release's download and this one
 
 
 @pytest.mark.fixtures
