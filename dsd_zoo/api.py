@@ -140,22 +140,14 @@ class Weights:
         AlexNet subtracts the ILSVRC-2012 mean image, which travels inside its converted
         weight file: pass ``weights_path`` or the weights are resolved (cache first) to read it.
         """
-        from .transforms import CaffeTransform, DigitsTransform, FbResNetTransform
+        from .loading import read_extra_tensor
+        from .pipelines import PIPELINES
 
-        spec = self.entry.transforms
-        if spec["pipeline"] == "digits":
-            return DigitsTransform(max_value=spec["max_value"], crop=spec["crop"])
-        if spec["pipeline"] == "fb_resnet":
-            return FbResNetTransform(resize=spec["resize"], crop=spec["crop"], mean=spec["mean"], std=spec["std"])
-        if spec["pipeline"] == "caffe":
-            if "mean_bgr" in spec:
-                return CaffeTransform(crop=spec["crop"], mean_bgr=spec["mean_bgr"], resize=tuple(spec["resize"]))
-            from .loading import read_extra_tensor
-
+        def mean_image():
             path = weights_path if weights_path is not None else self.resolve()
-            return CaffeTransform(crop=spec["crop"], mean_image=read_extra_tensor(path, "mean_image"),
-                                  resize=tuple(spec["resize"]))
-        raise ManifestError(f"model {self.name!r}: no transform for pipeline {spec['pipeline']!r}")
+            return read_extra_tensor(path, "mean_image")
+
+        return PIPELINES[self.entry.transforms["pipeline"]].build(self.entry.transforms, mean_image)
 
     def resolve(self, progress: bool = True, trust_unverified: Optional[bool] = None) -> Path:
         """Return the path of the verified local weight file, fetching or converting it if needed."""

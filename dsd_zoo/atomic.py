@@ -19,9 +19,10 @@ import secrets
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, Union
 
-__all__ = ["PART_SUFFIX", "atomic_write", "file_in_the_way", "new_part_path", "publish", "write_safetensors"]
+__all__ = ["PART_SUFFIX", "PathLike", "atomic_write", "file_in_the_way", "new_part_path", "publish", "write_safetensors"]
 
 PART_SUFFIX = ".part"
+#: What every dsd-zoo function that takes a file path accepts.
 PathLike = Union[str, "os.PathLike[str]"]
 
 

@@ -71,7 +71,8 @@ import requests
 
 from . import cache, onedrive
 from .digests import CHUNK_SIZE, Digest, MultiHasher, hash_file
-from .errors import DownloadError, IntegrityError, NotAvailableError, OfflineError, UnverifiedSourceError, first_line
+from .errors import (DownloadError, IntegrityError, NotAvailableError, OfflineError, SettingError, UnverifiedSourceError,
+                     first_line)
 from .manifest import FileRecord, HFLocation
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ __all__ = [
     "fetch",
     "import_file",
     "fetch_url_bytes",
+    "offline_mode",
 ]
 
 logger = logging.getLogger(__name__)
@@ -120,11 +122,11 @@ class _Settings:
         timeouts = [_env_number(TIMEOUT_ENV, part, float) for part in os.environ.get(TIMEOUT_ENV, "10,60").split(",")]
         # "nan" and "inf" parse as floats; neither is a time to wait.
         if len(timeouts) not in (1, 2) or not all(0 < t < math.inf for t in timeouts):
-            raise ValueError(f"${TIMEOUT_ENV} must be 'SECONDS' or 'CONNECT,READ' with positive numbers")
+            raise SettingError(f"${TIMEOUT_ENV} must be 'SECONDS' or 'CONNECT,READ' with positive numbers")
         attempts = _env_number(RETRIES_ENV, os.environ.get(RETRIES_ENV, "4"), int)
         backoff = _env_number(BACKOFF_ENV, os.environ.get(BACKOFF_ENV, "1"), float)
         if attempts < 1 or not 0 <= backoff < math.inf:
-            raise ValueError(f"${RETRIES_ENV} must be >= 1 and ${BACKOFF_ENV} >= 0")
+            raise SettingError(f"${RETRIES_ENV} must be >= 1 and ${BACKOFF_ENV} >= 0")
         return cls(timeouts[0], timeouts[-1], attempts, backoff, progress)
 
     @property
@@ -182,12 +184,12 @@ def fetch(
         NotAvailableError: the file is not cached and ``record`` names no source.
         DownloadError: every source failed (the message lists each and why), or the cache cannot
             be written.
-        ValueError: one of the environment variables above has a value that is not understood.
+        SettingError: one of the environment variables above has a value that is not understood (a ValueError).
     """
     if record.local is not None:
         return _shipped(record)
     settings = _Settings.from_env(progress)
-    offline = _flag(offline, OFFLINE_ENV, "HF_HUB_OFFLINE")
+    offline = offline_mode(offline)
     trust_unverified = _flag(trust_unverified, TRUST_ENV)
     root = cache.resolve_cache_dir(cache_dir)
     final = root / record.file
@@ -713,7 +715,7 @@ def fetch_url_bytes(url: str, max_bytes: int, *, offline: bool | None = None) ->
     Raises :class:`~dsd_zoo.errors.OfflineError` in offline mode and
     :class:`~dsd_zoo.errors.DownloadError` when the URL fails or its body exceeds ``max_bytes``.
     """
-    if _flag(offline, OFFLINE_ENV, "HF_HUB_OFFLINE"):
+    if offline_mode(offline):
         raise OfflineError(f"offline mode is on ({OFFLINE_ENV} / HF_HUB_OFFLINE); cannot fetch {url}")
     settings = _Settings.from_env(progress=False)
     source = _OneDriveSource(url) if onedrive.is_share_link(url) else _UrlSource(url)
@@ -858,6 +860,14 @@ def _describe_sources(record: FileRecord) -> str:
     return ", ".join(names) if names else "its (missing) sources"
 
 
+def offline_mode(offline: bool | None = None) -> bool:
+    """Whether the network is off: ``offline`` if given, else ``$DSD_ZOO_OFFLINE`` / ``$HF_HUB_OFFLINE``.
+
+    The one reading of these variables: a ``DSD_ZOO_OFFLINE`` that is not a boolean is an error.
+    """
+    return _flag(offline, OFFLINE_ENV, "HF_HUB_OFFLINE")
+
+
 def _flag(value: bool | None, *names: str) -> bool:
     """An explicit ``value``, else whether any of the environment variables ``names`` is true."""
     if value is not None:
@@ -871,7 +881,7 @@ def _flag(value: bool | None, *names: str) -> bool:
         if raw in _TRUE:
             return True
         if raw not in _FALSE:
-            raise ValueError(f"${name}={os.environ[name]!r} is not a boolean; use 1 or 0")
+            raise SettingError(f"${name}={os.environ[name]!r} is not a boolean; use 1 or 0")
     return False
 
 
@@ -879,4 +889,4 @@ def _env_number(name: str, raw: str, kind: type[_T]) -> _T:
     try:
         return kind(raw.strip())
     except ValueError:
-        raise ValueError(f"${name}={os.environ.get(name)!r} is not a number") from None
+        raise SettingError(f"${name}={os.environ.get(name)!r} is not a number") from None

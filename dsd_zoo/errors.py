@@ -18,6 +18,10 @@ class DSDZooError(Exception):
     """Base class of every error raised on purpose by dsd-zoo."""
 
 
+class SettingError(DSDZooError, ValueError):
+    """An environment variable holds a value dsd-zoo does not understand; the message names it and what it takes."""
+
+
 class UnknownModelError(DSDZooError, LookupError):
     """A model name that is not in the manifest. The message lists the closest names."""
 

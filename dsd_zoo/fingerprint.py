@@ -36,6 +36,7 @@ import numpy as np
 
 from .errors import IntegrityError
 from .manifest import Fingerprint, ModelEntry
+from .pipelines import PIPELINES
 
 __all__ = ["ATOL_RELATIVE", "PROBE_CLASSES", "PROBE_SEED", "check_fingerprint", "compute_fingerprint",
            "probe_for", "probe_id", "probe_input"]
@@ -46,9 +47,6 @@ PROBE_IMAGES = 2
 PROBE_CLASSES = (0, 281, 500, 812, 999)
 #: Tolerance as a fraction of the largest logit magnitude of the probe batch.
 ATOL_RELATIVE = 5e-3
-# Each pipeline's probe imitates the range of its models' inputs: Caffe's mean-subtracted 0-255,
-# fb's standardised values, the digits' [0, 1].
-_DISTRIBUTIONS = {"caffe": "uniform128", "fb_resnet": "normal", "digits": "unit"}
 _PROBE = re.compile(r"^dsd-zoo-probe-v1/(uniform128|normal|unit)/([1-9][0-9]{0,3})(?:/c([1-9]))?$")
 
 
@@ -104,14 +102,14 @@ def probe_for(arch_name_or_entry: Union[str, ModelEntry]) -> str:
             # Every manifest model of one architecture shares its preprocessing pipeline.
             pipeline = next((m.transforms["pipeline"] for m in models.values() if m.arch == entry), "fb_resnet")
             arch = ARCHITECTURES[entry]
-            return probe_id(_DISTRIBUTIONS[pipeline], arch.input_size, arch.in_channels)
+            return probe_id(PIPELINES[pipeline].probe, arch.input_size, arch.in_channels)
         else:
             raise IntegrityError(f"{entry!r} is neither a model nor an architecture; known architectures: "
                                  f"{sorted(ARCHITECTURES)}")
     if entry.arch not in ARCHITECTURES:
         raise IntegrityError(f"model {entry.name!r} has unknown architecture {entry.arch!r}")
     arch = ARCHITECTURES[entry.arch]
-    return probe_id(_DISTRIBUTIONS[entry.transforms["pipeline"]], arch.input_size, arch.in_channels)
+    return probe_id(PIPELINES[entry.transforms["pipeline"]].probe, arch.input_size, arch.in_channels)
 
 
 def _logits(model: Any, probe: str):

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict
 
 from ._project import GITHUB_REPO
 from .manifest import Manifest, ModelEntry, load_manifest
+from .pipelines import PIPELINES
 
 __all__ = ["entrypoints", "model_docstring", "describe_transforms", "usage"]
 
@@ -21,17 +22,7 @@ _KIND = {"dsd": "DSD-trained model (Han et al., ICLR 2017)", "baseline": "baseli
 
 def describe_transforms(spec: Dict[str, Any]) -> str:
     """One readable line for a manifest ``transforms`` record."""
-    if spec["pipeline"] == "caffe":
-        mean = ("the ILSVRC-2012 mean image (carried in the weight file)" if "mean_image" in spec
-                else f"mean BGR {tuple(spec['mean_bgr'])}")
-        return (f"Caffe evaluation: warp to {spec['resize'][0]}x{spec['resize'][1]} (bilinear, no antialias), "
-                f"centre crop {spec['crop']}, 0-255 scale minus {mean}, RGB input")
-    if spec["pipeline"] == "fb_resnet":
-        return (f"fb.resnet.torch evaluation: shorter side {spec['resize']} (Torch7 bicubic), centre crop "
-                f"{spec['crop']}, [0, 1] then mean {tuple(spec['mean'])} / std {tuple(spec['std'])}, RGB input")
-    if spec["pipeline"] == "digits":
-        return f"8x8 digit images, values 0..{spec['max_value']} divided by {spec['max_value']}"
-    return spec["pipeline"]
+    return PIPELINES[spec["pipeline"]].describe(spec)
 
 
 def usage(name: str = "resnet50_dsd", *, repo: str = GITHUB_REPO, indent: str = "") -> str:

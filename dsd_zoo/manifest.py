@@ -20,11 +20,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
-from typing import Any, Callable, Collection, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, List, Mapping, Optional, Tuple
 from ._fields import unknown_fields
 from ._names import file_name_problem, url_problem
 from .digests import Digest
 from .errors import ManifestError, RecordError
+from .pipelines import PIPELINES
 
 MANIFEST_ENV = "DSD_ZOO_MANIFEST"
 FORMAT_VERSION = 1
@@ -32,7 +33,6 @@ FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 16 * 2**20
 KINDS = ("dsd", "baseline", "sparse")
 ORIGINAL_FORMATS = ("caffemodel", "torch7", "deep-compression", "safetensors", "pytorch")
-PIPELINES = ("caffe", "fb_resnet", "digits")
 # Files shipped inside the package (the embedded zoo) are named relative to this directory, so
 # the same manifest works from a checkout and from an installed wheel.
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -52,11 +52,8 @@ _PAPER_FIELDS = {"top1_err", "top5_err", "source"}
 _ERRORS_FIELDS = {"top1_err", "top5_err", "source", "images"}
 _EVALUATION_FIELDS = {"data", "dataset"}
 _FINGERPRINT_FIELDS = {"input", "indices", "values", "argmax", "atol"}
-# A transform's fields depend on its pipeline.
-_TRANSFORM_FIELDS = {"caffe": {"pipeline", "crop", "resize", "mean_image", "mean_bgr"},
-                     "fb_resnet": {"pipeline", "crop", "resize", "mean", "std"},
-                     "digits": {"pipeline", "crop", "max_value"}}
-_COMMIT = re.compile(r"[0-9a-f]{40}")
+#: A git commit id, as a Hub revision must be pinned (applied with fullmatch).
+COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,7 @@ class HFLocation:
             value = getattr(self, name)
             if not isinstance(value, str) or not value or value != value.strip():
                 raise RecordError(name, f"must be a non-empty string without surrounding spaces, got {value!r}")
-        if not _COMMIT.fullmatch(self.revision):
+        if not COMMIT.fullmatch(self.revision):
             # A branch name would let the bytes change under a fixed manifest.
             raise RecordError("revision", f"must be a 40-hex commit id (pinned), got {self.revision!r}")
 
@@ -466,42 +463,12 @@ def _parse_original(check: _Checker, model: str, obj: Mapping[str, Any], where: 
 
 def _parse_transforms(check: _Checker, obj: Mapping[str, Any], where: str,
                       assets: Mapping[str, AssetRecord]) -> Mapping[str, Any]:
-    pipeline = check.get(obj, "pipeline", where, (str,))
-    if pipeline not in PIPELINES:
-        raise check.fail(f"{where}.pipeline", f"must be one of {PIPELINES}, got {pipeline!r}")
-    check.obj(obj, where, _TRANSFORM_FIELDS[pipeline])
-    crop = check.get(obj, "crop", where, (int,))
-    if crop <= 0:
-        raise check.fail(f"{where}.crop", f"must be a positive number of pixels, got {crop}")
-    if pipeline == "caffe":
-        resize = check.get(obj, "resize", where, (list,))
-        if len(resize) != 2 or not all(isinstance(v, int) and v >= crop for v in resize):
-            raise check.fail(f"{where}.resize", f"must be [height, width], each >= crop {crop}, got {resize!r}")
-        has_image, has_values = "mean_image" in obj, "mean_bgr" in obj
-        if has_image == has_values:
-            raise check.fail(where, "a caffe pipeline needs exactly one of 'mean_image' (an asset name) or 'mean_bgr'")
-        if has_image and (not isinstance(obj["mean_image"], str) or obj["mean_image"] not in assets):
-            raise check.fail(f"{where}.mean_image", f"names asset {obj['mean_image']!r}, which is not in 'assets'")
-        if has_values:
-            _numbers(check, obj, "mean_bgr", 3, where)
-    elif pipeline == "digits":
-        if check.get(obj, "max_value", where, (int,)) <= 0:
-            raise check.fail(f"{where}.max_value", "must be positive")
-    elif pipeline == "fb_resnet":
-        resize = check.get(obj, "resize", where, (int,))
-        if resize < crop:
-            raise check.fail(f"{where}.resize", f"must be >= crop {crop}, got {resize}")
-        _numbers(check, obj, "mean", 3, where)
-        if any(v <= 0 for v in _numbers(check, obj, "std", 3, where)):
-            raise check.fail(f"{where}.std", "must be positive")
+    name = check.get(obj, "pipeline", where, (str,))
+    if name not in PIPELINES:
+        raise check.fail(f"{where}.pipeline", f"must be one of {tuple(PIPELINES)}, got {name!r}")
+    check.obj(obj, where, PIPELINES[name].fields)
+    PIPELINES[name].validate(obj, check, where, assets)
     return dict(obj)
-
-
-def _numbers(check: _Checker, obj: Mapping[str, Any], key: str, count: int, where: str) -> Sequence[float]:
-    value = check.get(obj, key, where, (list,))
-    if len(value) != count or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        raise check.fail(f"{where}.{key}", f"must be a list of {count} numbers, got {value!r}")
-    return value
 
 
 def _parse_fingerprint(check: _Checker, obj: Mapping[str, Any], where: str) -> Fingerprint:

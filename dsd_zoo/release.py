@@ -36,16 +36,16 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ._project import GITHUB_REPO, HF_REPO_ID
 from .api import get_entry
-from .atomic import atomic_write
+from .atomic import PathLike, atomic_write
 from .cache import check_file, find_local
 from .convert.mapping import extension
 from .errors import (ConversionError, DSDZooError, IntegrityError, ManifestError, NotAvailableError,
                      UnverifiedSourceError, UploadError)
-from .manifest import MANIFEST_ENV, Manifest, ModelEntry, bundled_manifest_path, load_manifest, parse_manifest
+from .manifest import COMMIT, MANIFEST_ENV, Manifest, ModelEntry, bundled_manifest_path, load_manifest, parse_manifest
 from .model_card import DEFAULT_TORCH_HUB_REPO, ReleaseFacts, render_model_card
 
 __all__ = ["ENTRIES_FILE", "HubTarget", "Release", "UploadError", "main", "merge_into_manifest", "release_model",
@@ -54,8 +54,6 @@ __all__ = ["ENTRIES_FILE", "HubTarget", "Release", "UploadError", "main", "merge
 #: The file in the output directory that maps model name -> {"weights": ..., "fingerprint": ...}.
 ENTRIES_FILE = "manifest_entries.json"
 CARD_FILE = "README.md"
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass(frozen=True)
@@ -323,7 +321,7 @@ def upload_to_hub(folder: PathLike, repo_id: str, *, path_in_repo: str = "", mes
         raise UploadError(f"uploading {folder} to the Hub repository {repo_id} ({api.endpoint}) failed: "
                           f"{type(exc).__name__}: {_first_line(exc)}") from exc
     commit = getattr(info, "oid", None)
-    if not isinstance(commit, str) or not _COMMIT.match(commit):
+    if not isinstance(commit, str) or not COMMIT.fullmatch(commit):
         raise UploadError(f"the Hub answered the upload to {repo_id} with commit id {commit!r}, not a 40-hex commit; "
                           "cannot pin the revision")
     return commit

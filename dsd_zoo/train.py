@@ -44,7 +44,6 @@ exit status: 0 done; 1 the training failed (e.g. diverged to NaN); 2 a bad recip
 130 interrupted (Ctrl-C): the finished phases stay, marked "complete": false in results.json."""
 
 # Architectures of this package that may not be in the model registry (yet).
-_LOCAL_BUILDERS = {"digits_net": ("dsd_zoo.models.digits", "digits_net")}
 
 
 def build_model(name: str, num_classes: int, pretrained: bool = False) -> Any:
@@ -78,8 +77,6 @@ def build_model(name: str, num_classes: int, pretrained: bool = False) -> Any:
 
 def _dsd_zoo_model(name: str, num_classes: int, pretrained: bool) -> Any:
     """The dsd-zoo model or architecture ``name``, or None if there is none by that name."""
-    import importlib
-
     from dsd_zoo import api
     from dsd_zoo.models import ARCHITECTURES
 
@@ -90,9 +87,6 @@ def _dsd_zoo_model(name: str, num_classes: int, pretrained: bool) -> Any:
         return None
     if name in ARCHITECTURES:
         return ARCHITECTURES[name].build(num_classes=num_classes)
-    if name in _LOCAL_BUILDERS:
-        module, function = _LOCAL_BUILDERS[name]
-        return getattr(importlib.import_module(module), function)(num_classes=num_classes)
     return None
 
 

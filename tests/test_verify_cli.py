@@ -242,6 +242,19 @@ def test_offline_never_touches_the_network(tmp_path, capsys, monkeypatch, test_m
         assert server.log == []
 
 
+def test_an_offline_flag_verify_cannot_read_is_named_as_the_downloader_names_it(tmp_path, capsys, monkeypatch,
+                                                                                 test_manifest, colour_weights):
+    # verify and the downloader read DSD_ZOO_OFFLINE the same way: "maybe" is an error in both
+    # (verify used to take it for "online" and went to the network).
+    with LoopbackServer() as server:
+        test_manifest(server.add(f"/{MODEL}.safetensors", colour_weights.read_bytes()))
+        monkeypatch.setenv("DSD_ZOO_OFFLINE", "maybe")
+        root = make_imagefolder(tmp_path / "val", SAMPLES[:2])
+        assert main([MODEL, "--imagenet", str(root), *RUN]) == 2
+        assert "$DSD_ZOO_OFFLINE='maybe' is not a boolean; use 1 or 0" in capsys.readouterr().err
+        assert server.log == []
+
+
 def test_selfcheck_verifies_cached_files_and_reports_mismatches(tmp_path, capsys, test_manifest, colour_weights,
                                                                  isolated_cache):
     test_manifest()

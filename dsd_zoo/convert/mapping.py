@@ -21,11 +21,11 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..atomic import file_in_the_way, write_safetensors
+from ..atomic import PathLike, file_in_the_way, write_safetensors
 from ..digests import hash_file
 from ..errors import ConversionError, FormatError, UnknownModelError, WeightsError
 from ..loading import EXTRA_PREFIX, check_state_dict
@@ -36,7 +36,6 @@ __all__ = [
     "check_against_architecture", "convert_file", "conversion_metadata", "load_mean_image", "save_conversion",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the mappings. Bump it whenever a mapping would produce different tensors from
 #: the same source file, so that metadata tells files made by old and new converters apart.

@@ -21,17 +21,16 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from dsd_zoo.atomic import write_safetensors
+from dsd_zoo.atomic import PathLike, write_safetensors
 from dsd_zoo.errors import FormatError, WeightsError
 
 __all__ = ["load_checkpoint", "load_masks", "read_metadata", "save_checkpoint", "save_masks", "write_safetensors"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 MASKS_FORMAT = "dsd_zoo.dsd.masks"
 CHECKPOINT_FORMAT = "dsd_zoo.dsd.checkpoint"
 FORMAT_VERSION = "1"

@@ -14,17 +14,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Union
 
 import torch
 from torch import Tensor, nn
 
+from dsd_zoo.atomic import PathLike
 from dsd_zoo.errors import FormatError
 
 __all__ = ["DIGITS_FORMAT", "digits_input", "evaluate_digits", "load_digits_split", "save_digits_split",
            "selfcheck_evaluations"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 DIGITS_FORMAT = "dsd_zoo.digits.split"
 # load_digits pixels count the set bits of a 4x4 block of the original 32x32 bitmap: 0..16.
 _MAX_PIXEL = 16

@@ -133,12 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _offline() -> bool:
-    # The same variables the delivery layer obeys (dsd_zoo.download).
-    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-               for name in ("DSD_ZOO_OFFLINE", "HF_HUB_OFFLINE"))
-
-
 def parse_weights(items: Sequence[str], manifest) -> Dict[str, Path]:
     """``{name: path}`` from ``NAME=PATH`` arguments; the name must be a model and the file exist."""
     from ..api import get_entry
@@ -230,7 +224,9 @@ def _weights_for(name: str, manifest, override: Optional[Path], named: bool) -> 
         return found.path, f"{found.path} ({found.state})"
     if not named:
         return None
-    if _offline():
+    from ..download import offline_mode
+
+    if offline_mode():
         raise OfflineError(f"{name}: its weight file {entry.weights.file} is not on this machine and DSD_ZOO_OFFLINE is "
                            "set; fetch it once online (dsd_zoo.get_model), or pass --weights NAME=PATH")
     path = Path(get_weights(name).resolve(progress=True))
@@ -241,7 +237,7 @@ def _imagenet_names(patterns: List[str], manifest) -> List[str]:
     """The models to evaluate on ImageNet: a pattern ('*_dsd') keeps only ImageNet models; a
     model named outright is kept, so that naming a non-ImageNet one is an error, not a no-op."""
     from ..api import expand_names
-    from .engine import IMAGENET_PIPELINES
+    from ..pipelines import IMAGENET_PIPELINES
 
     explicit = {p for p in patterns if not any(ch in p for ch in "*?[")}
     names = [name for name in expand_names(patterns, manifest)
@@ -252,7 +248,7 @@ def _imagenet_names(patterns: List[str], manifest) -> List[str]:
 
 
 def _select_models(named: List[str], manifest, weights: Dict[str, Path]) -> Dict[str, Tuple[Path, str]]:
-    from .engine import IMAGENET_PIPELINES
+    from ..pipelines import IMAGENET_PIPELINES
 
     for name in named:
         pipeline = manifest.models[name].transforms.get("pipeline")

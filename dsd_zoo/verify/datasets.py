@@ -32,6 +32,7 @@ from typing import BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, 
 import torch
 from torch import Tensor
 
+from ..atomic import PathLike
 from ..errors import DatasetError
 from . import FULL_VAL_SIZE
 
@@ -56,7 +57,6 @@ _SHOWN = 10  # names listed per problem before "... and N more"
 _INTEGER = re.compile(r"-?[0-9]+")
 
 Resampler = Callable[[Tensor], Tensor]
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass(frozen=True)

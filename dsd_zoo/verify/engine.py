@@ -33,12 +33,12 @@ from torch import Tensor, nn
 
 from .._process_group import init_process_group
 from ..errors import DSDZooError
+from ..pipelines import IMAGENET_PIPELINES
 from . import COMPILE_MIN_IMAGES
 from .datasets import MultiPipelineDataset, ValSamples
 
 __all__ = [
     "BAD_IMAGE_POLICIES",
-    "IMAGENET_PIPELINES",
     "EvalTarget",
     "ModelCounts",
     "EvalResult",
@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 BAD_IMAGE_POLICIES = ("count", "skip")
-IMAGENET_PIPELINES = ("caffe", "fb_resnet")
 
 
 @dataclass
