@@ -166,7 +166,8 @@ def get_weights(name: str) -> Weights:
 
 
 def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, os.PathLike, Weights]] = None,
-              progress: bool = True, trust_unverified: Optional[bool] = None, **kwargs: Any) -> "torch.nn.Module":
+              progress: bool = True, trust_unverified: Optional[bool] = None,
+              load_despite_recorded_identity: bool = False, **kwargs: Any) -> "torch.nn.Module":
     """Build a model by name, with its released weights by default.
 
     Args:
@@ -180,13 +181,16 @@ def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, o
         progress: show a progress bar while downloading.
         trust_unverified: allow an original release that has no published digest (trust on
             first use: its sha256 is pinned in the cache). Also ``DSD_ZOO_TRUST_UNVERIFIED=1``.
+        load_despite_recorded_identity: load a ``weights`` file whose metadata says it holds
+            another model or architecture (refused otherwise, with both named). Only for a
+            deliberate experiment: results are then not ``name``'s.
         **kwargs: passed to the architecture builder (e.g. ``aux_logits=True`` for GoogLeNet;
             ``num_classes`` only without pretrained weights).
 
     Returns:
         The model in eval mode when weights were loaded.
     """
-    from .loading import build_with_weights
+    from .loading import build_with_weights, identity_conflict
 
     entry = get_entry(name)
     arch = _architectures()[entry.arch]
@@ -205,4 +209,10 @@ def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, o
             raise WeightsError(f"{name}: the released weights have {classes} classes; for another num_classes build "
                                "with pretrained=False and train, or pass weights=FILE saved with that many")
         weights = get_weights(name).resolve(progress=progress, trust_unverified=trust_unverified)
+    conflict = None if load_despite_recorded_identity else identity_conflict(weights, name, entry.arch)
+    if conflict is not None:
+        other = (f"load it as get_model({conflict.recorded_model!r}, weights=...)"
+                 if conflict.recorded_model in list_models() else "load it as the model it holds")
+        raise WeightsError(f"{conflict.message}; {other}, or pass load_despite_recorded_identity=True to load it as "
+                           f"{name} anyway")
     return build_with_weights(arch, weights, kwargs, optional_prefixes=arch.optional_prefixes)

@@ -16,7 +16,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
 from .errors import FormatError, WeightsError
 
@@ -100,6 +100,35 @@ def load_tensors(path: os.PathLike, device: str = "cpu"):
         raise FormatError(f"{path}: safetensors could not read it: {exc}") from exc
     extras = {k[len(EXTRA_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(EXTRA_PREFIX)}
     return tensors, extras, metadata
+
+
+class IdentityConflict(NamedTuple):
+    """A weights file whose own record says it holds another model or architecture."""
+
+    message: str  # names the file, what it holds and what was asked for
+    recorded_model: Optional[str]  # the model it says it holds, if it names one
+
+
+def recorded_identity(path: os.PathLike) -> Tuple[Optional[str], Optional[str]]:
+    """The model and architecture a weights file's metadata says it holds (``None`` for what it does not say)."""
+    _, metadata = read_header(path)
+    return metadata.get("model") or None, metadata.get("arch") or None
+
+
+def identity_conflict(path: os.PathLike, model: str, arch: str) -> Optional[IdentityConflict]:
+    """Why the file at ``path`` is not weights of ``model`` (architecture ``arch``), by its own record; else ``None``.
+
+    Converted and released files record the model and architecture they hold in their
+    metadata: loaded as another model, they would make a false table (a sparse stage reported
+    as the DSD model). A file that records neither, such as a user's fine-tune, has no conflict.
+    """
+    recorded_model, recorded_arch = recorded_identity(path)
+    if recorded_model is not None and recorded_model != model:
+        return IdentityConflict(f"{path} holds {recorded_model} (its metadata says so), not {model}", recorded_model)
+    if recorded_arch is not None and recorded_arch != arch:
+        return IdentityConflict(f"{path} holds a {recorded_arch} network (its metadata says so), not {model}'s {arch}",
+                                recorded_model)
+    return None
 
 
 def read_extra_tensor(path: os.PathLike, name: str):

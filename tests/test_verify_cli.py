@@ -255,6 +255,15 @@ def test_an_offline_flag_verify_cannot_read_is_named_as_the_downloader_names_it(
         assert server.log == []
 
 
+def test_weights_for_a_model_the_run_does_not_evaluate_are_refused(tmp_path, capsys, test_manifest, colour_weights):
+    # They used to be ignored, and the model named instead fetched from the network.
+    test_manifest()
+    root = make_imagefolder(tmp_path / "val", SAMPLES[:2])
+    assert main([MODEL, "--imagenet", str(root), "--weights", f"squeezenet_dsd={colour_weights}", *RUN]) == 2
+    assert ("--weights names squeezenet_dsd, which this run does not evaluate (it evaluates squeezenet_sparse)"
+            in capsys.readouterr().err)
+
+
 def test_selfcheck_verifies_cached_files_and_reports_mismatches(tmp_path, capsys, test_manifest, colour_weights,
                                                                  isolated_cache):
     test_manifest()

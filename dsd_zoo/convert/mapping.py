@@ -205,7 +205,8 @@ def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Option
     else:
         raise ConversionError(f"{model_name}: its original format is {fmt!r}; only caffemodel, torch7 and "
                               "deep-compression files are converted")
-    report = {"model": model_name, "source_format": fmt, **report, "extras": sorted(extras)}
+    # The file says which model and architecture it holds, whatever the mapping reported.
+    report = {**report, "model": model_name, "arch": entry.arch, "source_format": fmt, "extras": sorted(extras)}
     return Conversion(state_dict, extras, report)
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..errors import DSDZooError, IntegrityError, OfflineError
+from ..errors import DSDZooError, IntegrityError, OfflineError, UnverifiedSourceError
 from . import COMPILE_MIN_IMAGES, DEFAULT_TOLERANCE, EXIT_BAD_INPUT, EXIT_FAILED, FULL_VAL_SIZE
 
 DESCRIPTION = """\
@@ -125,7 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--weights", metavar="NAME=PATH", action="append", default=[],
                          help="use a local safetensors file for NAME (e.g. the output of python -m dsd_zoo.convert); "
                               "repeatable. The self-check reports a file it has no published digest to compare "
-                              "with as UNVERIFIABLE (exit 1); --imagenet evaluates it")
+                              "with as UNVERIFIABLE (exit 1); --imagenet evaluates it. A file whose metadata says it "
+                              "holds another model is refused")
+    sources.add_argument("--load-despite-recorded-identity", action="store_true",
+                         help="evaluate a --weights file as NAME even though its metadata says it holds another model "
+                              "(a deliberate experiment: the report marks the row)")
+    sources.add_argument("--trust-unverified", action="store_true",
+                         help="accept an original release that has no published digest when a named model must be "
+                              "fetched and converted (trust on first use: its sha256 is pinned in the cache)")
     sources.add_argument("--json", metavar="FILE", type=Path, help="write the full result as JSON")
     sources.add_argument("--markdown", metavar="FILE", type=Path, help="write the tables as Markdown")
     sources.add_argument("--plot", metavar="FILE", type=Path,
@@ -133,9 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_weights(items: Sequence[str], manifest) -> Dict[str, Path]:
-    """``{name: path}`` from ``NAME=PATH`` arguments; the name must be a model and the file exist."""
+def parse_weights(items: Sequence[str], manifest, despite_identity: bool = False) -> Dict[str, Path]:
+    """``{name: path}`` from ``NAME=PATH`` arguments; the name must be a model, the file exist and be that model's."""
     from ..api import get_entry
+    from ..loading import identity_conflict
 
     weights: Dict[str, Path] = {}
     for item in items:
@@ -149,6 +157,13 @@ def parse_weights(items: Sequence[str], manifest) -> Dict[str, Path]:
         if not file.is_file():
             raise DSDZooError(f"--weights {name}: {str(file)!r} is not a file")
         weights[name] = file
+    for name, file in weights.items():  # once the command line is known to be well-formed
+        conflict = None if despite_identity else identity_conflict(file, name, manifest.models[name].arch)
+        if conflict is not None:
+            right = (f"give it as --weights {conflict.recorded_model}={file}, or "
+                     if conflict.recorded_model in manifest.models else "")
+            raise DSDZooError(f"--weights {name}={file}: {conflict.message}; {right}add "
+                              f"--load-despite-recorded-identity to evaluate it as {name} anyway")
     return weights
 
 
@@ -158,7 +173,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
                  ("--bad-images", args.bad_images), ("--no-channels-last", args.channels_last),
                  ("--device", args.device), ("--batch-size", args.batch_size), ("--workers", args.workers),
                  ("--compile" if args.compile else "--no-compile", args.compile),
-                 ("--fast", args.fast or None), ("--gpu-decode", args.gpu_decode or None))
+                 ("--fast", args.fast or None), ("--gpu-decode", args.gpu_decode or None),
+                 ("--trust-unverified", args.trust_unverified or None))
         used = [flag for flag, value in given if value is not None]
         if used:
             raise DSDZooError(f"{', '.join(used)} only apply to an evaluation: add --imagenet DIR")
@@ -205,9 +221,11 @@ def _pick_device(requested: Optional[str]) -> str:
     return requested
 
 
-def _weights_for(name: str, manifest, override: Optional[Path], named: bool) -> Optional[Tuple[Path, str]]:
+def _weights_for(name: str, manifest, override: Optional[Path], named: bool,
+                 trust_unverified: bool = False) -> Optional[Tuple[Path, str]]:
     """(path, description) of the weights to evaluate ``name`` with, or None to leave it out."""
     from ..api import get_weights
+    from ..loading import identity_conflict
     from .selfcheck import find_local_weights
 
     entry = manifest.models[name]
@@ -215,6 +233,9 @@ def _weights_for(name: str, manifest, override: Optional[Path], named: bool) -> 
         found = find_local_weights(entry, override=override)
         how = {"verified": "matches the manifest", "pinned": "matches the pinned sha256", "missing": "does not exist",
                "mismatch": "differs from the manifest's sha256", "unverifiable": "no digest to compare"}[found.state]
+        conflict = identity_conflict(override, name, entry.arch)
+        if conflict is not None:  # only here with --load-despite-recorded-identity
+            how += f"; LOADED DESPITE ITS RECORDED IDENTITY: {conflict.message}"
         return override, f"{override} (local file, {how})"
     found = find_local_weights(entry, rehash=False)
     if found.state == "mismatch":
@@ -229,7 +250,10 @@ def _weights_for(name: str, manifest, override: Optional[Path], named: bool) -> 
     if offline_mode():
         raise OfflineError(f"{name}: its weight file {entry.weights.file} is not on this machine and DSD_ZOO_OFFLINE is "
                            "set; fetch it once online (dsd_zoo.get_model), or pass --weights NAME=PATH")
-    path = Path(get_weights(name).resolve(progress=True))
+    try:
+        path = Path(get_weights(name).resolve(progress=True, trust_unverified=trust_unverified or None))
+    except UnverifiedSourceError as exc:
+        raise UnverifiedSourceError(f"{exc}\nIn this command: add --trust-unverified.") from exc
     return path, f"{path} (fetched)"
 
 
@@ -247,7 +271,8 @@ def _imagenet_names(patterns: List[str], manifest) -> List[str]:
     return names
 
 
-def _select_models(named: List[str], manifest, weights: Dict[str, Path]) -> Dict[str, Tuple[Path, str]]:
+def _select_models(named: List[str], manifest, weights: Dict[str, Path],
+                   trust_unverified: bool = False) -> Dict[str, Tuple[Path, str]]:
     from ..pipelines import IMAGENET_PIPELINES
 
     for name in named:
@@ -257,9 +282,15 @@ def _select_models(named: List[str], manifest, weights: Dict[str, Path]) -> Dict
                               "self-check (no --imagenet) evaluates it on its own data")
     candidates = named or [name for name, entry in manifest.models.items()
                            if entry.transforms.get("pipeline") in IMAGENET_PIPELINES]
+    unused = [name for name in weights if name not in candidates]
+    if unused:  # it would be ignored, and the model named instead fetched
+        raise DSDZooError(f"--weights names {', '.join(unused)}, which this run does not evaluate (it evaluates "
+                          f"{', '.join(candidates)}); add {' '.join(unused)} to the models to evaluate, or leave its "
+                          "--weights out")
     chosen = {}
     for name in candidates:
-        picked = _weights_for(name, manifest, weights.get(name), named=bool(named) or name in weights)
+        picked = _weights_for(name, manifest, weights.get(name), named=bool(named) or name in weights,
+                              trust_unverified=trust_unverified)
         if picked is not None:
             chosen[name] = picked
     if not chosen:
@@ -289,10 +320,10 @@ def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
                           "--gpu-decode out (on a CPU the default decoding in worker processes is the fastest)")
     manifest = load_manifest()
     named = _imagenet_names(args.names, manifest)
-    weights = parse_weights(args.weights, manifest)
+    weights = parse_weights(args.weights, manifest, args.load_despite_recorded_identity)
     wnids = [wnid for wnid, _ in imagenet_classes()]
     samples = scan_imagenet(args.imagenet, wnids, args.labels).subset(args.limit)
-    chosen = _select_models(named, manifest, weights)
+    chosen = _select_models(named, manifest, weights, args.trust_unverified)
     if args.fast and rank == 0:
         print("warning: --fast runs the models under bfloat16 autocast; the errors may differ from the exact float32 "
               "run that the paper's numbers are compared with", file=sys.stderr)
@@ -301,7 +332,8 @@ def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
               "errors may differ from the exact run that the paper's numbers are compared with", file=sys.stderr)
     batch_size = args.batch_size or (128 if device.startswith("cuda") else 32)
     with process_group(device) as here:
-        targets = [load_target(name, path) for name, (path, _) in chosen.items()]
+        targets = [load_target(name, path, load_despite_recorded_identity=args.load_despite_recorded_identity)
+                   for name, (path, _) in chosen.items()]
         result = evaluate(targets, samples, batch_size=batch_size, workers=args.workers, device=str(here),
                           fast=args.fast, channels_last=args.channels_last, compile_models=args.compile,
                           decode_on_device=args.gpu_decode,
@@ -323,7 +355,7 @@ def _run_selfcheck(args: argparse.Namespace, command: str) -> int:
 
     manifest = load_manifest()
     names = expand_names(args.names, manifest)
-    weights = parse_weights(args.weights, manifest)
+    weights = parse_weights(args.weights, manifest, args.load_despite_recorded_identity)
     report = selfcheck_report(run_selfcheck(names, weights, manifest), command)
     _emit(report, args)
     return report.exit_code

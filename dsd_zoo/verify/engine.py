@@ -163,7 +163,7 @@ def default_workers(device: torch.device) -> int:
     return max(1, per_rank // 4)
 
 
-def load_target(name: str, weights_path: os.PathLike) -> EvalTarget:
+def load_target(name: str, weights_path: os.PathLike, *, load_despite_recorded_identity: bool = False) -> EvalTarget:
     """Build the ImageNet model ``name`` from a local weight file, with its own transform.
 
     When the manifest records errors of the model's auxiliary heads (GoogLeNet DSD's loss1 and
@@ -183,7 +183,8 @@ def load_target(name: str, weights_path: os.PathLike) -> EvalTarget:
                           "--imagenet evaluates only models with a caffe or fb_resnet pipeline")
     heads = _logged_heads(name, weights.entry, weights_path)
     build = ARCHITECTURES[weights.entry.arch].heads_build_kwargs if heads else {}
-    model = get_model(name, weights=weights_path, progress=False, **build)
+    model = get_model(name, weights=weights_path, progress=False,
+                      load_despite_recorded_identity=load_despite_recorded_identity, **build)
     return EvalTarget(name, model, weights.transforms(weights_path=weights_path), heads)
 
 

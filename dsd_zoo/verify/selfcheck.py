@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ..cache import LocalCopy, find_local
+from ..loading import identity_conflict, recorded_identity
 from ..errors import DSDZooError
 from ..manifest import Manifest, ModelEntry
 
@@ -219,6 +220,14 @@ def run_selfcheck(names: Sequence[str] = (), weights: Optional[Mapping[str, os.P
         if check.weights.verified and not check.problems:
             check.fingerprint_ok, check.fingerprint = _check_fingerprint(entry, check.weights.path)
         result.models.append(check)
+    for name, path in weights.items():
+        entry = manifest.models[name]
+        conflict = identity_conflict(path, name, entry.arch)
+        if conflict is not None:  # given with --load-despite-recorded-identity
+            result.notes.append(f"{name}: checked despite its recorded identity: {conflict.message}")
+        elif recorded_identity(path) == (None, None):
+            result.notes.append(f"{name}: {path} records no identity (no model or architecture in its metadata): "
+                                "nothing but its digest says which model it holds")
     for entry in manifest.models.values():
         for original in entry.originals:
             if original.digest is not None and original.digest.algorithm == "sha256_prefix":
