@@ -202,6 +202,11 @@ class LocalCopy:
     def verified(self) -> bool:
         return self.state in VERIFIED_STATES
 
+    @property
+    def usable(self) -> bool:
+        """Present and not known to be wrong: verified, or with no digest to compare it with."""
+        return self.present and self.state != "mismatch"
+
 
 def check_file(path: Path, digest: Digest | None, size: int | None, *, rehash: bool = False) -> LocalCopy:
     """Whether the file at ``path`` is the one with ``digest`` and ``size``: the one check of a local file.

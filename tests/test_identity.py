@@ -69,3 +69,31 @@ def test_verify_refuses_with_a_cli_hint_and_marks_an_override(sparse_file, capsy
 def test_trust_unverified_is_a_verify_option_for_evaluations_only(capsys):
     assert verify(["--trust-unverified"]) == 2
     assert "--trust-unverified only apply to an evaluation: add --imagenet DIR" in capsys.readouterr().err
+
+
+def test_a_users_own_conversion_is_unverifiable_not_a_failure(tmp_path, isolated_cache, capsys):
+    # What the README's convert command writes for a DSD model whose weights are not published yet.
+    converted = _squeezenet_file(tmp_path / "squeezenet_dsd.safetensors", model="squeezenet_dsd",
+                                 arch="squeezenet1_0")
+    assert verify(["squeezenet_dsd", "--weights", f"squeezenet_dsd={converted}"]) == 0
+    assert "UNVERIFIABLE" in capsys.readouterr().out
+
+
+def test_a_recorded_fingerprint_still_judges_an_unverifiable_file(tmp_path, isolated_cache, monkeypatch, capsys):
+    import json
+
+    from dsd_zoo.manifest import bundled_manifest_path, shipped_file
+
+    # digits_dsd without a published sha256 (so any file is unverifiable), its fingerprint kept.
+    document = json.loads(bundled_manifest_path().read_text())
+    weights = document["models"]["digits_dsd"]["weights"]
+    local = weights.pop("local")
+    weights.update(sha256=None, size=None)
+    (tmp_path / "manifest.json").write_text(json.dumps(document))
+    monkeypatch.setenv("DSD_ZOO_MANIFEST", str(tmp_path / "manifest.json"))
+    right = shipped_file(local)
+    wrong = shipped_file(document["models"]["digits_baseline"]["weights"]["local"])
+    assert verify(["--weights", f"digits_dsd={right}"]) == 0
+    capsys.readouterr()
+    assert verify(["--weights", f"digits_dsd={wrong}"]) == 1  # the logits are not digits_dsd's
+    assert "fingerprint mismatch" in capsys.readouterr().out

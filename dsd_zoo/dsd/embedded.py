@@ -119,7 +119,7 @@ def selfcheck_evaluations(manifest, local) -> list:
         weights = local.get(entry.name)
         if weights is not None and weights.state == "missing":
             continue  # not on this machine: the models table reports it (a failure only when named)
-        if weights is None or not weights.verified:
+        if weights is None or not weights.usable:  # an unverifiable file is judged by its fingerprint and errors
             state = "missing" if weights is None else f"{weights.state}: {weights.detail}"
             rows.append(LocalEvaluation(entry.name, "digits", failure=f"weights not verified ({state})"))
             continue

@@ -125,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--weights", metavar="NAME=PATH", action="append", default=[],
                          help="use a local safetensors file for NAME (e.g. the output of python -m dsd_zoo.convert); "
                               "repeatable. The self-check reports a file it has no published digest to compare "
-                              "with as UNVERIFIABLE (exit 1); --imagenet evaluates it. A file whose metadata says it "
-                              "holds another model is refused")
+                              "with as UNVERIFIABLE, which is no failure (a recorded logit fingerprint is still "
+                              "compared); --imagenet evaluates it. A file whose metadata says it holds another "
+                              "model is refused")
     sources.add_argument("--load-despite-recorded-identity", action="store_true",
                          help="evaluate a --weights file as NAME even though its metadata says it holds another model "
                               "(a deliberate experiment: the report marks the row)")

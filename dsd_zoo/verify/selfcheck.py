@@ -80,7 +80,7 @@ class LocalEvaluation:
 
 
 # A provider gets the manifest and every model's LocalCopy and returns its evaluations;
-# it should evaluate only weights whose state is verified, through get_model(name, weights=path).
+# it should evaluate only usable weights (verified, or with nothing to compare), through get_model(name, weights=path).
 LocalEvaluationProvider = Callable[[Manifest, Mapping[str, LocalCopy]], Iterable[LocalEvaluation]]
 def _embedded_zoo(manifest: Manifest, local: Mapping[str, "LocalCopy"]) -> List["LocalEvaluation"]:
     from ..dsd.embedded import selfcheck_evaluations
@@ -126,11 +126,12 @@ class ModelCheck:
 
     @property
     def ok(self) -> bool:
+        """Nothing is wrong: a file that could not be checked (no digest to compare) is reported, not failed."""
         if self.problems or self.fingerprint_ok is False:
             return False
         if not self.weights.present:
             return not self.named
-        return self.weights.verified
+        return self.weights.usable
 
 
 @dataclass
@@ -217,7 +218,8 @@ def run_selfcheck(names: Sequence[str] = (), weights: Optional[Mapping[str, os.P
         check = ModelCheck(entry, find_local_weights(entry, override=weights.get(entry.name)),
                            named=entry.name in names, problems=_entry_problems(entry))
         local[entry.name] = check.weights
-        if check.weights.verified and not check.problems:
+        # An unverifiable file (e.g. converted by the user) is still compared with a recorded fingerprint.
+        if check.weights.usable and not check.problems:
             check.fingerprint_ok, check.fingerprint = _check_fingerprint(entry, check.weights.path)
         result.models.append(check)
     for name, path in weights.items():
