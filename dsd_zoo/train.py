@@ -37,13 +37,13 @@ _EPILOG = """recipe (JSON, or TOML on Python 3.11+), for example:
    "epochs": [10, 5, 5], "lr": 0.1, "sparsity": 0.3, "batch_size": 64,
    "optimizer": {"name": "sgd", "momentum": 0.9, "weight_decay": 1e-4},
    "seed": 0, "output": "runs/resnet18-dsd"}
+data: data.root is an ImageFolder root holding train/ and val/ (data.train / data.val rename them),
+each with one folder of images per class, the same class folders in both.
 model names: a dsd-zoo model or architecture (dsd_zoo.list_models()), else a torchvision model;
 prefix "torchvision:" or "dsd_zoo:" to choose. Relative paths are relative to the recipe file.
 Full key list: the docstring of dsd_zoo.dsd.recipe.
 exit status: 0 done; 1 the training failed (e.g. diverged to NaN); 2 a bad recipe or data;
 130 interrupted (Ctrl-C): the finished phases stay, marked "complete": false in results.json."""
-
-# Architectures of this package that may not be in the model registry (yet).
 
 
 def build_model(name: str, num_classes: int, pretrained: bool = False) -> Any:

@@ -145,6 +145,8 @@ def test_recipe_json_and_toml(tmp_path) -> None:
         ({"model": "m", "data": {"builtin": "digits"}, "epochs": 1, "lr": 0.1, "sparsity": 1.5}, r"\[0, 1\]"),
         ({"model": "m", "data": {"builtin": "digits"}, "epochs": True, "lr": 0.1}, "bad schedule"),
         ({"model": "m", "data": {"builtin": "digits"}, "lr": 0.1}, "'epochs' and 'lr'"),
+        ({"model": "m", "data": {"builtin": "digits"}, "epoch": 3, "lr": 0.1},
+         r"'epochs' and 'lr'.*'epoch' \(did you mean 'epochs'\?\)"),
         ({"model": "m", "data": {"root": "a", "builtin": "digits"}, "epochs": 1, "lr": 0.1}, "exactly one"),
         ({"model": "m", "data": {"builtin": "mnist"}, "epochs": 1, "lr": 0.1}, "builtin"),
         ({"model": "m", "data": {"root": "a", "channels": 1}, "epochs": 1, "lr": 0.1}, "mean and std"),

@@ -115,6 +115,7 @@ def test_help_explains_the_recipe(capsys) -> None:
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "--recipe" in text and "torchrun" in text and "sparsity" in text
+    assert "holding train/ and val/" in text  # the layout the data folder must have
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ Unknown keys are errors (a typo would otherwise silently train with a default).
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import sys
@@ -58,6 +59,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BUILTIN_DATASETS = ("digits",)
 _MISSING = object()
+_SCHEDULE_KEYS = ("epochs", "lr", "lr_decay", "rounds", "phases")
 
 
 class RecipeError(DSDZooError, ValueError):
@@ -240,8 +242,11 @@ def _parse_schedule(t: _Table) -> DSDSchedule:
                 raise RecipeError(f"recipe: give either 'phases' or {sorted(shorthand)}, not both")
             return DSDSchedule(phases)
         if "epochs" not in shorthand or "lr" not in shorthand:
+            # A misspelt "epoch" would otherwise only be named after this error.
+            near = [key for key in t.raw if key not in t.read and difflib.get_close_matches(key, _SCHEDULE_KEYS, n=1)]
+            hint = f"; {unknown_fields(near, _SCHEDULE_KEYS)}" if near else ""
             raise RecipeError(
-                "recipe: give 'epochs' and 'lr' (the standard dense/sparse/re-dense schedule) or 'phases'"
+                f"recipe: give 'epochs' and 'lr' (the standard dense/sparse/re-dense schedule) or 'phases'{hint}"
             )
         return DSDSchedule.standard(**shorthand)
     except (TypeError, ValueError) as exc:
