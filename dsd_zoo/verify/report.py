@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..atomic import atomic_write
 from ..errors import DSDZooError
@@ -81,6 +81,7 @@ class Report:
     data: Dict[str, Any]
     exit_code: int
     plot_rows: List[Dict[str, Any]] = field(default_factory=list)
+    plot_note: str = ""  # said in the plot's title (a partial run says PARTIAL)
 
     def to_text(self) -> str:
         parts = [self.title, "=" * len(self.title)] + ["\n" + t.to_text() for t in self.tables]
@@ -105,7 +106,7 @@ class Report:
             if path is not None:
                 _write_text(Path(path), text())
         if plot_path is not None:
-            write_plot(self.plot_rows, plot_path, title=self.title)
+            write_plot(self.plot_rows, plot_path, title=self.title, note=self.plot_note)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -221,8 +222,10 @@ def eval_report(result: EvalResult, samples: ValSamples, entries: Mapping[str, A
         "exit_code": exit_code,
         **_versions(),
     }
+    plot_note = ("" if full else f"PARTIAL RUN, {len(samples):,} of {FULL_VAL_SIZE:,} images: not comparable with "
+                                 "the paper")
     return Report("dsd-zoo verify: ImageNet evaluation", [table], notes, data, exit_code,
-                  plot_rows=[r for r in rows if not r["head"]])
+                  plot_rows=[r for r in rows if not r["head"]], plot_note=plot_note)
 
 
 def _eval_notes(result: EvalResult, samples: ValSamples, tolerance: float, limit: Optional[int],
@@ -357,13 +360,22 @@ def check_plot_path(path: os.PathLike) -> None:
                           f"(or any of {', '.join('.' + f for f in sorted(formats))})")
 
 
-def write_plot(rows: Sequence[Mapping[str, Any]], path: os.PathLike, title: str = "") -> Path:
-    """Bar chart of top-1 and top-5 errors per architecture: baseline, sparse stage and DSD side by side.
+def error_interval(errors: int, n: int, z: float = 1.96) -> Tuple[float, float]:
+    """The Wilson score interval of an error rate, in percent (95 % for ``z`` 1.96).
 
-    Bars are the measured errors where there are any, else the paper's; a black tick marks the
-    paper's number on each bar.
+    Unlike the normal approximation it stays inside [0, 100] and is not empty at 0 or n errors,
+    which is where a few-image run sits.
     """
-    check_plot_path(path)
+    if n <= 0:
+        return 0.0, 100.0
+    p = errors / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
+
+
+def plot_figure(rows: Sequence[Mapping[str, Any]], title: str = "", note: str = ""):
+    """The matplotlib figure of :func:`write_plot` (tests read its text: title, labels, annotations)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never open a window
@@ -376,33 +388,63 @@ def write_plot(rows: Sequence[Mapping[str, Any]], path: os.PathLike, title: str 
     width = 0.8 / max(1, len(kinds))
     colours = {"baseline": "#8c8c8c", "sparse": "#e39c3c", "dsd": "#2a7ab9"}
     measured_any = any(r.get("top1_err") is not None for r in rows)
-    figure, axes = plt.subplots(2, 1, figsize=(max(7.0, 1.3 * len(archs)), 7.5))
+    figure, axes = plt.subplots(2, 1, figsize=(max(8.0, 1.6 * len(archs) + 2.5), 8.5))
     for ax, metric in zip(axes, ("top1", "top5")):
-        labelled = set()
+        labelled, ticks, names = set(), [], []
         for k, kind in enumerate(kinds):
             for x, arch in enumerate(archs):
                 row = next((r for r in rows if r["arch"] == arch and r["kind"] == kind), None)
                 if row is None:
                     continue
-                value = row.get(f"{metric}_err")
-                paper = row.get(f"paper_{metric}_err")
+                value, paper = row.get(f"{metric}_err"), row.get(f"paper_{metric}_err")
                 bar = value if value is not None else paper
                 if bar is None:
                     continue
                 position = x - 0.4 + width * (k + 0.5)
-                ax.bar(position, bar, width * 0.9, color=colours.get(kind, "#555555"),
+                # An outline keeps a 0 % bar visible as a line.
+                ax.bar(position, bar, width * 0.9, color=colours.get(kind, "#555555"), edgecolor="black", linewidth=0.6,
                        label=None if kind in labelled else kind)
                 labelled.add(kind)
+                ticks.append(position)
+                names.append(row.get("name", arch))
+                top = bar
+                n = row.get("images")
+                if value is not None and n:
+                    correct = row[f"{metric}_correct"]
+                    low, high = error_interval(n - correct, n)
+                    ax.errorbar(position, value, yerr=[[value - low], [high - value]], color="black", capsize=3, lw=1)
+                    top = high
+                    ax.annotate(f"{value:.1f}%\nn={n:,}", (position, top), textcoords="offset points", xytext=(0, 3),
+                                ha="center", fontsize=7)
+                else:
+                    ax.annotate(f"{bar:.1f}%", (position, top), textcoords="offset points", xytext=(0, 3),
+                                ha="center", fontsize=7)
                 if paper is not None:
                     ax.plot([position - width * 0.45, position + width * 0.45], [paper, paper], color="black", lw=1.5)
-        ax.set_xticks(range(len(archs)))
-        ax.set_xticklabels(archs)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
         ax.set_ylabel(f"{'top-1' if metric == 'top1' else 'top-5'} error (%)")
-        ax.legend(fontsize=8)
+        ax.set_ylim(0, max(5.0, ax.get_ylim()[1] * 1.15))  # room for the annotations
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the data
         ax.grid(axis="y", alpha=0.3)
-    figure.suptitle((title + ": " if title else "") + ("measured (bars) vs paper (black ticks)" if measured_any
-                                                       else "paper errors"), fontsize=10)
+    what = ("measured (bars, 95 % Wilson interval) vs paper (black ticks)" if measured_any else "paper errors")
+    heading = (title + ": " if title else "") + what
+    figure.suptitle(heading + (f"\n{note}" if note else ""), fontsize=10, color="black")
     figure.tight_layout()
+    return figure
+
+
+def write_plot(rows: Sequence[Mapping[str, Any]], path: os.PathLike, title: str = "", note: str = "") -> Path:
+    """Bar chart of top-1 and top-5 errors: baseline, sparse stage and DSD side by side per architecture.
+
+    Bars are the measured errors where there are any, else the paper's; each measured bar carries
+    its n and a 95 % interval, a black tick marks the paper's number, and ``note`` (a partial
+    run says PARTIAL) goes into the title.
+    """
+    check_plot_path(path)
+    import matplotlib.pyplot as plt
+
+    figure = plot_figure(rows, title, note)
     path = Path(path)
     try:  # complete or not at all, like the other outputs
         atomic_write(path, lambda file: figure.savefig(file, dpi=120, format=path.suffix.lower().lstrip(".")))
