@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
 from .errors import FormatError, WeightsError
+from .sniff import FORMAT_NAMES, sniff
 
 EXTRA_PREFIX = "dsd_zoo."
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
@@ -42,8 +43,8 @@ def read_header(path: os.PathLike) -> Tuple[Dict[str, dict], Dict[str, str]]:
                 raise FormatError(f"{path}: not a safetensors file ({size} bytes, too short for a header)")
             (header_len,) = struct.unpack("<Q", prefix)
             if header_len > MAX_HEADER_BYTES or header_len > size - 8:
-                raise FormatError(f"{path}: not a safetensors file or truncated: header length {header_len} "
-                                  f"exceeds the file ({size} bytes) or the {MAX_HEADER_BYTES}-byte limit")
+                raise FormatError(_not_safetensors(path, f"header length {header_len} exceeds the file ({size} bytes) "
+                                                         f"or the {MAX_HEADER_BYTES}-byte limit"))
             raw = handle.read(header_len)
     except OSError as exc:
         raise FormatError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
@@ -51,7 +52,7 @@ def read_header(path: os.PathLike) -> Tuple[Dict[str, dict], Dict[str, str]]:
         header = json.loads(raw.decode("utf-8"))
     # ValueError also covers integers longer than Python's digit limit; RecursionError, deep nesting.
     except (ValueError, RecursionError) as exc:
-        raise FormatError(f"{path}: not a safetensors file: its header is not JSON ({exc})") from exc
+        raise FormatError(_not_safetensors(path, f"its header is not JSON: {exc}")) from exc
     if not isinstance(header, dict):
         raise FormatError(f"{path}: safetensors header must be a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -113,6 +114,18 @@ def recorded_identity(path: os.PathLike) -> Tuple[Optional[str], Optional[str]]:
     """The model and architecture a weights file's metadata says it holds (``None`` for what it does not say)."""
     _, metadata = read_header(path)
     return metadata.get("model") or None, metadata.get("arch") or None
+
+
+def _not_safetensors(path: Path, detail: str) -> str:
+    """Why ``path`` cannot be read as weights: what it is, when that is recognisable, and what to do."""
+    kind = sniff(path)
+    if kind in ("caffemodel", "torch7", "zip", "pickle"):
+        return (f"{path} is {FORMAT_NAMES[kind]}, not a safetensors weight file: an original release must be "
+                "converted first: python -m dsd_zoo.convert FILE --model NAME --install (then get_model(NAME))")
+    if kind is not None and kind != "safetensors":
+        return f"{path} is {FORMAT_NAMES[kind]}, not a safetensors weight file"
+    return (f"{path}: not a safetensors file or truncated ({detail}); an original release file (.caffemodel, .t7, "
+            ".net) must be converted first: python -m dsd_zoo.convert FILE --model NAME --install")
 
 
 def identity_conflict(path: os.PathLike, model: str, arch: str) -> Optional[IdentityConflict]:

@@ -109,19 +109,38 @@ def test_existing_output_needs_force(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors", "squeezenet.caffemodel"]  # no temp files
 
 
-def test_alexnet_requires_the_mean_image(tmp_path, capsys):
-    src = tmp_path / "alexnet.caffemodel"
-    src.write_bytes(b"")
-    assert main([str(src), "--model", "alexnet_dsd", "-o", str(tmp_path / "a.safetensors")]) == 2
+@pytest.fixture(scope="module")
+def alexnet_caffemodel(tmp_path_factory) -> Path:
+    """A caffemodel with AlexNet's layers (random weights): the mean image is asked for only after them."""
+    from .test_convert_mapping import ALEXNET
+
+    blobs = caffe_blobs(ARCHITECTURES["alexnet"].build(), ALEXNET)
+    return write_caffemodel(tmp_path_factory.mktemp("alexnet") / "alexnet.caffemodel", blobs)
+
+
+@pytest.mark.slow
+def test_alexnet_requires_the_mean_image(tmp_path, capsys, alexnet_caffemodel):
+    pytest.importorskip("google.protobuf", reason="the Caffe reader needs protobuf (pip install 'dsd-zoo[convert]')")
+    assert main([str(alexnet_caffemodel), "--model", "alexnet_dsd", "-o", str(tmp_path / "a.safetensors")]) == 2
     err = capsys.readouterr().err
     assert "--mean-image" in err and "ilsvrc_2012_mean.npy" in err and "https://" in err
 
 
-def test_pickled_mean_image_is_refused(tmp_path, capsys):
+def test_the_layers_are_checked_before_the_mean_image_is_asked_for(tmp_path, capsys):
+    pytest.importorskip("google.protobuf", reason="the Caffe reader needs protobuf (pip install 'dsd-zoo[convert]')")
+    # A SqueezeNet caffemodel converted as AlexNet: the layers, not a missing --mean-image, are named.
+    src = _squeezenet_caffemodel(tmp_path)
+    assert main([str(src), "--model", "alexnet_dsd", "-o", str(tmp_path / "a.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "--mean-image" not in err and "conv1" in err
+
+
+@pytest.mark.slow
+def test_pickled_mean_image_is_refused(tmp_path, capsys, alexnet_caffemodel):
+    pytest.importorskip("google.protobuf", reason="the Caffe reader needs protobuf (pip install 'dsd-zoo[convert]')")
     mean = tmp_path / "mean.npy"
     np.save(mean, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    src = tmp_path / "alexnet.caffemodel"
-    src.write_bytes(b"")
+    src = alexnet_caffemodel
     out = tmp_path / "a.safetensors"
     assert main([str(src), "--model", "alexnet_dsd", "-o", str(out), "--mean-image", str(mean)]) == 2
     assert "not a plain numeric .npy" in capsys.readouterr().err

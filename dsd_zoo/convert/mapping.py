@@ -30,6 +30,7 @@ from ..digests import hash_file
 from ..errors import ConversionError, FormatError, UnknownModelError, WeightsError
 from ..loading import EXTRA_PREFIX, check_state_dict
 from ..manifest import Manifest, ModelEntry, OriginalRecord, load_manifest
+from ..sniff import FORMAT_NAMES, sniff
 
 __all__ = [
     "CONVERTER_VERSION", "Conversion", "SavedConversion", "architecture_shapes", "array_to_tensor",
@@ -169,18 +170,12 @@ def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Option
     """
     entry, manifest = _entry(model_name, manifest)
     original = original or original_for_file(entry, src_path)
-    fmt = original.format if original is not None else None
+    if original is None:
+        raise ConversionError(f"{model_name} has no original release to convert: its weights ship with dsd-zoo "
+                              f"(dsd_zoo.get_model({model_name!r}))")
+    fmt = original.format
     source = f"{Path(src_path).name} ({fmt}, model {model_name})"
-    extras: Dict[str, Any] = {}
-    asset = entry.transforms.get("mean_image")
-    if asset is not None:
-        if mean_image_path is None:
-            record = manifest.assets.get(asset)
-            where = (f"{record.record.file} from {record.record.urls[0]}" if record is not None and record.record.urls
-                     else f"the {asset!r} asset")
-            raise ConversionError(f"{model_name} subtracts a mean image, which the converted file must carry: "
-                                  f"pass mean_image_path (CLI: --mean-image) pointing at {where}")
-        extras["mean_image"] = load_mean_image(mean_image_path)
+    _check_file_kind(src_path, model_name, original, manifest)
     if fmt == "caffemodel":
         from .caffe import read_caffemodel
         from .caffe_mapping import map_caffe_blobs
@@ -203,14 +198,64 @@ def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Option
 
         state_dict, report = read_net(src_path, entry.arch, source=source)
     else:
-        raise ConversionError(f"{model_name}: its original format is {fmt!r}; only caffemodel, torch7 and "
+        raise ConversionError(f"{model_name}: its original format is {fmt!r}; only caffemodel, torch7, pytorch and "
                               "deep-compression files are converted")
+    # Asked for only now: the layers have proven that the file is this model's.
+    extras: Dict[str, Any] = {}
+    asset = entry.transforms.get("mean_image")
+    if asset is not None:
+        if mean_image_path is None:
+            record = manifest.assets.get(asset)
+            where = (f"{record.record.file} from {record.record.urls[0]}" if record is not None and record.record.urls
+                     else f"the {asset!r} asset")
+            raise ConversionError(f"{model_name} subtracts a mean image, which the converted file must carry: "
+                                  f"pass mean_image_path (CLI: --mean-image) pointing at {where}")
+        extras["mean_image"] = load_mean_image(mean_image_path)
     # The file says which model and architecture it holds, whatever the mapping reported.
     report = {**report, "model": model_name, "arch": entry.arch, "source_format": fmt, "extras": sorted(extras)}
     return Conversion(state_dict, extras, report)
 
 
 _EXTENSIONS = {"caffemodel": ".caffemodel", "torch7": ".t7", "deep-compression": ".net", "pytorch": ".pth"}
+# What dsd_zoo.sniff sees for each original format (a PyTorch file is a zip or, before 2020, a pickle).
+_SNIFFED = {"caffemodel": ("caffemodel",), "torch7": ("torch7",), "pytorch": ("zip", "pickle"),
+            "deep-compression": ()}
+
+
+def _check_file_kind(path: PathLike, model_name: str, original: OriginalRecord, manifest: Manifest) -> None:
+    """Refuse, naming the mix-up and the right command, a file that is not of the format ``original`` is.
+
+    Before any parser runs: a caffemodel converted as a Torch7 model used to fail with "unknown
+    type tag", a ``.net`` as a caffemodel with "Wire format was corrupt".
+    """
+    kind = sniff(path)
+    if kind is None and original.format in ("caffemodel", "torch7"):
+        kind = "deep-compression" if _deep_compression_model(path, manifest) else None
+        if kind is None:
+            raise FormatError(f"{path} is not {FORMAT_NAMES[original.format]} ({model_name}'s original format), "
+                              "nor any other format dsd-zoo knows: a damaged or wrong file")
+    if kind is None or kind in _SNIFFED[original.format]:
+        return
+    fitting = sorted({name for name, entry in manifest.models.items()
+                      for other in entry.originals if kind in _SNIFFED[other.format] or
+                      (kind == "deep-compression" and other.format == kind)})
+    advice = (f"; convert it as {' or '.join(f'--model {name}' for name in fitting)}" if fitting else "")
+    raise ConversionError(f"{path} is {FORMAT_NAMES[kind]}, but {model_name}'s original is "
+                          f"{FORMAT_NAMES[original.format]}{advice}")
+
+
+def _deep_compression_model(path: PathLike, manifest: Manifest) -> bool:
+    """Whether ``path`` has the exact structure of a Deep Compression file of some manifest model."""
+    from .dc_mapping import read_net
+
+    for entry in manifest.models.values():
+        if entry.original is not None and entry.original.format == "deep-compression":
+            try:
+                read_net(path, entry.arch, source=str(path))
+                return True
+            except (FormatError, ConversionError):
+                continue
+    return False
 
 
 def original_for_file(entry: ModelEntry, path: PathLike) -> Optional[OriginalRecord]:
