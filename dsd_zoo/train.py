@@ -46,7 +46,7 @@ exit status: 0 done; 1 the training failed (e.g. diverged to NaN); 2 a bad recip
 130 interrupted (Ctrl-C): the finished phases stay, marked "complete": false in results.json."""
 
 
-def build_model(name: str, num_classes: int, pretrained: bool = False) -> Any:
+def build_model(name: str, num_classes: int, pretrained: bool = False, trust_unverified: bool | None = None) -> Any:
     """A model by name: a dsd-zoo model or architecture first, then torchvision (no download there).
 
     ``"torchvision:NAME"`` or ``"dsd_zoo:NAME"`` picks the source explicitly (``alexnet`` is the
@@ -58,7 +58,7 @@ def build_model(name: str, num_classes: int, pretrained: bool = False) -> Any:
     if source not in ("", "dsd_zoo", "torchvision"):
         raise RecipeError(f"model {name!r}: the prefix must be 'dsd_zoo:' or 'torchvision:'")
     if source in ("", "dsd_zoo"):
-        model = _dsd_zoo_model(bare, num_classes, pretrained)
+        model = _dsd_zoo_model(bare, num_classes, pretrained, trust_unverified)
         if model is not None:
             return model
         if source == "dsd_zoo":
@@ -75,14 +75,14 @@ def build_model(name: str, num_classes: int, pretrained: bool = False) -> Any:
         ) from exc
 
 
-def _dsd_zoo_model(name: str, num_classes: int, pretrained: bool) -> Any:
+def _dsd_zoo_model(name: str, num_classes: int, pretrained: bool, trust_unverified: bool | None = None) -> Any:
     """The dsd-zoo model or architecture ``name``, or None if there is none by that name."""
     from dsd_zoo import api
     from dsd_zoo.models import ARCHITECTURES
 
     if name in api.list_models():
         kwargs = {} if pretrained else {"num_classes": num_classes}
-        return api.get_model(name, pretrained=pretrained, **kwargs)
+        return api.get_model(name, pretrained=pretrained, trust_unverified=trust_unverified, **kwargs)
     if pretrained:
         return None
     if name in ARCHITECTURES:
@@ -157,13 +157,16 @@ def _file_entry(path: Path) -> dict[str, Any]:
     return {"file": path.name, "sha256": hash_file(path)["sha256"], "size": path.stat().st_size}
 
 
-def train(recipe: Any, output: Path | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+def train(recipe: Any, output: Path | None = None, overwrite: bool = False, progress: bool = True,
+          trust_unverified: bool | None = None) -> dict[str, Any]:
     """Run a :class:`~dsd_zoo.dsd.recipe.Recipe`; returns what ``results.json`` holds (on every rank).
 
     Under ``torchrun`` it starts the process group and ends it before returning; a group the
     caller has already initialized is used and left running (import
     ``torch.distributed.nn.functional`` before initializing it, or ``destroy_process_group`` will
     not end it: see ``dsd_zoo._process_group``).
+
+    ``trust_unverified`` is passed to :func:`dsd_zoo.get_model` for a pretrained dsd-zoo model.
 
     Raises:
         RecipeError: a recipe that cannot run (unknown model, bad exclude, output in use, ...).
@@ -183,7 +186,7 @@ def train(recipe: Any, output: Path | None = None, overwrite: bool = False, prog
     d = setup_distributed(use_cuda)
     try:
         with torch_settings(recipe.threads, recipe.deterministic):
-            results = _train(recipe, output, d, use_cuda, progress, overwrite)
+            results = _train(recipe, output, d, use_cuda, progress, overwrite, trust_unverified)
         # Every rank is done (and rank 0 has written its files) before any rank tears the group
         # down: a gloo peer that disappears mid-teardown can abort the other ("terminate called").
         d.barrier()
@@ -227,7 +230,8 @@ def _remove_earlier_run(output: Path) -> None:
     results.unlink(missing_ok=True)
 
 
-def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool, overwrite: bool) -> dict[str, Any]:
+def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool, overwrite: bool,
+           trust_unverified: bool | None = None) -> dict[str, Any]:
     """:func:`train` once the process group and global flags are set up."""
     import torch
     from torch.nn.parallel import DistributedDataParallel
@@ -251,7 +255,7 @@ def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool, ov
     num_classes = recipe.num_classes or len(classes)
     if num_classes < len(classes):
         raise RecipeError(f"num_classes={num_classes} but the data has {len(classes)} classes")
-    model = build_model(recipe.model, num_classes, recipe.pretrained).to(d.device)
+    model = build_model(recipe.model, num_classes, recipe.pretrained, trust_unverified).to(d.device)
     dsd = None
     if any(p.sparse for p in recipe.schedule):
         try:
@@ -355,6 +359,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, metavar="DIR", help="output directory (overrides the recipe's 'output')")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in the output: its checkpoints, masks and results.json are "
                    "deleted first (other files are kept)")
+    p.add_argument("--trust-unverified", action="store_true",
+                   help="with pretrained=true: accept an original release without a published digest when the "
+                        "model's weights must be fetched and converted (its sha256 is pinned on first use)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (rank 0 shows them by default)")
     return p
 
@@ -365,18 +372,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dsd_zoo.dsd.recipe import load_recipe
 
     from dsd_zoo._signals import exit_on_termination
-    from dsd_zoo.errors import TrainingError
+    from dsd_zoo.errors import TrainingError, UnverifiedSourceError
 
     try:
         recipe = load_recipe(args.recipe)
         with exit_on_termination():  # killed (SIGTERM, SIGHUP): checkpoints being written are removed
-            train(recipe, output=args.output, overwrite=args.overwrite, progress=not args.no_progress)
+            train(recipe, output=args.output, overwrite=args.overwrite, progress=not args.no_progress,
+                  trust_unverified=args.trust_unverified or None)
     except KeyboardInterrupt:
         print("interrupted: the phases finished so far are in the output, marked unfinished in results.json",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except (DSDZooError, ImportError) as exc:
-        print(f"error: {_worker_message(exc)}", file=sys.stderr)
+        hint = "\nIn this command: add --trust-unverified." if isinstance(exc, UnverifiedSourceError) else ""
+        print(f"error: {_worker_message(exc)}{hint}", file=sys.stderr)
         return 1 if isinstance(exc, TrainingError) else 2
     return 0
 

@@ -235,3 +235,26 @@ def test_ctrl_c_exits_130_and_leaves_the_run_marked_unfinished(tmp_path, how, st
     assert ("interrupted" in err or how == "SIGTERM") and "Traceback" not in err
     assert json.loads(results.read_text())["complete"] is False
     assert not list((tmp_path / "out").glob("*.part"))
+
+
+def test_pretrained_weights_without_a_digest_need_trust_unverified(tmp_path, capsys, monkeypatch, server) -> None:
+    # digits_dsd served from a mirror with no published digest, as the DSD originals are.
+    from dsd_zoo.manifest import bundled_manifest_path, shipped_file
+
+    from .servers import isolate_download_env
+
+    isolate_download_env(monkeypatch, tmp_path)
+    document = json.loads(bundled_manifest_path().read_text())
+    weights = document["models"]["digits_dsd"]["weights"]
+    url = server.add("/digits_dsd.safetensors", shipped_file(weights.pop("local")).read_bytes())
+    weights.update(sha256=None, size=None, urls=[url])
+    (tmp_path / "manifest.json").write_text(json.dumps(document))
+    monkeypatch.setenv("DSD_ZOO_MANIFEST", str(tmp_path / "manifest.json"))
+    recipe = _tiny(tmp_path, model="digits_dsd", pretrained=True, data={
+        "root": "images", "image_size": 8, "resize": 8, "channels": 1, "mean": [0.5], "std": [0.5], "augment": False,
+    })
+    assert main(["--recipe", str(recipe), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no published digest" in err and "In this command: add --trust-unverified." in err
+    with pytest.warns(UserWarning, match="trusting the copy"):
+        assert main(["--recipe", str(recipe), "--no-progress", "--trust-unverified"]) == 0
