@@ -52,6 +52,7 @@ Environment variables (an explicit argument to :func:`fetch` wins over the envir
 from __future__ import annotations
 
 import datetime
+import functools
 import email.utils
 import logging
 import math
@@ -307,7 +308,8 @@ def _download(record: FileRecord, entry: cache.Entry, digest: Digest | None, siz
     failures: list[str] = []
     for source in sources:
         try:
-            stamp = cache.store(entry, lambda part: source.fetch_into(part, digest, size, record.file, settings),
+            stamp = cache.store(entry, functools.partial(source.fetch_into, digest=digest, size=size,
+                                                         name=record.file, settings=settings),
                                 digest, size, pinned=record.digest is None, source=str(source))
         except (_SourceFailed, IntegrityError) as exc:
             logger.warning("%s: %s", source, exc)

@@ -89,7 +89,7 @@ def convert_into_cache(entry: ModelEntry, manifest: Manifest, *, progress: bool 
         tried: List[str] = []
         for original in entry.originals if originals is None else originals:
 
-            def convert(part: Path) -> dict:
+            def convert(part: Path, original: OriginalRecord = original) -> dict:  # bound now, called now
                 logger.info("%s: converting %s locally", entry.name, original.url)
                 saved = convert_original(entry, manifest, part, original=original, progress=progress,
                                          trust_unverified=trust_unverified, offline=offline)

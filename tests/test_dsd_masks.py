@@ -415,7 +415,7 @@ def test_a_closure_step_leaves_no_gradient_or_state_at_pruned_positions() -> Non
     for i in range(3):
         x, y = batch(i)
 
-        def closure() -> torch.Tensor:
+        def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:  # bound now, called now
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()

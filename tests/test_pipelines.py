@@ -23,7 +23,7 @@ def test_each_pipeline_builds_describes_and_probes_its_manifest_models(name, iso
         spec = entry.transforms
         assert set(spec) <= pipeline.fields
         mean = torch.zeros(3, *spec.get("resize", (0, 0))) if "mean_image" in spec else None
-        transform = pipeline.build(spec, mean_image=lambda: mean)
+        transform = pipeline.build(spec, mean_image=lambda mean=mean: mean)
         assert transform.pipeline_key[0] == name  # verify groups models by this key
         assert f"{spec['crop']}" in pipeline.describe(spec)
     assert probe_id(pipeline.probe, 8)  # a distribution the fingerprint knows
