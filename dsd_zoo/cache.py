@@ -271,7 +271,7 @@ def verify_cached(path: Path, digest: Digest | None, size: int | None) -> Stamp 
     fetches it again. Call it under :func:`locked`.
     """
     copy = check_file(path, digest, size)
-    if copy.verified:
+    if copy.verified and copy.stamp is not None:
         if copy.hashed:
             try:
                 write_stamp(path, copy.stamp)

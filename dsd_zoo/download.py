@@ -282,7 +282,7 @@ def _expected(record: FileRecord, final: Path) -> tuple[Digest | None, int | Non
 def _shipped(record: FileRecord) -> Path:
     """A file shipped inside the package, after checking it against its pinned sha256 (it is never downloaded)."""
     found = cache.find_local(record, rehash=True)
-    if found.verified:
+    if found.verified and found.path is not None:
         return found.path
     if found.state == "missing" or found.unreadable:
         raise NotAvailableError(f"{record.file}: the copy shipped with dsd-zoo ({record.local}) cannot be read "
@@ -293,8 +293,8 @@ def _shipped(record: FileRecord) -> Path:
 
 def _sources(record: FileRecord) -> list["_Source"]:
     """Where ``record`` can be downloaded from, in the order to try: the Hub, then each URL."""
-    urls = [_OneDriveSource(url) if onedrive.is_share_link(url) else _UrlSource(url) for url in record.urls]
-    return ([_HubSource(record.hf)] if record.hf is not None else []) + urls
+    sources: list[_Source] = [_HubSource(record.hf)] if record.hf is not None else []
+    return sources + [_OneDriveSource(url) if onedrive.is_share_link(url) else _UrlSource(url) for url in record.urls]
 
 
 def _download(record: FileRecord, entry: cache.Entry, digest: Digest | None, size: int | None, settings: _Settings,

@@ -27,7 +27,7 @@ _DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 
                 "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
-def read_header(path: os.PathLike) -> Tuple[Dict[str, dict], Dict[str, str]]:
+def read_header(path: "os.PathLike[str] | str") -> Tuple[Dict[str, dict], Dict[str, str]]:
     """Validate a safetensors header and return (tensor entries, metadata).
 
     Checks what a hostile or damaged file could get wrong: the header length against the file
@@ -110,7 +110,7 @@ class IdentityConflict(NamedTuple):
     recorded_model: Optional[str]  # the model it says it holds, if it names one
 
 
-def recorded_identity(path: os.PathLike) -> Tuple[Optional[str], Optional[str]]:
+def recorded_identity(path: "os.PathLike[str] | str") -> Tuple[Optional[str], Optional[str]]:
     """The model and architecture a weights file's metadata says it holds (``None`` for what it does not say)."""
     _, metadata = read_header(path)
     return metadata.get("model") or None, metadata.get("arch") or None
@@ -128,7 +128,7 @@ def _not_safetensors(path: Path, detail: str) -> str:
             ".net) must be converted first: python -m dsd_zoo.convert FILE --model NAME --install")
 
 
-def identity_conflict(path: os.PathLike, model: str, arch: str) -> Optional[IdentityConflict]:
+def identity_conflict(path: "os.PathLike[str] | str", model: str, arch: str) -> Optional[IdentityConflict]:
     """Why the file at ``path`` is not weights of ``model`` (architecture ``arch``), by its own record; else ``None``.
 
     Converted and released files record the model and architecture they hold in their

@@ -110,7 +110,7 @@ def convert_into_cache(entry: ModelEntry, manifest: Manifest, *, progress: bool 
     # The user asked for a model, not for these internal files: say where they come from and what else works.
     raise type(failed)(f"{entry.name}: {_why(failures)}, so dsd-zoo converts the original release on this machine, "
                        "and getting it failed:\n" + "\n".join(f"  {line}" for line in tried) + "\n"
-                       + _convert_it_yourself(entry, manifest)) from failed
+                       + _convert_it_yourself(entry, entry.originals[0], manifest)) from failed
 
 
 def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | str, *,
@@ -126,16 +126,16 @@ def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | 
     from .convert.mapping import original_for_file
     from .download import import_file
 
-    if entry.original is None:
-        raise NotAvailableError(f"{entry.name}: the manifest names no original release to import")
     original = original_for_file(entry, path)
+    if original is None:
+        raise NotAvailableError(f"{entry.name}: the manifest names no original release to import")
     record = original.record
     cached = cache.resolve_cache_dir() / record.file
     new_pin = record.digest is None and not os.path.lexists(cached) and cache.pinned_stamp(cached) is None
     import_file(record, path)
     try:
         asset = entry.transforms.get("mean_image")
-        if mean_image is not None and asset in manifest.assets:
+        if mean_image is not None and isinstance(asset, str) and asset in manifest.assets:
             import_file(manifest.assets[asset].record, mean_image)
         return convert_into_cache(entry, manifest, progress=progress, originals=(original,))
     except (ConversionError, FormatError):
@@ -149,14 +149,14 @@ def _why(failures: Sequence[str]) -> str:
             else "converted weights are not published yet")
 
 
-def _convert_it_yourself(entry: ModelEntry, manifest: Manifest) -> str:
+def _convert_it_yourself(entry: ModelEntry, original: OriginalRecord, manifest: Manifest) -> str:
     """What a user can do by hand: the link to open, the file to expect, and the one command that takes it in."""
     from .convert.mapping import extension
 
-    original = entry.original
     size = f", {original.record.size:,} bytes" if original.record.size is not None else ""
     mean = entry.transforms.get("mean_image")
-    mean_option = f" --mean-image {manifest.assets[mean].record.file}" if mean in manifest.assets else ""
+    mean_option = (f" --mean-image {manifest.assets[mean].record.file}"
+                   if isinstance(mean, str) and mean in manifest.assets else "")
     return (f"To get it by hand: open {original.url} in a browser and download the file it offers (a {original.format} "
             f"file, *{extension(original)}{size}), then take it in with one command:\n"
             f"    python -m dsd_zoo.convert FILE --model {entry.name} --install{mean_option}\n"

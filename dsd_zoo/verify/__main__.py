@@ -242,7 +242,7 @@ def _weights_for(name: str, manifest, override: Optional[Path], named: bool,
     if found.state == "mismatch":
         raise IntegrityError(f"{name}: the weight file {found.path} is not the released one ({found.detail}); delete it "
                              "so that it is fetched again, or pass --weights to evaluate it anyway")
-    if found.present:
+    if found.path is not None:
         return found.path, f"{found.path} ({found.state})"
     if not named:
         return None

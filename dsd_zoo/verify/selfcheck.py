@@ -219,7 +219,7 @@ def run_selfcheck(names: Sequence[str] = (), weights: Optional[Mapping[str, os.P
                            named=entry.name in names, problems=_entry_problems(entry))
         local[entry.name] = check.weights
         # An unverifiable file (e.g. converted by the user) is still compared with a recorded fingerprint.
-        if check.weights.usable and not check.problems:
+        if check.weights.usable and check.weights.path is not None and not check.problems:
             check.fingerprint_ok, check.fingerprint = _check_fingerprint(entry, check.weights.path)
         result.models.append(check)
     for name, path in weights.items():
