@@ -94,7 +94,7 @@ def _load_image(path: str) -> Any:
     """ImageFolder's loader, with a file that cannot be read named in a :class:`DatasetError`."""
     from PIL import Image
 
-    from dsd_zoo.verify.datasets import decode_failure_types
+    from dsd_zoo._decode import decode_failure_types
 
     try:
         with open(path, "rb") as file:

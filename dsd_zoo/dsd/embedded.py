@@ -22,7 +22,7 @@ from dsd_zoo.atomic import PathLike
 from dsd_zoo.errors import FormatError
 
 __all__ = ["DIGITS_FORMAT", "digits_input", "evaluate_digits", "load_digits_split", "save_digits_split",
-           "selfcheck_evaluations"]
+]
 
 DIGITS_FORMAT = "dsd_zoo.digits.split"
 # load_digits pixels count the set bits of a 4x4 block of the original 32x32 bitmap: 0..16.
@@ -98,37 +98,3 @@ def evaluate_digits(
     images, labels, _ = load_digits_split(test_file)
     errors = evaluate(model, [(digits_input(images), labels)], device=device)
     return errors.top1_err, errors.top5_err, errors.n
-
-
-def selfcheck_evaluations(manifest, local) -> list:
-    """The embedded zoo's rows of ``python -m dsd_zoo.verify``'s self-check.
-
-    Every manifest model whose ``evaluation.dataset`` is ``"digits"`` is loaded from its verified
-    shipped file and evaluated on the shipped test split (itself checked against its sha256),
-    through the same manifest, integrity and loading code as the ImageNet models. The result is
-    judged against the errors recorded when the file was made, within one image.
-    """
-    from dsd_zoo.api import get_model
-    from dsd_zoo.download import fetch
-    from dsd_zoo.verify.selfcheck import LocalEvaluation
-
-    rows = []
-    for entry in manifest.models.values():
-        if entry.evaluation is None or entry.evaluation["dataset"] != "digits":
-            continue
-        weights = local.get(entry.name)
-        if weights is not None and weights.state == "missing":
-            continue  # not on this machine: the models table reports it (a failure only when named)
-        if weights is None or not weights.usable:  # an unverifiable file is judged by its fingerprint and errors
-            state = "missing" if weights is None else f"{weights.state}: {weights.detail}"
-            rows.append(LocalEvaluation(entry.name, "digits", failure=f"weights not verified ({state})"))
-            continue
-        data = fetch(manifest.assets[entry.evaluation["data"]].record, offline=True)
-        top1, top5, n = evaluate_digits(get_model(entry.name, weights=weights.path), data)
-        recorded = entry.recorded or {}
-        rows.append(LocalEvaluation(
-            entry.name, f"digits ({n} held-out images)", images=n, top1_err=100 * top1, top5_err=100 * top5,
-            expected_top1_err=recorded.get("top1_err"), expected_top5_err=recorded.get("top5_err"),
-            # One image either way: another CPU's float rounding may flip a near-tie.
-            tolerance=100 / n if n else 0.0))
-    return rows

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from dsd_zoo.dsd.masks import DSD
 from dsd_zoo.dsd.report import SparsityReport
 from dsd_zoo.dsd.schedule import DSDSchedule, Phase
-from dsd_zoo.verify.engine import label_rank
+from dsd_zoo.ranking import label_rank
 
 __all__ = ["ErrorRates", "PhaseResult", "count_correct", "evaluate", "torch_settings", "train_epoch", "train_phases"]
 
@@ -101,7 +101,7 @@ def torch_settings(threads: int | None = None, deterministic: bool = True) -> It
 def count_correct(logits: Tensor, target: Tensor) -> Tensor:
     """``[correct top-1, correct top-5, n]`` (int64) of one batch; top-5 is top-all below 5 classes.
 
-    Equal logits are ranked as ``verify`` ranks them (:func:`~dsd_zoo.verify.engine.label_rank`).
+    Equal logits are ranked as ``verify`` ranks them (:func:`~dsd_zoo.ranking.label_rank`).
     """
     rank = label_rank(logits, target)
     top5 = rank < min(5, logits.shape[1])

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from ..atomic import PathLike
+from .._decode import decode_failure_types
 from ..errors import DatasetError
 from . import FULL_VAL_SIZE
 
@@ -46,7 +47,6 @@ __all__ = [
     "scan_imagefolder",
     "scan_flat",
     "decode_image",
-    "decode_failure_types",
     "decode_failure_reason",
 ]
 
@@ -304,14 +304,6 @@ def decode_image(path: Union[PathLike, BinaryIO]) -> Tensor:
     with Image.open(path) as image:
         image.load()  # a truncated file raises here, not later with half an image
         return to_uint8_rgb(image).contiguous()
-
-
-def decode_failure_types() -> Tuple[type, ...]:
-    """The exception types with which PIL reports a file it cannot decode."""
-    from PIL import Image
-
-    # PIL reports damaged files with several types (SyntaxError for some PNG/GIF damage).
-    return (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 def decode_failure_reason(exc: BaseException, path: Optional[Path] = None) -> str:

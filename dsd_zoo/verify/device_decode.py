@@ -27,7 +27,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .datasets import MultiPipelineDataset, decode_failure_reason, decode_failure_types, decode_image
+from .._decode import decode_failure_types
+from .datasets import MultiPipelineDataset, decode_failure_reason, decode_image
 
 __all__ = ["JPEG_DECODERS", "device_decodable_jpeg", "EncodedDataset", "collate_encoded", "DeviceDecoder",
            "default_jpeg_decoder"]

@@ -82,10 +82,40 @@ class LocalEvaluation:
 # A provider gets the manifest and every model's LocalCopy and returns its evaluations;
 # it should evaluate only usable weights (verified, or with nothing to compare), through get_model(name, weights=path).
 LocalEvaluationProvider = Callable[[Manifest, Mapping[str, LocalCopy]], Iterable[LocalEvaluation]]
-def _embedded_zoo(manifest: Manifest, local: Mapping[str, "LocalCopy"]) -> List["LocalEvaluation"]:
-    from ..dsd.embedded import selfcheck_evaluations
 
-    return selfcheck_evaluations(manifest, local)
+
+def _embedded_zoo(manifest: Manifest, local: Mapping[str, LocalCopy]) -> List["LocalEvaluation"]:
+    """The embedded zoo's rows of the self-check.
+
+    Every manifest model whose ``evaluation.dataset`` is ``"digits"`` is loaded from its verified
+    shipped file and evaluated on the shipped test split (itself checked against its sha256),
+    through the same manifest, integrity and loading code as the ImageNet models. The result is
+    judged against the errors recorded when the file was made, within one image.
+    """
+    from ..api import get_model
+    from ..download import fetch
+    from ..dsd.embedded import evaluate_digits
+
+    rows = []
+    for entry in manifest.models.values():
+        if entry.evaluation is None or entry.evaluation["dataset"] != "digits":
+            continue
+        weights = local.get(entry.name)
+        if weights is not None and weights.state == "missing":
+            continue  # not on this machine: the models table reports it (a failure only when named)
+        if weights is None or weights.path is None or not weights.usable:  # unverifiable: judged by its results
+            state = "missing" if weights is None else f"{weights.state}: {weights.detail}"
+            rows.append(LocalEvaluation(entry.name, "digits", failure=f"weights not verified ({state})"))
+            continue
+        data = fetch(manifest.assets[entry.evaluation["data"]].record, offline=True)
+        top1, top5, n = evaluate_digits(get_model(entry.name, weights=weights.path), data)
+        recorded = entry.recorded or {}
+        rows.append(LocalEvaluation(
+            entry.name, f"digits ({n} held-out images)", images=n, top1_err=100 * top1, top5_err=100 * top5,
+            expected_top1_err=recorded.get("top1_err"), expected_top5_err=recorded.get("top5_err"),
+            # One image either way: another CPU's float rounding may flip a near-tie.
+            tolerance=100 / n if n else 0.0))
+    return rows
 
 
 # The embedded digits zoo is evaluated by default: a real baseline-vs-DSD table with no network.
