@@ -209,8 +209,7 @@ def fetch(
                 raise OfflineError(f"{record.file} is in the Hugging Face cache but cannot be taken into the dsd-zoo "
                                    f"cache {root} ({exc.strerror or exc}), and offline mode is on; set "
                                    f"${cache.CACHE_ENV} to a writable directory") from exc
-            raise DownloadError(f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
-                                f"set ${cache.CACHE_ENV} to a writable directory") from exc
+            raise _unwritable_cache(root, exc) from exc
     with cache.claim(final, record.digest, record.size) as entry:
         if entry.hit is not None:
             logger.debug("verified cache hit: %s", final)
@@ -257,8 +256,7 @@ def import_file(record: FileRecord, path: str | os.PathLike, *, cache_dir: str |
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DownloadError(f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
-                            f"set ${cache.CACHE_ENV} to a writable directory") from exc
+        raise _unwritable_cache(root, exc) from exc
     final = root / record.file
     with cache.claim(final, record.digest, record.size) as entry:
         if entry.hit is None:
@@ -269,6 +267,11 @@ def import_file(record: FileRecord, path: str | os.PathLike, *, cache_dir: str |
             raise DownloadError(f"{source} is not the copy of {record.file} already in the cache ({same.detail}); "
                                 f"to replace that copy, delete {final} and {cache.stamp_path(final)} first")
         return final
+
+
+def _unwritable_cache(root: Path, exc: OSError) -> DownloadError:
+    return DownloadError(f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
+                         f"set ${cache.CACHE_ENV} to a writable directory")
 
 
 def _expected(record: FileRecord, final: Path) -> tuple[Digest | None, int | None]:
@@ -429,19 +432,24 @@ def _adopt(source: Path, part: Path, algorithms: set[str], *, what: str, link: b
     cannot be written is the cache's (:class:`_LocalWriteError`). ``what`` names the copy in errors.
     """
     try:
-        try:
-            if not link:
-                raise OSError("copy wanted")
-            os.link(source, part)
-        except OSError:  # another file system, or links unsupported: copy, hashing on the way
-            with open(source, "rb") as src:
-                with _PartWriter(part, algorithms, os.fstat(src.fileno()).st_size) as writer:
-                    for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
-                        writer.write(chunk)
-                    return writer.hexdigests()
-        return hash_file(part, algorithms)
+        if link and _hard_link(source, part):
+            return hash_file(part, algorithms)
+        with open(source, "rb") as src:  # a copy, hashed on the way
+            with _PartWriter(part, algorithms, os.fstat(src.fileno()).st_size) as writer:
+                for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
+                    writer.write(chunk)
+                return writer.hexdigests()
     except OSError as exc:
         raise _SourceFailed(f"cannot read {what} {source}: {exc.strerror or exc}") from exc
+
+
+def _hard_link(source: Path, part: Path) -> bool:
+    """Make ``part`` a hard link to ``source``; ``False`` where links do not work (another file system)."""
+    try:
+        os.link(source, part)
+    except OSError:
+        return False
+    return True
 
 
 class _FileSource(_Source):

@@ -229,6 +229,14 @@ class Manifest:
         """The BibTeX entries an entry cites, joined."""
         return "\n\n".join(self.citations[key] for key in entry.citation)
 
+    def mean_image(self, entry: ModelEntry) -> Optional[AssetRecord]:
+        """The asset of the mean image ``entry``'s preprocessing subtracts (AlexNet's), or ``None``.
+
+        Validation made sure that a ``transforms.mean_image`` names an asset of this manifest.
+        """
+        name = entry.transforms.get("mean_image")
+        return None if name is None else self.assets[name]
+
 
 class _Checker:
     """Reads typed fields out of JSON objects, raising errors that say where the problem is."""

@@ -261,18 +261,17 @@ def _previous(entry: ModelEntry, sha256: str, key: str) -> Any:
 def _given_mean_image(entry: ModelEntry, manifest: Manifest, given: Optional[PathLike], *,
                       trust_unverified: bool) -> Optional[Path]:
     """The ``--mean-image`` file, checked against the manifest's asset like a download; ``None`` to fetch it."""
-    asset_name = entry.transforms.get("mean_image")
-    if asset_name is None or given is None:
+    asset = manifest.mean_image(entry)
+    if asset is None or given is None:
         return None
-    asset = manifest.assets[asset_name]
     found = check_file(Path(given), asset.record.digest, asset.record.size, rehash=True)
     if found.unreadable or found.state == "missing":
         raise ConversionError(f"cannot read the mean image {given}: {found.detail}")
     if found.state == "mismatch":
-        raise IntegrityError(f"{given} is not the {asset_name} asset ({found.detail}; "
+        raise IntegrityError(f"{given} is not the {asset.name} asset ({found.detail}; "
                              f"{', '.join(asset.record.urls)})")
     if found.state == "unverifiable" and not trust_unverified:
-        raise UnverifiedSourceError(f"the {asset_name} asset has no published digest to check {given} against; "
+        raise UnverifiedSourceError(f"the {asset.name} asset has no published digest to check {given} against; "
                                     "pass --trust-unverified to use it anyway")
     return Path(given)
 

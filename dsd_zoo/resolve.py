@@ -134,9 +134,9 @@ def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | 
     new_pin = record.digest is None and not os.path.lexists(cached) and cache.pinned_stamp(cached) is None
     import_file(record, path)
     try:
-        asset = entry.transforms.get("mean_image")
-        if mean_image is not None and isinstance(asset, str) and asset in manifest.assets:
-            import_file(manifest.assets[asset].record, mean_image)
+        asset = manifest.mean_image(entry)
+        if mean_image is not None and asset is not None:
+            import_file(asset.record, mean_image)
         return convert_into_cache(entry, manifest, progress=progress, originals=(original,))
     except (ConversionError, FormatError):
         if new_pin:  # the wrong file for this model: it must not stay pinned as its original
@@ -154,9 +154,8 @@ def _convert_it_yourself(entry: ModelEntry, original: OriginalRecord, manifest: 
     from .convert.mapping import extension
 
     size = f", {original.record.size:,} bytes" if original.record.size is not None else ""
-    mean = entry.transforms.get("mean_image")
-    mean_option = (f" --mean-image {manifest.assets[mean].record.file}"
-                   if isinstance(mean, str) and mean in manifest.assets else "")
+    mean = manifest.mean_image(entry)
+    mean_option = f" --mean-image {mean.record.file}" if mean is not None else ""
     return (f"To get it by hand: open {original.url} in a browser and download the file it offers (a {original.format} "
             f"file, *{extension(original)}{size}), then take it in with one command:\n"
             f"    python -m dsd_zoo.convert FILE --model {entry.name} --install{mean_option}\n"

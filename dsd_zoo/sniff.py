@@ -14,7 +14,7 @@ import os
 import struct
 from typing import Optional
 
-__all__ = ["FORMAT_NAMES", "describe", "sniff"]
+__all__ = ["FORMAT_NAMES", "sniff"]
 
 #: What each format :func:`sniff` returns is, in words.
 FORMAT_NAMES = {
@@ -108,9 +108,3 @@ def _varint(data: bytes, position: int) -> "tuple[Optional[int], int]":
             return value, position
         shift += 7
     return None, position
-
-
-def describe(path: "os.PathLike[str] | str") -> str:
-    """``FORMAT_NAMES`` of the file's format, or "a file of no format dsd-zoo knows"."""
-    kind = sniff(path)
-    return FORMAT_NAMES[kind] if kind is not None else "a file of no format dsd-zoo knows"

@@ -202,12 +202,11 @@ def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Option
                               "deep-compression files are converted")
     # Asked for only now: the layers have proven that the file is this model's.
     extras: Dict[str, Any] = {}
-    asset = entry.transforms.get("mean_image")
+    asset = manifest.mean_image(entry)
     if asset is not None:
         if mean_image_path is None:
-            record = manifest.assets.get(asset)
-            where = (f"{record.record.file} from {record.record.urls[0]}" if record is not None and record.record.urls
-                     else f"the {asset!r} asset")
+            where = (f"{asset.record.file} from {asset.record.urls[0]}" if asset.record.urls
+                     else f"the {asset.name!r} asset")
             raise ConversionError(f"{model_name} subtracts a mean image, which the converted file must carry: "
                                   f"pass mean_image_path (CLI: --mean-image) pointing at {where}")
         extras["mean_image"] = load_mean_image(mean_image_path)

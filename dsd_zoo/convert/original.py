@@ -43,10 +43,9 @@ def convert_original(entry: ModelEntry, manifest: Manifest, out_path: Path, *, o
     digest = original.digest
     say(f"fetching {original.url} ({digest.algorithm + ' ' + digest.value if digest else 'no published digest'})")
     source = fetch(original.record, progress=progress, trust_unverified=trust_unverified, offline=offline)
-    asset_name = entry.transforms.get("mean_image")
-    if asset_name is not None and mean_image is None:
-        mean_image = fetch(manifest.assets[asset_name].record, progress=progress, trust_unverified=trust_unverified,
-                           offline=offline)
+    asset = manifest.mean_image(entry)
+    if asset is not None and mean_image is None:
+        mean_image = fetch(asset.record, progress=progress, trust_unverified=trust_unverified, offline=offline)
     say(f"converting {original.file_name}")
     return save_conversion(source, entry.name, out_path, mean_image_path=mean_image, force=True, manifest=manifest,
                            source_name=original.file_name, original=original)
