@@ -182,8 +182,9 @@ def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, o
         trust_unverified: allow an original release that has no published digest (trust on
             first use: its sha256 is pinned in the cache). Also ``DSD_ZOO_TRUST_UNVERIFIED=1``.
         load_despite_recorded_identity: load a ``weights`` file whose metadata says it holds
-            another model or architecture (refused otherwise, with both named). Only for a
-            deliberate experiment: results are then not ``name``'s.
+            another model or architecture, or that says it holds ``name`` but does not reproduce
+            ``name``'s published logit fingerprint (refused otherwise, with both named). Only for
+            a deliberate experiment: results are then not ``name``'s.
         **kwargs: passed to the architecture builder (e.g. ``aux_logits=True`` for GoogLeNet;
             ``num_classes`` only without pretrained weights).
 
@@ -203,6 +204,7 @@ def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, o
                         f"got {type(weights).__name__}")
     if weights is None and not pretrained:
         return arch.build(**kwargs)
+    user_file = weights is not None  # what resolve() returns was checked there, by its digest
     if weights is None:  # the released file: its class count is the manifest's
         classes = len(entry.categories) if entry.categories is not None else 1000
         if kwargs.get("num_classes", classes) != classes:
@@ -215,4 +217,27 @@ def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, o
                  if conflict.recorded_model in list_models() else "load it as the model it holds")
         raise WeightsError(f"{conflict.message}; {other}, or pass load_despite_recorded_identity=True to load it as "
                            f"{name} anyway")
-    return build_with_weights(arch, weights, kwargs, optional_prefixes=arch.optional_prefixes)
+    model = build_with_weights(arch, weights, kwargs, optional_prefixes=arch.optional_prefixes)
+    if user_file and not load_despite_recorded_identity:
+        _refuse_other_logits(model, weights, entry)
+    return model
+
+
+def _refuse_other_logits(model: "torch.nn.Module", path: Union[str, os.PathLike], entry: ModelEntry) -> None:
+    """Refuse a file that says it holds ``entry``'s model but does not compute its published logits.
+
+    Only a file that names the model in its metadata is judged: a user's own fine-tune records
+    nothing and is meant to differ. One forward pass on the two-image probe.
+    """
+    from .errors import IntegrityError
+    from .fingerprint import check_fingerprint
+    from .loading import recorded_identity
+
+    if entry.fingerprint is None or recorded_identity(path)[0] != entry.name:
+        return
+    try:
+        check_fingerprint(model, entry.fingerprint)
+    except IntegrityError as exc:
+        raise WeightsError(f"{path} says it holds {entry.name}, but its outputs are not the ones published for "
+                           f"{entry.name}: {exc}. get_model({entry.name!r}) fetches the verified file; "
+                           "load_despite_recorded_identity=True loads this one anyway") from exc

@@ -97,3 +97,28 @@ def test_a_recorded_fingerprint_still_judges_an_unverifiable_file(tmp_path, isol
     capsys.readouterr()
     assert verify(["--weights", f"digits_dsd={wrong}"]) == 1  # the logits are not digits_dsd's
     assert "fingerprint mismatch" in capsys.readouterr().out
+
+
+def test_a_file_that_claims_the_model_must_reproduce_its_published_logits(tmp_path, isolated_cache):
+    from safetensors import safe_open
+
+    from dsd_zoo.manifest import load_manifest, shipped_file
+
+    # The bundled manifest records digits_dsd's fingerprint (computed by the demo's export from
+    # the shipped file). The baseline's tensors, relabelled as digits_dsd, compute other logits.
+    manifest = load_manifest()
+    assert manifest.models["digits_dsd"].fingerprint is not None
+    baseline = shipped_file(manifest.models["digits_baseline"].weights.local)
+    with safe_open(str(baseline), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    relabelled = tmp_path / "digits_dsd.safetensors"
+    save_file(tensors, str(relabelled), metadata={"model": "digits_dsd", "arch": "digits_net"})
+    with pytest.raises(WeightsError, match=r"says it holds digits_dsd, but its outputs are not the ones published "
+                                           r"for digits_dsd: logit fingerprint mismatch.*load_despite_recorded_identity"):
+        dsd_zoo.get_model("digits_dsd", weights=relabelled)
+    assert dsd_zoo.get_model("digits_dsd", weights=relabelled, load_despite_recorded_identity=True)
+    # The published file itself, and the same tensors with no record (a user's own), load.
+    assert dsd_zoo.get_model("digits_dsd", weights=shipped_file(manifest.models["digits_dsd"].weights.local))
+    unrecorded = tmp_path / "mine.safetensors"
+    save_file(tensors, str(unrecorded))
+    assert dsd_zoo.get_model("digits_dsd", weights=unrecorded)
