@@ -16,6 +16,9 @@ any other is looked for, in order:
    interrupted transfer with HTTP ``Range``/``If-Range``, and the digest computed while the
    bytes stream in.
 
+A host name that does not resolve fails its source at once, with that one-line cause: waiting
+does not make a mistyped mirror or a machine with no network resolve (:mod:`dsd_zoo._dns`).
+
 A file that fails its digest or size is never placed under its final name; when every source
 fails, :class:`~dsd_zoo.errors.DownloadError` lists each source and why. Concurrent processes
 asking for the same file serialise on a per-file lock, so the file is downloaded once.
@@ -67,10 +70,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 
-from . import cache, onedrive
+from . import _dns, cache, onedrive
 from .digests import CHUNK_SIZE, Digest, MultiHasher, hash_file
 from .errors import (DownloadError, IntegrityError, NotAvailableError, OfflineError, SettingError, UnverifiedSourceError,
                      first_line)
@@ -391,6 +395,12 @@ class _HubSource(_Source):
                    settings: _Settings) -> dict[str, str]:
         hub_cache = self._hub_cache()
         was_cached = self.is_cached()
+        if not self.local_only and not was_cached:  # a cached copy is served without the network
+            from huggingface_hub import constants
+
+            unresolved = _dns.unresolvable_host(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+            if unresolved is not None:  # else huggingface_hub retries the name for about 20 s
+                raise _SourceFailed(unresolved)
         hexdigests = _adopt(self._download(hub_cache, settings, force=False), part, _algorithms(digest),
                             what="the Hugging Face cache's copy")
         problem = cache.candidate_problem(part, hexdigests, digest, size)
@@ -758,6 +768,9 @@ def _get(session: requests.Session, url: str, headers: dict[str, str], settings:
     except requests.exceptions.SSLError as exc:  # a certificate problem does not go away by retrying
         raise _SourceFailed(first_line(exc)) from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
+        unresolved = _dns.resolution_failure(exc)
+        if unresolved is not None:
+            raise _SourceFailed(_dns.describe(urlsplit(url).hostname or url, unresolved)) from exc
         raise _Transient(first_line(exc)) from exc
     except requests.RequestException as exc:
         raise _SourceFailed(first_line(exc)) from exc

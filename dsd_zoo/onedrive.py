@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from . import _dns
 from .errors import first_line
 
 __all__ = ["OneDriveError", "SharedFile", "is_share_link", "legacy_content_url", "redeem", "share_id"]
@@ -141,8 +142,7 @@ def _new_token(session: requests.Session, url: str,
         response = session.post(url, json={"appId": _WEB_APP_ID}, timeout=timeout, stream=True,
                                 headers={"Accept": "application/json", "AppId": "1141147648"})
     except requests.RequestException as exc:
-        raise OneDriveError(f"OneDrive's token service ({url}) could not be reached: {first_line(exc)}",
-                            transient=True) from exc
+        raise _unreachable("OneDrive's token service", url, exc) from exc
     with response:
         if response.status_code == 429 or response.status_code >= 500:
             raise OneDriveError(f"OneDrive's token service is busy or failing ({_status(response)})", transient=True)
@@ -154,6 +154,14 @@ def _new_token(session: requests.Session, url: str,
     if not isinstance(token, str) or not token:
         raise OneDriveError(f"OneDrive's token service answered without a token ({url})")
     return token, _expiry(document.get("expiryTimeUtc"))
+
+
+def _unreachable(service: str, url: str, exc: requests.RequestException) -> OneDriveError:
+    """The error for a request that got no answer: worth retrying, unless the host name does not resolve."""
+    unresolved = _dns.resolution_failure(exc)
+    if unresolved is not None:
+        return OneDriveError(f"{service} could not be reached: {_dns.describe(urlsplit(url).hostname or url, unresolved)}")
+    return OneDriveError(f"{service} ({url}) could not be reached: {first_line(exc)}", transient=True)
 
 
 def _expiry(value: Any) -> Optional[datetime.datetime]:
@@ -182,8 +190,7 @@ def redeem(session: requests.Session, share_url: str, timeout: Tuple[float, floa
             response = session.post(item_url, params={"select": "@content.downloadUrl,id,name,size"}, data=b"",
                                     headers=headers, timeout=timeout, stream=True)
         except requests.RequestException as exc:
-            raise OneDriveError(f"OneDrive ({item_url}) could not be reached: {first_line(exc)}",
-                                transient=True) from exc
+            raise _unreachable("OneDrive", item_url, exc) from exc
         with response:
             if response.status_code == 401:
                 refused = token

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,19 @@ def isolated_cache(tmp_path, monkeypatch):
 
 # The loopback servers' fixtures, for every test module.
 from .servers import cache_dir, server  # noqa: E402,F401
+
+
+# RFC 6761 reserves .invalid: a resolver must answer that no such name exists. Tests that use it
+# ask this machine's own resolver, as a user's download would.
+UNRESOLVABLE = "dsd-zoo-test.invalid"
+
+
+@pytest.fixture
+def unresolvable_host() -> str:
+    """A host name that does not resolve here (skips if this machine's resolver answers one anyway)."""
+    try:
+        socket.getaddrinfo(UNRESOLVABLE, None)
+    except socket.gaierror:
+        return UNRESOLVABLE
+    pytest.skip(f"this machine's resolver gives an address for {UNRESOLVABLE}, which RFC 6761 says no name under "
+                ".invalid has")

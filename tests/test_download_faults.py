@@ -503,3 +503,30 @@ def test_hub_failure_falls_through_to_the_urls(cache_dir, server, monkeypatch, h
     path = fetch(record(mirror, hf=hub), progress=False)
     assert path.read_bytes() == BODY and server.full_transfers("/mirror") == 1
     assert cache.read_stamp(path).source == mirror
+
+
+# -- a host name that does not resolve ----------------------------------------------------------
+
+def test_a_name_that_does_not_resolve_is_not_retried(cache_dir, server, unresolvable_host, caplog):
+    good = server.add("/good", BODY)
+    with caplog.at_level("WARNING", logger="dsd_zoo.download"):
+        assert fetch(record(f"http://{unresolvable_host}/w.bin", good), progress=False).read_bytes() == BODY
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+    with pytest.raises(DownloadError, match=rf"the host name '{unresolvable_host}' does not resolve \(.+\): check "
+                                            r"the address, or the network") as failure:
+        fetch(FileRecord("alone.bin", Digest("sha256", SHA256), len(BODY), urls=(f"http://{unresolvable_host}/w.bin",)),
+              progress=False)
+    assert "attempts" not in str(failure.value) and "\n" not in str(failure.value)
+
+
+def test_a_hub_endpoint_that_does_not_resolve_moves_on_at_once(cache_dir, server, monkeypatch, unresolvable_host,
+                                                               caplog):
+    # Asked itself, huggingface_hub retries a name that does not resolve for about 20 s (1+2+4+8+8 s),
+    # logging "Retrying in ..." each time.
+    monkeypatch.setenv("HF_ENDPOINT", f"http://{unresolvable_host}")
+    mirror = server.add("/mirror", BODY)
+    with caplog.at_level("WARNING"):
+        path = fetch(record(mirror, hf=HFLocation("dsd/vgg16", DEFAULT_COMMIT, "model.safetensors")), progress=False)
+    assert path.read_bytes() == BODY and cache.read_stamp(path).source == mirror
+    assert [r.getMessage() for r in caplog.records if "does not resolve" in r.getMessage()]
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]

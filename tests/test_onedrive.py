@@ -136,3 +136,15 @@ def test_a_refused_token_is_named(onedrive, cache_dir):
 def test_a_small_document_behind_a_share_link(onedrive, cache_dir):
     onedrive.add_share(SHARE, "manifest.json", b'{"format": 1}')
     assert fetch_url_bytes(SHARE, max_bytes=100) == b'{"format": 1}'
+
+
+def test_a_token_service_that_does_not_resolve_is_not_retried(onedrive, cache_dir, monkeypatch, caplog,
+                                                              unresolvable_host):
+    onedrive.add_share(SHARE, "a.t7", BODY)
+    monkeypatch.setenv("DSD_ZOO_ONEDRIVE_TOKEN_URL", f"http://{unresolvable_host}/token")
+    with caplog.at_level("WARNING"), pytest.raises(DownloadError) as info:
+        fetch(_record(), progress=False)
+    assert f"OneDrive's token service could not be reached: the host name '{unresolvable_host}' does not resolve" in str(
+        info.value)
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert onedrive.count("GET", "/legacy/shares/") == 1  # the old API, on a host that resolves, was still asked

@@ -1,0 +1,53 @@
+"""Host names that do not resolve: a failure that waiting does not cure, so it is never retried.
+
+A mistyped mirror, a Hub endpoint that does not exist or a machine with no network answers
+``getaddrinfo`` with an error at once; retrying with backoff only delays the one-line cause.
+``huggingface_hub`` retries connection errors, this one included, for about 20 s, so a Hub
+endpoint's host is resolved once before the Hub is asked (:func:`unresolvable_host`).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Optional
+from urllib.parse import urlsplit
+
+import requests.utils
+
+__all__ = ["describe", "resolution_failure", "unresolvable_host"]
+
+
+def resolution_failure(exc: BaseException) -> Optional[socket.gaierror]:
+    """The resolver's error behind ``exc`` (requests, urllib3 and httpx wrap it), if there is one."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        error = pending.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, socket.gaierror):
+            return error
+        # urllib3 keeps the cause in .reason (MaxRetryError, NameResolutionError) and in args.
+        pending.extend([error.__cause__, error.__context__, getattr(error, "reason", None), *error.args])
+    return None
+
+
+def describe(host: str, error: socket.gaierror) -> str:
+    """One line: which name did not resolve and what the resolver said."""
+    return f"the host name {host!r} does not resolve ({error.strerror or error}): check the address, or the network"
+
+
+def unresolvable_host(url: str) -> Optional[str]:
+    """Why ``url``'s host cannot be reached, if the resolver says the name does not resolve; else ``None``.
+
+    Behind a proxy the proxy resolves names, so nothing is asked and ``None`` is returned.
+    """
+    host = urlsplit(url).hostname
+    if not host or requests.utils.get_environ_proxies(url):
+        return None
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        return describe(host, exc)
+    return None
