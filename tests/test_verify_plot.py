@@ -40,3 +40,20 @@ def test_a_three_image_run_says_partial_and_shows_n_intervals_and_zero_bars():
         assert legend.get_bbox_to_anchor().x0 > top1.get_window_extent().x1 - 1  # beside the axes, over no bar
     finally:
         plt.close(figure)
+
+
+def test_one_model_on_a_thousand_images_is_a_bar_with_the_paper_in_the_legend():
+    import matplotlib.pyplot as plt
+
+    # Counts of a 1,000-image run of the converted sparse stage (564 top-1 and 412 top-5 errors).
+    figure = plot_figure([_row("squeezenet_sparse", "squeezenet1_0", "sparse", 1000, 436, 588, 42.5, 19.7)],
+                         "dsd-zoo verify", "PARTIAL RUN, 1,000 of 50,000 images: not comparable with the paper")
+    try:
+        top1 = figure.axes[0]
+        assert "56.4%\nn=1,000" in [text.get_text() for text in top1.texts]
+        (bar,) = [patch for patch in top1.patches if patch.get_height() > 0]
+        low, high = top1.get_xlim()
+        assert bar.get_width() / (high - low) < 0.3  # a bar, not the whole panel
+        assert [text.get_text() for text in top1.get_legend().get_texts()] == ["paper", "sparse"]
+    finally:
+        plt.close(figure)

@@ -420,7 +420,12 @@ def plot_figure(rows: Sequence[Mapping[str, Any]], title: str = "", note: str = 
                     ax.annotate(f"{bar:.1f}%", (position, top), textcoords="offset points", xytext=(0, 3),
                                 ha="center", fontsize=7)
                 if paper is not None:
-                    ax.plot([position - width * 0.45, position + width * 0.45], [paper, paper], color="black", lw=1.5)
+                    ax.plot([position - width * 0.45, position + width * 0.45], [paper, paper], color="black", lw=1.5,
+                            label=None if "paper" in labelled else "paper")
+                    labelled.add("paper")
+        # At least three groups' room, so that one or two models are bars, not a filled panel.
+        spare = max(0.0, (3 - len(archs)) / 2)
+        ax.set_xlim(-0.5 - spare, len(archs) - 0.5 + spare)
         ax.set_xticks(ticks)
         ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
         ax.set_ylabel(f"{'top-1' if metric == 'top1' else 'top-5'} error (%)")
