@@ -133,19 +133,21 @@ class Weights:
             "transforms": dict(entry.transforms),
         }
 
-    def transforms(self, weights_path: Optional[Union[str, os.PathLike]] = None):
+    def transforms(self):
         """The preprocessing that produced the published numbers, as an ``nn.Module``.
 
         It maps a PIL image or a uint8 tensor (3, H, W) to a float tensor (3, crop, crop).
-        AlexNet subtracts the ILSVRC-2012 mean image, which travels inside its converted
-        weight file: pass ``weights_path`` or the weights are resolved (cache first) to read it.
+        Pure and offline: AlexNet's ILSVRC-2012 mean image ships with dsd-zoo.
         """
-        from .loading import read_extra_tensor
+        from .download import fetch
+        from .loading import load_tensors
         from .pipelines import PIPELINES
 
         def mean_image():
-            path = weights_path if weights_path is not None else self.resolve()
-            return read_extra_tensor(path, "mean_image")
+            asset = self.manifest.mean_image(self.entry)
+            if asset is None:  # the manifest's validation ties a mean-image pipeline to an asset
+                raise ManifestError(f"{self.name}: its preprocessing names no mean image")
+            return load_tensors(fetch(asset.record))[0]["mean_image"]  # a shipped file: checked, never downloaded
 
         return PIPELINES[self.entry.transforms["pipeline"]].build(self.entry.transforms, mean_image)
 

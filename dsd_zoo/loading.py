@@ -5,9 +5,6 @@ safetensors touches the file, so a truncated or hostile file gives a :class:`For
 says what is wrong instead of a low-level exception. The module is built on the meta device
 and the tensors are assigned, so loading never pays for a random initialisation, and every
 missing, unexpected or wrongly shaped tensor is named.
-
-Tensors whose names start with ``dsd_zoo.`` are not model parameters but data that belongs
-with the weights (AlexNet's mean image); they are returned separately.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 from .errors import FormatError, WeightsError
 from .sniff import FORMAT_NAMES, sniff
 
-EXTRA_PREFIX = "dsd_zoo."
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
 _DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
                 "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
@@ -91,7 +87,7 @@ def read_header(path: "os.PathLike[str] | str") -> Tuple[Dict[str, dict], Dict[s
 
 
 def load_tensors(path: os.PathLike, device: str = "cpu"):
-    """Read every tensor of a validated safetensors file: (model tensors, extra tensors, metadata)."""
+    """Read every tensor of a validated safetensors file: (tensors, metadata)."""
     from safetensors.torch import load_file
 
     _, metadata = read_header(path)
@@ -99,8 +95,7 @@ def load_tensors(path: os.PathLike, device: str = "cpu"):
         tensors = load_file(str(path), device=device)
     except Exception as exc:  # safetensors raises its own SafetensorError; re-raise as ours
         raise FormatError(f"{path}: safetensors could not read it: {exc}") from exc
-    extras = {k[len(EXTRA_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(EXTRA_PREFIX)}
-    return tensors, extras, metadata
+    return tensors, metadata
 
 
 class IdentityConflict(NamedTuple):
@@ -144,19 +139,6 @@ def identity_conflict(path: "os.PathLike[str] | str", model: str, arch: str) -> 
     return None
 
 
-def read_extra_tensor(path: os.PathLike, name: str):
-    """Read one ``dsd_zoo.<name>`` extra tensor without loading the model weights."""
-    from safetensors import safe_open
-
-    read_header(path)
-    with safe_open(str(path), framework="pt") as handle:
-        key = EXTRA_PREFIX + name
-        if key not in handle.keys():
-            raise WeightsError(f"{path} carries no {key!r} tensor; it was not produced by the dsd-zoo converter "
-                               "for this model (re-convert it with python -m dsd_zoo.convert)")
-        return handle.get_tensor(key)
-
-
 def check_state_dict(expected: Mapping[str, Tuple[int, ...]], found: Mapping[str, Tuple[int, ...]], source: str,
                      optional_prefixes: Iterable[str] = ()) -> None:
     """Raise :class:`WeightsError` naming every missing, unexpected or wrongly shaped tensor."""
@@ -194,5 +176,5 @@ def build_with_weights(arch, path: Optional[os.PathLike], build_kwargs: Optional
 
     with torch.device("meta"):
         model = arch.build(**(build_kwargs or {}))
-    tensors, _, _ = load_tensors(path)
+    tensors, _ = load_tensors(path)
     return load_into(model, tensors, f"weights file {path}", optional_prefixes).eval()

@@ -73,7 +73,6 @@ class ReleaseFacts:
     fingerprint: Mapping[str, Any]
     nonzero_weights: Optional[Tuple[int, int]] = None  # (non-zero, total) conv/linear weights
     original_verified: bool = True  # False: no published digest, trusted by the releaser
-    mean_image: Optional[Tuple[str, str]] = None  # (file name, sha256) of the mean image converted in
     hf_repo_id: Optional[str] = None
     hf_filename: Optional[str] = None
     torch_hub_repo: str = DEFAULT_TORCH_HUB_REPO
@@ -239,9 +238,6 @@ def _provenance(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
         if original.record.size is not None:
             rows.append(("Published size", f"{original.record.size:,} bytes"))
     rows += [("Converted from", f"`{meta.get('source_file', '?')}`, sha256 `{meta.get('source_sha256', '?')}`")]
-    if facts.mean_image is not None:
-        rows.append(("Mean image", f"`{facts.mean_image[0]}`, sha256 `{facts.mean_image[1]}` "
-                                   "(carried as the tensor `dsd_zoo.mean_image`)"))
     rows += [("Converter", f"{meta.get('converter') or _package_version()}, mapping version "
                            f"{meta.get('converter_version', '?')}"),
              ("Conversion options", f"`{meta.get('conversion_options', '{}')}`"),

@@ -70,6 +70,9 @@ class CaffePipeline(Pipeline):
             raise check.fail(where, "a caffe pipeline needs exactly one of 'mean_image' (an asset name) or 'mean_bgr'")
         if has_image and (not isinstance(spec["mean_image"], str) or spec["mean_image"] not in assets):
             raise check.fail(f"{where}.mean_image", f"names asset {spec['mean_image']!r}, which is not in 'assets'")
+        if has_image and assets[spec["mean_image"]].record.local is None:  # a transform never downloads
+            raise check.fail(f"{where}.mean_image", f"asset {spec['mean_image']!r} must ship with the package "
+                                                    "('local'), so that building the transform needs no network")
         if has_values:
             _numbers(check, spec, "mean_bgr", 3, where)
 
@@ -82,7 +85,7 @@ class CaffePipeline(Pipeline):
         return CaffeTransform(crop=spec["crop"], mean_image=mean_image(), resize=resize)
 
     def describe(self, spec: Mapping[str, Any]) -> str:
-        mean = ("the ILSVRC-2012 mean image (carried in the weight file)" if "mean_image" in spec
+        mean = ("the ILSVRC-2012 mean image (shipped with dsd-zoo)" if "mean_image" in spec
                 else f"mean BGR {tuple(spec['mean_bgr'])}")
         return (f"Caffe evaluation: warp to {spec['resize'][0]}x{spec['resize'][1]} (bilinear, no antialias), "
                 f"centre crop {spec['crop']}, 0-255 scale minus {mean}, RGB input")

@@ -41,10 +41,10 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from ._project import GITHUB_REPO, HF_REPO_ID
 from .api import get_entry
 from .atomic import PathLike, atomic_write
-from .cache import check_file, find_local
+from .cache import find_local
 from .convert.mapping import extension
 from .errors import (ConversionError, DSDZooError, IntegrityError, ManifestError, NotAvailableError,
-                     UnverifiedSourceError, UploadError)
+                     UploadError)
 from .manifest import COMMIT, MANIFEST_ENV, Manifest, ModelEntry, bundled_manifest_path, load_manifest, parse_manifest
 from .model_card import DEFAULT_TORCH_HUB_REPO, ReleaseFacts, render_model_card
 
@@ -103,8 +103,7 @@ class Release:
 
 
 def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] = None,
-                  trust_unverified: bool = False, mean_image: Optional[PathLike] = None,
-                  mirrors: Sequence[str] = (), hub: Optional[HubTarget] = None, force: bool = False,
+                  trust_unverified: bool = False, mirrors: Sequence[str] = (), hub: Optional[HubTarget] = None, force: bool = False,
                   progress: bool = True, torch_hub_repo: str = DEFAULT_TORCH_HUB_REPO,
                   say: Callable[[str], None] = lambda message: None) -> Release:
     """Fetch, convert, fingerprint and (optionally) upload one model into ``out_dir/name/``.
@@ -113,9 +112,7 @@ def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] 
         name: a model of the manifest.
         out_dir: the release directory; the model's folder is ``out_dir/name``.
         manifest: the manifest to release from (default: the active one, ``$DSD_ZOO_MANIFEST``).
-        trust_unverified: accept an original (or mean image) that has no published digest.
-        mean_image: Caffe's ``ilsvrc_2012_mean.npy`` for models that subtract it; checked
-            against the manifest asset's digest. Default: fetched like the original.
+        trust_unverified: accept an original that has no published digest.
         mirrors: URL templates of the mirrors the file will be uploaded to; ``{name}`` and
             ``{file}`` are replaced. They become the record's ``urls``.
         hub: upload the folder there and pin the commit as ``weights.hf``.
@@ -139,14 +136,13 @@ def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] 
     folder = out_dir / name
     if folder.exists() and not force:
         raise FileExistsError(f"{folder} exists; pass --force (force=True) to replace it")
-    mean = _given_mean_image(entry, manifest, mean_image, trust_unverified=trust_unverified)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / f".{name}.{uuid.uuid4().hex[:8]}.part"
     staging.mkdir(mode=0o777)  # the umask applies, as for any new folder
     try:
         location = hub.locate(name, entry.weights.file) if hub is not None else None
-        saved, fingerprint = _assemble(entry, manifest, mean, staging, hf_location=location,
+        saved, fingerprint = _assemble(entry, manifest, staging, hf_location=location,
                                        torch_hub_repo=torch_hub_repo, trust_unverified=trust_unverified,
                                        progress=progress, say=say)
         hf = _previous(entry, saved.sha256, "hf")
@@ -172,7 +168,7 @@ def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] 
                    original_pin=_original_pin(entry))
 
 
-def _assemble(entry: ModelEntry, manifest: Manifest, mean_image: Optional[Path], staging: Path, *,
+def _assemble(entry: ModelEntry, manifest: Manifest, staging: Path, *,
               hf_location: Optional[Tuple[str, str, str]], torch_hub_repo: str, trust_unverified: bool, progress: bool,
               say: Callable[[str], None]) -> Tuple[Any, Dict[str, Any]]:
     """Fetch and convert the original into ``staging``, fingerprint the result and write its model card there.
@@ -184,7 +180,7 @@ def _assemble(entry: ModelEntry, manifest: Manifest, mean_image: Optional[Path],
     from .convert.original import convert_original
 
     # DSD_ZOO_TRUST_UNVERIFIED does not count here: a release opts in on its own command line.
-    saved = convert_original(entry, manifest, staging / entry.weights.file, mean_image=mean_image, progress=progress,
+    saved = convert_original(entry, manifest, staging / entry.weights.file, progress=progress,
                              trust_unverified=trust_unverified, say=say)
     for warning in saved.report.get("warnings", []):
         say(f"conversion warning: {warning}")
@@ -198,7 +194,6 @@ def _assemble(entry: ModelEntry, manifest: Manifest, mean_image: Optional[Path],
     facts = ReleaseFacts(
         weights_file=entry.weights.file, sha256=saved.sha256, size=saved.size, metadata=saved.metadata,
         fingerprint=fingerprint, nonzero_weights=nonzero, original_verified=entry.original.digest is not None,
-        mean_image=(saved.mean_image.name, saved.metadata["mean_image_sha256"]) if saved.mean_image else None,
         hf_repo_id=repo_id, hf_filename=filename,
         torch_hub_repo=torch_hub_repo)
     _write_file(staging / CARD_FILE, render_model_card(entry, manifest, facts).encode("utf-8"))
@@ -217,7 +212,7 @@ def _compare_alternates(entry: ModelEntry, manifest: Manifest, converted: Path, 
     from .convert.original import convert_original
     from .loading import load_tensors
 
-    ours, _, _ = load_tensors(converted)
+    ours, _ = load_tensors(converted)
     for alternate in entry.alternates:
         if not find_local(alternate.record).verified:
             say(f"not compared with {alternate.url}: not on this machine (python -m dsd_zoo.convert FILE "
@@ -226,7 +221,7 @@ def _compare_alternates(entry: ModelEntry, manifest: Manifest, converted: Path, 
         other = staging / f".alternate{extension(alternate)}.safetensors"
         try:
             convert_original(entry, manifest, other, original=alternate, offline=True, progress=False)
-            theirs, _, _ = load_tensors(other)
+            theirs, _ = load_tensors(other)
         finally:
             other.unlink(missing_ok=True)
         differing = sorted(key for key in ours.keys() | theirs.keys()
@@ -256,24 +251,6 @@ def _previous(entry: ModelEntry, sha256: str, key: str) -> Any:
         return None if weights.hf is None else {"repo_id": weights.hf.repo_id, "revision": weights.hf.revision,
                                                 "filename": weights.hf.filename}
     return list(weights.urls)
-
-
-def _given_mean_image(entry: ModelEntry, manifest: Manifest, given: Optional[PathLike], *,
-                      trust_unverified: bool) -> Optional[Path]:
-    """The ``--mean-image`` file, checked against the manifest's asset like a download; ``None`` to fetch it."""
-    asset = manifest.mean_image(entry)
-    if asset is None or given is None:
-        return None
-    found = check_file(Path(given), asset.record.digest, asset.record.size, rehash=True)
-    if found.unreadable or found.state == "missing":
-        raise ConversionError(f"cannot read the mean image {given}: {found.detail}")
-    if found.state == "mismatch":
-        raise IntegrityError(f"{given} is not the {asset.name} asset ({found.detail}; "
-                             f"{', '.join(asset.record.urls)})")
-    if found.state == "unverifiable" and not trust_unverified:
-        raise UnverifiedSourceError(f"the {asset.name} asset has no published digest to check {given} against; "
-                                    "pass --trust-unverified to use it anyway")
-    return Path(given)
 
 
 def _fingerprint(entry: ModelEntry, path: Path) -> Tuple[Dict[str, Any], Tuple[int, int]]:
@@ -450,9 +427,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trust-unverified", action="store_true",
                         help="accept originals without a published digest (the DSD release's OneDrive files); "
                              "the model card says so")
-    parser.add_argument("--mean-image", metavar="PATH",
-                        help="Caffe's ilsvrc_2012_mean.npy for the AlexNet models (default: fetched and checked "
-                             "against the manifest's asset digest)")
     parser.add_argument("--write-manifest", metavar="PATH",
                         help="merge the new entries into this manifest file (created from the active manifest "
                              "if absent), validated before it is replaced")
@@ -522,7 +496,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         try:
             result = release_model(
-                name, out_dir, manifest=manifest, trust_unverified=args.trust_unverified, mean_image=args.mean_image,
+                name, out_dir, manifest=manifest, trust_unverified=args.trust_unverified,
                 mirrors=args.mirror, hub=hub, force=args.force, progress=not args.no_progress,
                 torch_hub_repo=args.torch_hub_repo, say=say)
             update_entries_file(out_dir, [result])

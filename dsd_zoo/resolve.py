@@ -110,11 +110,11 @@ def convert_into_cache(entry: ModelEntry, manifest: Manifest, *, progress: bool 
     # The user asked for a model, not for these internal files: say where they come from and what else works.
     raise type(failed)(f"{entry.name}: {_why(failures)}, so dsd-zoo converts the original release on this machine, "
                        "and getting it failed:\n" + "\n".join(f"  {line}" for line in tried) + "\n"
-                       + _convert_it_yourself(entry, entry.originals[0], manifest)) from failed
+                       + _convert_it_yourself(entry, entry.originals[0])) from failed
 
 
 def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | str, *,
-                     mean_image: Optional[os.PathLike | str] = None, progress: bool = True) -> Path:
+                     progress: bool = True) -> Path:
     """Take a hand-downloaded original into the cache and convert it there, in one step.
 
     The original is checked and pinned exactly as a trust-on-first-use download would be
@@ -134,9 +134,6 @@ def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | 
     new_pin = record.digest is None and not os.path.lexists(cached) and cache.pinned_stamp(cached) is None
     import_file(record, path)
     try:
-        asset = manifest.mean_image(entry)
-        if mean_image is not None and asset is not None:
-            import_file(asset.record, mean_image)
         return convert_into_cache(entry, manifest, progress=progress, originals=(original,))
     except (ConversionError, FormatError):
         if new_pin:  # the wrong file for this model: it must not stay pinned as its original
@@ -149,14 +146,12 @@ def _why(failures: Sequence[str]) -> str:
             else "converted weights are not published yet")
 
 
-def _convert_it_yourself(entry: ModelEntry, original: OriginalRecord, manifest: Manifest) -> str:
+def _convert_it_yourself(entry: ModelEntry, original: OriginalRecord) -> str:
     """What a user can do by hand: the link to open, the file to expect, and the one command that takes it in."""
     from .convert.mapping import extension
 
     size = f", {original.record.size:,} bytes" if original.record.size is not None else ""
-    mean = manifest.mean_image(entry)
-    mean_option = f" --mean-image {mean.record.file}" if mean is not None else ""
     return (f"To get it by hand: open {original.url} in a browser and download the file it offers (a {original.format} "
             f"file, *{extension(original)}{size}), then take it in with one command:\n"
-            f"    python -m dsd_zoo.convert FILE --model {entry.name} --install{mean_option}\n"
+            f"    python -m dsd_zoo.convert FILE --model {entry.name} --install\n"
             f"After that, get_model({entry.name!r}) and torch.hub.load(..., {entry.name!r}) use it, offline too.")

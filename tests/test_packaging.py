@@ -1,4 +1,4 @@
-"""The wheel carries the one manifest (a real file, equal to the repository root's) and the embedded zoo."""
+"""The wheel carries the one manifest (a real file, equal to the repository root's), the mean image and the embedded zoo."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def test_wheel_contains_the_manifest_and_embedded_files(tmp_path):
         names = set(archive.namelist())
         # In git the package's manifest is a symlink to the root file; the wheel holds its bytes.
         assert archive.read("dsd_zoo/weights_manifest.json") == (REPO_ROOT / "weights_manifest.json").read_bytes()
-        for shipped in ("dsd_zoo/data/imagenet_classes.tsv", "dsd_zoo/data/embedded/digits_dsd.safetensors",
+        for shipped in ("dsd_zoo/data/imagenet_classes.tsv", "dsd_zoo/data/ilsvrc_2012_mean.safetensors",
+                        "dsd_zoo/data/embedded/digits_dsd.safetensors",
                         "dsd_zoo/data/embedded/digits_test.safetensors"):
             assert shipped in names
         assert not any(name.startswith(("tests/", "benchmarks/")) or name == "hubconf.py" for name in names)

@@ -145,31 +145,16 @@ def test_weights_transforms_produce_the_input_size(name):
     assert tuple(out.shape[1:]) == weights.meta["input_size"]
 
 
-def test_alexnet_transform_reads_the_mean_image_from_its_weight_file(tmp_path, photo):
-    # The converted AlexNet file carries Caffe's ILSVRC-2012 mean (RGB) as `dsd_zoo.mean_image`;
-    # the transform subtracts its centre 227 crop (architectures.md section 3).
-    from safetensors.torch import save_file
-
+def test_alexnet_transform_subtracts_caffes_mean_image(photo):
+    # AlexNet subtracts the centre 227 crop of Caffe's ILSVRC-2012 mean image (RGB here), which ships with dsd-zoo.
     bgr = np.load(require(FIXTURES / "caffe-mean" / "ilsvrc_2012_mean.npy"), allow_pickle=False)
-    rgb = torch.from_numpy(bgr[::-1].copy()).to(torch.float32)
-    path = tmp_path / "alexnet.safetensors"
-    save_file({"dsd_zoo.mean_image": rgb}, str(path))
-    out = dsd_zoo.get_weights("alexnet_dsd").transforms(weights_path=path)(photo)
+    out = dsd_zoo.get_weights("alexnet_dsd").transforms()(photo)
     warped = numpy_linear_resize(np.asarray(photo.convert("RGB")), 256, 256)[14:241, 14:241]
     expected = warped.astype(np.float64) - bgr[::-1, 14:241, 14:241].transpose(1, 2, 0)
     diff = np.abs(out.permute(1, 2, 0).numpy() - expected)
     assert diff.max() <= 1.0 + 1e-4 and (diff > 1e-3).mean() < 1e-3
-    # Crop means of the fixture: 102.981 / 115.946 / 122.771 (B, G, R), architectures.md section 3.
+    # Crop means of the fixture: 102.981 / 115.946 / 122.771 (B, G, R), computed from the .npy.
     np.testing.assert_allclose(bgr[:, 14:241, 14:241].mean(axis=(1, 2)), [102.981, 115.946, 122.771], atol=1e-3)
-
-
-def test_alexnet_transform_without_weights_says_where_the_mean_comes_from(tmp_path):
-    from safetensors.torch import save_file
-
-    path = tmp_path / "no_mean.safetensors"
-    save_file({"x": torch.zeros(1)}, str(path))
-    with pytest.raises(dsd_zoo.errors.WeightsError, match="mean_image"):
-        dsd_zoo.get_weights("alexnet_dsd").transforms(weights_path=path)
 
 
 def test_a_long_thin_image_costs_only_its_crop():

@@ -18,8 +18,7 @@ from ..errors import ConversionError, DSDZooError, FormatError
 EXAMPLE = """\
 examples:
   python -m dsd_zoo.convert compressed_SqueezeNet.net --model squeezenet_sparse -o squeezenet_sparse.safetensors
-  python -m dsd_zoo.convert bvlc_alexnet.caffemodel --model alexnet_caffe -o alexnet_caffe.safetensors \\
-      --mean-image ilsvrc_2012_mean.npy
+  python -m dsd_zoo.convert bvlc_alexnet.caffemodel --model alexnet_caffe -o alexnet_caffe.safetensors
   python -m dsd_zoo.convert ~/Downloads/resnet50_dsd.t7 --model resnet50_dsd --install
 
 --install takes an original you downloaded by hand (e.g. from the OneDrive link in a browser)
@@ -51,9 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--install", action="store_true",
                         help="take SRC into the dsd-zoo cache as the model's original (pinned on first use) and "
                              "convert it there, so that get_model(NAME) uses it with no argument, offline too")
-    parser.add_argument("--mean-image", metavar="PATH",
-                        help="Caffe's ilsvrc_2012_mean.npy (BGR, 3x256x256); required for the AlexNet models, "
-                             "whose converted file carries the mean image their preprocessing subtracts")
     parser.add_argument("--force", action="store_true", help="replace OUT.safetensors if it exists")
     return parser
 
@@ -68,8 +64,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _install(args)
     try:
         with exit_on_termination():  # a killed conversion removes its part file like an interrupted one
-            saved = save_conversion(args.src, args.model, args.output, mean_image_path=args.mean_image,
-                                    force=args.force)
+            saved = save_conversion(args.src, args.model, args.output, force=args.force)
     except KeyboardInterrupt:
         print(f"interrupted: nothing was written to {args.output}", file=sys.stderr)
         return 130
@@ -104,7 +99,7 @@ def _install(args: argparse.Namespace) -> int:
         manifest = load_manifest()
         entry = get_entry(args.model, manifest)
         with exit_on_termination():
-            path = install_original(entry, manifest, args.src, mean_image=args.mean_image)
+            path = install_original(entry, manifest, args.src)
     except KeyboardInterrupt:
         print("interrupted: the cache holds what it held before, nothing half-written", file=sys.stderr)
         return 130

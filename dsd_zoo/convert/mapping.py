@@ -28,33 +28,25 @@ import numpy as np
 from ..atomic import PathLike, file_in_the_way, write_safetensors
 from ..digests import hash_file
 from ..errors import ConversionError, FormatError, UnknownModelError, WeightsError
-from ..loading import EXTRA_PREFIX, check_state_dict
+from ..loading import check_state_dict
 from ..manifest import Manifest, ModelEntry, OriginalRecord, load_manifest
 from ..sniff import FORMAT_NAMES, sniff
 
 __all__ = [
     "CONVERTER_VERSION", "Conversion", "SavedConversion", "architecture_shapes", "array_to_tensor",
-    "check_against_architecture", "convert_file", "conversion_metadata", "load_mean_image", "save_conversion",
+    "check_against_architecture", "convert_file", "conversion_metadata", "save_conversion",
 ]
 
 
 #: Version of the mappings. Bump it whenever a mapping would produce different tensors from
 #: the same source file, so that metadata tells files made by old and new converters apart.
-CONVERTER_VERSION = "1"
-#: Shape of Caffe's ILSVRC-2012 mean image (channels, height, width), as the AlexNet
-#: transform expects it (``manifest`` transforms ``resize`` is 256x256).
-MEAN_IMAGE_SHAPE = (3, 256, 256)
+CONVERTER_VERSION = "2"  # 2: AlexNet files no longer carry the mean image (it ships with dsd-zoo)
 
 
 class Conversion(NamedTuple):
-    """A converted model: unpacks as ``(state_dict, extras, report)``.
-
-    ``extras`` are tensors that travel with the weights but are not parameters (stored as
-    ``dsd_zoo.<name>``); ``report`` is JSON-ready and says what the mapping did.
-    """
+    """A converted model: unpacks as ``(state_dict, report)``; ``report`` is JSON-ready and says what the mapping did."""
 
     state_dict: Dict[str, Any]
-    extras: Dict[str, Any]
     report: Dict[str, Any]
 
 
@@ -66,7 +58,6 @@ class SavedConversion(NamedTuple):
     size: int
     metadata: Dict[str, str]
     report: Dict[str, Any]
-    mean_image: Optional[Path] = None  # the mean image the file carries, as it was given
 
 
 
@@ -116,28 +107,6 @@ def check_against_architecture(state_dict: Mapping[str, Any], arch: str, source:
         raise ConversionError(f"{exc} (a bug in the {arch} mapping: please report it)") from exc
 
 
-def load_mean_image(path: PathLike):
-    """Caffe's ``ilsvrc_2012_mean.npy`` (3x256x256, BGR) as a float32 RGB tensor (3, 256, 256).
-
-    The file is read with ``allow_pickle=False``: an ``.npy`` holding Python objects is refused.
-    """
-    try:
-        array = np.load(os.fspath(path), allow_pickle=False)
-    except OSError as exc:
-        raise ConversionError(f"cannot read the mean image {path}: {exc.strerror or exc}") from exc
-    except (ValueError, EOFError) as exc:  # numpy's errors for a pickled, malformed or empty .npy
-        raise FormatError(f"{path}: not a plain numeric .npy array ({exc})") from exc
-    if not isinstance(array, np.ndarray):  # an .npz archive, which np.load holds open
-        array.close()
-        raise FormatError(f"{path}: an .npz archive, not a plain numeric .npy array such as Caffe's "
-                          "ilsvrc_2012_mean.npy")
-    if tuple(array.shape) != MEAN_IMAGE_SHAPE:
-        raise ConversionError(f"{path}: the mean image must have shape {MEAN_IMAGE_SHAPE} (Caffe's "
-                              f"ilsvrc_2012_mean.npy), got {array.shape}")
-    # Caffe stores it BGR, like every Caffe input; dsd-zoo's transforms work in RGB.
-    return array_to_tensor(array[::-1], f"mean image {path}")
-
-
 def _entry(model_name: str, manifest: Optional[Manifest]) -> Tuple[ModelEntry, Manifest]:
     manifest = manifest or load_manifest()
     if model_name not in manifest.models:
@@ -145,26 +114,24 @@ def _entry(model_name: str, manifest: Optional[Manifest]) -> Tuple[ModelEntry, M
     return manifest.models[model_name], manifest
 
 
-def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Optional[PathLike] = None,
-                 manifest: Optional[Manifest] = None, original: Optional[OriginalRecord] = None) -> Conversion:
+def convert_file(src_path: PathLike, model_name: str, *, manifest: Optional[Manifest] = None,
+                 original: Optional[OriginalRecord] = None) -> Conversion:
     """Convert an original release file of ``model_name`` to a dsd-zoo state dict.
 
     Args:
         src_path: the ``.caffemodel``, ``.t7`` or ``.net`` file as its authors released it.
         model_name: a manifest name (``"squeezenet_sparse"``); its ``original.format`` picks the
             reader and its ``arch`` the mapping.
-        mean_image_path: Caffe's ``ilsvrc_2012_mean.npy``, required for the models whose
-            transforms subtract a mean image (AlexNet); stored as the ``mean_image`` extra.
         manifest: the manifest to look the model up in (default: :func:`load_manifest`).
         original: which of the model's originals ``src_path`` is (its format picks the reader);
             default: the one whose format matches the file's extension, else the authors' own.
 
     Returns:
-        ``(state_dict, extras, report)`` (a :class:`Conversion`); float32 CPU tensors.
+        ``(state_dict, report)`` (a :class:`Conversion`); float32 CPU tensors.
 
     Raises:
         ConversionError: the file does not map onto the architecture (the message names the
-            layer or module and both shapes), or a required input is missing.
+            layer or module and both shapes).
         FormatError: the file is malformed.
         UnknownModelError: ``model_name`` is not in the manifest.
     """
@@ -200,19 +167,9 @@ def convert_file(src_path: PathLike, model_name: str, *, mean_image_path: Option
     else:
         raise ConversionError(f"{model_name}: its original format is {fmt!r}; only caffemodel, torch7, pytorch and "
                               "deep-compression files are converted")
-    # Asked for only now: the layers have proven that the file is this model's.
-    extras: Dict[str, Any] = {}
-    asset = manifest.mean_image(entry)
-    if asset is not None:
-        if mean_image_path is None:
-            where = (f"{asset.record.file} from {asset.record.urls[0]}" if asset.record.urls
-                     else f"the {asset.name!r} asset")
-            raise ConversionError(f"{model_name} subtracts a mean image, which the converted file must carry: "
-                                  f"pass mean_image_path (CLI: --mean-image) pointing at {where}")
-        extras["mean_image"] = load_mean_image(mean_image_path)
     # The file says which model and architecture it holds, whatever the mapping reported.
-    report = {**report, "model": model_name, "arch": entry.arch, "source_format": fmt, "extras": sorted(extras)}
-    return Conversion(state_dict, extras, report)
+    report = {**report, "model": model_name, "arch": entry.arch, "source_format": fmt}
+    return Conversion(state_dict, report)
 
 
 _EXTENSIONS = {"caffemodel": ".caffemodel", "torch7": ".t7", "deep-compression": ".net", "pytorch": ".pth"}
@@ -270,24 +227,18 @@ def extension(original: OriginalRecord) -> str:
 
 
 def conversion_metadata(model_name: str, src_path: PathLike, report: Mapping[str, Any], *,
-                        source_name: Optional[str] = None, source_sha256: Optional[str] = None,
-                        mean_image_path: Optional[PathLike] = None) -> Dict[str, str]:
+                        source_name: Optional[str] = None, source_sha256: Optional[str] = None) -> Dict[str, str]:
     """The safetensors ``__metadata__`` of a converted file: provenance, as strings.
 
     Keys: ``format`` ("pt"), ``model``, ``arch``, ``source_file`` (``source_name``, by default
     the file's own name), ``source_format``, ``source_sha256``, ``converter_version``
     (:data:`CONVERTER_VERSION`), ``conversion_options`` (JSON) and ``conversion_warnings``
-    (JSON list); with a mean image (AlexNet) also ``mean_image_sha256``, the digest of the
-    ``.npy`` it came from (not its name, which differs between a download cache and a
-    user's copy). Nothing that varies between runs or dsd-zoo releases is recorded, so the
+    (JSON list). Nothing that varies between runs or dsd-zoo releases is recorded, so the
     same source converts to the same bytes, which the published sha256 can then check.
     """
     if source_sha256 is None:
         source_sha256 = hash_file(src_path, ("sha256",))["sha256"]
-    extra = {}
-    if mean_image_path is not None:
-        extra["mean_image_sha256"] = hash_file(mean_image_path, ("sha256",))["sha256"]
-    return {**extra,
+    return {
         "format": "pt",
         "model": model_name,
         "arch": str(report.get("arch", "")),
@@ -301,13 +252,11 @@ def conversion_metadata(model_name: str, src_path: PathLike, report: Mapping[str
 
 
 def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
-                    mean_image_path: Optional[PathLike] = None, force: bool = False,
-                    manifest: Optional[Manifest] = None, source_name: Optional[str] = None,
+                    force: bool = False, manifest: Optional[Manifest] = None, source_name: Optional[str] = None,
                     original: Optional[OriginalRecord] = None) -> SavedConversion:
     """Convert ``src_path`` and write it as safetensors at ``out_path``, atomically.
 
-    The file holds the model tensors plus ``dsd_zoo.<extra>`` tensors and
-    :func:`conversion_metadata` (``source_name`` overrides the recorded source file name,
+    The file holds the model tensors and :func:`conversion_metadata` (``source_name`` overrides the recorded source file name,
     e.g. with the original's published name when converting a cached copy). The same source
     always gives the same bytes. It is written to a temporary file next to ``out_path`` and
     renamed into place, so a failure never leaves a partial file under the final name. An
@@ -324,15 +273,9 @@ def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
         raise ConversionError(f"{out}: {blocking} is a file, not a directory")
     if os.path.lexists(out) and not force:  # lexists: a dangling link is replaced only with force too
         raise ConversionError(f"{out} exists; pass force=True (CLI: --force) to replace it")
-    conversion = convert_file(src_path, model_name, mean_image_path=mean_image_path, manifest=manifest,
-                              original=original)
-    metadata = conversion_metadata(model_name, src_path, conversion.report, source_name=source_name,
-                                   mean_image_path=mean_image_path if "mean_image" in conversion.extras else None)
-    tensors = dict(conversion.state_dict)
-    for name, value in conversion.extras.items():
-        tensors[EXTRA_PREFIX + name] = value
-    write_safetensors(out, tensors, metadata)  # canonical bytes, atomically
+    conversion = convert_file(src_path, model_name, manifest=manifest, original=original)
+    metadata = conversion_metadata(model_name, src_path, conversion.report, source_name=source_name)
+    write_safetensors(out, conversion.state_dict, metadata)  # canonical bytes, atomically
     digest = hash_file(out, ("sha256",))["sha256"]
-    mean_image = Path(mean_image_path) if mean_image_path is not None and "mean_image" in conversion.extras else None
-    return SavedConversion(out, digest, out.stat().st_size, metadata, conversion.report, mean_image)
+    return SavedConversion(out, digest, out.stat().st_size, metadata, conversion.report)
 

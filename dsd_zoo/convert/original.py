@@ -15,15 +15,13 @@ __all__ = ["convert_original"]
 
 
 def convert_original(entry: ModelEntry, manifest: Manifest, out_path: Path, *, original: Optional[OriginalRecord] = None,
-                     mean_image: Optional[Path] = None, progress: bool = True, trust_unverified: Optional[bool] = None,
+                     progress: bool = True, trust_unverified: Optional[bool] = None,
                      offline: Optional[bool] = None, say: Callable[[str], None] = lambda message: None) -> SavedConversion:
     """Fetch one of ``entry``'s originals, checked against its published digest, and convert it to ``out_path``.
 
     ``original`` is one of ``entry.originals``; by default the authors' own release.
 
-    The original (and the mean image, for the models that subtract one, unless ``mean_image``
-    gives an already checked copy) comes through :func:`dsd_zoo.download.fetch`, so the cache
-    keeps it and an original without a published digest needs ``trust_unverified``. The
+    The original comes through :func:`dsd_zoo.download.fetch`, so the cache keeps it and an original without a published digest needs ``trust_unverified``. The
     converted file records the original's published file name, not its cache name, so that a
     conversion on any machine gives the bytes the release tool published.
 
@@ -43,9 +41,6 @@ def convert_original(entry: ModelEntry, manifest: Manifest, out_path: Path, *, o
     digest = original.digest
     say(f"fetching {original.url} ({digest.algorithm + ' ' + digest.value if digest else 'no published digest'})")
     source = fetch(original.record, progress=progress, trust_unverified=trust_unverified, offline=offline)
-    asset = manifest.mean_image(entry)
-    if asset is not None and mean_image is None:
-        mean_image = fetch(asset.record, progress=progress, trust_unverified=trust_unverified, offline=offline)
     say(f"converting {original.file_name}")
-    return save_conversion(source, entry.name, out_path, mean_image_path=mean_image, force=True, manifest=manifest,
+    return save_conversion(source, entry.name, out_path, force=True, manifest=manifest,
                            source_name=original.file_name, original=original)

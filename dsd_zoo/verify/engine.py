@@ -186,7 +186,7 @@ def load_target(name: str, weights_path: os.PathLike, *, load_despite_recorded_i
     build = ARCHITECTURES[weights.entry.arch].heads_build_kwargs if heads else {}
     model = get_model(name, weights=weights_path, progress=False,
                       load_despite_recorded_identity=load_despite_recorded_identity, **build)
-    return EvalTarget(name, model, weights.transforms(weights_path=weights_path), heads)
+    return EvalTarget(name, model, weights.transforms(), heads)
 
 
 def _logged_heads(name: str, entry: Any, weights_path: os.PathLike) -> Tuple[str, ...]:
