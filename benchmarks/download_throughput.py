@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from dsd_zoo.digests import Digest  # noqa: E402
 from dsd_zoo.download import fetch  # noqa: E402
-from dsd_zoo.manifest import FileRecord  # noqa: E402
+from dsd_zoo.records import FileRecord  # noqa: E402
 
 
 def plain_transfer(url: str, dest: Path, fsync: bool) -> None:

@@ -1,4 +1,4 @@
-"""What a cache file name and a source URL may be: the rules every :class:`~dsd_zoo.manifest.FileRecord` obeys."""
+"""What a cache file name and a source URL may be: the rules every :class:`~dsd_zoo.records.FileRecord` obeys."""
 
 from __future__ import annotations
 

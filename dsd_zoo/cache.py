@@ -38,7 +38,7 @@ from ._names import LOCK_SUFFIX, RESERVED_SUFFIXES, STAMP_SUFFIX  # noqa: F401  
 from .atomic import PART_SUFFIX, atomic_write, new_part_path, publish  # noqa: F401  (part of this module's API)
 from .digests import Digest, hash_file
 from .errors import IntegrityError
-from .manifest import FileRecord, shipped_file
+from .records import FileRecord, shipped_file
 
 __all__ = [
     "CACHE_ENV",

@@ -1,6 +1,6 @@
 """The one downloader of dsd-zoo: verified files from the cache, the Hugging Face Hub or mirrors.
 
-:func:`fetch` turns a :class:`~dsd_zoo.manifest.FileRecord` (a file name, the digest and size it
+:func:`fetch` turns a :class:`~dsd_zoo.records.FileRecord` (a file name, the digest and size it
 must have, and where it can be had) into the path of a verified file in the cache. A file shipped
 inside the package (``record.local``) is checked against its pinned sha256 and returned as it is;
 any other is looked for, in order:
@@ -78,7 +78,7 @@ from . import _dns, cache, onedrive
 from .digests import CHUNK_SIZE, Digest, MultiHasher, hash_file
 from .errors import (DownloadError, IntegrityError, NotAvailableError, OfflineError, SettingError, UnverifiedSourceError,
                      first_line)
-from .manifest import FileRecord, HFLocation
+from .records import FileRecord, HFLocation
 
 if TYPE_CHECKING:
     from tqdm import tqdm

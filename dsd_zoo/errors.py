@@ -34,7 +34,7 @@ class ManifestError(DSDZooError, ValueError):
 
 
 class RecordError(DSDZooError, ValueError):
-    """A file record (:class:`~dsd_zoo.manifest.FileRecord`) with a field that cannot be right.
+    """A file record (:class:`~dsd_zoo.records.FileRecord`) with a field that cannot be right.
 
     ``field`` names the field (``"urls[1]"``, ``"revision"``) and ``problem`` says what is wrong,
     so that the manifest can report the model and the JSON field.

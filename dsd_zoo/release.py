@@ -45,7 +45,8 @@ from .cache import find_local
 from .convert.mapping import extension
 from .errors import (ConversionError, DSDZooError, IntegrityError, ManifestError, NotAvailableError,
                      UploadError)
-from .manifest import COMMIT, MANIFEST_ENV, Manifest, ModelEntry, bundled_manifest_path, load_manifest, parse_manifest
+from .manifest import MANIFEST_ENV, Manifest, ModelEntry, bundled_manifest_path, load_manifest, parse_manifest
+from .records import COMMIT
 from .model_card import DEFAULT_TORCH_HUB_REPO, ReleaseFacts, render_model_card
 
 __all__ = ["ENTRIES_FILE", "HubTarget", "Release", "UploadError", "main", "merge_into_manifest", "release_model",

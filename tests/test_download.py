@@ -18,7 +18,8 @@ from dsd_zoo import cache
 from dsd_zoo.digests import Digest
 from dsd_zoo.download import fetch, fetch_url_bytes
 from dsd_zoo.errors import DownloadError, IntegrityError, NotAvailableError, OfflineError
-from dsd_zoo.manifest import FileRecord, HFLocation, load_manifest
+from dsd_zoo.manifest import load_manifest
+from dsd_zoo.records import FileRecord, HFLocation
 
 from .servers import DEFAULT_COMMIT, Fault
 

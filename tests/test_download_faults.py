@@ -21,7 +21,7 @@ import pytest
 from dsd_zoo import cache
 from dsd_zoo.digests import Digest
 from dsd_zoo.download import fetch
-from dsd_zoo.manifest import FileRecord, HFLocation
+from dsd_zoo.records import FileRecord, HFLocation
 from dsd_zoo.errors import DownloadError, OfflineError, UnverifiedSourceError
 
 from .servers import DEFAULT_COMMIT, LAST_MODIFIED_NOW, Fault
@@ -263,7 +263,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from dsd_zoo.digests import Digest
 from dsd_zoo.download import fetch
-from dsd_zoo.manifest import FileRecord
+from dsd_zoo.records import FileRecord
 from dsd_zoo.errors import DownloadError
 spec = json.loads(sys.argv[2])
 record = FileRecord("w.bin", Digest("sha256", spec["sha256"]), spec["size"], urls=tuple(spec["urls"]))

@@ -82,7 +82,8 @@ def test_a_users_own_conversion_is_unverifiable_not_a_failure(tmp_path, isolated
 def test_a_recorded_fingerprint_still_judges_an_unverifiable_file(tmp_path, isolated_cache, monkeypatch, capsys):
     import json
 
-    from dsd_zoo.manifest import bundled_manifest_path, shipped_file
+    from dsd_zoo.manifest import bundled_manifest_path
+    from dsd_zoo.records import shipped_file
 
     # digits_dsd without a published sha256 (so any file is unverifiable), its fingerprint kept.
     document = json.loads(bundled_manifest_path().read_text())
@@ -102,7 +103,8 @@ def test_a_recorded_fingerprint_still_judges_an_unverifiable_file(tmp_path, isol
 def test_a_file_that_claims_the_model_must_reproduce_its_published_logits(tmp_path, isolated_cache):
     from safetensors import safe_open
 
-    from dsd_zoo.manifest import load_manifest, shipped_file
+    from dsd_zoo.manifest import load_manifest
+    from dsd_zoo.records import shipped_file
 
     # The bundled manifest records digits_dsd's fingerprint (computed by the demo's export from
     # the shipped file). The baseline's tensors, relabelled as digits_dsd, compute other logits.

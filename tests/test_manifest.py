@@ -40,7 +40,7 @@ def test_bundled_manifest_has_the_13_models_and_the_embedded_zoo(isolated_cache)
 def test_embedded_files_are_pinned_and_shipped(isolated_cache):
     import hashlib
 
-    from dsd_zoo.manifest import shipped_file
+    from dsd_zoo.records import shipped_file
 
     manifest = load_manifest()
     records = [(e.weights.local, e.weights.sha256, e.weights.size) for n, e in manifest.models.items() if n in EMBEDDED]

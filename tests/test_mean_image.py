@@ -17,7 +17,8 @@ import dsd_zoo
 from dsd_zoo.atomic import write_safetensors
 from dsd_zoo.digests import hash_file
 from dsd_zoo.loading import load_tensors
-from dsd_zoo.manifest import load_manifest, shipped_file
+from dsd_zoo.manifest import load_manifest
+from dsd_zoo.records import shipped_file
 
 from .conftest import FIXTURES, require
 

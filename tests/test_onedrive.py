@@ -16,7 +16,7 @@ from dsd_zoo import cache
 from dsd_zoo.digests import Digest
 from dsd_zoo.download import fetch, fetch_url_bytes
 from dsd_zoo.errors import DownloadError
-from dsd_zoo.manifest import FileRecord
+from dsd_zoo.records import FileRecord
 from dsd_zoo.onedrive import is_share_link, legacy_content_url, share_id
 
 from .onedrive_server import OneDriveServer

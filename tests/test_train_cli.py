@@ -239,7 +239,8 @@ def test_ctrl_c_exits_130_and_leaves_the_run_marked_unfinished(tmp_path, how, st
 
 def test_pretrained_weights_without_a_digest_need_trust_unverified(tmp_path, capsys, monkeypatch, server) -> None:
     # digits_dsd served from a mirror with no published digest, as the DSD originals are.
-    from dsd_zoo.manifest import bundled_manifest_path, shipped_file
+    from dsd_zoo.manifest import bundled_manifest_path
+    from dsd_zoo.records import shipped_file
 
     from .servers import isolate_download_env
 

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ConversionError
-from .mapping import architecture_shapes, array_to_tensor, check_against_architecture
+from .tensors import architecture_shapes, array_to_tensor, check_against_architecture
 
 __all__ = ["CAFFE_SCHEMES", "CaffeScheme", "caffe_layer_shapes", "map_caffe_blobs", "select_scheme"]
 

@@ -6,7 +6,11 @@
 * :mod:`dsd_zoo.convert.caffe_mapping` -- Caffe layer blobs (AlexNet, VGG16, GoogLeNet,
   SqueezeNet under both its layer-naming schemes);
 * :mod:`dsd_zoo.convert.torch7_mapping` -- fb.resnet.torch module trees (ResNet-18/50);
-* :mod:`dsd_zoo.convert.dc_mapping` -- the Deep Compression ``.net`` SqueezeNet.
+* :mod:`dsd_zoo.convert.dc_mapping` -- the Deep Compression ``.net`` SqueezeNet;
+* :mod:`dsd_zoo.convert.pth_mapping` -- the PyTorch port of ResNet-50 DSD.
+
+This module is the top of the converter: it imports the readers and mappings, which share
+:mod:`dsd_zoo.convert.tensors` below them and never import this module back.
 
 The mappings are pure functions of already parsed structures; this module is the only place
 that opens files. Every result is checked against the architecture's own ``state_dict``
@@ -17,24 +21,25 @@ that opens files. Every result is checked against the architecture's own ``state
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
-import numpy as np
-
 from ..atomic import PathLike, file_in_the_way, write_safetensors
 from ..digests import hash_file
-from ..errors import ConversionError, FormatError, UnknownModelError, WeightsError
-from ..loading import check_state_dict
+from ..errors import ConversionError, FormatError, UnknownModelError
 from ..manifest import Manifest, ModelEntry, OriginalRecord, load_manifest
 from ..sniff import FORMAT_NAMES, sniff
+from .caffe import read_caffemodel
+from .caffe_mapping import map_caffe_blobs
+from .dc_mapping import read_net
+from .pth_mapping import map_port, read_port
+from .torch7 import read_t7
+from .torch7_mapping import map_fb_resnet
 
 __all__ = [
-    "CONVERTER_VERSION", "Conversion", "SavedConversion", "architecture_shapes", "array_to_tensor",
-    "check_against_architecture", "convert_file", "conversion_metadata", "save_conversion",
+    "CONVERTER_VERSION", "Conversion", "SavedConversion", "convert_file", "conversion_metadata", "save_conversion",
 ]
 
 
@@ -59,52 +64,6 @@ class SavedConversion(NamedTuple):
     metadata: Dict[str, str]
     report: Dict[str, Any]
 
-
-
-@functools.lru_cache(maxsize=None)
-def _shapes(arch: str, build_items: Tuple[Tuple[str, Any], ...]) -> Mapping[str, Tuple[int, ...]]:
-    import torch
-
-    from ..models import ARCHITECTURES
-
-    if arch not in ARCHITECTURES:
-        raise ConversionError(f"no mapping for architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
-    # The meta device gives every shape without allocating VGG16's 550 MB.
-    with torch.device("meta"):
-        model = ARCHITECTURES[arch].build(**dict(build_items))
-    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
-
-
-def architecture_shapes(arch: str, **build_kwargs: Any) -> Mapping[str, Tuple[int, ...]]:
-    """State-dict key -> shape of ``arch`` built with ``build_kwargs`` (no memory allocated)."""
-    return _shapes(arch, tuple(sorted(build_kwargs.items())))
-
-
-def array_to_tensor(array: Any, where: str):
-    """A float32 CPU tensor copied from a numpy array; non-finite values raise ConversionError.
-
-    ``where`` names the source tensor in the error message.
-    """
-    import torch
-
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
-        raise ConversionError(f"{where}: expected a numeric array, got {type(array).__name__}"
-                              f"{' of ' + str(array.dtype) if isinstance(array, np.ndarray) else ''}")
-    values = np.asarray(array, dtype=np.float32)
-    # min/max propagate NaN and see infinities, without a temporary mask (40x faster than torch.isfinite).
-    if values.size and not (np.isfinite(values.min()) and np.isfinite(values.max())):
-        raise ConversionError(f"{where}: holds NaN or infinite values; the source file is damaged")
-    return torch.tensor(values)
-
-
-def check_against_architecture(state_dict: Mapping[str, Any], arch: str, source: str,
-                               build_kwargs: Optional[Mapping[str, Any]] = None) -> None:
-    """Raise ConversionError unless ``state_dict`` has exactly the keys and shapes of ``arch``."""
-    expected = architecture_shapes(arch, **dict(build_kwargs or {}))
-    try:
-        check_state_dict(expected, {key: tuple(value.shape) for key, value in state_dict.items()}, source)
-    except WeightsError as exc:
-        raise ConversionError(f"{exc} (a bug in the {arch} mapping: please report it)") from exc
 
 
 def _entry(model_name: str, manifest: Optional[Manifest]) -> Tuple[ModelEntry, Manifest]:
@@ -144,25 +103,15 @@ def convert_file(src_path: PathLike, model_name: str, *, manifest: Optional[Mani
     source = f"{Path(src_path).name} ({fmt}, model {model_name})"
     _check_file_kind(src_path, model_name, original, manifest)
     if fmt == "caffemodel":
-        from .caffe import read_caffemodel
-        from .caffe_mapping import map_caffe_blobs
-
         state_dict, report = map_caffe_blobs(read_caffemodel(os.fspath(src_path)), entry.arch, source=source)
     elif fmt == "torch7":
-        from .torch7 import read_t7
-        from .torch7_mapping import map_fb_resnet
-
         state_dict, report = map_fb_resnet(read_t7(os.fspath(src_path)), entry.arch, source=source)
     elif fmt == "pytorch":
-        from .pth_mapping import map_port, read_port
-
         if original.digest is None:
             raise ConversionError(f"{model_name}: a PyTorch file is unpickled only after its published digest "
                                   "matched, and the manifest gives none for it")
         state_dict, report = map_port(read_port(src_path, original.digest), entry.arch, source=source)
     elif fmt == "deep-compression":
-        from .dc_mapping import read_net
-
         state_dict, report = read_net(src_path, entry.arch, source=source)
     else:
         raise ConversionError(f"{model_name}: its original format is {fmt!r}; only caffemodel, torch7, pytorch and "
@@ -202,8 +151,6 @@ def _check_file_kind(path: PathLike, model_name: str, original: OriginalRecord, 
 
 def _deep_compression_model(path: PathLike, manifest: Manifest) -> bool:
     """Whether ``path`` has the exact structure of a Deep Compression file of some manifest model."""
-    from .dc_mapping import read_net
-
     for entry in manifest.models.values():
         if entry.original is not None and entry.original.format == "deep-compression":
             try:

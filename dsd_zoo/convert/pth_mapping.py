@@ -24,7 +24,7 @@ from typing import Any, Dict, Tuple
 
 from ..digests import Digest, hash_file
 from ..errors import ConversionError, FormatError, IntegrityError
-from .mapping import check_against_architecture
+from .tensors import check_against_architecture
 
 __all__ = ["map_port", "read_port"]
 

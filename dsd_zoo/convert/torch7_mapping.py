@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..errors import ConversionError
-from .mapping import array_to_tensor, check_against_architecture
+from .tensors import array_to_tensor, check_against_architecture
 
 __all__ = ["FB_RESNET_ARCHS", "TORCH_EPS", "map_fb_resnet"]
 
