@@ -1,0 +1,125 @@
+"""Figures of a paired DSD-vs-baseline study, drawn from its ``summary.json`` (MNIST-1D study layout).
+
+* :func:`plot_paired_errors`: each seed's final test error, baseline (x) against DSD (y), one
+  panel per model, with the line of equal error: a point below it is a seed where DSD won.
+* :func:`plot_training_curves`: one seed's test error and training loss per epoch, DSD and
+  baseline, with the phase boundaries marked and the sparse phase shaded.
+
+matplotlib is the optional extra ``dsd-zoo[plot]``; only this module imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot_paired_errors", "plot_training_curves", "require_matplotlib"]
+
+COLORS = {"dsd": "tab:red", "baseline": "tab:blue"}
+# No matplotlib version in the file: the same numbers give the same bytes.
+PNG_METADATA = {"Software": None}
+
+
+def require_matplotlib() -> None:
+    """Raise ``ImportError`` naming the ``plot`` extra when matplotlib is not installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("the figures need matplotlib: pip install 'dsd-zoo[plot]' (or matplotlib), "
+                          "or run again without --plot") from None
+
+
+def _figure(size: tuple[float, float]) -> Any:
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    # Figure, not pyplot: no GUI backend, no global state.
+    return Figure(figsize=size, dpi=100, layout="constrained")
+
+
+def plot_paired_errors(summary: Mapping[str, Any], path: Path) -> Path:
+    """Final test error per seed, DSD against baseline, one panel per model; writes ``path``."""
+    models = summary["models"]
+    fig = _figure((4.6 * len(models), 5.4))
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, (name, result) in zip(axes, models.items()):
+        base = [100 * row["top1_err"]["baseline"] for row in result["per_seed"]]
+        dsd = [100 * row["top1_err"]["dsd"] for row in result["per_seed"]]
+        low, high = min(base + dsd), max(base + dsd)
+        pad = max(0.5, 0.08 * (high - low))
+        lims = (low - pad, high + pad)
+        ax.plot(lims, lims, color="0.5", linewidth=1, zorder=1, label="equal error")
+        ax.scatter(base, dsd, s=28, color="black", alpha=0.6, zorder=2, label="one seed")
+        ax.set_xlim(lims)
+        ax.set_ylim(lims)
+        ax.set_aspect("equal")
+        ax.set_xlabel("baseline test error (%)")
+        ax.set_ylabel("DSD test error (%)")
+        d = result["summary"]["dsd_minus_baseline"]
+        interval = "" if d["ci_low"] is None else f" [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
+        ax.set_title(
+            f"{name}: n = {len(base)} seeds\nDSD − baseline {100 * d['mean']:+.2f}{interval} points\n"
+            f"DSD better {d['dsd_better']}, equal {d['equal']}, worse {d['dsd_worse']}",
+            fontsize=10,
+        )
+        ax.text(0.97, 0.03, "below the line: DSD better", transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=8, color="0.35")
+        ax.legend(loc="upper left", fontsize=8, frameon=False)
+    fig.suptitle(f"MNIST-1D, final test error per seed ({summary['protocol'].split(' (')[0]})", fontsize=11)
+    fig.savefig(path, metadata=PNG_METADATA)
+    return path
+
+
+def _phase_spans(curve: list[Mapping[str, Any]]) -> list[tuple[str, int, int]]:
+    spans: list[tuple[str, int, int]] = []
+    for record in curve:
+        epoch = record["epoch"] + 1  # epochs are counted 1..N on the x axis, the end of each epoch
+        if spans and spans[-1][0] == record["phase"]:
+            spans[-1] = (record["phase"], spans[-1][1], epoch)
+        else:
+            spans.append((record["phase"], epoch - 1, epoch))
+    return spans
+
+
+def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> Path:
+    """Test error and training loss per epoch of ``seed``, DSD and baseline, per model; writes ``path``."""
+    models = summary["models"]
+    fig = _figure((5.2 * len(models), 6.4))
+    grid = fig.subplots(2, len(models), squeeze=False, sharex="col")
+    for col, (name, result) in enumerate(models.items()):
+        row = next(r for r in result["per_seed"] if r["seed"] == seed)
+        spans = _phase_spans(row["curves"]["dsd"])
+        for ax, key, label in ((grid[0][col], "test_top1_err", "test error (%)"),
+                               (grid[1][col], "train_loss", "training loss (cross-entropy, log scale)")):
+            for kind in ("baseline", "dsd"):
+                curve = row["curves"][kind]
+                epochs = [r["epoch"] + 1 for r in curve]
+                values = [100 * r[key] if key == "test_top1_err" else r[key] for r in curve]
+                ax.plot(epochs, values, color=COLORS[kind], linewidth=1.2,
+                        label="DSD" if kind == "dsd" else "baseline (dense, same lr drops)")
+            for phase, first, last in spans:
+                if phase == "sparse":
+                    ax.axvspan(first, last, color="0.9", zorder=0)
+                if first > 0:
+                    ax.axvline(first, color="0.4", linestyle="--", linewidth=0.8)
+            ax.set_ylabel(label)
+            if key == "train_loss":
+                from matplotlib.ticker import FormatStrFormatter
+
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.01, 0.1, 1 rather than 10^-2
+                ax.set_xlabel("epoch")
+        top = grid[0][col]
+        lrs = [p["lr"] for p in result["config"]["schedule"]]
+        for (phase, first, last), lr in zip(spans, lrs):
+            top.annotate(f"{phase}\nlr {lr:g}", xy=((first + last) / 2, 1.0), xycoords=("data", "axes fraction"),
+                         xytext=(0, 4), textcoords="offset points", ha="center", va="bottom", fontsize=8)
+        top.set_title(f"{name}, seed {seed} (sparsity {result['config']['sparsity']:g} in the shaded phase)",
+                      fontsize=10, pad=30)
+    # Test error falls from the upper left: the upper right of the first panel is free of data.
+    # (A figure legend outside the axes needs matplotlib 3.7; the floor is 3.6.)
+    grid[0][0].legend(loc="upper right", fontsize=8, framealpha=0.9)
+    fig.suptitle("MNIST-1D: one seed through dense → sparse → re-dense", fontsize=11)
+    fig.savefig(path, metadata=PNG_METADATA)
+    return path
