@@ -1,4 +1,4 @@
-"""Mutation fuzzing of the foreign-format parsers in ``dsd_zoo.convert``.
+"""Mutation fuzzing of the foreign-format parsers in ``dsd_zoo.convert`` (and the tests' prototxt reader).
 
 Each parser gets ``--iterations`` inputs made by applying 1-4 random mutations (bit flips,
 interesting bytes and integers, insertions, deletions, duplications, truncations, splices of
@@ -116,7 +116,7 @@ def net_target() -> Target:
 
 
 def prototxt_target() -> Target:
-    from dsd_zoo.convert.prototxt import layer_specs, param_shapes, parse_prototxt
+    from tests.formats.prototxt import layer_specs, param_shapes, parse_prototxt
 
     def parse(data: bytes) -> object:
         net = parse_prototxt(data.decode("utf-8", "replace"))

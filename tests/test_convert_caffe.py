@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("google.protobuf", reason="the Caffe reader needs protobuf (dsd-zoo[convert])")
 
 from dsd_zoo.convert.caffe import read_caffemodel, read_caffemodel_layers  # noqa: E402
-from dsd_zoo.convert.prototxt import layer_type, net_layers, param_shapes, read_prototxt  # noqa: E402
+from .formats.prototxt import layer_type, net_layers, param_shapes, read_prototxt  # noqa: E402
 from dsd_zoo.errors import FormatError  # noqa: E402
 
 from .conftest import FIXTURES, require  # noqa: E402
@@ -53,7 +53,7 @@ def _torch_net_from_prototxt(net):
     """A torch Sequential built from the prototxt alone (LeNet's layers are sequential)."""
     import torch.nn as nn
 
-    from dsd_zoo.convert.prototxt import layer_specs
+    from .formats.prototxt import layer_specs
 
     specs = {s.name: s for s in layer_specs(net, phase="TEST")}
     shapes = param_shapes(net)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsd_zoo.convert.deep_compression import (
-    deep_compression_layers, read_deep_compression, read_deep_compression_prototxt)
-from dsd_zoo.convert.prototxt import parse_prototxt, read_prototxt
+from dsd_zoo.convert.deep_compression import read_deep_compression
 from dsd_zoo.errors import ConversionError, FormatError
 
 from .conftest import FIXTURES, require
+from .formats.dc_prototxt import deep_compression_layers, read_deep_compression_prototxt
+from .formats.prototxt import parse_prototxt, read_prototxt
 from .formats.net_writer import NetLayer, encode_net, random_layer
 
 SQUEEZE = FIXTURES / "squeezenet-deep-compression"

@@ -243,7 +243,7 @@ def test_caffe_mapping_refuses_non_caffe_arch():
 
 def _prototxt_table(path, arch) -> Dict[str, str]:
     """Caffe weighted layers (TEST phase, network order) zipped with the model's Conv2d/Linear modules."""
-    from dsd_zoo.convert.prototxt import layer_specs, read_prototxt
+    from .formats.prototxt import layer_specs, read_prototxt
 
     aux = ("loss1/", "loss2/")
     specs = [s.name for s in layer_specs(read_prototxt(path), phase="TEST")
@@ -269,8 +269,8 @@ def test_tables_match_release_prototxts(arch, prototxt, table):
 
 
 def test_net_layer_list_matches_deploy_prototxt():
-    from dsd_zoo.convert.deep_compression import deep_compression_layers
-    from dsd_zoo.convert.prototxt import read_prototxt
+    from .formats.dc_prototxt import deep_compression_layers
+    from .formats.prototxt import read_prototxt
 
     prototxt = require(FIXTURES / "squeezenet-deep-compression" / "SqueezeNet_deploy.prototxt")
     assert net_layers("squeezenet1_0") == deep_compression_layers(read_prototxt(prototxt))

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from dsd_zoo.convert.prototxt import (
+from .formats.prototxt import (
     LayerSpec, Message, layer_specs, net_layers, param_shapes, parse_prototxt, read_prototxt)
 from dsd_zoo.errors import ConversionError, FormatError
 
@@ -105,7 +105,7 @@ def test_a_lone_surrogate_in_text_is_a_format_error():
 
 def test_line_and_column_are_computed_only_for_errors(monkeypatch):
     # Computing them scans the text from its start; once per value made a 1 MB prototxt take minutes.
-    from dsd_zoo.convert import prototxt
+    from .formats import prototxt
 
     calls = []
     real = prototxt._where

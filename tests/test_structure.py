@@ -28,7 +28,7 @@ AUX_MODULES = ("aux1.", "aux2.")
 
 
 def caffe_layers(path, types, aux: bool):
-    from dsd_zoo.convert.prototxt import layer_specs, read_prototxt
+    from .formats.prototxt import layer_specs, read_prototxt
 
     specs = [s for s in layer_specs(read_prototxt(path), phase="TEST") if s.type in types]
     return [s for s in specs if s.name.startswith(AUX_LAYERS) == aux]

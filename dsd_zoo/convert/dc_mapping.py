@@ -17,13 +17,12 @@ import numpy as np
 
 from ..errors import ConversionError
 from .caffe_mapping import caffe_layer_shapes, map_caffe_blobs
+from .deep_compression import WEIGHTED_NAME_PARTS, read_deep_compression
 
 __all__ = ["NET_SCHEMES", "map_deep_compression", "net_layers", "read_net"]
 
 #: Architecture -> the Caffe naming scheme of its Deep Compression release.
 NET_SCHEMES: Mapping[str, str] = {"squeezenet1_0": "dsd"}
-# The decoder stores a layer only when its name contains one of these (the format's rule).
-_WEIGHTED_NAME_PARTS = ("conv", "fc", "ip")
 
 
 def net_layers(arch: str) -> List[Tuple[str, Tuple[int, ...], int]]:
@@ -31,7 +30,7 @@ def net_layers(arch: str) -> List[Tuple[str, Tuple[int, ...], int]]:
     if arch not in NET_SCHEMES:
         raise ConversionError(f"no Deep Compression layer list for architecture {arch!r}; known: {sorted(NET_SCHEMES)}")
     layers = [(name, weight, bias[0]) for name, weight, bias in caffe_layer_shapes(arch, NET_SCHEMES[arch])]
-    unnamed = [name for name, _, _ in layers if not any(part in name for part in _WEIGHTED_NAME_PARTS)]
+    unnamed = [name for name, _, _ in layers if not any(part in name for part in WEIGHTED_NAME_PARTS)]
     if unnamed:  # such layers would not be in the file at all
         raise ConversionError(f"{arch}: layers {unnamed} cannot be stored in a .net file (name lacks conv/fc/ip)")
     return layers
@@ -59,6 +58,4 @@ def map_deep_compression(decoded: Mapping[str, Tuple[np.ndarray, np.ndarray]], a
 def read_net(path: Union[str, "os.PathLike[str]"], arch: str, *,
              source: str = "<.net>") -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Decode the ``.net`` file at ``path`` as ``arch`` and map it (see :func:`map_deep_compression`)."""
-    from .deep_compression import read_deep_compression
-
     return map_deep_compression(read_deep_compression(os.fspath(path), net_layers(arch)), arch, source=source)

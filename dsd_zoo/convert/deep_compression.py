@@ -27,26 +27,20 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 
-from ..errors import ConversionError, FormatError
-from .prototxt import Message, layer_specs, param_shapes, read_prototxt
+from ..errors import FormatError
 
-__all__ = [
-    "LayerLayout",
-    "codebook_bits",
-    "deep_compression_layers",
-    "read_deep_compression",
-    "read_deep_compression_prototxt",
-]
+__all__ = ["LayerLayout", "WEIGHTED_NAME_PARTS", "codebook_bits", "read_deep_compression"]
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 #: (layer name, weight shape, bias length), in file order.
 LayerLayout = tuple[str, tuple[int, ...], int]
 
-_WEIGHTED_NAME_PARTS = ("conv", "fc", "ip")
+#: A layer is stored only when its name contains one of these (the format's rule).
+WEIGHTED_NAME_PARTS = ("conv", "fc", "ip")
 # Weights one stored entry can move on (a 4-bit index gap of 0..15 is a step of 1..16).
 _MAX_SPAN = 16
 # Zeros allowed after a layer's last stored entry beyond what its entries reach (4 MB of float32).
@@ -65,7 +59,7 @@ def read_deep_compression(source: Source, layers: Sequence[LayerLayout]
     Args:
         source: a path, or the file's bytes.
         layers: ``(name, weight_shape, bias_length)`` of every weighted layer, in file
-            order (see :func:`deep_compression_layers` to derive it from a prototxt).
+            order (:func:`dsd_zoo.convert.dc_mapping.net_layers` gives it for an architecture).
 
     Returns:
         Layer name -> ``(weight, bias)``, ``float32`` arrays of the given shapes, in order.
@@ -162,63 +156,3 @@ def _decode_layer(stream: _Stream, name: str, shape: tuple[int, ...], bias_len: 
     flat_codes = np.zeros(size, dtype=np.uint8)
     flat_codes[positions] = codes
     return codebook[flat_codes].reshape(shape), bias
-
-
-def deep_compression_layers(net: Message,
-                            input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None
-                            ) -> list[LayerLayout]:
-    """The weighted layers of a deploy prototxt in the order a ``.net`` file stores them.
-
-    Convolution weight shapes need the input channels of each layer, which are tracked
-    through the net (convolution outputs, concatenations, pooling) by
-    :func:`dsd_zoo.convert.prototxt.param_shapes`.
-
-    Args:
-        net: the parsed deploy prototxt (e.g. ``SqueezeNet_deploy.prototxt``).
-        input_shapes: blob shapes for nets that do not declare their input (see
-            :func:`~dsd_zoo.convert.prototxt.param_shapes`).
-
-    Returns:
-        ``(name, weight_shape, bias_length)`` for every Convolution / InnerProduct layer
-        whose name contains ``conv``, ``fc`` or ``ip`` (TEST phase), in prototxt order.
-
-    Raises:
-        ConversionError: a weighted layer has no bias (the format always stores one) or its
-            input shape cannot be determined.
-        FormatError: the prototxt is malformed.
-    """
-    shapes = param_shapes(net, input_shapes, phase="TEST")
-    layout = []
-    for spec in layer_specs(net, phase="TEST"):
-        if spec.type not in ("Convolution", "InnerProduct") or \
-                not any(part in spec.name for part in _WEIGHTED_NAME_PARTS):
-            continue
-        blobs = shapes[spec.name]
-        if len(blobs) != 2:
-            raise ConversionError(f"prototxt: layer {spec.name!r} has no bias, but the .net "
-                                  "format stores one for every weighted layer")
-        layout.append((spec.name, blobs[0], blobs[1][0]))
-    return layout
-
-
-def read_deep_compression_prototxt(
-        source: Source, prototxt: Union[str, "os.PathLike[str]", Message],
-        input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Decode a ``.net`` file with the layer list derived from its deploy prototxt.
-
-    Args:
-        source: the ``.net`` file (path or bytes).
-        prototxt: the deploy prototxt, as a path or an already parsed :class:`Message`.
-        input_shapes: see :func:`deep_compression_layers`.
-
-    Returns:
-        See :func:`read_deep_compression`.
-    """
-    net = prototxt if isinstance(prototxt, Message) else read_prototxt(prototxt)
-    layers = deep_compression_layers(net, input_shapes)
-    try:
-        _check_layout(layers)
-    except ValueError as exc:  # from the prototxt, not from a caller: the file is at fault
-        raise ConversionError(f"prototxt: {exc}") from None
-    return read_deep_compression(source, layers)

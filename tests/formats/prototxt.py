@@ -1,4 +1,7 @@
-"""Caffe text-format network definitions (``.prototxt``).
+"""Caffe text-format network definitions (``.prototxt``): the tests' reader of the release's network files.
+
+A test oracle, not part of the package: the tests check the architectures and the converters
+against the prototxts the DSD release and Deep Compression published.
 
 :func:`parse_prototxt` reads protobuf text format without a schema into :class:`Message`
 objects: every field maps to the *list* of its values in order of appearance (a field that
@@ -28,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Optional, Sequence, Union
 
-from ..errors import ConversionError, FormatError
+from dsd_zoo.convert.caffe import V1_LAYER_TYPES
+from dsd_zoo.errors import ConversionError, FormatError
 
 __all__ = [
     "LayerSpec",
@@ -44,24 +48,6 @@ __all__ = [
 
 Value = Union[int, float, str, bool, "Message"]
 Shape = tuple[Optional[int], ...]
-
-#: Legacy ``V1LayerParameter.LayerType`` enum names -> current type strings
-#: (Caffe's ``UpgradeV1LayerType``).
-V1_LAYER_TYPES: dict[str, str] = {
-    "NONE": "", "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax",
-    "BNLL": "BNLL", "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss",
-    "CONVOLUTION": "Convolution", "DECONVOLUTION": "Deconvolution", "DATA": "Data",
-    "DROPOUT": "Dropout", "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss",
-    "ELTWISE": "Eltwise", "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data",
-    "HDF5_OUTPUT": "HDF5Output", "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col",
-    "IMAGE_DATA": "ImageData", "INFOGAIN_LOSS": "InfogainLoss",
-    "INNER_PRODUCT": "InnerProduct", "LRN": "LRN", "MEMORY_DATA": "MemoryData",
-    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss", "MVN": "MVN",
-    "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
-    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence",
-    "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split",
-    "SLICE": "Slice", "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
-}
 
 #: Nesting depth accepted by the parser; real prototxts use fewer than 10 levels.
 _MAX_DEPTH = 100
