@@ -7,7 +7,7 @@ from typing import Tuple
 __all__ = ["decode_failure_types"]
 
 
-def decode_failure_types() -> Tuple[type, ...]:
+def decode_failure_types() -> Tuple[type[BaseException], ...]:
     """The exception types with which PIL reports a file it cannot decode."""
     from PIL import Image
 

@@ -78,7 +78,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Create ``path`` through ``write(file)`` on a temporary file and an atomic rename.
 
     Parent directories are created. On any failure (including KeyboardInterrupt) the temporary

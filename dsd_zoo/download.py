@@ -654,6 +654,8 @@ def _strong_last_modified(response: requests.Response) -> str | None:
     9110 8.8.2.2 asks for the server's ``Date`` to be at least one second later.
     """
     modified, date = response.headers.get("Last-Modified"), response.headers.get("Date")
+    if modified is None or date is None:
+        return None
     try:
         when, now = email.utils.parsedate_to_datetime(modified), email.utils.parsedate_to_datetime(date)
     except (TypeError, ValueError):  # absent or unreadable
@@ -908,7 +910,7 @@ def _flag(value: bool | None, *names: str) -> bool:
     return False
 
 
-def _env_number(name: str, raw: str, kind: type[_T]) -> _T:
+def _env_number(name: str, raw: str, kind: Callable[[str], _T]) -> _T:
     try:
         return kind(raw.strip())
     except ValueError:

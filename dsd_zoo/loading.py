@@ -13,10 +13,13 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
 from .errors import FormatError, WeightsError
 from .sniff import FORMAT_NAMES, sniff
+
+if TYPE_CHECKING:  # torch is imported where tensors are read, not when this module is
+    import torch
 
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
 _DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -86,7 +89,7 @@ def read_header(path: "os.PathLike[str] | str") -> Tuple[Dict[str, dict], Dict[s
     return header, metadata
 
 
-def load_tensors(path: os.PathLike, device: str = "cpu"):
+def load_tensors(path: "os.PathLike[str] | str", device: str = "cpu"):
     """Read every tensor of a validated safetensors file: (tensors, metadata)."""
     from safetensors.torch import load_file
 
@@ -156,7 +159,7 @@ def check_state_dict(expected: Mapping[str, Tuple[int, ...]], found: Mapping[str
         raise WeightsError(f"{source} does not fit the architecture: " + "; ".join(parts) + hint)
 
 
-def load_into(model, tensors: Mapping[str, "torch.Tensor"], source: str, optional_prefixes: Iterable[str] = ()):  # noqa: F821
+def load_into(model, tensors: Mapping[str, "torch.Tensor"], source: str, optional_prefixes: Iterable[str] = ()):
     """Assign checked tensors to a model (typically built on the meta device) and return it."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
     check_state_dict(expected, {k: tuple(v.shape) for k, v in tensors.items()}, source, optional_prefixes)
@@ -169,7 +172,7 @@ def load_into(model, tensors: Mapping[str, "torch.Tensor"], source: str, optiona
     return model
 
 
-def build_with_weights(arch, path: Optional[os.PathLike], build_kwargs: Optional[dict] = None,
+def build_with_weights(arch, path: "os.PathLike[str] | str", build_kwargs: Optional[dict] = None,
                        optional_prefixes: Iterable[str] = ()):
     """Build ``arch`` and fill it from the safetensors file at ``path`` (meta device, assign)."""
     import torch

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
-from typing import Any, Callable, Collection, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Tuple
 from ._fields import unknown_fields
 from .digests import Digest
 from .errors import ManifestError, RecordError
@@ -246,12 +246,12 @@ def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
             raise check.fail(f"models.{name}", "model names are lower-case identifiers")
         models[name] = _parse_model(check, name, check.obj(value, f"model {name!r}", _MODEL_FIELDS), citations, assets)
     owners: dict = {}
-    for kind, records in (("asset", assets), ("model", models)):
-        for name, record in records.items():
-            file = record.record.file if kind == "asset" else record.weights.file
-            if file in owners:  # one cache file for two records: each would remove the other's as corrupt
-                raise check.fail(f"{kind} {name!r}", f"its file {file!r} is also the file of {owners[file]}")
-            owners[file] = f"{kind} {name!r}"
+    files = [("asset", name, asset.record.file) for name, asset in assets.items()]
+    files += [("model", name, entry.weights.file) for name, entry in models.items()]
+    for kind, name, file in files:
+        if file in owners:  # one cache file for two records: each would remove the other's as corrupt
+            raise check.fail(f"{kind} {name!r}", f"its file {file!r} is also the file of {owners[file]}")
+        owners[file] = f"{kind} {name!r}"
     return Manifest(models=models, assets=assets, citations=citations, origin=origin)
 
 
@@ -427,7 +427,7 @@ def bundled_manifest_path() -> Path:
     return package_dir / "weights_manifest.json"
 
 
-_cache: dict = {}
+_cache: Dict[tuple, Manifest] = {}
 
 
 def load_manifest(source: Optional[str] = None) -> Manifest:
@@ -437,6 +437,7 @@ def load_manifest(source: Optional[str] = None) -> Manifest:
     manifest. Parsed manifests are cached per source (and file modification time).
     """
     source = source or os.environ.get(MANIFEST_ENV) or str(bundled_manifest_path())
+    key: tuple
     if re.match(r"^https?://", source):
         key = (source, None)
         if key not in _cache:

@@ -194,7 +194,7 @@ def _assemble(entry: ModelEntry, manifest: Manifest, staging: Path, *,
     repo_id, _, filename = hf_location if hf_location is not None else (None, "", None)
     facts = ReleaseFacts(
         weights_file=entry.weights.file, sha256=saved.sha256, size=saved.size, metadata=saved.metadata,
-        fingerprint=fingerprint, nonzero_weights=nonzero, original_verified=entry.original.digest is not None,
+        fingerprint=fingerprint, nonzero_weights=nonzero, original_verified=entry.originals[0].digest is not None,
         hf_repo_id=repo_id, hf_filename=filename,
         torch_hub_repo=torch_hub_repo)
     _write_file(staging / CARD_FILE, render_model_card(entry, manifest, facts).encode("utf-8"))
@@ -229,7 +229,7 @@ def _compare_alternates(entry: ModelEntry, manifest: Manifest, converted: Path, 
                            if key not in ours or key not in theirs or not torch.equal(ours[key], theirs[key]))
         if differing:
             raise IntegrityError(f"{entry.name}: its originals disagree: {alternate.url} gives other tensors than "
-                                 f"{entry.original.url} ({len(differing)} of {len(ours)}, e.g. {differing[0]})")
+                                 f"{entry.originals[0].url} ({len(differing)} of {len(ours)}, e.g. {differing[0]})")
         say(f"the second original {alternate.url} gives the very same {len(ours)} tensors")
 
 

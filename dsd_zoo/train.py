@@ -81,7 +81,7 @@ def _dsd_zoo_model(name: str, num_classes: int, pretrained: bool, trust_unverifi
     from dsd_zoo.models import ARCHITECTURES
 
     if name in api.list_models():
-        kwargs = {} if pretrained else {"num_classes": num_classes}
+        kwargs: dict[str, Any] = {} if pretrained else {"num_classes": num_classes}
         return api.get_model(name, pretrained=pretrained, trust_unverified=trust_unverified, **kwargs)
     if pretrained:
         return None
@@ -264,7 +264,8 @@ def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool, ov
             raise RecipeError(f"recipe: {exc}") from exc
     net = DistributedDataParallel(model, device_ids=[d.device.index] if use_cuda else None) if d.enabled else model
 
-    sampler = DistributedSampler(train_set, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=recipe.seed)
+    sampler: DistributedSampler[int] = DistributedSampler(train_set, num_replicas=d.world_size, rank=d.rank,
+                                                          shuffle=True, seed=recipe.seed)
     loader_args = {"num_workers": recipe.workers, "pin_memory": use_cuda, "persistent_workers": recipe.workers > 0}
     # Drop a last partial batch when there is a full one: a batch of 1 breaks BatchNorm in training.
     train_loader = DataLoader(train_set, batch_size=recipe.batch_size, sampler=sampler,

@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CaffeTransform", "FbResNetTransform", "DigitsTransform", "to_uint8_rgb", "bilinear_matrix",
+if TYPE_CHECKING:  # PIL is imported only where an image is decoded
+    from PIL import Image
+
+__all__ = ["CaffeTransform", "EvalTransform", "FbResNetTransform", "DigitsTransform", "to_uint8_rgb", "bilinear_matrix",
            "torch7_bicubic_matrix"]
 
-ImageLike = Union["PIL.Image.Image", Tensor, np.ndarray]  # noqa: F821
+ImageLike = Union["Image.Image", Tensor, np.ndarray]
 
 
 def to_uint8_rgb(image: ImageLike) -> Tensor:
@@ -64,7 +67,7 @@ def to_uint8_rgb(image: ImageLike) -> Tensor:
     return image.expand(3, -1, -1) if image.shape[0] == 1 else image
 
 
-def _high_byte_of_16_bit(image: ImageLike) -> np.ndarray:
+def _high_byte_of_16_bit(image: "Image.Image") -> np.ndarray:
     """A 16-bit grayscale image as 8 bits: the high byte, as OpenCV's IMREAD_COLOR (libpng's
     strip_16) reads it; PIL's convert would clip every value above 255 to white.
 
@@ -173,7 +176,8 @@ def _axis_taps(kernel: str, n_in: int, n_out: int, start: int, length: int) -> T
 def _axis_taps_on(device: torch.device, kernel: str, n_in: int, n_out: int, start: int,
                   length: int) -> Tuple[Tensor, Tensor]:
     # A copy per device, so resampling on a GPU does not copy the taps for every image.
-    return tuple(t.to(device) for t in _axis_taps(kernel, n_in, n_out, start, length))
+    indices, weights = _axis_taps(kernel, n_in, n_out, start, length)
+    return indices.to(device), weights.to(device)
 
 
 def _resample(image: Tensor, rows: Tuple[Tensor, Tensor], cols: Tuple[Tensor, Tensor]) -> Tensor:
@@ -186,8 +190,13 @@ def _resample(image: Tensor, rows: Tuple[Tensor, Tensor], cols: Tuple[Tensor, Te
     (row_idx, row_w), (col_idx, col_w) = rows, cols
     image = image.to(torch.float32)
     # One index_select per tap: far cheaper than a fancy-index gather of all taps at once.
-    wide = sum(image.index_select(-1, col_idx[:, k]) * col_w[:, k] for k in range(col_idx.shape[1]))
-    return sum(wide.index_select(-2, row_idx[:, k]) * row_w[:, k, None] for k in range(row_idx.shape[1]))
+    wide = image.index_select(-1, col_idx[:, 0]) * col_w[:, 0]
+    for k in range(1, col_idx.shape[1]):
+        wide = wide + image.index_select(-1, col_idx[:, k]) * col_w[:, k]
+    out = wide.index_select(-2, row_idx[:, 0]) * row_w[:, 0, None]
+    for k in range(1, row_idx.shape[1]):
+        out = out + wide.index_select(-2, row_idx[:, k]) * row_w[:, k, None]
+    return out
 
 
 def _taps(pixels: Tensor, kernel: str, n_out: int, start: int, length: int, axis: int) -> Tuple[Tensor, Tensor]:
@@ -203,7 +212,9 @@ def _uint8_batch(pixels: Tensor) -> Tensor:
     return pixels
 
 
-class _Transform(nn.Module):
+class EvalTransform(nn.Module):
+    """A preprocessing pipeline split as ``verify`` runs it: resample (resize and crop) a batch, then normalise."""
+
     crop_size: int
 
     def forward(self, image: ImageLike) -> Tensor:
@@ -227,7 +238,7 @@ class _Transform(nn.Module):
         raise NotImplementedError
 
 
-class CaffeTransform(_Transform):
+class CaffeTransform(EvalTransform):
     """Caffe ImageNet evaluation: 256x256 warp, centre crop, 0-255 RGB minus the mean.
 
     Args:
@@ -237,6 +248,8 @@ class CaffeTransform(_Transform):
             (AlexNet); its centre crop is subtracted.
         resize: (height, width) of the warp.
     """
+
+    mean: Tensor  # a buffer: the mean to subtract, RGB, on the 0-255 scale
 
     def __init__(self, crop: int, mean_bgr: Optional[Sequence[float]] = None, mean_image: Optional[Tensor] = None,
                  resize: Tuple[int, int] = (256, 256)) -> None:
@@ -253,6 +266,7 @@ class CaffeTransform(_Transform):
             mean = mean_image[:, top:top + crop, left:left + crop].to(torch.float32)
             self.mean_description = "ILSVRC-2012 mean image (centre crop)"
         else:
+            assert mean_bgr is not None  # one of the two was given, checked above
             mean = torch.tensor(list(mean_bgr)[::-1], dtype=torch.float32).view(3, 1, 1)
             self.mean_description = f"RGB {tuple(float(v) for v in list(mean_bgr)[::-1])}"
         self.register_buffer("mean", mean.contiguous(), persistent=False)
@@ -279,8 +293,11 @@ class CaffeTransform(_Transform):
                 f"scale=0-255, mean={self.mean_description}, RGB")
 
 
-class FbResNetTransform(_Transform):
+class FbResNetTransform(EvalTransform):
     """fb.resnet.torch evaluation: shorter side 256 (Torch7 bicubic), centre crop 224, mean/std."""
+
+    mean: Tensor  # buffers: the per-channel mean and std of the normalisation
+    std: Tensor
 
     def __init__(self, resize: int = 256, crop: int = 224, mean: Sequence[float] = (0.485, 0.456, 0.406),
                  std: Sequence[float] = (0.229, 0.224, 0.225)) -> None:
@@ -327,7 +344,7 @@ class FbResNetTransform(_Transform):
                 f"std={self.std.flatten().tolist()}, RGB")
 
 
-class DigitsTransform(_Transform):
+class DigitsTransform(EvalTransform):
     """The embedded demonstration's input: 8x8 digit images with values 0..``max_value`` -> [0, 1].
 
     Accepts a uint8 tensor (8, 8) or (1, 8, 8) (``load_digits`` values, 0..16) and returns a

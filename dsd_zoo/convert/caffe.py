@@ -258,6 +258,8 @@ def _blob_array(blob: Any, where: str, layer: str, index: int) -> np.ndarray:
     if count > _MAX_COUNT or any(d > _MAX_COUNT for d in shape):
         size = f"{count} elements" if count > _MAX_COUNT else f"an axis of {max(shape)}"
         raise FormatError(f"{what}: shape {tuple(shape)} has {size}, more than Caffe allows ({_MAX_COUNT})")
+    dtype: np.dtype
+    native: type[np.floating]
     if len(blob.double_data):
         chunks, dtype, native = blob.double_data, np.dtype("<f8"), np.float64
     else:

@@ -183,7 +183,7 @@ def train_phases(
     epoch = 0
     for phase in schedule:
         start = time.perf_counter()
-        if phase.sparse and not dsd.is_sparse:
+        if phase.sparse and dsd is not None and not dsd.is_sparse:  # None only without sparse phases
             masks = dsd.compute_masks()
             dsd.prune(sync_masks(masks) if sync_masks is not None else masks)
         elif not phase.sparse and dsd is not None and dsd.is_sparse:

@@ -100,8 +100,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, (DataParallel, DistributedDataParallel)):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
+        elif isinstance(compiled_from := getattr(model, "_orig_mod", None), nn.Module):
+            model = compiled_from
         else:
             return model
 

@@ -72,7 +72,8 @@ class _Table:
     def __init__(self, raw: Any, where: str) -> None:
         if not isinstance(raw, Mapping):
             raise RecipeError(f"{where} must be a table/object, got {type(raw).__name__}")
-        self.raw, self.where, self.read = raw, where, set()
+        self.raw, self.where = raw, where
+        self.read: set[str] = set()
 
     def get(self, key: str, kinds: type | tuple[type, ...], default: Any = _MISSING) -> Any:
         self.read.add(key)

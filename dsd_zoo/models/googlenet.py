@@ -8,7 +8,7 @@ off by default because the published accuracies use the main classifier only.
 """
 
 
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -84,6 +84,16 @@ class GoogLeNetCaffe(nn.Module):
         "4e": (528, 256, 160, 320, 32, 128, 128), "5a": (832, 256, 160, 320, 32, 128, 128),
         "5b": (832, 384, 192, 384, 48, 128, 128),
     }
+    if TYPE_CHECKING:  # added by name from BLOCKS in __init__; TorchScript must not read these annotations
+        inception3a: Inception
+        inception3b: Inception
+        inception4a: Inception
+        inception4b: Inception
+        inception4c: Inception
+        inception4d: Inception
+        inception4e: Inception
+        inception5a: Inception
+        inception5b: Inception
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = False, dropout: float = 0.4) -> None:
         super().__init__()
@@ -144,6 +154,7 @@ class GoogLeNetCaffe(nn.Module):
             raise RuntimeError("this GoogLeNet was built without auxiliary heads; build it with aux_logits=True")
         if not self.training:
             main, aux1, aux2 = self._logits(x, heads=True)
+            assert aux1 is not None and aux2 is not None  # both heads exist, checked above
             return main, aux1, aux2
         self.eval()
         try:

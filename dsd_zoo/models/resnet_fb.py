@@ -82,6 +82,8 @@ class FbBottleneck(nn.Module):
 class FbResNet(ResNet):
     """torchvision's ResNet with a biased stem conv and fb.resnet.torch blocks and shortcuts."""
 
+    inplanes: int  # torchvision's ResNet keeps the channels of the next stage's input here
+
     def __init__(self, block: Type[Union[FbBasicBlock, FbBottleneck]], layers: List[int], num_classes: int = 1000) -> None:
         super().__init__(block, layers, num_classes=num_classes)  # type: ignore[arg-type]
         self.conv1 = _conv(3, 64, 7, stride=2)

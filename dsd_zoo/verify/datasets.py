@@ -188,8 +188,8 @@ def scan_imagefolder(root: PathLike, wnids: Sequence[str]) -> ValSamples:
     """
     path = _check_root(root)
     index = {wnid: i for i, wnid in enumerate(wnids)}
-    with os.scandir(path) as entries:
-        entries = sorted((e for e in entries if _visible(e.name)), key=lambda e: e.name)
+    with os.scandir(path) as listing:
+        entries = sorted((e for e in listing if _visible(e.name)), key=lambda e: e.name)
     folders = [e.name for e in entries if e.is_dir()]
     unknown = [name for name in folders if name not in index]
     if unknown:
@@ -208,7 +208,7 @@ def scan_imagefolder(root: PathLike, wnids: Sequence[str]) -> ValSamples:
     if not files:
         raise DatasetError(f"no images found in the class folders of {str(path)!r}")
     order = sorted(range(len(files)), key=files.__getitem__)
-    notes = ()
+    notes: Tuple[str, ...] = ()
     if stray:
         notes = (f"{len(stray)} image file(s) directly in {path} (outside every class folder) were not evaluated: "
                  f"{_listing(stray)}",)

@@ -22,12 +22,13 @@ that the device cannot decode after all is decoded by PIL in the main process.
 from __future__ import annotations
 
 import io
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from .._decode import decode_failure_types
+from ..transforms import EvalTransform
 from .datasets import MultiPipelineDataset, decode_failure_reason, decode_image
 
 __all__ = ["JPEG_DECODERS", "device_decodable_jpeg", "EncodedDataset", "collate_encoded", "DeviceDecoder",
@@ -106,7 +107,7 @@ def _exif_orientation(tiff: bytes) -> Optional[int]:
     """The orientation tag of IFD0 in an Exif TIFF block; None when absent; -1 when the block is malformed."""
     if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
         return -1
-    order = "little" if tiff[:2] == b"II" else "big"
+    order: Literal["little", "big"] = "little" if tiff[:2] == b"II" else "big"
     ifd = int.from_bytes(tiff[4:8], order)
     if ifd + 2 > len(tiff):
         return -1
@@ -183,7 +184,7 @@ class DeviceDecoder:
         jpeg_decoder: ``"torchcodec"`` or ``"torchvision"`` (default :func:`default_jpeg_decoder`).
     """
 
-    def __init__(self, transforms: Mapping[object, torch.nn.Module], device: torch.device,
+    def __init__(self, transforms: Mapping[object, EvalTransform], device: torch.device,
                  jpeg_decoder: Optional[str] = None) -> None:
         self.transforms = list(transforms.values())
         self.device = torch.device(device)
@@ -193,7 +194,7 @@ class DeviceDecoder:
 
     def _decode(self, encoded: List[Tensor]) -> List[Optional[Tensor]]:
         try:
-            return self._decode_batch(encoded, self.device)
+            return [image for image in self._decode_batch(encoded, self.device)]
         except (RuntimeError, ValueError):
             pass  # one bad file fails the whole batch: find it
         decoded: List[Optional[Tensor]] = []
@@ -208,23 +209,23 @@ class DeviceDecoder:
                  cpu_crops: List[Optional[Tuple[Tensor, ...]]]) -> Tuple[List[str], Tuple[Tensor, ...]]:
         """(errors, crops): ``errors`` updated with files that no decoder could read."""
         errors = list(errors)
-        positions = [i for i, data in enumerate(encoded) if data is not None]
+        present = [(i, data) for i, data in enumerate(encoded) if data is not None]
         pixels: Dict[int, Tensor] = {}
-        if positions:
-            for i, image in zip(positions, self._decode([encoded[i] for i in positions])):
+        if present:
+            for (i, data), image in zip(present, self._decode([data for _, data in present])):
                 if image is None:
-                    image, errors[i] = self._decode_with_pil(encoded[i])
+                    image, errors[i] = self._decode_with_pil(data)
                 if image is not None:
                     pixels[i] = image
-        by_size: Dict[Tuple[int, int], List[int]] = {}
+        by_size: Dict[Tuple[int, ...], List[int]] = {}
         for i, image in pixels.items():
             by_size.setdefault(tuple(image.shape[-2:]), []).append(i)
         outputs = []
         for p, transform in enumerate(self.transforms):
             parts: Dict[int, Tensor] = {}
             for members in by_size.values():
-                crops = transform.resample_batch(torch.stack([pixels[i] for i in members]))
-                parts.update(zip(members, crops))
+                resampled = transform.resample_batch(torch.stack([pixels[i] for i in members]))
+                parts.update(zip(members, resampled))
             for i, crops in enumerate(cpu_crops):
                 if crops is not None:
                     parts[i] = crops[p].to(self.device, non_blocking=True)
@@ -238,7 +239,7 @@ class DeviceDecoder:
         except decode_failure_types() as exc:
             return None, decode_failure_reason(exc)
 
-    def _blank(self, p: int, transform: torch.nn.Module) -> Tensor:
+    def _blank(self, p: int, transform: EvalTransform) -> Tensor:
         # The crop of an unreadable file: zeros of the pipeline's shape and dtype.
         if p not in self._blanks:
             dummy = torch.zeros(1, 3, 8, 8, dtype=torch.uint8, device=self.device)
