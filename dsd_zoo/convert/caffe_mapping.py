@@ -159,12 +159,50 @@ def map_caffe_blobs(blobs: Mapping[str, Sequence[np.ndarray]], arch: str, *,
     Raises:
         ConversionError: a layer is missing, unexpected, has too few blobs or a wrong shape.
     """
+    scheme, pairs, build_kwargs = _matched_layers(blobs, arch, source)
+    shapes = architecture_shapes(arch, **build_kwargs)
+    state: Dict[str, Any] = {}
+    reshaped: Dict[str, List[List[int]]] = {}
+    cast: List[str] = []
+    warnings: List[str] = []
+    for position, (caffe, module) in enumerate(pairs):
+        for index, (suffix, array) in enumerate(zip(("weight", "bias"), _weight_and_bias(blobs[caffe], caffe, module,
+                                                                                       arch, source, warnings))):
+            key = f"{module}.{suffix}"
+            where = f"{source}: layer {caffe!r} blob {index} ({suffix})"
+            fitted, was_reshaped = _fit(array, shapes[key], where, key)
+            if was_reshaped:
+                reshaped[caffe + ":" + suffix] = [list(array.shape), list(shapes[key])]
+            if fitted.dtype == np.float64:
+                cast.append(caffe)
+            tensor = array_to_tensor(fitted, where)
+            state[key] = _rgb_input(tensor, where) if position == 0 and suffix == "weight" else tensor
+    check_against_architecture(state, arch, source, build_kwargs)
+    report = {
+        "arch": arch,
+        "layer_names": scheme.name,
+        "layers": [caffe for caffe, _ in pairs],
+        "build_kwargs": build_kwargs,
+        "options": {"bgr_to_rgb": True, "input_conv": pairs[0][0]},
+        "reshaped": reshaped,
+        "cast_from_float64": sorted(set(cast)),
+        "warnings": warnings,
+    }
+    return state, report
+
+
+def _matched_layers(blobs: Mapping[str, Sequence[np.ndarray]], arch: str, source: str
+                    ) -> Tuple[CaffeScheme, List[Tuple[str, str]], Dict[str, Any]]:
+    """The naming scheme the file's weighted layers follow, the (Caffe layer, module) pairs to map, and the
+    builder arguments the optional layers present call for (GoogLeNet's auxiliary heads).
+
+    Every weighted layer of the file must be mapped and every required layer present.
+    """
     weighted = [name for name, layer_blobs in blobs.items() if len(layer_blobs) > 0]
     scheme = select_scheme(weighted, arch, source)
     present = set(weighted)
     pairs = list(scheme.layers)
     build_kwargs: Dict[str, Any] = {}
-    warnings: List[str] = []
     for group, group_pairs, kwargs in scheme.optional:
         found = [caffe for caffe, _ in group_pairs if caffe in present]
         if len(found) == len(group_pairs):
@@ -180,48 +218,31 @@ def map_caffe_blobs(blobs: Mapping[str, Sequence[np.ndarray]], arch: str, *,
         parts = ([f"missing layers {_listing(missing)}"] if missing else []) \
             + ([f"unexpected weighted layers {_listing(extra)}"] if extra else [])
         raise ConversionError(f"{source}: does not match {arch} ({scheme.name} layer names): {'; '.join(parts)}")
+    return scheme, pairs, build_kwargs
 
-    shapes = architecture_shapes(arch, **build_kwargs)
-    state: Dict[str, Any] = {}
-    reshaped: Dict[str, List[List[int]]] = {}
-    cast: List[str] = []
-    for position, (caffe, module) in enumerate(pairs):
-        layer_blobs = list(blobs[caffe])
-        if len(layer_blobs) < 2:
-            raise ConversionError(f"{source}: layer {caffe!r} has {len(layer_blobs)} blob(s); {arch} needs a weight "
-                                  f"and a bias for {module}")
-        if len(layer_blobs) > 2:
-            warnings.append(f"layer {caffe!r} has {len(layer_blobs)} blobs; used the first two (weight, bias), "
-                            f"ignored blobs with shapes {[tuple(getattr(b, 'shape', ())) for b in layer_blobs[2:]]}")
-        for index, suffix in enumerate(("weight", "bias")):
-            key = f"{module}.{suffix}"
-            where = f"{source}: layer {caffe!r} blob {index} ({suffix})"
-            array = layer_blobs[index]
-            if not isinstance(array, np.ndarray):
-                raise ConversionError(f"{where} is a {type(array).__name__}, not an array")
-            array, was_reshaped = _fit(array, shapes[key], where, key)
-            if was_reshaped:
-                reshaped[caffe + ":" + suffix] = [list(layer_blobs[index].shape), list(shapes[key])]
-            if array.dtype == np.float64:
-                cast.append(caffe)
-            tensor = array_to_tensor(array, where)
-            if position == 0 and suffix == "weight":
-                if tensor.shape[1] != 3:
-                    raise ConversionError(f"{where}: the input convolution must take 3 channels, got {tensor.shape[1]}")
-                tensor = tensor[:, [2, 1, 0]].contiguous()  # BGR (Caffe) -> RGB (dsd-zoo)
-            state[key] = tensor
-    check_against_architecture(state, arch, source, build_kwargs)
-    report = {
-        "arch": arch,
-        "layer_names": scheme.name,
-        "layers": [caffe for caffe, _ in pairs],
-        "build_kwargs": build_kwargs,
-        "options": {"bgr_to_rgb": True, "input_conv": pairs[0][0]},
-        "reshaped": reshaped,
-        "cast_from_float64": sorted(set(cast)),
-        "warnings": warnings,
-    }
-    return state, report
+
+def _weight_and_bias(layer_blobs: Sequence[Any], caffe: str, module: str, arch: str, source: str,
+                     warnings: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """A layer's first two blobs, checked to be arrays; blobs beyond them are noted in ``warnings``."""
+    layer_blobs = list(layer_blobs)
+    if len(layer_blobs) < 2:
+        raise ConversionError(f"{source}: layer {caffe!r} has {len(layer_blobs)} blob(s); {arch} needs a weight "
+                              f"and a bias for {module}")
+    if len(layer_blobs) > 2:
+        warnings.append(f"layer {caffe!r} has {len(layer_blobs)} blobs; used the first two (weight, bias), "
+                        f"ignored blobs with shapes {[tuple(getattr(b, 'shape', ())) for b in layer_blobs[2:]]}")
+    for index, (suffix, array) in enumerate(zip(("weight", "bias"), layer_blobs)):
+        if not isinstance(array, np.ndarray):
+            raise ConversionError(f"{source}: layer {caffe!r} blob {index} ({suffix}) is a {type(array).__name__}, "
+                                  "not an array")
+    return layer_blobs[0], layer_blobs[1]
+
+
+def _rgb_input(weight: Any, where: str) -> Any:
+    """The input convolution's weight with its channels reversed: BGR (Caffe) -> RGB (dsd-zoo)."""
+    if weight.shape[1] != 3:
+        raise ConversionError(f"{where}: the input convolution must take 3 channels, got {weight.shape[1]}")
+    return weight[:, [2, 1, 0]].contiguous()
 
 
 def caffe_layer_shapes(arch: str,

@@ -22,7 +22,7 @@ that the device cannot decode after all is decoded by PIL in the main process.
 from __future__ import annotations
 
 import io
-from typing import Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -54,15 +54,33 @@ def device_decodable_jpeg(data: bytes) -> bool:
     Reads only the marker segments before the scan; every length is bounds-checked and anything
     unexpected answers ``False`` (the exact CPU path then decides).
     """
-    size = len(data)
-    if size < 4 or data[0] != 0xFF or data[1] != _SOI:
+    if len(data) < 4 or data[0] != 0xFF or data[1] != _SOI:
         return False
     if not data[-_TAIL:].rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
         return False  # truncated: PIL refuses it, and a device decoder may not
-    position, components, adobe_transform = 2, 0, None
+    frame = _Frame()
+    for marker, start, end in _segments(data):
+        if marker == _SOS:
+            # Adobe's transform 0 on three components means RGB (Photoshop writes 1, YCbCr).
+            return frame.components == 1 or (frame.components == 3 and frame.adobe_transform in (None, 1))
+        if not _segment_allowed(data, marker, start, end, frame):
+            return False
+    return False  # malformed, or no scan
+
+
+class _Frame:
+    """What the segments before the scan said: the number of components and Adobe's colour transform."""
+
+    components = 0
+    adobe_transform: Optional[int] = None
+
+
+def _segments(data: bytes) -> Iterator[Tuple[int, int, int]]:
+    """(marker, start, end) of each length-carrying segment, in order; stops at the first malformed one."""
+    position, size = 2, len(data)
     while position + 4 <= size:
         if data[position] != 0xFF:
-            return False
+            return
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte before a marker
             position += 1
@@ -73,34 +91,41 @@ def device_decodable_jpeg(data: bytes) -> bool:
         length = (data[position + 2] << 8) | data[position + 3]
         end = position + 2 + length
         if length < 2 or end > size:
-            return False
-        if marker == _SOS:
-            # Adobe's transform 0 on three components means RGB (Photoshop writes 1, YCbCr).
-            return components == 1 or (components == 3 and adobe_transform in (None, 1))
-        if marker in _OTHER_SOF or marker == _EOI:
-            return False
-        if marker == _APP1 and data[position + 4:position + 10] == b"Exif\x00\x00":
-            if _exif_orientation(data[position + 10:end]) not in (None, 1):
-                return False  # TorchCodec turns such images upright; the original pipelines did not
-        elif marker == _ADOBE:
-            if length < 14 or data[position + 4:position + 9] != b"Adobe":
-                return False
-            adobe_transform = data[position + 15]
-        elif marker in _DEVICE_SOF:
-            if components or length < 8:
-                return False  # a second frame header
-            precision, components = data[position + 4], data[position + 9]
-            if precision != 8 or components not in (1, 3) or length < 8 + 3 * components:
-                return False
-            height = (data[position + 5] << 8) | data[position + 6]
-            width = (data[position + 7] << 8) | data[position + 8]
-            if not height or not width or height * width > _max_pixels():
-                return False  # PIL's decompression-bomb guard decides, as without this mode
-            ids = tuple(data[position + 10 + 3 * c] for c in range(components))
-            if ids == _RGB_COMPONENT_IDS:  # libjpeg reads these as RGB, not YCbCr
-                return False
+            return
+        yield marker, position, end
         position = end
-    return False
+
+
+def _segment_allowed(data: bytes, marker: int, position: int, end: int, frame: _Frame) -> bool:
+    """Whether one segment before the scan leaves the image decodable on the device; notes what it says in ``frame``."""
+    length = end - position - 2
+    if marker in _OTHER_SOF or marker == _EOI:
+        return False
+    if marker == _APP1 and data[position + 4:position + 10] == b"Exif\x00\x00":
+        # TorchCodec turns an image with another orientation upright; the original pipelines did not.
+        return _exif_orientation(data[position + 10:end]) in (None, 1)
+    if marker == _ADOBE:
+        if length < 14 or data[position + 4:position + 9] != b"Adobe":
+            return False
+        frame.adobe_transform = data[position + 15]
+    elif marker in _DEVICE_SOF:
+        if frame.components or length < 8:
+            return False  # a second frame header
+        frame.components = data[position + 9]
+        return _frame_header_allowed(data, position, length, frame.components)
+    return True
+
+
+def _frame_header_allowed(data: bytes, position: int, length: int, components: int) -> bool:
+    precision = data[position + 4]
+    if precision != 8 or components not in (1, 3) or length < 8 + 3 * components:
+        return False
+    height = (data[position + 5] << 8) | data[position + 6]
+    width = (data[position + 7] << 8) | data[position + 8]
+    if not height or not width or height * width > _max_pixels():
+        return False  # PIL's decompression-bomb guard decides, as without this mode
+    ids = tuple(data[position + 10 + 3 * c] for c in range(components))
+    return ids != _RGB_COMPONENT_IDS  # libjpeg reads these as RGB, not YCbCr
 
 
 def _exif_orientation(tiff: bytes) -> Optional[int]:
