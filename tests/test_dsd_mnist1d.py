@@ -75,6 +75,8 @@ def test_reduced_study_runs_deterministically_and_writes_its_outputs(tmp_path):
         # Four epochs are short but well below chance (90 % error) on 1,000 test sequences.
         assert row["top1_err"]["baseline"] < 0.8
     assert any(line.startswith("cnn seed 1:") for line in lines)
+    table = (tmp_path / "a" / "table.md").read_text()
+    assert "| 1 | " in table.split("final test error per seed")[1]  # one row per seed
     for figure in ("paired_errors.png", "curves_seed0.png"):
         assert (tmp_path / "a" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -32,7 +32,10 @@ from dsd_zoo.dsd.mnist1d_data import MNIST1D_SOURCE, Mnist1dSplit, make_mnist1d_
 from dsd_zoo.dsd.paired import DemoConfig, Run, Task, format_table, run_seeds, summarize
 from dsd_zoo.models.mnist1d import mnist1d_cnn, mnist1d_mlp
 
-__all__ = ["PREREGISTERED_SEEDS", "PROTOCOL", "StudyModel", "mnist1d_task", "run_study", "verdict"]
+__all__ = [
+    "PREREGISTERED_SEEDS", "PROTOCOL", "StudyModel", "format_decision_table", "format_per_seed_table", "mnist1d_task",
+    "run_study", "verdict",
+]
 
 PREREGISTERED_SEEDS = 24
 
@@ -139,6 +142,21 @@ def format_decision_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_per_seed_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per seed: each model's final test error, baseline and DSD, and their difference (in %)."""
+    names = list(results)
+    header = "| seed | " + " | ".join(f"{n} baseline | {n} DSD | {n} DSD − baseline" for n in names) + " |"
+    lines = [header, "|---|" + "---|---|---|" * len(names)]
+    rows = zip(*(results[n]["per_seed"] for n in names))
+    for per_model in rows:
+        cells = []
+        for row in per_model:
+            e = row["top1_err"]
+            cells.append(f"{100 * e['baseline']:.1f} | {100 * e['dsd']:.1f} | {100 * row['dsd_minus_baseline']:+.1f}")
+        lines.append(f"| {per_model[0]['seed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run_study(
     out: Path,
     models: Sequence[str] = tuple(PROTOCOL),
@@ -206,7 +224,8 @@ def run_study(
             "per_seed": _per_seed(dsd_runs, baseline_runs, config.schedule()[-1].name),
         }
         tables.append(f"### {name}: {spec.description}\n\n{format_table(result, config)}")
-    table = "\n\n".join([f"Protocol: {summary['protocol']}.", format_decision_table(summary["models"]), *tables])
+    table = "\n\n".join([f"Protocol: {summary['protocol']}.", format_decision_table(summary["models"]), *tables,
+                         "### final test error per seed (%)", format_per_seed_table(summary["models"])])
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "table.md").write_text(table + "\n")

@@ -50,7 +50,7 @@ def plot_paired_errors(summary: Mapping[str, Any], path: Path) -> Path:
         pad = max(0.5, 0.08 * (high - low))
         lims = (low - pad, high + pad)
         ax.plot(lims, lims, color="0.5", linewidth=1, zorder=1, label="equal error")
-        ax.scatter(base, dsd, s=28, color="black", alpha=0.6, zorder=2, label="one seed")
+        ax.scatter(base, dsd, s=28, color="black", alpha=0.5, zorder=2, label="one seed (darker: seeds on one spot)")
         ax.set_xlim(lims)
         ax.set_ylim(lims)
         ax.set_aspect("equal")
@@ -82,6 +82,17 @@ def _phase_spans(curve: list[Mapping[str, Any]]) -> list[tuple[str, int, int]]:
     return spans
 
 
+def _zoom_past_first_epochs(ax: Any, curves: Mapping[str, Any], dense_epochs: int) -> None:
+    # The first epochs fall from chance (90 %) and would flatten the phases that matter into a
+    # line: the axis covers the second half of the dense phase onwards, and says what it cuts.
+    later = [100 * r["test_top1_err"] for curve in curves.values() for r in curve if r["epoch"] >= dense_epochs // 2]
+    low, high = min(later), max(later)
+    pad = max(0.5, 0.1 * (high - low))
+    ax.set_ylim(low - pad, high + pad)
+    ax.text(0.02, 0.03, "axis cut: the first epochs run off the top", transform=ax.transAxes,
+            ha="left", va="bottom", fontsize=8, color="0.35")
+
+
 def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> Path:
     """Test error and training loss per epoch of ``seed``, DSD and baseline, per model; writes ``path``."""
     models = summary["models"]
@@ -104,6 +115,8 @@ def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> P
                 if first > 0:
                     ax.axvline(first, color="0.4", linestyle="--", linewidth=0.8)
             ax.set_ylabel(label)
+            if key == "test_top1_err":
+                _zoom_past_first_epochs(ax, row["curves"], spans[0][2])
             if key == "train_loss":
                 from matplotlib.ticker import FormatStrFormatter
 
