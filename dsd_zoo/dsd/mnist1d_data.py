@@ -65,8 +65,8 @@ def make_mnist1d_split() -> Mnist1dSplit:
         ImportError: ``mnist1d`` is missing; ``pip install 'dsd-zoo[demo]'`` installs it.
     """
     try:
-        from mnist1d.data import get_dataset_args, make_dataset
-        from mnist1d.utils import ObjectView
+        from mnist1d.data import get_dataset_args, make_dataset  # type: ignore[import-untyped]  # no stubs
+        from mnist1d.utils import ObjectView  # type: ignore[import-untyped]
     except ImportError as exc:
         raise ImportError(
             "the MNIST-1D study needs the mnist1d package: pip install 'dsd-zoo[demo]' (or mnist1d)"

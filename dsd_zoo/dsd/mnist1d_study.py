@@ -206,7 +206,8 @@ def run_study(
     tables = []
     for name in models:
         spec = PROTOCOL[name]
-        config = dataclasses.replace(spec.config, **overrides, **({"seeds": seeds} if seeds is not None else {}))
+        changes: dict[str, Any] = {**overrides, **({"seeds": seeds} if seeds is not None else {})}
+        config = dataclasses.replace(spec.config, **changes)
         log(f"{name}: {spec.description}; schedule {config.schedule()}, sparsity {config.sparsity}, "
             f"{config.seeds} seeds")
         t0 = time.perf_counter()
