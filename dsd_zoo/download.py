@@ -525,40 +525,52 @@ class _UrlSource(_Source):
             if unverified and content_type in ("text/html", "application/xhtml+xml"):
                 raise _SourceFailed(f"the server answered with a web page ({content_type}), not the file; open "
                                     f"{self.url} in a browser to see why (a login, a quota or a moved file)")
-            if response.status_code == 206 and _range_start(response) == writer.written:
-                total = _range_total(response)
-                changed = resume.version_change(response, total)
-                if total is None:  # "bytes a-b/*": the first answer's length still says when it is complete
-                    total = resume.total
-                if changed:
-                    # A server that ignored If-Range, or a file replaced within the validator's
-                    # resolution, sent part of another version: never splice.
-                    resume.validator = None
-                    raise _Transient(f"the server sent part of a different version ({changed}); starting over")
-            elif response.status_code != 200:  # a range other than the one asked for: start over
-                resume.validator = None
-                content_range = response.headers.get("Content-Range")
-                raise _Transient(f"HTTP {response.status_code} with Content-Range {content_range!r}")
-            else:
-                if writer.written:
-                    logger.info("%s: the server sent the whole file again; restarting", self.url)
-                total = _int_header(response, "Content-Length")
-                writer.restart(total if size is None else size)
-                bar.reset(total=size or total)
+            total = self._total(response, writer, resume, size, bar)
             resume.remember(response)
             if size is not None and total is not None and total != size:
                 raise _SourceFailed(f"the server announces {total} bytes, expected {size}")
-            limit = size if size is not None else total
-            try:
-                for chunk in response.iter_content(_NET_CHUNK):
-                    if limit is not None and writer.written + len(chunk) > limit:
-                        raise _SourceFailed(f"the server sent more than the {limit} bytes expected")
-                    writer.write(chunk)
-                    bar.update(len(chunk))
-            except requests.RequestException as exc:
-                raise _Transient(f"transfer broken after {writer.written} bytes ({first_line(exc)})") from exc
+            _stream_into(response, writer, bar, size if size is not None else total)
             if total is not None and writer.written != total:
                 raise _Transient(f"connection closed after {writer.written} of {total} bytes")
+
+    def _total(self, response: requests.Response, writer: _PartWriter, resume: _Resume, size: int | None,
+               bar: tqdm) -> int | None:
+        """The length of the whole file as this answer gives it; the part restarts if the answer is the whole file.
+
+        A partial answer is taken only when it continues the same version where the part ends.
+        """
+        if response.status_code == 206 and _range_start(response) == writer.written:
+            total = _range_total(response)
+            changed = resume.version_change(response, total)
+            if changed:
+                # A server that ignored If-Range, or a file replaced within the validator's
+                # resolution, sent part of another version: never splice.
+                resume.validator = None
+                raise _Transient(f"the server sent part of a different version ({changed}); starting over")
+            # "bytes a-b/*": the first answer's length still says when it is complete.
+            return total if total is not None else resume.total
+        if response.status_code != 200:  # a range other than the one asked for: start over
+            resume.validator = None
+            content_range = response.headers.get("Content-Range")
+            raise _Transient(f"HTTP {response.status_code} with Content-Range {content_range!r}")
+        if writer.written:
+            logger.info("%s: the server sent the whole file again; restarting", self.url)
+        total = _int_header(response, "Content-Length")
+        writer.restart(total if size is None else size)
+        bar.reset(total=size or total)
+        return total
+
+
+def _stream_into(response: requests.Response, writer: _PartWriter, bar: tqdm, limit: int | None) -> None:
+    """Append the body to the part, never past ``limit`` bytes in all; a broken transfer is worth another try."""
+    try:
+        for chunk in response.iter_content(_NET_CHUNK):
+            if limit is not None and writer.written + len(chunk) > limit:
+                raise _SourceFailed(f"the server sent more than the {limit} bytes expected")
+            writer.write(chunk)
+            bar.update(len(chunk))
+    except requests.RequestException as exc:
+        raise _Transient(f"transfer broken after {writer.written} bytes ({first_line(exc)})") from exc
 
 
 class _OneDriveSource(_UrlSource):

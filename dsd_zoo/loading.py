@@ -34,19 +34,7 @@ def read_header(path: "os.PathLike[str] | str") -> Tuple[Dict[str, dict], Dict[s
     section exactly.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            prefix = handle.read(8)
-            if len(prefix) < 8:
-                raise FormatError(f"{path}: not a safetensors file ({size} bytes, too short for a header)")
-            (header_len,) = struct.unpack("<Q", prefix)
-            if header_len > MAX_HEADER_BYTES or header_len > size - 8:
-                raise FormatError(_not_safetensors(path, f"header length {header_len} exceeds the file ({size} bytes) "
-                                                         f"or the {MAX_HEADER_BYTES}-byte limit"))
-            raw = handle.read(header_len)
-    except OSError as exc:
-        raise FormatError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
+    size, raw = _raw_header(path)
     try:
         header = json.loads(raw.decode("utf-8"))
     # ValueError also covers integers longer than Python's digit limit; RecursionError, deep nesting.
@@ -57,28 +45,8 @@ def read_header(path: "os.PathLike[str] | str") -> Tuple[Dict[str, dict], Dict[s
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise FormatError(f"{path}: safetensors __metadata__ must map strings to strings")
-    data_size = size - 8 - header_len
-    spans = []
-    for name, info in header.items():
-        if not isinstance(info, dict):
-            raise FormatError(f"{path}: tensor {name!r} must be described by a JSON object, got {type(info).__name__}")
-        dtype = info.get("dtype")
-        if not isinstance(dtype, str) or dtype not in _DTYPE_SIZES:
-            raise FormatError(f"{path}: tensor {name!r} has an unknown dtype {dtype!r:.40}")
-        shape, offsets = info.get("shape"), info.get("data_offsets")
-        # type() rather than isinstance(): JSON true/false are ints to Python, not to safetensors.
-        if (not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape)
-                or not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)):
-            raise FormatError(f"{path}: tensor {name!r} has a malformed shape or data_offsets")
-        begin, end = offsets
-        count = 1
-        for dim in shape:
-            count *= dim
-        if not 0 <= begin <= end <= data_size or end - begin != count * _DTYPE_SIZES[info["dtype"]]:
-            raise FormatError(f"{path}: tensor {name!r} ({info['dtype']} {shape}) has data_offsets {offsets} that do not "
-                              f"fit its size or the {data_size}-byte data section (truncated file?)")
-        spans.append((begin, end))
-    spans.sort()
+    data_size = size - 8 - len(raw)
+    spans = sorted(_tensor_span(path, name, info, data_size) for name, info in header.items())
     position = 0
     for begin, end in spans:
         if begin != position:
@@ -87,6 +55,45 @@ def read_header(path: "os.PathLike[str] | str") -> Tuple[Dict[str, dict], Dict[s
     if position != data_size:
         raise FormatError(f"{path}: {data_size - position} trailing bytes after the last tensor (damaged file?)")
     return header, metadata
+
+
+def _raw_header(path: Path) -> Tuple[int, bytes]:
+    """The file's size and its header's bytes, the length checked against both before they are read."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise FormatError(f"{path}: not a safetensors file ({size} bytes, too short for a header)")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > MAX_HEADER_BYTES or header_len > size - 8:
+                raise FormatError(_not_safetensors(path, f"header length {header_len} exceeds the file ({size} bytes) "
+                                                         f"or the {MAX_HEADER_BYTES}-byte limit"))
+            return size, handle.read(header_len)
+    except OSError as exc:
+        raise FormatError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
+
+
+def _tensor_span(path: Path, name: str, info: object, data_size: int) -> Tuple[int, int]:
+    """The (begin, end) bytes of one tensor in the data section, after checking its entry."""
+    if not isinstance(info, dict):
+        raise FormatError(f"{path}: tensor {name!r} must be described by a JSON object, got {type(info).__name__}")
+    dtype = info.get("dtype")
+    if not isinstance(dtype, str) or dtype not in _DTYPE_SIZES:
+        raise FormatError(f"{path}: tensor {name!r} has an unknown dtype {dtype!r:.40}")
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    # type() rather than isinstance(): JSON true/false are ints to Python, not to safetensors.
+    if (not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape)
+            or not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)):
+        raise FormatError(f"{path}: tensor {name!r} has a malformed shape or data_offsets")
+    begin, end = offsets
+    count = 1
+    for dim in shape:
+        count *= dim
+    if not 0 <= begin <= end <= data_size or end - begin != count * _DTYPE_SIZES[dtype]:
+        raise FormatError(f"{path}: tensor {name!r} ({dtype} {shape}) has data_offsets {offsets} that do not "
+                          f"fit its size or the {data_size}-byte data section (truncated file?)")
+    return begin, end
 
 
 def load_tensors(path: "os.PathLike[str] | str", device: str = "cpu"):

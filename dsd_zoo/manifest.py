@@ -276,15 +276,7 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
         raise check.fail(f"{where}.kind", f"must be one of {KINDS}, got {kind!r}")
     weights = _parse_weights(check, check.obj(obj.get("weights"), f"{where}.weights", _WEIGHTS_FIELDS),
                              f"{where}.weights")
-    original = obj.get("original")
-    original = None if original is None else _parse_original(
-        check, name, check.obj(original, f"{where}.original", _ORIGINAL_FIELDS), f"{where}.original")
-    alternates = tuple(
-        _parse_original(check, name, check.obj(value, f"{where}.alternates[{i}]", _ORIGINAL_FIELDS),
-                        f"{where}.alternates[{i}]")
-        for i, value in enumerate(check.get(obj, "alternates", where, (list,), optional=True) or ()))
-    if alternates and original is None:
-        raise check.fail(f"{where}.alternates", "alternates need an 'original' (the authors' own file) first")
+    original, alternates = _parse_originals(check, name, obj, where)
     transforms = _parse_transforms(check, check.obj(obj.get("transforms"), f"{where}.transforms"), f"{where}.transforms",
                                    assets)
     metrics = check.obj(obj.get("metrics", {}), f"{where}.metrics", _METRICS_FIELDS)
@@ -293,6 +285,7 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
     for key, value in zip(("top1_err", "top5_err"), errs):
         if value is not None and not 0 <= value <= 100:
             raise check.fail(f"{where}.metrics.paper.{key}", f"is a percentage in [0, 100], got {value}")
+    recorded, heads = _parse_logged_errors(check, metrics, f"{where}.metrics")
     cites = tuple(check.get(obj, "citation", where, (list,), optional=True) or ())
     for key in cites:
         if not isinstance(key, str) or key not in citations:
@@ -301,20 +294,6 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
     categories = check.get(obj, "categories", where, (list,), optional=True)
     if categories is not None and not all(isinstance(c, str) for c in categories):
         raise check.fail(f"{where}.categories", "must be a list of class names")
-    evaluation = check.get(obj, "evaluation", where, (dict,), optional=True)
-    if evaluation is not None:
-        check.obj(evaluation, f"{where}.evaluation", _EVALUATION_FIELDS)
-        if check.get(evaluation, "data", f"{where}.evaluation", (str,)) not in assets:
-            raise check.fail(f"{where}.evaluation.data", f"names asset {evaluation['data']!r}, which is not in 'assets'")
-        check.get(evaluation, "dataset", f"{where}.evaluation", (str,))
-    recorded = check.get(metrics, "recorded", f"{where}.metrics", (dict,), optional=True)
-    if recorded is not None:
-        _check_errors(check, check.obj(recorded, f"{where}.metrics.recorded", _ERRORS_FIELDS), f"{where}.metrics.recorded")
-    heads = check.get(metrics, "heads", f"{where}.metrics", (dict,), optional=True) or {}
-    for head, logged in heads.items():
-        _check_errors(check, check.obj(logged, f"{where}.metrics.heads.{head}", _ERRORS_FIELDS),
-                      f"{where}.metrics.heads.{head}")
-        check.get(logged, "source", f"{where}.metrics.heads.{head}", (str,))
     return ModelEntry(
         name=name, arch=check.get(obj, "arch", where, (str,)), kind=kind, weights=weights, original=original,
         transforms=transforms, paper_top1_err=errs[0], paper_top5_err=errs[1],
@@ -326,8 +305,48 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
             check, check.obj(fingerprint, f"{where}.fingerprint", _FINGERPRINT_FIELDS), f"{where}.fingerprint"),
         description=check.get(obj, "description", where, (str,), optional=True) or "",
         categories=None if categories is None else tuple(categories),
-        evaluation=evaluation, recorded=recorded, heads=heads, alternates=alternates,
+        evaluation=_parse_evaluation(check, obj, where, assets), recorded=recorded, heads=heads, alternates=alternates,
     )
+
+
+def _parse_originals(check: _Checker, name: str, obj: Mapping[str, Any], where: str
+                     ) -> Tuple[Optional[OriginalRecord], Tuple[OriginalRecord, ...]]:
+    """The authors' original release of a model, and the other files the same weights were published as."""
+    original = obj.get("original")
+    original = None if original is None else _parse_original(
+        check, name, check.obj(original, f"{where}.original", _ORIGINAL_FIELDS), f"{where}.original")
+    alternates = tuple(
+        _parse_original(check, name, check.obj(value, f"{where}.alternates[{i}]", _ORIGINAL_FIELDS),
+                        f"{where}.alternates[{i}]")
+        for i, value in enumerate(check.get(obj, "alternates", where, (list,), optional=True) or ()))
+    if alternates and original is None:
+        raise check.fail(f"{where}.alternates", "alternates need an 'original' (the authors' own file) first")
+    return original, alternates
+
+
+def _parse_logged_errors(check: _Checker, metrics: Mapping[str, Any], where: str
+                         ) -> Tuple[Optional[Mapping[str, Any]], Mapping[str, Mapping[str, Any]]]:
+    """The errors measured when the file was made, and those logged for auxiliary heads."""
+    recorded = check.get(metrics, "recorded", where, (dict,), optional=True)
+    if recorded is not None:
+        _check_errors(check, check.obj(recorded, f"{where}.recorded", _ERRORS_FIELDS), f"{where}.recorded")
+    heads = check.get(metrics, "heads", where, (dict,), optional=True) or {}
+    for head, logged in heads.items():
+        _check_errors(check, check.obj(logged, f"{where}.heads.{head}", _ERRORS_FIELDS), f"{where}.heads.{head}")
+        check.get(logged, "source", f"{where}.heads.{head}", (str,))
+    return recorded, heads
+
+
+def _parse_evaluation(check: _Checker, obj: Mapping[str, Any], where: str,
+                      assets: Mapping[str, AssetRecord]) -> Optional[Mapping[str, str]]:
+    """The data shipped with the package that a model is evaluated on, if any."""
+    evaluation = check.get(obj, "evaluation", where, (dict,), optional=True)
+    if evaluation is not None:
+        check.obj(evaluation, f"{where}.evaluation", _EVALUATION_FIELDS)
+        if check.get(evaluation, "data", f"{where}.evaluation", (str,)) not in assets:
+            raise check.fail(f"{where}.evaluation.data", f"names asset {evaluation['data']!r}, which is not in 'assets'")
+        check.get(evaluation, "dataset", f"{where}.evaluation", (str,))
+    return evaluation
 
 
 def _check_errors(check: _Checker, obj: Mapping[str, Any], where: str) -> None:

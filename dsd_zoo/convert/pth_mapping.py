@@ -31,6 +31,7 @@ __all__ = ["map_port", "read_port"]
 _STAGES = {4: "layer1", 5: "layer2", 6: "layer3", 7: "layer4"}
 _BRANCH = {"0": "conv1", "1": "bn1", "3": "conv2", "4": "bn2", "6": "conv3"}
 _BN_FIELDS = ("weight", "bias", "running_mean", "running_var")
+_CONV_FIELDS = ("weight", "bias")
 
 
 def read_port(path: "os.PathLike[str] | str", digest: Digest) -> Dict[str, Any]:
@@ -77,24 +78,25 @@ def map_port(tensors: Dict[str, Any], arch: str, source: str = "") -> Tuple[Dict
 def _target(key: str) -> "str | None":
     """The ``fb_resnet50`` key of a key of the port, or ``None`` when it has no place there."""
     parts = key.split(".")
-    field = parts[-1]
-    index = parts[:-1]
-    if index == ["0"] and field in ("weight", "bias"):
-        return f"conv1.{field}"
-    if index == ["1"] and field in _BN_FIELDS:
-        return f"bn1.{field}"
-    if index == ["10", "1"] and field in ("weight", "bias"):
-        return f"fc.{field}"
+    field, index = parts[-1], parts[:-1]
+    stem = {("0",): ("conv1", _CONV_FIELDS), ("1",): ("bn1", _BN_FIELDS), ("10", "1"): ("fc", _CONV_FIELDS)}
+    if tuple(index) in stem:
+        name, fields = stem[tuple(index)]
+        return f"{name}.{field}" if field in fields else None
     if len(index) < 3 or not index[0].isdigit() or int(index[0]) not in _STAGES or not index[1].isdigit():
         return None
-    block = f"{_STAGES[int(index[0])]}.{int(index[1])}"
-    rest = index[2:]
+    module = _block_module(index[2:])
+    if module is None or field not in (_BN_FIELDS if module.startswith("bn") else _CONV_FIELDS):
+        return None
+    return f"{_STAGES[int(index[0])]}.{int(index[1])}.{module}.{field}"
+
+
+def _block_module(rest: "list[str]") -> "str | None":
+    """The module of a bottleneck block that the rest of a port key (after stage and block) addresses."""
     if rest[:2] == ["0", "0"] and len(rest) == 3 and rest[2] in _BRANCH:
-        name = _BRANCH[rest[2]]
-        if (name.startswith("bn") and field in _BN_FIELDS) or (name.startswith("conv") and field in ("weight", "bias")):
-            return f"{block}.{name}.{field}"
-    if rest == ["0", "1"] and field in ("weight", "bias"):
-        return f"{block}.downsample.0.{field}"
-    if rest == ["2"] and field in _BN_FIELDS:
-        return f"{block}.bn_after_add.{field}"
+        return _BRANCH[rest[2]]
+    if rest == ["0", "1"]:
+        return "downsample.0"
+    if rest == ["2"]:
+        return "bn_after_add"
     return None

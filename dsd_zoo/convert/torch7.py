@@ -411,24 +411,29 @@ class _Reader:
             return np.zeros(sizes, dtype=native)
         if storage is None:
             raise self.error(f"{class_name} of size {sizes} has no storage", at=storage_at)
-        last = offset + sum((n - 1) * s for n, s in zip(sizes, strides))
-        if offset < 0 or last >= len(storage):
-            raise self.error(f"{class_name} of size {sizes}, strides {strides}, offset "
-                             f"{offset + 1} reaches element {last + 1} of a storage of "
-                             f"{len(storage)}", at=at)
-        if numel > len(storage):
-            raise self.error(f"{class_name} of size {sizes} has more elements than its storage "
-                             f"({len(storage)}): overlapping views are not supported", at=at)
-        if numel * dtype.itemsize > self.copy_budget:
-            raise self.error(f"{class_name} of size {sizes} would take the tensors copied out of "
-                             f"their storages past {_COPY_RATIO} times the file's size: too many "
-                             "tensors view the same storage; the file is corrupt or hostile", at=at)
+        self._check_view(class_name, sizes, strides, offset, len(storage), numel * dtype.itemsize, at)
         self.copy_budget -= numel * dtype.itemsize
         # A dimension of size 1 never moves, so its (unchecked) stride is replaced by 0.
         byte_strides = [s * dtype.itemsize if n > 1 else 0 for n, s in zip(sizes, strides)]
         view = np.lib.stride_tricks.as_strided(storage[offset:], shape=sizes,
                                                strides=byte_strides, writeable=False)
         return np.array(view, dtype=native, order="C", copy=True)
+
+    def _check_view(self, class_name: str, sizes: list[int], strides: list[int], offset: int, storage_len: int,
+                    nbytes: int, at: int) -> None:
+        """Raise unless a tensor of ``nbytes`` viewing its storage this way stays inside it and the copy budget."""
+        last = offset + sum((n - 1) * s for n, s in zip(sizes, strides))
+        if offset < 0 or last >= storage_len:
+            raise self.error(f"{class_name} of size {sizes}, strides {strides}, offset "
+                             f"{offset + 1} reaches element {last + 1} of a storage of "
+                             f"{storage_len}", at=at)
+        if math.prod(sizes) > storage_len:
+            raise self.error(f"{class_name} of size {sizes} has more elements than its storage "
+                             f"({storage_len}): overlapping views are not supported", at=at)
+        if nbytes > self.copy_budget:
+            raise self.error(f"{class_name} of size {sizes} would take the tensors copied out of "
+                             f"their storages past {_COPY_RATIO} times the file's size: too many "
+                             "tensors view the same storage; the file is corrupt or hostile", at=at)
 
     def tds_hash(self, index: int, depth: int) -> dict:
         size = self.count(self.int64("tds.Hash size"), 8, "tds.Hash size")

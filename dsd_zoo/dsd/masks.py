@@ -197,15 +197,7 @@ class DSD:
     # ------------------------------------------------------------------ layer selection
     def _classify_layers(self) -> dict[str, tuple[nn.Parameter, str]]:
         """Every weight of an ``include`` module, with 'pruned', 'first layer' or 'excluded'."""
-        names = [e for e in self.exclude if isinstance(e, str)]
-        types = tuple(e for e in self.exclude if isinstance(e, type))
-        if len(names) + len(types) != len(self.exclude):
-            raise ValueError(f"exclude takes module names (str) or module types, got {list(self.exclude)}")
-        module_names = {name for name, _ in self.model.named_modules()}
-        unknown = [n for n in names if n not in module_names]
-        if unknown:
-            raise ValueError(f"exclude names {unknown} match no module of {type(self.model).__name__}")
-
+        names, types = self._exclusions()
         status: dict[str, tuple[nn.Parameter, str]] = {}
         owner: dict[int, str] = {}  # id(weight) -> the name it is listed under
         first = True
@@ -226,14 +218,21 @@ class DSD:
                     status[owner[id(weight)]] = (weight, "excluded")  # excluding either user keeps it dense
                 continue
             owner[id(weight)] = key
-            if self.skip_first and is_first:
-                label = "first layer"
-            elif excluded:
-                label = "excluded"
-            else:
-                label = "pruned"
-            status[key] = (weight, label)
+            status[key] = (weight, "first layer" if self.skip_first and is_first else
+                           "excluded" if excluded else "pruned")
         return status
+
+    def _exclusions(self) -> tuple[list[str], tuple[type, ...]]:
+        """``exclude`` split into module names and module types, each name checked against the model."""
+        names = [e for e in self.exclude if isinstance(e, str)]
+        types = tuple(e for e in self.exclude if isinstance(e, type))
+        if len(names) + len(types) != len(self.exclude):
+            raise ValueError(f"exclude takes module names (str) or module types, got {list(self.exclude)}")
+        module_names = {name for name, _ in self.model.named_modules()}
+        unknown = [n for n in names if n not in module_names]
+        if unknown:
+            raise ValueError(f"exclude names {unknown} match no module of {type(self.model).__name__}")
+        return names, types
 
     def _check_live(self) -> None:
         """Raise unless every weight this DSD holds is still the model's parameter of that name."""
