@@ -54,6 +54,10 @@ class ConversionError(DSDZooError, ValueError):
     """A source file parsed, but does not map onto the target architecture."""
 
 
+class ExportError(DSDZooError):
+    """A model could not be exported to ONNX, or its graph does not compute what PyTorch computes."""
+
+
 class WeightsError(DSDZooError, ValueError):
     """A weights file does not fit the model: missing, unexpected or wrongly shaped tensors."""
 

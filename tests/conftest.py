@@ -49,6 +49,16 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _never_the_users_cache(tmp_path_factory, monkeypatch):
+    """Every test's default dsd-zoo cache is one under pytest's temporary folder, never the user's.
+
+    Tests that need a private one ask for :func:`isolated_cache`; the rest share this one, as the
+    runs of one user share theirs (an ONNX export made by one test is found by the next).
+    """
+    monkeypatch.setenv("DSD_ZOO_CACHE", str(tmp_path_factory.getbasetemp() / "shared-cache"))
+
+
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
     """A private dsd-zoo cache and HF home, so no test sees another's files or the user's."""

@@ -50,11 +50,12 @@ def test_sdist_carries_the_license_hub_entry_and_a_runnable_test_suite(tmp_path)
 
 
 def _release(version: str) -> tuple[int, ...]:
-    """``"7"`` and ``"7.0.0"`` are one release: numeric parts, trailing zeros dropped."""
-    parts = [int(part) for part in version.split(".")]
+    """``"7"`` and ``"7.0.0"`` are one release: numeric parts, trailing zeros dropped (a ``.postN`` kept)."""
+    release, post, number = version.partition(".post")
+    parts = [int(part) for part in release.split(".")]
     while parts and parts[-1] == 0:
         parts.pop()
-    return tuple(parts)
+    return (*parts, -1, int(number)) if post else tuple(parts)
 
 
 def test_declared_floors_are_the_ones_ci_tests():
@@ -70,7 +71,7 @@ def test_declared_floors_are_the_ones_ci_tests():
         lines += extra.splitlines()
     declared: dict[str, tuple[int, ...]] = {}
     for line in filter(None, (line.strip() for line in lines)):
-        name, floor = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", line).groups()
+        name, floor = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+(?:\.post[0-9]+)?)", line).groups()
         declared[name.lower().replace("_", "-")] = _release(floor)
     pinned: dict[str, tuple[int, ...]] = {}
     for line in (REPO_ROOT / ".ci" / "floors.txt").read_text().splitlines():

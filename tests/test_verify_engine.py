@@ -224,10 +224,13 @@ class ColourModelWithHeads(ColourModel):
         return main, torch.zeros_like(main), main.clone()
 
 
-@pytest.mark.parametrize("compile_models", [False, True])
-def test_auxiliary_heads_are_counted_as_their_own_rows(val_samples, fresh_dynamo, compile_models):
+@pytest.mark.parametrize("engine", ["torch", "compile", "onnxruntime"])
+def test_auxiliary_heads_are_counted_as_their_own_rows(val_samples, fresh_dynamo, engine):
+    if engine == "onnxruntime":
+        pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'dsd-zoo[onnx]'")
     target = EvalTarget("net", ColourModelWithHeads(), FbResNetTransform(), heads=("loss1", "loss2"))
-    result = evaluate([target], val_samples, batch_size=4, workers=0, compile_models=compile_models, progress=False)
+    result = evaluate([target], val_samples, batch_size=4, workers=0, engine=engine, progress=False)
+    assert result.engines == {"net": engine}
     assert list(result.counts) == ["net", "net/loss1", "net/loss2"] == target.outputs
     # loss1's tied logits rank classes 999..995 first: no hit (the labels are 0..4).
     assert result.counts["net/loss1"] == ModelCounts(13, 0, 0)

@@ -36,7 +36,13 @@ MODEL = "squeezenet_sparse"
 
 
 @pytest.mark.slow
-def test_two_ranks_give_the_totals_of_one_process(tmp_path):
+def test_two_ranks_give_the_totals_of_one_process(tmp_path, monkeypatch):
+    import importlib.util
+
+    # The default engine on a CPU: onnxruntime when installed, one session per rank; each run
+    # exports into an empty cache of its own (the two ranks at once: the cache's lock makes it one export).
+    engine = "onnxruntime" if importlib.util.find_spec("onnxruntime") else "torch"
+    monkeypatch.setenv("DSD_ZOO_CACHE", str(tmp_path / "cache-single"))
     weights = colour_squeezenet_file(tmp_path / "colour.safetensors")
     # 13 files (3 unreadable): rank 0 gets indices 0, 2, ..., 12 (7), rank 1 the other 6; no padding.
     root = make_imagefolder(tmp_path / "val")
@@ -46,7 +52,8 @@ def test_two_ranks_give_the_totals_of_one_process(tmp_path):
     assert main(args + ["--json", str(single)]) == 3
 
     sharded = tmp_path / "sharded.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1",
+           "DSD_ZOO_CACHE": str(tmp_path / "cache-ranks")}
     driver = tmp_path / "driver.py"
     driver.write_text(_THREADS_AFTER_VERIFY)
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -61,6 +68,9 @@ def test_two_ranks_give_the_totals_of_one_process(tmp_path):
     assert not re.search(r"'[^']*gloo[^']*'", done.stdout), done.stdout[-2000:]
     one, two = json.loads(single.read_text()), json.loads(sharded.read_text())
     assert one["run"]["world_size"] == 1 and two["run"]["world_size"] == 2
+    assert one["run"]["engines"] == two["run"]["engines"] == {MODEL: engine}
+    if engine == "onnxruntime":
+        assert len(list((tmp_path / "cache-ranks").rglob("*.onnx"))) == 1
     assert two["models"] == one["models"]
     assert (two["models"][0]["images"], two["models"][0]["top1_correct"], two["models"][0]["top5_correct"]) == (
         len(SAMPLES), N_TOP1, N_TOP5)

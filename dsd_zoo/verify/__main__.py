@@ -113,11 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "pip install 'dsd-zoo[gpu]'; else torchvision's) and resample them there, which takes the "
                           "decoding that limits a GPU run off the CPU; nvJPEG's pixels differ slightly from "
                           "libjpeg's, so results may differ from the exact run; needs a CUDA --device")
-    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                     help="run the models through torch.compile: same results up to float rounding, up to 2x faster "
-                          "on a CPU after a one-off compilation of 3-20 s per model (default: on a CPU when a "
-                          "process has at least %d images, falling back to eager with a warning if compiling fails)"
+    run.add_argument("--engine", choices=("torch", "compile", "onnxruntime"),
+                     help="how the models run, all in float32 with the same results up to float rounding: 'torch' "
+                          "(eager PyTorch), 'compile' (torch.compile: a one-off compilation of 3-20 s per model), "
+                          "'onnxruntime' (CPU only, pip install 'dsd-zoo[onnx]': each model exported to ONNX once, "
+                          "checked against PyTorch, kept in the cache; 1.1-1.8x eager on a CPU). Default on a CPU: "
+                          "onnxruntime when installed, else compile from %d images per process, else torch; on "
+                          "cuda: torch. A model whose export or compilation fails runs eagerly, with a warning"
                           % COMPILE_MIN_IMAGES)
+    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                     help="the older spelling of --engine compile (--no-compile: --engine torch)")
     run.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
                      help="feed contiguous NCHW tensors instead of channels-last ones")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -173,12 +178,16 @@ def _check_arguments(args: argparse.Namespace) -> None:
         given = (("--labels", args.labels), ("--limit", args.limit), ("--tolerance", args.tolerance),
                  ("--bad-images", args.bad_images), ("--no-channels-last", args.channels_last),
                  ("--device", args.device), ("--batch-size", args.batch_size), ("--workers", args.workers),
-                 ("--compile" if args.compile else "--no-compile", args.compile),
+                 ("--compile" if args.compile else "--no-compile", args.compile), ("--engine", args.engine),
                  ("--fast", args.fast or None), ("--gpu-decode", args.gpu_decode or None),
                  ("--trust-unverified", args.trust_unverified or None))
         used = [flag for flag, value in given if value is not None]
         if used:
             raise DSDZooError(f"{', '.join(used)} only apply to an evaluation: add --imagenet DIR")
+    if args.engine is not None and args.compile is not None:
+        raise DSDZooError(f"--engine {args.engine} and {'--compile' if args.compile else '--no-compile'} both say how "
+                          "the models run; give --engine alone (--compile is --engine compile, --no-compile is "
+                          "--engine torch)")
     if args.limit is not None and args.limit <= 0:
         raise DSDZooError(f"--limit must be a positive number of images, got {args.limit}")
     if args.tolerance is None:
@@ -337,6 +346,7 @@ def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
                    for name, (path, _) in chosen.items()]
         result = evaluate(targets, samples, batch_size=batch_size, workers=args.workers, device=str(here),
                           fast=args.fast, channels_last=args.channels_last, compile_models=args.compile,
+                          engine=args.engine,
                           decode_on_device=args.gpu_decode,
                           bad_images=args.bad_images,
                           progress=args.progress)

@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -330,7 +330,7 @@ class MultiPipelineDataset(torch.utils.data.Dataset):
         indices: the sample indices this dataset serves (a shard), default all.
     """
 
-    def __init__(self, samples: ValSamples, resamplers: Mapping[object, Resampler],
+    def __init__(self, samples: ValSamples, resamplers: Mapping[Any, Resampler],
                  indices: Optional[Sequence[int]] = None) -> None:
         self.samples = samples
         self.keys = tuple(resamplers)

@@ -22,7 +22,7 @@ that the device cannot decode after all is decoded by PIL in the main process.
 from __future__ import annotations
 
 import io
-from typing import Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -209,7 +209,7 @@ class DeviceDecoder:
         jpeg_decoder: ``"torchcodec"`` or ``"torchvision"`` (default :func:`default_jpeg_decoder`).
     """
 
-    def __init__(self, transforms: Mapping[object, EvalTransform], device: torch.device,
+    def __init__(self, transforms: Mapping[Any, EvalTransform], device: torch.device,
                  jpeg_decoder: Optional[str] = None) -> None:
         self.transforms = list(transforms.values())
         self.device = torch.device(device)

@@ -7,9 +7,14 @@ each model's cheap ``normalize`` to the batch and runs the model under
 ``torch.inference_mode``. Top-1 and top-5 hits (:func:`label_rank`: equal logits in a fixed
 order, as Caffe ranked them) are summed as integers on the device and read back once at the end.
 
-On a CPU, runs long enough to repay the compilation (``COMPILE_MIN_IMAGES`` per rank) pass each
-model through ``torch.compile``: inductor fuses BatchNorm and ReLU into oneDNN convolutions,
-up to 2x faster than eager here (docs/benchmarks.md), the same arithmetic up to float rounding.
+Each model runs on one of three engines (:data:`ENGINES`): ``torch`` (eager PyTorch),
+``compile`` (``torch.compile``: inductor fuses BatchNorm and ReLU into oneDNN convolutions) or
+``onnxruntime`` (the model exported once to ONNX by :mod:`dsd_zoo.export`, cached under its
+weight file's sha256, and run by ONNX Runtime's CPU provider: 1.1-1.8x eager here,
+docs/benchmarks.md). All three compute the same float32 functions up to float rounding. On a
+CPU, a model loaded from a weight file runs on onnxruntime when it is installed; otherwise runs
+long enough to repay the compilation (``COMPILE_MIN_IMAGES`` per rank) compile, shorter ones
+run eagerly. An engine that fails for a model falls back to eager with a warning naming the cause.
 
 Under ``torchrun`` (``RANK``/``WORLD_SIZE`` in the environment) every rank evaluates the
 images whose index is congruent to its rank modulo the world size (each image exactly once, no
@@ -26,7 +31,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -35,14 +40,20 @@ from .._process_group import init_process_group
 from ..errors import DSDZooError
 from ..pipelines import IMAGENET_PIPELINES
 from ..ranking import label_rank
+from ..transforms import EvalTransform
 from . import COMPILE_MIN_IMAGES
 from .datasets import MultiPipelineDataset, ValSamples
 
+if TYPE_CHECKING:  # the device decoder is imported only when asked for
+    from .device_decode import EncodedDataset
+
 __all__ = [
     "BAD_IMAGE_POLICIES",
+    "ENGINES",
     "EvalTarget",
     "ModelCounts",
     "EvalResult",
+    "choose_engines",
     "group_by_pipeline",
     "describe_pipeline",
     "default_workers",
@@ -54,6 +65,8 @@ __all__ = [
 ]
 
 BAD_IMAGE_POLICIES = ("count", "skip")
+#: How a model's forward pass runs: eager PyTorch, torch.compile, or ONNX Runtime (CPU only).
+ENGINES = ("torch", "compile", "onnxruntime")
 
 
 @dataclass
@@ -63,12 +76,19 @@ class EvalTarget:
     ``heads`` names auxiliary classifiers to count as well (GoogLeNet's ``loss1``, ``loss2``):
     the model's ``aux_outputs(x)`` then returns ``(main, *heads)`` logits, and the result has a
     row ``name/head`` for each.
+
+    ``arch``, ``weights_sha256`` and ``preprocessing`` (the manifest's ``transforms`` record)
+    identify a model loaded from a weight file (:func:`load_target` fills them in): its ONNX
+    export is then cached under that sha256, and onnxruntime is its default engine on a CPU.
     """
 
     name: str
     model: nn.Module
-    transform: nn.Module
+    transform: EvalTransform
     heads: Tuple[str, ...] = ()
+    arch: Optional[str] = None
+    weights_sha256: Optional[str] = None
+    preprocessing: Optional[Mapping[str, Any]] = None
 
     @property
     def outputs(self) -> List[str]:
@@ -119,6 +139,8 @@ class EvalResult:
     batch_size: int
     compiled: List[str] = field(default_factory=list)
     decode_on_device: bool = False
+    #: The engine each model ran on (after any fallback): ``{name: "torch" | "compile" | "onnxruntime"}``.
+    engines: Dict[str, str] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -175,6 +197,7 @@ def load_target(name: str, weights_path: os.PathLike, *, load_despite_recorded_i
             or the file does not fit (:class:`~dsd_zoo.errors.WeightsError`, ``FormatError``).
     """
     from ..api import get_model, get_weights
+    from ..export.onnx_export import weights_sha256
     from ..models import ARCHITECTURES
 
     weights = get_weights(name)
@@ -186,7 +209,8 @@ def load_target(name: str, weights_path: os.PathLike, *, load_despite_recorded_i
     build = ARCHITECTURES[weights.entry.arch].heads_build_kwargs if heads else {}
     model = get_model(name, weights=weights_path, progress=False,
                       load_despite_recorded_identity=load_despite_recorded_identity, **build)
-    return EvalTarget(name, model, weights.transforms(), heads)
+    return EvalTarget(name, model, weights.transforms(), heads, arch=weights.entry.arch,
+                      weights_sha256=weights_sha256(weights_path), preprocessing=dict(weights.entry.transforms))
 
 
 def _logged_heads(name: str, entry: Any, weights_path: os.PathLike) -> Tuple[str, ...]:
@@ -278,7 +302,8 @@ def _exact_float32(device: torch.device, enabled: bool = True) -> Iterator[None]
         return
     backends = torch.backends
     if hasattr(backends.cudnn, "conv") and hasattr(backends.cudnn.conv, "fp32_precision"):  # torch >= 2.9
-        settings = [(backends.cudnn.conv, "fp32_precision", "ieee"), (backends.cuda.matmul, "fp32_precision", "ieee")]
+        settings: List[Tuple[Any, str, Any]] = [(backends.cudnn.conv, "fp32_precision", "ieee"),
+                                                (backends.cuda.matmul, "fp32_precision", "ieee")]
     else:
         settings = [(backends.cudnn, "allow_tf32", False), (backends.cuda.matmul, "allow_tf32", False)]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in settings]
@@ -307,7 +332,9 @@ class _WithHeads(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        return tuple(self.model.aux_outputs(x))
+        # A method of the wrapped model (GoogLeNet's), which nn.Module's typing sees as Tensor | Module.
+        aux_outputs: Callable[[Tensor], Sequence[Tensor]] = getattr(self.model, "aux_outputs")
+        return tuple(aux_outputs(x))
 
 
 def _logits(output: Any, heads: int) -> Tuple[Tensor, ...]:
@@ -318,38 +345,54 @@ def _logits(output: Any, heads: int) -> Tuple[Tensor, ...]:
 
 
 class _Forward:
-    """One model's forward pass to logits: eager, or through ``torch.compile``.
+    """One model's forward pass to logits, on its engine: eager, ``torch.compile`` or ONNX Runtime.
 
     A compiled graph is specialised to its input shape, so a short last batch is padded with
     zeros to ``batch_size`` and the padding's logits dropped (in eval mode every row's logits
     depend on that row alone) instead of compiling a second graph. Compilation happens on the
     first call; when it fails, ``required`` decides between an error and a warned eager run
-    (same results: the compiled graph only changes float rounding).
+    (same results: the compiled graph only changes float rounding). An ONNX graph has a dynamic
+    batch; it is exported (or found in the cache) here, and a failure to export or to run it
+    falls back to eager with a warning naming the cause.
     """
 
-    def __init__(self, name: str, model: nn.Module, batch_size: int, memory_format: torch.memory_format,
-                 compile_model: bool, required: bool, heads: int = 0) -> None:
-        self.name = name
-        self.model = _WithHeads(model) if heads else model
-        self.heads = heads
+    def __init__(self, target: EvalTarget, batch_size: int, memory_format: torch.memory_format,
+                 engine: str, required: bool, progress: bool = False) -> None:
+        self.name = target.name
+        self.model = _WithHeads(target.model) if target.heads else target.model
+        self.heads = len(target.heads)
         self.batch_size = batch_size
         self.memory_format = memory_format
         self.required = required
         self.compile_seconds = 0.0
+        self.export_seconds = 0.0
         self.compiled: Optional[Any] = None
-        if compile_model:
+        self.graph: Optional[nn.Module] = None
+        if engine == "compile":
             try:
                 self.compiled = torch.compile(self.model, dynamic=False)
             except Exception as exc:  # e.g. a Python version that torch.compile does not support yet
                 self._compile_failed(exc)
+        elif engine == "onnxruntime":
+            start = time.perf_counter()
+            try:
+                self.graph = _onnx_graph(target, self.model, progress)
+            except Exception as exc:  # the exporter, onnxruntime, or the check against PyTorch
+                self._onnx_failed(exc)
+            self.export_seconds = time.perf_counter() - start
         self._first_call = True
 
     @property
     def is_compiled(self) -> bool:
         return self.compiled is not None
 
+    @property
+    def engine(self) -> str:
+        """The engine this model runs on now (``torch`` after a fallback)."""
+        return "compile" if self.compiled is not None else "onnxruntime" if self.graph is not None else "torch"
+
     def _compile_failed(self, exc: Exception) -> None:
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        reason = _reason(exc)
         if self.required:
             raise DSDZooError(f"torch.compile could not compile {self.name} ({reason}); on a CPU inductor needs a "
                               "working C++ compiler (set CXX or install gcc/clang), or run without --compile") from exc
@@ -357,8 +400,22 @@ class _Forward:
                       "results, more slowly (--no-compile skips the attempt)", RuntimeWarning, stacklevel=3)
         self.compiled = None
 
+    def _onnx_failed(self, exc: Exception) -> None:
+        warnings.warn(f"ONNX Runtime cannot evaluate {self.name} ({_reason(exc)}); evaluating it with eager "
+                      "PyTorch instead: the same results, more slowly (--engine torch skips the attempt)",
+                      RuntimeWarning, stacklevel=3)
+        self.graph = None
+
     def __call__(self, batch: Tensor) -> Tuple[Tensor, ...]:
         """The (main, *heads) logits of ``batch``."""
+        if self.graph is not None:
+            if not self._first_call:
+                return _logits(self.graph(batch), self.heads)
+            self._first_call = False
+            try:
+                return _logits(self.graph(batch), self.heads)
+            except Exception as exc:
+                self._onnx_failed(exc)
         if self.compiled is None:
             return _logits(self.model(batch), self.heads)
         rows = batch.shape[0]
@@ -378,16 +435,77 @@ class _Forward:
             self.compile_seconds = time.perf_counter() - start
 
 
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _onnx_graph(target: EvalTarget, model: nn.Module, progress: bool) -> nn.Module:
+    """``model`` exported to ONNX (from the cache when the target has a weight file) in an ONNX Runtime session."""
+    from ..export.onnx_export import OnnxModule, cached_export, export_checked, model_metadata
+    from ..fingerprint import probe_id
+    from ..pipelines import PIPELINES
+
+    key: Tuple = getattr(target.transform, "pipeline_key")  # (pipeline, resize, crop)
+    probe = probe_id(PIPELINES[key[0]].probe, key[-1])
+    outputs = ["logits", *target.heads]
+    if target.arch is not None and target.weights_sha256 is not None:
+        graph = cached_export(model, name=target.name, arch=target.arch, weights_sha256=target.weights_sha256,
+                              probe=probe, output_names=outputs, preprocessing=target.preprocessing, progress=progress)
+    else:  # a model built in memory: nothing identifies its weights, so nothing to cache it under
+        graph, _ = export_checked(model, name=target.name, probe=probe, output_names=outputs, progress=progress,
+                                  metadata=model_metadata(target.name, None, target.preprocessing, target.arch))
+    return OnnxModule(graph)
+
+
+def choose_engines(targets: Sequence[EvalTarget], device: torch.device, images: int, engine: Optional[str] = None,
+                   compile_models: Optional[bool] = None) -> Tuple[Dict[str, str], bool]:
+    """``({name: engine}, required)``: the engine each target runs on, and whether a failure is an error.
+
+    ``engine`` applies to every target; ``compile_models`` is the older spelling (``True`` =
+    ``"compile"``, ``False`` = ``"torch"``). With neither, on a CPU: ``onnxruntime`` for a target
+    loaded from a weight file when onnxruntime is installed (its export is cached, so it costs
+    seconds once), else ``compile`` from ``COMPILE_MIN_IMAGES`` images (``images``: this rank's
+    share), else ``torch``; on a GPU ``torch``. Only an explicitly asked ``compile`` is required
+    to work; the other engines fall back to eager with a warning.
+    """
+    if engine is not None and compile_models is not None and engine != ("compile" if compile_models else "torch"):
+        raise ValueError(f"engine={engine!r} contradicts compile_models={compile_models}; give one of them")
+    if engine is None and compile_models is not None:
+        engine = "compile" if compile_models else "torch"
+    if engine is not None and engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "onnxruntime":
+        from ..export.onnx_export import onnxruntime_available
+
+        if device.type != "cpu":
+            raise DSDZooError(f"the onnxruntime engine runs on the CPU, not {device}; use --engine torch or compile "
+                              "on a GPU")
+        if not onnxruntime_available():
+            raise DSDZooError("the onnxruntime engine needs onnxruntime and onnx: pip install 'dsd-zoo[onnx]', "
+                              "or use --engine torch")
+    if engine is not None:
+        return {t.name: engine for t in targets}, engine == "compile"
+    if device.type != "cpu":
+        return {t.name: "torch" for t in targets}, False
+    from ..export.onnx_export import onnxruntime_available
+
+    onnx = onnxruntime_available()
+    fallback = "compile" if images >= COMPILE_MIN_IMAGES else "torch"
+    return {t.name: "onnxruntime" if onnx and t.weights_sha256 is not None else fallback for t in targets}, False
+
+
 def evaluate(
     targets: Sequence[EvalTarget],
     samples: ValSamples,
     *,
     batch_size: int = 32,
     workers: Optional[int] = None,
-    device: str = "cpu",
+    device: Union[str, torch.device] = "cpu",
     fast: bool = False,
     channels_last: Optional[bool] = None,
     compile_models: Optional[bool] = None,
+    engine: Optional[str] = None,
     decode_on_device: bool = False,
     bad_images: str = "count",
     progress: bool = True,
@@ -407,12 +525,17 @@ def evaluate(
         channels_last: feed the models channels-last tensors (default: yes; faster for these
             convolutional networks with oneDNN on CPU and cuDNN on GPU, same arithmetic up to
             float rounding).
-        compile_models: run each model through ``torch.compile`` (inductor). ``None`` (default)
-            compiles on a CPU when this rank has at least ``COMPILE_MIN_IMAGES`` images, and
-            falls back to eager with a warning if compiling fails; ``True`` compiles on any
-            device and raises :class:`~dsd_zoo.errors.DSDZooError` if it fails; ``False`` never
-            compiles. The compiled models compute the same functions, up to float rounding
-            (logits within about 1e-6 relative here); compile time counts in ``seconds``.
+        compile_models: the older spelling of ``engine``: ``True`` is ``"compile"``, ``False``
+            is ``"torch"``.
+        engine: how every model runs, one of :data:`ENGINES`; default (``None``): see
+            :func:`choose_engines` (on a CPU, onnxruntime for models loaded from a weight file
+            when it is installed). ``"compile"``: ``torch.compile`` (inductor) on any device,
+            raising :class:`~dsd_zoo.errors.DSDZooError` if it fails (by default it falls back
+            to eager with a warning). ``"onnxruntime"``: CPU only; the model is exported to ONNX
+            (cached when the target has a weight file), checked against PyTorch on the
+            fingerprint probe, and run by ONNX Runtime; a failure falls back to eager with a
+            warning. Every engine computes the same functions up to float rounding (logits
+            within about 1e-6 relative here); compile and export time count in ``seconds``.
         decode_on_device: the workers only read the files and JPEGs are decoded and resampled
             on ``device`` (nvJPEG on a GPU; :mod:`~dsd_zoo.verify.device_decode`), taking off the
             CPU the decoding that limits a GPU run; nvJPEG's pixels differ slightly from libjpeg's,
@@ -448,10 +571,10 @@ def evaluate(
         if channels_last:
             target.model.to(memory_format=torch.channels_last)
     shard = range(rank, len(samples), world)  # this rank's images: every world-th from its rank
-    compile_models, required = ((compile_models, True) if compile_models is not None
-                                else (device.type == "cpu" and len(shard) >= COMPILE_MIN_IMAGES, False))
+    engines, required = choose_engines(targets, device, len(shard), engine, compile_models)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    forwards = {t.name: _Forward(t.name, t.model, batch_size, memory_format, compile_models, required, len(t.heads))
+    start = time.perf_counter()  # exports and compilations count in the run's time
+    forwards = {t.name: _Forward(t, batch_size, memory_format, engines[t.name], required, progress and rank == 0)
                 for t in targets}
     # The workers resample with the CPU transforms; the per-model normalisation runs on the device.
     normalizers = {t.name: copy.deepcopy(t.transform).to(device) for t in targets}
@@ -463,7 +586,7 @@ def evaluate(
     if decode_on_device:
         from .device_decode import DeviceDecoder, EncodedDataset, collate_encoded
 
-        dataset = EncodedDataset(samples, resamplers, indices=shard)
+        dataset: Union[EncodedDataset, MultiPipelineDataset] = EncodedDataset(samples, resamplers, indices=shard)
         decoder = DeviceDecoder({key: copy.deepcopy(t).to(device) for key, t in transforms.items()}, device)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                              collate_fn=collate_encoded, pin_memory=device.type == "cuda")
@@ -475,7 +598,6 @@ def evaluate(
     counts = torch.zeros(len(rows), 3, dtype=torch.int64, device=device)  # images, top-1, top-5
     unreadable: List[Tuple[str, str]] = []
     bar = _progress_bar(len(dataset), rank, world, progress)
-    start = time.perf_counter()
     compiling = any(forward.is_compiled for forward in forwards.values())
     if compiling:
         bar.set_postfix_str("compiling the models on the first batch")
@@ -494,7 +616,7 @@ def evaluate(
                 crop = crop.to(device, non_blocking=True)
                 for target in groups[key]:
                     batch = normalizers[target.name].normalize(crop)
-                    if channels_last:
+                    if channels_last and forwards[target.name].graph is None:  # ONNX Runtime takes NCHW
                         batch = batch.contiguous(memory_format=torch.channels_last)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
                         outputs = forwards[target.name](batch)
@@ -509,6 +631,7 @@ def evaluate(
                 bar.set_postfix_str("")
                 compiling = False
     seconds = time.perf_counter() - start
+    engines = {name: forward.engine for name, forward in forwards.items()}
 
     if world > 1:
         import torch.distributed as dist
@@ -521,6 +644,11 @@ def evaluate(
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
         seconds = float(elapsed.item())
         unreadable = [tuple(item) for part in _all_gather_json(unreadable, where) for item in part]
+        # A fallback on one rank only (say, a failed export there) shows as such, not as rank 0's engine.
+        per_rank = _all_gather_json(engines, where)
+        engines = {name: engine if all(part[name] == engine for part in per_rank)
+                   else ", ".join(f"{part[name]} on rank {r}" for r, part in enumerate(per_rank))
+                   for name, engine in engines.items()}
     values = counts.cpu().tolist()
     return EvalResult(
         counts={output: ModelCounts(*values[i]) for i, output in enumerate(rows)},
@@ -537,7 +665,9 @@ def evaluate(
         batch_size=batch_size,
         compiled=[name for name, forward in forwards.items() if forward.is_compiled],
         decode_on_device=decode_on_device,
+        engines=engines,
         extra={"compile_seconds": round(sum(f.compile_seconds for f in forwards.values()), 3),
+               "export_seconds": round(sum(f.export_seconds for f in forwards.values()), 3),
                **({"jpeg_decoder": decoder.jpeg_decoder} if decode_on_device else {})},
     )
 

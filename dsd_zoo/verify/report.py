@@ -44,7 +44,7 @@ class Table:
 
     title: str
     headers: Sequence[str]
-    rows: List[Sequence[str]]
+    rows: Sequence[Sequence[str]]
     align: str = ""
 
     def _aligns(self) -> str:
@@ -215,6 +215,7 @@ def eval_report(result: EvalResult, samples: ValSamples, entries: Mapping[str, A
                 "channels_last": result.channels_last, "compiled": result.compiled,
                 "decode_on_device": result.decode_on_device, "jpeg_decoder": result.extra.get("jpeg_decoder"),
                 "compile_seconds": result.extra.get("compile_seconds", 0.0),
+                "engines": result.engines, "export_seconds": result.extra.get("export_seconds", 0.0),
                 "workers": result.workers, "batch_size": result.batch_size,
                 "seconds": round(result.seconds, 3), "images_per_second": _nan_to_none(round(result.images_per_second, 2))},
         "models": rows,
@@ -255,6 +256,14 @@ def _eval_notes(result: EvalResult, samples: ValSamples, tolerance: float, limit
         notes.append(f"torch.compile: {', '.join(result.compiled)} ran compiled "
                      f"({result.extra.get('compile_seconds', 0.0):.1f} s of compilation, included in the time below); "
                      "the same functions as the eager models, up to float rounding.")
+    onnx = [name for name, engine in result.engines.items() if engine == "onnxruntime"]
+    if onnx:
+        notes.append(f"ONNX Runtime: {', '.join(onnx)} ran as ONNX graphs on onnxruntime's CPU provider, float32 "
+                     f"({result.extra.get('export_seconds', 0.0):.1f} s exporting or loading them from the cache, "
+                     "included in the time below); each export was checked against PyTorch on the fingerprint probe.")
+    eager = [name for name, engine in result.engines.items() if engine == "torch"]
+    if eager:
+        notes.append(f"eager PyTorch: {', '.join(eager)}.")
     notes.extend(samples.notes)
     for pipeline, names in result.pipelines.items():
         notes.append(f"pipeline {pipeline}: {', '.join(names)} (each image decoded once, resampled once per pipeline)")
