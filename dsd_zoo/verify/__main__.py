@@ -174,6 +174,13 @@ def parse_weights(items: Sequence[str], manifest, despite_identity: bool = False
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
+    _check_evaluation_options(args)
+    _check_numbers(args)
+    _check_outputs(args)
+
+
+def _check_evaluation_options(args: argparse.Namespace) -> None:
+    """Options that only mean something with --imagenet, and the two spellings of the engine."""
     if args.imagenet is None:
         given = (("--labels", args.labels), ("--limit", args.limit), ("--tolerance", args.tolerance),
                  ("--bad-images", args.bad_images), ("--no-channels-last", args.channels_last),
@@ -188,6 +195,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise DSDZooError(f"--engine {args.engine} and {'--compile' if args.compile else '--no-compile'} both say how "
                           "the models run; give --engine alone (--compile is --engine compile, --no-compile is "
                           "--engine torch)")
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """The numeric options, with their defaults filled in."""
     if args.limit is not None and args.limit <= 0:
         raise DSDZooError(f"--limit must be a positive number of images, got {args.limit}")
     if args.tolerance is None:
@@ -198,10 +209,13 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for flag, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
         if value is not None and value < (1 if flag == "--batch-size" else 0):
             raise DSDZooError(f"{flag} must be {'positive' if flag == '--batch-size' else '>= 0'}, got {value}")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--json, --markdown and --plot: writable, distinct files; checked before an hour of evaluation, not after."""
     outputs = [(flag, path) for flag, path in (("--json", args.json), ("--markdown", args.markdown),
                                                 ("--plot", args.plot)) if path is not None]
     for flag, path in outputs:
-        # Checked before an hour of evaluation, not after.
         if path.is_dir() or not path.parent.is_dir():
             where = f"{str(path)!r} is a folder" if path.is_dir() else f"folder {str(path.parent)!r} does not exist"
             raise DSDZooError(f"{flag} {path}: {where}; give a file in an existing folder")

@@ -31,7 +31,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +45,7 @@ from . import COMPILE_MIN_IMAGES
 from .datasets import MultiPipelineDataset, ValSamples
 
 if TYPE_CHECKING:  # the device decoder is imported only when asked for
-    from .device_decode import EncodedDataset
+    from .device_decode import DeviceDecoder
 
 __all__ = [
     "BAD_IMAGE_POLICIES",
@@ -469,21 +469,7 @@ def choose_engines(targets: Sequence[EvalTarget], device: torch.device, images: 
     share), else ``torch``; on a GPU ``torch``. Only an explicitly asked ``compile`` is required
     to work; the other engines fall back to eager with a warning.
     """
-    if engine is not None and compile_models is not None and engine != ("compile" if compile_models else "torch"):
-        raise ValueError(f"engine={engine!r} contradicts compile_models={compile_models}; give one of them")
-    if engine is None and compile_models is not None:
-        engine = "compile" if compile_models else "torch"
-    if engine is not None and engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "onnxruntime":
-        from ..export.onnx_export import onnxruntime_available
-
-        if device.type != "cpu":
-            raise DSDZooError(f"the onnxruntime engine runs on the CPU, not {device}; use --engine torch or compile "
-                              "on a GPU")
-        if not onnxruntime_available():
-            raise DSDZooError("the onnxruntime engine needs onnxruntime and onnx: pip install 'dsd-zoo[onnx]', "
-                              "or use --engine torch")
+    engine = _asked_engine(engine, compile_models, device)
     if engine is not None:
         return {t.name: engine for t in targets}, engine == "compile"
     if device.type != "cpu":
@@ -552,13 +538,7 @@ def evaluate(
     Unless ``fast``, CUDA convolutions and matrix products run in full float32 for the
     duration (PyTorch lets cuDNN use TF32 by default, a 10-bit mantissa).
     """
-    if bad_images not in BAD_IMAGE_POLICIES:
-        raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")
-    if not targets:
-        raise ValueError("no models to evaluate")
-    names = [t.name for t in targets]
-    if len(set(names)) != len(names):
-        raise ValueError(f"model names must be unique, got {names}")
+    _check_targets(targets, bad_images)
     device = torch.device(device)
     channels_last = True if channels_last is None else channels_last
     workers = default_workers(device) if workers is None else workers
@@ -566,89 +546,43 @@ def evaluate(
 
     groups = group_by_pipeline(targets)
     keys = list(groups)
-    for target in targets:
-        target.model.eval().to(device)
-        if channels_last:
-            target.model.to(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    _place(targets, device, channels_last)
     shard = range(rank, len(samples), world)  # this rank's images: every world-th from its rank
     engines, required = choose_engines(targets, device, len(shard), engine, compile_models)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     start = time.perf_counter()  # exports and compilations count in the run's time
     forwards = {t.name: _Forward(t, batch_size, memory_format, engines[t.name], required, progress and rank == 0)
                 for t in targets}
     # The workers resample with the CPU transforms; the per-model normalisation runs on the device.
     normalizers = {t.name: copy.deepcopy(t.transform).to(device) for t in targets}
     transforms = {key: groups[key][0].transform for key in keys}
-    resamplers = {key: transform.resample for key, transform in transforms.items()}
-    if decode_on_device and any(key[0] not in IMAGENET_PIPELINES for key in keys):
-        raise ValueError(f"decode_on_device needs JPEG pipelines ({', '.join(IMAGENET_PIPELINES)}), got "
-                         f"{[describe_pipeline(key) for key in keys if key[0] not in IMAGENET_PIPELINES]}")
-    if decode_on_device:
-        from .device_decode import DeviceDecoder, EncodedDataset, collate_encoded
-
-        dataset: Union[EncodedDataset, MultiPipelineDataset] = EncodedDataset(samples, resamplers, indices=shard)
-        decoder = DeviceDecoder({key: copy.deepcopy(t).to(device) for key, t in transforms.items()}, device)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                             collate_fn=collate_encoded, pin_memory=device.type == "cuda")
-    else:
-        dataset = MultiPipelineDataset(samples, resamplers, indices=shard)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                             pin_memory=device.type == "cuda")
+    loader, decoder = _loader(samples, shard, transforms, device, batch_size, workers, decode_on_device)
     rows = [output for key in keys for t in groups[key] for output in t.outputs]
     counts = torch.zeros(len(rows), 3, dtype=torch.int64, device=device)  # images, top-1, top-5
     unreadable: List[Tuple[str, str]] = []
-    bar = _progress_bar(len(dataset), rank, world, progress)
+    bar = _progress_bar(len(shard), rank, world, progress)
     compiling = any(forward.is_compiled for forward in forwards.values())
     if compiling:
         bar.set_postfix_str("compiling the models on the first batch")
     with torch.inference_mode(), _exact_float32(device, enabled=not fast), bar:
         for indices, labels, errors, *images in loader:
-            if decode_on_device:
-                errors, crops = decoder(errors, *images)
-            else:
-                crops = images[0]
+            errors, crops = decoder(errors, *images) if decoder is not None else (errors, images[0])
             labels = labels.to(device, non_blocking=True)
             readable = _to_device(torch.tensor([not e for e in errors]), device)
             unreadable += [(samples.files[int(i)], e) for i, e in zip(indices, errors) if e]
             counted = labels.numel() if bad_images == "count" else readable.sum()
-            row = 0
-            for key, crop in zip(keys, crops):
-                crop = crop.to(device, non_blocking=True)
-                for target in groups[key]:
-                    batch = normalizers[target.name].normalize(crop)
-                    if channels_last and forwards[target.name].graph is None:  # ONNX Runtime takes NCHW
-                        batch = batch.contiguous(memory_format=torch.channels_last)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-                        outputs = forwards[target.name](batch)
-                    for logits in outputs:
-                        ranks = label_rank(logits, labels)
-                        counts[row, 0] += counted
-                        counts[row, 1] += ((ranks < 1) & readable).sum()
-                        counts[row, 2] += ((ranks < min(5, logits.shape[1])) & readable).sum()
-                        row += 1
+            outputs = [logits for key, crop in zip(keys, crops)
+                       for logits in _batch_logits(groups[key], crop.to(device, non_blocking=True), normalizers,
+                                                   forwards, channels_last, fast)]
+            _add_counts(counts, outputs, labels, readable, counted)
             bar.update(labels.numel())
             if compiling:
                 bar.set_postfix_str("")
                 compiling = False
     seconds = time.perf_counter() - start
     engines = {name: forward.engine for name, forward in forwards.items()}
-
     if world > 1:
-        import torch.distributed as dist
-
-        where = _collective_device(device)
-        totals = counts.to(where)
-        dist.all_reduce(totals)
-        counts = totals
-        elapsed = torch.tensor([seconds], dtype=torch.float64, device=where)
-        dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
-        seconds = float(elapsed.item())
-        unreadable = [tuple(item) for part in _all_gather_json(unreadable, where) for item in part]
-        # A fallback on one rank only (say, a failed export there) shows as such, not as rank 0's engine.
-        per_rank = _all_gather_json(engines, where)
-        engines = {name: engine if all(part[name] == engine for part in per_rank)
-                   else ", ".join(f"{part[name]} on rank {r}" for r, part in enumerate(per_rank))
-                   for name, engine in engines.items()}
+        counts, seconds, unreadable, engines = _gathered(device, counts, seconds, unreadable, engines)
     values = counts.cpu().tolist()
     return EvalResult(
         counts={output: ModelCounts(*values[i]) for i, output in enumerate(rows)},
@@ -666,10 +600,116 @@ def evaluate(
         compiled=[name for name, forward in forwards.items() if forward.is_compiled],
         decode_on_device=decode_on_device,
         engines=engines,
-        extra={"compile_seconds": round(sum(f.compile_seconds for f in forwards.values()), 3),
-               "export_seconds": round(sum(f.export_seconds for f in forwards.values()), 3),
-               **({"jpeg_decoder": decoder.jpeg_decoder} if decode_on_device else {})},
+        extra=_timings(forwards.values(), decoder),
     )
+
+
+def _asked_engine(engine: Optional[str], compile_models: Optional[bool], device: torch.device) -> Optional[str]:
+    """The engine asked for by either spelling (``None``: none asked), checked to run on ``device``."""
+    if engine is not None and compile_models is not None and engine != ("compile" if compile_models else "torch"):
+        raise ValueError(f"engine={engine!r} contradicts compile_models={compile_models}; give one of them")
+    if engine is None and compile_models is not None:
+        engine = "compile" if compile_models else "torch"
+    if engine is not None and engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "onnxruntime":
+        from ..export.onnx_export import onnxruntime_available
+
+        if device.type != "cpu":
+            raise DSDZooError(f"the onnxruntime engine runs on the CPU, not {device}; use --engine torch or compile "
+                              "on a GPU")
+        if not onnxruntime_available():
+            raise DSDZooError("the onnxruntime engine needs onnxruntime and onnx: pip install 'dsd-zoo[onnx]', "
+                              "or use --engine torch")
+    return engine
+
+
+def _place(targets: Sequence[EvalTarget], device: torch.device, channels_last: bool) -> None:
+    """Every model in eval mode on ``device``, channels-last when asked (in place)."""
+    for target in targets:
+        target.model.eval().to(device)
+        if channels_last:
+            target.model.to(memory_format=torch.channels_last)
+
+
+def _add_counts(counts: Tensor, outputs: Sequence[Tensor], labels: Tensor, readable: Tensor, counted: Any) -> None:
+    """Add one batch to the (images, top-1, top-5) counts, one row per output."""
+    for row, logits in enumerate(outputs):
+        ranks = label_rank(logits, labels)
+        counts[row, 0] += counted
+        counts[row, 1] += ((ranks < 1) & readable).sum()
+        counts[row, 2] += ((ranks < min(5, logits.shape[1])) & readable).sum()
+
+
+def _timings(forwards: Iterable["_Forward"], decoder: Optional["DeviceDecoder"]) -> Dict[str, Any]:
+    """The run's compile and export seconds (and the JPEG decoder, when the device decoded)."""
+    forwards = list(forwards)
+    extra: Dict[str, Any] = {"compile_seconds": round(sum(f.compile_seconds for f in forwards), 3),
+                             "export_seconds": round(sum(f.export_seconds for f in forwards), 3)}
+    if decoder is not None:
+        extra["jpeg_decoder"] = decoder.jpeg_decoder
+    return extra
+
+
+def _check_targets(targets: Sequence[EvalTarget], bad_images: str) -> None:
+    if bad_images not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")
+    if not targets:
+        raise ValueError("no models to evaluate")
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique, got {names}")
+
+
+def _loader(samples: ValSamples, shard: range, transforms: Mapping[Tuple, EvalTransform], device: torch.device,
+            batch_size: int, workers: int, decode_on_device: bool) -> Tuple[Any, Optional["DeviceDecoder"]]:
+    """The DataLoader of this rank's images, one crop per pipeline, and the device decoder when JPEGs are decoded there."""
+    resamplers = {key: transform.resample for key, transform in transforms.items()}
+    if decode_on_device and any(key[0] not in IMAGENET_PIPELINES for key in transforms):
+        raise ValueError(f"decode_on_device needs JPEG pipelines ({', '.join(IMAGENET_PIPELINES)}), got "
+                         f"{[describe_pipeline(key) for key in transforms if key[0] not in IMAGENET_PIPELINES]}")
+    pin = device.type == "cuda"
+    if not decode_on_device:
+        dataset = MultiPipelineDataset(samples, resamplers, indices=shard)
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin), None
+    from .device_decode import DeviceDecoder, EncodedDataset, collate_encoded
+
+    encoded = EncodedDataset(samples, resamplers, indices=shard)
+    decoder = DeviceDecoder({key: copy.deepcopy(t).to(device) for key, t in transforms.items()}, device)
+    return torch.utils.data.DataLoader(encoded, batch_size=batch_size, num_workers=workers,
+                                       collate_fn=collate_encoded, pin_memory=pin), decoder
+
+
+def _batch_logits(group: Sequence[EvalTarget], crop: Tensor, normalizers: Mapping[str, EvalTransform],
+                  forwards: Mapping[str, "_Forward"], channels_last: bool, fast: bool) -> List[Tensor]:
+    """The (main, *heads) logits of every model of one pipeline on its crops, in row order."""
+    logits: List[Tensor] = []
+    for target in group:
+        batch = normalizers[target.name].normalize(crop)
+        if channels_last and forwards[target.name].graph is None:  # ONNX Runtime takes NCHW
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(crop.device.type, dtype=torch.bfloat16, enabled=fast):
+            logits += forwards[target.name](batch)
+    return logits
+
+
+def _gathered(device: torch.device, counts: Tensor, seconds: float, unreadable: List[Tuple[str, str]],
+              engines: Dict[str, str]) -> Tuple[Tensor, float, List[Tuple[str, str]], Dict[str, str]]:
+    """This rank's counts, time, unreadable files and engines combined with every other rank's."""
+    import torch.distributed as dist
+
+    where = _collective_device(device)
+    totals = counts.to(where)
+    dist.all_reduce(totals)
+    elapsed = torch.tensor([seconds], dtype=torch.float64, device=where)
+    dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+    everyone = [(str(file), str(error)) for part in _all_gather_json(unreadable, where) for file, error in part]
+    # A fallback on one rank only (say, a failed export there) shows as such, not as rank 0's engine.
+    per_rank = _all_gather_json(engines, where)
+    engines = {name: engine if all(part[name] == engine for part in per_rank)
+               else ", ".join(f"{part[name]} on rank {r}" for r, part in enumerate(per_rank))
+               for name, engine in engines.items()}
+    return totals, float(elapsed.item()), everyone, engines
 
 
 def _progress_bar(total: int, rank: int, world: int, enabled: bool):
