@@ -18,7 +18,8 @@ def _modules_after(code: str) -> set:
 def test_import_is_light():
     loaded = _modules_after("import dsd_zoo")
     for heavy in ("torch", "torchvision", "matplotlib", "google.protobuf", "requests", "huggingface_hub",
-                  "dsd_zoo.convert", "dsd_zoo.download", "onnx", "onnxruntime", "onnxscript", "dsd_zoo.export"):
+                  "dsd_zoo.convert", "dsd_zoo.download", "onnx", "onnxruntime", "onnxscript", "dsd_zoo.export",
+                  "mnist1d", "sklearn", "scipy"):
         assert heavy not in loaded, f"import dsd_zoo imported {heavy}"
 
 
