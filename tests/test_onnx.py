@@ -129,7 +129,7 @@ def test_choosing_engines(tmp_path):
 
     from .test_verify_datasets import ColourModel
 
-    loaded = EvalTarget("f", ColourModel(), None, arch="squeezenet1_0", weights_sha256="0" * 64)
+    loaded = EvalTarget("f", ColourModel(), None, arch="squeezenet1_0", weights_path=tmp_path / "f.safetensors")
     memory = EvalTarget("m", ColourModel(), None)
     cpu = torch.device("cpu")
     # On a CPU a model from a weight file runs on onnxruntime (installed here); one built in memory as before.

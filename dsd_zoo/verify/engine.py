@@ -31,7 +31,9 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from pathlib import Path
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple,
+                    Union)
 
 import torch
 from torch import Tensor, nn
@@ -77,9 +79,9 @@ class EvalTarget:
     the model's ``aux_outputs(x)`` then returns ``(main, *heads)`` logits, and the result has a
     row ``name/head`` for each.
 
-    ``arch``, ``weights_sha256`` and ``preprocessing`` (the manifest's ``transforms`` record)
+    ``arch``, ``weights_path`` and ``preprocessing`` (the manifest's ``transforms`` record)
     identify a model loaded from a weight file (:func:`load_target` fills them in): its ONNX
-    export is then cached under that sha256, and onnxruntime is its default engine on a CPU.
+    export is then cached under the file's sha256, and onnxruntime is its default engine on a CPU.
     """
 
     name: str
@@ -87,7 +89,7 @@ class EvalTarget:
     transform: EvalTransform
     heads: Tuple[str, ...] = ()
     arch: Optional[str] = None
-    weights_sha256: Optional[str] = None
+    weights_path: Optional[Path] = None
     preprocessing: Optional[Mapping[str, Any]] = None
 
     @property
@@ -197,7 +199,6 @@ def load_target(name: str, weights_path: os.PathLike, *, load_despite_recorded_i
             or the file does not fit (:class:`~dsd_zoo.errors.WeightsError`, ``FormatError``).
     """
     from ..api import get_model, get_weights
-    from ..export.onnx_export import weights_sha256
     from ..models import ARCHITECTURES
 
     weights = get_weights(name)
@@ -210,7 +211,7 @@ def load_target(name: str, weights_path: os.PathLike, *, load_despite_recorded_i
     model = get_model(name, weights=weights_path, progress=False,
                       load_despite_recorded_identity=load_despite_recorded_identity, **build)
     return EvalTarget(name, model, weights.transforms(), heads, arch=weights.entry.arch,
-                      weights_sha256=weights_sha256(weights_path), preprocessing=dict(weights.entry.transforms))
+                      weights_path=Path(weights_path), preprocessing=dict(weights.entry.transforms))
 
 
 def _logged_heads(name: str, entry: Any, weights_path: os.PathLike) -> Tuple[str, ...]:
@@ -442,16 +443,18 @@ def _reason(exc: Exception) -> str:
 
 def _onnx_graph(target: EvalTarget, model: nn.Module, progress: bool) -> nn.Module:
     """``model`` exported to ONNX (from the cache when the target has a weight file) in an ONNX Runtime session."""
-    from ..export.onnx_export import OnnxModule, cached_export, export_checked, model_metadata
+    from ..export.onnx_export import OnnxModule, cached_export, export_checked, model_metadata, weights_sha256
     from ..fingerprint import probe_id
     from ..pipelines import PIPELINES
 
     key: Tuple = getattr(target.transform, "pipeline_key")  # (pipeline, resize, crop)
     probe = probe_id(PIPELINES[key[0]].probe, key[-1])
     outputs = ["logits", *target.heads]
-    if target.arch is not None and target.weights_sha256 is not None:
-        graph = cached_export(model, name=target.name, arch=target.arch, weights_sha256=target.weights_sha256,
-                              probe=probe, output_names=outputs, preprocessing=target.preprocessing, progress=progress)
+    if target.arch is not None and target.weights_path is not None:
+        # Hashed only here: an evaluation on another engine never reads the whole file again.
+        sha256 = weights_sha256(target.weights_path)
+        graph = cached_export(model, name=target.name, arch=target.arch, weights_sha256=sha256, probe=probe,
+                              output_names=outputs, preprocessing=target.preprocessing, progress=progress)
     else:  # a model built in memory: nothing identifies its weights, so nothing to cache it under
         graph, _ = export_checked(model, name=target.name, probe=probe, output_names=outputs, progress=progress,
                                   metadata=model_metadata(target.name, None, target.preprocessing, target.arch))
@@ -478,7 +481,7 @@ def choose_engines(targets: Sequence[EvalTarget], device: torch.device, images: 
 
     onnx = onnxruntime_available()
     fallback = "compile" if images >= COMPILE_MIN_IMAGES else "torch"
-    return {t.name: "onnxruntime" if onnx and t.weights_sha256 is not None else fallback for t in targets}, False
+    return {t.name: "onnxruntime" if onnx and t.weights_path is not None else fallback for t in targets}, False
 
 
 def evaluate(
@@ -600,7 +603,7 @@ def evaluate(
         compiled=[name for name, forward in forwards.items() if forward.is_compiled],
         decode_on_device=decode_on_device,
         engines=engines,
-        extra=_timings(forwards.values(), decoder),
+        extra=_timings(list(forwards.values()), decoder),
     )
 
 
@@ -641,9 +644,8 @@ def _add_counts(counts: Tensor, outputs: Sequence[Tensor], labels: Tensor, reada
         counts[row, 2] += ((ranks < min(5, logits.shape[1])) & readable).sum()
 
 
-def _timings(forwards: Iterable["_Forward"], decoder: Optional["DeviceDecoder"]) -> Dict[str, Any]:
+def _timings(forwards: Sequence["_Forward"], decoder: Optional["DeviceDecoder"]) -> Dict[str, Any]:
     """The run's compile and export seconds (and the JPEG decoder, when the device decoded)."""
-    forwards = list(forwards)
     extra: Dict[str, Any] = {"compile_seconds": round(sum(f.compile_seconds for f in forwards), 3),
                              "export_seconds": round(sum(f.export_seconds for f in forwards), 3)}
     if decoder is not None:
@@ -663,7 +665,7 @@ def _check_targets(targets: Sequence[EvalTarget], bad_images: str) -> None:
 
 def _loader(samples: ValSamples, shard: range, transforms: Mapping[Tuple, EvalTransform], device: torch.device,
             batch_size: int, workers: int, decode_on_device: bool) -> Tuple[Any, Optional["DeviceDecoder"]]:
-    """The DataLoader of this rank's images, one crop per pipeline, and the device decoder when JPEGs are decoded there."""
+    """The DataLoader of this rank's images (one crop per pipeline), and the device decoder when it decodes JPEGs."""
     resamplers = {key: transform.resample for key, transform in transforms.items()}
     if decode_on_device and any(key[0] not in IMAGENET_PIPELINES for key in transforms):
         raise ValueError(f"decode_on_device needs JPEG pipelines ({', '.join(IMAGENET_PIPELINES)}), got "
