@@ -5,7 +5,17 @@ The repository named below is dsd_zoo._project.GITHUB_REPO, the one place that n
 """
 
 # Import names of install_requires, which torch.hub checks before loading an entry point.
-dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub", "requests", "filelock", "tqdm", "numpy", "PIL"]
+dependencies = [
+    "torch",
+    "torchvision",
+    "safetensors",
+    "huggingface_hub",
+    "requests",
+    "filelock",
+    "tqdm",
+    "numpy",
+    "PIL",
+]
 
 from dsd_zoo.hub import entrypoints as _entrypoints, usage as _usage  # noqa: E402
 

@@ -20,10 +20,20 @@ def reference_run(model: torch.nn.Module, root: Path, batch_size: int, workers: 
     """Seconds for torchvision's reference evaluation of ``model`` over ``root`` (top-1/top-5 counted)."""
     from torchvision import datasets, transforms
 
-    preprocess = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-                                     transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-    loader = torch.utils.data.DataLoader(datasets.ImageFolder(str(root), preprocess), batch_size=batch_size,
-                                         num_workers=workers, pin_memory=device.type == "cuda")
+    preprocess = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
+    loader = torch.utils.data.DataLoader(
+        datasets.ImageFolder(str(root), preprocess),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
     start = time.perf_counter()
     correct = torch.zeros(2, dtype=torch.int64, device=device)
     with torch.inference_mode():

@@ -57,8 +57,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=200, help="body size in MiB (default 200)")
     parser.add_argument("--repeat", type=int, default=5, help="repetitions of each method (default 5)")
-    parser.add_argument("--rate-mib-s", type=float, default=None,
-                        help="cap the server's speed, as a network link would (default: loopback, uncapped)")
+    parser.add_argument(
+        "--rate-mib-s",
+        type=float,
+        default=None,
+        help="cap the server's speed, as a network link would (default: loopback, uncapped)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="dsd_zoo_bench_") as tmp:

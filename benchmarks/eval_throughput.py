@@ -133,8 +133,15 @@ def verify_run(targets, samples, batch_size: int, workers: int, device: torch.de
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         torch._dynamo.reset()
         start = time.perf_counter()
-        result = evaluate(targets, samples, batch_size=batch_size, workers=workers, device=str(device),
-                          progress=False, **{**({} if "engine" in options else {"compile_models": False}), **options})
+        result = evaluate(
+            targets,
+            samples,
+            batch_size=batch_size,
+            workers=workers,
+            device=str(device),
+            progress=False,
+            **{**({} if "engine" in options else {"compile_models": False}), **options},
+        )
         seconds = time.perf_counter() - start
     return seconds, result.extra.get("compile_seconds", 0.0) + result.extra.get("export_seconds", 0.0)
 
@@ -155,8 +162,7 @@ def bench_single(root: Path, args, device: torch.device) -> dict:
         times["reference"].append(reference_run(reference_model, root, args.batch_size, args.workers, device))
         for method in args.methods:
             target = EvalTarget("resnet50_dsd", _fresh("fb_resnet50", state), transform)
-            seconds, compiling = verify_run([target], samples, args.batch_size, args.workers, device,
-                                            **METHODS[method])
+            seconds, compiling = verify_run([target], samples, args.batch_size, args.workers, device, **METHODS[method])
             times.setdefault(method, []).append(seconds)
             if method == "compiled":
                 times.setdefault(AFTER_FIRST, []).append(seconds - compiling)
@@ -168,8 +174,14 @@ def bench_single(root: Path, args, device: torch.device) -> dict:
     img_s = {k: images[k] / s for k, s in best.items()}
     compile_s = min(a - b for a, b in zip(times["compiled"], times[AFTER_FIRST])) if "compiled" in times else 0.0
     export_s = min(a - b for a, b in zip(times["onnxruntime"], times[AFTER_EXPORT])) if "onnxruntime" in times else 0.0
-    return {"images": len(samples), "seconds": best, "img_s": img_s, "compile_s": compile_s, "export_s": export_s,
-            "ratio": {k: img_s[k] / img_s["reference"] for k in best if k != "reference"}}
+    return {
+        "images": len(samples),
+        "seconds": best,
+        "img_s": img_s,
+        "compile_s": compile_s,
+        "export_s": export_s,
+        "ratio": {k: img_s[k] / img_s["reference"] for k in best if k != "reference"},
+    }
 
 
 def crop_differences(root: Path, device: torch.device, count: int = 256) -> Tuple[int, float, float]:
@@ -212,36 +224,70 @@ def bench_process(root: Path, args, tmp: Path) -> dict:
     weights = tmp / f"{name}.safetensors"
     write_safetensors(weights, ARCHITECTURES[arch].build().state_dict(), {})
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    reference = [sys.executable, str(REPO / "benchmarks" / "_reference_eval.py"), str(root), str(weights), arch,
-                 str(args.batch_size), str(args.workers)]
-    verify = [sys.executable, "-m", "dsd_zoo.verify", name, "--weights", f"{name}={weights}", "--imagenet", str(root),
-              "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--no-progress"]
+    reference = [
+        sys.executable,
+        str(REPO / "benchmarks" / "_reference_eval.py"),
+        str(root),
+        str(weights),
+        arch,
+        str(args.batch_size),
+        str(args.workers),
+    ]
+    verify = [
+        sys.executable,
+        "-m",
+        "dsd_zoo.verify",
+        name,
+        "--weights",
+        f"{name}={weights}",
+        "--imagenet",
+        str(root),
+        "--workers",
+        str(args.workers),
+        "--batch-size",
+        str(args.batch_size),
+        "--no-progress",
+    ]
     times: Dict[str, List[float]] = {}
     for k in range(args.repeat):
         cache = tmp / f"cache{k}"  # empty: the first onnxruntime run exports, the second finds the export
-        runs = {"reference": reference, "verify --engine torch": verify + ["--engine", "torch"],
-                "verify --engine onnxruntime, cold cache": verify + ["--engine", "onnxruntime"],
-                "verify --engine onnxruntime, cached export": verify + ["--engine", "onnxruntime"]}
+        runs = {
+            "reference": reference,
+            "verify --engine torch": verify + ["--engine", "torch"],
+            "verify --engine onnxruntime, cold cache": verify + ["--engine", "onnxruntime"],
+            "verify --engine onnxruntime, cached export": verify + ["--engine", "onnxruntime"],
+        }
         for label, command in runs.items():
             times.setdefault(label, []).append(_timed_process(command, {**env, "DSD_ZOO_CACHE": str(cache)}))
     best = {label: min(values) for label, values in times.items()}
-    return {"name": name, "arch": arch, "images": sum(1 for _ in root.rglob("*.JPEG")), "seconds": best,
-            "ratio": {label: best["reference"] / s for label, s in best.items() if label != "reference"}}
+    return {
+        "name": name,
+        "arch": arch,
+        "images": sum(1 for _ in root.rglob("*.JPEG")),
+        "seconds": best,
+        "ratio": {label: best["reference"] / s for label, s in best.items() if label != "reference"},
+    }
 
 
 def report_process(result: dict, args) -> None:
     from _ratio import print_ratio
 
-    print(f"\n2. whole processes, {result['name']} ({result['arch']}, random weights), {result['images']} images, "
-          f"{torch.get_num_threads()} threads, {args.workers} worker(s), batch {args.batch_size} "
-          "(wall seconds, ratio = reference seconds / these):")
+    print(
+        f"\n2. whole processes, {result['name']} ({result['arch']}, random weights), {result['images']} images, "
+        f"{torch.get_num_threads()} threads, {args.workers} worker(s), batch {args.batch_size} "
+        "(wall seconds, ratio = reference seconds / these):"
+    )
     for label, seconds in result["seconds"].items():
         ratio = "" if label == "reference" else f"  {result['ratio'][label]:.2f}x"
         print(f"   {label:<48} {seconds:8.2f} s {result['images'] / seconds:7.1f} img/s{ratio}")
     goal = PROCESS_GOALS.get(result["arch"])
     if goal is not None:
-        print_ratio(f"whole-process verify (onnxruntime, cached export) / reference, {result['name']}",
-                    result["ratio"]["verify --engine onnxruntime, cached export"], goal, lower_is_better=False)
+        print_ratio(
+            f"whole-process verify (onnxruntime, cached export) / reference, {result['name']}",
+            result["ratio"]["verify --engine onnxruntime, cached export"],
+            goal,
+            lower_is_better=False,
+        )
 
 
 FORWARD_ARCHS = ("alexnet", "vgg16", "googlenet", "squeezenet1_0", "fb_resnet18", "fb_resnet50")
@@ -268,7 +314,9 @@ def _gflop_per_image(model: torch.nn.Module, size: int) -> float:
         elif isinstance(module, torch.nn.Linear):
             flops.append(2 * output.numel() * module.in_features)
 
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [
+        m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
     with torch.inference_mode():
         model(torch.zeros(1, 3, size, size))
     for hook in hooks:
@@ -288,6 +336,7 @@ def conv_gflops(repeat: int) -> Dict[str, float]:
         cl, xcl = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
         result["eager"] = flops / _best_seconds(lambda: cl(xcl), repeat) / 1e9
     import io
+
     buffer = io.BytesIO()
     with torch.inference_mode():
         program = torch.onnx.export(conv, (x,), dynamo=True, verbose=False)
@@ -303,9 +352,12 @@ def bench_forward(args) -> dict:
     for arch in args.forward_archs:
         rows[arch] = row = _forward_row(arch, args.batch_size, args.repeat)
         gflop = row["gflop"]
-        print(f"   {arch:<14} {gflop:6.2f} GFLOP/img  eager {row['eager']:6.1f}  compile {row['compile']:6.1f} "
-              f"({row['compile'] / row['eager']:.2f}x, {row['compile_s']:.0f} s to compile)  onnxruntime "
-              f"{row['onnxruntime']:6.1f} ({row['onnxruntime'] / row['eager']:.2f}x) img/s", flush=True)
+        print(
+            f"   {arch:<14} {gflop:6.2f} GFLOP/img  eager {row['eager']:6.1f}  compile {row['compile']:6.1f} "
+            f"({row['compile'] / row['eager']:.2f}x, {row['compile_s']:.0f} s to compile)  onnxruntime "
+            f"{row['onnxruntime']:6.1f} ({row['onnxruntime'] / row['eager']:.2f}x) img/s",
+            flush=True,
+        )
     return rows
 
 
@@ -335,16 +387,22 @@ def _forward_row(arch: str, batch_size: int, repeat: int) -> Dict[str, float]:
 
 def report_forward(rows: dict, gflops: Dict[str, float], args) -> None:
     peak = max(gflops.values())
-    print(f"\n   one large convolution (256->256, 3x3, 56x56, batch 8): eager oneDNN {gflops['eager']:.1f} GFLOPS, "
-          f"ONNX Runtime {gflops['onnxruntime']:.1f} GFLOPS")
-    print(f"   | architecture | GFLOP/img | eager img/s | compile img/s (x eager) | onnxruntime img/s (x eager) | "
-          f"limit img/s at {peak:.0f} GFLOPS | onnxruntime / limit |")
+    print(
+        f"\n   one large convolution (256->256, 3x3, 56x56, batch 8): eager oneDNN {gflops['eager']:.1f} GFLOPS, "
+        f"ONNX Runtime {gflops['onnxruntime']:.1f} GFLOPS"
+    )
+    print(
+        f"   | architecture | GFLOP/img | eager img/s | compile img/s (x eager) | onnxruntime img/s (x eager) | "
+        f"limit img/s at {peak:.0f} GFLOPS | onnxruntime / limit |"
+    )
     print("   |---|---|---|---|---|---|---|")
     for arch, row in rows.items():
         limit = peak / row["gflop"]
-        print(f"   | {arch} | {row['gflop']:.2f} | {row['eager']:.1f} | {row['compile']:.1f} "
-              f"({row['compile'] / row['eager']:.2f}x) | {row['onnxruntime']:.1f} "
-              f"({row['onnxruntime'] / row['eager']:.2f}x) | {limit:.1f} | {row['onnxruntime'] / limit:.2f} |")
+        print(
+            f"   | {arch} | {row['gflop']:.2f} | {row['eager']:.1f} | {row['compile']:.1f} "
+            f"({row['compile'] / row['eager']:.2f}x) | {row['onnxruntime']:.1f} "
+            f"({row['onnxruntime'] / row['eager']:.2f}x) | {limit:.1f} | {row['onnxruntime'] / limit:.2f} |"
+        )
 
 
 def _table_targets():
@@ -355,8 +413,9 @@ def _table_targets():
         if spec.get("pipeline") not in ("caffe", "fb_resnet"):
             continue
         if "mean_image" in spec:  # the real one travels in the weight file; any image costs the same
-            transform = CaffeTransform(spec["crop"], mean_image=torch.full((3, *spec["resize"]), 110.0),
-                                       resize=tuple(spec["resize"]))
+            transform = CaffeTransform(
+                spec["crop"], mean_image=torch.full((3, *spec["resize"]), 110.0), resize=tuple(spec["resize"])
+            )
         else:
             transform = get_weights(name).transforms()
         targets.append(EvalTarget(name, ARCHITECTURES[entry.arch].build().eval(), transform))
@@ -371,30 +430,40 @@ def bench_table(root: Path, args, device: torch.device) -> dict:
         combined.append(verify_run(targets, samples, args.batch_size, args.workers, device)[0])
         separate.append(sum(verify_run([t], samples, args.batch_size, args.workers, device)[0] for t in targets))
         if args.table_compile:
-            compiled.append(verify_run(_table_targets(), samples, args.batch_size, args.workers, device,
-                                       compile_models=True))
-    result = {"images": len(samples), "models": len(targets), "combined_s": min(combined),
-              "separate_s": min(separate), "ratio": min(separate) / min(combined)}
+            compiled.append(
+                verify_run(_table_targets(), samples, args.batch_size, args.workers, device, compile_models=True)
+            )
+    result = {
+        "images": len(samples),
+        "models": len(targets),
+        "combined_s": min(combined),
+        "separate_s": min(separate),
+        "ratio": min(separate) / min(combined),
+    }
     if compiled:
         seconds, first_batch = min(compiled)
-        result["compiled"] = {"seconds": seconds, "first_batch_s": first_batch,
-                              "per_image_after": (seconds - first_batch) / max(1, len(samples) - args.batch_size),
-                              "per_image_eager": min(combined) / len(samples)}
+        result["compiled"] = {
+            "seconds": seconds,
+            "first_batch_s": first_batch,
+            "per_image_after": (seconds - first_batch) / max(1, len(samples) - args.batch_size),
+            "per_image_eager": min(combined) / len(samples),
+        }
     return result
 
 
 def report_single(single: dict, args, device: torch.device, root: Path) -> None:
     """Print the one-model comparison (and, for --gpu-decode runs, the crop difference)."""
-    print(f"\n1. ResNet-50, {single['images']} images (img/s, seconds, ratio to the reference; goal >= 1.3 "
-          f"on CPU):")
+    print(f"\n1. ResNet-50, {single['images']} images (img/s, seconds, ratio to the reference; goal >= 1.3 on CPU):")
     for method, seconds in single["seconds"].items():
         ratio = "" if method == "reference" else f"  {single['ratio'][method]:.2f}x"
         label = LABELS[method].format(compile_s=single["compile_s"], export_s=single["export_s"])
         print(f"   {label:<62} {single['img_s'][method]:7.1f} img/s {seconds:8.2f} s{ratio}")
     if any(m.startswith("gpu-decode") for m in args.methods):
         count, largest, mean = crop_differences(root, device)
-        print(f"   --gpu-decode crops vs the exact crops, {count} images: max |difference| {largest:.3f}, "
-              f"mean {mean:.5f} pixel levels")
+        print(
+            f"   --gpu-decode crops vs the exact crops, {count} images: max |difference| {largest:.3f}, "
+            f"mean {mean:.5f} pixel levels"
+        )
 
 
 def main() -> None:
@@ -402,26 +471,46 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64, help="images for the one-model comparison (default 64)")
     parser.add_argument("--table-images", type=int, default=16, help="images for the 13-model comparison (default 16)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of every run (default 32)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="DataLoader workers of every run (default: verify's default for the device)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader workers of every run (default: verify's default for the device)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--repeat", type=int, default=2, help="repetitions, best kept (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--skip-table", action="store_true", help="only the one-model comparison")
     parser.add_argument("--skip-single", action="store_true", help="only the 13-model comparison")
-    parser.add_argument("--process", metavar="NAME", default=None,
-                        help="also time whole processes: python -m dsd_zoo.verify NAME (torch and onnxruntime "
-                             "engines) vs the reference evaluation in its own process, on --images images")
-    parser.add_argument("--forward", action="store_true",
-                        help="also time the forward pass alone per architecture (eager, compile, onnxruntime) and "
-                             "one large convolution's GFLOPS")
-    parser.add_argument("--forward-archs", default=",".join(FORWARD_ARCHS),
-                        help=f"architectures of --forward (default {','.join(FORWARD_ARCHS)})")
-    parser.add_argument("--table-compile", action="store_true",
-                        help="also time the combined 13-model run with --compile (cold cache, compilation included)")
-    parser.add_argument("--methods", default=None,
-                        help=f"comma-separated verify runs to compare with the reference, of {', '.join(METHODS)} "
-                             "(default: eager,compiled on a CPU; eager,gpu-decode,gpu-decode-fast on CUDA)")
+    parser.add_argument(
+        "--process",
+        metavar="NAME",
+        default=None,
+        help="also time whole processes: python -m dsd_zoo.verify NAME (torch and onnxruntime "
+        "engines) vs the reference evaluation in its own process, on --images images",
+    )
+    parser.add_argument(
+        "--forward",
+        action="store_true",
+        help="also time the forward pass alone per architecture (eager, compile, onnxruntime) and "
+        "one large convolution's GFLOPS",
+    )
+    parser.add_argument(
+        "--forward-archs",
+        default=",".join(FORWARD_ARCHS),
+        help=f"architectures of --forward (default {','.join(FORWARD_ARCHS)})",
+    )
+    parser.add_argument(
+        "--table-compile",
+        action="store_true",
+        help="also time the combined 13-model run with --compile (cold cache, compilation included)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated verify runs to compare with the reference, of {', '.join(METHODS)} "
+        "(default: eager,compiled on a CPU; eager,gpu-decode,gpu-decode-fast on CUDA)",
+    )
     args = parser.parse_args()
     args.forward_archs = args.forward_archs.split(",")
     default_methods = "eager,compiled,onnxruntime" if args.device == "cpu" else "eager,gpu-decode,gpu-decode-fast"
@@ -435,33 +524,51 @@ def main() -> None:
     args.workers = default_workers(device) if args.workers is None else args.workers
 
     print("command: python " + " ".join(shlex.quote(a) for a in sys.argv))
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?") if Path("/proc/cpuinfo").exists() else "?"
-    print(f"machine: {os.cpu_count()} cpus ({cpu}), device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-          + f"; torch {torch.__version__}, {torch.get_num_threads()} threads, {args.workers} workers, "
-            f"batch {args.batch_size}, best of {args.repeat}")
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "?",
+        )
+        if Path("/proc/cpuinfo").exists()
+        else "?"
+    )
+    print(
+        f"machine: {os.cpu_count()} cpus ({cpu}), device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + f"; torch {torch.__version__}, {torch.get_num_threads()} threads, {args.workers} workers, "
+        f"batch {args.batch_size}, best of {args.repeat}"
+    )
     with tempfile.TemporaryDirectory(prefix="dsd_zoo_eval_bench_") as tmp:
         if not args.skip_single:
-            report_single(bench_single(make_images(Path(tmp) / "one", args.images), args, device), args, device,
-                          Path(tmp) / "one")
+            report_single(
+                bench_single(make_images(Path(tmp) / "one", args.images), args, device), args, device, Path(tmp) / "one"
+            )
         if args.process:
-            report_process(bench_process(make_images(Path(tmp) / "process", args.images, seed=2), args, Path(tmp)),
-                           args)
+            report_process(
+                bench_process(make_images(Path(tmp) / "process", args.images, seed=2), args, Path(tmp)), args
+            )
         if args.forward:
             print(f"\n3. the forward pass alone, batch {args.batch_size}, best of {args.repeat} (img/s):")
             rows = bench_forward(args)
             report_forward(rows, conv_gflops(args.repeat), args)
         if not args.skip_table:
             table = bench_table(make_images(Path(tmp) / "table", args.table_images, seed=1), args, device)
-            print(f"\n4. {table['models']} models, {table['images']} images: one combined run {table['combined_s']:.2f} s; "
-                  f"{table['models']} separate runs {table['separate_s']:.2f} s")
+            print(
+                f"\n4. {table['models']} models, {table['images']} images: one combined run {table['combined_s']:.2f} s; "
+                f"{table['models']} separate runs {table['separate_s']:.2f} s"
+            )
             print(f"   ratio separate / combined: {table['ratio']:.2f}x")
             if "compiled" in table:
                 c = table["compiled"]
-                print(f"   combined with --compile: {c['seconds']:.2f} s, of which {c['first_batch_s']:.1f} s in the "
-                      f"first (compiling) batch; after it {c['per_image_after']:.3f} s per image vs "
-                      f"{c['per_image_eager']:.3f} eager: {c['per_image_eager'] / c['per_image_after']:.2f}x")
+                print(
+                    f"   combined with --compile: {c['seconds']:.2f} s, of which {c['first_batch_s']:.1f} s in the "
+                    f"first (compiling) batch; after it {c['per_image_after']:.3f} s per image vs "
+                    f"{c['per_image_eager']:.3f} eager: {c['per_image_eager'] / c['per_image_after']:.2f}x"
+                )
 
 
 if __name__ == "__main__":

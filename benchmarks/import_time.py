@@ -1,6 +1,6 @@
 """`import dsd_zoo` vs `import torchvision`, each in fresh interpreters, as a ratio (goal < 1.5).
 
-    python benchmarks/import_time.py --repeats 5
+python benchmarks/import_time.py --repeats 5
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ def unknown_fields(keys: Iterable[str], allowed: Collection[str]) -> Optional[st
     unknown = sorted(key for key in keys if key not in allowed)
     if not unknown:
         return None
-    hints = [f"{key!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, sorted(allowed), n=1))
-                          else "") for key in unknown]
+    hints = [
+        f"{key!r}"
+        + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, sorted(allowed), n=1)) else "")
+        for key in unknown
+    ]
     return f"unknown field(s) {', '.join(hints)}; known here: {sorted(allowed)}"

@@ -42,7 +42,12 @@ def url_problem(url: object) -> Optional[str]:
         _ = parts.port if parts is not None else None  # raises for a port out of range
     except ValueError:  # e.g. "https://[mirror" (an unclosed IPv6 bracket)
         parts = None
-    if not isinstance(url, str) or parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
-            or any(c.isspace() for c in url):
+    if (
+        not isinstance(url, str)
+        or parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() for c in url)
+    ):
         return f"must be an http(s):// URL, got {url!r}"
     return None

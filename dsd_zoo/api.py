@@ -50,8 +50,10 @@ def get_entry(name: str, manifest: Optional[Manifest] = None) -> ModelEntry:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownModelError(f"unknown model {name!r}{hint} (all models: dsd_zoo.list_models())")
     if entry.arch not in _architectures():
-        raise ManifestError(f"{manifest.origin}: model {name!r}: arch {entry.arch!r} is not an architecture of this "
-                            f"dsd-zoo version (known: {', '.join(_architectures())}); upgrade dsd-zoo")
+        raise ManifestError(
+            f"{manifest.origin}: model {name!r}: arch {entry.arch!r} is not an architecture of this "
+            f"dsd-zoo version (known: {', '.join(_architectures())}); upgrade dsd-zoo"
+        )
     return entry
 
 
@@ -65,8 +67,11 @@ def list_models(pattern: Optional[str] = None, kind: Optional[str] = None) -> Li
     if kind is not None and kind not in _KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, _KINDS))} (or None), got {kind!r}")
     entries = load_manifest().models.values()
-    return [e.name for e in entries
-            if (pattern is None or fnmatch.fnmatchcase(e.name, pattern)) and (kind is None or e.kind == kind)]
+    return [
+        e.name
+        for e in entries
+        if (pattern is None or fnmatch.fnmatchcase(e.name, pattern)) and (kind is None or e.kind == kind)
+    ]
 
 
 def expand_names(patterns: Sequence[str], manifest: Optional[Manifest] = None) -> List[str]:
@@ -116,8 +121,11 @@ class Weights:
             "name": entry.name,
             "arch": entry.arch,
             "kind": entry.kind,
-            "categories": (list(entry.categories) if entry.categories is not None
-                           else [names.split(",")[0] for _, names in imagenet_classes()]),
+            "categories": (
+                list(entry.categories)
+                if entry.categories is not None
+                else [names.split(",")[0] for _, names in imagenet_classes()]
+            ),
             "wnids": None if entry.categories is not None else [wnid for wnid, _ in imagenet_classes()],
             "num_params": arch.num_params,
             "min_size": arch.min_size,
@@ -125,8 +133,13 @@ class Weights:
             "paper": {"top1_err": entry.paper_top1_err, "top5_err": entry.paper_top5_err, "source": entry.paper_source},
             "recorded": None if entry.recorded is None else dict(entry.recorded),
             "source": entry.source,
-            "original": None if original is None else {"url": original.url, "format": original.format,
-                                                      "digest": {original.digest.algorithm: original.digest.value} if original.digest else None},
+            "original": None
+            if original is None
+            else {
+                "url": original.url,
+                "format": original.format,
+                "digest": {original.digest.algorithm: original.digest.value} if original.digest else None,
+            },
             "weights": {"file": entry.weights.file, "sha256": entry.weights.sha256, "size": entry.weights.size},
             "license": entry.license,
             "citation": self.manifest.citation_text(entry),
@@ -167,9 +180,15 @@ def get_weights(name: str) -> Weights:
     return Weights(get_entry(name, manifest), manifest)
 
 
-def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, os.PathLike, Weights]] = None,
-              progress: bool = True, trust_unverified: Optional[bool] = None,
-              load_despite_recorded_identity: bool = False, **kwargs: Any) -> "torch.nn.Module":
+def get_model(
+    name: str,
+    pretrained: bool = True,
+    weights: Optional[Union[str, os.PathLike, Weights]] = None,
+    progress: bool = True,
+    trust_unverified: Optional[bool] = None,
+    load_despite_recorded_identity: bool = False,
+    **kwargs: Any,
+) -> "torch.nn.Module":
     """Build a model by name, with its released weights by default.
 
     Args:
@@ -202,23 +221,30 @@ def get_model(name: str, pretrained: bool = True, weights: Optional[Union[str, o
             raise WeightsError(f"weights of {weights.name} given for {name}; pass get_weights({name!r}) or a file")
         weights, pretrained = None, True
     elif weights is not None and not isinstance(weights, (str, os.PathLike)):
-        raise TypeError(f"weights must be a path to a safetensors file or a Weights of {name}, "
-                        f"got {type(weights).__name__}")
+        raise TypeError(
+            f"weights must be a path to a safetensors file or a Weights of {name}, got {type(weights).__name__}"
+        )
     if weights is None and not pretrained:
         return arch.build(**kwargs)
     user_file = weights is not None  # what resolve() returns was checked there, by its digest
     if weights is None:  # the released file: its class count is the manifest's
         classes = len(entry.categories) if entry.categories is not None else 1000
         if kwargs.get("num_classes", classes) != classes:
-            raise WeightsError(f"{name}: the released weights have {classes} classes; for another num_classes build "
-                               "with pretrained=False and train, or pass weights=FILE saved with that many")
+            raise WeightsError(
+                f"{name}: the released weights have {classes} classes; for another num_classes build "
+                "with pretrained=False and train, or pass weights=FILE saved with that many"
+            )
         weights = get_weights(name).resolve(progress=progress, trust_unverified=trust_unverified)
     conflict = None if load_despite_recorded_identity else identity_conflict(weights, name, entry.arch)
     if conflict is not None:
-        other = (f"load it as get_model({conflict.recorded_model!r}, weights=...)"
-                 if conflict.recorded_model in list_models() else "load it as the model it holds")
-        raise WeightsError(f"{conflict.message}; {other}, or pass load_despite_recorded_identity=True to load it as "
-                           f"{name} anyway")
+        other = (
+            f"load it as get_model({conflict.recorded_model!r}, weights=...)"
+            if conflict.recorded_model in list_models()
+            else "load it as the model it holds"
+        )
+        raise WeightsError(
+            f"{conflict.message}; {other}, or pass load_despite_recorded_identity=True to load it as {name} anyway"
+        )
     model = build_with_weights(arch, weights, kwargs, optional_prefixes=arch.optional_prefixes)
     if user_file and not load_despite_recorded_identity:
         _refuse_other_logits(model, weights, entry)
@@ -240,6 +266,8 @@ def _refuse_other_logits(model: "torch.nn.Module", path: Union[str, os.PathLike]
     try:
         check_fingerprint(model, entry.fingerprint)
     except IntegrityError as exc:
-        raise WeightsError(f"{path} says it holds {entry.name}, but its outputs are not the ones published for "
-                           f"{entry.name}: {exc}. get_model({entry.name!r}) fetches the verified file; "
-                           "load_despite_recorded_identity=True loads this one anyway") from exc
+        raise WeightsError(
+            f"{path} says it holds {entry.name}, but its outputs are not the ones published for "
+            f"{entry.name}: {exc}. get_model({entry.name!r}) fetches the verified file; "
+            "load_despite_recorded_identity=True loads this one anyway"
+        ) from exc

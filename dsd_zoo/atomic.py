@@ -19,7 +19,15 @@ import secrets
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, Union
 
-__all__ = ["PART_SUFFIX", "PathLike", "atomic_write", "file_in_the_way", "new_part_path", "publish", "write_safetensors"]
+__all__ = [
+    "PART_SUFFIX",
+    "PathLike",
+    "atomic_write",
+    "file_in_the_way",
+    "new_part_path",
+    "publish",
+    "write_safetensors",
+]
 
 PART_SUFFIX = ".part"
 #: What every dsd-zoo function that takes a file path accepts.
@@ -101,9 +109,18 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], object]) -> Path:
 def _safetensors_dtypes():
     import torch
 
-    return {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
-            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-            torch.bool: "BOOL"}
+    return {
+        torch.float32: "F32",
+        torch.float64: "F64",
+        torch.float16: "F16",
+        torch.bfloat16: "BF16",
+        torch.int64: "I64",
+        torch.int32: "I32",
+        torch.int16: "I16",
+        torch.int8: "I8",
+        torch.uint8: "U8",
+        torch.bool: "BOOL",
+    }
 
 
 def write_safetensors(path: PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> Path:
@@ -134,8 +151,11 @@ def write_safetensors(path: PathLike, tensors: Mapping[str, Any], metadata: Mapp
         if tensor.dtype not in dtypes:
             raise ValueError(f"tensor {name!r} has dtype {tensor.dtype}, which safetensors cannot hold")
         data = tensor.reshape(-1).view(torch.uint8).numpy()  # the raw bytes, without a copy
-        header[name] = {"dtype": dtypes[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + data.nbytes]}
+        header[name] = {
+            "dtype": dtypes[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + data.nbytes],
+        }
         offset += data.nbytes
         blobs.append(data)
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")

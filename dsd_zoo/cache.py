@@ -103,8 +103,15 @@ class Stamp:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, path: Path, hexdigests: Mapping[str, str], *, pinned: bool = False,
-           source: str | None = None, st: os.stat_result | None = None) -> "Stamp":
+    def of(
+        cls,
+        path: Path,
+        hexdigests: Mapping[str, str],
+        *,
+        pinned: bool = False,
+        source: str | None = None,
+        st: os.stat_result | None = None,
+    ) -> "Stamp":
         """The stamp of ``path`` with the digests just computed over it.
 
         ``st`` is the file's stat taken *before* it was hashed, when others could write it
@@ -148,8 +155,9 @@ def read_stamp(path: Path) -> Stamp | None:
         # "pinned": "false" is a true string: a hand-edited stamp must not turn a file into a pin.
         if not isinstance(stamp.pinned, bool) or not (stamp.source is None or isinstance(stamp.source, str)):
             raise ValueError("pinned must be true or false and source a string or null")
-        if not isinstance(stamp.extra, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                        for k, v in stamp.extra.items()):
+        if not isinstance(stamp.extra, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in stamp.extra.items()
+        ):
             raise ValueError("extra must map digest names to hex strings")
         return stamp
     except FileNotFoundError:
@@ -220,8 +228,12 @@ def check_file(path: Path, digest: Digest | None, size: int | None, *, rehash: b
     pinned = digest is None
     if digest is None:
         if stamp is None or not stamp.pinned:
-            return LocalCopy(path, "unverifiable", "no digest is published for this file and no sha256 was pinned "
-                                                   "when it was fetched, so it cannot be checked")
+            return LocalCopy(
+                path,
+                "unverifiable",
+                "no digest is published for this file and no sha256 was pinned "
+                "when it was fetched, so it cannot be checked",
+            )
         digest, size = Digest("sha256", stamp.sha256), stamp.size
     good = "pinned" if pinned else "verified"
     try:
@@ -245,8 +257,13 @@ def check_file(path: Path, digest: Digest | None, size: int | None, *, rehash: b
     return LocalCopy(path, good, f"sha256 {fresh.sha256[:16]}...", fresh, hashed=True)
 
 
-def find_local(record: FileRecord, *, path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-               rehash: bool = False) -> LocalCopy:
+def find_local(
+    record: FileRecord,
+    *,
+    path: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    rehash: bool = False,
+) -> LocalCopy:
     """Where ``record``'s file is on this machine, and whether it is the right one. Never downloads.
 
     Looks at ``path`` if given, else the file shipped inside the package (``record.local``),
@@ -290,8 +307,11 @@ def verify_cached(path: Path, digest: Digest | None, size: int | None) -> Stamp 
     except OSError as exc:  # a read-only cache: never served, but it stays until someone removes it
         outcome = f"It could not be removed ({exc.strerror or exc}); delete it by hand."
     # stacklevel: past this function, claim() and its context manager, to the caller of fetch().
-    warnings.warn(f"dsd-zoo: the cached file {path} is corrupt or was modified ({copy.detail}). {outcome}",
-                  RuntimeWarning, stacklevel=5)
+    warnings.warn(
+        f"dsd-zoo: the cached file {path} is corrupt or was modified ({copy.detail}). {outcome}",
+        RuntimeWarning,
+        stacklevel=5,
+    )
     return None
 
 
@@ -338,8 +358,15 @@ def claim(final: Path, digest: Digest | None, size: int | None) -> Iterator[Entr
         yield Entry(final, hit, exclusive)
 
 
-def store(entry: Entry, write: Callable[[Path], Mapping[str, str]], digest: Digest | None, size: int | None, *,
-          pinned: bool, source: str) -> Stamp:
+def store(
+    entry: Entry,
+    write: Callable[[Path], Mapping[str, str]],
+    digest: Digest | None,
+    size: int | None,
+    *,
+    pinned: bool,
+    source: str,
+) -> Stamp:
     """Write one candidate copy of ``entry.final``, check it, publish it and stamp it; return the stamp.
 
     ``write(part)`` creates the file ``part`` and returns the digests computed over it
@@ -418,5 +445,3 @@ def remove_stale_parts(final: Path) -> int:
     if removed:
         logger.info("removed %d unfinished download(s) of %s", removed, final.name)
     return removed
-
-

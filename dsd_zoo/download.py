@@ -76,8 +76,15 @@ import requests
 
 from . import _dns, cache, onedrive
 from .digests import CHUNK_SIZE, Digest, MultiHasher, hash_file
-from .errors import (DownloadError, IntegrityError, NotAvailableError, OfflineError, SettingError, UnverifiedSourceError,
-                     first_line)
+from .errors import (
+    DownloadError,
+    IntegrityError,
+    NotAvailableError,
+    OfflineError,
+    SettingError,
+    UnverifiedSourceError,
+    first_line,
+)
 from .records import FileRecord, HFLocation
 
 if TYPE_CHECKING:
@@ -210,9 +217,11 @@ def fetch(
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             if offline:  # offline the failure to report is "not available", with the reason why
-                raise OfflineError(f"{record.file} is in the Hugging Face cache but cannot be taken into the dsd-zoo "
-                                   f"cache {root} ({exc.strerror or exc}), and offline mode is on; set "
-                                   f"${cache.CACHE_ENV} to a writable directory") from exc
+                raise OfflineError(
+                    f"{record.file} is in the Hugging Face cache but cannot be taken into the dsd-zoo "
+                    f"cache {root} ({exc.strerror or exc}), and offline mode is on; set "
+                    f"${cache.CACHE_ENV} to a writable directory"
+                ) from exc
             raise _unwritable_cache(root, exc) from exc
     with cache.claim(final, record.digest, record.size) as entry:
         if entry.hit is not None:
@@ -239,8 +248,9 @@ def fetch(
         except OfflineError:
             raise
         except DownloadError as exc:  # a bad copy there, or a cache that cannot be written: offline, say so
-            raise OfflineError(f"{record.file}: offline mode is on and the copy in the Hugging Face cache could not "
-                               f"be used: {exc}") from exc
+            raise OfflineError(
+                f"{record.file}: offline mode is on and the copy in the Hugging Face cache could not be used: {exc}"
+            ) from exc
 
 
 def import_file(record: FileRecord, path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -268,14 +278,18 @@ def import_file(record: FileRecord, path: str | os.PathLike, *, cache_dir: str |
             return _download(record, entry, digest, size, _Settings.from_env(progress=False), [_FileSource(source)])
         same = cache.check_file(source, Digest("sha256", entry.hit.sha256), entry.hit.size, rehash=True)
         if not same.verified:
-            raise DownloadError(f"{source} is not the copy of {record.file} already in the cache ({same.detail}); "
-                                f"to replace that copy, delete {final} and {cache.stamp_path(final)} first")
+            raise DownloadError(
+                f"{source} is not the copy of {record.file} already in the cache ({same.detail}); "
+                f"to replace that copy, delete {final} and {cache.stamp_path(final)} first"
+            )
         return final
 
 
 def _unwritable_cache(root: Path, exc: OSError) -> DownloadError:
-    return DownloadError(f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
-                         f"set ${cache.CACHE_ENV} to a writable directory")
+    return DownloadError(
+        f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
+        f"set ${cache.CACHE_ENV} to a writable directory"
+    )
 
 
 def _expected(record: FileRecord, final: Path) -> tuple[Digest | None, int | None]:
@@ -292,10 +306,14 @@ def _shipped(record: FileRecord) -> Path:
     if found.verified and found.path is not None:
         return found.path
     if found.state == "missing" or found.unreadable:
-        raise NotAvailableError(f"{record.file}: the copy shipped with dsd-zoo ({record.local}) cannot be read "
-                                f"({found.detail}); reinstall dsd-zoo")
-    raise IntegrityError(f"{record.file}: the copy shipped with dsd-zoo, {found.path}, is not the one the manifest "
-                         f"pins ({found.detail}); it was modified: restore it (git checkout, or reinstall dsd-zoo)")
+        raise NotAvailableError(
+            f"{record.file}: the copy shipped with dsd-zoo ({record.local}) cannot be read "
+            f"({found.detail}); reinstall dsd-zoo"
+        )
+    raise IntegrityError(
+        f"{record.file}: the copy shipped with dsd-zoo, {found.path}, is not the one the manifest "
+        f"pins ({found.detail}); it was modified: restore it (git checkout, or reinstall dsd-zoo)"
+    )
 
 
 def _sources(record: FileRecord) -> list["_Source"]:
@@ -304,8 +322,14 @@ def _sources(record: FileRecord) -> list["_Source"]:
     return sources + [_OneDriveSource(url) if onedrive.is_share_link(url) else _UrlSource(url) for url in record.urls]
 
 
-def _download(record: FileRecord, entry: cache.Entry, digest: Digest | None, size: int | None, settings: _Settings,
-              sources: list["_Source"]) -> Path:
+def _download(
+    record: FileRecord,
+    entry: cache.Entry,
+    digest: Digest | None,
+    size: int | None,
+    settings: _Settings,
+    sources: list["_Source"],
+) -> Path:
     """Try each source in turn; the cache publishes the first copy that verifies."""
     final = entry.final
     if not sources:
@@ -315,9 +339,14 @@ def _download(record: FileRecord, entry: cache.Entry, digest: Digest | None, siz
     failures: list[str] = []
     for source in sources:
         try:
-            stamp = cache.store(entry, functools.partial(source.fetch_into, digest=digest, size=size,
-                                                         name=record.file, settings=settings),
-                                digest, size, pinned=record.digest is None, source=str(source))
+            stamp = cache.store(
+                entry,
+                functools.partial(source.fetch_into, digest=digest, size=size, name=record.file, settings=settings),
+                digest,
+                size,
+                pinned=record.digest is None,
+                source=str(source),
+            )
         except (_SourceFailed, IntegrityError) as exc:
             logger.warning("%s: %s", source, exc)
             failures.append(f"  {source}: {exc}")
@@ -339,9 +368,11 @@ def _download(record: FileRecord, entry: cache.Entry, digest: Digest | None, siz
         return final
     hint = ""
     if record.digest is None and not first_use:
-        hint = (f"\nThe expected sha256 and size are the pin recorded when {record.file} was first downloaded "
-                f"(trust on first use), in {cache.stamp_path(final)}. If the source has really changed, delete "
-                "that file to accept a new copy.")
+        hint = (
+            f"\nThe expected sha256 and size are the pin recorded when {record.file} was first downloaded "
+            f"(trust on first use), in {cache.stamp_path(final)}. If the source has really changed, delete "
+            "that file to accept a new copy."
+        )
     if len(sources) == 1:
         raise DownloadError(f"could not get {record.file} from {failures[0].strip()}{hint}")
     raise DownloadError(f"could not download {record.file}; every source failed:\n" + "\n".join(failures) + hint)
@@ -355,8 +386,9 @@ def _algorithms(digest: Digest | None) -> set[str]:
 class _Source:
     """A place a file can be had from."""
 
-    def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
-                   settings: _Settings) -> dict[str, str]:
+    def fetch_into(
+        self, part: Path, digest: Digest | None, size: int | None, name: str, settings: _Settings
+    ) -> dict[str, str]:
         """Write the file to ``part`` and return the digests of what was written (all :func:`_algorithms`)."""
         raise NotImplementedError
 
@@ -383,16 +415,23 @@ class _HubSource(_Source):
         from huggingface_hub import try_to_load_from_cache
 
         try:
-            return isinstance(try_to_load_from_cache(self.location.repo_id, self.location.filename,
-                                                     cache_dir=self._hub_cache(), revision=self.location.revision),
-                              str)
+            return isinstance(
+                try_to_load_from_cache(
+                    self.location.repo_id,
+                    self.location.filename,
+                    cache_dir=self._hub_cache(),
+                    revision=self.location.revision,
+                ),
+                str,
+            )
         except ValueError:  # HFValidationError: a name the Hub refuses; hf_hub_download reports it
             return False
         except OSError:  # an unreadable Hugging Face cache holds nothing this process can use
             return False
 
-    def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
-                   settings: _Settings) -> dict[str, str]:
+    def fetch_into(
+        self, part: Path, digest: Digest | None, size: int | None, name: str, settings: _Settings
+    ) -> dict[str, str]:
         hub_cache = self._hub_cache()
         was_cached = self.is_cached()
         if not self.local_only and not was_cached:  # a cached copy is served without the network
@@ -401,15 +440,23 @@ class _HubSource(_Source):
             unresolved = _dns.unresolvable_host(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
             if unresolved is not None:  # else huggingface_hub retries the name for about 20 s
                 raise _SourceFailed(unresolved)
-        hexdigests = _adopt(self._download(hub_cache, settings, force=False), part, _algorithms(digest),
-                            what="the Hugging Face cache's copy")
+        hexdigests = _adopt(
+            self._download(hub_cache, settings, force=False),
+            part,
+            _algorithms(digest),
+            what="the Hugging Face cache's copy",
+        )
         problem = cache.candidate_problem(part, hexdigests, digest, size)
         if problem and was_cached and not self.local_only:
             # huggingface_hub never re-checks its cache: a damaged copy there would fail forever.
             logger.warning("%s: the copy in the Hugging Face cache is bad (%s); downloading it again", self, problem)
             part.unlink()
-            hexdigests = _adopt(self._download(hub_cache, settings, force=True), part, _algorithms(digest),
-                                what="the Hugging Face cache's copy")
+            hexdigests = _adopt(
+                self._download(hub_cache, settings, force=True),
+                part,
+                _algorithms(digest),
+                what="the Hugging Face cache's copy",
+            )
         return hexdigests
 
     def _download(self, hub_cache: str | None, settings: _Settings, force: bool) -> Path:
@@ -474,8 +521,9 @@ class _FileSource(_Source):
     def __str__(self) -> str:
         return f"{self.path} (imported by hand)"
 
-    def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
-                   settings: _Settings) -> dict[str, str]:
+    def fetch_into(
+        self, part: Path, digest: Digest | None, size: int | None, name: str, settings: _Settings
+    ) -> dict[str, str]:
         return _adopt(self.path, part, _algorithms(digest), what="the file", link=False)
 
 
@@ -492,11 +540,14 @@ class _UrlSource(_Source):
         """The URL to GET the bytes from now."""
         return self.url
 
-    def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
-                   settings: _Settings) -> dict[str, str]:
-        with requests.Session() as session, _PartWriter(part, _algorithms(digest), size) as writer, _progress_bar(
-            name, size, settings.progress
-        ) as bar:
+    def fetch_into(
+        self, part: Path, digest: Digest | None, size: int | None, name: str, settings: _Settings
+    ) -> dict[str, str]:
+        with (
+            requests.Session() as session,
+            _PartWriter(part, _algorithms(digest), size) as writer,
+            _progress_bar(name, size, settings.progress) as bar,
+        ):
             resume = _Resume()
             _retrying(
                 lambda: self._attempt(session, writer, resume, size, bar, settings, unverified=digest is None),
@@ -510,8 +561,16 @@ class _UrlSource(_Source):
             hexdigests.update(hash_file(part, [digest.algorithm]))
         return hexdigests
 
-    def _attempt(self, session: requests.Session, writer: _PartWriter, resume: _Resume, size: int | None,
-                 bar: tqdm, settings: _Settings, unverified: bool = False) -> None:
+    def _attempt(
+        self,
+        session: requests.Session,
+        writer: _PartWriter,
+        resume: _Resume,
+        size: int | None,
+        bar: tqdm,
+        settings: _Settings,
+        unverified: bool = False,
+    ) -> None:
         """One GET, resuming after ``writer.written`` bytes when the server allows it.
 
         ``unverified``: there is no digest to check what arrives, so a web page (a login or error
@@ -523,8 +582,10 @@ class _UrlSource(_Source):
         with _get(session, self.request_url(session, settings), headers, settings) as response:
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if unverified and content_type in ("text/html", "application/xhtml+xml"):
-                raise _SourceFailed(f"the server answered with a web page ({content_type}), not the file; open "
-                                    f"{self.url} in a browser to see why (a login, a quota or a moved file)")
+                raise _SourceFailed(
+                    f"the server answered with a web page ({content_type}), not the file; open "
+                    f"{self.url} in a browser to see why (a login, a quota or a moved file)"
+                )
             total = self._total(response, writer, resume, size, bar)
             resume.remember(response)
             if size is not None and total is not None and total != size:
@@ -533,8 +594,9 @@ class _UrlSource(_Source):
             if total is not None and writer.written != total:
                 raise _Transient(f"connection closed after {writer.written} of {total} bytes")
 
-    def _total(self, response: requests.Response, writer: _PartWriter, resume: _Resume, size: int | None,
-               bar: tqdm) -> int | None:
+    def _total(
+        self, response: requests.Response, writer: _PartWriter, resume: _Resume, size: int | None, bar: tqdm
+    ) -> int | None:
         """The length of the whole file as this answer gives it; the part restarts if the answer is the whole file.
 
         A partial answer is taken only when it continues the same version where the part ends.
@@ -596,8 +658,16 @@ class _OneDriveSource(_UrlSource):
                 raise (_Transient if exc.transient else _SourceFailed)(str(exc)) from exc
         return self._content_url
 
-    def _attempt(self, session: requests.Session, writer: _PartWriter, resume: _Resume, size: int | None,
-                 bar: tqdm, settings: _Settings, unverified: bool = False) -> None:
+    def _attempt(
+        self,
+        session: requests.Session,
+        writer: _PartWriter,
+        resume: _Resume,
+        size: int | None,
+        bar: tqdm,
+        settings: _Settings,
+        unverified: bool = False,
+    ) -> None:
         try:
             super()._attempt(session, writer, resume, size, bar, settings, unverified)
         except _SourceFailed as exc:
@@ -606,8 +676,9 @@ class _OneDriveSource(_UrlSource):
             self._content_url = None
             raise _Transient(f"the download link OneDrive gave was refused ({exc}); redeeming the share again") from exc
 
-    def fetch_into(self, part: Path, digest: Digest | None, size: int | None, name: str,
-                   settings: _Settings) -> dict[str, str]:
+    def fetch_into(
+        self, part: Path, digest: Digest | None, size: int | None, name: str, settings: _Settings
+    ) -> dict[str, str]:
         try:
             return super().fetch_into(part, digest, size, name, settings)
         except _SourceFailed as exc:
@@ -619,8 +690,10 @@ class _OneDriveSource(_UrlSource):
             return super().fetch_into(part, digest, size, name, settings)
         except _SourceFailed as exc:
             legacy = f"{exc}, as it has answered anonymous visitors since mid-2024" if exc.status == 401 else str(exc)
-            raise _SourceFailed(f"OneDrive, reached as a browser does: {browser_route}; OneDrive's old anonymous "
-                                f"API ({onedrive.legacy_content_url(self.url)}): {legacy}") from exc
+            raise _SourceFailed(
+                f"OneDrive, reached as a browser does: {browser_route}; OneDrive's old anonymous "
+                f"API ({onedrive.legacy_content_url(self.url)}): {legacy}"
+            ) from exc
 
 
 @dataclass
@@ -794,8 +867,10 @@ def _get(session: requests.Session, url: str, headers: dict[str, str], settings:
         message = f"HTTP {response.status_code} {response.reason}"
         if retry_after is not None and retry_after > _MAX_BACKOFF_S:
             # Waiting that long in silence is worse than trying the next source now.
-            raise _SourceFailed(f"{message}; the server asks to retry in {retry_after:.0f} s, longer than the "
-                                f"{_MAX_BACKOFF_S:.0f} s this downloader waits: try again later")
+            raise _SourceFailed(
+                f"{message}; the server asks to retry in {retry_after:.0f} s, longer than the "
+                f"{_MAX_BACKOFF_S:.0f} s this downloader waits: try again later"
+            )
         raise _Transient(message, retry_after)
     if response.status_code >= 400:
         response.close()
@@ -877,8 +952,16 @@ def _check_free_space(directory: Path, size: int | None) -> None:
 def _progress_bar(name: str, size: int | None, enabled: bool) -> tqdm:
     from tqdm.auto import tqdm  # lazily: only downloads need it
 
-    return tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not enabled,
-                dynamic_ncols=True, miniters=1)
+    return tqdm(
+        total=size,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name,
+        disable=not enabled,
+        dynamic_ncols=True,
+        miniters=1,
+    )
 
 
 def _silent_tqdm() -> type[tqdm]:

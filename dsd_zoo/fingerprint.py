@@ -38,8 +38,16 @@ from .errors import IntegrityError
 from .manifest import Fingerprint, ModelEntry
 from .pipelines import PIPELINES
 
-__all__ = ["ATOL_RELATIVE", "PROBE_CLASSES", "PROBE_SEED", "check_fingerprint", "compute_fingerprint",
-           "probe_for", "probe_id", "probe_input"]
+__all__ = [
+    "ATOL_RELATIVE",
+    "PROBE_CLASSES",
+    "PROBE_SEED",
+    "check_fingerprint",
+    "compute_fingerprint",
+    "probe_for",
+    "probe_id",
+    "probe_input",
+]
 
 PROBE_SEED = 20170424
 PROBE_IMAGES = 2
@@ -57,8 +65,9 @@ def probe_id(distribution: str, size: int, channels: int = 3) -> str:
     """
     name = f"dsd-zoo-probe-v1/{distribution}/{size}" + ("" if channels == 3 else f"/c{channels}")
     if not _PROBE.match(name):
-        raise ValueError(f"no probe {name!r}: distribution is 'uniform128', 'normal' or 'unit', size 1-9999, "
-                         "channels 1-9")
+        raise ValueError(
+            f"no probe {name!r}: distribution is 'uniform128', 'normal' or 'unit', size 1-9999, channels 1-9"
+        )
     return name
 
 
@@ -74,8 +83,10 @@ def probe_input(probe: str):
 
     match = _PROBE.match(probe)
     if match is None:
-        raise IntegrityError(f"unknown fingerprint probe {probe!r}; this dsd-zoo knows 'dsd-zoo-probe-v1/"
-                             "<uniform128|normal|unit>/<size>[/c<channels>]' (a newer dsd-zoo may be needed)")
+        raise IntegrityError(
+            f"unknown fingerprint probe {probe!r}; this dsd-zoo knows 'dsd-zoo-probe-v1/"
+            "<uniform128|normal|unit>/<size>[/c<channels>]' (a newer dsd-zoo may be needed)"
+        )
     distribution, size, channels = match.group(1), int(match.group(2)), int(match.group(3) or 3)
     count = PROBE_IMAGES * channels * size * size
     if distribution == "uniform128":
@@ -104,8 +115,9 @@ def probe_for(arch_name_or_entry: Union[str, ModelEntry]) -> str:
             arch = ARCHITECTURES[entry]
             return probe_id(PIPELINES[pipeline].probe, arch.input_size, arch.in_channels)
         else:
-            raise IntegrityError(f"{entry!r} is neither a model nor an architecture; known architectures: "
-                                 f"{sorted(ARCHITECTURES)}")
+            raise IntegrityError(
+                f"{entry!r} is neither a model nor an architecture; known architectures: {sorted(ARCHITECTURES)}"
+            )
     if entry.arch not in ARCHITECTURES:
         raise IntegrityError(f"model {entry.name!r} has unknown architecture {entry.arch!r}")
     arch = ARCHITECTURES[entry.arch]
@@ -159,18 +171,25 @@ def compute_fingerprint(model: Any, arch_name_or_entry: Union[str, ModelEntry]) 
     }
 
 
-def _fields(fingerprint: Union[Fingerprint, Mapping[str, Any]]
-            ) -> Tuple[str, Tuple[int, ...], Tuple[float, ...], int, float]:
+def _fields(
+    fingerprint: Union[Fingerprint, Mapping[str, Any]],
+) -> Tuple[str, Tuple[int, ...], Tuple[float, ...], int, float]:
     if not isinstance(fingerprint, Mapping):  # a manifest Fingerprint, validated when the manifest was read
         return fingerprint.input, fingerprint.indices, fingerprint.values, fingerprint.argmax, fingerprint.atol
     try:
-        fields = (fingerprint["input"], tuple(fingerprint["indices"]), tuple(fingerprint["values"]),
-                  fingerprint["argmax"], float(fingerprint["atol"]))
+        fields = (
+            fingerprint["input"],
+            tuple(fingerprint["indices"]),
+            tuple(fingerprint["values"]),
+            fingerprint["argmax"],
+            float(fingerprint["atol"]),
+        )
     except KeyError as exc:
         raise IntegrityError(f"fingerprint lacks the field {exc.args[0]!r}") from None
     if len(fields[1]) != len(fields[2]):  # zip() would quietly check only the shorter list
-        raise IntegrityError(f"fingerprint has {len(fields[1])} indices but {len(fields[2])} values; "
-                             "each recorded logit needs both")
+        raise IntegrityError(
+            f"fingerprint has {len(fields[1])} indices but {len(fields[2])} values; each recorded logit needs both"
+        )
     return fields
 
 
@@ -185,8 +204,10 @@ def check_fingerprint(model: Any, fingerprint: Union[Fingerprint, Mapping[str, A
     logits = _logits(model, probe)
     flat = logits.flatten()
     if any(not 0 <= i < flat.numel() for i in indices) or not 0 <= argmax < logits.shape[1]:
-        raise IntegrityError(f"the fingerprint addresses logits the model does not have ({logits.shape[1]} classes, "
-                             f"{flat.numel()} logits on probe {probe}): it belongs to another architecture")
+        raise IntegrityError(
+            f"the fingerprint addresses logits the model does not have ({logits.shape[1]} classes, "
+            f"{flat.numel()} logits on probe {probe}): it belongs to another architecture"
+        )
     deviations = [abs(float(flat[i]) - v) for i, v in zip(indices, values)]
     worst = max(range(len(deviations)), key=deviations.__getitem__, default=None)
     if worst is not None and not deviations[worst] <= atol:  # `not <=` also catches NaN
@@ -197,9 +218,12 @@ def check_fingerprint(model: Any, fingerprint: Union[Fingerprint, Mapping[str, A
             f"at index {index} (image {image}, class {cls}): recorded {values[worst]:.6g}, "
             f"got {float(flat[index]):.6g}. "
             "These weights do not produce the outputs recorded at release: a different or wrongly converted file "
-            "(e.g. BGR/RGB swapped), or a changed architecture")
+            "(e.g. BGR/RGB swapped), or a changed architecture"
+        )
     top = int(logits[0].argmax())
     gap = float(logits[0, top] - logits[0, argmax])
     if top != argmax and gap > atol:
-        raise IntegrityError(f"logit fingerprint mismatch on probe {probe}: the first image's top class is {top}, "
-                             f"recorded {argmax} (logit gap {gap:.4g} > atol {atol:.4g})")
+        raise IntegrityError(
+            f"logit fingerprint mismatch on probe {probe}: the first image's top class is {top}, "
+            f"recorded {argmax} (logit gap {gap:.4g} > atol {atol:.4g})"
+        )

@@ -16,8 +16,11 @@ from .pipelines import PIPELINES
 
 __all__ = ["entrypoints", "model_docstring", "describe_transforms", "usage"]
 
-_KIND = {"dsd": "DSD-trained model (Han et al., ICLR 2017)", "baseline": "baseline of the DSD table",
-         "sparse": "sparse stage: the pruned network DSD's re-dense phase starts from"}
+_KIND = {
+    "dsd": "DSD-trained model (Han et al., ICLR 2017)",
+    "baseline": "baseline of the DSD table",
+    "sparse": "sparse stage: the pruned network DSD's re-dense phase starts from",
+}
 
 
 def describe_transforms(spec: Dict[str, Any]) -> str:
@@ -27,8 +30,11 @@ def describe_transforms(spec: Dict[str, Any]) -> str:
 
 def usage(name: str = "resnet50_dsd", *, repo: str = GITHUB_REPO, indent: str = "") -> str:
     """The torch.hub calls that load ``name`` from the project's repository, one per line."""
-    lines = [f"model = torch.hub.load({repo!r}, {name!r})", f"torch.hub.list({repo!r})",
-             f"print(torch.hub.help({repo!r}, {name!r}))"]
+    lines = [
+        f"model = torch.hub.load({repo!r}, {name!r})",
+        f"torch.hub.list({repo!r})",
+        f"print(torch.hub.help({repo!r}, {name!r}))",
+    ]
     return "\n".join(indent + line for line in lines)
 
 
@@ -42,11 +48,15 @@ def model_docstring(entry: ModelEntry, manifest: Manifest) -> str:
 
     arch = ARCHITECTURES[entry.arch]
     if entry.paper_top1_err is not None or entry.paper_top5_err is not None:
-        errors = (f"Published single-crop ILSVRC-2012 validation error: top-1 {_percent(entry.paper_top1_err)}, "
-                  f"top-5 {_percent(entry.paper_top5_err)}" + (f" ({entry.paper_source})." if entry.paper_source else "."))
+        errors = (
+            f"Published single-crop ILSVRC-2012 validation error: top-1 {_percent(entry.paper_top1_err)}, "
+            f"top-5 {_percent(entry.paper_top5_err)}" + (f" ({entry.paper_source})." if entry.paper_source else ".")
+        )
     elif entry.recorded is not None:
-        errors = (f"Measured error: top-1 {entry.recorded['top1_err']:.2f}%, top-5 {entry.recorded['top5_err']:.2f}% "
-                  f"({entry.recorded.get('source', 'recorded when the file was made')}).")
+        errors = (
+            f"Measured error: top-1 {entry.recorded['top1_err']:.2f}%, top-5 {entry.recorded['top5_err']:.2f}% "
+            f"({entry.recorded.get('source', 'recorded when the file was made')})."
+        )
     else:
         errors = "No published error."
     lines = [
@@ -59,7 +69,11 @@ def model_docstring(entry: ModelEntry, manifest: Manifest) -> str:
         f"Source: {entry.source}.",
     ]
     if entry.original is not None:
-        digest = "no published digest" if entry.original.digest is None else f"{entry.original.digest.algorithm} {entry.original.digest.value}"
+        digest = (
+            "no published digest"
+            if entry.original.digest is None
+            else f"{entry.original.digest.algorithm} {entry.original.digest.value}"
+        )
         lines.append(f"Original release: {entry.original.url} ({entry.original.format}; {digest}).")
     published = entry.weights.local is not None or entry.weights.hf is not None or bool(entry.weights.urls)
     unverified = not published and entry.original is not None and entry.original.digest is None
@@ -68,11 +82,15 @@ def model_docstring(entry: ModelEntry, manifest: Manifest) -> str:
     if published:
         pretrained_doc = ["    pretrained (bool): load the released, checksummed weights (default). False builds the"]
     else:  # what a user of this manifest gets today, not what a later release will publish
-        pretrained_doc = ["    pretrained (bool): load the weights (default): converted weights are not published yet,",
-                          "        so the original release is fetched and converted on this machine"]
+        pretrained_doc = [
+            "    pretrained (bool): load the weights (default): converted weights are not published yet,",
+            "        so the original release is fetched and converted on this machine",
+        ]
         if entry.original is not None and entry.original.digest is None:
-            pretrained_doc += ["        (it has no published digest: pass trust_unverified=True to accept and pin the",
-                               "        first copy's sha256)"]
+            pretrained_doc += [
+                "        (it has no published digest: pass trust_unverified=True to accept and pin the",
+                "        first copy's sha256)",
+            ]
         pretrained_doc[-1] += ". False builds the"
     lines += [
         f"License: {entry.license}.",

@@ -22,8 +22,23 @@ if TYPE_CHECKING:  # torch is imported where tensors are read, not when this mod
     import torch
 
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
-_DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_DTYPE_SIZES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 
 
 def read_header(path: "os.PathLike[str] | str") -> Tuple[Dict[str, dict], Dict[str, str]]:
@@ -67,8 +82,13 @@ def _raw_header(path: Path) -> Tuple[int, bytes]:
                 raise FormatError(f"{path}: not a safetensors file ({size} bytes, too short for a header)")
             (header_len,) = struct.unpack("<Q", prefix)
             if header_len > MAX_HEADER_BYTES or header_len > size - 8:
-                raise FormatError(_not_safetensors(path, f"header length {header_len} exceeds the file ({size} bytes) "
-                                                         f"or the {MAX_HEADER_BYTES}-byte limit"))
+                raise FormatError(
+                    _not_safetensors(
+                        path,
+                        f"header length {header_len} exceeds the file ({size} bytes) "
+                        f"or the {MAX_HEADER_BYTES}-byte limit",
+                    )
+                )
             return size, handle.read(header_len)
     except OSError as exc:
         raise FormatError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
@@ -83,16 +103,23 @@ def _tensor_span(path: Path, name: str, info: object, data_size: int) -> Tuple[i
         raise FormatError(f"{path}: tensor {name!r} has an unknown dtype {dtype!r:.40}")
     shape, offsets = info.get("shape"), info.get("data_offsets")
     # type() rather than isinstance(): JSON true/false are ints to Python, not to safetensors.
-    if (not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape)
-            or not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)):
+    if (
+        not isinstance(shape, list)
+        or not all(type(d) is int and d >= 0 for d in shape)
+        or not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int for o in offsets)
+    ):
         raise FormatError(f"{path}: tensor {name!r} has a malformed shape or data_offsets")
     begin, end = offsets
     count = 1
     for dim in shape:
         count *= dim
     if not 0 <= begin <= end <= data_size or end - begin != count * _DTYPE_SIZES[dtype]:
-        raise FormatError(f"{path}: tensor {name!r} ({dtype} {shape}) has data_offsets {offsets} that do not "
-                          f"fit its size or the {data_size}-byte data section (truncated file?)")
+        raise FormatError(
+            f"{path}: tensor {name!r} ({dtype} {shape}) has data_offsets {offsets} that do not "
+            f"fit its size or the {data_size}-byte data section (truncated file?)"
+        )
     return begin, end
 
 
@@ -125,12 +152,16 @@ def _not_safetensors(path: Path, detail: str) -> str:
     """Why ``path`` cannot be read as weights: what it is, when that is recognisable, and what to do."""
     kind = sniff(path)
     if kind in ("caffemodel", "torch7", "zip", "pickle"):
-        return (f"{path} is {FORMAT_NAMES[kind]}, not a safetensors weight file: an original release must be "
-                "converted first: python -m dsd_zoo.convert FILE --model NAME --install (then get_model(NAME))")
+        return (
+            f"{path} is {FORMAT_NAMES[kind]}, not a safetensors weight file: an original release must be "
+            "converted first: python -m dsd_zoo.convert FILE --model NAME --install (then get_model(NAME))"
+        )
     if kind is not None and kind != "safetensors":
         return f"{path} is {FORMAT_NAMES[kind]}, not a safetensors weight file"
-    return (f"{path}: not a safetensors file or truncated ({detail}); an original release file (.caffemodel, .t7, "
-            ".net) must be converted first: python -m dsd_zoo.convert FILE --model NAME --install")
+    return (
+        f"{path}: not a safetensors file or truncated ({detail}); an original release file (.caffemodel, .t7, "
+        ".net) must be converted first: python -m dsd_zoo.convert FILE --model NAME --install"
+    )
 
 
 def identity_conflict(path: "os.PathLike[str] | str", model: str, arch: str) -> Optional[IdentityConflict]:
@@ -144,22 +175,33 @@ def identity_conflict(path: "os.PathLike[str] | str", model: str, arch: str) -> 
     if recorded_model is not None and recorded_model != model:
         return IdentityConflict(f"{path} holds {recorded_model} (its metadata says so), not {model}", recorded_model)
     if recorded_arch is not None and recorded_arch != arch:
-        return IdentityConflict(f"{path} holds a {recorded_arch} network (its metadata says so), not {model}'s {arch}",
-                                recorded_model)
+        return IdentityConflict(
+            f"{path} holds a {recorded_arch} network (its metadata says so), not {model}'s {arch}", recorded_model
+        )
     return None
 
 
-def check_state_dict(expected: Mapping[str, Tuple[int, ...]], found: Mapping[str, Tuple[int, ...]], source: str,
-                     optional_prefixes: Iterable[str] = ()) -> None:
+def check_state_dict(
+    expected: Mapping[str, Tuple[int, ...]],
+    found: Mapping[str, Tuple[int, ...]],
+    source: str,
+    optional_prefixes: Iterable[str] = (),
+) -> None:
     """Raise :class:`WeightsError` naming every missing, unexpected or wrongly shaped tensor."""
     optional_prefixes = tuple(optional_prefixes)
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(k for k in set(found) - set(expected) if not k.startswith(optional_prefixes))
-    wrong = sorted(f"{k}: file {tuple(found[k])}, model {tuple(expected[k])}"
-                   for k in set(expected) & set(found) if tuple(found[k]) != tuple(expected[k]))
+    wrong = sorted(
+        f"{k}: file {tuple(found[k])}, model {tuple(expected[k])}"
+        for k in set(expected) & set(found)
+        if tuple(found[k]) != tuple(expected[k])
+    )
     if missing or unexpected or wrong:
-        parts = [f"{label} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        parts = [
+            f"{label} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        ]
         hint = ""
         if wrong and not missing and not unexpected:  # same layers, other sizes: most often the class count
             hint = " (if only the classifier differs, pass the num_classes the file was saved with)"
@@ -179,8 +221,9 @@ def load_into(model, tensors: Mapping[str, "torch.Tensor"], source: str, optiona
     return model
 
 
-def build_with_weights(arch, path: "os.PathLike[str] | str", build_kwargs: Optional[dict] = None,
-                       optional_prefixes: Iterable[str] = ()):
+def build_with_weights(
+    arch, path: "os.PathLike[str] | str", build_kwargs: Optional[dict] = None, optional_prefixes: Iterable[str] = ()
+):
     """Build ``arch`` and fill it from the safetensors file at ``path`` (meta device, assign)."""
     import torch
 

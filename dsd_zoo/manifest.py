@@ -39,8 +39,22 @@ _MODEL_NAME = re.compile(r"[a-z][a-z0-9_]*")
 # The fields each kind of object may have: anything else is an error (see dsd_zoo._fields).
 _TOP_FIELDS = {"format", "citations", "assets", "models"}
 _ASSET_FIELDS = {"file", "url", "local", "digest", "size", "description"}
-_MODEL_FIELDS = {"arch", "kind", "weights", "original", "alternates", "transforms", "metrics", "citation",
-                 "fingerprint", "categories", "evaluation", "source", "license", "description"}
+_MODEL_FIELDS = {
+    "arch",
+    "kind",
+    "weights",
+    "original",
+    "alternates",
+    "transforms",
+    "metrics",
+    "citation",
+    "fingerprint",
+    "categories",
+    "evaluation",
+    "source",
+    "license",
+    "description",
+}
 _WEIGHTS_FIELDS = {"file", "sha256", "size", "hf", "urls", "local"}
 _HF_FIELDS = {"repo_id", "revision", "filename"}
 _ORIGINAL_FIELDS = {"format", "url", "digest", "size", "mirrors", "description", "pinned"}
@@ -232,13 +246,17 @@ def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
     root = check.obj(document, "top level", _TOP_FIELDS)
     version = root.get("format")
     if type(version) is not int or version != FORMAT_VERSION:  # not true, not 1.0
-        raise check.fail("format", f"this dsd-zoo reads manifest format {FORMAT_VERSION}, got {version!r}; upgrade dsd-zoo")
+        raise check.fail(
+            "format", f"this dsd-zoo reads manifest format {FORMAT_VERSION}, got {version!r}; upgrade dsd-zoo"
+        )
     citations = check.obj(root.get("citations", {}), "citations")
     for key, text in citations.items():
         if not isinstance(text, str):
             raise check.fail(f"citations.{key}", "must be a string (BibTeX)")
-    assets = {name: _parse_asset(check, name, check.obj(value, f"asset {name!r}", _ASSET_FIELDS))
-              for name, value in check.obj(root.get("assets", {}), "assets").items()}
+    assets = {
+        name: _parse_asset(check, name, check.obj(value, f"asset {name!r}", _ASSET_FIELDS))
+        for name, value in check.obj(root.get("assets", {}), "assets").items()
+    }
     models_json = check.obj(root.get("models"), "models")
     models = {}
     for name, value in models_json.items():
@@ -261,27 +279,39 @@ def _parse_asset(check: _Checker, name: str, obj: Mapping[str, Any]) -> AssetRec
     local = check.get(obj, "local", where, (str,), optional=True)
     if url is None and local is None:
         raise check.fail(where, "needs a 'url' or a 'local' file")
-    record = check.record(where, lambda field: "url" if field == "urls[0]" else field,
-                          file=check.get(obj, "file", where, (str,)), digest=check.published_digest(obj, where),
-                          size=check.optional_size(obj, where), urls=() if url is None else (url,), local=local)
-    return AssetRecord(name=name, description=check.get(obj, "description", where, (str,), optional=True) or "",
-                       record=record)
+    record = check.record(
+        where,
+        lambda field: "url" if field == "urls[0]" else field,
+        file=check.get(obj, "file", where, (str,)),
+        digest=check.published_digest(obj, where),
+        size=check.optional_size(obj, where),
+        urls=() if url is None else (url,),
+        local=local,
+    )
+    return AssetRecord(
+        name=name, description=check.get(obj, "description", where, (str,), optional=True) or "", record=record
+    )
 
 
-def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: Mapping[str, str],
-                 assets: Mapping[str, AssetRecord]) -> ModelEntry:
+def _parse_model(
+    check: _Checker, name: str, obj: Mapping[str, Any], citations: Mapping[str, str], assets: Mapping[str, AssetRecord]
+) -> ModelEntry:
     where = f"model {name!r}"
     kind = check.get(obj, "kind", where, (str,))
     if kind not in KINDS:
         raise check.fail(f"{where}.kind", f"must be one of {KINDS}, got {kind!r}")
-    weights = _parse_weights(check, check.obj(obj.get("weights"), f"{where}.weights", _WEIGHTS_FIELDS),
-                             f"{where}.weights")
+    weights = _parse_weights(
+        check, check.obj(obj.get("weights"), f"{where}.weights", _WEIGHTS_FIELDS), f"{where}.weights"
+    )
     original, alternates = _parse_originals(check, name, obj, where)
-    transforms = _parse_transforms(check, check.obj(obj.get("transforms"), f"{where}.transforms"), f"{where}.transforms",
-                                   assets)
+    transforms = _parse_transforms(
+        check, check.obj(obj.get("transforms"), f"{where}.transforms"), f"{where}.transforms", assets
+    )
     metrics = check.obj(obj.get("metrics", {}), f"{where}.metrics", _METRICS_FIELDS)
     paper = check.obj(metrics.get("paper", {}), f"{where}.metrics.paper", _PAPER_FIELDS)
-    errs = [check.get(paper, key, f"{where}.metrics.paper", (int, float), optional=True) for key in ("top1_err", "top5_err")]
+    errs = [
+        check.get(paper, key, f"{where}.metrics.paper", (int, float), optional=True) for key in ("top1_err", "top5_err")
+    ]
     for key, value in zip(("top1_err", "top5_err"), errs):
         if value is not None and not 0 <= value <= 100:
             raise check.fail(f"{where}.metrics.paper.{key}", f"is a percentage in [0, 100], got {value}")
@@ -295,37 +325,58 @@ def _parse_model(check: _Checker, name: str, obj: Mapping[str, Any], citations: 
     if categories is not None and not all(isinstance(c, str) for c in categories):
         raise check.fail(f"{where}.categories", "must be a list of class names")
     return ModelEntry(
-        name=name, arch=check.get(obj, "arch", where, (str,)), kind=kind, weights=weights, original=original,
-        transforms=transforms, paper_top1_err=errs[0], paper_top5_err=errs[1],
+        name=name,
+        arch=check.get(obj, "arch", where, (str,)),
+        kind=kind,
+        weights=weights,
+        original=original,
+        transforms=transforms,
+        paper_top1_err=errs[0],
+        paper_top5_err=errs[1],
         paper_source=check.get(paper, "source", f"{where}.metrics.paper", (str,), optional=True) or "",
         source=check.get(obj, "source", where, (str,), optional=True) or "",
         license=check.get(obj, "license", where, (str,), optional=True) or "unknown",
         citation=cites,
-        fingerprint=None if fingerprint is None else _parse_fingerprint(
-            check, check.obj(fingerprint, f"{where}.fingerprint", _FINGERPRINT_FIELDS), f"{where}.fingerprint"),
+        fingerprint=None
+        if fingerprint is None
+        else _parse_fingerprint(
+            check, check.obj(fingerprint, f"{where}.fingerprint", _FINGERPRINT_FIELDS), f"{where}.fingerprint"
+        ),
         description=check.get(obj, "description", where, (str,), optional=True) or "",
         categories=None if categories is None else tuple(categories),
-        evaluation=_parse_evaluation(check, obj, where, assets), recorded=recorded, heads=heads, alternates=alternates,
+        evaluation=_parse_evaluation(check, obj, where, assets),
+        recorded=recorded,
+        heads=heads,
+        alternates=alternates,
     )
 
 
-def _parse_originals(check: _Checker, name: str, obj: Mapping[str, Any], where: str
-                     ) -> Tuple[Optional[OriginalRecord], Tuple[OriginalRecord, ...]]:
+def _parse_originals(
+    check: _Checker, name: str, obj: Mapping[str, Any], where: str
+) -> Tuple[Optional[OriginalRecord], Tuple[OriginalRecord, ...]]:
     """The authors' original release of a model, and the other files the same weights were published as."""
     original = obj.get("original")
-    original = None if original is None else _parse_original(
-        check, name, check.obj(original, f"{where}.original", _ORIGINAL_FIELDS), f"{where}.original")
+    original = (
+        None
+        if original is None
+        else _parse_original(
+            check, name, check.obj(original, f"{where}.original", _ORIGINAL_FIELDS), f"{where}.original"
+        )
+    )
     alternates = tuple(
-        _parse_original(check, name, check.obj(value, f"{where}.alternates[{i}]", _ORIGINAL_FIELDS),
-                        f"{where}.alternates[{i}]")
-        for i, value in enumerate(check.get(obj, "alternates", where, (list,), optional=True) or ()))
+        _parse_original(
+            check, name, check.obj(value, f"{where}.alternates[{i}]", _ORIGINAL_FIELDS), f"{where}.alternates[{i}]"
+        )
+        for i, value in enumerate(check.get(obj, "alternates", where, (list,), optional=True) or ())
+    )
     if alternates and original is None:
         raise check.fail(f"{where}.alternates", "alternates need an 'original' (the authors' own file) first")
     return original, alternates
 
 
-def _parse_logged_errors(check: _Checker, metrics: Mapping[str, Any], where: str
-                         ) -> Tuple[Optional[Mapping[str, Any]], Mapping[str, Mapping[str, Any]]]:
+def _parse_logged_errors(
+    check: _Checker, metrics: Mapping[str, Any], where: str
+) -> Tuple[Optional[Mapping[str, Any]], Mapping[str, Mapping[str, Any]]]:
     """The errors measured when the file was made, and those logged for auxiliary heads."""
     recorded = check.get(metrics, "recorded", where, (dict,), optional=True)
     if recorded is not None:
@@ -337,14 +388,17 @@ def _parse_logged_errors(check: _Checker, metrics: Mapping[str, Any], where: str
     return recorded, heads
 
 
-def _parse_evaluation(check: _Checker, obj: Mapping[str, Any], where: str,
-                      assets: Mapping[str, AssetRecord]) -> Optional[Mapping[str, str]]:
+def _parse_evaluation(
+    check: _Checker, obj: Mapping[str, Any], where: str, assets: Mapping[str, AssetRecord]
+) -> Optional[Mapping[str, str]]:
     """The data shipped with the package that a model is evaluated on, if any."""
     evaluation = check.get(obj, "evaluation", where, (dict,), optional=True)
     if evaluation is not None:
         check.obj(evaluation, f"{where}.evaluation", _EVALUATION_FIELDS)
         if check.get(evaluation, "data", f"{where}.evaluation", (str,)) not in assets:
-            raise check.fail(f"{where}.evaluation.data", f"names asset {evaluation['data']!r}, which is not in 'assets'")
+            raise check.fail(
+                f"{where}.evaluation.data", f"names asset {evaluation['data']!r}, which is not in 'assets'"
+            )
         check.get(evaluation, "dataset", f"{where}.evaluation", (str,))
     return evaluation
 
@@ -367,15 +421,21 @@ def _parse_weights(check: _Checker, obj: Mapping[str, Any], where: str) -> FileR
     if hf is not None:
         check.obj(hf, f"{where}.hf", _HF_FIELDS)
         try:
-            hf_location = HFLocation(*(check.get(hf, key, f"{where}.hf", (str,)) for key in ("repo_id", "revision", "filename")))
+            hf_location = HFLocation(
+                *(check.get(hf, key, f"{where}.hf", (str,)) for key in ("repo_id", "revision", "filename"))
+            )
         except RecordError as exc:
             raise check.fail(f"{where}.hf.{exc.field}", exc.problem) from None
-    return check.record(where, lambda field: "sha256" if field == "digest" else field,
-                        file=check.get(obj, "file", where, (str,)),
-                        digest=None if sha256 is None else check.digest("sha256", sha256, f"{where}.sha256"),
-                        size=check.optional_size(obj, where), hf=hf_location,
-                        urls=check.get(obj, "urls", where, (list,), optional=True) or (),
-                        local=check.get(obj, "local", where, (str,), optional=True))
+    return check.record(
+        where,
+        lambda field: "sha256" if field == "digest" else field,
+        file=check.get(obj, "file", where, (str,)),
+        digest=None if sha256 is None else check.digest("sha256", sha256, f"{where}.sha256"),
+        size=check.optional_size(obj, where),
+        hf=hf_location,
+        urls=check.get(obj, "urls", where, (list,), optional=True) or (),
+        local=check.get(obj, "local", where, (str,), optional=True),
+    )
 
 
 def _original_field(field: str) -> str:
@@ -397,18 +457,28 @@ def _parse_original(check: _Checker, model: str, obj: Mapping[str, Any], where: 
     # (.lock, .part, .stamp.json) or in a dot, which Windows drops (the rule of dsd_zoo._names).
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in published)[:80].replace("..", "_.")
     safe += "_" if safe.endswith((".lock", ".part", ".json", ".")) else ""
-    record = check.record(where, _original_field, file=f"original-{model}-{safe}",
-                          digest=check.published_digest(obj, where), size=check.optional_size(obj, where),
-                          urls=(url, *(check.get(obj, "mirrors", where, (list,), optional=True) or ())))
+    record = check.record(
+        where,
+        _original_field,
+        file=f"original-{model}-{safe}",
+        digest=check.published_digest(obj, where),
+        size=check.optional_size(obj, where),
+        urls=(url, *(check.get(obj, "mirrors", where, (list,), optional=True) or ())),
+    )
     pinned = bool(check.get(obj, "pinned", where, (bool,), optional=True))
     if pinned and (record.digest is None or record.digest.algorithm != "sha256"):
         raise check.fail(f"{where}.pinned", "a pinned original needs the sha256 that was pinned as its digest")
-    return OriginalRecord(format=fmt, record=record, pinned=pinned,
-                          description=check.get(obj, "description", where, (str,), optional=True) or "")
+    return OriginalRecord(
+        format=fmt,
+        record=record,
+        pinned=pinned,
+        description=check.get(obj, "description", where, (str,), optional=True) or "",
+    )
 
 
-def _parse_transforms(check: _Checker, obj: Mapping[str, Any], where: str,
-                      assets: Mapping[str, AssetRecord]) -> Mapping[str, Any]:
+def _parse_transforms(
+    check: _Checker, obj: Mapping[str, Any], where: str, assets: Mapping[str, AssetRecord]
+) -> Mapping[str, Any]:
     name = check.get(obj, "pipeline", where, (str,))
     if name not in PIPELINES:
         raise check.fail(f"{where}.pipeline", f"must be one of {tuple(PIPELINES)}, got {name!r}")
@@ -420,17 +490,27 @@ def _parse_transforms(check: _Checker, obj: Mapping[str, Any], where: str,
 def _parse_fingerprint(check: _Checker, obj: Mapping[str, Any], where: str) -> Fingerprint:
     indices = tuple(check.get(obj, "indices", where, (list,)))
     values = tuple(check.get(obj, "values", where, (list,)))
-    if (not indices or len(indices) != len(values) or not all(type(i) is int and i >= 0 for i in indices)
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
-        raise check.fail(where, "'indices' (class indices) and 'values' (numbers) must be non-empty lists of equal "
-                                "length")
+    if (
+        not indices
+        or len(indices) != len(values)
+        or not all(type(i) is int and i >= 0 for i in indices)
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    ):
+        raise check.fail(
+            where, "'indices' (class indices) and 'values' (numbers) must be non-empty lists of equal length"
+        )
     argmax, atol = check.get(obj, "argmax", where, (int,)), float(check.get(obj, "atol", where, (int, float)))
     if argmax < 0:
         raise check.fail(f"{where}.argmax", f"must be a class index >= 0, got {argmax}")
     if not atol > 0:  # a tolerance of 0 fails float noise; a negative one fails everything
         raise check.fail(f"{where}.atol", f"must be > 0, got {atol}")
-    return Fingerprint(input=check.get(obj, "input", where, (str,)), indices=indices, values=tuple(float(v) for v in values),
-                       argmax=argmax, atol=atol)
+    return Fingerprint(
+        input=check.get(obj, "input", where, (str,)),
+        indices=indices,
+        values=tuple(float(v) for v in values),
+        argmax=argmax,
+        atol=atol,
+    )
 
 
 def bundled_manifest_path() -> Path:
@@ -471,7 +551,9 @@ def load_manifest(source: Optional[str] = None) -> Manifest:
         key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
         if key not in _cache:
             if not path.is_file() or stat.st_size > MAX_MANIFEST_BYTES:
-                what = "not a regular file" if not path.is_file() else f"{stat.st_size} bytes, over {MAX_MANIFEST_BYTES}"
+                what = (
+                    "not a regular file" if not path.is_file() else f"{stat.st_size} bytes, over {MAX_MANIFEST_BYTES}"
+                )
                 raise ManifestError(f"the weights manifest {str(path)!r} is {what}")
             _cache[key] = parse_manifest(_decode(path.read_bytes(), str(path)), origin=str(path))
     except OSError as exc:
@@ -500,8 +582,9 @@ def _no_constant(name: str) -> float:
 
 def _decode(raw: bytes, origin: str) -> Any:
     try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_float=_finite,
-                          parse_constant=_no_constant)
+        return json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_float=_finite, parse_constant=_no_constant
+        )
     # ValueError also covers integers longer than Python's digit limit; RecursionError, deep nesting.
     except (ValueError, RecursionError) as exc:
         raise ManifestError(f"{origin}: not valid JSON: {exc}") from exc

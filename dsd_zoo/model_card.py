@@ -22,8 +22,16 @@ from ._project import GITHUB_REPO
 from .hub import describe_transforms
 from .manifest import Manifest, ModelEntry
 
-__all__ = ["DATASET_ID", "DATASET_NAME", "ReleaseFacts", "card_metadata", "hf_license", "model_index",
-           "render_model_card", "source_url"]
+__all__ = [
+    "DATASET_ID",
+    "DATASET_NAME",
+    "ReleaseFacts",
+    "card_metadata",
+    "hf_license",
+    "model_index",
+    "render_model_card",
+    "source_url",
+]
 
 #: The Hub dataset the published errors were measured on, and how the card names it.
 DATASET_ID = "ILSVRC/imagenet-1k"
@@ -31,9 +39,11 @@ DATASET_NAME = "ILSVRC-2012 validation"
 #: Where the torch.hub entry points live (:data:`dsd_zoo._project.GITHUB_REPO`); the release CLI can override it.
 DEFAULT_TORCH_HUB_REPO = GITHUB_REPO
 
-_KIND_TEXT = {"dsd": "A DSD-trained model (Dense-Sparse-Dense, Han et al., ICLR 2017)",
-              "baseline": "A baseline of the DSD table (the model DSD training started from)",
-              "sparse": "The sparse stage (Deep Compression) from which DSD's re-dense phase started"}
+_KIND_TEXT = {
+    "dsd": "A DSD-trained model (Dense-Sparse-Dense, Han et al., ICLR 2017)",
+    "baseline": "A baseline of the DSD table (the model DSD training started from)",
+    "sparse": "The sparse stage (Deep Compression) from which DSD's re-dense phase started",
+}
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,8 @@ _LICENSES: Mapping[str, _License] = {
     # The Hub's own id for "no licence stated": the DSD release ships no licence file.
     "not stated (the songhan/DSD release has no license file)": _License("unknown"),
     "unrestricted use (BVLC model zoo terms for this model)": _License(
-        "other", "bvlc-unrestricted-use", "https://github.com/BVLC/caffe/blob/master/models/{stem}/readme.md"),
+        "other", "bvlc-unrestricted-use", "https://github.com/BVLC/caffe/blob/master/models/{stem}/readme.md"
+    ),
 }
 
 
@@ -119,9 +130,11 @@ def model_index(entry: ModelEntry) -> List[Dict[str, Any]]:
 
     Empty when the manifest has no published numbers for the model.
     """
-    metrics = [{"type": "accuracy", "value": _accuracy(error), "name": f"{label} accuracy (single crop, %)"}
-               for label, error in (("Top-1", entry.paper_top1_err), ("Top-5", entry.paper_top5_err))
-               if error is not None]
+    metrics = [
+        {"type": "accuracy", "value": _accuracy(error), "name": f"{label} accuracy (single crop, %)"}
+        for label, error in (("Top-1", entry.paper_top1_err), ("Top-5", entry.paper_top5_err))
+        if error is not None
+    ]
     if not metrics:
         return []
     result: Dict[str, Any] = {
@@ -174,13 +187,19 @@ def _architecture(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
     from .models import ARCHITECTURES
 
     arch = ARCHITECTURES[entry.arch]
-    lines = ["## Architecture", "",
-             f"{arch.family} (`{entry.arch}`): {arch.num_params:,} parameters, evaluated on "
-             f"{arch.input_size}x{arch.input_size} crops, 1000 ILSVRC-2012 classes (sorted WordNet ids)."]
+    lines = [
+        "## Architecture",
+        "",
+        f"{arch.family} (`{entry.arch}`): {arch.num_params:,} parameters, evaluated on "
+        f"{arch.input_size}x{arch.input_size} crops, 1000 ILSVRC-2012 classes (sorted WordNet ids).",
+    ]
     if facts.nonzero_weights is not None:
         nonzero, total = facts.nonzero_weights
-        lines += ["", f"Non-zero convolution and fully connected weights in this file: {nonzero:,} of {total:,} "
-                      f"({100.0 * nonzero / max(total, 1):.1f}%)."]
+        lines += [
+            "",
+            f"Non-zero convolution and fully connected weights in this file: {nonzero:,} of {total:,} "
+            f"({100.0 * nonzero / max(total, 1):.1f}%).",
+        ]
     return lines
 
 
@@ -190,33 +209,63 @@ def _results(entry: ModelEntry) -> List[str]:
     rows = [("Top-1 error", f"{entry.paper_top1_err:.2f}% (accuracy {_accuracy(entry.paper_top1_err):g}%)")]
     if entry.paper_top5_err is not None:
         rows.append(("Top-5 error", f"{entry.paper_top5_err:.2f}% (accuracy {_accuracy(entry.paper_top5_err):g}%)"))
-    lines = ["## Results", "",
-             f"Single-crop {DATASET_NAME} (50,000 images), as published"
-             + (f": {entry.paper_source.rstrip('.')}." if entry.paper_source else "."),
-             "This release does not re-measure them; `python -m dsd_zoo.verify --imagenet DIR` does, on your copy "
-             "of the validation set.", "", *_table(rows)]
+    lines = [
+        "## Results",
+        "",
+        f"Single-crop {DATASET_NAME} (50,000 images), as published"
+        + (f": {entry.paper_source.rstrip('.')}." if entry.paper_source else "."),
+        "This release does not re-measure them; `python -m dsd_zoo.verify --imagenet DIR` does, on your copy "
+        "of the validation set.",
+        "",
+        *_table(rows),
+    ]
     if entry.heads:
-        heads = [(f"`{head}` head", f"top-1 {logged['top1_err']:.2f}%, top-5 {logged['top5_err']:.2f}%")
-                 for head, logged in entry.heads.items()]
-        lines += ["", "The auxiliary classifiers, as logged at release (kept in this file when the original has them; "
-                      "`aux_logits=True` loads them, and `verify` checks them too):",
-                  "", *_table(heads), "", "Sources: " + "; ".join(f"{h}: {v['source']}" for h, v in entry.heads.items())]
+        heads = [
+            (f"`{head}` head", f"top-1 {logged['top1_err']:.2f}%, top-5 {logged['top5_err']:.2f}%")
+            for head, logged in entry.heads.items()
+        ]
+        lines += [
+            "",
+            "The auxiliary classifiers, as logged at release (kept in this file when the original has them; "
+            "`aux_logits=True` loads them, and `verify` checks them too):",
+            "",
+            *_table(heads),
+            "",
+            "Sources: " + "; ".join(f"{h}: {v['source']}" for h, v in entry.heads.items()),
+        ]
     return lines
 
 
 def _how_to_load(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
-    lines = ["## How to load", "", *_code("pip install dsd-zoo", "bash"), "", *_code(
-        "import dsd_zoo\n"
-        f"model = dsd_zoo.get_model({entry.name!r})          # checksummed download, cached\n"
-        f"preprocess = dsd_zoo.get_weights({entry.name!r}).transforms()\n"
-        "logits = model(preprocess(image).unsqueeze(0))   # image: a PIL image", "python"),
-        "", "With torch.hub:", "", *_code(
-            f"import torch\nmodel = torch.hub.load({facts.torch_hub_repo!r}, {entry.name!r})", "python")]
+    lines = [
+        "## How to load",
+        "",
+        *_code("pip install dsd-zoo", "bash"),
+        "",
+        *_code(
+            "import dsd_zoo\n"
+            f"model = dsd_zoo.get_model({entry.name!r})          # checksummed download, cached\n"
+            f"preprocess = dsd_zoo.get_weights({entry.name!r}).transforms()\n"
+            "logits = model(preprocess(image).unsqueeze(0))   # image: a PIL image",
+            "python",
+        ),
+        "",
+        "With torch.hub:",
+        "",
+        *_code(f"import torch\nmodel = torch.hub.load({facts.torch_hub_repo!r}, {entry.name!r})", "python"),
+    ]
     if facts.hf_repo_id is not None:
-        lines += ["", "Or this file directly (its sha256 is in the provenance table below):", "", *_code(
-            "from huggingface_hub import hf_hub_download\n"
-            f"path = hf_hub_download({facts.hf_repo_id!r}, {facts.hf_filename or facts.weights_file!r})\n"
-            f"model = dsd_zoo.get_model({entry.name!r}, weights=path)  # strict key and shape check", "python")]
+        lines += [
+            "",
+            "Or this file directly (its sha256 is in the provenance table below):",
+            "",
+            *_code(
+                "from huggingface_hub import hf_hub_download\n"
+                f"path = hf_hub_download({facts.hf_repo_id!r}, {facts.hf_filename or facts.weights_file!r})\n"
+                f"model = dsd_zoo.get_model({entry.name!r}, weights=path)  # strict key and shape check",
+                "python",
+            ),
+        ]
     return lines
 
 
@@ -226,28 +275,41 @@ def _provenance(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
     if entry.original is not None:
         original = entry.original
         if original.digest is not None and original.pinned:
-            published = (f"none published; sha256 `{original.digest.value}` pinned by dsd-zoo's release from the copy "
-                         "it converted (checked before conversion)")
+            published = (
+                f"none published; sha256 `{original.digest.value}` pinned by dsd-zoo's release from the copy "
+                "it converted (checked before conversion)"
+            )
         elif original.digest is not None:
             published = f"{original.digest.algorithm} `{original.digest.value}` (checked before conversion)"
         else:
-            published = ("none published; the releaser accepted the downloaded bytes without a check "
-                         "(`--trust-unverified`)" if not facts.original_verified else "none published")
-        rows += [("Original release", f"<{original.url}> ({original.format})"),
-                 ("Published digest", published)]
+            published = (
+                "none published; the releaser accepted the downloaded bytes without a check (`--trust-unverified`)"
+                if not facts.original_verified
+                else "none published"
+            )
+        rows += [("Original release", f"<{original.url}> ({original.format})"), ("Published digest", published)]
         if original.record.size is not None:
             rows.append(("Published size", f"{original.record.size:,} bytes"))
     rows += [("Converted from", f"`{meta.get('source_file', '?')}`, sha256 `{meta.get('source_sha256', '?')}`")]
-    rows += [("Converter", f"{meta.get('converter') or _package_version()}, mapping version "
-                           f"{meta.get('converter_version', '?')}"),
-             ("Conversion options", f"`{meta.get('conversion_options', '{}')}`"),
-             ("Conversion warnings", _warnings(meta.get("conversion_warnings", "[]"))),
-             ("This file", f"`{facts.weights_file}`, {facts.size:,} bytes, sha256 `{facts.sha256}`")]
-    return ["## Provenance", "",
-            f"Source: {entry.source.rstrip('.')}." if entry.source else "Source: see the original release below.", "",
-            *_table(rows), "",
-            "The converter's provenance is also in the file's safetensors metadata "
-            "(`safetensors.safe_open(path, 'pt').metadata()`)."]
+    rows += [
+        (
+            "Converter",
+            f"{meta.get('converter') or _package_version()}, mapping version {meta.get('converter_version', '?')}",
+        ),
+        ("Conversion options", f"`{meta.get('conversion_options', '{}')}`"),
+        ("Conversion warnings", _warnings(meta.get("conversion_warnings", "[]"))),
+        ("This file", f"`{facts.weights_file}`, {facts.size:,} bytes, sha256 `{facts.sha256}`"),
+    ]
+    return [
+        "## Provenance",
+        "",
+        f"Source: {entry.source.rstrip('.')}." if entry.source else "Source: see the original release below.",
+        "",
+        *_table(rows),
+        "",
+        "The converter's provenance is also in the file's safetensors metadata "
+        "(`safetensors.safe_open(path, 'pt').metadata()`).",
+    ]
 
 
 def _package_version() -> str:
@@ -265,11 +327,15 @@ def _warnings(raw: str) -> str:
 
 
 def _fingerprint(facts: ReleaseFacts) -> List[str]:
-    return ["## Logit fingerprint", "",
-            "The logits these weights give on a probe input generated in code (no file), recorded at release. "
-            "A file that is intact but wrongly converted (e.g. BGR/RGB swapped) fails it; "
-            "`dsd_zoo.fingerprint.check_fingerprint(model, fingerprint)` checks a loaded model.", "",
-            *_code(_compact_json(facts.fingerprint), "json")]
+    return [
+        "## Logit fingerprint",
+        "",
+        "The logits these weights give on a probe input generated in code (no file), recorded at release. "
+        "A file that is intact but wrongly converted (e.g. BGR/RGB swapped) fails it; "
+        "`dsd_zoo.fingerprint.check_fingerprint(model, fingerprint)` checks a loaded model.",
+        "",
+        *_code(_compact_json(facts.fingerprint), "json"),
+    ]
 
 
 def _compact_json(obj: Mapping[str, Any]) -> str:
@@ -279,21 +345,36 @@ def _compact_json(obj: Mapping[str, Any]) -> str:
 
 def render_model_card(entry: ModelEntry, manifest: Manifest, facts: ReleaseFacts) -> str:
     """The ``README.md`` of a released model: YAML front matter, then the card's sections."""
-    lines = ["---", _front_matter(card_metadata(entry, facts)).rstrip("\n"), "---", "",
-             f"# {entry.name}", "",
-             f"{_KIND_TEXT.get(entry.kind, entry.kind)}, converted to safetensors from its authors' original "
-             "release by `python -m dsd_zoo.release`."]
+    lines = [
+        "---",
+        _front_matter(card_metadata(entry, facts)).rstrip("\n"),
+        "---",
+        "",
+        f"# {entry.name}",
+        "",
+        f"{_KIND_TEXT.get(entry.kind, entry.kind)}, converted to safetensors from its authors' original "
+        "release by `python -m dsd_zoo.release`.",
+    ]
     if entry.description:
         lines += ["", entry.description]
-    lines += ["", *_architecture(entry, facts),
-              "", "## Preprocessing", "",
-              f"{describe_transforms(dict(entry.transforms))}.",
-              f"`dsd_zoo.get_weights({entry.name!r}).transforms()` applies it to a PIL image or a uint8 tensor; "
-              "other preprocessing costs accuracy.",
-              "", *_results(entry),
-              "", *_how_to_load(entry, facts),
-              "", *_provenance(entry, facts),
-              "", *_fingerprint(facts)]
+    lines += [
+        "",
+        *_architecture(entry, facts),
+        "",
+        "## Preprocessing",
+        "",
+        f"{describe_transforms(dict(entry.transforms))}.",
+        f"`dsd_zoo.get_weights({entry.name!r}).transforms()` applies it to a PIL image or a uint8 tensor; "
+        "other preprocessing costs accuracy.",
+        "",
+        *_results(entry),
+        "",
+        *_how_to_load(entry, facts),
+        "",
+        *_provenance(entry, facts),
+        "",
+        *_fingerprint(facts),
+    ]
     citation = manifest.citation_text(entry)
     if citation:
         lines += ["", "## Citation", "", *_code(citation, "bibtex")]
@@ -301,6 +382,11 @@ def render_model_card(entry: ModelEntry, manifest: Manifest, facts: ReleaseFacts
     license_line = f"{entry.license}."
     if "license_link" in license_fields:
         license_line += f" Terms: <{license_fields['license_link']}>."
-    lines += ["", "## License", "", license_line,
-              "The weights keep the licence their authors released them under; dsd-zoo only converted them."]
+    lines += [
+        "",
+        "## License",
+        "",
+        license_line,
+        "The weights keep the licence their authors released them under; dsd-zoo only converted them.",
+    ]
     return "\n".join(lines) + "\n"

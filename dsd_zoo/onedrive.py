@@ -136,19 +136,27 @@ class _Token:
 _TOKEN = _Token()
 
 
-def _new_token(session: requests.Session, url: str,
-               timeout: Tuple[float, float]) -> Tuple[str, Optional[datetime.datetime]]:
+def _new_token(
+    session: requests.Session, url: str, timeout: Tuple[float, float]
+) -> Tuple[str, Optional[datetime.datetime]]:
     try:
-        response = session.post(url, json={"appId": _WEB_APP_ID}, timeout=timeout, stream=True,
-                                headers={"Accept": "application/json", "AppId": "1141147648"})
+        response = session.post(
+            url,
+            json={"appId": _WEB_APP_ID},
+            timeout=timeout,
+            stream=True,
+            headers={"Accept": "application/json", "AppId": "1141147648"},
+        )
     except requests.RequestException as exc:
         raise _unreachable("OneDrive's token service", url, exc) from exc
     with response:
         if response.status_code == 429 or response.status_code >= 500:
             raise OneDriveError(f"OneDrive's token service is busy or failing ({_status(response)})", transient=True)
         if response.status_code != 200:
-            raise OneDriveError(f"OneDrive refused the anonymous token ({_status(response)} from {url}); the way "
-                                "browsers reach OneDrive may have changed")
+            raise OneDriveError(
+                f"OneDrive refused the anonymous token ({_status(response)} from {url}); the way "
+                "browsers reach OneDrive may have changed"
+            )
         document = _json(response, "OneDrive's token service")
     token = document.get("token") if isinstance(document, dict) else None
     if not isinstance(token, str) or not token:
@@ -160,7 +168,9 @@ def _unreachable(service: str, url: str, exc: requests.RequestException) -> OneD
     """The error for a request that got no answer: worth retrying, unless the host name does not resolve."""
     unresolved = _dns.resolution_failure(exc)
     if unresolved is not None:
-        return OneDriveError(f"{service} could not be reached: {_dns.describe(urlsplit(url).hostname or url, unresolved)}")
+        return OneDriveError(
+            f"{service} could not be reached: {_dns.describe(urlsplit(url).hostname or url, unresolved)}"
+        )
     return OneDriveError(f"{service} ({url}) could not be reached: {first_line(exc)}", transient=True)
 
 
@@ -187,8 +197,14 @@ def redeem(session: requests.Session, share_url: str, timeout: Tuple[float, floa
         token = _TOKEN.get(session, timeout, refused=refused)
         headers = {"Authorization": f"Badger {token}", "Prefer": "autoredeem", "Accept": "application/json"}
         try:
-            response = session.post(item_url, params={"select": "@content.downloadUrl,id,name,size"}, data=b"",
-                                    headers=headers, timeout=timeout, stream=True)
+            response = session.post(
+                item_url,
+                params={"select": "@content.downloadUrl,id,name,size"},
+                data=b"",
+                headers=headers,
+                timeout=timeout,
+                stream=True,
+            )
         except requests.RequestException as exc:
             raise _unreachable("OneDrive", item_url, exc) from exc
         with response:
@@ -198,15 +214,19 @@ def redeem(session: requests.Session, share_url: str, timeout: Tuple[float, floa
             _raise_for_item(response, share_url)
             document = _json(response, "OneDrive's answer for the share")
         return _shared_file(document, share_url)
-    raise OneDriveError(f"OneDrive refused the anonymous token for {share_url} twice (401 unauthenticated, with a "
-                        "fresh token); the way browsers reach OneDrive may have changed")
+    raise OneDriveError(
+        f"OneDrive refused the anonymous token for {share_url} twice (401 unauthenticated, with a "
+        "fresh token); the way browsers reach OneDrive may have changed"
+    )
 
 
 def _raise_for_item(response: requests.Response, share_url: str) -> None:
     status = response.status_code
     if status == 404:
-        raise OneDriveError(f"the share no longer exists: OneDrive knows no item for {share_url} (404); its owner "
-                            "may have removed or moved the file")
+        raise OneDriveError(
+            f"the share no longer exists: OneDrive knows no item for {share_url} (404); its owner "
+            "may have removed or moved the file"
+        )
     if status == 403:
         raise OneDriveError(f"the share is not open to anonymous visitors: OneDrive denied access to {share_url} (403)")
     if status == 429 or status >= 500:
@@ -220,8 +240,11 @@ def _shared_file(document: Any, share_url: str) -> SharedFile:
     if not isinstance(content, str) or urlsplit(content).scheme not in ("http", "https"):
         raise OneDriveError(f"OneDrive's answer for {share_url} has no download link (is the share a folder?)")
     name, size = document.get("name"), document.get("size")
-    return SharedFile(content, name if isinstance(name, str) else None,
-                      size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None)
+    return SharedFile(
+        content,
+        name if isinstance(name, str) else None,
+        size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+    )
 
 
 def _json(response: requests.Response, what: str) -> Any:

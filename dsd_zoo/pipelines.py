@@ -71,8 +71,11 @@ class CaffePipeline(Pipeline):
         if has_image and (not isinstance(spec["mean_image"], str) or spec["mean_image"] not in assets):
             raise check.fail(f"{where}.mean_image", f"names asset {spec['mean_image']!r}, which is not in 'assets'")
         if has_image and assets[spec["mean_image"]].record.local is None:  # a transform never downloads
-            raise check.fail(f"{where}.mean_image", f"asset {spec['mean_image']!r} must ship with the package "
-                                                    "('local'), so that building the transform needs no network")
+            raise check.fail(
+                f"{where}.mean_image",
+                f"asset {spec['mean_image']!r} must ship with the package "
+                "('local'), so that building the transform needs no network",
+            )
         if has_values:
             _numbers(check, spec, "mean_bgr", 3, where)
 
@@ -85,10 +88,15 @@ class CaffePipeline(Pipeline):
         return CaffeTransform(crop=spec["crop"], mean_image=mean_image(), resize=resize)
 
     def describe(self, spec: Mapping[str, Any]) -> str:
-        mean = ("the ILSVRC-2012 mean image (shipped with dsd-zoo)" if "mean_image" in spec
-                else f"mean BGR {tuple(spec['mean_bgr'])}")
-        return (f"Caffe evaluation: warp to {spec['resize'][0]}x{spec['resize'][1]} (bilinear, no antialias), "
-                f"centre crop {spec['crop']}, 0-255 scale minus {mean}, RGB input")
+        mean = (
+            "the ILSVRC-2012 mean image (shipped with dsd-zoo)"
+            if "mean_image" in spec
+            else f"mean BGR {tuple(spec['mean_bgr'])}"
+        )
+        return (
+            f"Caffe evaluation: warp to {spec['resize'][0]}x{spec['resize'][1]} (bilinear, no antialias), "
+            f"centre crop {spec['crop']}, 0-255 scale minus {mean}, RGB input"
+        )
 
 
 class FbResNetPipeline(Pipeline):
@@ -113,8 +121,10 @@ class FbResNetPipeline(Pipeline):
         return FbResNetTransform(resize=spec["resize"], crop=spec["crop"], mean=spec["mean"], std=spec["std"])
 
     def describe(self, spec: Mapping[str, Any]) -> str:
-        return (f"fb.resnet.torch evaluation: shorter side {spec['resize']} (Torch7 bicubic), centre crop "
-                f"{spec['crop']}, [0, 1] then mean {tuple(spec['mean'])} / std {tuple(spec['std'])}, RGB input")
+        return (
+            f"fb.resnet.torch evaluation: shorter side {spec['resize']} (Torch7 bicubic), centre crop "
+            f"{spec['crop']}, [0, 1] then mean {tuple(spec['mean'])} / std {tuple(spec['std'])}, RGB input"
+        )
 
 
 class DigitsPipeline(Pipeline):

@@ -83,9 +83,12 @@ class FileRecord:
                 raise RecordError(f"urls[{i}]", problem)
         # Judged the same on every OS: no drive ("C:"), no backslash (a separator on Windows), no "..".
         local = self.local
-        if local is not None and (PurePosixPath(local).is_absolute() or ".." in PurePosixPath(local).parts
-                                  or "\\" in local or ":" in local):
-            raise RecordError("local", f"must be a relative path inside the package, with '/' separators, got {local!r}")
+        if local is not None and (
+            PurePosixPath(local).is_absolute() or ".." in PurePosixPath(local).parts or "\\" in local or ":" in local
+        ):
+            raise RecordError(
+                "local", f"must be a relative path inside the package, with '/' separators, got {local!r}"
+            )
         if local is not None and self.sha256 is None:
             raise RecordError("digest", "a file shipped with the package must have its sha256 pinned")
 

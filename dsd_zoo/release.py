@@ -43,14 +43,22 @@ from .api import get_entry
 from .atomic import PathLike, atomic_write
 from .cache import find_local
 from .convert.mapping import extension
-from .errors import (ConversionError, DSDZooError, IntegrityError, ManifestError, NotAvailableError,
-                     UploadError)
+from .errors import ConversionError, DSDZooError, IntegrityError, ManifestError, NotAvailableError, UploadError
 from .manifest import MANIFEST_ENV, Manifest, ModelEntry, bundled_manifest_path, load_manifest, parse_manifest
 from .records import COMMIT
 from .model_card import DEFAULT_TORCH_HUB_REPO, ReleaseFacts, render_model_card
 
-__all__ = ["ENTRIES_FILE", "HubTarget", "Release", "UploadError", "main", "merge_into_manifest", "release_model",
-           "update_entries_file", "upload_to_hub"]
+__all__ = [
+    "ENTRIES_FILE",
+    "HubTarget",
+    "Release",
+    "UploadError",
+    "main",
+    "merge_into_manifest",
+    "release_model",
+    "update_entries_file",
+    "upload_to_hub",
+]
 
 #: The file in the output directory that maps model name -> {"weights": ..., "fingerprint": ...}.
 ENTRIES_FILE = "manifest_entries.json"
@@ -103,10 +111,19 @@ class Release:
         return fields
 
 
-def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] = None,
-                  trust_unverified: bool = False, mirrors: Sequence[str] = (), hub: Optional[HubTarget] = None, force: bool = False,
-                  progress: bool = True, torch_hub_repo: str = DEFAULT_TORCH_HUB_REPO,
-                  say: Callable[[str], None] = lambda message: None) -> Release:
+def release_model(
+    name: str,
+    out_dir: PathLike,
+    *,
+    manifest: Optional[Manifest] = None,
+    trust_unverified: bool = False,
+    mirrors: Sequence[str] = (),
+    hub: Optional[HubTarget] = None,
+    force: bool = False,
+    progress: bool = True,
+    torch_hub_repo: str = DEFAULT_TORCH_HUB_REPO,
+    say: Callable[[str], None] = lambda message: None,
+) -> Release:
     """Fetch, convert, fingerprint and (optionally) upload one model into ``out_dir/name/``.
 
     Args:
@@ -143,16 +160,30 @@ def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] 
     staging.mkdir(mode=0o777)  # the umask applies, as for any new folder
     try:
         location = hub.locate(name, entry.weights.file) if hub is not None else None
-        saved, fingerprint = _assemble(entry, manifest, staging, hf_location=location,
-                                       torch_hub_repo=torch_hub_repo, trust_unverified=trust_unverified,
-                                       progress=progress, say=say)
+        saved, fingerprint = _assemble(
+            entry,
+            manifest,
+            staging,
+            hf_location=location,
+            torch_hub_repo=torch_hub_repo,
+            trust_unverified=trust_unverified,
+            progress=progress,
+            say=say,
+        )
         hf = _previous(entry, saved.sha256, "hf")
         if location is not None:
             repo_id, path_in_repo, filename = location
-            say(f"uploading to the Hugging Face Hub repository {repo_id}" + (f" ({path_in_repo}/)" if path_in_repo else ""))
-            commit = upload_to_hub(staging, repo_id, path_in_repo=path_in_repo,
-                                   message=f"Release {name} ({entry.weights.file}, sha256 {saved.sha256[:12]})",
-                                   files=(entry.weights.file, CARD_FILE))
+            say(
+                f"uploading to the Hugging Face Hub repository {repo_id}"
+                + (f" ({path_in_repo}/)" if path_in_repo else "")
+            )
+            commit = upload_to_hub(
+                staging,
+                repo_id,
+                path_in_repo=path_in_repo,
+                message=f"Release {name} ({entry.weights.file}, sha256 {saved.sha256[:12]})",
+                files=(entry.weights.file, CARD_FILE),
+            )
             hf = {"repo_id": repo_id, "revision": commit, "filename": filename}
             say(f"uploaded: commit {commit}")
         urls = [template.format(name=name, file=entry.weights.file) for template in mirrors]
@@ -163,15 +194,30 @@ def release_model(name: str, out_dir: PathLike, *, manifest: Optional[Manifest] 
         shutil.rmtree(staging, ignore_errors=True)  # KeyboardInterrupt too: no partial release
         raise
     say(f"wrote {folder}")
-    return Release(name=name, folder=folder, weights_path=folder / entry.weights.file, card_path=folder / CARD_FILE,
-                   weights=weights, fingerprint=fingerprint, source_sha256=saved.metadata["source_sha256"],
-                   warnings=tuple(str(w) for w in saved.report.get("warnings", [])),
-                   original_pin=_original_pin(entry))
+    return Release(
+        name=name,
+        folder=folder,
+        weights_path=folder / entry.weights.file,
+        card_path=folder / CARD_FILE,
+        weights=weights,
+        fingerprint=fingerprint,
+        source_sha256=saved.metadata["source_sha256"],
+        warnings=tuple(str(w) for w in saved.report.get("warnings", [])),
+        original_pin=_original_pin(entry),
+    )
 
 
-def _assemble(entry: ModelEntry, manifest: Manifest, staging: Path, *,
-              hf_location: Optional[Tuple[str, str, str]], torch_hub_repo: str, trust_unverified: bool, progress: bool,
-              say: Callable[[str], None]) -> Tuple[Any, Dict[str, Any]]:
+def _assemble(
+    entry: ModelEntry,
+    manifest: Manifest,
+    staging: Path,
+    *,
+    hf_location: Optional[Tuple[str, str, str]],
+    torch_hub_repo: str,
+    trust_unverified: bool,
+    progress: bool,
+    say: Callable[[str], None],
+) -> Tuple[Any, Dict[str, Any]]:
     """Fetch and convert the original into ``staging``, fingerprint the result and write its model card there.
 
     The conversion is get_model's own (:func:`~dsd_zoo.convert.original.convert_original`), so that
@@ -181,28 +227,39 @@ def _assemble(entry: ModelEntry, manifest: Manifest, staging: Path, *,
     from .convert.original import convert_original
 
     # DSD_ZOO_TRUST_UNVERIFIED does not count here: a release opts in on its own command line.
-    saved = convert_original(entry, manifest, staging / entry.weights.file, progress=progress,
-                             trust_unverified=trust_unverified, say=say)
+    saved = convert_original(
+        entry, manifest, staging / entry.weights.file, progress=progress, trust_unverified=trust_unverified, say=say
+    )
     for warning in saved.report.get("warnings", []):
         say(f"conversion warning: {warning}")
     if entry.weights.sha256 is not None and entry.weights.sha256 != saved.sha256:
-        say(f"note: the manifest pins sha256 {entry.weights.sha256}; this conversion gives {saved.sha256} "
-            "(a different original or converter version)")
+        say(
+            f"note: the manifest pins sha256 {entry.weights.sha256}; this conversion gives {saved.sha256} "
+            "(a different original or converter version)"
+        )
     _compare_alternates(entry, manifest, saved.path, staging, say)
     say(f"fingerprinting {saved.path.name} (sha256 {saved.sha256}, {saved.size:,} bytes)")
     fingerprint, nonzero = _fingerprint(entry, saved.path)
     repo_id, _, filename = hf_location if hf_location is not None else (None, "", None)
     facts = ReleaseFacts(
-        weights_file=entry.weights.file, sha256=saved.sha256, size=saved.size, metadata=saved.metadata,
-        fingerprint=fingerprint, nonzero_weights=nonzero, original_verified=entry.originals[0].digest is not None,
-        hf_repo_id=repo_id, hf_filename=filename,
-        torch_hub_repo=torch_hub_repo)
+        weights_file=entry.weights.file,
+        sha256=saved.sha256,
+        size=saved.size,
+        metadata=saved.metadata,
+        fingerprint=fingerprint,
+        nonzero_weights=nonzero,
+        original_verified=entry.originals[0].digest is not None,
+        hf_repo_id=repo_id,
+        hf_filename=filename,
+        torch_hub_repo=torch_hub_repo,
+    )
     _write_file(staging / CARD_FILE, render_model_card(entry, manifest, facts).encode("utf-8"))
     return saved, fingerprint
 
 
-def _compare_alternates(entry: ModelEntry, manifest: Manifest, converted: Path, staging: Path,
-                        say: Callable[[str], None]) -> None:
+def _compare_alternates(
+    entry: ModelEntry, manifest: Manifest, converted: Path, staging: Path, say: Callable[[str], None]
+) -> None:
     """Check that every other original of ``entry`` already on this machine gives the very same tensors.
 
     A second source (a third-party port) is only worth offering if it is the same model: when
@@ -216,8 +273,10 @@ def _compare_alternates(entry: ModelEntry, manifest: Manifest, converted: Path, 
     ours, _ = load_tensors(converted)
     for alternate in entry.alternates:
         if not find_local(alternate.record).verified:
-            say(f"not compared with {alternate.url}: not on this machine (python -m dsd_zoo.convert FILE "
-                f"--model {entry.name} --install takes a copy in)")
+            say(
+                f"not compared with {alternate.url}: not on this machine (python -m dsd_zoo.convert FILE "
+                f"--model {entry.name} --install takes a copy in)"
+            )
             continue
         other = staging / f".alternate{extension(alternate)}.safetensors"
         try:
@@ -225,11 +284,16 @@ def _compare_alternates(entry: ModelEntry, manifest: Manifest, converted: Path, 
             theirs, _ = load_tensors(other)
         finally:
             other.unlink(missing_ok=True)
-        differing = sorted(key for key in ours.keys() | theirs.keys()
-                           if key not in ours or key not in theirs or not torch.equal(ours[key], theirs[key]))
+        differing = sorted(
+            key
+            for key in ours.keys() | theirs.keys()
+            if key not in ours or key not in theirs or not torch.equal(ours[key], theirs[key])
+        )
         if differing:
-            raise IntegrityError(f"{entry.name}: its originals disagree: {alternate.url} gives other tensors than "
-                                 f"{entry.originals[0].url} ({len(differing)} of {len(ours)}, e.g. {differing[0]})")
+            raise IntegrityError(
+                f"{entry.name}: its originals disagree: {alternate.url} gives other tensors than "
+                f"{entry.originals[0].url} ({len(differing)} of {len(ours)}, e.g. {differing[0]})"
+            )
         say(f"the second original {alternate.url} gives the very same {len(ours)} tensors")
 
 
@@ -249,8 +313,11 @@ def _previous(entry: ModelEntry, sha256: str, key: str) -> Any:
     if weights.sha256 != sha256:
         return None
     if key == "hf":
-        return None if weights.hf is None else {"repo_id": weights.hf.repo_id, "revision": weights.hf.revision,
-                                                "filename": weights.hf.filename}
+        return (
+            None
+            if weights.hf is None
+            else {"repo_id": weights.hf.repo_id, "revision": weights.hf.revision, "filename": weights.hf.filename}
+        )
     return list(weights.urls)
 
 
@@ -266,16 +333,19 @@ def _fingerprint(entry: ModelEntry, path: Path) -> Tuple[Dict[str, Any], Tuple[i
     model = build_with_weights(arch, path, optional_prefixes=arch.optional_prefixes)
     fingerprint = compute_fingerprint(model, entry)
     if not all(math.isfinite(v) for v in fingerprint["values"]):
-        raise ConversionError(f"{entry.name}: the converted model gives non-finite logits on the probe input; "
-                              "the original is damaged or the mapping is wrong")
+        raise ConversionError(
+            f"{entry.name}: the converted model gives non-finite logits on the probe input; "
+            "the original is damaged or the mapping is wrong"
+        )
     with torch.no_grad():
         weights = [p for p in model.parameters() if p.dim() >= 2]  # conv and linear weights, not biases or BN
         nonzero = sum(int(torch.count_nonzero(p)) for p in weights)
     return fingerprint, (nonzero, sum(p.numel() for p in weights))
 
 
-def upload_to_hub(folder: PathLike, repo_id: str, *, path_in_repo: str = "", message: str,
-                  files: Optional[Sequence[str]] = None) -> str:
+def upload_to_hub(
+    folder: PathLike, repo_id: str, *, path_in_repo: str = "", message: str, files: Optional[Sequence[str]] = None
+) -> str:
     """Publish ``folder`` with ``huggingface_hub`` and return the 40-hex id of the commit it made.
 
     Creates the model repository if it does not exist (``HfApi.create_repo(exist_ok=True)``),
@@ -291,16 +361,25 @@ def upload_to_hub(folder: PathLike, repo_id: str, *, path_in_repo: str = "", mes
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
     try:
         api.create_repo(repo_id, repo_type="model", exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=os.fspath(folder), path_in_repo=path_in_repo or None,
-                                 repo_type="model", commit_message=message,
-                                 allow_patterns=list(files) if files is not None else None)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=os.fspath(folder),
+            path_in_repo=path_in_repo or None,
+            repo_type="model",
+            commit_message=message,
+            allow_patterns=list(files) if files is not None else None,
+        )
     except (OSError, ValueError, *http_errors) as exc:  # HfHubHTTPError is an OSError
-        raise UploadError(f"uploading {folder} to the Hub repository {repo_id} ({api.endpoint}) failed: "
-                          f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        raise UploadError(
+            f"uploading {folder} to the Hub repository {repo_id} ({api.endpoint}) failed: "
+            f"{type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
     commit = getattr(info, "oid", None)
     if not isinstance(commit, str) or not COMMIT.fullmatch(commit):
-        raise UploadError(f"the Hub answered the upload to {repo_id} with commit id {commit!r}, not a 40-hex commit; "
-                          "cannot pin the revision")
+        raise UploadError(
+            f"the Hub answered the upload to {repo_id} with commit id {commit!r}, not a 40-hex commit; "
+            "cannot pin the revision"
+        )
     return commit
 
 
@@ -316,8 +395,9 @@ def update_entries_file(out_dir: PathLike, releases: Iterable[Release]) -> Path:
     return path
 
 
-def merge_into_manifest(path: PathLike, entries: Mapping[str, Mapping[str, Any]],
-                        base: Optional[PathLike] = None) -> Manifest:
+def merge_into_manifest(
+    path: PathLike, entries: Mapping[str, Mapping[str, Any]], base: Optional[PathLike] = None
+) -> Manifest:
     """Set ``weights`` and ``fingerprint`` of each model in ``entries`` in the manifest file ``path``.
 
     An entry's ``original`` (the digest a release pinned for an original published without one)
@@ -352,8 +432,9 @@ def merge_into_manifest(path: PathLike, entries: Mapping[str, Mapping[str, Any]]
 def _active_manifest_path() -> Path:
     source = os.environ.get(MANIFEST_ENV) or str(bundled_manifest_path())
     if re.match(r"^https?://", source):
-        raise ManifestError(f"${MANIFEST_ENV} is a URL ({source}); --write-manifest needs an existing manifest file "
-                            "to update")
+        raise ManifestError(
+            f"${MANIFEST_ENV} is a URL ({source}); --write-manifest needs an existing manifest file to update"
+        )
     return Path(source).expanduser()
 
 
@@ -415,27 +496,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dsd_zoo.release",
         description="Fetch original releases (checked against their published digests), convert them to "
-                    "safetensors, fingerprint them, and write model cards and manifest entries; optionally "
-                    "upload them to the Hugging Face Hub.",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help="models to release, or shell patterns such as 'resnet*' (default: every model that has an original release)")
+        "safetensors, fingerprint them, and write model cards and manifest entries; optionally "
+        "upload them to the Hugging Face Hub.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="models to release, or shell patterns such as 'resnet*' (default: every model that has an original release)",
+    )
     parser.add_argument("--out", default="release", metavar="DIR", help="release directory (default: ./release)")
     parser.add_argument("--upload", action="store_true", help="publish each model folder on the Hugging Face Hub")
-    parser.add_argument("--repo-id", metavar="ID",
-                        help="Hub repository for --upload; '{name}' makes one repository per model "
-                             f"(the project's: {HF_REPO_ID!r}), otherwise each model goes to the folder NAME/ of ID")
-    parser.add_argument("--trust-unverified", action="store_true",
-                        help="accept originals without a published digest (the DSD release's OneDrive files); "
-                             "the model card says so")
-    parser.add_argument("--write-manifest", metavar="PATH",
-                        help="merge the new entries into this manifest file (created from the active manifest "
-                             "if absent), validated before it is replaced")
-    parser.add_argument("--mirror", action="append", default=[], metavar="URL",
-                        help="URL template of a mirror the files will be served from, with {name} and {file}; "
-                             "repeatable; recorded in the entries' urls")
-    parser.add_argument("--torch-hub-repo", default=GITHUB_REPO, metavar="OWNER/REPO",
-                        help=f"GitHub repository the cards' torch.hub example names (default {GITHUB_REPO!r})")
+    parser.add_argument(
+        "--repo-id",
+        metavar="ID",
+        help="Hub repository for --upload; '{name}' makes one repository per model "
+        f"(the project's: {HF_REPO_ID!r}), otherwise each model goes to the folder NAME/ of ID",
+    )
+    parser.add_argument(
+        "--trust-unverified",
+        action="store_true",
+        help="accept originals without a published digest (the DSD release's OneDrive files); the model card says so",
+    )
+    parser.add_argument(
+        "--write-manifest",
+        metavar="PATH",
+        help="merge the new entries into this manifest file (created from the active manifest "
+        "if absent), validated before it is replaced",
+    )
+    parser.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="URL template of a mirror the files will be served from, with {name} and {file}; "
+        "repeatable; recorded in the entries' urls",
+    )
+    parser.add_argument(
+        "--torch-hub-repo",
+        default=GITHUB_REPO,
+        metavar="OWNER/REPO",
+        help=f"GitHub repository the cards' torch.hub example names (default {GITHUB_REPO!r})",
+    )
     parser.add_argument("--force", action="store_true", help="replace existing OUT/NAME folders")
     parser.add_argument("--no-progress", action="store_true", help="no download progress bars")
     return parser
@@ -458,8 +562,9 @@ def _summary(outcomes: Sequence[_Outcome]) -> str:
         else:
             rows.append((outcome.name, "FAILED", "-", "-", outcome.error or "?"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4]
-                     for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4] for row in rows
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -481,8 +586,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         hub = HubTarget(args.repo_id) if args.upload else None
         manifest = load_manifest()
         # By default every model that has an original release (the embedded zoo has none).
-        names = (expand_names(args.names, manifest) if args.names
-                 else [name for name, entry in manifest.models.items() if entry.original is not None])
+        names = (
+            expand_names(args.names, manifest)
+            if args.names
+            else [name for name, entry in manifest.models.items() if entry.original is not None]
+        )
     except (DSDZooError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -497,9 +605,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         try:
             result = release_model(
-                name, out_dir, manifest=manifest, trust_unverified=args.trust_unverified,
-                mirrors=args.mirror, hub=hub, force=args.force, progress=not args.no_progress,
-                torch_hub_repo=args.torch_hub_repo, say=say)
+                name,
+                out_dir,
+                manifest=manifest,
+                trust_unverified=args.trust_unverified,
+                mirrors=args.mirror,
+                hub=hub,
+                force=args.force,
+                progress=not args.no_progress,
+                torch_hub_repo=args.torch_hub_repo,
+                say=say,
+            )
             update_entries_file(out_dir, [result])
             outcome.release = result
         except (DSDZooError, OSError, ValueError) as exc:
@@ -516,8 +632,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             status = 1
     print(_summary(outcomes))
     if released:
-        print(f"\nreleased {len(released)} of {len(outcomes)} model(s) into {out_dir}/ "
-              f"(manifest fields: {out_dir / ENTRIES_FILE})")
+        print(
+            f"\nreleased {len(released)} of {len(outcomes)} model(s) into {out_dir}/ "
+            f"(manifest fields: {out_dir / ENTRIES_FILE})"
+        )
     return status
 
 

@@ -22,8 +22,15 @@ from typing import List, Optional, Sequence
 
 from . import cache
 from .download import fetch
-from .errors import (ConversionError, DownloadError, FormatError, IntegrityError, NotAvailableError, OfflineError,
-                     UnverifiedSourceError)
+from .errors import (
+    ConversionError,
+    DownloadError,
+    FormatError,
+    IntegrityError,
+    NotAvailableError,
+    OfflineError,
+    UnverifiedSourceError,
+)
 from .manifest import Manifest, ModelEntry, OriginalRecord
 
 __all__ = ["convert_into_cache", "install_original", "resolve_weights"]
@@ -31,8 +38,14 @@ __all__ = ["convert_into_cache", "install_original", "resolve_weights"]
 logger = logging.getLogger(__name__)
 
 
-def resolve_weights(entry: ModelEntry, manifest: Manifest, *, progress: bool = True,
-                    trust_unverified: Optional[bool] = None, offline: Optional[bool] = None) -> Path:
+def resolve_weights(
+    entry: ModelEntry,
+    manifest: Manifest,
+    *,
+    progress: bool = True,
+    trust_unverified: Optional[bool] = None,
+    offline: Optional[bool] = None,
+) -> Path:
     """Return the path of a verified local weight file for ``entry``, fetching or converting it.
 
     Raises:
@@ -59,15 +72,25 @@ def resolve_weights(entry: ModelEntry, manifest: Manifest, *, progress: bool = T
         except DownloadError as exc:
             failures.append(str(exc))
     if entry.original is None:
-        raise NotAvailableError(f"{entry.name}: no published weights and no original release to convert"
-                                + (f" ({'; '.join(failures)})" if failures else ""))
-    return convert_into_cache(entry, manifest, progress=progress, trust_unverified=trust_unverified,
-                              offline=offline, failures=failures)
+        raise NotAvailableError(
+            f"{entry.name}: no published weights and no original release to convert"
+            + (f" ({'; '.join(failures)})" if failures else "")
+        )
+    return convert_into_cache(
+        entry, manifest, progress=progress, trust_unverified=trust_unverified, offline=offline, failures=failures
+    )
 
 
-def convert_into_cache(entry: ModelEntry, manifest: Manifest, *, progress: bool = True,
-                       trust_unverified: Optional[bool] = None, offline: Optional[bool] = None,
-                       failures: Sequence[str] = (), originals: Optional[Sequence[OriginalRecord]] = None) -> Path:
+def convert_into_cache(
+    entry: ModelEntry,
+    manifest: Manifest,
+    *,
+    progress: bool = True,
+    trust_unverified: Optional[bool] = None,
+    offline: Optional[bool] = None,
+    failures: Sequence[str] = (),
+    originals: Optional[Sequence[OriginalRecord]] = None,
+) -> Path:
     """Convert ``entry``'s original release into the cache, as ``get_model`` does when nothing is published.
 
     The original comes through :func:`~dsd_zoo.download.fetch` (a copy imported by hand with
@@ -91,13 +114,26 @@ def convert_into_cache(entry: ModelEntry, manifest: Manifest, *, progress: bool 
 
             def convert(part: Path, original: OriginalRecord = original) -> dict:  # bound now, called now
                 logger.info("%s: converting %s locally", entry.name, original.url)
-                saved = convert_original(entry, manifest, part, original=original, progress=progress,
-                                         trust_unverified=trust_unverified, offline=offline)
+                saved = convert_original(
+                    entry,
+                    manifest,
+                    part,
+                    original=original,
+                    progress=progress,
+                    trust_unverified=trust_unverified,
+                    offline=offline,
+                )
                 return {"sha256": saved.sha256}
 
             try:
-                cache.store(slot, convert, record.digest, record.size, pinned=record.digest is None,
-                            source=f"converted locally from {original.url}")
+                cache.store(
+                    slot,
+                    convert,
+                    record.digest,
+                    record.size,
+                    pinned=record.digest is None,
+                    source=f"converted locally from {original.url}",
+                )
                 return slot.final
             except (UnverifiedSourceError, DownloadError, NotAvailableError) as exc:
                 tried.append(f"{original.url}: {exc}")
@@ -106,15 +142,19 @@ def convert_into_cache(entry: ModelEntry, manifest: Manifest, *, progress: bool 
                 raise IntegrityError(
                     f"{entry.name}: converting {original.url} locally does not give the published file ({exc}); "
                     "the converter version differs from the one that made the published file. Use the published "
-                    "file or upgrade dsd-zoo.") from exc
+                    "file or upgrade dsd-zoo."
+                ) from exc
     # The user asked for a model, not for these internal files: say where they come from and what else works.
-    raise type(failed)(f"{entry.name}: {_why(failures)}, so dsd-zoo converts the original release on this machine, "
-                       "and getting it failed:\n" + "\n".join(f"  {line}" for line in tried) + "\n"
-                       + _convert_it_yourself(entry, entry.originals[0])) from failed
+    raise type(failed)(
+        f"{entry.name}: {_why(failures)}, so dsd-zoo converts the original release on this machine, "
+        "and getting it failed:\n"
+        + "\n".join(f"  {line}" for line in tried)
+        + "\n"
+        + _convert_it_yourself(entry, entry.originals[0])
+    ) from failed
 
 
-def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | str, *,
-                     progress: bool = True) -> Path:
+def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | str, *, progress: bool = True) -> Path:
     """Take a hand-downloaded original into the cache and convert it there, in one step.
 
     The original is checked and pinned exactly as a trust-on-first-use download would be
@@ -142,8 +182,11 @@ def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | 
 
 
 def _why(failures: Sequence[str]) -> str:
-    return (f"the published weights could not be had ({'; '.join(failures)})" if failures
-            else "converted weights are not published yet")
+    return (
+        f"the published weights could not be had ({'; '.join(failures)})"
+        if failures
+        else "converted weights are not published yet"
+    )
 
 
 def _convert_it_yourself(entry: ModelEntry, original: OriginalRecord) -> str:
@@ -151,7 +194,9 @@ def _convert_it_yourself(entry: ModelEntry, original: OriginalRecord) -> str:
     from .convert.mapping import extension
 
     size = f", {original.record.size:,} bytes" if original.record.size is not None else ""
-    return (f"To get it by hand: open {original.url} in a browser and download the file it offers (a {original.format} "
-            f"file, *{extension(original)}{size}), then take it in with one command:\n"
-            f"    python -m dsd_zoo.convert FILE --model {entry.name} --install\n"
-            f"After that, get_model({entry.name!r}) and torch.hub.load(..., {entry.name!r}) use it, offline too.")
+    return (
+        f"To get it by hand: open {original.url} in a browser and download the file it offers (a {original.format} "
+        f"file, *{extension(original)}{size}), then take it in with one command:\n"
+        f"    python -m dsd_zoo.convert FILE --model {entry.name} --install\n"
+        f"After that, get_model({entry.name!r}) and torch.hub.load(..., {entry.name!r}) use it, offline too."
+    )

@@ -84,7 +84,7 @@ def _is_protobuf_net(head: bytes) -> bool:
             if length is None:
                 return False
             if fields == 0 and number == 1:  # the name: printable text
-                name = head[position:position + length]
+                name = head[position : position + length]
                 if not name or not all(32 <= byte < 127 for byte in name):
                     return False
             position += length

@@ -101,8 +101,9 @@ def _load_image(path: str) -> Any:
             image = Image.open(file)
             return image.convert("RGB")
     except decode_failure_types() as exc:  # the errors PIL reports a damaged file with, as verify counts them
-        raise DatasetError(f"data: cannot read the image {path} ({type(exc).__name__}: {exc}); remove or replace "
-                           "it") from exc
+        raise DatasetError(
+            f"data: cannot read the image {path} ({type(exc).__name__}: {exc}); remove or replace it"
+        ) from exc
 
 
 def _datasets(recipe: Any) -> tuple[Any, Any, list[str]]:
@@ -129,8 +130,10 @@ def _datasets(recipe: Any) -> tuple[Any, Any, list[str]]:
     dirs = {"train": spec.root / spec.train_dir, "val": spec.root / spec.val_dir}
     for role, directory in dirs.items():
         if not directory.is_dir():
-            raise DatasetError(f"data {role} directory {directory} does not exist; an ImageFolder root needs "
-                              f"{spec.train_dir}/ and {spec.val_dir}/ with one sub-directory per class")
+            raise DatasetError(
+                f"data {role} directory {directory} does not exist; an ImageFolder root needs "
+                f"{spec.train_dir}/ and {spec.val_dir}/ with one sub-directory per class"
+            )
     resize = spec.resize or round(spec.image_size * 256 / 224)
     head = [T.Grayscale(1)] if spec.channels == 1 else []
     tail = [T.ToTensor(), T.Normalize(spec.mean, spec.std)]
@@ -157,8 +160,13 @@ def _file_entry(path: Path) -> dict[str, Any]:
     return {"file": path.name, "sha256": hash_file(path)["sha256"], "size": path.stat().st_size}
 
 
-def train(recipe: Any, output: Path | None = None, overwrite: bool = False, progress: bool = True,
-          trust_unverified: bool | None = None) -> dict[str, Any]:
+def train(
+    recipe: Any,
+    output: Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    trust_unverified: bool | None = None,
+) -> dict[str, Any]:
     """Run a :class:`~dsd_zoo.dsd.recipe.Recipe`; returns what ``results.json`` holds (on every rank).
 
     Under ``torchrun`` it starts the process group and ends it before returning; a group the
@@ -230,8 +238,15 @@ def _remove_earlier_run(output: Path) -> None:
     results.unlink(missing_ok=True)
 
 
-def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool, overwrite: bool,
-           trust_unverified: bool | None = None) -> dict[str, Any]:
+def _train(
+    recipe: Any,
+    output: Path,
+    d: Any,
+    use_cuda: bool,
+    progress: bool,
+    overwrite: bool,
+    trust_unverified: bool | None = None,
+) -> dict[str, Any]:
     """:func:`train` once the process group and global flags are set up."""
     import torch
     from torch.nn.parallel import DistributedDataParallel
@@ -264,15 +279,25 @@ def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool, ov
             raise RecipeError(f"recipe: {exc}") from exc
     net = DistributedDataParallel(model, device_ids=[d.device.index] if use_cuda else None) if d.enabled else model
 
-    sampler: DistributedSampler[int] = DistributedSampler(train_set, num_replicas=d.world_size, rank=d.rank,
-                                                          shuffle=True, seed=recipe.seed)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        train_set, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=recipe.seed
+    )
     loader_args = {"num_workers": recipe.workers, "pin_memory": use_cuda, "persistent_workers": recipe.workers > 0}
     # Drop a last partial batch when there is a full one: a batch of 1 breaks BatchNorm in training.
-    train_loader = DataLoader(train_set, batch_size=recipe.batch_size, sampler=sampler,
-                              drop_last=len(sampler) >= recipe.batch_size, **loader_args)
+    train_loader = DataLoader(
+        train_set,
+        batch_size=recipe.batch_size,
+        sampler=sampler,
+        drop_last=len(sampler) >= recipe.batch_size,
+        **loader_args,
+    )
     # Disjoint shards without padding (DistributedSampler would repeat images): exact counts once summed.
-    val_loader = DataLoader(Subset(val_set, range(d.rank, len(val_set), d.world_size)),
-                            batch_size=recipe.batch_size, shuffle=False, **loader_args)
+    val_loader = DataLoader(
+        Subset(val_set, range(d.rank, len(val_set), d.world_size)),
+        batch_size=recipe.batch_size,
+        shuffle=False,
+        **loader_args,
+    )
 
     def run_epoch(optimizer: torch.optim.Optimizer, phase: Any, epoch: int) -> float:
         sampler.set_epoch(epoch)
@@ -322,8 +347,11 @@ def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool, ov
             write_results()
             e, phase = result.errors, result.phase
             sparsity = f", weight sparsity {result.sparsity.sparsity:.2%}" if result.sparsity else ""
-            print(f"[{phase.name}] {phase.kind}, {phase.epochs} epochs at lr {phase.lr:g}: val top-1 error "
-                  f"{e.top1_err:.2%}, top-5 {e.top5_err:.2%} (n={e.n}){sparsity}", flush=True)
+            print(
+                f"[{phase.name}] {phase.kind}, {phase.epochs} epochs at lr {phase.lr:g}: val top-1 error "
+                f"{e.top1_err:.2%}, top-5 {e.top5_err:.2%} (n={e.n}){sparsity}",
+                flush=True,
+            )
         else:
             results["phases"].append(entry)
         d.barrier()
@@ -335,8 +363,11 @@ def _train(recipe: Any, output: Path, d: Any, use_cuda: bool, progress: bool, ov
             raise RecipeError(f"cannot create the output directory {output}: {exc.strerror or exc}") from exc
         if overwrite:
             _remove_earlier_run(output)
-        print(f"training {recipe.model} ({num_classes} classes, {len(train_set)} train / {len(val_set)} val images) "
-              f"on {d.world_size} x {d.device}: {recipe.schedule}", flush=True)
+        print(
+            f"training {recipe.model} ({num_classes} classes, {len(train_set)} train / {len(val_set)} val images) "
+            f"on {d.world_size} x {d.device}: {recipe.schedule}",
+            flush=True,
+        )
     train_phases(
         recipe.schedule,
         dsd,
@@ -358,11 +389,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--recipe", required=True, type=Path, metavar="FILE", help="recipe file (.json or .toml)")
     p.add_argument("--output", type=Path, metavar="DIR", help="output directory (overrides the recipe's 'output')")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in the output: its checkpoints, masks and results.json are "
-                   "deleted first (other files are kept)")
-    p.add_argument("--trust-unverified", action="store_true",
-                   help="with pretrained=true: accept an original release without a published digest when the "
-                        "model's weights must be fetched and converted (its sha256 is pinned on first use)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in the output: its checkpoints, masks and results.json are "
+        "deleted first (other files are kept)",
+    )
+    p.add_argument(
+        "--trust-unverified",
+        action="store_true",
+        help="with pretrained=true: accept an original release without a published digest when the "
+        "model's weights must be fetched and converted (its sha256 is pinned on first use)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (rank 0 shows them by default)")
     return p
 
@@ -378,11 +416,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         recipe = load_recipe(args.recipe)
         with exit_on_termination():  # killed (SIGTERM, SIGHUP): checkpoints being written are removed
-            train(recipe, output=args.output, overwrite=args.overwrite, progress=not args.no_progress,
-                  trust_unverified=args.trust_unverified or None)
+            train(
+                recipe,
+                output=args.output,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+                trust_unverified=args.trust_unverified or None,
+            )
     except KeyboardInterrupt:
-        print("interrupted: the phases finished so far are in the output, marked unfinished in results.json",
-              file=sys.stderr)
+        print(
+            "interrupted: the phases finished so far are in the output, marked unfinished in results.json",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except (DSDZooError, ImportError) as exc:
         hint = "\nIn this command: add --trust-unverified." if isinstance(exc, UnverifiedSourceError) else ""

@@ -33,8 +33,15 @@ from torch import Tensor, nn
 if TYPE_CHECKING:  # PIL is imported only where an image is decoded
     from PIL import Image
 
-__all__ = ["CaffeTransform", "EvalTransform", "FbResNetTransform", "DigitsTransform", "to_uint8_rgb", "bilinear_matrix",
-           "torch7_bicubic_matrix"]
+__all__ = [
+    "CaffeTransform",
+    "EvalTransform",
+    "FbResNetTransform",
+    "DigitsTransform",
+    "to_uint8_rgb",
+    "bilinear_matrix",
+    "torch7_bicubic_matrix",
+]
 
 ImageLike = Union["Image.Image", Tensor, np.ndarray]
 
@@ -59,7 +66,9 @@ def to_uint8_rgb(image: ImageLike) -> Tensor:
                 image = image.convert("RGB")
             image = torch.from_numpy(np.array(image)).permute(2, 0, 1)
     if image.dtype != torch.uint8:
-        raise TypeError(f"expected a uint8 image tensor (0-255), got {image.dtype}; these pipelines start from 8-bit pixels")
+        raise TypeError(
+            f"expected a uint8 image tensor (0-255), got {image.dtype}; these pipelines start from 8-bit pixels"
+        )
     if image.ndim == 2:
         image = image.unsqueeze(0)
     if image.ndim != 3 or image.shape[0] not in (1, 3):
@@ -77,8 +86,10 @@ def _high_byte_of_16_bit(image: "Image.Image") -> np.ndarray:
     """
     values = np.array(image)
     if image.mode == "F" or values.min(initial=0) < 0 or values.max(initial=0) > 65535:
-        raise ValueError(f"a {'floating-point' if image.mode == 'F' else '32-bit'} image has no 8-bit reading in "
-                         "the original pipelines")
+        raise ValueError(
+            f"a {'floating-point' if image.mode == 'F' else '32-bit'} image has no 8-bit reading in "
+            "the original pipelines"
+        )
     return (values.astype(np.uint16) >> 8).astype(np.uint8)
 
 
@@ -103,8 +114,12 @@ def _torch7_bicubic_row(n_in: int, n_out: int, i: int) -> Taps:
     j = int(pos)
     x = float(pos - np.float32(j))
     # Catmull-Rom (a = -0.5) in the form Torch7's cubicInterpolate evaluates.
-    w = [0.5 * (-x + 2 * x * x - x ** 3), 1 + 0.5 * (-5 * x * x + 3 * x ** 3),
-         0.5 * (x + 4 * x * x - 3 * x ** 3), 0.5 * (-x * x + x ** 3)]
+    w = [
+        0.5 * (-x + 2 * x * x - x**3),
+        1 + 0.5 * (-5 * x * x + 3 * x**3),
+        0.5 * (x + 4 * x * x - 3 * x**3),
+        0.5 * (-x * x + x**3),
+    ]
     taps: Dict[int, float] = {}
     for k, tap in enumerate((j - 1, j, j + 1, j + 2)):
         taps[tap] = taps.get(tap, 0.0) + w[k]
@@ -173,8 +188,9 @@ def _axis_taps(kernel: str, n_in: int, n_out: int, start: int, length: int) -> T
 
 
 @functools.lru_cache(maxsize=512)
-def _axis_taps_on(device: torch.device, kernel: str, n_in: int, n_out: int, start: int,
-                  length: int) -> Tuple[Tensor, Tensor]:
+def _axis_taps_on(
+    device: torch.device, kernel: str, n_in: int, n_out: int, start: int, length: int
+) -> Tuple[Tensor, Tensor]:
     # A copy per device, so resampling on a GPU does not copy the taps for every image.
     indices, weights = _axis_taps(kernel, n_in, n_out, start, length)
     return indices.to(device), weights.to(device)
@@ -251,8 +267,13 @@ class CaffeTransform(EvalTransform):
 
     mean: Tensor  # a buffer: the mean to subtract, RGB, on the 0-255 scale
 
-    def __init__(self, crop: int, mean_bgr: Optional[Sequence[float]] = None, mean_image: Optional[Tensor] = None,
-                 resize: Tuple[int, int] = (256, 256)) -> None:
+    def __init__(
+        self,
+        crop: int,
+        mean_bgr: Optional[Sequence[float]] = None,
+        mean_image: Optional[Tensor] = None,
+        resize: Tuple[int, int] = (256, 256),
+    ) -> None:
         super().__init__()
         if (mean_bgr is None) == (mean_image is None):
             raise ValueError("give exactly one of mean_bgr (per-channel values) or mean_image (3 x H x W, RGB)")
@@ -263,7 +284,7 @@ class CaffeTransform(EvalTransform):
             if tuple(mean_image.shape) != (3, *self.resize_size):
                 raise ValueError(f"mean image must be (3, {resize[0]}, {resize[1]}), got {tuple(mean_image.shape)}")
             top, left = self.offset
-            mean = mean_image[:, top:top + crop, left:left + crop].to(torch.float32)
+            mean = mean_image[:, top : top + crop, left : left + crop].to(torch.float32)
             self.mean_description = "ILSVRC-2012 mean image (centre crop)"
         else:
             assert mean_bgr is not None  # one of the two was given, checked above
@@ -289,8 +310,10 @@ class CaffeTransform(EvalTransform):
         return batch.to(torch.float32) - self.mean.to(batch.device)
 
     def extra_repr(self) -> str:
-        return (f"warp={self.resize_size} bilinear (no antialias), crop={self.crop_size} at offset {self.offset}, "
-                f"scale=0-255, mean={self.mean_description}, RGB")
+        return (
+            f"warp={self.resize_size} bilinear (no antialias), crop={self.crop_size} at offset {self.offset}, "
+            f"scale=0-255, mean={self.mean_description}, RGB"
+        )
 
 
 class FbResNetTransform(EvalTransform):
@@ -299,8 +322,13 @@ class FbResNetTransform(EvalTransform):
     mean: Tensor  # buffers: the per-channel mean and std of the normalisation
     std: Tensor
 
-    def __init__(self, resize: int = 256, crop: int = 224, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225)) -> None:
+    def __init__(
+        self,
+        resize: int = 256,
+        crop: int = 224,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+    ) -> None:
         super().__init__()
         self.resize_size = resize
         self.crop_size = crop
@@ -327,7 +355,9 @@ class FbResNetTransform(EvalTransform):
         height, width = pixels.shape[-2:]
         out_h, out_w = self.scaled_size(height, width)
         if min(out_h, out_w) < self.crop_size:
-            raise ValueError(f"image {width}x{height} scales to {out_w}x{out_h}, smaller than the {self.crop_size} crop")
+            raise ValueError(
+                f"image {width}x{height} scales to {out_w}x{out_h}, smaller than the {self.crop_size} crop"
+            )
         top = math.ceil((out_h - self.crop_size) / 2)
         left = math.ceil((out_w - self.crop_size) / 2)
         rows = _taps(pixels, "bicubic", out_h, top, self.crop_size, axis=-2)
@@ -339,9 +369,11 @@ class FbResNetTransform(EvalTransform):
         return (batch.to(torch.float32) - self.mean.to(batch.device)) / self.std.to(batch.device)
 
     def extra_repr(self) -> str:
-        return (f"shorter side={self.resize_size} Torch7 bicubic (corner-aligned, no antialias), "
-                f"centre crop={self.crop_size} at ceil offsets, scale=[0,1], mean={self.mean.flatten().tolist()}, "
-                f"std={self.std.flatten().tolist()}, RGB")
+        return (
+            f"shorter side={self.resize_size} Torch7 bicubic (corner-aligned, no antialias), "
+            f"centre crop={self.crop_size} at ceil offsets, scale=[0,1], mean={self.mean.flatten().tolist()}, "
+            f"std={self.std.flatten().tolist()}, RGB"
+        )
 
 
 class DigitsTransform(EvalTransform):

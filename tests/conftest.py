@@ -17,8 +17,10 @@ RELEASE = SHARED / "reference" / "dsd-release"
 def require(path: Path) -> Path:
     """Skip the calling test, saying why, when a real fixture file is not present."""
     if not path.exists():
-        pytest.skip(f"real fixture {path} is absent: these files live in ../shared (not in this repository); "
-                    "set DSD_ZOO_SHARED to the folder that holds fixtures/ and reference/")
+        pytest.skip(
+            f"real fixture {path} is absent: these files live in ../shared (not in this repository); "
+            "set DSD_ZOO_SHARED to the folder that holds fixtures/ and reference/"
+        )
     return path
 
 
@@ -87,5 +89,6 @@ def unresolvable_host() -> str:
         socket.getaddrinfo(UNRESOLVABLE, None)
     except socket.gaierror:
         return UNRESOLVABLE
-    pytest.skip(f"this machine's resolver gives an address for {UNRESOLVABLE}, which RFC 6761 says no name under "
-                ".invalid has")
+    pytest.skip(
+        f"this machine's resolver gives an address for {UNRESOLVABLE}, which RFC 6761 says no name under .invalid has"
+    )

@@ -52,8 +52,9 @@ class OneDriveServer(LoopbackService):
     ``refuse_tokens``: the token service answers this HTTP status instead of a token.
     """
 
-    def __init__(self, *, redirect: bool = False, token_lives_for: int | None = None,
-                 refuse_tokens: int | None = None) -> None:
+    def __init__(
+        self, *, redirect: bool = False, token_lives_for: int | None = None, refuse_tokens: int | None = None
+    ) -> None:
         self.redirect = redirect
         self.token_lives_for = token_lives_for
         self.refuse_tokens = refuse_tokens
@@ -66,8 +67,11 @@ class OneDriveServer(LoopbackService):
 
     def env(self) -> dict[str, str]:
         """The variables that point dsd-zoo's OneDrive route at this server."""
-        return {"DSD_ZOO_ONEDRIVE_TOKEN_URL": self.base_url + "/token", "DSD_ZOO_ONEDRIVE_API": self.base_url + "/api",
-                "DSD_ZOO_ONEDRIVE_LEGACY_API": self.base_url + "/legacy"}
+        return {
+            "DSD_ZOO_ONEDRIVE_TOKEN_URL": self.base_url + "/token",
+            "DSD_ZOO_ONEDRIVE_API": self.base_url + "/api",
+            "DSD_ZOO_ONEDRIVE_LEGACY_API": self.base_url + "/legacy",
+        }
 
     def add_share(self, share_url: str, name: str, body: bytes, *, first_content_faults: Iterable[Fault] = ()) -> None:
         """Share ``body`` as ``name`` at ``share_url``; ``first_content_faults`` hit the first download link made."""
@@ -161,8 +165,15 @@ def _handler(owner: OneDriveServer) -> type:
             share = owner._shares.get(match["share"])
             if share is None:
                 return self._reply(404, {"error": {"code": "itemNotFound"}})
-            return self._reply(200, {"id": "ABC!123", "name": share.name, "size": len(share.body),
-                                     "@content.downloadUrl": owner._content_link(share, token)})
+            return self._reply(
+                200,
+                {
+                    "id": "ABC!123",
+                    "name": share.name,
+                    "size": len(share.body),
+                    "@content.downloadUrl": owner._content_link(share, token),
+                },
+            )
 
         def do_GET(self) -> None:
             path = self._path()

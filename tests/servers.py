@@ -44,8 +44,15 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 __all__ = [
-    "DEFAULT_COMMIT", "DOWNLOAD_ENV", "Fault", "LAST_MODIFIED_NOW", "LoggedRequest", "LoopbackServer", "LoopbackService",
-    "cache_dir", "isolate_download_env",
+    "DEFAULT_COMMIT",
+    "DOWNLOAD_ENV",
+    "Fault",
+    "LAST_MODIFIED_NOW",
+    "LoggedRequest",
+    "LoopbackServer",
+    "LoopbackService",
+    "cache_dir",
+    "isolate_download_env",
     "server",
 ]
 
@@ -143,14 +150,31 @@ class LoopbackServer:
     def url(self, path: str) -> str:
         return self.base_url + path
 
-    def add(self, path: str, body: bytes, *, etag: str | None = None, accept_ranges: bool = True,
-            faults: Iterable[Fault] = (), headers: dict[str, str] | None = None, send_etag: bool = True,
-            accept_ranges_on_partial: bool = True, last_modified: str = _LAST_MODIFIED) -> str:
+    def add(
+        self,
+        path: str,
+        body: bytes,
+        *,
+        etag: str | None = None,
+        accept_ranges: bool = True,
+        faults: Iterable[Fault] = (),
+        headers: dict[str, str] | None = None,
+        send_etag: bool = True,
+        accept_ranges_on_partial: bool = True,
+        last_modified: str = _LAST_MODIFIED,
+    ) -> str:
         """Serve ``body`` at ``path`` and return its URL. The default ETag is the quoted sha256 of the body."""
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
-        resource = _Resource(bytes(body), (etag or f'"{hashlib.sha256(body).hexdigest()}"') if send_etag else None,
-                             accept_ranges, accept_ranges_on_partial, last_modified, dict(headers or {}), deque(faults))
+        resource = _Resource(
+            bytes(body),
+            (etag or f'"{hashlib.sha256(body).hexdigest()}"') if send_etag else None,
+            accept_ranges,
+            accept_ranges_on_partial,
+            last_modified,
+            dict(headers or {}),
+            deque(faults),
+        )
         with self._lock:
             self._resources[path] = resource
         return self.url(path)
@@ -169,9 +193,17 @@ class LoopbackServer:
         with self._lock:
             self._resources[path].faults.extend(faults)
 
-    def add_hf_file(self, repo_id: str, filename: str, body: bytes, *, commit: str = DEFAULT_COMMIT,
-                    branches: Iterable[str] = ("main",), via_cdn: bool = False,
-                    faults: Iterable[Fault] = ()) -> str:
+    def add_hf_file(
+        self,
+        repo_id: str,
+        filename: str,
+        body: bytes,
+        *,
+        commit: str = DEFAULT_COMMIT,
+        branches: Iterable[str] = ("main",),
+        via_cdn: bool = False,
+        faults: Iterable[Fault] = (),
+    ) -> str:
         """Serve ``body`` as ``filename`` of the Hub repository ``repo_id`` at ``commit`` (and ``branches``).
 
         Like the Hub for an LFS file, the resolve endpoint sends ``X-Repo-Commit``, the sha256 as
@@ -424,8 +456,17 @@ def cache_dir(monkeypatch, tmp_path: Path) -> Path:
 
 # Every variable that changes what dsd_zoo.download does; tests start from none of them set.
 DOWNLOAD_ENV = (
-    "DSD_ZOO_CACHE", "DSD_ZOO_OFFLINE", "DSD_ZOO_TRUST_UNVERIFIED", "DSD_ZOO_TIMEOUT", "DSD_ZOO_RETRIES",
-    "DSD_ZOO_RETRY_BACKOFF", "HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+    "DSD_ZOO_CACHE",
+    "DSD_ZOO_OFFLINE",
+    "DSD_ZOO_TRUST_UNVERIFIED",
+    "DSD_ZOO_TIMEOUT",
+    "DSD_ZOO_RETRIES",
+    "DSD_ZOO_RETRY_BACKOFF",
+    "HF_ENDPOINT",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
 )
 
 

@@ -15,8 +15,15 @@ from .conftest import REPO_ROOT
 
 
 def test_list_models_filters():
-    assert dsd_zoo.list_models("*_dsd") == ["alexnet_dsd", "vgg16_dsd", "googlenet_dsd", "squeezenet_dsd",
-                                            "resnet18_dsd", "resnet50_dsd", "digits_dsd"]
+    assert dsd_zoo.list_models("*_dsd") == [
+        "alexnet_dsd",
+        "vgg16_dsd",
+        "googlenet_dsd",
+        "squeezenet_dsd",
+        "resnet18_dsd",
+        "resnet50_dsd",
+        "digits_dsd",
+    ]
     assert dsd_zoo.list_models(kind="sparse") == ["squeezenet_sparse", "digits_sparse"]
     assert len(dsd_zoo.list_models()) == 16
 

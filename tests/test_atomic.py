@@ -14,8 +14,13 @@ from dsd_zoo.loading import read_header
 
 
 def test_same_tensors_and_metadata_give_the_same_bytes(tmp_path):
-    tensors = {"b": torch.randn(3, 4), "a": torch.arange(5), "m": torch.tensor([True, False]),
-               "h": torch.ones(2, dtype=torch.bfloat16), "e": torch.zeros(0, 3)}
+    tensors = {
+        "b": torch.randn(3, 4),
+        "a": torch.arange(5),
+        "m": torch.tensor([True, False]),
+        "h": torch.ones(2, dtype=torch.bfloat16),
+        "e": torch.zeros(0, 3),
+    }
     metadata = {"z": "1", "a": "2"}
     one = write_safetensors(tmp_path / "one.safetensors", tensors, metadata)
     reordered = dict(reversed(list(tensors.items())))

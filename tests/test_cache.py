@@ -56,8 +56,10 @@ def require_enforced_permissions(tmp_path: Path) -> None:
             (probe / "x").touch()
         except PermissionError:
             return
-    pytest.skip("this user writes into read-only directories (root?): run as another user, or drop "
-                "CAP_DAC_OVERRIDE (capsh --drop=cap_dac_override,cap_dac_read_search -- -c 'python -m pytest ...')")
+    pytest.skip(
+        "this user writes into read-only directories (root?): run as another user, or drop "
+        "CAP_DAC_OVERRIDE (capsh --drop=cap_dac_override,cap_dac_read_search -- -c 'python -m pytest ...')"
+    )
 
 
 def test_cache_dir_precedence(tmp_path, monkeypatch):
@@ -81,15 +83,34 @@ def test_stamp_round_trip(tmp_path):
 
 
 def _edited_stamp(**changes) -> str:
-    document = {"format": 1, "size": len(BODY), "mtime_ns": 1, "inode": 1, "sha256": SHA256, "pinned": False,
-                "source": None, "extra": {}}
+    document = {
+        "format": 1,
+        "size": len(BODY),
+        "mtime_ns": 1,
+        "inode": 1,
+        "sha256": SHA256,
+        "pinned": False,
+        "source": None,
+        "extra": {},
+    }
     return json.dumps({**document, **changes})
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"format": 1}', '{"format": 2, "size": 1}', "[]", "[" * 100_000,
-                                     # Hand-edited: the string "false" is true, so it would have made a pin.
-                                     _edited_stamp(pinned="false"), _edited_stamp(extra="x"),
-                                     _edited_stamp(extra={"sha1": 1}), _edited_stamp(source=3)])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        '{"format": 1}',
+        '{"format": 2, "size": 1}',
+        "[]",
+        "[" * 100_000,
+        # Hand-edited: the string "false" is true, so it would have made a pin.
+        _edited_stamp(pinned="false"),
+        _edited_stamp(extra="x"),
+        _edited_stamp(extra={"sha1": 1}),
+        _edited_stamp(source=3),
+    ],
+)
 def test_unreadable_stamp_proves_nothing(tmp_path, content, caplog):
     path = cached_file(tmp_path)
     cache.stamp_path(path).write_text(content)
@@ -238,8 +259,12 @@ def test_part_names_are_unique_and_stale_parts_are_removed(tmp_path):
     part.write_bytes(b"half")
     stamp_part = tmp_path / "w.bin.stamp.json.4242.0123abcd.part"  # a stamp being written when its process died
     stamp_part.write_bytes(b"{")
-    unrelated = [tmp_path / "w.bin2.123.abcdef01.part", tmp_path / "w.bin.stamp.json", tmp_path / "w.bin.x.part",
-                 tmp_path / "w.bin2.stamp.json.4242.0123abcd.part"]
+    unrelated = [
+        tmp_path / "w.bin2.123.abcdef01.part",
+        tmp_path / "w.bin.stamp.json",
+        tmp_path / "w.bin.x.part",
+        tmp_path / "w.bin2.stamp.json.4242.0123abcd.part",
+    ]
     for path in unrelated:
         path.write_bytes(b"")
     assert cache.remove_stale_parts(final) == 2

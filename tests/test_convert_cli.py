@@ -135,8 +135,14 @@ def test_help_explains_every_option(capsys):
         main(["--help"])
     assert exited.value.code == 0
     printed = capsys.readouterr().out
-    for text in ("--model NAME", "-o OUT.safetensors", "--force", "--install", "examples:",
-                 "python -m dsd_zoo.convert compressed_SqueezeNet.net --model squeezenet_sparse"):
+    for text in (
+        "--model NAME",
+        "-o OUT.safetensors",
+        "--force",
+        "--install",
+        "examples:",
+        "python -m dsd_zoo.convert compressed_SqueezeNet.net --model squeezenet_sparse",
+    ):
         assert text in printed
 
 
@@ -174,8 +180,21 @@ def test_cli_process_exits_2_without_traceback(tmp_path):
     # Through a real interpreter: `python -m dsd_zoo.convert` is wired and prints one error line.
     bad = tmp_path / "bad.t7"
     bad.write_bytes(b"\x2a\x00\x00\x00")  # type tag 42: no Torch7 object
-    failed = subprocess.run([sys.executable, "-m", "dsd_zoo.convert", str(bad), "--model", "resnet18_dsd",
-                             "-o", str(tmp_path / "o.safetensors")], cwd=REPO_ROOT, capture_output=True, text=True)
+    failed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dsd_zoo.convert",
+            str(bad),
+            "--model",
+            "resnet18_dsd",
+            "-o",
+            str(tmp_path / "o.safetensors"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert failed.returncode == 2 and failed.stderr.startswith("error: ") and "Traceback" not in failed.stderr
     assert failed.stdout == "" and not (tmp_path / "o.safetensors").exists()
 
@@ -192,8 +211,9 @@ def test_output_paths_that_cannot_be_written_as_given(tmp_path, capsys):
     assert f"{plain} is a file, not a directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("how, status, message", [("SIGINT", 130, "interrupted: nothing was written"),
-                                                  ("SIGTERM", 143, "")])
+@pytest.mark.parametrize(
+    "how, status, message", [("SIGINT", 130, "interrupted: nothing was written"), ("SIGTERM", 143, "")]
+)
 def test_an_interrupted_or_killed_conversion_leaves_no_part_file(tmp_path, how, status, message):
     # The signal arrives while the output's part file is complete but not yet renamed into place.
     src = _squeezenet_caffemodel(tmp_path)

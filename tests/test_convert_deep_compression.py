@@ -82,11 +82,14 @@ def test_prototxt_convenience(tmp_path, real):
 
 # --------------------------------------------------------------------------- round trips
 
+
 def _layers(rng):
-    return [random_layer("conv1", (8, 3, 3, 3), rng, density=0.04),   # long gaps -> fillers
-            random_layer("fire2/conv1x1", (5, 8, 1, 1), rng, density=1.0),
-            random_layer("fc6", (7, 13), rng, density=0.5),            # 4-bit codes, odd count
-            random_layer("ip2", (3, 5), rng, density=0.0)]             # nothing stored
+    return [
+        random_layer("conv1", (8, 3, 3, 3), rng, density=0.04),  # long gaps -> fillers
+        random_layer("fire2/conv1x1", (5, 8, 1, 1), rng, density=1.0),
+        random_layer("fc6", (7, 13), rng, density=0.5),  # 4-bit codes, odd count
+        random_layer("ip2", (3, 5), rng, density=0.0),
+    ]  # nothing stored
 
 
 def test_round_trip(tmp_path):
@@ -120,14 +123,17 @@ def test_layer_list_from_a_prototxt_with_fc_layers():
 
 
 def test_layer_without_bias_is_refused():
-    net = parse_prototxt('input: "d" input_dim: 1 input_dim: 1 input_dim: 4 input_dim: 4 '
-                         'layer { name: "conv" type: "Convolution" bottom: "d" top: "c" '
-                         'convolution_param { num_output: 2 kernel_size: 1 bias_term: false } }')
+    net = parse_prototxt(
+        'input: "d" input_dim: 1 input_dim: 1 input_dim: 4 input_dim: 4 '
+        'layer { name: "conv" type: "Convolution" bottom: "d" top: "c" '
+        "convolution_param { num_output: 2 kernel_size: 1 bias_term: false } }"
+    )
     with pytest.raises(ConversionError, match="no bias"):
         deep_compression_layers(net)
 
 
 # --------------------------------------------------------------------------- hostile input
+
 
 def test_bad_layer_lists_are_value_errors():
     with pytest.raises(ValueError, match="unique"):
@@ -138,9 +144,11 @@ def test_bad_layer_lists_are_value_errors():
 
 def test_bad_layer_lists_from_a_prototxt_are_conversion_errors():
     # From a file, not from the caller: the package's own error, naming the problem.
-    two_convs = ('input: "d" input_dim: 1 input_dim: {c} input_dim: 4 input_dim: 4 '
-                 'layer {{ name: "conv1" type: "Convolution" bottom: "d" top: "a" convolution_param {{ num_output: 1 kernel_size: 1 }} }} '
-                 'layer {{ name: "conv{second}" type: "Convolution" bottom: "a" top: "b" convolution_param {{ num_output: 1 kernel_size: 1 }} }}')
+    two_convs = (
+        'input: "d" input_dim: 1 input_dim: {c} input_dim: 4 input_dim: 4 '
+        'layer {{ name: "conv1" type: "Convolution" bottom: "d" top: "a" convolution_param {{ num_output: 1 kernel_size: 1 }} }} '
+        'layer {{ name: "conv{second}" type: "Convolution" bottom: "a" top: "b" convolution_param {{ num_output: 1 kernel_size: 1 }} }}'
+    )
     with pytest.raises(ConversionError, match="unique"):
         read_deep_compression_prototxt(b"", parse_prototxt(two_convs.format(c=1, second=1)))
     with pytest.raises(ConversionError, match="positive"):
@@ -170,7 +178,7 @@ def test_corrupt_fields():
         read_deep_compression(bytes(bad_codebook), layout)
 
     nan_bias = good.copy()
-    nan_bias[4 + 4 * 256:8 + 4 * 256] = np.float32(np.nan).tobytes()
+    nan_bias[4 + 4 * 256 : 8 + 4 * 256] = np.float32(np.nan).tobytes()
     with pytest.raises(FormatError, match="NaN"):
         read_deep_compression(bytes(nan_bias), layout)
 

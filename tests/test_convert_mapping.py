@@ -30,26 +30,67 @@ from .conftest import FIXTURES, RELEASE, require
 
 # --- Caffe layer name -> dsd-zoo module (architectures.md 4.1-4.4), input convolution first ---
 
-ALEXNET = {"conv1": "features.0", "conv2": "features.4", "conv3": "features.8", "conv4": "features.10",
-           "conv5": "features.12", "fc6": "classifier.0", "fc7": "classifier.3", "fc8": "classifier.6"}
-VGG16 = {"conv1_1": "features.0", "conv1_2": "features.2", "conv2_1": "features.5", "conv2_2": "features.7",
-         "conv3_1": "features.10", "conv3_2": "features.12", "conv3_3": "features.14", "conv4_1": "features.17",
-         "conv4_2": "features.19", "conv4_3": "features.21", "conv5_1": "features.24", "conv5_2": "features.26",
-         "conv5_3": "features.28", "fc6": "classifier.0", "fc7": "classifier.3", "fc8": "classifier.6"}
-_INCEPTION = {"1x1": "branch1.conv", "3x3_reduce": "branch2.0.conv", "3x3": "branch2.1.conv",
-              "5x5_reduce": "branch3.0.conv", "5x5": "branch3.1.conv", "pool_proj": "branch4.1.conv"}
-GOOGLENET = {"conv1/7x7_s2": "conv1.conv", "conv2/3x3_reduce": "conv2.conv", "conv2/3x3": "conv3.conv",
-             **{f"inception_{b}/{c}": f"inception{b}.{m}"
-                for b in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b") for c, m in _INCEPTION.items()},
-             "loss3/classifier": "fc"}
-GOOGLENET_AUX = {f"loss{i}/{c}": f"aux{i}.{m}" for i in (1, 2)
-                 for c, m in (("conv", "conv.conv"), ("fc", "fc1"), ("classifier", "fc2"))}
+ALEXNET = {
+    "conv1": "features.0",
+    "conv2": "features.4",
+    "conv3": "features.8",
+    "conv4": "features.10",
+    "conv5": "features.12",
+    "fc6": "classifier.0",
+    "fc7": "classifier.3",
+    "fc8": "classifier.6",
+}
+VGG16 = {
+    "conv1_1": "features.0",
+    "conv1_2": "features.2",
+    "conv2_1": "features.5",
+    "conv2_2": "features.7",
+    "conv3_1": "features.10",
+    "conv3_2": "features.12",
+    "conv3_3": "features.14",
+    "conv4_1": "features.17",
+    "conv4_2": "features.19",
+    "conv4_3": "features.21",
+    "conv5_1": "features.24",
+    "conv5_2": "features.26",
+    "conv5_3": "features.28",
+    "fc6": "classifier.0",
+    "fc7": "classifier.3",
+    "fc8": "classifier.6",
+}
+_INCEPTION = {
+    "1x1": "branch1.conv",
+    "3x3_reduce": "branch2.0.conv",
+    "3x3": "branch2.1.conv",
+    "5x5_reduce": "branch3.0.conv",
+    "5x5": "branch3.1.conv",
+    "pool_proj": "branch4.1.conv",
+}
+GOOGLENET = {
+    "conv1/7x7_s2": "conv1.conv",
+    "conv2/3x3_reduce": "conv2.conv",
+    "conv2/3x3": "conv3.conv",
+    **{
+        f"inception_{b}/{c}": f"inception{b}.{m}"
+        for b in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
+        for c, m in _INCEPTION.items()
+    },
+    "loss3/classifier": "fc",
+}
+GOOGLENET_AUX = {
+    f"loss{i}/{c}": f"aux{i}.{m}"
+    for i in (1, 2)
+    for c, m in (("conv", "conv.conv"), ("fc", "fc1"), ("classifier", "fc2"))
+}
 _FIRES = {2: 3, 3: 4, 4: 5, 5: 7, 6: 8, 7: 9, 8: 10, 9: 12}  # fireN -> torchvision features.N
 
 
 def _squeezenet(squeeze: str, expand1: str, expand3: str, final: str) -> Dict[str, str]:
-    fires = {f"fire{n}/{c}": f"features.{i}.{m}" for n, i in _FIRES.items()
-             for c, m in ((squeeze, "squeeze"), (expand1, "expand1x1"), (expand3, "expand3x3"))}
+    fires = {
+        f"fire{n}/{c}": f"features.{i}.{m}"
+        for n, i in _FIRES.items()
+        for c, m in ((squeeze, "squeeze"), (expand1, "expand1x1"), (expand3, "expand3x3"))
+    }
     return {"conv1": "features.0", **fires, final: "classifier.1"}
 
 
@@ -79,8 +120,9 @@ def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def caffe_blobs(model: torch.nn.Module, table: Mapping[str, str], *, legacy_fc: bool = False,
-                dtype: Any = np.float32) -> Dict[str, list]:
+def caffe_blobs(
+    model: torch.nn.Module, table: Mapping[str, str], *, legacy_fc: bool = False, dtype: Any = np.float32
+) -> Dict[str, list]:
     """The blobs a Caffe file of ``model`` holds: BGR input conv, optional V1 FC shapes."""
     state = model.state_dict()
     first = next(iter(table))
@@ -128,8 +170,9 @@ def assert_same_model(model: torch.nn.Module, reference: torch.nn.Module, size: 
     for key, value in model.state_dict().items():
         assert torch.equal(value, expected[key]), key
     expected_logits = outputs(reference, size, scale)
-    torch.testing.assert_close(outputs(model, size, scale), expected_logits, rtol=0,
-                               atol=1e-5 * float(expected_logits.abs().max()))
+    torch.testing.assert_close(
+        outputs(model, size, scale), expected_logits, rtol=0, atol=1e-5 * float(expected_logits.abs().max())
+    )
 
 
 def assert_same_outputs(arch: str, state: Mapping[str, torch.Tensor], reference: torch.nn.Module, size: int) -> None:
@@ -205,14 +248,20 @@ def _edit(blobs: Dict[str, list], edit: Callable[[Dict[str, list]], None]) -> Di
 
 CAFFE_VIOLATIONS = {
     "missing layer": (lambda b: b.pop("fire4/conv3x3_2"), r"missing layers \['fire4/conv3x3_2'\]"),
-    "extra weighted layer": (lambda b: b.update(fc9=[np.ones((2, 2), np.float32), np.ones(2, np.float32)]),
-                             r"unexpected weighted layers \['fc9'\]"),
-    "wrong shape": (lambda b: b["fire2/conv1x1_2"].__setitem__(0, np.ones((64, 17, 1, 1), np.float32)),
-                    r"'fire2/conv1x1_2' blob 0 \(weight\) has shape \(64, 17, 1, 1\), "
-                    r"but features\.3\.expand1x1\.weight needs \(64, 16, 1, 1\)"),
-    "same count, other shape": (lambda b: b["conv_final"].__setitem__(0, b["conv_final"][0].reshape(512, 1000, 1, 1)),
-                                r"'conv_final' blob 0 \(weight\) has shape \(512, 1000, 1, 1\), "
-                                r"but classifier\.1\.weight needs \(1000, 512, 1, 1\)"),
+    "extra weighted layer": (
+        lambda b: b.update(fc9=[np.ones((2, 2), np.float32), np.ones(2, np.float32)]),
+        r"unexpected weighted layers \['fc9'\]",
+    ),
+    "wrong shape": (
+        lambda b: b["fire2/conv1x1_2"].__setitem__(0, np.ones((64, 17, 1, 1), np.float32)),
+        r"'fire2/conv1x1_2' blob 0 \(weight\) has shape \(64, 17, 1, 1\), "
+        r"but features\.3\.expand1x1\.weight needs \(64, 16, 1, 1\)",
+    ),
+    "same count, other shape": (
+        lambda b: b["conv_final"].__setitem__(0, b["conv_final"][0].reshape(512, 1000, 1, 1)),
+        r"'conv_final' blob 0 \(weight\) has shape \(512, 1000, 1, 1\), "
+        r"but classifier\.1\.weight needs \(1000, 512, 1, 1\)",
+    ),
     "no bias": (lambda b: b["conv1"].pop(), r"layer 'conv1' has 1 blob\(s\)"),
     "mixed schemes": (lambda b: b.update({"fire2/squeeze1x1": b.pop("fire2/conv1x1_1")}), r"mix the deepscale and dsd"),
     "not finite": (lambda b: b["fire3/conv1x1_1"][0].__setitem__((0, 0, 0, 0), np.nan), r"NaN or infinite"),
@@ -246,23 +295,30 @@ def _prototxt_table(path, arch) -> Dict[str, str]:
     from .formats.prototxt import layer_specs, read_prototxt
 
     aux = ("loss1/", "loss2/")
-    specs = [s.name for s in layer_specs(read_prototxt(path), phase="TEST")
-             if s.type in ("Convolution", "InnerProduct")]
+    specs = [
+        s.name for s in layer_specs(read_prototxt(path), phase="TEST") if s.type in ("Convolution", "InnerProduct")
+    ]
     model = ARCHITECTURES[arch].build(**({"aux_logits": True} if arch == "googlenet" else {}))
     modules = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     main = [n for n in modules if not n.startswith(("aux1.", "aux2."))]
     heads = [n for n in modules if n.startswith(("aux1.", "aux2."))]
-    return {**dict(zip([s for s in specs if not s.startswith(aux)], main)),
-            **dict(zip([s for s in specs if s.startswith(aux)], heads))}
+    return {
+        **dict(zip([s for s in specs if not s.startswith(aux)], main)),
+        **dict(zip([s for s in specs if s.startswith(aux)], heads)),
+    }
 
 
-@pytest.mark.parametrize("arch,prototxt,table", [
-    ("alexnet", RELEASE / "AlexNet" / "train_val.prototxt", ALEXNET),
-    ("vgg16", RELEASE / "VGG16" / "train_val.prototxt", VGG16),
-    ("googlenet", RELEASE / "GoogleNet" / "train_val.prototxt", {**GOOGLENET, **GOOGLENET_AUX}),
-    ("squeezenet1_0", RELEASE / "SqueezeNet" / "trainval.prototxt", SQUEEZENET_DSD),
-    ("squeezenet1_0", FIXTURES / "squeezenet-deep-compression" / "SqueezeNet_deploy.prototxt", SQUEEZENET_DSD),
-], ids=["alexnet", "vgg16", "googlenet", "squeezenet-dsd", "squeezenet-deploy"])
+@pytest.mark.parametrize(
+    "arch,prototxt,table",
+    [
+        ("alexnet", RELEASE / "AlexNet" / "train_val.prototxt", ALEXNET),
+        ("vgg16", RELEASE / "VGG16" / "train_val.prototxt", VGG16),
+        ("googlenet", RELEASE / "GoogleNet" / "train_val.prototxt", {**GOOGLENET, **GOOGLENET_AUX}),
+        ("squeezenet1_0", RELEASE / "SqueezeNet" / "trainval.prototxt", SQUEEZENET_DSD),
+        ("squeezenet1_0", FIXTURES / "squeezenet-deep-compression" / "SqueezeNet_deploy.prototxt", SQUEEZENET_DSD),
+    ],
+    ids=["alexnet", "vgg16", "googlenet", "squeezenet-dsd", "squeezenet-deploy"],
+)
 def test_tables_match_release_prototxts(arch, prototxt, table):
     # The release's own layer names, in network order, paired with the modules in build order.
     assert _prototxt_table(require(prototxt), arch) == table
@@ -299,29 +355,55 @@ def t7_object(typename: str, **fields: Any) -> TorchObject:
     return TorchObject(typename, 1, fields)
 
 
-def fb_tree(model: torch.nn.Module, make: Callable[..., Any] = t7_object, *, prefix: str = "nn",
-            running_std: bool = False, eps: float = 1e-5, mm: bool = False) -> Any:
+def fb_tree(
+    model: torch.nn.Module,
+    make: Callable[..., Any] = t7_object,
+    *,
+    prefix: str = "nn",
+    running_std: bool = False,
+    eps: float = 1e-5,
+    mm: bool = False,
+) -> Any:
     """The Torch7 module tree of a released fb.resnet.torch checkpoint holding ``model``'s weights.
 
     ``prefix`` "cudnn" uses the cudnn classes; ``running_std`` stores 1/sqrt(var + eps) as old nn
     did; ``eps`` stores another BN epsilon (running_var adjusted so the normaliser is unchanged);
     ``mm`` stores conv weights 2-D as SpatialConvolutionMM.
     """
+
     def array(t: torch.Tensor) -> np.ndarray:
         return t.detach().numpy()  # shares the model's memory: edit trees by replacing arrays
 
     def conv(m: torch.nn.Conv2d) -> Any:
         weight = array(m.weight)
         typename = "nn.SpatialConvolutionMM" if mm else f"{prefix}.SpatialConvolution"
-        return make(typename, weight=weight.reshape(weight.shape[0], -1) if mm else weight, bias=array(m.bias),
-                    nInputPlane=m.in_channels, nOutputPlane=m.out_channels, kW=m.kernel_size[1], kH=m.kernel_size[0],
-                    dW=m.stride[1], dH=m.stride[0], padW=m.padding[1], padH=m.padding[0])
+        return make(
+            typename,
+            weight=weight.reshape(weight.shape[0], -1) if mm else weight,
+            bias=array(m.bias),
+            nInputPlane=m.in_channels,
+            nOutputPlane=m.out_channels,
+            kW=m.kernel_size[1],
+            kH=m.kernel_size[0],
+            dW=m.stride[1],
+            dH=m.stride[0],
+            padW=m.padding[1],
+            padH=m.padding[0],
+        )
 
     def bn(m: torch.nn.BatchNorm2d) -> Any:
         var = m.running_var.double() + 1e-5 - eps  # same normaliser var + eps as the model's
         stats = {"running_std": array((var + eps).rsqrt())} if running_std else {"running_var": array(var)}
-        return make(f"{prefix}.SpatialBatchNormalization", weight=array(m.weight), bias=array(m.bias),
-                    running_mean=array(m.running_mean), eps=eps, momentum=0.1, affine=True, **stats)
+        return make(
+            f"{prefix}.SpatialBatchNormalization",
+            weight=array(m.weight),
+            bias=array(m.bias),
+            running_mean=array(m.running_mean),
+            eps=eps,
+            momentum=0.1,
+            affine=True,
+            **stats,
+        )
 
     def relu() -> Any:
         return make(f"{prefix}.ReLU", inplace=True)
@@ -339,11 +421,16 @@ def fb_tree(model: torch.nn.Module, make: Callable[..., Any] = t7_object, *, pre
         return seq(seq(branch, shortcut, typename="nn.ConcatTable"), make("nn.CAddTable"), *tail)
 
     stages = [seq(*[block(b) for b in getattr(model, f"layer{i}")]) for i in range(1, 5)]
-    return seq(conv(model.conv1), bn(model.bn1), relu(),
-               make(f"{prefix}.SpatialMaxPooling", kW=3, kH=3, dW=2, dH=2, padW=1, padH=1, ceil_mode=False),
-               *stages, make(f"{prefix}.SpatialAveragePooling", kW=7, kH=7, dW=1, dH=1, padW=0, padH=0),
-               make("nn.View", size=[model.fc.in_features]),
-               make("nn.Linear", weight=array(model.fc.weight), bias=array(model.fc.bias)))
+    return seq(
+        conv(model.conv1),
+        bn(model.bn1),
+        relu(),
+        make(f"{prefix}.SpatialMaxPooling", kW=3, kH=3, dW=2, dH=2, padW=1, padH=1, ceil_mode=False),
+        *stages,
+        make(f"{prefix}.SpatialAveragePooling", kW=7, kH=7, dW=1, dH=1, padW=0, padH=0),
+        make("nn.View", size=[model.fc.in_features]),
+        make("nn.Linear", weight=array(model.fc.weight), bias=array(model.fc.bias)),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -351,8 +438,9 @@ def resnets() -> Dict[str, torch.nn.Module]:
     return {arch: perturb(ARCHITECTURES[arch].build(), seed=3) for arch in ("fb_resnet18", "fb_resnet50")}
 
 
-@pytest.mark.parametrize("arch,variant", [("fb_resnet18", "nn"), ("fb_resnet18", "cudnn"), ("fb_resnet50", "nn"),
-                                          ("fb_resnet50", "mm")])
+@pytest.mark.parametrize(
+    "arch,variant", [("fb_resnet18", "nn"), ("fb_resnet18", "cudnn"), ("fb_resnet50", "nn"), ("fb_resnet50", "mm")]
+)
 def test_fb_resnet_mapping_reproduces_outputs(resnets, arch, variant):
     model = resnets[arch]
     tree = fb_tree(model, prefix="cudnn" if variant == "cudnn" else "nn", mm=variant == "mm")
@@ -371,8 +459,9 @@ def test_fb_resnet_legacy_batch_norm(resnets, legacy):
     tree = fb_tree(model, running_std=legacy.startswith("running_std"), eps=1e-3 if legacy.endswith("1e-3") else 1e-5)
     state, report = map_fb_resnet(tree, "fb_resnet18")
     # Not bit-exact: var goes through 1/sqrt and back, or + eps - 1e-5, in float64 then float32.
-    torch.testing.assert_close(state["layer3.1.bn2.running_var"], model.state_dict()["layer3.1.bn2.running_var"],
-                               rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        state["layer3.1.bn2.running_var"], model.state_dict()["layer3.1.bn2.running_var"], rtol=1e-6, atol=1e-7
+    )
     if legacy.startswith("running_std"):
         assert len(report["running_std_converted"]) == 1 + 2 * 8  # stem BN + two per basic block
         # running_std = 1/sqrt(var + eps) already holds eps: nothing is folded, whatever eps is.
@@ -402,45 +491,89 @@ def _shortcut_with_bn(tree: Any) -> None:
 
 
 RESNET_VIOLATIONS = {
-    "conv without bias": ("fb_resnet18", lambda t: _at(t, 4, 0, 0, 0, 0).fields.pop("bias"),
-                          r"model\[4\]\[0\]\[0\]\[0\]\[0\] \(-> layer1\.0\.conv1\.bias\): has no bias tensor"),
-    "public bottleneck": ("fb_resnet50", _public_bottleneck,
-                          r"model\[4\]\[0\] \(-> layer1\.0\).*public models/resnet\.lua"),
-    "shortcut with BN": ("fb_resnet18", _shortcut_with_bn,
-                         r"model\[5\]\[0\]\[0\] \(-> layer2\.0\): expected ConcatTable\[Sequential, conv\], found "
-                         r"ConcatTable\[Sequential\[.*\], Sequential\[conv, BN\]\].*bare 1x1"),
-    "projection where identity": ("fb_resnet18", lambda t: _at(t, 4, 1, 0).modules.__setitem__(1, _at(t, 5, 0, 0, 1)),
-                                  r"model\[4\]\[1\]\[0\] \(-> layer1\.1\): "
-                                  r"expected ConcatTable\[Sequential, Identity\]"),
-    "wrong stride": ("fb_resnet18", lambda t: _at(t, 6, 0, 0, 0, 0).fields.update(dW=1),
-                     r"model\[6\]\[0\]\[0\]\[0\]\[0\] \(-> layer3\.0\.conv1\): dW = 1, but layer3\.0\.conv1 needs 2"),
-    "unknown module": ("fb_resnet18",
-                       lambda t: setattr(_at(t, 4, 0, 0, 0, 3), "typename", "nn.SpatialDilatedConvolution"),
-                       r"model\[4\]\[0\]\[0\]\[0\] \(-> layer1\.0\): expected Sequential\[conv, BN, ReLU, conv, BN\], "
-                       r"found Sequential\[conv, BN, ReLU, nn\.SpatialDilatedConvolution, BN\]"),
+    "conv without bias": (
+        "fb_resnet18",
+        lambda t: _at(t, 4, 0, 0, 0, 0).fields.pop("bias"),
+        r"model\[4\]\[0\]\[0\]\[0\]\[0\] \(-> layer1\.0\.conv1\.bias\): has no bias tensor",
+    ),
+    "public bottleneck": (
+        "fb_resnet50",
+        _public_bottleneck,
+        r"model\[4\]\[0\] \(-> layer1\.0\).*public models/resnet\.lua",
+    ),
+    "shortcut with BN": (
+        "fb_resnet18",
+        _shortcut_with_bn,
+        r"model\[5\]\[0\]\[0\] \(-> layer2\.0\): expected ConcatTable\[Sequential, conv\], found "
+        r"ConcatTable\[Sequential\[.*\], Sequential\[conv, BN\]\].*bare 1x1",
+    ),
+    "projection where identity": (
+        "fb_resnet18",
+        lambda t: _at(t, 4, 1, 0).modules.__setitem__(1, _at(t, 5, 0, 0, 1)),
+        r"model\[4\]\[1\]\[0\] \(-> layer1\.1\): "
+        r"expected ConcatTable\[Sequential, Identity\]",
+    ),
+    "wrong stride": (
+        "fb_resnet18",
+        lambda t: _at(t, 6, 0, 0, 0, 0).fields.update(dW=1),
+        r"model\[6\]\[0\]\[0\]\[0\]\[0\] \(-> layer3\.0\.conv1\): dW = 1, but layer3\.0\.conv1 needs 2",
+    ),
+    "unknown module": (
+        "fb_resnet18",
+        lambda t: setattr(_at(t, 4, 0, 0, 0, 3), "typename", "nn.SpatialDilatedConvolution"),
+        r"model\[4\]\[0\]\[0\]\[0\] \(-> layer1\.0\): expected Sequential\[conv, BN, ReLU, conv, BN\], "
+        r"found Sequential\[conv, BN, ReLU, nn\.SpatialDilatedConvolution, BN\]",
+    ),
     "grouped conv": ("fb_resnet18", lambda t: _at(t, 0).fields.update(groups=2), r"model\[0\] \(-> conv1\): grouped"),
-    "no BN statistics": ("fb_resnet18", lambda t: _at(t, 1).fields.pop("running_var"),
-                         r"model\[1\] \(-> bn1\): has neither running_var nor running_std"),
-    "extra top module": ("fb_resnet18", lambda t: t.modules.append(t7_object("nn.SoftMax")),
-                         r"t7 module model: expected Sequential\[.*Linear\], found .*nn\.SoftMax\]"),
+    "no BN statistics": (
+        "fb_resnet18",
+        lambda t: _at(t, 1).fields.pop("running_var"),
+        r"model\[1\] \(-> bn1\): has neither running_var nor running_std",
+    ),
+    "extra top module": (
+        "fb_resnet18",
+        lambda t: t.modules.append(t7_object("nn.SoftMax")),
+        r"t7 module model: expected Sequential\[.*Linear\], found .*nn\.SoftMax\]",
+    ),
     "ceil-mode max pool": ("fb_resnet18", lambda t: _at(t, 3).fields.update(ceil_mode=True), r"model\[3\]: ceil-mode"),
     # Fields of the wrong type: these two were bare ValueErrors (an array has no truth value).
-    "tensor ceil_mode": ("fb_resnet18", lambda t: _at(t, 3).fields.update(ceil_mode=np.ones(2)),
-                         r"model\[3\]: ceil-mode pooling \(ceil_mode = array"),
-    "tensor groups": ("fb_resnet18", lambda t: _at(t, 0).fields.update(groups=np.ones(2)),
-                      r"model\[0\] \(-> conv1\): field 'groups' must be a number"),
-    "avg pool 3x3": ("fb_resnet18", lambda t: _at(t, 8).fields.update(kW=3),
-                     r"model\[8\]: kW = 3, but the architecture needs 7"),
-    "wrong weight shape": ("fb_resnet18", lambda t: _at(t, 10).fields.update(weight=np.zeros((1000, 2048), np.float32)),
-                           r"model\[10\] \(-> fc\.weight\): weight has shape \(1000, 2048\), "
-                           r"but fc\.weight needs \(1000, 512\)"),
-    "NaN weight": ("fb_resnet18", lambda t: _at(t, 10).fields.update(weight=np.full((1000, 512), np.nan, np.float32)),
-                   r"model\[10\] weight: holds NaN"),
-    "modules not a list": ("fb_resnet18", lambda t: _at(t, 7).fields.update(modules={"a": 1}),
-                           r"model\[7\] \(-> layer4\): Sequential has no list of modules"),
-    "basic tree as ResNet-50": ("fb_resnet50", None,
-                                r"model\[4\] \(-> layer1\): expected Sequential\[Sequential, Sequential, Sequential\], "
-                                r"found Sequential\[Sequential, Sequential\]"),
+    "tensor ceil_mode": (
+        "fb_resnet18",
+        lambda t: _at(t, 3).fields.update(ceil_mode=np.ones(2)),
+        r"model\[3\]: ceil-mode pooling \(ceil_mode = array",
+    ),
+    "tensor groups": (
+        "fb_resnet18",
+        lambda t: _at(t, 0).fields.update(groups=np.ones(2)),
+        r"model\[0\] \(-> conv1\): field 'groups' must be a number",
+    ),
+    "avg pool 3x3": (
+        "fb_resnet18",
+        lambda t: _at(t, 8).fields.update(kW=3),
+        r"model\[8\]: kW = 3, but the architecture needs 7",
+    ),
+    "wrong weight shape": (
+        "fb_resnet18",
+        lambda t: _at(t, 10).fields.update(weight=np.zeros((1000, 2048), np.float32)),
+        r"model\[10\] \(-> fc\.weight\): weight has shape \(1000, 2048\), "
+        r"but fc\.weight needs \(1000, 512\)",
+    ),
+    "NaN weight": (
+        "fb_resnet18",
+        lambda t: _at(t, 10).fields.update(weight=np.full((1000, 512), np.nan, np.float32)),
+        r"model\[10\] weight: holds NaN",
+    ),
+    "modules not a list": (
+        "fb_resnet18",
+        lambda t: _at(t, 7).fields.update(modules={"a": 1}),
+        r"model\[7\] \(-> layer4\): Sequential has no list of modules",
+    ),
+    "basic tree as ResNet-50": (
+        "fb_resnet50",
+        None,
+        r"model\[4\] \(-> layer1\): expected Sequential\[Sequential, Sequential, Sequential\], "
+        r"found Sequential\[Sequential, Sequential\]",
+    ),
     "not a module": ("fb_resnet18", lambda t: t.modules.__setitem__(2, 3.0), r"model: expected .* found .*<float>"),
 }
 

@@ -113,11 +113,14 @@ def test_a_file_whose_digest_differs_is_never_unpickled(model, env, monkeypatch,
         convert_file(other, "resnet50_dsd")
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t.update({"4.0.0.0.2.weight": torch.zeros(1)}), r"'4\.0\.0\.0\.2\.weight' has no place"),
-    (lambda t: t.pop("7.2.2.running_var"), "missing"),
-    (lambda t: t.update({"10.1.weight": torch.zeros(10, 2048)}), "10, 2048|shape"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.update({"4.0.0.0.2.weight": torch.zeros(1)}), r"'4\.0\.0\.0\.2\.weight' has no place"),
+        (lambda t: t.pop("7.2.2.running_var"), "missing"),
+        (lambda t: t.update({"10.1.weight": torch.zeros(10, 2048)}), "10, 2048|shape"),
+    ],
+)
 def test_the_mapping_uses_every_key_and_checks_every_shape(model, env, monkeypatch, tmp_path, edit, message):
     tensors = port_layout(model)
     edit(tensors)
@@ -127,8 +130,9 @@ def test_the_mapping_uses_every_key_and_checks_every_shape(model, env, monkeypat
         convert_file(port, "resnet50_dsd")
 
 
-def test_get_model_falls_back_to_the_port_when_the_authors_file_cannot_be_had(model, env, monkeypatch, server,
-                                                                               tmp_path):
+def test_get_model_falls_back_to_the_port_when_the_authors_file_cannot_be_had(
+    model, env, monkeypatch, server, tmp_path
+):
     port = _save_port(tmp_path / "resnet50_dsd-port.pth", port_layout(model))
     url = server.add("/s/g8wl9ea9pekmdca/resnet50_dsd-port.pth", port.read_bytes())
     _manifest(env, monkeypatch, port, url="http://127.0.0.1:9/ResNet50_DSD.t7")  # nothing listens there
@@ -146,12 +150,15 @@ def test_verify_says_the_port_is_checked_by_a_prefix_only():
     from dsd_zoo.verify.selfcheck import run_selfcheck
 
     notes = [note for note in run_selfcheck().notes if note.startswith("resnet50_dsd:")]
-    assert len(notes) == 1 and "first 8 hex digits of its sha256" in notes[0] and "weaker than a full digest" in notes[0]
+    assert (
+        len(notes) == 1 and "first 8 hex digits of its sha256" in notes[0] and "weaker than a full digest" in notes[0]
+    )
 
 
 @pytest.mark.parametrize("same", [True, False])
-def test_the_release_tool_compares_the_two_originals_when_both_are_here(model, env, monkeypatch, server, tmp_path,
-                                                                         same):
+def test_the_release_tool_compares_the_two_originals_when_both_are_here(
+    model, env, monkeypatch, server, tmp_path, same
+):
     from dsd_zoo import release
     from dsd_zoo.download import import_file
 
@@ -162,12 +169,12 @@ def test_the_release_tool_compares_the_two_originals_when_both_are_here(model, e
     import_file(get_entry("resnet50_dsd").alternates[0].record, port)  # the port is on this machine
     said = []
     if same:
-        release.release_model("resnet50_dsd", tmp_path / "out", trust_unverified=True, progress=False,
-                              say=said.append)
+        release.release_model("resnet50_dsd", tmp_path / "out", trust_unverified=True, progress=False, say=said.append)
         count = len(ARCHITECTURES["fb_resnet50"].build().state_dict())
         assert any(f"gives the very same {count} tensors" in line for line in said), said
     else:
         with pytest.raises(IntegrityError, match="its originals disagree"):
-            release.release_model("resnet50_dsd", tmp_path / "out", trust_unverified=True, progress=False,
-                                  say=said.append)
+            release.release_model(
+                "resnet50_dsd", tmp_path / "out", trust_unverified=True, progress=False, say=said.append
+            )
         assert not (tmp_path / "out" / "resnet50_dsd").exists()  # no partial release

@@ -8,8 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from .formats.prototxt import (
-    LayerSpec, Message, layer_specs, net_layers, param_shapes, parse_prototxt, read_prototxt)
+from .formats.prototxt import LayerSpec, Message, layer_specs, net_layers, param_shapes, parse_prototxt, read_prototxt
 from dsd_zoo.errors import ConversionError, FormatError
 
 from .conftest import FIXTURES, RELEASE, require
@@ -42,7 +41,7 @@ def test_values_and_repetition():
     assert floats[5] == 3.0 and isinstance(floats[5], float)
     assert msg.getall("ints") == [31, 15, -7, 0] and all(type(v) is int for v in msg.getall("ints"))
     assert msg.get("enum") == "MAX" and msg.get("flag") is True and msg.get("off") is False
-    assert msg.get("text") == 'tab\there' + 'AA"q"' + "it's"
+    assert msg.get("text") == "tab\there" + 'AA"q"' + "it's"
     assert msg.getall("list") == [1, 2, 3] and "empty" not in msg
     assert [m.get("a") for m in msg.getall("msgs")] == [1, 2]
     assert msg.get("missing") is None and msg.get("missing", 5) == 5 and msg.getall("missing") == []
@@ -54,19 +53,22 @@ def test_message_equality_and_items():
     assert [k for k, _ in a.items()] == ["x", "y"] and list(a) == ["x", "y"]
 
 
-@pytest.mark.parametrize("text, where", [
-    ("layer {", "missing"),
-    ("layer { name: }", "line 1, column 15"),
-    ("name \"x\"", "expected ':'"),
-    ("a: 1 }", "field name"),
-    ("a: @", "unexpected character"),
-    ("a: \"unterminated", "unexpected character"),
-    ("a: [1 2]", "in a list"),
-    ("a: \"\\q\"", "unknown escape"),
-    ("a: \"\\777\"", "above 255"),
-    ("a: -MAX", "expected a value"),
-    ("\n\n  b: {c: 1}}", "line 3"),
-])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("layer {", "missing"),
+        ("layer { name: }", "line 1, column 15"),
+        ('name "x"', "expected ':'"),
+        ("a: 1 }", "field name"),
+        ("a: @", "unexpected character"),
+        ('a: "unterminated', "unexpected character"),
+        ("a: [1 2]", "in a list"),
+        ('a: "\\q"', "unknown escape"),
+        ('a: "\\777"', "above 255"),
+        ("a: -MAX", "expected a value"),
+        ("\n\n  b: {c: 1}}", "line 3"),
+    ],
+)
 def test_syntax_errors_say_where(text, where):
     with pytest.raises(FormatError, match=where):
         parse_prototxt(text)
@@ -77,8 +79,9 @@ def test_nesting_bomb_is_refused():
         parse_prototxt("a {" * 10_000 + "}" * 10_000)
 
 
-@pytest.mark.parametrize("text", ["a: " + "1" * 5000, "a: -0" + "7" * 5000, "a: 0x" + "f" * 5000],
-                         ids=["decimal", "octal", "hex"])
+@pytest.mark.parametrize(
+    "text", ["a: " + "1" * 5000, "a: -0" + "7" * 5000, "a: 0x" + "f" * 5000], ids=["decimal", "octal", "hex"]
+)
 def test_overlong_integer_literals_are_format_errors(text):
     # Python's int() refuses more than 4300 decimal digits with a bare ValueError.
     with pytest.raises(FormatError, match="line 1, column 4: integer literal .* out of range"):
@@ -144,6 +147,7 @@ def test_random_mutations_only_raise_format_error():
 
 # --------------------------------------------------------------------------- layer specs
 
+
 def test_defaults_and_alternative_spellings():
     net = parse_prototxt("""
       layer { name: "c" type: "Convolution" convolution_param { num_output: 8 kernel_size: 3 } }
@@ -163,15 +167,33 @@ def test_defaults_and_alternative_spellings():
     assert list(specs) == ["c", "r", "hw", "p", "g", "n", "f"]
     c = specs["c"]
     # Caffe's defaults (caffe.proto): stride 1, pad 0, dilation 1, group 1, bias_term true.
-    assert (c.kernel_size, c.stride, c.pad, c.dilation, c.group, c.bias_term) == \
-        ((3, 3), (1, 1), (0, 0), (1, 1), 1, True)
+    assert (c.kernel_size, c.stride, c.pad, c.dilation, c.group, c.bias_term) == (
+        (3, 3),
+        (1, 1),
+        (0, 0),
+        (1, 1),
+        1,
+        True,
+    )
     r = specs["r"]
-    assert (r.kernel_size, r.stride, r.pad, r.group, r.bias_term, r.dilation) == \
-        ((3, 5), (2, 1), (1, 2), 2, False, (2, 2))
+    assert (r.kernel_size, r.stride, r.pad, r.group, r.bias_term, r.dilation) == (
+        (3, 5),
+        (2, 1),
+        (1, 2),
+        2,
+        False,
+        (2, 2),
+    )
     assert (specs["hw"].kernel_size, specs["hw"].pad, specs["hw"].stride) == ((1, 7), (0, 3), (1, 2))
     p = specs["p"]
-    assert (p.pool, p.kernel_size, p.stride, p.pad, p.global_pooling, p.round_mode) == \
-        ("AVE", (3, 3), (1, 1), (0, 0), False, "CEIL")
+    assert (p.pool, p.kernel_size, p.stride, p.pad, p.global_pooling, p.round_mode) == (
+        "AVE",
+        (3, 3),
+        (1, 1),
+        (0, 0),
+        False,
+        "CEIL",
+    )
     assert specs["g"].global_pooling and specs["g"].kernel_size is None
     n = specs["n"]  # LRNParameter defaults: local_size 5, alpha 1, beta 0.75, k 1
     assert (n.local_size, n.alpha, n.beta, n.k, n.norm_region) == (5, 1.0, 0.75, 1.0, "ACROSS_CHANNELS")
@@ -189,25 +211,32 @@ def test_v1_layers():
       layers { name: "fc6" type: INNER_PRODUCT inner_product_param { num_output: 4096 } }
     """)
     assert [(s.name, s.type) for s in layer_specs(net)] == [
-        ("conv1", "Convolution"), ("pool1", "Pooling"), ("norm1", "LRN"), ("fc6", "InnerProduct")]
+        ("conv1", "Convolution"),
+        ("pool1", "Pooling"),
+        ("norm1", "LRN"),
+        ("fc6", "InnerProduct"),
+    ]
     assert layer_specs(net)[0].stride == (4, 4)
 
 
-@pytest.mark.parametrize("body", [
-    'type: "Convolution" convolution_param { kernel_size: 3 }',
-    'type: "Convolution" convolution_param { num_output: 4 }',
-    'type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 kernel_h: 3 kernel_w: 3 }',
-    'type: "Convolution" convolution_param { num_output: 4 kernel_h: 3 }',
-    'type: "Convolution" convolution_param { num_output: 4 kernel_size: 1 kernel_size: 2 kernel_size: 3 }',
-    'type: "Convolution" convolution_param { num_output: 4 kernel_size: 0 }',
-    'type: "Convolution" convolution_param { num_output: "4" kernel_size: 3 }',
-    'type: "Pooling" pooling_param { kernel_size: 2 kernel_size: 3 }',
-    'type: "Pooling" pooling_param { pool: MAX }',
-    'type: "Pooling" pooling_param { global_pooling: true kernel_size: 2 }',
-    'type: "Pooling" pooling_param { kernel_size: 2 pool: MEDIAN }',
-    'type: "LRN" lrn_param { alpha: "x" }',
-    'type: "InnerProduct" inner_product_param { num_output: 4 bias_term: 2 }',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        'type: "Convolution" convolution_param { kernel_size: 3 }',
+        'type: "Convolution" convolution_param { num_output: 4 }',
+        'type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 kernel_h: 3 kernel_w: 3 }',
+        'type: "Convolution" convolution_param { num_output: 4 kernel_h: 3 }',
+        'type: "Convolution" convolution_param { num_output: 4 kernel_size: 1 kernel_size: 2 kernel_size: 3 }',
+        'type: "Convolution" convolution_param { num_output: 4 kernel_size: 0 }',
+        'type: "Convolution" convolution_param { num_output: "4" kernel_size: 3 }',
+        'type: "Pooling" pooling_param { kernel_size: 2 kernel_size: 3 }',
+        'type: "Pooling" pooling_param { pool: MAX }',
+        'type: "Pooling" pooling_param { global_pooling: true kernel_size: 2 }',
+        'type: "Pooling" pooling_param { kernel_size: 2 pool: MEDIAN }',
+        'type: "LRN" lrn_param { alpha: "x" }',
+        'type: "InnerProduct" inner_product_param { num_output: 4 bias_term: 2 }',
+    ],
+)
 def test_invalid_parameters_are_refused(body):
     with pytest.raises(FormatError, match="'bad'"):
         layer_specs(parse_prototxt(f'layer {{ name: "bad" {body} }}'))
@@ -253,9 +282,19 @@ def test_alexnet_specs_match_the_published_architecture():
     net = read_prototxt(require(RELEASE / "AlexNet" / "train_val.prototxt"))
     specs = {s.name: s for s in layer_specs(net)}
     # architectures.md section 4: AlexNet conv2 is grouped (256, 48, 5, 5), pad 2; LRN 5/1e-4/0.75.
-    assert specs["conv1"] == LayerSpec("conv1", "Convolution", ("data",), ("conv1",), num_output=96,
-                                       bias_term=True, kernel_size=(11, 11), stride=(4, 4),
-                                       pad=(0, 0), dilation=(1, 1), group=1)
+    assert specs["conv1"] == LayerSpec(
+        "conv1",
+        "Convolution",
+        ("data",),
+        ("conv1",),
+        num_output=96,
+        bias_term=True,
+        kernel_size=(11, 11),
+        stride=(4, 4),
+        pad=(0, 0),
+        dilation=(1, 1),
+        group=1,
+    )
     assert (specs["conv2"].group, specs["conv2"].pad) == (2, (2, 2))
     assert (specs["norm1"].local_size, specs["norm1"].alpha, specs["norm1"].beta) == (5, 1e-4, 0.75)
     assert (specs["pool5"].kernel_size, specs["pool5"].stride) == ((3, 3), (2, 2))
@@ -285,9 +324,11 @@ def test_squeezenet_deploy_input_declaration():
 
 
 def test_unknown_input_shape_is_a_clear_error():
-    net = parse_prototxt('layer { name: "d" type: "Data" top: "data" }'
-                         'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
-                         'inner_product_param { num_output: 3 } }')
+    net = parse_prototxt(
+        'layer { name: "d" type: "Data" top: "data" }'
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+        "inner_product_param { num_output: 3 } }"
+    )
     with pytest.raises(ConversionError, match="input_shapes"):
         param_shapes(net)
     assert param_shapes(net, {"data": (2, 3, 4, 5)}) == {"fc": [(3, 60), (3,)]}

@@ -24,14 +24,28 @@ from dsd_zoo.models import ARCHITECTURES
 from .formats.caffe_writer import write_caffemodel
 from .formats.net_writer import random_layer, write_net
 from .formats.t7_writer import T7Object, nn_module, shared_parameters, write_t7
-from .test_convert_mapping import (ALEXNET, GOOGLENET, GOOGLENET_AUX, SQUEEZENET_DEEPSCALE, SQUEEZENET_DSD, VGG16,
-                                   assert_same_model, caffe_blobs, fb_tree, input_scale, perturb)
+from .test_convert_mapping import (
+    ALEXNET,
+    GOOGLENET,
+    GOOGLENET_AUX,
+    SQUEEZENET_DEEPSCALE,
+    SQUEEZENET_DSD,
+    VGG16,
+    assert_same_model,
+    caffe_blobs,
+    fb_tree,
+    input_scale,
+    perturb,
+)
 
 # model -> (Caffe table, file layout); V1 where the 2014-era originals likely are (architectures.md 2).
 CAFFE_MODELS = {
-    "alexnet_dsd": (ALEXNET, "new"), "alexnet_caffe": (ALEXNET, "v1"),
-    "googlenet_dsd": ({**GOOGLENET, **GOOGLENET_AUX}, "new"), "googlenet_caffe": ({**GOOGLENET, **GOOGLENET_AUX}, "v1"),
-    "squeezenet_dsd": (SQUEEZENET_DSD, "new"), "squeezenet_caffe": (SQUEEZENET_DEEPSCALE, "new"),
+    "alexnet_dsd": (ALEXNET, "new"),
+    "alexnet_caffe": (ALEXNET, "v1"),
+    "googlenet_dsd": ({**GOOGLENET, **GOOGLENET_AUX}, "new"),
+    "googlenet_caffe": ({**GOOGLENET, **GOOGLENET_AUX}, "v1"),
+    "squeezenet_dsd": (SQUEEZENET_DSD, "new"),
+    "squeezenet_caffe": (SQUEEZENET_DEEPSCALE, "new"),
 }
 # model -> the Torch classes its tree uses (the released files were saved from cudnn or nn models).
 TORCH7_MODELS = {"resnet18_dsd": "nn", "resnet18_fb": "cudnn", "resnet50_dsd": "nn", "resnet50_fb": "cudnn"}
@@ -55,14 +69,16 @@ def assert_round_trip(name: str, converted: Path, reference: torch.nn.Module) ->
     assert_same_model(loaded, reference, INPUT_SIZE[arch.name], input_scale(arch.name))
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("alexnet") else n
-                                  for n in sorted(CAFFE_MODELS)])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("alexnet") else n for n in sorted(CAFFE_MODELS)]
+)
 def test_caffemodel_round_trip(tmp_path, name):
     table, layout = CAFFE_MODELS[name]
     arch = arch_of(name)
     reference = perturb(ARCHITECTURES[arch].build(**({"aux_logits": True} if arch == "googlenet" else {})), seed=5)
-    src = write_caffemodel(tmp_path / f"{name}.caffemodel", caffe_blobs(reference, table),
-                           layout=layout, legacy_shape=layout == "v1")
+    src = write_caffemodel(
+        tmp_path / f"{name}.caffemodel", caffe_blobs(reference, table), layout=layout, legacy_shape=layout == "v1"
+    )
     out = convert(src, name, tmp_path / f"{name}.safetensors")
     assert_round_trip(name, out, reference)
     _, metadata = load_tensors(out)
@@ -105,8 +121,9 @@ def _share_storage(tree: Any) -> None:
         module.fields[key] = view
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if "50" in n else n
-                                  for n in sorted(TORCH7_MODELS)])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if "50" in n else n for n in sorted(TORCH7_MODELS)]
+)
 def test_t7_round_trip(tmp_path, name):
     arch = arch_of(name)
     reference = perturb(ARCHITECTURES[arch].build(), seed=7)
@@ -123,8 +140,10 @@ def test_deep_compression_round_trip(tmp_path):
     rng = np.random.default_rng(11)
     shapes = ARCHITECTURES["squeezenet1_0"].build().state_dict()
     # Written from this test's own table (DSD names in deploy-prototxt order), not the converter's.
-    layers = [random_layer(caffe, tuple(shapes[f"{module}.weight"].shape), rng, density=0.33)
-              for caffe, module in SQUEEZENET_DSD.items()]
+    layers = [
+        random_layer(caffe, tuple(shapes[f"{module}.weight"].shape), rng, density=0.33)
+        for caffe, module in SQUEEZENET_DSD.items()
+    ]
     src = write_net(tmp_path / "sparse.net", layers)
     reference = ARCHITECTURES["squeezenet1_0"].build()
     state: Dict[str, torch.Tensor] = {}

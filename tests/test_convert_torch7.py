@@ -13,8 +13,17 @@ from dsd_zoo.errors import FormatError
 
 from .conftest import FIXTURES, require
 from .formats.t7_writer import (
-    T7Function, T7Object, T7Storage, T7Tensor, TdsHash, TdsVec, dumps_t7, nn_module,
-    shared_parameters, write_t7)
+    T7Function,
+    T7Object,
+    T7Storage,
+    T7Tensor,
+    TdsHash,
+    TdsVec,
+    dumps_t7,
+    nn_module,
+    shared_parameters,
+    write_t7,
+)
 
 T7 = FIXTURES / "torch7"
 
@@ -26,14 +35,14 @@ def fixture(name: str):
 # --------------------------------------------------------------------------- real files
 # Every expected value below is the one stated for the file in ../shared/fixtures/README.md.
 
+
 @pytest.mark.fixtures
 def test_fixture_tables():
     assert fixture("hello=123.t7") == {"hello": 123}
     assert fixture("list_table.t7") == ["hello", "world", "third item", 123]
     # Not in the README table: keys 0..4 are not 1..n, so a dict (torchfile's test file).
     assert fixture("map_table1.t7") == {0: "zero", 1: "hello", 2: "world", 3: "third item", 4: 123}
-    assert fixture("map_table2.t7") == {1: "hello", 2: "world", 3: "third item", 4: 123,
-                                        "a": "non number key"}
+    assert fixture("map_table2.t7") == {1: "hello", 2: "world", 3: "third item", 4: 123, "a": "non number key"}
 
 
 @pytest.mark.fixtures
@@ -53,7 +62,7 @@ def test_fixture_objects_and_cycles():
     rec = fixture("recursive_class.t7")
     assert rec.a is rec
     table = fixture("recursive_kv_table.t7")
-    (key, value), = table.items()
+    ((key, value),) = table.items()
     assert isinstance(key, IdentityKey) and key.value is table and value is table
     assert table[IdentityKey(table)] is table
 
@@ -90,10 +99,21 @@ def test_fixture_functions_stay_opaque(name):
 
 # --------------------------------------------------------------------------- round trips
 
+
 def test_scalars_strings_and_tables():
-    value = {"n": 1.5, "i": -3, "big": 2.0**60, "t": True, "f": False, "s": "héllo",
-             "raw": b"\xff\x00", "list": [1, "two", [3]], 7: "seven", 2.5: "float key",
-             "empty": {}}
+    value = {
+        "n": 1.5,
+        "i": -3,
+        "big": 2.0**60,
+        "t": True,
+        "f": False,
+        "s": "héllo",
+        "raw": b"\xff\x00",
+        "list": [1, "two", [3]],
+        7: "seven",
+        2.5: "float key",
+        "empty": {},
+    }
     got = read_t7(dumps_t7(value))
     assert got["n"] == 1.5 and got["i"] == -3 and type(got["i"]) is int
     assert got["big"] == 2.0**60 and type(got["big"]) is float  # beyond 2**53 stays a float
@@ -116,8 +136,7 @@ def test_shared_references_and_cycles():
     assert got["m"].self is got["m"] and got["m"]["self"] is got["m"]
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.int64,
-                                   np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("cuda", [False, True])
 def test_tensor_dtypes(dtype, cuda):
     array = (np.arange(24).reshape(2, 3, 4) % 100).astype(dtype)
@@ -154,16 +173,35 @@ def test_fb_resnet_style_module_tree(tmp_path):
     bn = [rng.standard_normal(8).astype(np.float32) for _ in range(4)]
     lw, lb = rng.standard_normal((5, 8)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
     views = shared_parameters([w1, b1, bn[0], bn[1], lw, lb], cuda=True)
-    conv = nn_module("cudnn.SpatialConvolution", weight=views[0], bias=views[1], nInputPlane=3,
-                     nOutputPlane=8, kW=3, kH=3, dW=1, dH=1, padW=1, padH=1)
-    norm = nn_module("nn.SpatialBatchNormalization", weight=views[2], bias=views[3],
-                     running_mean=bn[2], running_var=bn[3], eps=1e-5)
+    conv = nn_module(
+        "cudnn.SpatialConvolution",
+        weight=views[0],
+        bias=views[1],
+        nInputPlane=3,
+        nOutputPlane=8,
+        kW=3,
+        kH=3,
+        dW=1,
+        dH=1,
+        padW=1,
+        padH=1,
+    )
+    norm = nn_module(
+        "nn.SpatialBatchNormalization", weight=views[2], bias=views[3], running_mean=bn[2], running_var=bn[3], eps=1e-5
+    )
     branch = nn_module("nn.Sequential", modules=[conv, norm])
-    block = nn_module("nn.Sequential",
-                      modules=[nn_module("nn.ConcatTable", modules=[branch, nn_module("nn.Identity")]),
-                               nn_module("nn.CAddTable"), nn_module("cudnn.ReLU")])
-    model = nn_module("nn.Sequential", modules=[block, nn_module("nn.View", size=[-1]),
-                                                nn_module("nn.Linear", weight=views[4], bias=views[5])])
+    block = nn_module(
+        "nn.Sequential",
+        modules=[
+            nn_module("nn.ConcatTable", modules=[branch, nn_module("nn.Identity")]),
+            nn_module("nn.CAddTable"),
+            nn_module("cudnn.ReLU"),
+        ],
+    )
+    model = nn_module(
+        "nn.Sequential",
+        modules=[block, nn_module("nn.View", size=[-1]), nn_module("nn.Linear", weight=views[4], bias=views[5])],
+    )
     got = read_t7(write_t7(tmp_path / "model.t7", model))
     assert got.typename == "nn.Sequential" and len(got.modules) == 3
     concat = got.modules[0].modules[0]
@@ -183,8 +221,7 @@ def test_tds_functions_and_unversioned_classes():
     fn = T7Function(b"\x1bLJ bytecode", upvalues=[{"name": "x", "value": 1}])
     legacy = T7Function(b"old", upvalues=[5], recursive=False)
     old_class = T7Object("Old", {"v": 1}, version=None)
-    got = read_t7(dumps_t7([TdsHash({1: "a", "k": [1]}), TdsVec([None, 2]), fn, fn, legacy,
-                            old_class]))
+    got = read_t7(dumps_t7([TdsHash({1: "a", "k": [1]}), TdsVec([None, 2]), fn, fn, legacy, old_class]))
     assert got[0] == {1: "a", "k": [1]} and got[1] == [None, 2]
     assert got[2] is got[3] and got[2].bytecode == b"\x1bLJ bytecode" and got[2].tag == 8
     assert got[4].tag == 6 and got[4].upvalues == [5]
@@ -200,6 +237,7 @@ def test_attribute_errors_are_attribute_errors():
 
 # --------------------------------------------------------------------------- hostile input
 
+
 def _tag(n: int) -> bytes:
     return struct.pack("<i", n)
 
@@ -209,15 +247,27 @@ def _torch_header(class_name: str) -> bytes:
 
 
 def _tensor(sizes, strides, offset, storage: bytes) -> bytes:
-    return (_torch_header("torch.FloatTensor") + _tag(len(sizes))
-            + b"".join(struct.pack("<q", s) for s in sizes)
-            + b"".join(struct.pack("<q", s) for s in strides)
-            + struct.pack("<q", offset) + storage)
+    return (
+        _torch_header("torch.FloatTensor")
+        + _tag(len(sizes))
+        + b"".join(struct.pack("<q", s) for s in sizes)
+        + b"".join(struct.pack("<q", s) for s in strides)
+        + struct.pack("<q", offset)
+        + storage
+    )
 
 
 def _float_storage(n: int, index: int = 2) -> bytes:
-    return (_tag(4) + _tag(index) + _tag(3) + b"V 1" + _tag(len("torch.FloatStorage"))
-            + b"torch.FloatStorage" + struct.pack("<q", n) + b"\0" * 4 * n)
+    return (
+        _tag(4)
+        + _tag(index)
+        + _tag(3)
+        + b"V 1"
+        + _tag(len("torch.FloatStorage"))
+        + b"torch.FloatStorage"
+        + struct.pack("<q", n)
+        + b"\0" * 4 * n
+    )
 
 
 def test_huge_string_length_fails_fast():
@@ -228,24 +278,27 @@ def test_huge_string_length_fails_fast():
     assert time.perf_counter() - start < 0.1
 
 
-@pytest.mark.parametrize("data, message", [
-    (_tag(99), "unknown type tag 99"),
-    (_tag(3) + _tag(1) + _tag(2**30), "table size"),
-    (_tag(3) + _tag(1) + _tag(-1), "table size"),
-    (_tag(3) + _tag(1) + _tag(1) + _tag(0) + _tag(0), "key None"),
-    (_torch_header("torch.FloatStorage") + struct.pack("<q", 2**60), "FloatStorage size"),
-    (_torch_header("tds.Hash") + struct.pack("<q", 2**40), "tds.Hash size"),
-    (_tensor([3], [1], 1, _float_storage(2)), "reaches element 3"),
-    (_tensor([2], [1], 0, _float_storage(2)), "reaches"),  # offset 0 is before the start
-    (_tensor([4, 4], [0, 1], 1, _float_storage(4)), "more elements than its storage"),
-    (_tensor([2], [-1], 2, _float_storage(2)), "negative"),
-    (_tensor([2], [1], 1, _tag(2) + _tag(1) + b"x"), "needs a torch.FloatStorage"),
-    (_tensor([2], [1], 1, _tag(4) + _tag(1)), "reference to the tensor itself"),
-    (_tensor([2], [1], 1, _tag(0)), "has no storage"),
-    (_tensor([0, 2**62], [1, 1], 1, _tag(0)), "too large"),
-    (_tag(4) + _tag(1) + _tag(3) + b"V 1" + _tag(1) + b"A" + _tag(1) + b"\0" * 8, "must be a table"),
-    (_tag(1) + b"\0" * 7, "number needs 8 bytes"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (_tag(99), "unknown type tag 99"),
+        (_tag(3) + _tag(1) + _tag(2**30), "table size"),
+        (_tag(3) + _tag(1) + _tag(-1), "table size"),
+        (_tag(3) + _tag(1) + _tag(1) + _tag(0) + _tag(0), "key None"),
+        (_torch_header("torch.FloatStorage") + struct.pack("<q", 2**60), "FloatStorage size"),
+        (_torch_header("tds.Hash") + struct.pack("<q", 2**40), "tds.Hash size"),
+        (_tensor([3], [1], 1, _float_storage(2)), "reaches element 3"),
+        (_tensor([2], [1], 0, _float_storage(2)), "reaches"),  # offset 0 is before the start
+        (_tensor([4, 4], [0, 1], 1, _float_storage(4)), "more elements than its storage"),
+        (_tensor([2], [-1], 2, _float_storage(2)), "negative"),
+        (_tensor([2], [1], 1, _tag(2) + _tag(1) + b"x"), "needs a torch.FloatStorage"),
+        (_tensor([2], [1], 1, _tag(4) + _tag(1)), "reference to the tensor itself"),
+        (_tensor([2], [1], 1, _tag(0)), "has no storage"),
+        (_tensor([0, 2**62], [1, 1], 1, _tag(0)), "too large"),
+        (_tag(4) + _tag(1) + _tag(3) + b"V 1" + _tag(1) + b"A" + _tag(1) + b"\0" * 8, "must be a table"),
+        (_tag(1) + b"\0" * 7, "number needs 8 bytes"),
+    ],
+)
 def test_malformed_input(data, message):
     with pytest.raises(FormatError, match=message) as info:
         read_t7(data)
@@ -254,8 +307,7 @@ def test_malformed_input(data, message):
 
 def test_nesting_bomb_is_refused_cleanly():
     depth = 5000
-    data = b"".join(_tag(3) + _tag(i + 1) + _tag(1) + _tag(1) + struct.pack("<d", 1.0)
-                    for i in range(depth)) + _tag(0)
+    data = b"".join(_tag(3) + _tag(i + 1) + _tag(1) + _tag(1) + struct.pack("<d", 1.0) for i in range(depth)) + _tag(0)
     with pytest.raises(FormatError, match="nested deeper than 200"):
         read_t7(data)
     assert read_t7(_tag(3) + _tag(1) + _tag(0)) == []
@@ -280,8 +332,11 @@ def test_a_fields_table_shared_by_two_objects_is_refused():
     # (a 0.7 MB file took 3 GB). torch.save writes a new table for every object.
     number = lambda x: _tag(1) + struct.pack("<d", x)  # noqa: E731
     fields = _tag(3) + _tag(2) + _tag(1) + _tag(2) + _tag(1) + b"w" + number(5)  # {w = 5}, index 2
-    entries = [number(1) + fields, number(2) + _object(3, "nn.A", _tag(3) + _tag(2)),
-               number(3) + _object(4, "nn.B", _tag(3) + _tag(2))]
+    entries = [
+        number(1) + fields,
+        number(2) + _object(3, "nn.A", _tag(3) + _tag(2)),
+        number(3) + _object(4, "nn.B", _tag(3) + _tag(2)),
+    ]
     table, a = read_t7(_tag(3) + _tag(1) + _tag(2) + b"".join(entries[:2]))  # also a plain value: fine
     assert table == {"w": 5} and a.w == 5 and a.fields is not table
     with pytest.raises(FormatError, match="fields of this nn.B object are the table of another object"):
@@ -297,12 +352,14 @@ def _only_format_errors(data: bytes) -> None:
 
 def _small_model() -> bytes:
     rng = np.random.default_rng(1)
-    views = shared_parameters([rng.standard_normal((2, 3)).astype(np.float32),
-                               rng.standard_normal(2).astype(np.float32)])
+    views = shared_parameters(
+        [rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal(2).astype(np.float32)]
+    )
     linear = nn_module("nn.Linear", weight=views[0], bias=views[1])
     linear.fields["me"] = linear
-    return dumps_t7(nn_module("nn.Sequential", modules=[linear, linear], names=TdsVec(["a"]),
-                              f=T7Function(b"code", [1])))
+    return dumps_t7(
+        nn_module("nn.Sequential", modules=[linear, linear], names=TdsVec(["a"]), f=T7Function(b"code", [1]))
+    )
 
 
 def test_every_truncation_is_a_format_error():

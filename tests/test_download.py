@@ -27,26 +27,56 @@ BODY = os.urandom(300_000)
 SHA256 = hashlib.sha256(BODY).hexdigest()
 
 
-def record(*urls: str, digest: Digest | None = Digest("sha256", SHA256), size: int | None = len(BODY),
-           hf: HFLocation | None = None, file: str = "w.bin") -> FileRecord:
+def record(
+    *urls: str,
+    digest: Digest | None = Digest("sha256", SHA256),
+    size: int | None = len(BODY),
+    hf: HFLocation | None = None,
+    file: str = "w.bin",
+) -> FileRecord:
     return FileRecord(file, digest, size, hf=hf, urls=urls)
 
 
 def test_importing_the_downloader_stays_light():
-    code = ("import sys, dsd_zoo.download, dsd_zoo.cache, dsd_zoo.digests; "
-            "print(sorted(m for m in ('torch', 'huggingface_hub', 'tqdm') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys, dsd_zoo.download, dsd_zoo.cache, dsd_zoo.digests; "
+        "print(sorted(m for m in ('torch', 'huggingface_hub', 'tqdm') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert done.stdout.strip() == "[]"  # each is imported on first use only
 
 
 # -- records ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["", "../w.bin", "a/b.bin", "a\\b.bin", ".hidden", "w.bin.lock", "w.part",
-                                  "w.bin.stamp.json", "x" * 300, "w\x00.bin",
-                                  # Windows device names, whatever the extension, and a trailing dot it drops
-                                  "CON", "nul.safetensors", "Aux.bin", "com1.safetensors", "LPT9", "w.bin."])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "../w.bin",
+        "a/b.bin",
+        "a\\b.bin",
+        ".hidden",
+        "w.bin.lock",
+        "w.part",
+        "w.bin.stamp.json",
+        "x" * 300,
+        "w\x00.bin",
+        # Windows device names, whatever the extension, and a trailing dot it drops
+        "CON",
+        "nul.safetensors",
+        "Aux.bin",
+        "com1.safetensors",
+        "LPT9",
+        "w.bin.",
+    ],
+)
 def test_file_names_that_could_escape_or_collide_are_refused(name):
     with pytest.raises(ValueError, match="plain file name"):
         FileRecord(name, None, None)
@@ -157,10 +187,18 @@ def test_fetch_url_bytes(cache_dir, server, monkeypatch):
     assert len(server.log) == requests_so_far
 
 
-@pytest.mark.parametrize("name, value", [("DSD_ZOO_TIMEOUT", "soon"), ("DSD_ZOO_TIMEOUT", "1,2,3"),
-                                         ("DSD_ZOO_TIMEOUT", "nan"), ("DSD_ZOO_TIMEOUT", "10,inf"),
-                                         ("DSD_ZOO_RETRY_BACKOFF", "nan"), ("DSD_ZOO_RETRIES", "0"),
-                                         ("DSD_ZOO_OFFLINE", "maybe")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("DSD_ZOO_TIMEOUT", "soon"),
+        ("DSD_ZOO_TIMEOUT", "1,2,3"),
+        ("DSD_ZOO_TIMEOUT", "nan"),
+        ("DSD_ZOO_TIMEOUT", "10,inf"),
+        ("DSD_ZOO_RETRY_BACKOFF", "nan"),
+        ("DSD_ZOO_RETRIES", "0"),
+        ("DSD_ZOO_OFFLINE", "maybe"),
+    ],
+)
 def test_bad_environment_values_are_named(cache_dir, monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name):

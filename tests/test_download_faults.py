@@ -33,8 +33,12 @@ BODY = os.urandom(3 * 2**20)
 SHA256 = hashlib.sha256(BODY).hexdigest()
 
 
-def record(*urls: str, digest: Digest | None = Digest("sha256", SHA256), size: int | None = len(BODY),
-           hf: HFLocation | None = None) -> FileRecord:
+def record(
+    *urls: str,
+    digest: Digest | None = Digest("sha256", SHA256),
+    size: int | None = len(BODY),
+    hf: HFLocation | None = None,
+) -> FileRecord:
     return FileRecord("w.bin", digest, size, hf=hf, urls=urls)
 
 
@@ -46,10 +50,13 @@ def leftovers(cache_dir) -> list[str]:
 # -- the server sends something wrong -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault, reason", [
-    (Fault(flip_bit_at=1_000_000), "sha256 mismatch"),
-    (Fault(truncate_to=len(BODY) - 1), f"announces {len(BODY) - 1} bytes, expected {len(BODY)}"),
-])
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        (Fault(flip_bit_at=1_000_000), "sha256 mismatch"),
+        (Fault(truncate_to=len(BODY) - 1), f"announces {len(BODY) - 1} bytes, expected {len(BODY)}"),
+    ],
+)
 def test_corrupt_body_is_never_published(cache_dir, server, fault, reason):
     url = server.add("/w.bin", BODY, faults=[fault])
     with pytest.raises(DownloadError, match=reason):
@@ -178,8 +185,12 @@ def test_resuming_goes_on_when_partial_answers_omit_accept_ranges(cache_dir, ser
     # nginx sends Accept-Ranges with its 200 answers only. A 206 still proves ranges work: the
     # second break must resume too, not restart from byte 0 (which, on a link that breaks every
     # megabyte, would never finish).
-    url = server.add("/w.bin", BODY, accept_ranges_on_partial=False,
-                     faults=[Fault(reset_after=1_200_000), Fault(reset_after=1_200_000)])
+    url = server.add(
+        "/w.bin",
+        BODY,
+        accept_ranges_on_partial=False,
+        faults=[Fault(reset_after=1_200_000), Fault(reset_after=1_200_000)],
+    )
     assert fetch(record(url), progress=False).read_bytes() == BODY
     requests = server.requests_for("/w.bin")
     assert [entry.status for entry in requests] == [200, 206, 206]
@@ -200,8 +211,9 @@ def test_a_resume_that_changes_the_length_is_never_spliced(cache_dir, server):
 def test_a_short_resume_without_a_total_is_not_taken_for_the_whole_file(cache_dir, server):
     # "bytes a-b/*" gives no total and the answer ends cleanly 1 MiB short: the first answer's
     # length still says the file is not complete (it used to be pinned, truncated, on first use).
-    url = server.add("/w.bin", BODY, faults=[Fault(reset_after=1_200_000),
-                                             Fault(unknown_total=True, truncate_to=len(BODY) - 2**20)])
+    url = server.add(
+        "/w.bin", BODY, faults=[Fault(reset_after=1_200_000), Fault(unknown_total=True, truncate_to=len(BODY) - 2**20)]
+    )
     with pytest.warns(UserWarning, match="trusting the copy"):
         path = fetch(record(url, digest=None, size=None), progress=False, trust_unverified=True)
     assert path.read_bytes() == BODY
@@ -213,8 +225,13 @@ def test_offline_with_a_hub_copy_but_no_usable_cache_is_an_offline_error(cache_d
 
     server.add_hf_file("dsd/vgg16", "model.safetensors", BODY)
     location = HFLocation("dsd/vgg16", DEFAULT_COMMIT, "model.safetensors")
-    hf_hub_download(location.repo_id, location.filename, revision=location.revision, endpoint=server.base_url,
-                    cache_dir=tmp_path / "hf_home" / "hub")
+    hf_hub_download(
+        location.repo_id,
+        location.filename,
+        revision=location.revision,
+        endpoint=server.base_url,
+        cache_dir=tmp_path / "hf_home" / "hub",
+    )
     (tmp_path / "a_file").write_text("")
     monkeypatch.setenv("DSD_ZOO_CACHE", str(tmp_path / "a_file" / "cache"))  # cannot be created, even as root
     with pytest.raises(OfflineError, match="is in the Hugging Face cache but cannot be taken into the dsd-zoo cache"):
@@ -224,11 +241,14 @@ def test_offline_with_a_hub_copy_but_no_usable_cache_is_an_offline_error(cache_d
 def test_a_date_from_the_same_second_is_no_validator(cache_dir, server):
     # A Last-Modified equal to the answer's Date could name two versions written in that second
     # (RFC 9110 8.8.2.2): it must not be used for If-Range, so the break restarts the download.
-    url = server.add("/w.bin", BODY, send_etag=False, last_modified=LAST_MODIFIED_NOW,
-                     faults=[Fault(reset_after=2_500_000)])
+    url = server.add(
+        "/w.bin", BODY, send_etag=False, last_modified=LAST_MODIFIED_NOW, faults=[Fault(reset_after=2_500_000)]
+    )
     assert fetch(record(url), progress=False).read_bytes() == BODY
     assert [(entry.range, entry.if_range, entry.status) for entry in server.requests_for("/w.bin")] == [
-        (None, None, 200), (None, None, 200)]
+        (None, None, 200),
+        (None, None, 200),
+    ]
 
 
 def test_an_old_date_is_a_validator_when_there_is_no_etag(cache_dir, server):
@@ -282,8 +302,12 @@ except DownloadError as exc:
 
 def run_children(count: int, spec: dict) -> list[dict]:
     children = [
-        subprocess.Popen([sys.executable, "-c", CHILD, REPO_ROOT, json.dumps(spec)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, REPO_ROOT, json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(count)
     ]
     try:
@@ -371,15 +395,23 @@ def test_offline_mode_never_opens_a_socket(cache_dir, server, monkeypatch, how):
 
 
 @pytest.mark.parametrize("damaged", [False, True])
-def test_offline_mode_takes_a_verified_copy_from_the_hugging_face_cache(cache_dir, server, monkeypatch, tmp_path,
-                                                                        damaged):
+def test_offline_mode_takes_a_verified_copy_from_the_hugging_face_cache(
+    cache_dir, server, monkeypatch, tmp_path, damaged
+):
     # Weights fetched with huggingface_hub (`hf download`) on a connected machine, then used offline.
     from huggingface_hub import hf_hub_download
 
     server.add_hf_file("dsd/vgg16", "model.safetensors", BODY)
     location = HFLocation("dsd/vgg16", DEFAULT_COMMIT, "model.safetensors")
-    blob = Path(hf_hub_download(location.repo_id, location.filename, revision=location.revision,
-                                endpoint=server.base_url, cache_dir=tmp_path / "hf_home" / "hub")).resolve()
+    blob = Path(
+        hf_hub_download(
+            location.repo_id,
+            location.filename,
+            revision=location.revision,
+            endpoint=server.base_url,
+            cache_dir=tmp_path / "hf_home" / "hub",
+        )
+    ).resolve()
     if damaged:
         blob.write_bytes(BODY[::-1])
     requests_so_far = len(server.log)
@@ -447,8 +479,9 @@ def test_trust_on_first_use(cache_dir, server, monkeypatch):
 def test_a_web_page_is_never_trusted_on_first_use(cache_dir, server):
     # A share link that answers 200 with a login or quota page: with no digest to catch it, it
     # would be pinned as the file for good.
-    page = server.add("/share", b"<html><body>Sign in to continue</body></html>",
-                      headers={"Content-Type": "text/html; charset=utf-8"})
+    page = server.add(
+        "/share", b"<html><body>Sign in to continue</body></html>", headers={"Content-Type": "text/html; charset=utf-8"}
+    )
     good = server.add("/mirror", BODY)
     with pytest.warns(UserWarning, match="trusting the copy"):
         path = fetch(record(page, good, digest=None, size=None), progress=False, trust_unverified=True)
@@ -480,8 +513,15 @@ def test_a_read_only_hub_blob_is_adopted(cache_dir, server, monkeypatch, tmp_pat
     location = HFLocation("dsd/vgg16", DEFAULT_COMMIT, "model.safetensors")
     from huggingface_hub import hf_hub_download
 
-    blob = Path(hf_hub_download(location.repo_id, location.filename, revision=location.revision,
-                                endpoint=server.base_url, cache_dir=tmp_path / "hf_home" / "hub")).resolve()
+    blob = Path(
+        hf_hub_download(
+            location.repo_id,
+            location.filename,
+            revision=location.revision,
+            endpoint=server.base_url,
+            cache_dir=tmp_path / "hf_home" / "hub",
+        )
+    ).resolve()
     blob.chmod(0o444)
     path = fetch(record(hf=location), progress=False)
     assert path.read_bytes() == BODY and cache.read_stamp(path).source == str(location)
@@ -494,8 +534,9 @@ def test_hub_failure_falls_through_to_the_urls(cache_dir, server, monkeypatch, h
     monkeypatch.setenv("HF_ENDPOINT", server.base_url)
     if hub_problem.startswith("HTTP"):
         status, methods = (500, ("GET",)) if "download" in hub_problem else (403, ("HEAD", "GET"))
-        server.add_hf_file("dsd/vgg16", "model.safetensors", BODY,
-                           faults=[Fault(status=status, repeat=True, methods=methods)])
+        server.add_hf_file(
+            "dsd/vgg16", "model.safetensors", BODY, faults=[Fault(status=status, repeat=True, methods=methods)]
+        )
     elif hub_problem == "wrong bytes":  # the Hub's own checks pass; only dsd-zoo's digest catches it
         server.add_hf_file("dsd/vgg16", "model.safetensors", BODY[::-1])
     mirror = server.add("/mirror", BODY)
@@ -507,20 +548,27 @@ def test_hub_failure_falls_through_to_the_urls(cache_dir, server, monkeypatch, h
 
 # -- a host name that does not resolve ----------------------------------------------------------
 
+
 def test_a_name_that_does_not_resolve_is_not_retried(cache_dir, server, unresolvable_host, caplog):
     good = server.add("/good", BODY)
     with caplog.at_level("WARNING", logger="dsd_zoo.download"):
         assert fetch(record(f"http://{unresolvable_host}/w.bin", good), progress=False).read_bytes() == BODY
     assert not [r for r in caplog.records if "retrying" in r.getMessage()]
-    with pytest.raises(DownloadError, match=rf"the host name '{unresolvable_host}' does not resolve \(.+\): check "
-                                            r"the address, or the network") as failure:
-        fetch(FileRecord("alone.bin", Digest("sha256", SHA256), len(BODY), urls=(f"http://{unresolvable_host}/w.bin",)),
-              progress=False)
+    with pytest.raises(
+        DownloadError,
+        match=rf"the host name '{unresolvable_host}' does not resolve \(.+\): check "
+        r"the address, or the network",
+    ) as failure:
+        fetch(
+            FileRecord("alone.bin", Digest("sha256", SHA256), len(BODY), urls=(f"http://{unresolvable_host}/w.bin",)),
+            progress=False,
+        )
     assert "attempts" not in str(failure.value) and "\n" not in str(failure.value)
 
 
-def test_a_hub_endpoint_that_does_not_resolve_moves_on_at_once(cache_dir, server, monkeypatch, unresolvable_host,
-                                                               caplog):
+def test_a_hub_endpoint_that_does_not_resolve_moves_on_at_once(
+    cache_dir, server, monkeypatch, unresolvable_host, caplog
+):
     # Asked itself, huggingface_hub retries a name that does not resolve for about 20 s (1+2+4+8+8 s),
     # logging "Retrying in ..." each time.
     monkeypatch.setenv("HF_ENDPOINT", f"http://{unresolvable_host}")

@@ -111,8 +111,11 @@ def test_digits_split_file_is_validated(tmp_path) -> None:
         save_digits_split(tmp_path / "x.safetensors", torch.zeros(3, 8, 8), torch.zeros(3, dtype=torch.int64), {})
     from safetensors.torch import save_file
 
-    save_file({"images": torch.full((2, 8, 8), 17, dtype=torch.uint8), "labels": torch.zeros(2, dtype=torch.int64)},
-              tmp_path / "bad.safetensors", metadata={"format": "dsd_zoo.digits.split"})
+    save_file(
+        {"images": torch.full((2, 8, 8), 17, dtype=torch.uint8), "labels": torch.zeros(2, dtype=torch.int64)},
+        tmp_path / "bad.safetensors",
+        metadata={"format": "dsd_zoo.digits.split"},
+    )
     with pytest.raises(FormatError, match="0..16"):
         load_digits_split(tmp_path / "bad.safetensors")
     with pytest.raises(FormatError, match="not a digits split"):

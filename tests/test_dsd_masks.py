@@ -39,8 +39,6 @@ class SmallNet(nn.Module):
 PRUNED = ["features.2.weight", "classifier.0.weight", "classifier.2.weight"]
 
 
-
-
 def make_net(seed: int = 0) -> SmallNet:
     torch.manual_seed(seed)
     return SmallNet()
@@ -455,8 +453,9 @@ def test_a_checkpoint_with_wrong_sparsity_metadata_is_a_format_error(tmp_path) -
     bad = write_safetensors(tmp_path / "numel.safetensors", tensors, {**metadata, "sparsity": json.dumps(table)})
     with pytest.raises(FormatError, match="declares 999 elements for 'classifier.2.weight', which has 21"):
         load_checkpoint(bad, make_net())
-    nested = write_safetensors(tmp_path / "nested.safetensors", tensors,
-                               {**metadata, "sparsity": "[" * 100_000 + "]" * 100_000})
+    nested = write_safetensors(
+        tmp_path / "nested.safetensors", tensors, {**metadata, "sparsity": "[" * 100_000 + "]" * 100_000}
+    )
     with pytest.raises(FormatError, match="not usable JSON"):
         load_checkpoint(nested, make_net())
     with pytest.raises(IsADirectoryError, match=str(tmp_path)):
@@ -474,7 +473,11 @@ def test_an_epoch_that_raises_leaves_no_optimizer_hooked() -> None:
         raise RuntimeError("out of data")
 
     with pytest.raises(RuntimeError, match="out of data"):
-        train_phases(DSDSchedule.standard(lr=0.1, epochs=1), dsd,
-                     make_optimizer=lambda phase: torch.optim.SGD(model.parameters(), lr=phase.lr),
-                     run_epoch=failing_epoch, evaluate_fn=lambda: None)
+        train_phases(
+            DSDSchedule.standard(lr=0.1, epochs=1),
+            dsd,
+            make_optimizer=lambda phase: torch.optim.SGD(model.parameters(), lr=phase.lr),
+            run_epoch=failing_epoch,
+            evaluate_fn=lambda: None,
+        )
     assert "optimizers=0" in repr(dsd)

@@ -107,11 +107,16 @@ def test_the_cnn_prunes_its_1d_convolutions_through_the_library():
 
 
 def test_cli_rejects_options_of_the_other_dataset_with_a_command_to_run():
-    out = subprocess.run([sys.executable, "-m", "dsd_zoo.dsd.demo", "--export-embedded", "x", "--dataset", "mnist1d"],
-                         cwd=REPO_ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "dsd_zoo.dsd.demo", "--export-embedded", "x", "--dataset", "mnist1d"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "python -m dsd_zoo.dsd.demo --dataset digits --export-embedded" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "dsd_zoo.dsd.demo", "--plot"], cwd=REPO_ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "dsd_zoo.dsd.demo", "--plot"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 2 and "--dataset mnist1d" in out.stderr
 
 

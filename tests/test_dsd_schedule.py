@@ -15,7 +15,6 @@ from dsd_zoo.dsd.recipe import RecipeError, load_recipe, parse_recipe
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
 def test_standard_schedule_is_dense_sparse_redense_with_lr_x01() -> None:
     s = DSDSchedule.standard(lr=0.1, epochs=(4, 2, 3))
     # The paper: each phase starts at 1/10 of the previous phase's learning rate.
@@ -119,15 +118,24 @@ def test_train_phases_needs_a_dsd_for_sparse_phases() -> None:
 
 
 def test_recipe_json_and_toml(tmp_path) -> None:
-    (tmp_path / "r.json").write_text(json.dumps({
-        "model": "resnet18", "data": {"root": "imgs", "image_size": 32}, "epochs": [2, 1, 1], "lr": 0.1,
-        "optimizer": {"name": "adamw", "weight_decay": 0.05}, "output": "out",
-    }))
+    (tmp_path / "r.json").write_text(
+        json.dumps(
+            {
+                "model": "resnet18",
+                "data": {"root": "imgs", "image_size": 32},
+                "epochs": [2, 1, 1],
+                "lr": 0.1,
+                "optimizer": {"name": "adamw", "weight_decay": 0.05},
+                "output": "out",
+            }
+        )
+    )
     r = load_recipe(tmp_path / "r.json")
     assert r.data.root == tmp_path / "imgs" and r.output == tmp_path / "out"  # relative to the recipe file
     assert [p.lr for p in r.schedule] == [0.1, 0.01, 0.001] and r.sparsity == 0.3 and r.skip_first
-    assert r.optimizer.name == "adamw" and isinstance(r.optimizer.build(nn.Linear(2, 2).parameters(), 0.1),
-                                                       torch.optim.AdamW)
+    assert r.optimizer.name == "adamw" and isinstance(
+        r.optimizer.build(nn.Linear(2, 2).parameters(), 0.1), torch.optim.AdamW
+    )
     (tmp_path / "r.toml").write_text(
         'model = "digits_net"\nsparsity = 0.5\n[data]\nbuiltin = "digits"\n'
         '[[phases]]\nkind = "sparse"\nepochs = 1\nlr = 0.01\n'
@@ -140,20 +148,32 @@ def test_recipe_json_and_toml(tmp_path) -> None:
     "raw, match",
     [
         ({"data": {"builtin": "digits"}, "epochs": 1, "lr": 0.1}, "missing required key 'model'"),
-        ({"model": "m", "data": {"builtin": "digits"}, "epochs": 1, "lr": 0.1, "spasity": 0.5},
-         "did you mean 'sparsity'"),
+        (
+            {"model": "m", "data": {"builtin": "digits"}, "epochs": 1, "lr": 0.1, "spasity": 0.5},
+            "did you mean 'sparsity'",
+        ),
         ({"model": "m", "data": {"builtin": "digits"}, "epochs": 1, "lr": 0.1, "sparsity": 1.5}, r"\[0, 1\]"),
         ({"model": "m", "data": {"builtin": "digits"}, "epochs": True, "lr": 0.1}, "bad schedule"),
         ({"model": "m", "data": {"builtin": "digits"}, "lr": 0.1}, "'epochs' and 'lr'"),
-        ({"model": "m", "data": {"builtin": "digits"}, "epoch": 3, "lr": 0.1},
-         r"'epochs' and 'lr'.*'epoch' \(did you mean 'epochs'\?\)"),
+        (
+            {"model": "m", "data": {"builtin": "digits"}, "epoch": 3, "lr": 0.1},
+            r"'epochs' and 'lr'.*'epoch' \(did you mean 'epochs'\?\)",
+        ),
         ({"model": "m", "data": {"root": "a", "builtin": "digits"}, "epochs": 1, "lr": 0.1}, "exactly one"),
         ({"model": "m", "data": {"builtin": "mnist"}, "epochs": 1, "lr": 0.1}, "builtin"),
         ({"model": "m", "data": {"root": "a", "channels": 1}, "epochs": 1, "lr": 0.1}, "mean and std"),
         ({"model": "m", "data": {"builtin": "digits"}, "epochs": 1, "lr": 0.1, "batch_size": 0}, ">= 1"),
         ({"model": "m", "data": {"builtin": "digits"}, "epochs": 1, "lr": 0.1, "optimizer": {"name": "lbfgs"}}, "sgd"),
-        ({"model": "m", "data": {"builtin": "digits"}, "lr": 0.1, "epochs": 1,
-          "phases": [{"kind": "dense", "epochs": 1, "lr": 0.1}]}, "not both"),
+        (
+            {
+                "model": "m",
+                "data": {"builtin": "digits"},
+                "lr": 0.1,
+                "epochs": 1,
+                "phases": [{"kind": "dense", "epochs": 1, "lr": 0.1}],
+            },
+            "not both",
+        ),
     ],
 )
 def test_recipe_errors_name_the_problem(raw, match) -> None:

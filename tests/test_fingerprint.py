@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from dsd_zoo.errors import IntegrityError
-from dsd_zoo.fingerprint import (ATOL_RELATIVE, check_fingerprint, compute_fingerprint, probe_for, probe_id,
-                                 probe_input)
+from dsd_zoo.fingerprint import ATOL_RELATIVE, check_fingerprint, compute_fingerprint, probe_for, probe_id, probe_input
 from dsd_zoo.manifest import bundled_manifest_path, parse_manifest
 from dsd_zoo.models import ARCHITECTURES
 
@@ -53,11 +52,16 @@ def test_probe_ranges():
     assert abs(float(normal.mean())) < 0.03 and float(normal.std()) == pytest.approx(1.0, rel=0.02)
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("alexnet", "dsd-zoo-probe-v1/uniform128/227"), ("vgg16", "dsd-zoo-probe-v1/uniform128/224"),
-    ("squeezenet_sparse", "dsd-zoo-probe-v1/uniform128/227"), ("fb_resnet50", "dsd-zoo-probe-v1/normal/224"),
-    ("resnet18_dsd", "dsd-zoo-probe-v1/normal/224"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("alexnet", "dsd-zoo-probe-v1/uniform128/227"),
+        ("vgg16", "dsd-zoo-probe-v1/uniform128/224"),
+        ("squeezenet_sparse", "dsd-zoo-probe-v1/uniform128/227"),
+        ("fb_resnet50", "dsd-zoo-probe-v1/normal/224"),
+        ("resnet18_dsd", "dsd-zoo-probe-v1/normal/224"),
+    ],
+)
 def test_probe_follows_preprocessing_and_crop(name, expected):
     # Caffe pipelines feed 0-255 pixels minus a mean, fb_resnet normalised ones; sizes are the crops.
     assert probe_for(name) == expected

@@ -47,6 +47,5 @@ def test_cli_reports_and_exits_zero(capsys):
     fuzz = _fuzz_module()
     assert fuzz.main(["--iterations", "20", "--parsers", "net,t7"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["parser", "inputs", "accepted", "rejected", "crashes",
-                                           "seconds"]
+    assert out.splitlines()[0].split() == ["parser", "inputs", "accepted", "rejected", "crashes", "seconds"]
     assert out.splitlines()[1].split()[:2] == ["net", "20"]

@@ -26,13 +26,15 @@ def _squeezenet_file(path: Path, **metadata: str) -> Path:
 @pytest.fixture
 def sparse_file(tmp_path, isolated_cache) -> Path:
     # What python -m dsd_zoo.convert writes for the Deep Compression sparse stage.
-    return _squeezenet_file(tmp_path / "squeezenet_sparse.safetensors", model="squeezenet_sparse",
-                            arch="squeezenet1_0")
+    return _squeezenet_file(tmp_path / "squeezenet_sparse.safetensors", model="squeezenet_sparse", arch="squeezenet1_0")
 
 
 def test_the_sparse_stage_is_refused_as_the_dsd_model(sparse_file, tmp_path):
-    with pytest.raises(WeightsError, match=r"holds squeezenet_sparse \(its metadata says so\), not squeezenet_dsd; "
-                                           r"load it as get_model\('squeezenet_sparse', weights=\.\.\.\)"):
+    with pytest.raises(
+        WeightsError,
+        match=r"holds squeezenet_sparse \(its metadata says so\), not squeezenet_dsd; "
+        r"load it as get_model\('squeezenet_sparse', weights=\.\.\.\)",
+    ):
         dsd_zoo.get_model("squeezenet_dsd", weights=sparse_file)
     renamed = shutil.copy(sparse_file, tmp_path / "squeezenet_dsd.safetensors")  # the name proves nothing
     with pytest.raises(WeightsError, match="holds squeezenet_sparse"):
@@ -73,8 +75,7 @@ def test_trust_unverified_is_a_verify_option_for_evaluations_only(capsys):
 
 def test_a_users_own_conversion_is_unverifiable_not_a_failure(tmp_path, isolated_cache, capsys):
     # What the README's convert command writes for a DSD model whose weights are not published yet.
-    converted = _squeezenet_file(tmp_path / "squeezenet_dsd.safetensors", model="squeezenet_dsd",
-                                 arch="squeezenet1_0")
+    converted = _squeezenet_file(tmp_path / "squeezenet_dsd.safetensors", model="squeezenet_dsd", arch="squeezenet1_0")
     assert verify(["squeezenet_dsd", "--weights", f"squeezenet_dsd={converted}"]) == 0
     assert "UNVERIFIABLE" in capsys.readouterr().out
 
@@ -115,8 +116,11 @@ def test_a_file_that_claims_the_model_must_reproduce_its_published_logits(tmp_pa
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     relabelled = tmp_path / "digits_dsd.safetensors"
     save_file(tensors, str(relabelled), metadata={"model": "digits_dsd", "arch": "digits_net"})
-    with pytest.raises(WeightsError, match=r"says it holds digits_dsd, but its outputs are not the ones published "
-                                           r"for digits_dsd: logit fingerprint mismatch.*load_despite_recorded_identity"):
+    with pytest.raises(
+        WeightsError,
+        match=r"says it holds digits_dsd, but its outputs are not the ones published "
+        r"for digits_dsd: logit fingerprint mismatch.*load_despite_recorded_identity",
+    ):
         dsd_zoo.get_model("digits_dsd", weights=relabelled)
     assert dsd_zoo.get_model("digits_dsd", weights=relabelled, load_despite_recorded_identity=True)
     # The published file itself, and the same tensors with no record (a user's own), load.

@@ -10,16 +10,35 @@ from .conftest import REPO_ROOT
 
 
 def _modules_after(code: str) -> set:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-                         cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def test_import_is_light():
     loaded = _modules_after("import dsd_zoo")
-    for heavy in ("torch", "torchvision", "matplotlib", "google.protobuf", "requests", "huggingface_hub",
-                  "dsd_zoo.convert", "dsd_zoo.download", "onnx", "onnxruntime", "onnxscript", "dsd_zoo.export",
-                  "mnist1d", "sklearn", "scipy"):
+    for heavy in (
+        "torch",
+        "torchvision",
+        "matplotlib",
+        "google.protobuf",
+        "requests",
+        "huggingface_hub",
+        "dsd_zoo.convert",
+        "dsd_zoo.download",
+        "onnx",
+        "onnxruntime",
+        "onnxscript",
+        "dsd_zoo.export",
+        "mnist1d",
+        "sklearn",
+        "scipy",
+    ):
         assert heavy not in loaded, f"import dsd_zoo imported {heavy}"
 
 

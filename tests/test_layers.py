@@ -26,7 +26,8 @@ def test_the_import_contracts_hold():
     if command is None:
         pytest.skip("import-linter is not installed: pip install import-linter (it is in the test extra)")
     # --no-cache: a cache written by another version of the package's files must not answer.
-    done = subprocess.run([command, "--no-cache"], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env={**os.environ, "NO_COLOR": "1"})
+    done = subprocess.run(
+        [command, "--no-cache"], cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}
+    )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout

@@ -24,8 +24,9 @@ def raw_file(tmp_path, header: dict, data: bytes = b"", header_len: int = None):
 @pytest.fixture
 def good(tmp_path):
     path = tmp_path / "good.safetensors"
-    save_file({"a": torch.arange(6, dtype=torch.float32).view(2, 3), "b": torch.ones(3)}, str(path),
-              metadata={"model": "x"})
+    save_file(
+        {"a": torch.arange(6, dtype=torch.float32).view(2, 3), "b": torch.ones(3)}, str(path), metadata={"model": "x"}
+    )
     return path
 
 
@@ -64,24 +65,32 @@ def test_oversized_header_is_refused_before_reading(tmp_path):
         read_header(path)
 
 
-@pytest.mark.parametrize("header, message", [
-    ({"a": {"dtype": "F99", "shape": [1], "data_offsets": [0, 4]}}, "unknown dtype"),
-    ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, "malformed"),
-    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, "do not fit"),
-    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, "gap"),
-    ({"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, "unknown dtype"),  # unhashable
-    ({"a": "F32"}, "JSON object"),
-    ({"a": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, "malformed"),  # a bool is no dimension
-    ({"__metadata__": {"k": 1}}, "__metadata__"),
-    ([1, 2], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ({"a": {"dtype": "F99", "shape": [1], "data_offsets": [0, 4]}}, "unknown dtype"),
+        ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, "malformed"),
+        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, "do not fit"),
+        ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, "gap"),
+        ({"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, "unknown dtype"),  # unhashable
+        ({"a": "F32"}, "JSON object"),
+        ({"a": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, "malformed"),  # a bool is no dimension
+        ({"__metadata__": {"k": 1}}, "__metadata__"),
+        ([1, 2], "JSON object"),
+    ],
+)
 def test_malformed_headers(tmp_path, header, message):
     with pytest.raises(FormatError, match=message):
         read_header(raw_file(tmp_path, header, b"\0" * 8))
 
 
-@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000,  # nesting deeper than Python's recursion limit
-                                 b'{"a": {"shape": [' + b"1" * 5000 + b"]}}"])  # an int past Python's digit limit
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # nesting deeper than Python's recursion limit
+        b'{"a": {"shape": [' + b"1" * 5000 + b"]}}",
+    ],
+)  # an int past Python's digit limit
 def test_json_that_python_refuses_is_a_format_error(tmp_path, raw):
     path = tmp_path / "x.safetensors"
     path.write_bytes(struct.pack("<Q", len(raw)) + raw)

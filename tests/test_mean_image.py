@@ -24,8 +24,10 @@ from .conftest import FIXTURES, require
 
 SOURCE = FIXTURES / "caffe-mean" / "ilsvrc_2012_mean.npy"
 # BVLC/caffe at 9b891540 (the release the DSD Caffe models were evaluated with), and the file's git blob id there.
-SOURCE_URL = ("https://github.com/BVLC/caffe/raw/9b891540183ddc834a02b2bd81b31afae71b2153/"
-              "python/caffe/imagenet/ilsvrc_2012_mean.npy")
+SOURCE_URL = (
+    "https://github.com/BVLC/caffe/raw/9b891540183ddc834a02b2bd81b31afae71b2153/"
+    "python/caffe/imagenet/ilsvrc_2012_mean.npy"
+)
 SOURCE_GIT_BLOB_SHA1 = "666082c6a654e0477fe9f11258fef72ac49ad7fe"
 
 
@@ -34,10 +36,15 @@ def derive(source, out):
     bgr = np.load(source, allow_pickle=False)
     assert bgr.shape == (3, 256, 256) and bgr.dtype == np.float64
     rgb = torch.from_numpy(bgr[::-1].astype(np.float32))
-    return write_safetensors(out, {"mean_image": rgb}, {
-        "source": SOURCE_URL, "source_git_blob_sha1": SOURCE_GIT_BLOB_SHA1,
-        "derivation": "channels reversed (BGR to RGB), float64 rounded to float32",
-    })
+    return write_safetensors(
+        out,
+        {"mean_image": rgb},
+        {
+            "source": SOURCE_URL,
+            "source_git_blob_sha1": SOURCE_GIT_BLOB_SHA1,
+            "derivation": "channels reversed (BGR to RGB), float64 rounded to float32",
+        },
+    )
 
 
 def _shipped():
@@ -67,8 +74,9 @@ def test_the_alexnet_transform_subtracts_the_shipped_mean_offline(monkeypatch, t
     out = dsd_zoo.get_weights("alexnet_dsd").transforms()(gray)
     torch.testing.assert_close(out, 128.0 - mean[:, 14:241, 14:241], rtol=0, atol=0)
     # Crop means of Caffe's image, B/G/R 102.981 / 115.946 / 122.771 (its centre 227 crop, computed from the .npy).
-    np.testing.assert_allclose(mean[:, 14:241, 14:241].mean(dim=(1, 2)).flip(0).double().numpy(),
-                               [102.981, 115.946, 122.771], atol=1e-3)
+    np.testing.assert_allclose(
+        mean[:, 14:241, 14:241].mean(dim=(1, 2)).flip(0).double().numpy(), [102.981, 115.946, 122.771], atol=1e-3
+    )
     assert not (tmp_path / "empty-cache").exists()
 
 

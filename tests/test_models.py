@@ -11,8 +11,12 @@ from dsd_zoo.models import ARCHITECTURES
 
 # Parameter counts: ../shared/reference/architectures.md, sections 4.1-4.4 and 5.1 (and issue 2).
 REFERENCE_PARAMS = {
-    "alexnet": 60_965_224, "vgg16": 138_357_544, "googlenet": 6_998_552, "squeezenet1_0": 1_248_424,
-    "fb_resnet18": 11_692_520, "fb_resnet50": 25_575_912,
+    "alexnet": 60_965_224,
+    "vgg16": 138_357_544,
+    "googlenet": 6_998_552,
+    "squeezenet1_0": 1_248_424,
+    "fb_resnet18": 11_692_520,
+    "fb_resnet50": 25_575_912,
     "digits_net": 62_250,  # the embedded demo's CNN: 3 convs + 2 FC layers (docs/dsd-demo.md), counted by hand
 }
 # Feature-map shapes at the evaluation crop: architectures.md section 7.

@@ -91,7 +91,10 @@ def test_an_expired_token_is_replaced(onedrive, cache_dir):
     # The share API refused anon-1 (401); one fresh token, one more redeem, and the file came.
     assert onedrive.tokens_issued == 2
     assert [auth for method, path, auth in onedrive.calls if path.startswith("/api/shares/")] == [
-        "Badger anon-1", "Badger anon-1", "Badger anon-2"]
+        "Badger anon-1",
+        "Badger anon-1",
+        "Badger anon-2",
+    ]
 
 
 @pytest.mark.parametrize("onedrive", [{"redirect": True}], indirect=True)
@@ -138,13 +141,16 @@ def test_a_small_document_behind_a_share_link(onedrive, cache_dir):
     assert fetch_url_bytes(SHARE, max_bytes=100) == b'{"format": 1}'
 
 
-def test_a_token_service_that_does_not_resolve_is_not_retried(onedrive, cache_dir, monkeypatch, caplog,
-                                                              unresolvable_host):
+def test_a_token_service_that_does_not_resolve_is_not_retried(
+    onedrive, cache_dir, monkeypatch, caplog, unresolvable_host
+):
     onedrive.add_share(SHARE, "a.t7", BODY)
     monkeypatch.setenv("DSD_ZOO_ONEDRIVE_TOKEN_URL", f"http://{unresolvable_host}/token")
     with caplog.at_level("WARNING"), pytest.raises(DownloadError) as info:
         fetch(_record(), progress=False)
-    assert f"OneDrive's token service could not be reached: the host name '{unresolvable_host}' does not resolve" in str(
-        info.value)
+    assert (
+        f"OneDrive's token service could not be reached: the host name '{unresolvable_host}' does not resolve"
+        in str(info.value)
+    )
     assert not [r for r in caplog.records if "retrying" in r.getMessage()]
     assert onedrive.count("GET", "/legacy/shares/") == 1  # the old API, on a host that resolves, was still asked

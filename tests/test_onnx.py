@@ -19,8 +19,13 @@ pytest.importorskip("onnxscript", reason="the onnx extra is not installed: pip i
 
 from dsd_zoo.digests import hash_file  # noqa: E402
 from dsd_zoo.export.__main__ import main as export_main  # noqa: E402
-from dsd_zoo.export.onnx_export import (CHECK_RTOL, ExportError, OnnxModule, cache_path,  # noqa: E402
-                                        export_checked)
+from dsd_zoo.export.onnx_export import (
+    CHECK_RTOL,
+    ExportError,
+    OnnxModule,
+    cache_path,  # noqa: E402
+    export_checked,
+)
 from dsd_zoo.fingerprint import check_fingerprint, compute_fingerprint, probe_for, probe_input  # noqa: E402
 from dsd_zoo.manifest import load_manifest  # noqa: E402
 from dsd_zoo.models import ARCHITECTURES  # noqa: E402
@@ -31,8 +36,9 @@ from .conftest import FIXTURES  # noqa: E402
 from .test_verify_datasets import N_TOP1, N_TOP5, SAMPLES, WNIDS, make_imagefolder  # noqa: E402
 from .test_verify_engine import colour_squeezenet_file  # noqa: E402
 
-IMAGENET_MODELS = [name for name, entry in load_manifest().models.items()
-                   if entry.transforms.get("pipeline") in IMAGENET_PIPELINES]
+IMAGENET_MODELS = [
+    name for name, entry in load_manifest().models.items() if entry.transforms.get("pipeline") in IMAGENET_PIPELINES
+]
 PHOTOS = ("cat.jpg", "fish-bike.jpg", "space_shuttle.jpg")
 
 
@@ -49,8 +55,9 @@ class _Graphs:
             heads = spec.heads
             model = spec.build(**(spec.heads_build_kwargs if heads else {})).eval()
             module = _WithHeads(model) if heads else model
-            data, difference = export_checked(module, name=arch, probe=probe_for(arch),
-                                              output_names=["logits", *heads], progress=False)
+            data, difference = export_checked(
+                module, name=arch, probe=probe_for(arch), output_names=["logits", *heads], progress=False
+            )
             assert difference <= CHECK_RTOL
             self.built[arch] = (module, OnnxModule(data))
         return self.built[arch]
@@ -111,8 +118,10 @@ def test_onnxruntime_gives_pytorchs_logits_for_every_imagenet_model(names, graph
     # A batch of 5 (probe + photos) through a graph exported with a batch of 2: the batch is dynamic.
     _assert_agree(module, graph, batch)
     if batch.shape[0] == 2:
-        pytest.skip(f"the fixture photos are absent from {FIXTURES / 'images'} (set DSD_ZOO_SHARED to the folder "
-                    "that holds fixtures/); only the fingerprint probe was compared")
+        pytest.skip(
+            f"the fixture photos are absent from {FIXTURES / 'images'} (set DSD_ZOO_SHARED to the folder "
+            "that holds fixtures/); only the fingerprint probe was compared"
+        )
 
 
 def test_a_graph_that_computes_something_else_fails_the_check(monkeypatch):
@@ -196,9 +205,12 @@ def test_a_failed_export_falls_back_to_torch_with_a_warning(colour, isolated_cac
         raise RuntimeError("no exporter today")
 
     monkeypatch.setattr(torch.onnx, "export", broken)
-    with pytest.warns(RuntimeWarning, match=r"ONNX Runtime cannot evaluate squeezenet_sparse \(ExportError: "
-                                            r"torch.onnx.export could not export squeezenet_sparse: RuntimeError: no "
-                                            r"exporter today\); evaluating it with eager PyTorch"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"ONNX Runtime cannot evaluate squeezenet_sparse \(ExportError: "
+        r"torch.onnx.export could not export squeezenet_sparse: RuntimeError: no "
+        r"exporter today\); evaluating it with eager PyTorch",
+    ):
         result = _run(weights, samples)
     assert result.engines == {"squeezenet_sparse": "torch"}
     counts = result.counts["squeezenet_sparse"]
@@ -210,8 +222,18 @@ def test_verify_cli_names_its_engine(colour, isolated_cache, tmp_path, capsys):
     from dsd_zoo.verify.__main__ import main
 
     weights, samples = colour
-    base = ["squeezenet_sparse", "--weights", f"squeezenet_sparse={weights}", "--imagenet", str(samples.root),
-            "--workers", "0", "--no-progress", "--device", "cpu"]
+    base = [
+        "squeezenet_sparse",
+        "--weights",
+        f"squeezenet_sparse={weights}",
+        "--imagenet",
+        str(samples.root),
+        "--workers",
+        "0",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     reports = {}
     for engine in ("onnxruntime", "torch"):
         out = tmp_path / f"{engine}.json"
@@ -231,8 +253,7 @@ def test_export_cli_writes_a_checked_file_with_its_metadata(tmp_path, capsys):
     from safetensors.torch import save_file
 
     torch.manual_seed(1)
-    save_file({k: v.contiguous() for k, v in ARCHITECTURES["squeezenet1_0"].build().state_dict().items()},
-              str(weights))
+    save_file({k: v.contiguous() for k, v in ARCHITECTURES["squeezenet1_0"].build().state_dict().items()}, str(weights))
     out = tmp_path / "sq.onnx"
     assert export_main(["squeezenet_sparse", "--weights", str(weights), "-o", str(out), "--quiet"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
@@ -267,8 +288,14 @@ def test_export_cli_help():
     from dsd_zoo.export.__main__ import build_parser
 
     text = build_parser().format_help()
-    for words in ("dynamic batch", "metadata", "dsd_zoo.weights_sha256", "atomically", "pip install 'dsd-zoo[onnx]'",
-                  "python -m dsd_zoo.export resnet50_dsd -o resnet50_dsd.onnx"):
+    for words in (
+        "dynamic batch",
+        "metadata",
+        "dsd_zoo.weights_sha256",
+        "atomically",
+        "pip install 'dsd-zoo[onnx]'",
+        "python -m dsd_zoo.export resnet50_dsd -o resnet50_dsd.onnx",
+    ):
         assert words in text
 
 

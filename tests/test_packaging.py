@@ -13,8 +13,22 @@ from .conftest import REPO_ROOT
 
 @pytest.mark.slow
 def test_wheel_contains_the_manifest_and_embedded_files(tmp_path):
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path), str(REPO_ROOT)], capture_output=True, text=True)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO_ROOT),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if build.returncode != 0:
         pytest.skip(f"cannot build a wheel here without network (build isolation off): {build.stderr[-300:]}")
     (wheel,) = tmp_path.glob("dsd_zoo-*.whl")
@@ -22,15 +36,19 @@ def test_wheel_contains_the_manifest_and_embedded_files(tmp_path):
         names = set(archive.namelist())
         # In git the package's manifest is a symlink to the root file; the wheel holds its bytes.
         assert archive.read("dsd_zoo/weights_manifest.json") == (REPO_ROOT / "weights_manifest.json").read_bytes()
-        for shipped in ("dsd_zoo/data/imagenet_classes.tsv", "dsd_zoo/data/ilsvrc_2012_mean.safetensors",
-                        "dsd_zoo/data/embedded/digits_dsd.safetensors",
-                        "dsd_zoo/data/embedded/digits_test.safetensors"):
+        for shipped in (
+            "dsd_zoo/data/imagenet_classes.tsv",
+            "dsd_zoo/data/ilsvrc_2012_mean.safetensors",
+            "dsd_zoo/data/embedded/digits_dsd.safetensors",
+            "dsd_zoo/data/embedded/digits_test.safetensors",
+        ):
             assert shipped in names
         assert not any(name.startswith(("tests/", "benchmarks/")) or name == "hubconf.py" for name in names)
         # The license travels with the wheel, and type checkers read the inline hints (PEP 561).
         assert "dsd_zoo/py.typed" in names
-        assert any(name.endswith(".dist-info/licenses/LICENSE") or name.endswith(".dist-info/LICENSE")
-                   for name in names), sorted(n for n in names if "dist-info" in n)
+        assert any(
+            name.endswith(".dist-info/licenses/LICENSE") or name.endswith(".dist-info/LICENSE") for name in names
+        ), sorted(n for n in names if "dist-info" in n)
 
 
 @pytest.mark.slow
@@ -43,8 +61,16 @@ def test_sdist_carries_the_license_hub_entry_and_a_runnable_test_suite(tmp_path)
     (sdist,) = tmp_path.glob("dsd_zoo-*.tar.gz")
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    for needed in ("LICENSE", "hubconf.py", "weights_manifest.json", "dsd_zoo/py.typed", "tests/__init__.py",
-                   "tests/conftest.py", "tests/servers.py", "tests/formats/caffe_writer.py"):
+    for needed in (
+        "LICENSE",
+        "hubconf.py",
+        "weights_manifest.json",
+        "dsd_zoo/py.typed",
+        "tests/__init__.py",
+        "tests/conftest.py",
+        "tests/servers.py",
+        "tests/formats/caffe_writer.py",
+    ):
         assert needed in names, needed
     assert not any("__pycache__" in name for name in names)
 

@@ -34,6 +34,10 @@ def test_no_module_switches_on_a_pipeline_name():
     # Adding a pipeline means adding one class to dsd_zoo/pipelines.py: no other module compares
     # a transforms record's pipeline with a name.
     switch = re.compile(r"""\[["']pipeline["']\]\s*[!=]=|pipeline\s*[!=]=\s*["']""")
-    offenders = [f"{path.relative_to(REPO_ROOT)}:{number}" for path in sorted((REPO_ROOT / "dsd_zoo").rglob("*.py"))
-                 for number, line in enumerate(path.read_text().splitlines(), 1) if switch.search(line)]
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)}:{number}"
+        for path in sorted((REPO_ROOT / "dsd_zoo").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if switch.search(line)
+    ]
     assert offenders == []

@@ -53,9 +53,10 @@ def git_blob_sha1(data: bytes) -> str:
 def write_manifest(path: Path, originals: Dict[str, Dict[str, Any]]) -> Path:
     """The bundled manifest reduced to the models in ``originals``, whose ``original`` fields are replaced."""
     document = json.loads(bundled_manifest_path().read_text(encoding="utf-8"))
-    document["models"] = {name: {**document["models"][name], "original": {**document["models"][name]["original"],
-                                                                             **fields}}
-                          for name, fields in originals.items()}
+    document["models"] = {
+        name: {**document["models"][name], "original": {**document["models"][name]["original"], **fields}}
+        for name, fields in originals.items()
+    }
     path.write_text(json.dumps(document, indent=2), encoding="utf-8")
     return path
 
@@ -109,8 +110,10 @@ def caffe_manifest(env, tmp_path, origin, caffe_original) -> Path:
     """A manifest whose squeezenet_caffe original is the synthetic file, served with its true git blob sha1."""
     data, _ = caffe_original
     url = origin.add(f"/forresti/{tmp_path.name}/squeezenet_v1.0.caffemodel", data)
-    path = write_manifest(tmp_path / "manifest.json", {
-        "squeezenet_caffe": {"url": url, "digest": {"git_blob_sha1": git_blob_sha1(data)}, "size": len(data)}})
+    path = write_manifest(
+        tmp_path / "manifest.json",
+        {"squeezenet_caffe": {"url": url, "digest": {"git_blob_sha1": git_blob_sha1(data)}, "size": len(data)}},
+    )
     env.setenv("DSD_ZOO_MANIFEST", str(path))
     return path
 
@@ -122,8 +125,10 @@ def caffe_manifest(env, tmp_path, origin, caffe_original) -> Path:
 def sparse_release(tmp_path_factory, origin):
     """Release the real compressed_SqueezeNet.net served by ``origin``; the CLI's outputs and its log."""
     if not SPARSE_NET.exists():
-        pytest.skip(f"real fixture {SPARSE_NET} is absent (it lives in ../shared, not in this repository); "
-                    "set DSD_ZOO_SHARED to the folder that holds fixtures/")
+        pytest.skip(
+            f"real fixture {SPARSE_NET} is absent (it lives in ../shared, not in this repository); "
+            "set DSD_ZOO_SHARED to the folder that holds fixtures/"
+        )
     tmp = tmp_path_factory.mktemp("sparse")
     data = SPARSE_NET.read_bytes()
     with pytest.MonkeyPatch.context() as patch:
@@ -133,11 +138,24 @@ def sparse_release(tmp_path_factory, origin):
         # The bundled manifest's digest and size (git blob b28ec20a..., 675,763 bytes) stay: only the URL moves.
         manifest = write_manifest(tmp / "manifest.json", {"squeezenet_sparse": {"url": url}})
         patch.setenv("DSD_ZOO_MANIFEST", str(manifest))
-        status = run(tmp, "squeezenet_sparse", "--write-manifest", str(tmp / "released.json"),
-                     "--mirror", origin.url("/mirror/{name}/{file}"))
+        status = run(
+            tmp,
+            "squeezenet_sparse",
+            "--write-manifest",
+            str(tmp / "released.json"),
+            "--mirror",
+            origin.url("/mirror/{name}/{file}"),
+        )
     out = tmp / "out"
-    return {"status": status, "out": out, "folder": out / "squeezenet_sparse", "data": data, "url": url,
-            "entries": json.loads((out / release.ENTRIES_FILE).read_text()), "released_manifest": tmp / "released.json"}
+    return {
+        "status": status,
+        "out": out,
+        "folder": out / "squeezenet_sparse",
+        "data": data,
+        "url": url,
+        "entries": json.loads((out / release.ENTRIES_FILE).read_text()),
+        "released_manifest": tmp / "released.json",
+    }
 
 
 @pytest.mark.fixtures
@@ -148,8 +166,9 @@ def test_sparse_release_entry_describes_the_written_file(sparse_release):
     assert weights["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert weights["size"] == path.stat().st_size
     assert weights["file"] == "squeezenet_sparse.safetensors" and weights["hf"] is None
-    assert weights["urls"] == [sparse_release["url"].split("/songhan")[0] + "/mirror/squeezenet_sparse/"
-                               "squeezenet_sparse.safetensors"]
+    assert weights["urls"] == [
+        sparse_release["url"].split("/songhan")[0] + "/mirror/squeezenet_sparse/squeezenet_sparse.safetensors"
+    ]
     assert sorted(p.name for p in sparse_release["folder"].iterdir()) == ["README.md", "squeezenet_sparse.safetensors"]
     assert leftovers(sparse_release["out"]) == []
 
@@ -166,7 +185,9 @@ def test_sparse_release_records_what_was_converted(sparse_release):
 @pytest.mark.fixtures
 def test_sparse_release_fingerprint_checks_and_can_fail(sparse_release):
     fingerprint = sparse_release["entries"]["squeezenet_sparse"]["fingerprint"]
-    model = build_with_weights(ARCHITECTURES["squeezenet1_0"], sparse_release["folder"] / "squeezenet_sparse.safetensors")
+    model = build_with_weights(
+        ARCHITECTURES["squeezenet1_0"], sparse_release["folder"] / "squeezenet_sparse.safetensors"
+    )
     check_fingerprint(model, fingerprint)
     with torch.no_grad():  # the classic conversion bug: conv1 left in Caffe's BGR order
         model.features[0].weight.copy_(model.features[0].weight.flip(1))
@@ -186,10 +207,16 @@ def test_sparse_release_model_card(sparse_release):
     assert [(m["type"], m["value"]) for m in result["metrics"]] == [("accuracy", 57.5), ("accuracy", 80.3)]
     assert result["dataset"]["name"] == "ILSVRC-2012 validation"
     assert result["source"]["url"] == "https://arxiv.org/abs/1602.07360"
-    for fact in (sparse_release["url"], "b28ec20a342c1f0dd7f0c148be60df1192ff8036",
-                 hashlib.sha256(sparse_release["data"]).hexdigest(),
-                 sparse_release["entries"]["squeezenet_sparse"]["weights"]["sha256"], "@inproceedings{han2016deep",
-                 "## Preprocessing", "mean BGR (104.0, 117.0, 123.0)", "dsd_zoo.get_model('squeezenet_sparse')"):
+    for fact in (
+        sparse_release["url"],
+        "b28ec20a342c1f0dd7f0c148be60df1192ff8036",
+        hashlib.sha256(sparse_release["data"]).hexdigest(),
+        sparse_release["entries"]["squeezenet_sparse"]["weights"]["sha256"],
+        "@inproceedings{han2016deep",
+        "## Preprocessing",
+        "mean BGR (104.0, 117.0, 123.0)",
+        "dsd_zoo.get_model('squeezenet_sparse')",
+    ):
         assert fact in card, fact
     # About a third of the weights survive pruning (fixtures README: "about 33% density").
     assert re.search(r"\((3[0-6])\.\d%\)", card)
@@ -201,7 +228,9 @@ def test_sparse_release_card_parses_with_huggingface_hub(sparse_release):
 
     card = ModelCard((sparse_release["folder"] / "README.md").read_text(encoding="utf-8"))
     assert [(r.metric_type, r.metric_value, r.dataset_type) for r in card.data.eval_results] == [
-        ("accuracy", 57.5, "ILSVRC/imagenet-1k"), ("accuracy", 80.3, "ILSVRC/imagenet-1k")]
+        ("accuracy", 57.5, "ILSVRC/imagenet-1k"),
+        ("accuracy", 80.3, "ILSVRC/imagenet-1k"),
+    ]
 
 
 @pytest.mark.fixtures
@@ -234,7 +263,9 @@ def test_caffe_release_round_trip(caffe_manifest, caffe_original, tmp_path, caps
     assert run(tmp_path, "squeezenet_caffe") == 0
     out = tmp_path / "out"
     entry = json.loads((out / release.ENTRIES_FILE).read_text())["squeezenet_caffe"]
-    loaded = build_with_weights(ARCHITECTURES["squeezenet1_0"], out / "squeezenet_caffe" / "squeezenet_caffe.safetensors")
+    loaded = build_with_weights(
+        ARCHITECTURES["squeezenet1_0"], out / "squeezenet_caffe" / "squeezenet_caffe.safetensors"
+    )
     assert_same_model(loaded, reference, 64, input_scale("squeezenet1_0"))
     # The fingerprint taken from the released file is reproduced by the model the caffemodel was written from.
     check_fingerprint(reference, entry["fingerprint"])
@@ -256,8 +287,15 @@ def test_release_from_a_share_link_is_reproduced_by_a_local_conversion(env, tmp_
     # original alike, or the released sha256 can never be reproduced from the original.
     data, reference = caffe_original
     url = origin.add(f"/u/s!AkOf0kjGMRd2{tmp_path.name}", data)
-    env.setenv("DSD_ZOO_MANIFEST", str(write_manifest(tmp_path / "manifest.json", {
-        "squeezenet_caffe": {"url": url, "digest": {"git_blob_sha1": git_blob_sha1(data)}, "size": len(data)}})))
+    env.setenv(
+        "DSD_ZOO_MANIFEST",
+        str(
+            write_manifest(
+                tmp_path / "manifest.json",
+                {"squeezenet_caffe": {"url": url, "digest": {"git_blob_sha1": git_blob_sha1(data)}, "size": len(data)}},
+            )
+        ),
+    )
     assert run(tmp_path, "squeezenet_caffe", "--write-manifest", str(tmp_path / "released.json")) == 0
     released = tmp_path / "out" / "squeezenet_caffe" / "squeezenet_caffe.safetensors"
     # The released entry has no hf and no urls: get_model converts the (cached) original and checks its sha256.
@@ -270,8 +308,15 @@ def test_release_from_a_share_link_is_reproduced_by_a_local_conversion(env, tmp_
 def test_tampered_original_is_refused_and_nothing_is_written(env, tmp_path, origin, caffe_original, capsys):
     data, _ = caffe_original
     url = origin.add(f"/tampered/{tmp_path.name}.caffemodel", data, faults=[Fault(flip_bit_at=1000, repeat=True)])
-    env.setenv("DSD_ZOO_MANIFEST", str(write_manifest(tmp_path / "manifest.json", {
-        "squeezenet_caffe": {"url": url, "digest": {"git_blob_sha1": git_blob_sha1(data)}, "size": len(data)}})))
+    env.setenv(
+        "DSD_ZOO_MANIFEST",
+        str(
+            write_manifest(
+                tmp_path / "manifest.json",
+                {"squeezenet_caffe": {"url": url, "digest": {"git_blob_sha1": git_blob_sha1(data)}, "size": len(data)}},
+            )
+        ),
+    )
     assert run(tmp_path, "squeezenet_caffe", "--write-manifest", str(tmp_path / "m.json")) == 1
     assert "DownloadError" in capsys.readouterr().out
     out = tmp_path / "out"
@@ -282,8 +327,12 @@ def test_tampered_original_is_refused_and_nothing_is_written(env, tmp_path, orig
 def test_original_without_digest_needs_trust_unverified(env, tmp_path, origin, caffe_original, capsys):
     data, _ = caffe_original
     url = origin.add(f"/onedrive-like/{tmp_path.name}.caffemodel", data)
-    env.setenv("DSD_ZOO_MANIFEST", str(write_manifest(tmp_path / "manifest.json", {
-        "squeezenet_caffe": {"url": url, "digest": None, "size": None}})))
+    env.setenv(
+        "DSD_ZOO_MANIFEST",
+        str(
+            write_manifest(tmp_path / "manifest.json", {"squeezenet_caffe": {"url": url, "digest": None, "size": None}})
+        ),
+    )
     env.setenv("DSD_ZOO_TRUST_UNVERIFIED", "1")  # the environment does not count for a release
     assert run(tmp_path, "squeezenet_caffe") == 1
     assert "UnverifiedSourceError" in capsys.readouterr().out
@@ -332,30 +381,41 @@ def test_command_line_errors(env, capsys):
 HF_LICENSE_IDS = {"bsd-2-clause", "bsd-3-clause", "cc-by-4.0", "unknown", "other"}  # from the Hub's licence list
 
 
-@pytest.mark.parametrize("name", [n for n, e in load_manifest(str(bundled_manifest_path())).models.items()
-                                  if e.original is not None])  # the embedded zoo has no original to release
+@pytest.mark.parametrize(
+    "name", [n for n, e in load_manifest(str(bundled_manifest_path())).models.items() if e.original is not None]
+)  # the embedded zoo has no original to release
 def test_every_manifest_model_gets_a_valid_card(name):
     manifest = load_manifest(str(bundled_manifest_path()))
     entry = manifest.models[name]
-    facts = ReleaseFacts(weights_file=entry.weights.file, sha256="0" * 64, size=1, metadata={},
-                         fingerprint={"input": "x", "indices": [], "values": [], "argmax": 0, "atol": 0.1},
-                         hf_repo_id="org/repo", hf_filename=entry.weights.file)
+    facts = ReleaseFacts(
+        weights_file=entry.weights.file,
+        sha256="0" * 64,
+        size=1,
+        metadata={},
+        fingerprint={"input": "x", "indices": [], "values": [], "argmax": 0, "atol": 0.1},
+        hf_repo_id="org/repo",
+        hf_filename=entry.weights.file,
+    )
     meta = front_matter(render_model_card(entry, manifest, facts))
     assert meta["license"] in HF_LICENSE_IDS
     if meta["license"] == "other":
         assert meta["license_name"] and meta["license_link"].startswith("https://")
     (result,) = meta["model-index"][0]["results"]
     # The manifest's published errors, as accuracies.
-    assert [m["value"] for m in result["metrics"]] == [pytest.approx(100 - entry.paper_top1_err),
-                                                      pytest.approx(100 - entry.paper_top5_err)]
+    assert [m["value"] for m in result["metrics"]] == [
+        pytest.approx(100 - entry.paper_top1_err),
+        pytest.approx(100 - entry.paper_top5_err),
+    ]
     assert result["source"]["url"].startswith(("https://github.com/songhan/DSD", "https://arxiv.org/abs/"))
 
 
 def test_license_mapping():
     models = load_manifest(str(bundled_manifest_path())).models
     assert hf_license(models["alexnet_caffe"]) == {
-        "license": "other", "license_name": "bvlc-unrestricted-use",
-        "license_link": "https://github.com/BVLC/caffe/blob/master/models/bvlc_alexnet/readme.md"}
+        "license": "other",
+        "license_name": "bvlc-unrestricted-use",
+        "license_link": "https://github.com/BVLC/caffe/blob/master/models/bvlc_alexnet/readme.md",
+    }
     assert hf_license(models["alexnet_dsd"]) == {"license": "unknown"}  # the DSD release has no licence file
     assert hf_license(models["vgg16_caffe"]) == {"license": "cc-by-4.0"}
     assert hf_license(models["resnet50_fb"]) == {"license": "bsd-3-clause"}
@@ -483,15 +543,42 @@ class _HubHandler(BaseHTTPRequestHandler):
                 return "validate-yaml", 400, {"errors": [{"message": str(exc)}]}
             return "validate-yaml", 200, {"errors": [], "warnings": []}
         if re.fullmatch(r"/api/models/[^/]+/[^/]+/preupload/main", path):
-            return "preupload", 200, {"files": [
-                {"path": f["path"], "shouldIgnore": False, "oid": None,
-                 "uploadMode": "lfs" if f["path"].endswith(".safetensors") and not hub.regular_only else "regular"}
-                for f in request["files"]]}
+            return (
+                "preupload",
+                200,
+                {
+                    "files": [
+                        {
+                            "path": f["path"],
+                            "shouldIgnore": False,
+                            "oid": None,
+                            "uploadMode": "lfs"
+                            if f["path"].endswith(".safetensors") and not hub.regular_only
+                            else "regular",
+                        }
+                        for f in request["files"]
+                    ]
+                },
+            )
         if path.endswith(".git/info/lfs/objects/batch"):
-            return "lfs-batch", 200, {"transfer": "basic", "objects": [
-                {"oid": o["oid"], "size": o["size"], "actions": {
-                    "upload": {"href": f"{hub.base_url}/lfs-storage/{o['oid']}"},
-                    "verify": {"href": f"{hub.base_url}/lfs-verify"}}} for o in request["objects"]]}
+            return (
+                "lfs-batch",
+                200,
+                {
+                    "transfer": "basic",
+                    "objects": [
+                        {
+                            "oid": o["oid"],
+                            "size": o["size"],
+                            "actions": {
+                                "upload": {"href": f"{hub.base_url}/lfs-storage/{o['oid']}"},
+                                "verify": {"href": f"{hub.base_url}/lfs-verify"},
+                            },
+                        }
+                        for o in request["objects"]
+                    ],
+                },
+            )
         if path == "/lfs-verify":
             stored = hub.lfs.get(request["oid"])
             return "lfs-verify", 200 if stored is not None and len(stored) == request["size"] else 404, {}
@@ -535,20 +622,35 @@ def _released_weights(tmp_path: Path, name: str = "squeezenet_caffe") -> Dict[st
 def test_upload_over_git_lfs_pins_the_commit_and_get_model_downloads_it(hub_env, env, tmp_path, caffe_original):
     hub = hub_env()
     written = tmp_path / "released.json"
-    assert run(tmp_path, "squeezenet_caffe", "--upload", "--repo-id", "dsd-zoo/{name}",
-               "--write-manifest", str(written)) == 0
+    assert (
+        run(tmp_path, "squeezenet_caffe", "--upload", "--repo-id", "dsd-zoo/{name}", "--write-manifest", str(written))
+        == 0
+    )
 
     folder = tmp_path / "out" / "squeezenet_caffe"
     files = hub.repos["dsd-zoo/squeezenet_caffe"]
-    assert files == {"squeezenet_caffe.safetensors": (folder / "squeezenet_caffe.safetensors").read_bytes(),
-                     "README.md": (folder / "README.md").read_bytes()}
-    assert hub.calls == ["create", "validate-yaml", "validate-yaml", "preupload", "lfs-batch", "lfs-put",
-                         "lfs-verify", "commit"]
-    (repo_id, commit, kinds), = hub.commits
+    assert files == {
+        "squeezenet_caffe.safetensors": (folder / "squeezenet_caffe.safetensors").read_bytes(),
+        "README.md": (folder / "README.md").read_bytes(),
+    }
+    assert hub.calls == [
+        "create",
+        "validate-yaml",
+        "validate-yaml",
+        "preupload",
+        "lfs-batch",
+        "lfs-put",
+        "lfs-verify",
+        "commit",
+    ]
+    ((repo_id, commit, kinds),) = hub.commits
     assert sorted(kinds) == ["file", "header", "lfsFile"]  # the card inline, the weights through LFS
     weights = _released_weights(tmp_path)
-    assert weights["hf"] == {"repo_id": "dsd-zoo/squeezenet_caffe", "revision": commit,
-                             "filename": "squeezenet_caffe.safetensors"}
+    assert weights["hf"] == {
+        "repo_id": "dsd-zoo/squeezenet_caffe",
+        "revision": commit,
+        "filename": "squeezenet_caffe.safetensors",
+    }
 
     # The manifest written by the release downloads the file back from the Hub at the pinned commit.
     env.setenv("DSD_ZOO_MANIFEST", str(written))
@@ -564,9 +666,15 @@ def test_upload_with_the_xet_client_into_a_shared_repository(hub_env, tmp_path):
     assert run(tmp_path, "squeezenet_caffe", "--upload", "--repo-id", "dsd-zoo/zoo") == 0
     # huggingface_hub's hf_xet upload pipeline: one YAML check, no LFS batch, files inline in the commit.
     assert hub.calls == ["create", "validate-yaml", "preupload", "commit"]
-    assert sorted(hub.repos["dsd-zoo/zoo"]) == ["squeezenet_caffe/README.md", "squeezenet_caffe/squeezenet_caffe.safetensors"]
-    assert _released_weights(tmp_path)["hf"] == {"repo_id": "dsd-zoo/zoo", "revision": hub.commits[-1][1],
-                                                 "filename": "squeezenet_caffe/squeezenet_caffe.safetensors"}
+    assert sorted(hub.repos["dsd-zoo/zoo"]) == [
+        "squeezenet_caffe/README.md",
+        "squeezenet_caffe/squeezenet_caffe.safetensors",
+    ]
+    assert _released_weights(tmp_path)["hf"] == {
+        "repo_id": "dsd-zoo/zoo",
+        "revision": hub.commits[-1][1],
+        "filename": "squeezenet_caffe/squeezenet_caffe.safetensors",
+    }
 
 
 @pytest.mark.parametrize("endpoint, status", [("commit", 500), ("create", 403), ("lfs-batch", 401)])

@@ -52,7 +52,9 @@ def test_hub_load_from_a_url_mirror_returns_the_served_weights(env, server, monk
     url = server.add("/squeezenet_sparse.safetensors", body)
 
     def edit(models):
-        models["squeezenet_sparse"]["weights"].update(sha256=hashlib.sha256(body).hexdigest(), size=len(body), urls=[url])
+        models["squeezenet_sparse"]["weights"].update(
+            sha256=hashlib.sha256(body).hexdigest(), size=len(body), urls=[url]
+        )
 
     write_manifest(env, monkeypatch, edit)
     model = torch.hub.load(str(REPO_ROOT), "squeezenet_sparse", source="local", progress=False, trust_repo=True)
@@ -137,13 +139,21 @@ def test_a_conversion_done_meanwhile_by_another_process_is_used(served_original,
     result = {}
     try:
         with cache.locked(final):  # the other process, converting
-            worker = threading.Thread(target=lambda: result.update(model=dsd_zoo.get_model("squeezenet_sparse",
-                                                                                           progress=False)))
+            worker = threading.Thread(
+                target=lambda: result.update(model=dsd_zoo.get_model("squeezenet_sparse", progress=False))
+            )
             worker.start()
             assert blocked.wait(30), "the second loader never waited for the lock"
             os.link(theirs, final)  # the other process publishes its conversion, then its stamp
-            cache.write_stamp(final, cache.Stamp.of(final, {"sha256": hashlib.sha256(final.read_bytes()).hexdigest()},
-                                                    pinned=True, source="the other process"))
+            cache.write_stamp(
+                final,
+                cache.Stamp.of(
+                    final,
+                    {"sha256": hashlib.sha256(final.read_bytes()).hexdigest()},
+                    pinned=True,
+                    source="the other process",
+                ),
+            )
         worker.join(60)
     finally:
         logging.getLogger("dsd_zoo.cache").removeHandler(handler)

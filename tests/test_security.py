@@ -6,14 +6,17 @@ import re
 
 from .conftest import REPO_ROOT
 
-FORBIDDEN = re.compile(r"\btorch\.load\s*\(|\bimport\s+pickle\b|\bpickle\.loads?\s*\(|allow_pickle\s*=\s*True"
-                       r"|\bmarshal\.loads?\s*\(|(?<![.\w])(eval|exec)\s*\(")
+FORBIDDEN = re.compile(
+    r"\btorch\.load\s*\(|\bimport\s+pickle\b|\bpickle\.loads?\s*\(|allow_pickle\s*=\s*True"
+    r"|\bmarshal\.loads?\s*\(|(?<![.\w])(eval|exec)\s*\("
+)
 
 
 # The one exception (docs/architecture.md): the ResNet50_DSD port exists only as a pickle, read
 # with weights_only=True once its published digest matched (tests/test_convert_port.py).
-ALLOWED = {("dsd_zoo/convert/pth_mapping.py",
-            'loaded = torch.load(os.fspath(path), map_location="cpu", weights_only=True)')}
+ALLOWED = {
+    ("dsd_zoo/convert/pth_mapping.py", 'loaded = torch.load(os.fspath(path), map_location="cpu", weights_only=True)')
+}
 
 
 def test_no_unpickling_or_exec_in_the_package():

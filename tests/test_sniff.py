@@ -33,14 +33,25 @@ def test_each_format_is_recognised(tmp_path, isolated_cache):
     (tmp_path / "login.html").write_bytes(b"\n<!DOCTYPE html><html><body>Sign in</body></html>")
     (tmp_path / "noise.bin").write_bytes(bytes(range(7, 200)))
     found = {path.name: sniff(path) for path in sorted(tmp_path.iterdir())}
-    assert found == {"a.npy": "npy", "login.html": "html", "m.caffemodel": "caffemodel", "m.pth": "zip",
-                     "m.t7": "torch7", "noise.bin": None, "old.pth": "pickle", "w.safetensors": "safetensors"}
+    assert found == {
+        "a.npy": "npy",
+        "login.html": "html",
+        "m.caffemodel": "caffemodel",
+        "m.pth": "zip",
+        "m.t7": "torch7",
+        "noise.bin": None,
+        "old.pth": "pickle",
+        "w.safetensors": "safetensors",
+    }
 
 
 def test_an_original_given_as_weights_is_named_with_the_command(tmp_path, isolated_cache):
     caffemodel = write_caffemodel(tmp_path / "m.caffemodel", {"conv1": [np.zeros((2, 1, 1, 1), np.float32)]})
-    with pytest.raises(FormatError, match=r"is a Caffe \.caffemodel .*python -m dsd_zoo\.convert FILE --model NAME "
-                                          "--install"):
+    with pytest.raises(
+        FormatError,
+        match=r"is a Caffe \.caffemodel .*python -m dsd_zoo\.convert FILE --model NAME "
+        "--install",
+    ):
         dsd_zoo.get_model("squeezenet_dsd", weights=caffemodel)
     page = tmp_path / "w.safetensors"
     page.write_bytes(b"<html><head><title>Sign in</title></head></html>")
@@ -54,8 +65,10 @@ def test_the_convert_cli_names_the_mix_up(tmp_path, capsys, isolated_cache):
     pytest.importorskip("google.protobuf", reason="the Caffe reader needs protobuf (pip install 'dsd-zoo[convert]')")
     net = require(NET)
     assert convert([str(net), "--model", "squeezenet_dsd", "-o", str(tmp_path / "o.safetensors")]) == 2
-    assert ("is a Deep Compression .net file, but squeezenet_dsd's original is a Caffe .caffemodel (protobuf "
-            "NetParameter); convert it as --model squeezenet_sparse") in capsys.readouterr().err
+    assert (
+        "is a Deep Compression .net file, but squeezenet_dsd's original is a Caffe .caffemodel (protobuf "
+        "NetParameter); convert it as --model squeezenet_sparse"
+    ) in capsys.readouterr().err
     caffemodel = write_caffemodel(tmp_path / "m.caffemodel", {"conv1": [np.zeros((2, 1, 1, 1), np.float32)]})
     assert convert([str(caffemodel), "--model", "resnet50_fb", "-o", str(tmp_path / "o.safetensors")]) == 2
     err = capsys.readouterr().err

@@ -90,11 +90,16 @@ def test_pooling_and_lrn_match_prototxt(case):
         expected_type = nn.MaxPool2d if spec.pool == "MAX" else nn.AvgPool2d
         assert isinstance(module, expected_type), where
         pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
-        assert (pair(module.kernel_size), pair(module.stride), pair(module.padding)) == \
-               (spec.kernel_size, spec.stride, spec.pad), where
+        assert (pair(module.kernel_size), pair(module.stride), pair(module.padding)) == (
+            spec.kernel_size,
+            spec.stride,
+            spec.pad,
+        ), where
     lrns = caffe_layers(path, ("LRN",), aux=False)
     torch_lrns = torch_modules(model, (nn.LocalResponseNorm,), aux=False)
     assert len(lrns) == len(torch_lrns)
     for spec, (name, module) in zip(lrns, torch_lrns):
         assert spec.norm_region == "ACROSS_CHANNELS"
-        assert (module.size, module.alpha, module.beta, module.k) == (spec.local_size, spec.alpha, spec.beta, spec.k), name
+        assert (module.size, module.alpha, module.beta, module.k) == (spec.local_size, spec.alpha, spec.beta, spec.k), (
+            name
+        )

@@ -16,8 +16,9 @@ from dsd_zoo.train import main
 
 
 # Shared with test_train_torchrun.py.
-def make_image_folder(root: Path, classes: int = 2, train_per_class: int = 12, val_per_class: int = 4,
-                      size: int = 16, seed: int = 0) -> Path:
+def make_image_folder(
+    root: Path, classes: int = 2, train_per_class: int = 12, val_per_class: int = 4, size: int = 16, seed: int = 0
+) -> Path:
     """``root/{train,val}/class_k/*.png``: noisy images whose bright stripe's position is the class."""
     from PIL import Image
 
@@ -135,8 +136,10 @@ def test_help_explains_the_recipe(capsys) -> None:
         ({"lr": "0.1"}, "lr must be a finite number > 0, got '0.1'"),
         ({"lr": float("inf")}, "lr must be a finite number > 0, got inf"),
         ({"epochs": 1.5}, "epochs must be an integer or a list of 3 integers"),
-        ({"epochs": None, "lr": None, "phases": [{"kind": "weird", "epochs": 1, "lr": 0.1}]},
-         "phase 0: kind must be one of"),
+        (
+            {"epochs": None, "lr": None, "phases": [{"kind": "weird", "epochs": 1, "lr": 0.1}]},
+            "phase 0: kind must be one of",
+        ),
         ({"seed": 2**70}, r"'seed' must be in \[0, 2\*\*63\)"),
     ],
 )
@@ -158,9 +161,20 @@ def test_refuses_to_overwrite_a_run(tmp_path, capsys) -> None:
 def _tiny(tmp_path, **overrides):
     """digits_net on 8x8 grey images: a whole 3-phase run in about a second."""
     make_image_folder(tmp_path / "images", train_per_class=6, val_per_class=2)
-    base = {"model": "digits_net", "epochs": [1, 1, 1], "sparsity": 0.3,
-            "data": {"root": "images", "image_size": 8, "resize": 8, "channels": 1, "mean": [0.5], "std": [0.5],
-                     "augment": False}}
+    base = {
+        "model": "digits_net",
+        "epochs": [1, 1, 1],
+        "sparsity": 0.3,
+        "data": {
+            "root": "images",
+            "image_size": 8,
+            "resize": 8,
+            "channels": 1,
+            "mean": [0.5],
+            "std": [0.5],
+            "augment": False,
+        },
+    }
     return _recipe(tmp_path, **{**base, **overrides})
 
 
@@ -186,8 +200,19 @@ def test_an_unreadable_training_image_is_named(tmp_path, capsys, workers) -> Non
 
 def test_a_diverged_run_stops_with_a_message_and_stays_marked_unfinished(tmp_path, capsys) -> None:
     # Inputs divided by a std of 1e-37 overflow float32 in the convolutions: the weights turn NaN.
-    recipe = _tiny(tmp_path, data={"root": "images", "image_size": 8, "resize": 8, "channels": 1, "mean": [0.5],
-                                   "std": [1e-37], "augment": False}, batch_size=2)
+    recipe = _tiny(
+        tmp_path,
+        data={
+            "root": "images",
+            "image_size": 8,
+            "resize": 8,
+            "channels": 1,
+            "mean": [0.5],
+            "std": [1e-37],
+            "augment": False,
+        },
+        batch_size=2,
+    )
     assert main(["--recipe", str(recipe), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: cannot prune a weight that holds NaN or infinite values: the training diverged")
@@ -223,8 +248,14 @@ def test_ctrl_c_exits_130_and_leaves_the_run_marked_unfinished(tmp_path, how, st
 
     recipe = _tiny(tmp_path, epochs=[1, 100000, 1])  # the sparse phase would run for hours
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "dsd_zoo.train", "--recipe", str(recipe), "--no-progress"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dsd_zoo.train", "--recipe", str(recipe), "--no-progress"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     results = tmp_path / "out" / "results.json"
     deadline = time.monotonic() + 120
     while not results.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -251,9 +282,20 @@ def test_pretrained_weights_without_a_digest_need_trust_unverified(tmp_path, cap
     weights.update(sha256=None, size=None, urls=[url])
     (tmp_path / "manifest.json").write_text(json.dumps(document))
     monkeypatch.setenv("DSD_ZOO_MANIFEST", str(tmp_path / "manifest.json"))
-    recipe = _tiny(tmp_path, model="digits_dsd", pretrained=True, data={
-        "root": "images", "image_size": 8, "resize": 8, "channels": 1, "mean": [0.5], "std": [0.5], "augment": False,
-    })
+    recipe = _tiny(
+        tmp_path,
+        model="digits_dsd",
+        pretrained=True,
+        data={
+            "root": "images",
+            "image_size": 8,
+            "resize": 8,
+            "channels": 1,
+            "mean": [0.5],
+            "std": [0.5],
+            "augment": False,
+        },
+    )
     assert main(["--recipe", str(recipe), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "no published digest" in err and "In this command: add --trust-unverified." in err

@@ -32,8 +32,15 @@ def _tiny_recipe(tmp_path):
     return write_recipe(
         tmp_path / "recipe.json",
         model="digits_net",
-        data={"root": "images", "image_size": 8, "resize": 8, "channels": 1, "mean": [0.5], "std": [0.5],
-              "augment": False},
+        data={
+            "root": "images",
+            "image_size": 8,
+            "resize": 8,
+            "channels": 1,
+            "mean": [0.5],
+            "std": [0.5],
+            "augment": False,
+        },
         epochs=[2, 1, 1],
         lr=0.05,
         sparsity=0.3,
@@ -49,7 +56,11 @@ def _torchrun(tmp_path, *target: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *target],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

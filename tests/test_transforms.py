@@ -22,6 +22,7 @@ from .conftest import FIXTURES, require
 
 def numpy_linear_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """OpenCV INTER_LINEAR geometry in float64: centre-aligned, source index clamped to the image."""
+
     def axis(n_in, n_out):
         f = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
         i0 = np.floor(f).astype(int)
@@ -31,6 +32,7 @@ def numpy_linear_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
         i1 = np.clip(i0 + 1, 0, n_in - 1)
         t[i0 >= n_in - 1] = 0.0
         return i0, i1, t
+
     y0, y1, ty = axis(img.shape[0], out_h)
     x0, x1, tx = axis(img.shape[1], out_w)
     img = img.astype(np.float64)
@@ -72,7 +74,7 @@ def test_caffe_pipeline_matches_numpy(photo, crop):
     rgb = np.asarray(photo.convert("RGB"))
     warped = numpy_linear_resize(rgb, 256, 256)
     off = (256 - crop) // 2
-    expected = warped[off:off + crop, off:off + crop].astype(np.float64) - np.array(mean_bgr[::-1])
+    expected = warped[off : off + crop, off : off + crop].astype(np.float64) - np.array(mean_bgr[::-1])
     diff = np.abs(out.permute(1, 2, 0).numpy() - expected)
     # float32 matrices vs float64 loops may round an exact .5 the other way: at most 1 level,
     # on a vanishing fraction of pixels.
@@ -98,7 +100,7 @@ def numpy_fb_pipeline(rgb_uint8: np.ndarray) -> np.ndarray:
     scaled = numpy_torch7_bicubic_1d(rgb.transpose(1, 0, 2), out_w).transpose(1, 0, 2)  # width first
     scaled = numpy_torch7_bicubic_1d(scaled, out_h)
     top, left = math.ceil((out_h - 224) / 2), math.ceil((out_w - 224) / 2)
-    crop = scaled[top:top + 224, left:left + 224]
+    crop = scaled[top : top + 224, left : left + 224]
     return (crop - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
 
 

@@ -48,8 +48,9 @@ def test_manifest(tmp_path, monkeypatch, isolated_cache, colour_weights):
     def write(url: str = "", **changes) -> Path:
         document = json.loads(bundled_manifest_path().read_text())
         weights = document["models"][MODEL]["weights"]
-        weights.update(sha256=hash_file(colour_weights)["sha256"], size=colour_weights.stat().st_size,
-                       urls=[url] if url else [])
+        weights.update(
+            sha256=hash_file(colour_weights)["sha256"], size=colour_weights.stat().st_size, urls=[url] if url else []
+        )
         document["models"][MODEL].update(changes)
         path = tmp_path / "manifest.json"
         path.write_text(json.dumps(document))
@@ -72,15 +73,32 @@ def _evaluate(tmp_path, colour_weights, *extra, layout="imagefolder", samples=SA
 
 def _run_module(*args, env=None, timeout=120):
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "dsd_zoo.verify", *args], cwd=REPO_ROOT, env=environment,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "dsd_zoo.verify", *args],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_help_explains_layouts_outputs_and_exit_statuses():
     done = _run_module("--help")
     assert done.returncode == 0
-    for text in ("ImageFolder", "val.txt", "--weights", "torchrun", "exit status", "50,000", "PARTIAL",
-                 "DSD_ZOO_OFFLINE", "--plot", "CMYK", "examples:"):
+    for text in (
+        "ImageFolder",
+        "val.txt",
+        "--weights",
+        "torchrun",
+        "exit status",
+        "50,000",
+        "PARTIAL",
+        "DSD_ZOO_OFFLINE",
+        "--plot",
+        "CMYK",
+        "examples:",
+    ):
         assert text in done.stdout, text
 
 
@@ -139,26 +157,36 @@ BAD_INPUTS = {
     "missing folder": (lambda d: ["--imagenet", str(d / "nowhere")], "does not exist"),
     "empty folder": (lambda d: ["--imagenet", str(_mkdir(d / "empty"))], "holds no class folders"),
     "unknown wnid": (lambda d: ["--imagenet", str(_mkdir(d / "val" / "kittens").parent)], "not ILSVRC-2012 WNIDs"),
-    "labels mismatch": (lambda d: ["--imagenet", str(_mkdir(d / "flat")), "--labels", str(_write(d / "v.txt", "x.JPEG 3\n"))],
-                        "are not in"),
+    "labels mismatch": (
+        lambda d: ["--imagenet", str(_mkdir(d / "flat")), "--labels", str(_write(d / "v.txt", "x.JPEG 3\n"))],
+        "are not in",
+    ),
     "unknown model": (lambda d: ["squeezenet_sparce", "--imagenet", str(d)], "did you mean squeezenet_sparse"),
     "no model matches": (lambda d: ["*_nothing", "--imagenet", str(d)], "no model matches"),
     "labels alone": (lambda d: ["--labels", "val.txt"], "add --imagenet DIR"),
     "compile alone": (lambda d: ["--no-compile"], "--no-compile only apply to an evaluation"),
-    "gpu decode on a cpu": (lambda d: ["--imagenet", str(d), "--gpu-decode", "--device", "cpu"],
-                            "--gpu-decode decodes on a GPU, but the device is cpu"),
+    "gpu decode on a cpu": (
+        lambda d: ["--imagenet", str(d), "--gpu-decode", "--device", "cpu"],
+        "--gpu-decode decodes on a GPU, but the device is cpu",
+    ),
     "weights syntax": (lambda d: ["--weights", "squeezenet_sparse", "--imagenet", str(d)], "NAME=PATH"),
-    "weights file": (lambda d: ["--weights", f"{MODEL}={d / 'none.safetensors'}", "--imagenet", str(d)], "is not a file"),
-    "weights twice": (lambda d: ["--weights", f"{MODEL}={_write(d / 'a', '')}", "--weights", f"{MODEL}=b",
-                                 "--imagenet", str(d)],
-                      f"--weights names {MODEL} twice"),
+    "weights file": (
+        lambda d: ["--weights", f"{MODEL}={d / 'none.safetensors'}", "--imagenet", str(d)],
+        "is not a file",
+    ),
+    "weights twice": (
+        lambda d: ["--weights", f"{MODEL}={_write(d / 'a', '')}", "--weights", f"{MODEL}=b", "--imagenet", str(d)],
+        f"--weights names {MODEL} twice",
+    ),
     "limit": (lambda d: ["--imagenet", str(d), "--limit", "0"], "positive"),
     "device": (lambda d: ["--imagenet", str(d), "--device", "tpu:x"], "is not a device name"),
     # Output paths are checked before the evaluation, not when the report is written after it.
     "json folder": (lambda d: ["--imagenet", str(d), "--json", str(d / "no" / "r.json")], "/no' does not exist"),
     "markdown is a folder": (lambda d: ["--imagenet", str(d), "--markdown", str(d)], "is a folder"),
-    "same output twice": (lambda d: ["--imagenet", str(d), "--json", str(d / "r"), "--markdown", str(d / "." / "r")],
-                          "--json and --markdown name the same file"),
+    "same output twice": (
+        lambda d: ["--imagenet", str(d), "--json", str(d / "r"), "--markdown", str(d / "." / "r")],
+        "--json and --markdown name the same file",
+    ),
     "tolerance inf": (lambda d: ["--imagenet", str(d), "--tolerance", "inf"], "--tolerance must be a number"),
     "tolerance nan": (lambda d: ["--imagenet", str(d), "--tolerance", "nan"], "--tolerance must be a number"),
     "device meta": (lambda d: ["--imagenet", str(d), "--device", "meta"], "runs on cpu or cuda"),
@@ -168,10 +196,15 @@ BAD_INPUTS = {
     "channels alone": (lambda d: ["--no-channels-last"], "--no-channels-last, --workers only apply"),
 }
 if importlib.util.find_spec("matplotlib") is not None:
-    BAD_INPUTS.update({
-        "plot format": (lambda d: ["--imagenet", str(d), "--plot", str(d / "p.xyz")], "cannot write '.xyz' files"),
-        "plot suffix": (lambda d: ["--imagenet", str(d), "--plot", str(d / "plot")], "cannot write a file without a suffix"),
-    })
+    BAD_INPUTS.update(
+        {
+            "plot format": (lambda d: ["--imagenet", str(d), "--plot", str(d / "p.xyz")], "cannot write '.xyz' files"),
+            "plot suffix": (
+                lambda d: ["--imagenet", str(d), "--plot", str(d / "plot")],
+                "cannot write a file without a suffix",
+            ),
+        }
+    )
 
 
 def _mkdir(path: Path) -> Path:
@@ -216,7 +249,9 @@ def test_plot_needs_the_extra(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "p.png").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib (the plot extra) is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None, reason="matplotlib (the plot extra) is not installed"
+)
 def test_plot_of_an_evaluation(tmp_path, colour_weights):
     plot = tmp_path / "errors.png"
     _evaluate(tmp_path, colour_weights, "--plot", str(plot))
@@ -242,8 +277,9 @@ def test_offline_never_touches_the_network(tmp_path, capsys, monkeypatch, test_m
         assert server.log == []
 
 
-def test_an_offline_flag_verify_cannot_read_is_named_as_the_downloader_names_it(tmp_path, capsys, monkeypatch,
-                                                                                 test_manifest, colour_weights):
+def test_an_offline_flag_verify_cannot_read_is_named_as_the_downloader_names_it(
+    tmp_path, capsys, monkeypatch, test_manifest, colour_weights
+):
     # verify and the downloader read DSD_ZOO_OFFLINE the same way: "maybe" is an error in both
     # (verify used to take it for "online" and went to the network).
     with LoopbackServer() as server:
@@ -260,12 +296,15 @@ def test_weights_for_a_model_the_run_does_not_evaluate_are_refused(tmp_path, cap
     test_manifest()
     root = make_imagefolder(tmp_path / "val", SAMPLES[:2])
     assert main([MODEL, "--imagenet", str(root), "--weights", f"squeezenet_dsd={colour_weights}", *RUN]) == 2
-    assert ("--weights names squeezenet_dsd, which this run does not evaluate (it evaluates squeezenet_sparse)"
-            in capsys.readouterr().err)
+    assert (
+        "--weights names squeezenet_dsd, which this run does not evaluate (it evaluates squeezenet_sparse)"
+        in capsys.readouterr().err
+    )
 
 
-def test_selfcheck_verifies_cached_files_and_reports_mismatches(tmp_path, capsys, test_manifest, colour_weights,
-                                                                 isolated_cache):
+def test_selfcheck_verifies_cached_files_and_reports_mismatches(
+    tmp_path, capsys, test_manifest, colour_weights, isolated_cache
+):
     test_manifest()
     isolated_cache.mkdir(parents=True)
     cached = isolated_cache / f"{MODEL}.safetensors"
@@ -298,15 +337,18 @@ def test_a_weight_file_that_cannot_be_read_is_a_mismatch_not_a_crash(tmp_path):
 
     # As root, permissions would not stop a read; reading /proc/self/mem at offset 0 fails with EIO.
     entry = get_entry(MODEL)
-    entry = dataclasses.replace(entry, weights=dataclasses.replace(entry.weights, digest=Digest("sha256", "0" * 64), size=None))
+    entry = dataclasses.replace(
+        entry, weights=dataclasses.replace(entry.weights, digest=Digest("sha256", "0" * 64), size=None)
+    )
     unreadable = tmp_path / "w.safetensors"
     unreadable.symlink_to("/proc/self/mem")
     row = find_local_weights(entry, override=unreadable)
     assert row.state == "mismatch" and row.detail.startswith("cannot be read:")
 
 
-def test_selfcheck_of_a_weights_argument_and_an_invalid_manifest(tmp_path, capsys, monkeypatch, test_manifest,
-                                                                   colour_weights):
+def test_selfcheck_of_a_weights_argument_and_an_invalid_manifest(
+    tmp_path, capsys, monkeypatch, test_manifest, colour_weights
+):
     test_manifest()
     assert main(["--weights", f"{MODEL}={colour_weights}"]) == 0
     assert "verified" in capsys.readouterr().out
@@ -339,8 +381,10 @@ def test_local_evaluations_are_shown_and_judged(capsys, monkeypatch, test_manife
 
     def digits(manifest, weights):
         seen.update(weights)
-        return [selfcheck.LocalEvaluation("digits_dsd", "digits test split", 360, 2.5, 0.0, 2.5, 0.0),
-                selfcheck.LocalEvaluation("digits_baseline", "digits test split", 360, 3.1, 0.0, 2.0, 0.0, 0.5)]
+        return [
+            selfcheck.LocalEvaluation("digits_dsd", "digits test split", 360, 2.5, 0.0, 2.5, 0.0),
+            selfcheck.LocalEvaluation("digits_baseline", "digits test split", 360, 3.1, 0.0, 2.0, 0.0, 0.5),
+        ]
 
     monkeypatch.setattr(selfcheck, "LOCAL_EVALUATIONS", [])
     selfcheck.register_local_evaluation(digits)
@@ -352,23 +396,43 @@ def test_local_evaluations_are_shown_and_judged(capsys, monkeypatch, test_manife
 
 def _full_result(top1_correct: int, top5_correct: int) -> tuple:
     samples = ValSamples(Path("/val"), "flat", tuple(f"{i}.JPEG" for i in range(50_000)), (0,) * 50_000, found=50_000)
-    result = EvalResult({MODEL: ModelCounts(50_000, top1_correct, top5_correct)}, 50_000, [], "count",
-                        {"caffe 256x256->227": [MODEL]}, 10.0, 1, "cpu", False, True, 1, 32)
+    result = EvalResult(
+        {MODEL: ModelCounts(50_000, top1_correct, top5_correct)},
+        50_000,
+        [],
+        "count",
+        {"caffe 256x256->227": [MODEL]},
+        10.0,
+        1,
+        "cpu",
+        False,
+        True,
+        1,
+        32,
+    )
     return result, samples
 
 
-@pytest.mark.parametrize("top1_correct, verdict, code", [
-    (28_750, "pass", 0),  # 42.50% = the paper's 42.5 exactly
-    (28_600, "pass", 0),  # 42.80%: +0.30, on the tolerance
-    (28_590, "FAIL", 1),  # 42.82%: +0.32
-    (28_910, "FAIL", 1),  # 42.18%: -0.32, better than the paper is still a mismatch
-])
+@pytest.mark.parametrize(
+    "top1_correct, verdict, code",
+    [
+        (28_750, "pass", 0),  # 42.50% = the paper's 42.5 exactly
+        (28_600, "pass", 0),  # 42.80%: +0.30, on the tolerance
+        (28_590, "FAIL", 1),  # 42.82%: +0.32
+        (28_910, "FAIL", 1),  # 42.18%: -0.32, better than the paper is still a mismatch
+    ],
+)
 def test_full_runs_are_judged_within_the_tolerance(top1_correct, verdict, code):
     from dsd_zoo.manifest import load_manifest
 
     result, samples = _full_result(top1_correct, 40_150)  # top-5 19.70% = the paper's 19.7
-    report = eval_report(result, samples, {MODEL: load_manifest(str(bundled_manifest_path())).models[MODEL]},
-                         {MODEL: "file"}, tolerance=0.3)
+    report = eval_report(
+        result,
+        samples,
+        {MODEL: load_manifest(str(bundled_manifest_path())).models[MODEL]},
+        {MODEL: "file"},
+        tolerance=0.3,
+    )
     assert report.data["models"][0]["verdict"] == verdict and report.exit_code == code
     assert report.data["dataset"]["full"] and "the verdict is meaningful" in report.notes[0]
 
@@ -390,8 +454,14 @@ def test_fixture_images_through_squeezenet_sparse(tmp_path, how):
         pytest.skip("the converter CLI (python -m dsd_zoo.convert) is not in this version yet")
     weights = tmp_path / "sparse.safetensors"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    subprocess.run([sys.executable, "-m", "dsd_zoo.convert", str(source), "--model", MODEL, "-o", str(weights)],
-                   cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "dsd_zoo.convert", str(source), "--model", MODEL, "-o", str(weights)],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     root = tmp_path / "val"
     for name, wnid in (("space_shuttle.jpg", "n04266014"), ("cat.jpg", "n02123045")):
         (root / wnid).mkdir(parents=True)
@@ -412,11 +482,14 @@ def test_heads_rows_are_judged_against_the_accuracy_log():
     samples = ValSamples(Path("/val"), "flat", tuple(f"{i}.JPEG" for i in range(50_000)), (0,) * 50_000, found=50_000)
     # GoogleNet/accuracy.log of the DSD release: accuracy_top1 0.69978 / top5 0.896562; loss1/top-1
     # 0.57394, loss1/top-5 0.813562; loss2/top-1 0.6422, loss2/top-5 0.863062 (x 50,000 images).
-    counts = {"googlenet_dsd": ModelCounts(50_000, 34_989, 44_828),
-              "googlenet_dsd/loss1": ModelCounts(50_000, 28_697, 40_678),
-              "googlenet_dsd/loss2": ModelCounts(50_000, 32_000, 43_153)}  # loss2 top-1 64.0%: 0.22 pt off
-    result = EvalResult(counts, 50_000, [], "count", {"caffe 256x256->224": ["googlenet_dsd"]}, 10.0, 1, "cpu",
-                        False, True, 1, 32)
+    counts = {
+        "googlenet_dsd": ModelCounts(50_000, 34_989, 44_828),
+        "googlenet_dsd/loss1": ModelCounts(50_000, 28_697, 40_678),
+        "googlenet_dsd/loss2": ModelCounts(50_000, 32_000, 43_153),
+    }  # loss2 top-1 64.0%: 0.22 pt off
+    result = EvalResult(
+        counts, 50_000, [], "count", {"caffe 256x256->224": ["googlenet_dsd"]}, 10.0, 1, "cpu", False, True, 1, 32
+    )
     entry = load_manifest(str(bundled_manifest_path())).models["googlenet_dsd"]
     report = eval_report(result, samples, {"googlenet_dsd": entry}, {"googlenet_dsd": "file"}, tolerance=0.2)
     rows = {row["name"]: row for row in report.data["models"]}
@@ -447,8 +520,22 @@ def test_a_file_name_that_is_not_utf8_and_a_limit_that_left_nothing_out(tmp_path
     folder = next(p for p in sorted(root.iterdir()) if p.is_dir())
     (folder / os.fsdecode(b"bad\xff.JPEG")).write_bytes(b"not a jpeg")  # unreadable, and its name is not UTF-8
     out, markdown = tmp_path / "r.json", tmp_path / "r.md"
-    code = main([MODEL, "--weights", f"{MODEL}={colour_weights}", "--imagenet", str(root), "--limit", "100",
-                 "--json", str(out), "--markdown", str(markdown), *RUN])
+    code = main(
+        [
+            MODEL,
+            "--weights",
+            f"{MODEL}={colour_weights}",
+            "--imagenet",
+            str(root),
+            "--limit",
+            "100",
+            "--json",
+            str(out),
+            "--markdown",
+            str(markdown),
+            *RUN,
+        ]
+    )
     assert code == 3  # unreadable images; the Markdown used to crash on the name after the whole run
     text = markdown.read_text()
     assert "bad\\udcff.JPEG" in text

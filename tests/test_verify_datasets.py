@@ -20,8 +20,14 @@ from torch import nn
 from dsd_zoo.api import imagenet_classes
 from dsd_zoo.transforms import CaffeTransform, FbResNetTransform
 from dsd_zoo.verify import FULL_VAL_SIZE
-from dsd_zoo.verify.datasets import (DatasetError, MultiPipelineDataset, ValSamples, decode_image, scan_flat,
-                                     scan_imagenet)
+from dsd_zoo.verify.datasets import (
+    DatasetError,
+    MultiPipelineDataset,
+    ValSamples,
+    decode_image,
+    scan_flat,
+    scan_imagenet,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,7 +104,9 @@ def image_bytes(sample: Sample, size=(64, 48)) -> bytes:
     if sample.kind == "text":
         return b"this is not an image\n"
     if sample.kind == "truncated":
-        noise = torch.randint(0, 256, (size[1], size[0], 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+        noise = torch.randint(
+            0, 256, (size[1], size[0], 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+        )
         buffer = io.BytesIO()
         Image.fromarray(noise.numpy()).save(buffer, "JPEG", quality=90)
         return buffer.getvalue()[: len(buffer.getvalue()) // 2]
@@ -268,16 +276,19 @@ def test_flat_folder_without_labels_asks_for_them(tmp_path):
         scan_imagenet(images, WNIDS)
 
 
-@pytest.mark.parametrize("lines, message", [
-    ("a.JPEG\n", r"1 unparsable \(line 1: 'a.JPEG'\)"),
-    ("a.JPEG x\n", r"1 unparsable"),
-    ("a.JPEG 1000\n", r"1 out of range \(line 1: 1000\)"),
-    ("a.JPEG -1\n", r"1 out of range"),
-    ("a.JPEG 1\n\na.JPEG 2\n", r"1 duplicate \(line 3: 'a.JPEG' \(first on line 1\)\)"),
-    ("../a.JPEG 1\n", r"1 unsafe path"),
-    ("\n\n", r"lists no images"),
-    (b"\xff\xfe 1\n", r"not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ("a.JPEG\n", r"1 unparsable \(line 1: 'a.JPEG'\)"),
+        ("a.JPEG x\n", r"1 unparsable"),
+        ("a.JPEG 1000\n", r"1 out of range \(line 1: 1000\)"),
+        ("a.JPEG -1\n", r"1 out of range"),
+        ("a.JPEG 1\n\na.JPEG 2\n", r"1 duplicate \(line 3: 'a.JPEG' \(first on line 1\)\)"),
+        ("../a.JPEG 1\n", r"1 unsafe path"),
+        ("\n\n", r"lists no images"),
+        (b"\xff\xfe 1\n", r"not UTF-8"),
+    ],
+)
 def test_malformed_label_files(tmp_path, lines, message):
     (tmp_path / "a.JPEG").write_bytes(image_bytes(SAMPLES[0]))
     labels = tmp_path / "labels.txt"
@@ -375,6 +386,7 @@ def test_each_image_is_decoded_once_and_resampled_once_per_pipeline(tmp_path, mo
         def resample(image):
             calls[key] += 1
             return transforms[key].resample(image)
+
         return resample
 
     dataset = MultiPipelineDataset(samples, {key: counting(key) for key in transforms})

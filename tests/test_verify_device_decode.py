@@ -19,8 +19,14 @@ from PIL import Image
 
 from dsd_zoo.transforms import CaffeTransform, FbResNetTransform
 from dsd_zoo.verify.datasets import MultiPipelineDataset, scan_imagenet
-from dsd_zoo.verify.device_decode import (JPEG_DECODERS, DeviceDecoder, EncodedDataset, collate_encoded,
-                                          default_jpeg_decoder, device_decodable_jpeg)
+from dsd_zoo.verify.device_decode import (
+    JPEG_DECODERS,
+    DeviceDecoder,
+    EncodedDataset,
+    collate_encoded,
+    default_jpeg_decoder,
+    device_decodable_jpeg,
+)
 from dsd_zoo.verify.engine import EvalTarget, evaluate
 
 from .conftest import FIXTURES
@@ -59,7 +65,7 @@ def test_routing_of_jpeg_kinds():
     Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(cmyk, "JPEG")  # 4 components and an Adobe segment
     assert not device_decodable_jpeg(cmyk.getvalue())
     at = _sof_components_at(rgb)
-    rgb_ids = rgb[:at] + b"R" + rgb[at + 1:at + 3] + b"G" + rgb[at + 4:at + 6] + b"B" + rgb[at + 7:]
+    rgb_ids = rgb[:at] + b"R" + rgb[at + 1 : at + 3] + b"G" + rgb[at + 4 : at + 6] + b"B" + rgb[at + 7 :]
     assert not device_decodable_jpeg(rgb_ids)  # libjpeg reads R, G, B component ids as RGB
     # An Adobe (APP14) segment as Photoshop writes it: transform 1 (YCbCr) is fine, 0 means RGB.
     for transform, expected in ((1, True), (0, False)):
@@ -70,8 +76,8 @@ def test_routing_of_jpeg_kinds():
     sof = _sof_components_at(rgb) - 10
     for height, width in ((40_000, 40_000), (0, 150)):
         dims = height.to_bytes(2, "big") + width.to_bytes(2, "big")
-        assert not device_decodable_jpeg(rgb[:sof + 5] + dims + rgb[sof + 9:])
-    assert device_decodable_jpeg(rgb[:sof + 5] + rgb[sof + 5:sof + 9] + rgb[sof + 9:])
+        assert not device_decodable_jpeg(rgb[: sof + 5] + dims + rgb[sof + 9 :])
+    assert device_decodable_jpeg(rgb[: sof + 5] + rgb[sof + 5 : sof + 9] + rgb[sof + 9 :])
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(png, "PNG")
     assert not device_decodable_jpeg(png.getvalue())
@@ -86,7 +92,11 @@ def exif_jpeg(orientation: int, byte_order: str = "<") -> bytes:
     Image.open(io.BytesIO(photo_jpeg())).save(buffer, "JPEG", quality=90, exif=exif.tobytes())
     data = buffer.getvalue()
     if byte_order == ">":  # the same tag written big-endian, as many cameras do
-        tiff = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01" + bytes([0, orientation, 0, 0]) + b"\x00" * 4
+        tiff = (
+            b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01"
+            + bytes([0, orientation, 0, 0])
+            + b"\x00" * 4
+        )
         segment = b"\xff\xe1" + (len(tiff) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + tiff
         data = data[:2] + segment + photo_jpeg()[2:]
     return data
@@ -98,7 +108,7 @@ def test_exif_orientation_routes_to_the_exact_path():
     assert not device_decodable_jpeg(exif_jpeg(6)) and not device_decodable_jpeg(exif_jpeg(8, ">"))
     broken = bytearray(exif_jpeg(6))
     at = broken.find(b"Exif\x00\x00") + 6
-    broken[at:at + 2] = b"XX"  # not a TIFF block: the exact path decides
+    broken[at : at + 2] = b"XX"  # not a TIFF block: the exact path decides
     assert not device_decodable_jpeg(bytes(broken))
 
 
@@ -160,7 +170,7 @@ def test_every_kind_of_file_gets_the_exact_verdict_and_crop(tmp_path, jpeg_decod
     # A JPEG that passes the routing but cannot be decoded: its Huffman table is destroyed.
     data = bytearray(photo_jpeg())
     table = data.find(b"\xff\xc4") + 5
-    data[table:table + 16] = b"\xff" * 16
+    data[table : table + 16] = b"\xff" * 16
     bad = tmp_path / "val" / WNIDS[0] / "bad_huffman.JPEG"
     bad.write_bytes(bytes(data))
     assert device_decodable_jpeg(bytes(data))
@@ -175,16 +185,30 @@ def test_every_kind_of_file_gets_the_exact_verdict_and_crop(tmp_path, jpeg_decod
         assert torch.equal(crops[p], torch.stack([item[3][p] for item in exact]))
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU (nvJPEG); benchmarks/gpu_check.sh runs it on one"))])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(
+                not torch.cuda.is_available(),
+                reason="needs a CUDA GPU (nvJPEG); benchmarks/gpu_check.sh runs it on one",
+            ),
+        ),
+    ],
+)
 def test_evaluate_with_device_decoding_gives_the_exact_counts(tmp_path, device):
     # On CUDA the pixels may differ slightly, but the colour model's margins are far wider.
     samples = scan_imagenet(make_imagefolder(tmp_path / "val"), WNIDS)
-    targets = lambda: [EvalTarget("caffe", ColourModel(), CaffeTransform(227, mean_bgr=[104.0, 117.0, 123.0])),  # noqa: E731
-                       EvalTarget("fb", ColourModel(), FbResNetTransform())]
+    targets = lambda: [
+        EvalTarget("caffe", ColourModel(), CaffeTransform(227, mean_bgr=[104.0, 117.0, 123.0])),  # noqa: E731
+        EvalTarget("fb", ColourModel(), FbResNetTransform()),
+    ]
     exact = evaluate(targets(), samples, batch_size=4, workers=0, progress=False)
-    on_device = evaluate(targets(), samples, batch_size=4, workers=1, device=device, decode_on_device=True,
-                         progress=False)
+    on_device = evaluate(
+        targets(), samples, batch_size=4, workers=1, device=device, decode_on_device=True, progress=False
+    )
     assert on_device.decode_on_device and not exact.decode_on_device
     assert on_device.extra["jpeg_decoder"] == default_jpeg_decoder()
     assert on_device.counts == exact.counts and on_device.unreadable == exact.unreadable

@@ -10,11 +10,28 @@ import torch
 from dsd_zoo.errors import DSDZooError
 from dsd_zoo.transforms import CaffeTransform, FbResNetTransform
 from dsd_zoo.verify.datasets import scan_imagenet
-from dsd_zoo.verify.engine import (EvalTarget, ModelCounts, default_workers, describe_pipeline, evaluate,
-                                   group_by_pipeline, label_rank, load_target)
+from dsd_zoo.verify.engine import (
+    EvalTarget,
+    ModelCounts,
+    default_workers,
+    describe_pipeline,
+    evaluate,
+    group_by_pipeline,
+    label_rank,
+    load_target,
+)
 
-from .test_verify_datasets import (FILLER_LOGITS, N_READABLE, N_TOP1, N_TOP5, N_UNREADABLE, SAMPLES, WNIDS,
-                                   ColourModel, make_imagefolder)
+from .test_verify_datasets import (
+    FILLER_LOGITS,
+    N_READABLE,
+    N_TOP1,
+    N_TOP5,
+    N_UNREADABLE,
+    SAMPLES,
+    WNIDS,
+    ColourModel,
+    make_imagefolder,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,10 +96,14 @@ def test_exact_counts_for_every_pipeline(val_samples):
     assert result.counts["fb224"].top1_err == pytest.approx(100 * 7 / 13)
     assert result.counts["fb224"].top5_err == pytest.approx(100 * 5 / 13)
     assert [f for f, _ in result.unreadable] == sorted(
-        [f"{WNIDS[0]}/empty.JPEG", f"{WNIDS[1]}/truncated.JPEG", f"{WNIDS[2]}/notes.txt"])
+        [f"{WNIDS[0]}/empty.JPEG", f"{WNIDS[1]}/truncated.JPEG", f"{WNIDS[2]}/notes.txt"]
+    )
     assert result.evaluated == 13 and result.world_size == 1 and result.bad_images == "count"
-    assert result.pipelines == {"caffe 256x256->227": ["caffe227_a", "caffe227_b"], "fb_resnet 256->224": ["fb224"],
-                                "caffe 256x256->224": ["caffe224"]}
+    assert result.pipelines == {
+        "caffe 256x256->227": ["caffe227_a", "caffe227_b"],
+        "fb_resnet 256->224": ["fb224"],
+        "caffe 256x256->224": ["caffe224"],
+    }
 
 
 def test_skip_leaves_unreadable_images_out_of_the_denominator(val_samples):
@@ -95,8 +116,9 @@ def test_skip_leaves_unreadable_images_out_of_the_denominator(val_samples):
 def test_workers_layout_and_bf16_give_the_same_counts(val_samples):
     # One worker process, contiguous tensors, bf16 autocast: the margins of ColourModel are wide,
     # so every variant must reproduce the exact counts.
-    result = evaluate(_targets()[1:2], val_samples, batch_size=5, workers=1, channels_last=False, fast=True,
-                      progress=False)
+    result = evaluate(
+        _targets()[1:2], val_samples, batch_size=5, workers=1, channels_last=False, fast=True, progress=False
+    )
     assert result.counts["fb224"] == ModelCounts(13, N_TOP1, N_TOP5)
     assert result.fast and not result.channels_last and result.workers == 1
 
@@ -126,14 +148,16 @@ def test_a_constant_output_ranks_the_classes_by_index(val_samples):
 
 def test_label_rank_orders_ties_by_class_index_and_nan_first():
     nan = float("nan")
-    logits = torch.tensor([
-        [5.0, 4.0, 1.0, 3.0, 2.0, 1.0, 0.0, 0.0],  # class 2 ties class 5, which ranks first: rank 5
-        [5.0, 4.0, 1.0, 3.0, 2.0, 1.0, 0.0, 0.0],  # ... and class 5 ranks 4th (0-based)
-        [0.0] * 8,  # all tied: class 6 is behind class 7 only
-        [nan, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # NaN true logit: rank = number of classes
-        [1.0, nan, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0],  # a NaN elsewhere ranks above the true class
-        [0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0],  # a clear winner: rank 0
-    ])
+    logits = torch.tensor(
+        [
+            [5.0, 4.0, 1.0, 3.0, 2.0, 1.0, 0.0, 0.0],  # class 2 ties class 5, which ranks first: rank 5
+            [5.0, 4.0, 1.0, 3.0, 2.0, 1.0, 0.0, 0.0],  # ... and class 5 ranks 4th (0-based)
+            [0.0] * 8,  # all tied: class 6 is behind class 7 only
+            [nan, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # NaN true logit: rank = number of classes
+            [1.0, nan, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0],  # a NaN elsewhere ranks above the true class
+            [0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0],  # a clear winner: rank 0
+        ]
+    )
     assert label_rank(logits, torch.tensor([2, 5, 6, 0, 0, 3])).tolist() == [5, 4, 1, 8, 1, 0]
 
 
@@ -184,8 +208,9 @@ def test_compiled_models_give_the_same_counts(val_samples, fresh_dynamo):
 
 def test_by_default_only_long_cpu_runs_compile(val_samples, fresh_dynamo, monkeypatch):
     assert not evaluate(_targets()[:1], val_samples, batch_size=8, workers=0, progress=False).compiled
-    assert not evaluate(_targets()[:1], val_samples, batch_size=8, workers=0, compile_models=False,
-                        progress=False).compiled
+    assert not evaluate(
+        _targets()[:1], val_samples, batch_size=8, workers=0, compile_models=False, progress=False
+    ).compiled
     monkeypatch.setattr("dsd_zoo.verify.engine.COMPILE_MIN_IMAGES", len(SAMPLES))
     result = evaluate(_targets()[:1], val_samples, batch_size=8, workers=0, progress=False)
     assert result.compiled == ["caffe227_a"] and result.counts["caffe227_a"] == ModelCounts(13, N_TOP1, N_TOP5)

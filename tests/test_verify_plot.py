@@ -10,9 +10,18 @@ pytest.importorskip("matplotlib", reason="the plot needs matplotlib (pip install
 
 
 def _row(name, arch, kind, n, top1_correct, top5_correct, paper1, paper5):
-    return {"name": name, "arch": arch, "kind": kind, "images": n, "top1_correct": top1_correct,
-            "top5_correct": top5_correct, "top1_err": 100 * (1 - top1_correct / n),
-            "top5_err": 100 * (1 - top5_correct / n), "paper_top1_err": paper1, "paper_top5_err": paper5}
+    return {
+        "name": name,
+        "arch": arch,
+        "kind": kind,
+        "images": n,
+        "top1_correct": top1_correct,
+        "top5_correct": top5_correct,
+        "top1_err": 100 * (1 - top1_correct / n),
+        "top5_err": 100 * (1 - top5_correct / n),
+        "paper_top1_err": paper1,
+        "paper_top5_err": paper5,
+    }
 
 
 def test_wilson_interval():
@@ -24,8 +33,10 @@ def test_wilson_interval():
 def test_a_three_image_run_says_partial_and_shows_n_intervals_and_zero_bars():
     import matplotlib.pyplot as plt
 
-    rows = [_row("squeezenet_caffe", "squeezenet1_0", "baseline", 3, 3, 3, 42.56, 19.52),  # 0 % errors
-            _row("squeezenet_dsd", "squeezenet1_0", "dsd", 3, 2, 3, 38.24, 16.53)]
+    rows = [
+        _row("squeezenet_caffe", "squeezenet1_0", "baseline", 3, 3, 3, 42.56, 19.52),  # 0 % errors
+        _row("squeezenet_dsd", "squeezenet1_0", "dsd", 3, 2, 3, 38.24, 16.53),
+    ]
     figure = plot_figure(rows, "dsd-zoo verify", "PARTIAL RUN, 3 of 50,000 images: not comparable with the paper")
     try:
         assert "PARTIAL RUN, 3 of 50,000 images" in figure._suptitle.get_text()
@@ -46,8 +57,11 @@ def test_one_model_on_a_thousand_images_is_a_bar_with_the_paper_in_the_legend():
     import matplotlib.pyplot as plt
 
     # Counts of a 1,000-image run of the converted sparse stage (564 top-1 and 412 top-5 errors).
-    figure = plot_figure([_row("squeezenet_sparse", "squeezenet1_0", "sparse", 1000, 436, 588, 42.5, 19.7)],
-                         "dsd-zoo verify", "PARTIAL RUN, 1,000 of 50,000 images: not comparable with the paper")
+    figure = plot_figure(
+        [_row("squeezenet_sparse", "squeezenet1_0", "sparse", 1000, 436, 588, 42.5, 19.7)],
+        "dsd-zoo verify",
+        "PARTIAL RUN, 1,000 of 50,000 images: not comparable with the paper",
+    )
     try:
         top1 = figure.axes[0]
         assert "56.4%\nn=1,000" in [text.get_text() for text in top1.texts]

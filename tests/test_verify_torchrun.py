@@ -46,19 +46,51 @@ def test_two_ranks_give_the_totals_of_one_process(tmp_path, monkeypatch):
     weights = colour_squeezenet_file(tmp_path / "colour.safetensors")
     # 13 files (3 unreadable): rank 0 gets indices 0, 2, ..., 12 (7), rank 1 the other 6; no padding.
     root = make_imagefolder(tmp_path / "val")
-    args = [MODEL, "--weights", f"{MODEL}={weights}", "--imagenet", str(root), "--workers", "0", "--no-progress",
-            "--device", "cpu", "--batch-size", "4"]
+    args = [
+        MODEL,
+        "--weights",
+        f"{MODEL}={weights}",
+        "--imagenet",
+        str(root),
+        "--workers",
+        "0",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+    ]
     single = tmp_path / "single.json"
     assert main(args + ["--json", str(single)]) == 3
 
     sharded = tmp_path / "sharded.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1",
-           "DSD_ZOO_CACHE": str(tmp_path / "cache-ranks")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "OMP_NUM_THREADS": "1",
+        "DSD_ZOO_CACHE": str(tmp_path / "cache-ranks"),
+    }
     driver = tmp_path / "driver.py"
     driver.write_text(_THREADS_AFTER_VERIFY)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(driver), *args, "--json", str(sharded)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(driver),
+            *args,
+            "--json",
+            str(sharded),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     # Both ranks exit 3 (unreadable images were counted), which torchrun reports as a failed run;
     # rank 0 wrote its report first (the ranks wait for each other before exiting).
     assert done.returncode != 0 and "exitcode  : 3" in done.stderr, done.stderr[-3000:]
@@ -73,6 +105,9 @@ def test_two_ranks_give_the_totals_of_one_process(tmp_path, monkeypatch):
         assert len(list((tmp_path / "cache-ranks").rglob("*.onnx"))) == 1
     assert two["models"] == one["models"]
     assert (two["models"][0]["images"], two["models"][0]["top1_correct"], two["models"][0]["top5_correct"]) == (
-        len(SAMPLES), N_TOP1, N_TOP5)
+        len(SAMPLES),
+        N_TOP1,
+        N_TOP5,
+    )
     assert two["unreadable"] == one["unreadable"] and len(two["unreadable"]) == 3
     assert two["exit_code"] == 3

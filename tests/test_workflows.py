@@ -31,8 +31,9 @@ WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml")) if WORKFLOWS.is_dir() else []
 EXPECTED = {"ci.yml", "publish-weights.yml", "publish-pypi.yml"}
 
-needs_workflows = pytest.mark.skipif(not WORKFLOW_FILES, reason=f"{WORKFLOWS} is absent (the source distribution "
-                                                                  "does not carry .github/)")
+needs_workflows = pytest.mark.skipif(
+    not WORKFLOW_FILES, reason=f"{WORKFLOWS} is absent (the source distribution does not carry .github/)"
+)
 
 
 def _tool(command: str, package: str) -> str:
@@ -40,8 +41,9 @@ def _tool(command: str, package: str) -> str:
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     found = shutil.which(command, path=path)
     if found is None:
-        pytest.skip(f"{command} is not installed: pip install {package} (it is in the test extra, "
-                    "pip install -e '.[test]')")
+        pytest.skip(
+            f"{command} is not installed: pip install {package} (it is in the test extra, pip install -e '.[test]')"
+        )
     return found
 
 
@@ -62,16 +64,22 @@ def test_the_workflows_are_there():
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda path: path.name)
 def test_workflow_validates_against_the_github_workflow_schema(path):
     tool = _tool("check-jsonschema", "check-jsonschema")
-    result = subprocess.run([tool, "--builtin-schema", "vendor.github-workflows", str(path)],
-                            capture_output=True, text=True, env=_offline_env(), timeout=120)
+    result = subprocess.run(
+        [tool, "--builtin-schema", "vendor.github-workflows", str(path)],
+        capture_output=True,
+        text=True,
+        env=_offline_env(),
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @needs_workflows
 def test_zizmor_finds_nothing():
     tool = _tool("zizmor", "zizmor")
-    result = subprocess.run([tool, "--offline", str(WORKFLOWS)], capture_output=True, text=True,
-                            env=_offline_env(), timeout=120)
+    result = subprocess.run(
+        [tool, "--offline", str(WORKFLOWS)], capture_output=True, text=True, env=_offline_env(), timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -86,18 +94,21 @@ def test_zizmor_would_catch_an_input_spliced_into_a_script(tmp_path):
     broken = tmp_path / ".github" / "workflows" / "publish-weights.yml"
     broken.parent.mkdir(parents=True)
     broken.write_text(text.replace(marker, 'read -r -a names <<< "${{ inputs.models }}"'), encoding="utf-8")
-    result = subprocess.run([tool, "--offline", str(broken.parent)], capture_output=True, text=True,
-                            env=_offline_env(), timeout=120)
-    assert result.returncode != 0 and "template-injection" in result.stdout + result.stderr, \
+    result = subprocess.run(
+        [tool, "--offline", str(broken.parent)], capture_output=True, text=True, env=_offline_env(), timeout=120
+    )
+    assert result.returncode != 0 and "template-injection" in result.stdout + result.stderr, (
         result.stdout + result.stderr
+    )
 
 
 # -- the workflows, parsed ----------------------------------------------------------------------------------------
 
 
 def _load(path: Path) -> Dict[str, Any]:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install pyyaml; huggingface_hub "
-                                               "normally brings it)")
+    yaml = pytest.importorskip(
+        "yaml", reason="PyYAML is not installed (pip install pyyaml; huggingface_hub normally brings it)"
+    )
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
@@ -153,8 +164,9 @@ def test_dispatch_inputs_appear_only_in_env(path):
     for where, text in _strings(_load(path)):
         for expression in EXPRESSION.findall(text):
             if INPUT.search(expression):
-                assert len(where) >= 2 and where[-2] == "env", \
+                assert len(where) >= 2 and where[-2] == "env", (
                     f"{path.name}: ${{{{{expression}}}}} at {'.'.join(map(str, where))} is not an env: value"
+                )
 
 
 @needs_workflows
@@ -174,8 +186,10 @@ def test_publish_weights_inputs():
 def test_permissions_are_least_privilege(path):
     # Write access only where it is used: pushing the manifest's branch and opening its pull
     # request, and the OIDC token of PyPI's trusted publishing (on that job alone).
-    allowed_writes = {("publish-weights.yml", "pull-request"): {"contents", "pull-requests"},
-                      ("publish-pypi.yml", "publish"): {"id-token"}}
+    allowed_writes = {
+        ("publish-weights.yml", "pull-request"): {"contents", "pull-requests"},
+        ("publish-pypi.yml", "publish"): {"id-token"},
+    }
     document = _load(path)
     assert document.get("permissions") == {"contents": "read"}, f"{path.name}: workflow-level permissions"
     for job_name, job in document["jobs"].items():
@@ -185,8 +199,9 @@ def test_permissions_are_least_privilege(path):
         assert writes == allowed_writes.get((path.name, job_name), set()), f"{path.name}, job {job_name}: {permissions}"
         assert set(permissions.values()) <= {"read", "write", "none"}
         if "id-token" in writes:
-            assert permissions == {"id-token": "write"} and job.get("environment"), \
+            assert permissions == {"id-token": "write"} and job.get("environment"), (
                 f"{path.name}, job {job_name}: the OIDC job needs no other scope, and an environment"
+            )
 
 
 USES = re.compile(r"^\s*(?:-\s*)?uses:\s*(\S+)(.*)$")
@@ -220,8 +235,11 @@ def test_ci_runs_ci_run_on_python_3_11():
     assert {"push", "pull_request"} <= set(_triggers(document))
     steps = [step for _, step in _steps(document)]
     assert any(step.get("run", "").strip() == "bash .ci/run" for step in steps)
-    pythons = [step["with"]["python-version"] for step in steps
-               if str(step.get("uses", "")).startswith("actions/setup-python@")]
+    pythons = [
+        step["with"]["python-version"]
+        for step in steps
+        if str(step.get("uses", "")).startswith("actions/setup-python@")
+    ]
     assert pythons == ["3.11"]
 
 
@@ -247,8 +265,13 @@ LONG_OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 def _cli_options(module: str) -> Set[str]:
     """The options in the usage line of ``python -m dsd_zoo.<module> --help`` (argparse lists every one there)."""
-    result = subprocess.run([sys.executable, "-m", f"dsd_zoo.{module}", "--help"], capture_output=True, text=True,
-                            cwd=REPO_ROOT, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", f"dsd_zoo.{module}", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     usage = result.stdout.split("\n\n", 1)[0]
     assert usage.startswith("usage:"), result.stdout[:200]
@@ -273,7 +296,10 @@ def test_steps_use_only_options_the_tools_list():
     # runs nothing else, so a renamed or removed option fails here.
     steps = _cli_steps("publish-weights.yml", "publish-pypi.yml")
     assert {(name, module) for name, module, _ in steps} >= {
-        ("publish-weights.yml", "release"), ("publish-weights.yml", "verify"), ("publish-pypi.yml", "verify")}
+        ("publish-weights.yml", "release"),
+        ("publish-weights.yml", "verify"),
+        ("publish-pypi.yml", "verify"),
+    }
     options = {module: _cli_options(module) for module in {module for _, module, _ in steps}}
     for name, module, script in steps:
         unknown = set(LONG_OPTION.findall(script)) - options[module]
@@ -321,8 +347,9 @@ def test_code_reads_the_repository_from_project():
 def test_no_other_source_file_spells_the_repository():
     spelled = []
     for path in [*REPO_ROOT.glob("dsd_zoo/**/*.py"), REPO_ROOT / "hubconf.py", *REPO_ROOT.glob("docs/*.md")]:
-        if path.name != "_project.py" and (GITHUB_REPO in path.read_text(encoding="utf-8")
-                                           or HF_REPO_ID in path.read_text(encoding="utf-8")):
+        if path.name != "_project.py" and (
+            GITHUB_REPO in path.read_text(encoding="utf-8") or HF_REPO_ID in path.read_text(encoding="utf-8")
+        ):
             spelled.append(str(path.relative_to(REPO_ROOT)))
     assert not spelled, f"name the repository through dsd_zoo._project instead: {spelled}"
 

@@ -39,17 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dsd_zoo.convert",
         description="Convert a model file as its authors released it (Caffe .caffemodel, Torch7 .t7 or Deep "
-                    "Compression .net) into a checked dsd-zoo safetensors file.",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "Compression .net) into a checked dsd-zoo safetensors file.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("src", metavar="SRC", help="the original file (.caffemodel, .t7 or .net)")
-    parser.add_argument("--model", "-m", required=True, metavar="NAME",
-                        help="the dsd-zoo model the file holds, e.g. squeezenet_sparse (see dsd_zoo.list_models())")
+    parser.add_argument(
+        "--model",
+        "-m",
+        required=True,
+        metavar="NAME",
+        help="the dsd-zoo model the file holds, e.g. squeezenet_sparse (see dsd_zoo.list_models())",
+    )
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("-o", "--output", metavar="OUT.safetensors",
-                        help="where to write the converted weights (written atomically)")
-    target.add_argument("--install", action="store_true",
-                        help="take SRC into the dsd-zoo cache as the model's original (pinned on first use) and "
-                             "convert it there, so that get_model(NAME) uses it with no argument, offline too")
+    target.add_argument(
+        "-o", "--output", metavar="OUT.safetensors", help="where to write the converted weights (written atomically)"
+    )
+    target.add_argument(
+        "--install",
+        action="store_true",
+        help="take SRC into the dsd-zoo cache as the model's original (pinned on first use) and "
+        "convert it there, so that get_model(NAME) uses it with no argument, offline too",
+    )
     parser.add_argument("--force", action="store_true", help="replace OUT.safetensors if it exists")
     return parser
 
@@ -81,8 +92,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     for warning in saved.report.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {saved.path}")
-    print(f"  model   {saved.metadata['model']} ({saved.metadata['arch']}) from {saved.metadata['source_file']} "
-          f"(sha256 {saved.metadata['source_sha256']})")
+    print(
+        f"  model   {saved.metadata['model']} ({saved.metadata['arch']}) from {saved.metadata['source_file']} "
+        f"(sha256 {saved.metadata['source_sha256']})"
+    )
     print(f"  options {json.loads(saved.metadata['conversion_options'])}")
     print(f"  sha256  {saved.sha256}")
     print(f"  size    {saved.size} bytes")
@@ -105,8 +118,10 @@ def _install(args: argparse.Namespace) -> int:
         return 130
     except (ConversionError, FormatError) as exc:
         # The cache's copy of SRC is named in the reader's message; SRC is what the user knows.
-        print(f"error: {args.src} does not convert as {args.model} (read from its copy in the cache): {exc}",
-              file=sys.stderr)
+        print(
+            f"error: {args.src} does not convert as {args.model} (read from its copy in the cache): {exc}",
+            file=sys.stderr,
+        )
         return 2
     except DSDZooError as exc:
         print(f"error: {exc}", file=sys.stderr)

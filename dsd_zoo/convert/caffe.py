@@ -46,19 +46,46 @@ __all__ = ["CaffeLayer", "V1_LAYER_TYPES", "read_caffemodel", "read_caffemodel_l
 #: Legacy ``V1LayerParameter.LayerType`` enum names -> current type strings
 #: (Caffe's ``UpgradeV1LayerType``).
 V1_LAYER_TYPES: dict[str, str] = {
-    "NONE": "", "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax",
-    "BNLL": "BNLL", "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss",
-    "CONVOLUTION": "Convolution", "DECONVOLUTION": "Deconvolution", "DATA": "Data",
-    "DROPOUT": "Dropout", "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss",
-    "ELTWISE": "Eltwise", "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data",
-    "HDF5_OUTPUT": "HDF5Output", "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col",
-    "IMAGE_DATA": "ImageData", "INFOGAIN_LOSS": "InfogainLoss",
-    "INNER_PRODUCT": "InnerProduct", "LRN": "LRN", "MEMORY_DATA": "MemoryData",
-    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss", "MVN": "MVN",
-    "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
-    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence",
-    "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split",
-    "SLICE": "Slice", "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
+    "NONE": "",
+    "ABSVAL": "AbsVal",
+    "ACCURACY": "Accuracy",
+    "ARGMAX": "ArgMax",
+    "BNLL": "BNLL",
+    "CONCAT": "Concat",
+    "CONTRASTIVE_LOSS": "ContrastiveLoss",
+    "CONVOLUTION": "Convolution",
+    "DECONVOLUTION": "Deconvolution",
+    "DATA": "Data",
+    "DROPOUT": "Dropout",
+    "DUMMY_DATA": "DummyData",
+    "EUCLIDEAN_LOSS": "EuclideanLoss",
+    "ELTWISE": "Eltwise",
+    "EXP": "Exp",
+    "FLATTEN": "Flatten",
+    "HDF5_DATA": "HDF5Data",
+    "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss",
+    "IM2COL": "Im2col",
+    "IMAGE_DATA": "ImageData",
+    "INFOGAIN_LOSS": "InfogainLoss",
+    "INNER_PRODUCT": "InnerProduct",
+    "LRN": "LRN",
+    "MEMORY_DATA": "MemoryData",
+    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN",
+    "POOLING": "Pooling",
+    "POWER": "Power",
+    "RELU": "ReLU",
+    "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
+    "SILENCE": "Silence",
+    "SOFTMAX": "Softmax",
+    "SOFTMAX_LOSS": "SoftmaxWithLoss",
+    "SPLIT": "Split",
+    "SLICE": "Slice",
+    "TANH": "TanH",
+    "WINDOW_DATA": "WindowData",
+    "THRESHOLD": "Threshold",
 }
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
@@ -71,27 +98,73 @@ _MAX_FILE_BYTES = 2**31 - 1
 
 #: ``V1LayerParameter.LayerType`` enum numbers -> enum names (caffe.proto).
 _V1_TYPE_IDS = {
-    0: "NONE", 1: "ACCURACY", 2: "BNLL", 3: "CONCAT", 4: "CONVOLUTION", 5: "DATA",
-    6: "DROPOUT", 7: "EUCLIDEAN_LOSS", 8: "FLATTEN", 9: "HDF5_DATA", 10: "HDF5_OUTPUT",
-    11: "IM2COL", 12: "IMAGE_DATA", 13: "INFOGAIN_LOSS", 14: "INNER_PRODUCT", 15: "LRN",
-    16: "MULTINOMIAL_LOGISTIC_LOSS", 17: "POOLING", 18: "RELU", 19: "SIGMOID",
-    20: "SOFTMAX", 21: "SOFTMAX_LOSS", 22: "SPLIT", 23: "TANH", 24: "WINDOW_DATA",
-    25: "ELTWISE", 26: "POWER", 27: "SIGMOID_CROSS_ENTROPY_LOSS", 28: "HINGE_LOSS",
-    29: "MEMORY_DATA", 30: "ARGMAX", 31: "THRESHOLD", 32: "DUMMY_DATA", 33: "SLICE",
-    34: "MVN", 35: "ABSVAL", 36: "SILENCE", 37: "CONTRASTIVE_LOSS", 38: "EXP",
+    0: "NONE",
+    1: "ACCURACY",
+    2: "BNLL",
+    3: "CONCAT",
+    4: "CONVOLUTION",
+    5: "DATA",
+    6: "DROPOUT",
+    7: "EUCLIDEAN_LOSS",
+    8: "FLATTEN",
+    9: "HDF5_DATA",
+    10: "HDF5_OUTPUT",
+    11: "IM2COL",
+    12: "IMAGE_DATA",
+    13: "INFOGAIN_LOSS",
+    14: "INNER_PRODUCT",
+    15: "LRN",
+    16: "MULTINOMIAL_LOGISTIC_LOSS",
+    17: "POOLING",
+    18: "RELU",
+    19: "SIGMOID",
+    20: "SOFTMAX",
+    21: "SOFTMAX_LOSS",
+    22: "SPLIT",
+    23: "TANH",
+    24: "WINDOW_DATA",
+    25: "ELTWISE",
+    26: "POWER",
+    27: "SIGMOID_CROSS_ENTROPY_LOSS",
+    28: "HINGE_LOSS",
+    29: "MEMORY_DATA",
+    30: "ARGMAX",
+    31: "THRESHOLD",
+    32: "DUMMY_DATA",
+    33: "SLICE",
+    34: "MVN",
+    35: "ABSVAL",
+    36: "SILENCE",
+    37: "CONTRASTIVE_LOSS",
+    38: "EXP",
     39: "DECONVOLUTION",
 }
 
 #: V0 layer type strings -> modern names (Caffe's ``UpgradeV0LayerType``); others pass through.
 _V0_TYPES = {
-    "accuracy": "Accuracy", "bnll": "BNLL", "concat": "Concat", "conv": "Convolution",
-    "data": "Data", "dropout": "Dropout", "euclidean_loss": "EuclideanLoss",
-    "flatten": "Flatten", "hdf5_data": "HDF5Data", "hdf5_output": "HDF5Output",
-    "im2col": "Im2col", "images": "ImageData", "infogain_loss": "InfogainLoss",
-    "innerproduct": "InnerProduct", "lrn": "LRN",
-    "multinomial_logistic_loss": "MultinomialLogisticLoss", "pool": "Pooling",
-    "relu": "ReLU", "sigmoid": "Sigmoid", "softmax": "Softmax",
-    "softmax_loss": "SoftmaxWithLoss", "split": "Split", "tanh": "TanH",
+    "accuracy": "Accuracy",
+    "bnll": "BNLL",
+    "concat": "Concat",
+    "conv": "Convolution",
+    "data": "Data",
+    "dropout": "Dropout",
+    "euclidean_loss": "EuclideanLoss",
+    "flatten": "Flatten",
+    "hdf5_data": "HDF5Data",
+    "hdf5_output": "HDF5Output",
+    "im2col": "Im2col",
+    "images": "ImageData",
+    "infogain_loss": "InfogainLoss",
+    "innerproduct": "InnerProduct",
+    "lrn": "LRN",
+    "multinomial_logistic_loss": "MultinomialLogisticLoss",
+    "pool": "Pooling",
+    "relu": "ReLU",
+    "sigmoid": "Sigmoid",
+    "softmax": "Softmax",
+    "softmax_loss": "SoftmaxWithLoss",
+    "split": "Split",
+    "tanh": "TanH",
     "window_data": "WindowData",
 }
 
@@ -165,12 +238,14 @@ def _load(source: Source) -> tuple[bytes, str]:
         where = str(path)
         size = path.stat().st_size
         if size > _MAX_FILE_BYTES:
-            raise FormatError(f"{where}: {size} bytes is more than a protobuf message can hold; "
-                              "this is not a .caffemodel")
+            raise FormatError(
+                f"{where}: {size} bytes is more than a protobuf message can hold; this is not a .caffemodel"
+            )
         data = path.read_bytes()
     if len(data) > _MAX_FILE_BYTES:
-        raise FormatError(f"{where}: {len(data)} bytes is more than a protobuf message can "
-                          "hold; this is not a .caffemodel")
+        raise FormatError(
+            f"{where}: {len(data)} bytes is more than a protobuf message can hold; this is not a .caffemodel"
+        )
     return data, where
 
 
@@ -178,47 +253,48 @@ def _parse(data: bytes, where: str) -> Any:
     try:
         from google.protobuf.message import DecodeError
     except ImportError as exc:  # an optional dependency: say how to get it
-        raise ImportError("reading a .caffemodel needs the protobuf package: "
-                          "pip install 'dsd-zoo[convert]'") from exc
+        raise ImportError("reading a .caffemodel needs the protobuf package: pip install 'dsd-zoo[convert]'") from exc
 
     net = _net_parameter_class()()
     try:
         net.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        raise FormatError(f"{where}: not a valid Caffe NetParameter protobuf ({exc}); the file "
-                          "is truncated, corrupt or not a .caffemodel") from None
+        raise FormatError(
+            f"{where}: not a valid Caffe NetParameter protobuf ({exc}); the file "
+            "is truncated, corrupt or not a .caffemodel"
+        ) from None
     return net
 
 
 def _layers(net: Any, where: str) -> list[CaffeLayer]:
     if len(net.layer) and len(net.layers):
-        raise FormatError(f"{where}: the net has both new-style 'layer' and legacy 'layers' "
-                          "entries, which Caffe refuses to load; the file is corrupt")
+        raise FormatError(
+            f"{where}: the net has both new-style 'layer' and legacy 'layers' "
+            "entries, which Caffe refuses to load; the file is corrupt"
+        )
     if not len(net.layer) and not len(net.layers):
         raise FormatError(f"{where}: no layers found; this is not a .caffemodel (or it is empty)")
     out = []
     if len(net.layer):
         for i, lp in enumerate(net.layer):
             name = _text(lp.name, where, f"layer #{i} name")
-            out.append(_layer(name, _text(lp.type, where, f"layer {name!r} type"),
-                              lp.bottom, lp.top, lp.blobs, where))
+            out.append(_layer(name, _text(lp.type, where, f"layer {name!r} type"), lp.bottom, lp.top, lp.blobs, where))
     else:
         for i, lp in enumerate(net.layers):
             if lp.HasField("layer"):  # V0: name, type and blobs live in the nested message
                 v0 = lp.layer
                 name = _text(v0.name, where, f"layer #{i} name")
                 raw_type = _text(v0.type, where, f"layer {name!r} type")
-                out.append(_layer(name, _V0_TYPES.get(raw_type, raw_type),
-                                  lp.bottom, lp.top, v0.blobs, where))
+                out.append(_layer(name, _V0_TYPES.get(raw_type, raw_type), lp.bottom, lp.top, v0.blobs, where))
             else:
                 name = _text(lp.name, where, f"layer #{i} name")
-                out.append(_layer(name, _v1_type(lp.type, where, name),
-                                  lp.bottom, lp.top, lp.blobs, where))
+                out.append(_layer(name, _v1_type(lp.type, where, name), lp.bottom, lp.top, lp.blobs, where))
     return out
 
 
-def _layer(name: str, type_: str, bottom: Iterable[bytes], top: Iterable[bytes],
-           blobs: Sequence[Any], where: str) -> CaffeLayer:
+def _layer(
+    name: str, type_: str, bottom: Iterable[bytes], top: Iterable[bytes], blobs: Sequence[Any], where: str
+) -> CaffeLayer:
     return CaffeLayer(
         name=name,
         type=type_,
@@ -239,8 +315,7 @@ def _text(raw: bytes, where: str, what: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise FormatError(f"{where}: {what} is not valid UTF-8 ({raw[:40]!r}); "
-                          "the file is corrupt") from None
+        raise FormatError(f"{where}: {what} is not valid UTF-8 ({raw[:40]!r}); the file is corrupt") from None
 
 
 def _blob_array(blob: Any, where: str, layer: str, index: int) -> np.ndarray:
@@ -266,9 +341,11 @@ def _blob_array(blob: Any, where: str, layer: str, index: int) -> np.ndarray:
         chunks, dtype, native = blob.data, np.dtype("<f4"), np.float32
     raw = b"".join(chunks)
     if len(raw) % dtype.itemsize or len(raw) // dtype.itemsize != count:
-        raise FormatError(f"{what}: shape {tuple(shape)} needs {count} values but the blob "
-                          f"stores {len(raw) / dtype.itemsize:g} {dtype.name} values; "
-                          "the file is corrupt")
+        raise FormatError(
+            f"{what}: shape {tuple(shape)} needs {count} values but the blob "
+            f"stores {len(raw) / dtype.itemsize:g} {dtype.name} values; "
+            "the file is corrupt"
+        )
     # astype copies: the caller gets a writable array that does not pin the file's bytes.
     return np.frombuffer(raw, dtype=dtype).astype(native).reshape(shape)
 
@@ -280,8 +357,9 @@ def _check_unique(layers: list[CaffeLayer], where: str) -> None:
     for layer in layers:
         has_blobs = bool(layer.blobs)
         if layer.name in seen and (has_blobs or seen[layer.name]):
-            raise FormatError(f"{where}: two layers named {layer.name!r} carry blobs; "
-                              "cannot tell which weights belong to which")
+            raise FormatError(
+                f"{where}: two layers named {layer.name!r} carry blobs; cannot tell which weights belong to which"
+            )
         seen[layer.name] = seen.get(layer.name, False) or has_blobs
 
 
@@ -293,8 +371,7 @@ def _net_parameter_class() -> type:
     fd = descriptor_pb2.FieldDescriptorProto
     optional, repeated = fd.LABEL_OPTIONAL, fd.LABEL_REPEATED
     package = "dsd_zoo_caffe_min"
-    file_proto = descriptor_pb2.FileDescriptorProto(
-        name="dsd_zoo_caffe_min.proto", package=package, syntax="proto2")
+    file_proto = descriptor_pb2.FileDescriptorProto(name="dsd_zoo_caffe_min.proto", package=package, syntax="proto2")
 
     def message(name: str, fields: list[tuple[str, int, int, int, str]]) -> None:
         msg = file_proto.message_type.add(name=name)
@@ -306,34 +383,56 @@ def _net_parameter_class() -> type:
     int64, bytes_, msg_ = fd.TYPE_INT64, fd.TYPE_BYTES, fd.TYPE_MESSAGE
     # Strings are declared as bytes so that UTF-8 is checked here, with a useful message.
     message("BlobShape", [("dim", 1, repeated, int64, "")])
-    message("BlobProto", [
-        ("num", 1, optional, int64, ""), ("channels", 2, optional, int64, ""),
-        ("height", 3, optional, int64, ""), ("width", 4, optional, int64, ""),
-        ("data", 5, repeated, bytes_, ""), ("shape", 7, optional, msg_, "BlobShape"),
-        ("double_data", 8, repeated, bytes_, ""),
-    ])
-    message("LayerParameter", [
-        ("name", 1, optional, bytes_, ""), ("type", 2, optional, bytes_, ""),
-        ("bottom", 3, repeated, bytes_, ""), ("top", 4, repeated, bytes_, ""),
-        ("blobs", 7, repeated, msg_, "BlobProto"),
-    ])
-    message("V0LayerParameter", [
-        ("name", 1, optional, bytes_, ""), ("type", 2, optional, bytes_, ""),
-        ("blobs", 50, repeated, msg_, "BlobProto"),
-    ])
-    message("V1LayerParameter", [
-        ("layer", 1, optional, msg_, "V0LayerParameter"),
-        ("bottom", 2, repeated, bytes_, ""), ("top", 3, repeated, bytes_, ""),
-        ("name", 4, optional, bytes_, ""),
-        # An enum in caffe.proto; int32 has the same wire encoding and never rejects values.
-        ("type", 5, optional, fd.TYPE_INT32, ""),
-        ("blobs", 6, repeated, msg_, "BlobProto"),
-    ])
-    message("NetParameter", [
-        ("name", 1, optional, bytes_, ""),
-        ("layers", 2, repeated, msg_, "V1LayerParameter"),
-        ("layer", 100, repeated, msg_, "LayerParameter"),
-    ])
+    message(
+        "BlobProto",
+        [
+            ("num", 1, optional, int64, ""),
+            ("channels", 2, optional, int64, ""),
+            ("height", 3, optional, int64, ""),
+            ("width", 4, optional, int64, ""),
+            ("data", 5, repeated, bytes_, ""),
+            ("shape", 7, optional, msg_, "BlobShape"),
+            ("double_data", 8, repeated, bytes_, ""),
+        ],
+    )
+    message(
+        "LayerParameter",
+        [
+            ("name", 1, optional, bytes_, ""),
+            ("type", 2, optional, bytes_, ""),
+            ("bottom", 3, repeated, bytes_, ""),
+            ("top", 4, repeated, bytes_, ""),
+            ("blobs", 7, repeated, msg_, "BlobProto"),
+        ],
+    )
+    message(
+        "V0LayerParameter",
+        [
+            ("name", 1, optional, bytes_, ""),
+            ("type", 2, optional, bytes_, ""),
+            ("blobs", 50, repeated, msg_, "BlobProto"),
+        ],
+    )
+    message(
+        "V1LayerParameter",
+        [
+            ("layer", 1, optional, msg_, "V0LayerParameter"),
+            ("bottom", 2, repeated, bytes_, ""),
+            ("top", 3, repeated, bytes_, ""),
+            ("name", 4, optional, bytes_, ""),
+            # An enum in caffe.proto; int32 has the same wire encoding and never rejects values.
+            ("type", 5, optional, fd.TYPE_INT32, ""),
+            ("blobs", 6, repeated, msg_, "BlobProto"),
+        ],
+    )
+    message(
+        "NetParameter",
+        [
+            ("name", 1, optional, bytes_, ""),
+            ("layers", 2, repeated, msg_, "V1LayerParameter"),
+            ("layer", 100, repeated, msg_, "LayerParameter"),
+        ],
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file_proto)
     descriptor = pool.FindMessageTypeByName(f"{package}.NetParameter")

@@ -57,30 +57,49 @@ class CaffeScheme:
 def _alexnet() -> Tuple[CaffeScheme, ...]:
     convs = zip(("conv1", "conv2", "conv3", "conv4", "conv5"), (0, 4, 8, 10, 12))
     fcs = zip(("fc6", "fc7", "fc8"), (0, 3, 6))
-    return (CaffeScheme("bvlc", tuple((n, f"features.{i}") for n, i in convs)
-                        + tuple((n, f"classifier.{i}") for n, i in fcs)),)
+    return (
+        CaffeScheme(
+            "bvlc", tuple((n, f"features.{i}") for n, i in convs) + tuple((n, f"classifier.{i}") for n, i in fcs)
+        ),
+    )
 
 
 def _vgg16() -> Tuple[CaffeScheme, ...]:
     names = [f"conv{stage}_{i}" for stage, count in enumerate((2, 2, 3, 3, 3), 1) for i in range(1, count + 1)]
     indices = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
     fcs = zip(("fc6", "fc7", "fc8"), (0, 3, 6))
-    return (CaffeScheme("vgg", tuple((n, f"features.{i}") for n, i in zip(names, indices))
-                        + tuple((n, f"classifier.{i}") for n, i in fcs)),)
+    return (
+        CaffeScheme(
+            "vgg",
+            tuple((n, f"features.{i}") for n, i in zip(names, indices)) + tuple((n, f"classifier.{i}") for n, i in fcs),
+        ),
+    )
 
 
 def _googlenet() -> Tuple[CaffeScheme, ...]:
     from ..models.googlenet import GoogLeNetCaffe
 
-    branches = (("1x1", "branch1"), ("3x3_reduce", "branch2.0"), ("3x3", "branch2.1"),
-                ("5x5_reduce", "branch3.0"), ("5x5", "branch3.1"), ("pool_proj", "branch4.1"))
-    layers: List[Tuple[str, str]] = [("conv1/7x7_s2", "conv1.conv"), ("conv2/3x3_reduce", "conv2.conv"),
-                                     ("conv2/3x3", "conv3.conv")]
+    branches = (
+        ("1x1", "branch1"),
+        ("3x3_reduce", "branch2.0"),
+        ("3x3", "branch2.1"),
+        ("5x5_reduce", "branch3.0"),
+        ("5x5", "branch3.1"),
+        ("pool_proj", "branch4.1"),
+    )
+    layers: List[Tuple[str, str]] = [
+        ("conv1/7x7_s2", "conv1.conv"),
+        ("conv2/3x3_reduce", "conv2.conv"),
+        ("conv2/3x3", "conv3.conv"),
+    ]
     for block in GoogLeNetCaffe.BLOCKS:
         layers += [(f"inception_{block}/{caffe}", f"inception{block}.{module}.conv") for caffe, module in branches]
     layers.append(("loss3/classifier", "fc"))
-    aux = tuple((f"loss{i}/{caffe}", f"aux{i}.{module}") for i in (1, 2)
-                for caffe, module in (("conv", "conv.conv"), ("fc", "fc1"), ("classifier", "fc2")))
+    aux = tuple(
+        (f"loss{i}/{caffe}", f"aux{i}.{module}")
+        for i in (1, 2)
+        for caffe, module in (("conv", "conv.conv"), ("fc", "fc1"), ("classifier", "fc2"))
+    )
     return (CaffeScheme("bvlc", tuple(layers), optional=(("aux_heads", aux, (("aux_logits", True),)),)),)
 
 
@@ -88,32 +107,44 @@ def _squeezenet() -> Tuple[CaffeScheme, ...]:
     fire_index = {2: 3, 3: 4, 4: 5, 5: 7, 6: 8, 7: 9, 8: 10, 9: 12}  # torchvision's features.N
 
     def scheme(name: str, squeeze: str, expand1: str, expand3: str, final: str) -> CaffeScheme:
-        fires = tuple((f"fire{n}/{caffe}", f"features.{i}.{module}") for n, i in fire_index.items()
-                      for caffe, module in ((squeeze, "squeeze"), (expand1, "expand1x1"), (expand3, "expand3x3")))
+        fires = tuple(
+            (f"fire{n}/{caffe}", f"features.{i}.{module}")
+            for n, i in fire_index.items()
+            for caffe, module in ((squeeze, "squeeze"), (expand1, "expand1x1"), (expand3, "expand3x3"))
+        )
         return CaffeScheme(name, (("conv1", "features.0"),) + fires + ((final, "classifier.1"),))
 
-    return (scheme("deepscale", "squeeze1x1", "expand1x1", "expand3x3", "conv10"),
-            scheme("dsd", "conv1x1_1", "conv1x1_2", "conv3x3_2", "conv_final"))
+    return (
+        scheme("deepscale", "squeeze1x1", "expand1x1", "expand3x3", "conv10"),
+        scheme("dsd", "conv1x1_1", "conv1x1_2", "conv3x3_2", "conv_final"),
+    )
 
 
 #: Architecture -> its Caffe naming schemes (SqueezeNet has two: DeepScale's and the DSD one).
 CAFFE_SCHEMES: Mapping[str, Tuple[CaffeScheme, ...]] = {
-    "alexnet": _alexnet(), "vgg16": _vgg16(), "googlenet": _googlenet(), "squeezenet1_0": _squeezenet(),
+    "alexnet": _alexnet(),
+    "vgg16": _vgg16(),
+    "googlenet": _googlenet(),
+    "squeezenet1_0": _squeezenet(),
 }
 
 
 def select_scheme(weighted: Sequence[str], arch: str, source: str = "<blobs>") -> CaffeScheme:
     """The naming scheme of ``arch`` that the weighted layer names follow (exactly one)."""
     if arch not in CAFFE_SCHEMES:
-        raise ConversionError(f"{source}: architecture {arch!r} is not a Caffe architecture; "
-                              f"Caffe mappings exist for {sorted(CAFFE_SCHEMES)}")
+        raise ConversionError(
+            f"{source}: architecture {arch!r} is not a Caffe architecture; "
+            f"Caffe mappings exist for {sorted(CAFFE_SCHEMES)}"
+        )
     schemes = CAFFE_SCHEMES[arch]
     layer_sets = [{caffe for caffe, _ in s.all_layers()} for s in schemes]
     shared = set.intersection(*layer_sets)  # SqueezeNet's conv1 is in both schemes
     used = [s for s, layers in zip(schemes, layer_sets) if set(weighted) & (layers - shared)]
     if len(used) > 1:
-        raise ConversionError(f"{source}: the layer names mix the {' and '.join(s.name for s in used)} naming "
-                              f"schemes of {arch}; a file must use one")
+        raise ConversionError(
+            f"{source}: the layer names mix the {' and '.join(s.name for s in used)} naming "
+            f"schemes of {arch}; a file must use one"
+        )
     return used[0] if used else schemes[0]
 
 
@@ -139,8 +170,9 @@ def _fit(array: np.ndarray, expected: Tuple[int, ...], where: str, key: str) -> 
     raise ConversionError(f"{where} has shape {found}, but {key} needs {expected}")
 
 
-def map_caffe_blobs(blobs: Mapping[str, Sequence[np.ndarray]], arch: str, *,
-                    source: str = "<blobs>") -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def map_caffe_blobs(
+    blobs: Mapping[str, Sequence[np.ndarray]], arch: str, *, source: str = "<blobs>"
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Map Caffe layer blobs onto the state dict of a dsd-zoo architecture.
 
     Args:
@@ -166,8 +198,9 @@ def map_caffe_blobs(blobs: Mapping[str, Sequence[np.ndarray]], arch: str, *,
     cast: List[str] = []
     warnings: List[str] = []
     for position, (caffe, module) in enumerate(pairs):
-        for index, (suffix, array) in enumerate(zip(("weight", "bias"), _weight_and_bias(blobs[caffe], caffe, module,
-                                                                                       arch, source, warnings))):
+        for index, (suffix, array) in enumerate(
+            zip(("weight", "bias"), _weight_and_bias(blobs[caffe], caffe, module, arch, source, warnings))
+        ):
             key = f"{module}.{suffix}"
             where = f"{source}: layer {caffe!r} blob {index} ({suffix})"
             fitted, was_reshaped = _fit(array, shapes[key], where, key)
@@ -191,8 +224,9 @@ def map_caffe_blobs(blobs: Mapping[str, Sequence[np.ndarray]], arch: str, *,
     return state, report
 
 
-def _matched_layers(blobs: Mapping[str, Sequence[np.ndarray]], arch: str, source: str
-                    ) -> Tuple[CaffeScheme, List[Tuple[str, str]], Dict[str, Any]]:
+def _matched_layers(
+    blobs: Mapping[str, Sequence[np.ndarray]], arch: str, source: str
+) -> Tuple[CaffeScheme, List[Tuple[str, str]], Dict[str, Any]]:
     """The naming scheme the file's weighted layers follow, the (Caffe layer, module) pairs to map, and the
     builder arguments the optional layers present call for (GoogLeNet's auxiliary heads).
 
@@ -215,26 +249,32 @@ def _matched_layers(blobs: Mapping[str, Sequence[np.ndarray]], arch: str, source
     missing = [caffe for caffe, _ in pairs if caffe not in present]
     extra = [name for name in weighted if name not in mapped]
     if missing or extra:
-        parts = ([f"missing layers {_listing(missing)}"] if missing else []) \
-            + ([f"unexpected weighted layers {_listing(extra)}"] if extra else [])
+        parts = ([f"missing layers {_listing(missing)}"] if missing else []) + (
+            [f"unexpected weighted layers {_listing(extra)}"] if extra else []
+        )
         raise ConversionError(f"{source}: does not match {arch} ({scheme.name} layer names): {'; '.join(parts)}")
     return scheme, pairs, build_kwargs
 
 
-def _weight_and_bias(layer_blobs: Sequence[Any], caffe: str, module: str, arch: str, source: str,
-                     warnings: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+def _weight_and_bias(
+    layer_blobs: Sequence[Any], caffe: str, module: str, arch: str, source: str, warnings: List[str]
+) -> Tuple[np.ndarray, np.ndarray]:
     """A layer's first two blobs, checked to be arrays; blobs beyond them are noted in ``warnings``."""
     layer_blobs = list(layer_blobs)
     if len(layer_blobs) < 2:
-        raise ConversionError(f"{source}: layer {caffe!r} has {len(layer_blobs)} blob(s); {arch} needs a weight "
-                              f"and a bias for {module}")
+        raise ConversionError(
+            f"{source}: layer {caffe!r} has {len(layer_blobs)} blob(s); {arch} needs a weight and a bias for {module}"
+        )
     if len(layer_blobs) > 2:
-        warnings.append(f"layer {caffe!r} has {len(layer_blobs)} blobs; used the first two (weight, bias), "
-                        f"ignored blobs with shapes {[tuple(getattr(b, 'shape', ())) for b in layer_blobs[2:]]}")
+        warnings.append(
+            f"layer {caffe!r} has {len(layer_blobs)} blobs; used the first two (weight, bias), "
+            f"ignored blobs with shapes {[tuple(getattr(b, 'shape', ())) for b in layer_blobs[2:]]}"
+        )
     for index, (suffix, array) in enumerate(zip(("weight", "bias"), layer_blobs)):
         if not isinstance(array, np.ndarray):
-            raise ConversionError(f"{source}: layer {caffe!r} blob {index} ({suffix}) is a {type(array).__name__}, "
-                                  "not an array")
+            raise ConversionError(
+                f"{source}: layer {caffe!r} blob {index} ({suffix}) is a {type(array).__name__}, not an array"
+            )
     return layer_blobs[0], layer_blobs[1]
 
 
@@ -245,8 +285,9 @@ def _rgb_input(weight: Any, where: str) -> Any:
     return weight[:, [2, 1, 0]].contiguous()
 
 
-def caffe_layer_shapes(arch: str,
-                       scheme_name: Optional[str] = None) -> List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
+def caffe_layer_shapes(
+    arch: str, scheme_name: Optional[str] = None
+) -> List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
     """``(Caffe layer, weight shape, bias shape)`` of the required layers of ``arch``, in prototxt order.
 
     ``scheme_name`` picks a naming scheme (default: the first of :data:`CAFFE_SCHEMES`). The
@@ -254,8 +295,9 @@ def caffe_layer_shapes(arch: str,
     list in advance (the Deep Compression format stores none).
     """
     if arch not in CAFFE_SCHEMES:
-        raise ConversionError(f"architecture {arch!r} is not a Caffe architecture; Caffe mappings exist for "
-                              f"{sorted(CAFFE_SCHEMES)}")
+        raise ConversionError(
+            f"architecture {arch!r} is not a Caffe architecture; Caffe mappings exist for {sorted(CAFFE_SCHEMES)}"
+        )
     schemes = CAFFE_SCHEMES[arch]
     scheme = next((s for s in schemes if s.name == scheme_name), None) if scheme_name else schemes[0]
     if scheme is None:

@@ -36,8 +36,9 @@ def net_layers(arch: str) -> List[Tuple[str, Tuple[int, ...], int]]:
     return layers
 
 
-def map_deep_compression(decoded: Mapping[str, Tuple[np.ndarray, np.ndarray]], arch: str, *,
-                         source: str = "<.net layers>") -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def map_deep_compression(
+    decoded: Mapping[str, Tuple[np.ndarray, np.ndarray]], arch: str, *, source: str = "<.net layers>"
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Map decoded ``.net`` layers (name -> (weight, bias)) onto the architecture's state dict.
 
     Returns ``(state_dict, report)`` as :func:`~dsd_zoo.convert.caffe_mapping.map_caffe_blobs`,
@@ -46,8 +47,10 @@ def map_deep_compression(decoded: Mapping[str, Tuple[np.ndarray, np.ndarray]], a
     """
     state, report = map_caffe_blobs({name: list(pair) for name, pair in decoded.items()}, arch, source=source)
     if arch in NET_SCHEMES and report["layer_names"] != NET_SCHEMES[arch]:
-        raise ConversionError(f"{source}: Deep Compression {arch} layers are named in the {NET_SCHEMES[arch]} scheme, "
-                              f"these follow the {report['layer_names']} one")
+        raise ConversionError(
+            f"{source}: Deep Compression {arch} layers are named in the {NET_SCHEMES[arch]} scheme, "
+            f"these follow the {report['layer_names']} one"
+        )
     nonzero = {name: int(np.count_nonzero(weight)) for name, (weight, _) in decoded.items()}
     total = sum(weight.size for weight, _ in decoded.values())
     report["weight_density"] = sum(nonzero.values()) / total if total else 0.0
@@ -55,7 +58,8 @@ def map_deep_compression(decoded: Mapping[str, Tuple[np.ndarray, np.ndarray]], a
     return state, report
 
 
-def read_net(path: Union[str, "os.PathLike[str]"], arch: str, *,
-             source: str = "<.net>") -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def read_net(
+    path: Union[str, "os.PathLike[str]"], arch: str, *, source: str = "<.net>"
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Decode the ``.net`` file at ``path`` as ``arch`` and map it (see :func:`map_deep_compression`)."""
     return map_deep_compression(read_deep_compression(os.fspath(path), net_layers(arch)), arch, source=source)

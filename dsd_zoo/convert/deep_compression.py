@@ -52,8 +52,7 @@ def codebook_bits(layer_name: str) -> int:
     return 8 if "conv" in layer_name else 4
 
 
-def read_deep_compression(source: Source, layers: Sequence[LayerLayout]
-                          ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_deep_compression(source: Source, layers: Sequence[LayerLayout]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Decode a Deep Compression ``.net`` file.
 
     Args:
@@ -83,9 +82,11 @@ def read_deep_compression(source: Source, layers: Sequence[LayerLayout]
     for (name, shape, bias_len), nz in zip(layers, counts.tolist()):
         out[name] = _decode_layer(stream, name, shape, bias_len, nz)
     if stream.pos != len(data):
-        raise FormatError(f"{where}: {len(data) - stream.pos} bytes left over after the last "
-                          f"layer ({layers[-1][0] if layers else 'none'}); the file is corrupt "
-                          "or the layer list does not match it")
+        raise FormatError(
+            f"{where}: {len(data) - stream.pos} bytes left over after the last "
+            f"layer ({layers[-1][0] if layers else 'none'}); the file is corrupt "
+            "or the layer list does not match it"
+        )
     return out
 
 
@@ -94,10 +95,15 @@ def _check_layout(layers: Sequence[LayerLayout]) -> None:
     if len(set(names)) != len(names):
         raise ValueError(f"layer names must be unique, got {names}")
     for name, shape, bias_len in layers:
-        if not shape or any(not isinstance(d, (int, np.integer)) or d <= 0 for d in shape) \
-                or not isinstance(bias_len, (int, np.integer)) or bias_len < 0:
-            raise ValueError(f"layer {name!r}: weight shape {shape!r} and bias length "
-                             f"{bias_len!r} must be positive integers")
+        if (
+            not shape
+            or any(not isinstance(d, (int, np.integer)) or d <= 0 for d in shape)
+            or not isinstance(bias_len, (int, np.integer))
+            or bias_len < 0
+        ):
+            raise ValueError(
+                f"layer {name!r}: weight shape {shape!r} and bias length {bias_len!r} must be positive integers"
+            )
 
 
 class _Stream:
@@ -107,9 +113,11 @@ class _Stream:
     def array(self, dtype: str, count: int, what: str) -> np.ndarray:
         size = np.dtype(dtype).itemsize * count
         if size > len(self.data) - self.pos:
-            raise FormatError(f"{self.where}: {what} need {size} bytes at byte {self.pos} but "
-                              f"only {len(self.data) - self.pos} remain; the file is truncated "
-                              "or the layer list does not match it")
+            raise FormatError(
+                f"{self.where}: {what} need {size} bytes at byte {self.pos} but "
+                f"only {len(self.data) - self.pos} remain; the file is truncated "
+                "or the layer list does not match it"
+            )
         out = np.frombuffer(self.data, dtype=dtype, count=count, offset=self.pos)
         self.pos += size
         return out
@@ -122,20 +130,25 @@ def _nibbles(packed: np.ndarray, count: int) -> np.ndarray:
     return out[:count]
 
 
-def _decode_layer(stream: _Stream, name: str, shape: tuple[int, ...], bias_len: int,
-                  nz: int) -> tuple[np.ndarray, np.ndarray]:
+def _decode_layer(
+    stream: _Stream, name: str, shape: tuple[int, ...], bias_len: int, nz: int
+) -> tuple[np.ndarray, np.ndarray]:
     where = f"{stream.where}: layer {name!r}"
     size = math.prod(shape)
     if nz > size:
-        raise FormatError(f"{where}: stores {nz} entries but its weight {shape} has only "
-                          f"{size}; the file is corrupt or the layer list does not match it")
+        raise FormatError(
+            f"{where}: stores {nz} entries but its weight {shape} has only "
+            f"{size}; the file is corrupt or the layer list does not match it"
+        )
     if size > _MAX_SPAN * nz + _MAX_TRAILING_ZEROS:
         # A 4-bit gap moves at most 16 weights on, so the stored entries reach at most 16 * nz
         # weights; only a run of zeros at the end goes further. Without this bound, a layer
         # list could make a tiny file allocate gigabytes.
-        raise FormatError(f"{where}: its weight {shape} has {size} elements but the file stores "
-                          f"only {nz} entries, which cover at most {_MAX_SPAN * nz}; the layer list "
-                          "does not match the file")
+        raise FormatError(
+            f"{where}: its weight {shape} has {size} elements but the file stores "
+            f"only {nz} entries, which cover at most {_MAX_SPAN * nz}; the layer list "
+            "does not match the file"
+        )
     bits = codebook_bits(name)
     codebook = stream.array("<f4", 2**bits, f"layer {name!r} codebook").astype(np.float32)
     bias = stream.array("<f4", bias_len, f"layer {name!r} bias").astype(np.float32)
@@ -148,11 +161,15 @@ def _decode_layer(stream: _Stream, name: str, shape: tuple[int, ...], bias_len: 
         raise FormatError(f"{where}: codebook or bias holds NaN or infinity; the file is corrupt")
     positions = np.cumsum(gaps.astype(np.int64) + 1) - 1
     if nz and positions[-1] >= size:
-        raise FormatError(f"{where}: entry positions run to {int(positions[-1])}, past the "
-                          f"{size} weights of shape {shape}; the file is corrupt")
+        raise FormatError(
+            f"{where}: entry positions run to {int(positions[-1])}, past the "
+            f"{size} weights of shape {shape}; the file is corrupt"
+        )
     if nz < size and codebook[0] != 0:
-        raise FormatError(f"{where}: codebook[0] is {codebook[0]!r}, but pruned weights read "
-                          "codebook[0] and must be 0; the file is corrupt")
+        raise FormatError(
+            f"{where}: codebook[0] is {codebook[0]!r}, but pruned weights read "
+            "codebook[0] and must be 0; the file is corrupt"
+        )
     flat_codes = np.zeros(size, dtype=np.uint8)
     flat_codes[positions] = codes
     return codebook[flat_codes].reshape(shape), bias

@@ -39,7 +39,12 @@ from .torch7 import read_t7
 from .torch7_mapping import map_fb_resnet
 
 __all__ = [
-    "CONVERTER_VERSION", "Conversion", "SavedConversion", "convert_file", "conversion_metadata", "save_conversion",
+    "CONVERTER_VERSION",
+    "Conversion",
+    "SavedConversion",
+    "convert_file",
+    "conversion_metadata",
+    "save_conversion",
 ]
 
 
@@ -65,7 +70,6 @@ class SavedConversion(NamedTuple):
     report: Dict[str, Any]
 
 
-
 def _entry(model_name: str, manifest: Optional[Manifest]) -> Tuple[ModelEntry, Manifest]:
     manifest = manifest or load_manifest()
     if model_name not in manifest.models:
@@ -73,8 +77,13 @@ def _entry(model_name: str, manifest: Optional[Manifest]) -> Tuple[ModelEntry, M
     return manifest.models[model_name], manifest
 
 
-def convert_file(src_path: PathLike, model_name: str, *, manifest: Optional[Manifest] = None,
-                 original: Optional[OriginalRecord] = None) -> Conversion:
+def convert_file(
+    src_path: PathLike,
+    model_name: str,
+    *,
+    manifest: Optional[Manifest] = None,
+    original: Optional[OriginalRecord] = None,
+) -> Conversion:
     """Convert an original release file of ``model_name`` to a dsd-zoo state dict.
 
     Args:
@@ -97,8 +106,10 @@ def convert_file(src_path: PathLike, model_name: str, *, manifest: Optional[Mani
     entry, manifest = _entry(model_name, manifest)
     original = original or original_for_file(entry, src_path)
     if original is None:
-        raise ConversionError(f"{model_name} has no original release to convert: its weights ship with dsd-zoo "
-                              f"(dsd_zoo.get_model({model_name!r}))")
+        raise ConversionError(
+            f"{model_name} has no original release to convert: its weights ship with dsd-zoo "
+            f"(dsd_zoo.get_model({model_name!r}))"
+        )
     fmt = original.format
     source = f"{Path(src_path).name} ({fmt}, model {model_name})"
     _check_file_kind(src_path, model_name, original, manifest)
@@ -108,14 +119,18 @@ def convert_file(src_path: PathLike, model_name: str, *, manifest: Optional[Mani
         state_dict, report = map_fb_resnet(read_t7(os.fspath(src_path)), entry.arch, source=source)
     elif fmt == "pytorch":
         if original.digest is None:
-            raise ConversionError(f"{model_name}: a PyTorch file is unpickled only after its published digest "
-                                  "matched, and the manifest gives none for it")
+            raise ConversionError(
+                f"{model_name}: a PyTorch file is unpickled only after its published digest "
+                "matched, and the manifest gives none for it"
+            )
         state_dict, report = map_port(read_port(src_path, original.digest), entry.arch, source=source)
     elif fmt == "deep-compression":
         state_dict, report = read_net(src_path, entry.arch, source=source)
     else:
-        raise ConversionError(f"{model_name}: its original format is {fmt!r}; only caffemodel, torch7, pytorch and "
-                              "deep-compression files are converted")
+        raise ConversionError(
+            f"{model_name}: its original format is {fmt!r}; only caffemodel, torch7, pytorch and "
+            "deep-compression files are converted"
+        )
     # The file says which model and architecture it holds, whatever the mapping reported.
     report = {**report, "model": model_name, "arch": entry.arch, "source_format": fmt}
     return Conversion(state_dict, report)
@@ -123,8 +138,7 @@ def convert_file(src_path: PathLike, model_name: str, *, manifest: Optional[Mani
 
 _EXTENSIONS = {"caffemodel": ".caffemodel", "torch7": ".t7", "deep-compression": ".net", "pytorch": ".pth"}
 # What dsd_zoo.sniff sees for each original format (a PyTorch file is a zip or, before 2020, a pickle).
-_SNIFFED = {"caffemodel": ("caffemodel",), "torch7": ("torch7",), "pytorch": ("zip", "pickle"),
-            "deep-compression": ()}
+_SNIFFED = {"caffemodel": ("caffemodel",), "torch7": ("torch7",), "pytorch": ("zip", "pickle"), "deep-compression": ()}
 
 
 def _check_file_kind(path: PathLike, model_name: str, original: OriginalRecord, manifest: Manifest) -> None:
@@ -137,16 +151,24 @@ def _check_file_kind(path: PathLike, model_name: str, original: OriginalRecord, 
     if kind is None and original.format in ("caffemodel", "torch7"):
         kind = "deep-compression" if _deep_compression_model(path, manifest) else None
         if kind is None:
-            raise FormatError(f"{path} is not {FORMAT_NAMES[original.format]} ({model_name}'s original format), "
-                              "nor any other format dsd-zoo knows: a damaged or wrong file")
+            raise FormatError(
+                f"{path} is not {FORMAT_NAMES[original.format]} ({model_name}'s original format), "
+                "nor any other format dsd-zoo knows: a damaged or wrong file"
+            )
     if kind is None or kind in _SNIFFED[original.format]:
         return
-    fitting = sorted({name for name, entry in manifest.models.items()
-                      for other in entry.originals if kind in _SNIFFED[other.format] or
-                      (kind == "deep-compression" and other.format == kind)})
-    advice = (f"; convert it as {' or '.join(f'--model {name}' for name in fitting)}" if fitting else "")
-    raise ConversionError(f"{path} is {FORMAT_NAMES[kind]}, but {model_name}'s original is "
-                          f"{FORMAT_NAMES[original.format]}{advice}")
+    fitting = sorted(
+        {
+            name
+            for name, entry in manifest.models.items()
+            for other in entry.originals
+            if kind in _SNIFFED[other.format] or (kind == "deep-compression" and other.format == kind)
+        }
+    )
+    advice = f"; convert it as {' or '.join(f'--model {name}' for name in fitting)}" if fitting else ""
+    raise ConversionError(
+        f"{path} is {FORMAT_NAMES[kind]}, but {model_name}'s original is {FORMAT_NAMES[original.format]}{advice}"
+    )
 
 
 def _deep_compression_model(path: PathLike, manifest: Manifest) -> bool:
@@ -173,8 +195,14 @@ def extension(original: OriginalRecord) -> str:
     return _EXTENSIONS.get(original.format, "")
 
 
-def conversion_metadata(model_name: str, src_path: PathLike, report: Mapping[str, Any], *,
-                        source_name: Optional[str] = None, source_sha256: Optional[str] = None) -> Dict[str, str]:
+def conversion_metadata(
+    model_name: str,
+    src_path: PathLike,
+    report: Mapping[str, Any],
+    *,
+    source_name: Optional[str] = None,
+    source_sha256: Optional[str] = None,
+) -> Dict[str, str]:
     """The safetensors ``__metadata__`` of a converted file: provenance, as strings.
 
     Keys: ``format`` ("pt"), ``model``, ``arch``, ``source_file`` (``source_name``, by default
@@ -198,9 +226,16 @@ def conversion_metadata(model_name: str, src_path: PathLike, report: Mapping[str
     }
 
 
-def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
-                    force: bool = False, manifest: Optional[Manifest] = None, source_name: Optional[str] = None,
-                    original: Optional[OriginalRecord] = None) -> SavedConversion:
+def save_conversion(
+    src_path: PathLike,
+    model_name: str,
+    out_path: PathLike,
+    *,
+    force: bool = False,
+    manifest: Optional[Manifest] = None,
+    source_name: Optional[str] = None,
+    original: Optional[OriginalRecord] = None,
+) -> SavedConversion:
     """Convert ``src_path`` and write it as safetensors at ``out_path``, atomically.
 
     The file holds the model tensors and :func:`conversion_metadata` (``source_name`` overrides the recorded source file name,
@@ -225,4 +260,3 @@ def save_conversion(src_path: PathLike, model_name: str, out_path: PathLike, *,
     write_safetensors(out, conversion.state_dict, metadata)  # canonical bytes, atomically
     digest = hash_file(out, ("sha256",))["sha256"]
     return SavedConversion(out, digest, out.stat().st_size, metadata, conversion.report)
-

@@ -14,9 +14,17 @@ from .mapping import SavedConversion, save_conversion
 __all__ = ["convert_original"]
 
 
-def convert_original(entry: ModelEntry, manifest: Manifest, out_path: Path, *, original: Optional[OriginalRecord] = None,
-                     progress: bool = True, trust_unverified: Optional[bool] = None,
-                     offline: Optional[bool] = None, say: Callable[[str], None] = lambda message: None) -> SavedConversion:
+def convert_original(
+    entry: ModelEntry,
+    manifest: Manifest,
+    out_path: Path,
+    *,
+    original: Optional[OriginalRecord] = None,
+    progress: bool = True,
+    trust_unverified: Optional[bool] = None,
+    offline: Optional[bool] = None,
+    say: Callable[[str], None] = lambda message: None,
+) -> SavedConversion:
     """Fetch one of ``entry``'s originals, checked against its published digest, and convert it to ``out_path``.
 
     ``original`` is one of ``entry.originals``; by default the authors' own release.
@@ -36,11 +44,14 @@ def convert_original(entry: ModelEntry, manifest: Manifest, out_path: Path, *, o
         raise NotAvailableError(f"{entry.name}: the manifest names no original release to convert")
     if original.format == "caffemodel" and importlib.util.find_spec("google.protobuf") is None:
         # Said before a download of up to 550 MB rather than after it.
-        raise NotAvailableError(f"{entry.name}: reading its original release ({original.url}), a caffemodel, needs "
-                                "protobuf: pip install 'dsd-zoo[convert]'")
+        raise NotAvailableError(
+            f"{entry.name}: reading its original release ({original.url}), a caffemodel, needs "
+            "protobuf: pip install 'dsd-zoo[convert]'"
+        )
     digest = original.digest
     say(f"fetching {original.url} ({digest.algorithm + ' ' + digest.value if digest else 'no published digest'})")
     source = fetch(original.record, progress=progress, trust_unverified=trust_unverified, offline=offline)
     say(f"converting {original.file_name}")
-    return save_conversion(source, entry.name, out_path, force=True, manifest=manifest,
-                           source_name=original.file_name, original=original)
+    return save_conversion(
+        source, entry.name, out_path, force=True, manifest=manifest, source_name=original.file_name, original=original
+    )

@@ -41,16 +41,19 @@ def read_port(path: "os.PathLike[str] | str", digest: Digest) -> Dict[str, Any]:
     except OSError as exc:
         raise ConversionError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not digest.matches(seen):
-        raise IntegrityError(f"{path} is not the published file: its sha256 is {seen['sha256']}, the publisher gave "
-                             f"{digest}; it is not unpickled")
+        raise IntegrityError(
+            f"{path} is not the published file: its sha256 is {seen['sha256']}, the publisher gave "
+            f"{digest}; it is not unpickled"
+        )
     import torch
 
     try:
         loaded = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many kinds (pickle, zip, key errors) for a malformed file
         raise FormatError(f"{path}: not a PyTorch state dict of plain tensors ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(loaded, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                               for k, v in loaded.items()):
+    if not isinstance(loaded, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()
+    ):
         raise FormatError(f"{path}: expected a mapping of names to tensors, got {type(loaded).__name__}")
     return loaded
 

@@ -43,8 +43,10 @@ def array_to_tensor(array: Any, where: str):
     import torch
 
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
-        raise ConversionError(f"{where}: expected a numeric array, got {type(array).__name__}"
-                              f"{' of ' + str(array.dtype) if isinstance(array, np.ndarray) else ''}")
+        raise ConversionError(
+            f"{where}: expected a numeric array, got {type(array).__name__}"
+            f"{' of ' + str(array.dtype) if isinstance(array, np.ndarray) else ''}"
+        )
     values = np.asarray(array, dtype=np.float32)
     # min/max propagate NaN and see infinities, without a temporary mask (40x faster than torch.isfinite).
     if values.size and not (np.isfinite(values.min()) and np.isfinite(values.max())):
@@ -52,8 +54,9 @@ def array_to_tensor(array: Any, where: str):
     return torch.tensor(values)
 
 
-def check_against_architecture(state_dict: Mapping[str, Any], arch: str, source: str,
-                               build_kwargs: Optional[Mapping[str, Any]] = None) -> None:
+def check_against_architecture(
+    state_dict: Mapping[str, Any], arch: str, source: str, build_kwargs: Optional[Mapping[str, Any]] = None
+) -> None:
     """Raise ConversionError unless ``state_dict`` has exactly the keys and shapes of ``arch``."""
     expected = architecture_shapes(arch, **dict(build_kwargs or {}))
     try:

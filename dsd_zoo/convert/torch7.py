@@ -89,15 +89,20 @@ _COPY_RATIO = 16
 _MIN_COPY_BUDGET = 64 * 2**20
 
 _ELEMENT_TYPES = {
-    "Byte": "u1", "Char": "i1", "Short": "<i2", "Int": "<i4", "Long": "<i8",
-    "Float": "<f4", "Double": "<f8", "Half": "<f2",
+    "Byte": "u1",
+    "Char": "i1",
+    "Short": "<i2",
+    "Int": "<i4",
+    "Long": "<i8",
+    "Float": "<f4",
+    "Double": "<f8",
+    "Half": "<f2",
 }
 
 
 def _class_dtypes(suffix: str) -> dict[str, np.dtype]:
     table = {f"torch.{k}{suffix}": np.dtype(v) for k, v in _ELEMENT_TYPES.items()}
-    table.update({f"torch.Cuda{k}{suffix}": np.dtype(v) for k, v in _ELEMENT_TYPES.items()
-                  if k != "Float"})
+    table.update({f"torch.Cuda{k}{suffix}": np.dtype(v) for k, v in _ELEMENT_TYPES.items() if k != "Float"})
     table[f"torch.Cuda{suffix}"] = np.dtype("<f4")  # cutorch's float type has no prefix
     return table
 
@@ -118,8 +123,7 @@ class TorchObject:
 
     __slots__ = ("typename", "version", "fields")
 
-    def __init__(self, typename: str, version: float = 0,
-                 fields: Optional[dict[Any, Any]] = None) -> None:
+    def __init__(self, typename: str, version: float = 0, fields: Optional[dict[Any, Any]] = None) -> None:
         self.typename = typename
         self.version = version
         self.fields: dict[Any, Any] = {} if fields is None else fields
@@ -212,8 +216,9 @@ def read_t7(source: Source, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     try:
         return reader.object(0)
     except RecursionError:
-        raise FormatError(f"{where}: objects nested too deep for this Python stack; "
-                          "lower max_depth or the file is hostile") from None
+        raise FormatError(
+            f"{where}: objects nested too deep for this Python stack; lower max_depth or the file is hostile"
+        ) from None
 
 
 _PENDING = object()  # memo placeholder for a tensor whose storage is being read
@@ -239,8 +244,9 @@ class _Reader:
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or n > len(self.buf) - self.pos:
-            raise self.error(f"{what} needs {n} bytes but {len(self.buf) - self.pos} remain; "
-                             "the file is truncated or corrupt")
+            raise self.error(
+                f"{what} needs {n} bytes but {len(self.buf) - self.pos} remain; the file is truncated or corrupt"
+            )
 
     def unpack(self, fmt: str, size: int, what: str) -> Any:
         self.need(size, what)
@@ -256,7 +262,7 @@ class _Reader:
 
     def raw(self, n: int, what: str) -> bytes:
         self.need(n, what)
-        out = self.buf[self.pos:self.pos + n]
+        out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -267,8 +273,10 @@ class _Reader:
         # Every element needs at least min_bytes_each bytes, so a count the remaining bytes
         # cannot hold is refused before any container is grown.
         if n < 0 or n * min_bytes_each > len(self.buf) - self.pos:
-            raise self.error(f"{what} {n} cannot fit in the {len(self.buf) - self.pos} bytes "
-                             "that remain; the file is truncated or corrupt")
+            raise self.error(
+                f"{what} {n} cannot fit in the {len(self.buf) - self.pos} bytes "
+                "that remain; the file is truncated or corrupt"
+            )
         return n
 
     # -- objects --------------------------------------------------------------------
@@ -291,8 +299,7 @@ class _Reader:
             fn.upvalues = self.object(depth + 1)
             return fn
         if tag not in (TYPE_TABLE, TYPE_TORCH, LEGACY_TYPE_RECUR_FUNCTION, TYPE_RECUR_FUNCTION):
-            raise self.error(f"unknown type tag {tag}; not a Torch7 binary file, or corrupt",
-                             at=start)
+            raise self.error(f"unknown type tag {tag}; not a Torch7 binary file, or corrupt", at=start)
         index = self.int32("reference index")
         if index in self.memo:
             if index in self.open_tables:
@@ -362,17 +369,19 @@ class _Reader:
             # torch.save writes a new table of fields for every object. One table shared by many
             # objects would be copied once per object: a small file growing without bound.
             if id(fields) in self.field_tables:
-                raise self.error(f"the fields of this {class_name} object are the table of another "
-                                 "object; torch.save never writes that, the file is corrupt or "
-                                 "hostile", at=at)
+                raise self.error(
+                    f"the fields of this {class_name} object are the table of another "
+                    "object; torch.save never writes that, the file is corrupt or "
+                    "hostile",
+                    at=at,
+                )
             self.field_tables.add(id(fields))
         if isinstance(fields, list):
             fields = {i + 1: v for i, v in enumerate(fields)}
         elif isinstance(fields, dict):
             fields = dict(fields)  # Lua copies the fields into the object, so does this
         else:
-            raise self.error(f"fields of a {class_name} object must be a table, not "
-                             f"{type(fields).__name__}", at=at)
+            raise self.error(f"fields of a {class_name} object must be a table, not {type(fields).__name__}", at=at)
         obj.fields = fields
         return obj
 
@@ -395,15 +404,14 @@ class _Reader:
         storage_at = self.pos
         storage = self.object(depth + 1)
         native = dtype.newbyteorder("=")
-        if storage is not None and (not isinstance(storage, np.ndarray)
-                                    or storage.dtype != dtype or storage.ndim != 1):
-            raise self.error(f"{class_name} needs a {class_name[:-6]}Storage, found "
-                             f"{_describe(storage)}", at=storage_at)
+        if storage is not None and (not isinstance(storage, np.ndarray) or storage.dtype != dtype or storage.ndim != 1):
+            raise self.error(
+                f"{class_name} needs a {class_name[:-6]}Storage, found {_describe(storage)}", at=storage_at
+            )
         if ndim == 0:
             return np.empty((0,), dtype=native)
         if any(s < 0 for s in sizes) or any(s < 0 for s in strides):
-            raise self.error(f"{class_name} has negative sizes {sizes} or strides {strides}",
-                             at=at)
+            raise self.error(f"{class_name} has negative sizes {sizes} or strides {strides}", at=at)
         numel = math.prod(sizes)
         if numel == 0:
             if math.prod(max(n, 1) for n in sizes) * dtype.itemsize >= 2**62:
@@ -415,25 +423,34 @@ class _Reader:
         self.copy_budget -= numel * dtype.itemsize
         # A dimension of size 1 never moves, so its (unchecked) stride is replaced by 0.
         byte_strides = [s * dtype.itemsize if n > 1 else 0 for n, s in zip(sizes, strides)]
-        view = np.lib.stride_tricks.as_strided(storage[offset:], shape=sizes,
-                                               strides=byte_strides, writeable=False)
+        view = np.lib.stride_tricks.as_strided(storage[offset:], shape=sizes, strides=byte_strides, writeable=False)
         return np.array(view, dtype=native, order="C", copy=True)
 
-    def _check_view(self, class_name: str, sizes: list[int], strides: list[int], offset: int, storage_len: int,
-                    nbytes: int, at: int) -> None:
+    def _check_view(
+        self, class_name: str, sizes: list[int], strides: list[int], offset: int, storage_len: int, nbytes: int, at: int
+    ) -> None:
         """Raise unless a tensor of ``nbytes`` viewing its storage this way stays inside it and the copy budget."""
         last = offset + sum((n - 1) * s for n, s in zip(sizes, strides))
         if offset < 0 or last >= storage_len:
-            raise self.error(f"{class_name} of size {sizes}, strides {strides}, offset "
-                             f"{offset + 1} reaches element {last + 1} of a storage of "
-                             f"{storage_len}", at=at)
+            raise self.error(
+                f"{class_name} of size {sizes}, strides {strides}, offset "
+                f"{offset + 1} reaches element {last + 1} of a storage of "
+                f"{storage_len}",
+                at=at,
+            )
         if math.prod(sizes) > storage_len:
-            raise self.error(f"{class_name} of size {sizes} has more elements than its storage "
-                             f"({storage_len}): overlapping views are not supported", at=at)
+            raise self.error(
+                f"{class_name} of size {sizes} has more elements than its storage "
+                f"({storage_len}): overlapping views are not supported",
+                at=at,
+            )
         if nbytes > self.copy_budget:
-            raise self.error(f"{class_name} of size {sizes} would take the tensors copied out of "
-                             f"their storages past {_COPY_RATIO} times the file's size: too many "
-                             "tensors view the same storage; the file is corrupt or hostile", at=at)
+            raise self.error(
+                f"{class_name} of size {sizes} would take the tensors copied out of "
+                f"their storages past {_COPY_RATIO} times the file's size: too many "
+                "tensors view the same storage; the file is corrupt or hostile",
+                at=at,
+            )
 
     def tds_hash(self, index: int, depth: int) -> dict:
         size = self.count(self.int64("tds.Hash size"), 8, "tds.Hash size")
@@ -468,8 +485,7 @@ def _lua_number(text: str) -> Optional[float]:
 
 
 def _is_sequence(table: dict) -> bool:
-    return all(type(k) is int for k in table) and \
-        all(i in table for i in range(1, len(table) + 1))
+    return all(type(k) is int for k in table) and all(i in table for i in range(1, len(table) + 1))
 
 
 def _describe(obj: Any) -> str:

@@ -58,17 +58,28 @@ _TYPES = {
 }
 _KIND_OF = {typename: kind for kind, typenames in _TYPES.items() for typename in typenames}
 
-_TOP = ("conv", "BN", "ReLU", "maxpool", "Sequential", "Sequential", "Sequential", "Sequential",
-        "avgpool", "View", "Linear")
+_TOP = (
+    "conv",
+    "BN",
+    "ReLU",
+    "maxpool",
+    "Sequential",
+    "Sequential",
+    "Sequential",
+    "Sequential",
+    "avgpool",
+    "View",
+    "Linear",
+)
 _BASIC_BRANCH = ("conv", "BN", "ReLU", "conv", "BN")
 _BOTTLENECK_BRANCH = ("conv", "BN", "ReLU", "conv", "BN", "ReLU", "conv")
 _HINTS = {
     ("bottleneck", "branch"): " (a branch ending in BN is the public models/resnet.lua layout; the released "
-                              "fb.resnet.torch ResNet-50 has BN after the addition instead)",
+    "fb.resnet.torch ResNet-50 has BN after the addition instead)",
     ("bottleneck", "block"): " (no BN after the addition: the public models/resnet.lua layout, not the released "
-                             "checkpoints'; dsd-zoo's fb_resnet50 has no place for it)",
+    "checkpoints'; dsd-zoo's fb_resnet50 has no place for it)",
     ("any", "shortcut"): " (a projection shortcut with BN is the public models/resnet.lua layout; the released "
-                         "checkpoints have a bare 1x1 convolution, which is what dsd-zoo's fb_resnet holds)",
+    "checkpoints have a bare 1x1 convolution, which is what dsd-zoo's fb_resnet holds)",
 }
 
 
@@ -105,8 +116,9 @@ class _TreeMapper:
         if _KIND_OF.get(typename) != kind:
             raise self.error(path, key, f"expected {kind} ({' or '.join(_TYPES[kind])}), found {_describe(obj)}")
 
-    def children(self, obj: Any, path: str, key: str, kind: str, layout: Sequence[str], hint: str = "",
-                 depth: int = 1) -> list:
+    def children(
+        self, obj: Any, path: str, key: str, kind: str, layout: Sequence[str], hint: str = "", depth: int = 1
+    ) -> list:
         """The children of a container, whose kinds must be exactly ``layout``."""
         self.expect(obj, path, key, kind)
         modules = getattr(obj, "modules", None)
@@ -126,14 +138,19 @@ class _TreeMapper:
     def check_fields(self, obj: Any, path: str, key: str, expected: Dict[str, int]) -> None:
         for field, want in expected.items():
             if self.number(obj, field, path, key) != want:
-                raise self.error(path, key, f"{field} = {getattr(obj, field)!r}, but {key or 'the architecture'} "
-                                            f"needs {want!r}")
+                raise self.error(
+                    path, key, f"{field} = {getattr(obj, field)!r}, but {key or 'the architecture'} needs {want!r}"
+                )
 
     def tensor(self, obj: Any, field: str, path: str, key: str, shape: Tuple[int, ...]):
         array = getattr(obj, field, None)
         if not isinstance(array, np.ndarray):
-            raise self.error(path, key, f"has no {field} tensor (found {type(array).__name__}); the released "
-                                        "fb.resnet.torch layout has one here")
+            raise self.error(
+                path,
+                key,
+                f"has no {field} tensor (found {type(array).__name__}); the released "
+                "fb.resnet.torch layout has one here",
+            )
         if tuple(array.shape) != tuple(shape):
             raise self.error(path, key, f"{field} has shape {tuple(array.shape)}, but {key} needs {tuple(shape)}")
         return array_to_tensor(array, f"{self.source}: t7 module {path} {field}")
@@ -141,8 +158,21 @@ class _TreeMapper:
     def conv(self, obj: Any, path: str, key: str, module: Any) -> None:
         self.expect(obj, path, key, "conv")
         (kh, kw), (sh, sw), (ph, pw) = module.kernel_size, module.stride, module.padding
-        self.check_fields(obj, path, key, {"nInputPlane": module.in_channels, "nOutputPlane": module.out_channels,
-                                           "kH": kh, "kW": kw, "dH": sh, "dW": sw, "padH": ph, "padW": pw})
+        self.check_fields(
+            obj,
+            path,
+            key,
+            {
+                "nInputPlane": module.in_channels,
+                "nOutputPlane": module.out_channels,
+                "kH": kh,
+                "kW": kw,
+                "dH": sh,
+                "dW": sw,
+                "padH": ph,
+                "padW": pw,
+            },
+        )
         groups = self.number(obj, "groups", path, key, default=1)
         if groups != 1:
             raise self.error(path, key, f"grouped convolution (groups = {groups:g}) where the architecture has none")
@@ -199,8 +229,12 @@ class _TreeMapper:
                 raise self.error(path, "", f"{field} = {getattr(obj, field)!r}, but the architecture needs {padding}")
         ceil_mode = getattr(obj, "ceil_mode", False)
         if ceil_mode is not False:  # an identity test: a hostile tensor here has no truth value
-            raise self.error(path, "", f"ceil-mode pooling (ceil_mode = {ceil_mode!r}), but fb.resnet.torch and the "
-                                       "architecture use floor mode")
+            raise self.error(
+                path,
+                "",
+                f"ceil-mode pooling (ceil_mode = {ceil_mode!r}), but fb.resnet.torch and the "
+                "architecture use floor mode",
+            )
 
     def block(self, obj: Any, path: str, key: str, block: Any, bottleneck: bool) -> None:
         style = "bottleneck" if bottleneck else "basic"
@@ -208,12 +242,19 @@ class _TreeMapper:
         top = self.children(obj, path, key, "Sequential", layout, _HINTS.get((style, "block"), ""))
         # The residual branch first, then the shortcut: Identity, or a bare projection conv.
         projection = block.downsample is not None
-        concat = self.children(top[0], f"{path}[0]", key, "ConcatTable",
-                               ("Sequential", "conv" if projection else "Identity"),
-                               _HINTS[("any", "shortcut")] if projection else "", depth=2)
+        concat = self.children(
+            top[0],
+            f"{path}[0]",
+            key,
+            "ConcatTable",
+            ("Sequential", "conv" if projection else "Identity"),
+            _HINTS[("any", "shortcut")] if projection else "",
+            depth=2,
+        )
         branch_layout = _BOTTLENECK_BRANCH if bottleneck else _BASIC_BRANCH
-        branch = self.children(concat[0], f"{path}[0][0]", key, "Sequential", branch_layout,
-                               _HINTS.get((style, "branch"), ""))
+        branch = self.children(
+            concat[0], f"{path}[0][0]", key, "Sequential", branch_layout, _HINTS.get((style, "branch"), "")
+        )
         if projection:
             self.conv(concat[1], f"{path}[0][1]", f"{key}.downsample.0", block.downsample[0])
         convs = [i for i, kind in enumerate(branch_layout) if kind == "conv"]
@@ -234,8 +275,9 @@ class _TreeMapper:
         for stage in range(4):
             name = f"layer{stage + 1}"
             torch_stage = getattr(model, name)
-            blocks = self.children(top[4 + stage], f"model[{4 + stage}]", name, "Sequential",
-                                   ("Sequential",) * len(torch_stage))
+            blocks = self.children(
+                top[4 + stage], f"model[{4 + stage}]", name, "Sequential", ("Sequential",) * len(torch_stage)
+            )
             for index, (obj, block) in enumerate(zip(blocks, torch_stage)):
                 self.block(obj, f"model[{4 + stage}][{index}]", f"{name}.{index}", block, bottleneck)
         # A 7x7/1 average pool equals the architecture's global pool at the 224 evaluation crop.
@@ -285,8 +327,10 @@ def map_fb_resnet(tree: Any, arch: str, *, source: str = "<t7 tree>") -> Tuple[D
     check_against_architecture(mapper.state, arch, source)
     warnings = []
     if mapper.eps_folded:
-        warnings.append(f"{len(mapper.eps_folded)} BatchNorm layer(s) use eps "
-                        f"{sorted(set(mapper.eps_folded.values()))}; folded into running_var for PyTorch's {TORCH_EPS}")
+        warnings.append(
+            f"{len(mapper.eps_folded)} BatchNorm layer(s) use eps "
+            f"{sorted(set(mapper.eps_folded.values()))}; folded into running_var for PyTorch's {TORCH_EPS}"
+        )
     report = {
         "arch": arch,
         "typenames": dict(sorted(_count_typenames(tree, collections.Counter()).items())),

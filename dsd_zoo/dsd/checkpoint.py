@@ -56,7 +56,10 @@ def _write(
             f"metadata must map str to str and may not use the reserved keys {_RESERVED}: {clash or extra}"
         )
     metadata = {
-        **extra, "format": fmt, "format_version": FORMAT_VERSION, "sparsity": json.dumps(sparsity, sort_keys=True)
+        **extra,
+        "format": fmt,
+        "format_version": FORMAT_VERSION,
+        "sparsity": json.dumps(sparsity, sort_keys=True),
     }
     return write_safetensors(path, tensors, metadata)
 
@@ -91,8 +94,9 @@ def _read(path: PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[str, str], 
     try:
         sparsity = json.loads(metadata.get("sparsity", "{}"))
     except (ValueError, RecursionError) as exc:  # not JSON, nested too deep, or an over-long number
-        raise FormatError(f"{path}: the 'sparsity' metadata is not usable JSON ({type(exc).__name__}: "
-                          f"{str(exc)[:200]})") from None
+        raise FormatError(
+            f"{path}: the 'sparsity' metadata is not usable JSON ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     if not isinstance(sparsity, dict) or not all(
         isinstance(v, dict) and isinstance(v.get("numel"), int) and isinstance(v.get("pruned"), int)
         for v in sparsity.values()
@@ -186,8 +190,9 @@ def load_checkpoint(path: PathLike, model: nn.Module) -> dict[str, str]:
         if name not in tensors:
             raise FormatError(f"{path}: declares sparsity for {name!r}, which it does not hold")
         if declared["numel"] != tensors[name].numel():
-            raise FormatError(f"{path}: declares {declared['numel']} elements for {name!r}, which has "
-                              f"{tensors[name].numel()}")
+            raise FormatError(
+                f"{path}: declares {declared['numel']} elements for {name!r}, which has {tensors[name].numel()}"
+            )
         zeros = int((tensors[name] == 0).sum())
         if zeros < declared["pruned"]:
             raise FormatError(f"{path}: {name!r} has {zeros} zeros but declares {declared['pruned']} pruned weights")

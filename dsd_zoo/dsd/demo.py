@@ -105,8 +105,13 @@ def export_embedded(
     # What trained these models, and nothing else: not the number of seeds run next to them, so
     # that the same seed and settings always give byte-identical files.
     training = {k: v for k, v in config.to_dict().items() if k != "seeds"}
-    common = {"arch": "digits_net", "num_classes": "10", "seed": str(dsd_run.seed), "dataset": DIGITS_SOURCE,
-              "config": json.dumps(training, sort_keys=True)}
+    common = {
+        "arch": "digits_net",
+        "num_classes": "10",
+        "seed": str(dsd_run.seed),
+        "dataset": DIGITS_SOURCE,
+        "config": json.dumps(training, sort_keys=True),
+    }
     models = {}
     for stage, (state, masks) in picks.items():
         model = digits_net()
@@ -116,16 +121,28 @@ def export_embedded(
         load_checkpoint(path, reloaded)
         top1, top5, n = evaluate_digits(reloaded, test_path)
         models[f"digits_{stage}"] = {
-            "file": path.name, "stage": stage, "sha256": hash_file(path)["sha256"],
-            "size": path.stat().st_size, "top1_err": top1, "top5_err": top5, "n": n, "top1_errors": round(top1 * n),
+            "file": path.name,
+            "stage": stage,
+            "sha256": hash_file(path)["sha256"],
+            "size": path.stat().st_size,
+            "top1_err": top1,
+            "top5_err": top5,
+            "n": n,
+            "top1_errors": round(top1 * n),
         }
     results = {
         "generated_by": command,
         "seed": dsd_run.seed,
         "config": config.to_dict(),
         "torch": torch.__version__,
-        "test_split": {"file": test_path.name, "sha256": hash_file(test_path)["sha256"],
-                       "size": test_path.stat().st_size, "n": split.test_labels.numel(), "source": DIGITS_SOURCE, "split": split.description},
+        "test_split": {
+            "file": test_path.name,
+            "sha256": hash_file(test_path)["sha256"],
+            "size": test_path.stat().st_size,
+            "n": split.test_labels.numel(),
+            "source": DIGITS_SOURCE,
+            "split": split.description,
+        },
         "models": models,
     }
     (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
@@ -159,8 +176,12 @@ def _run_demo(
     summary = summarize(dsd_runs, baseline_runs, config)
     summary["config"] = config.to_dict()
     summary["data"] = {"source": DIGITS_SOURCE, "split": split.description}
-    summary["environment"] = {"torch": torch.__version__, "python": platform.python_version(),
-                              "machine": platform.machine(), "cpu_count": os.cpu_count()}
+    summary["environment"] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
     if export is not None:
         summary["embedded"] = export_embedded(export, split, dsd_runs[0], baseline_runs[0], config, command)
     summary["command"] = command
@@ -184,27 +205,59 @@ def _parser() -> argparse.ArgumentParser:
         "its defaults are the protocol's, and any change of seeds, models or training settings is "
         "recorded as exploratory. Needs pip install 'dsd-zoo[demo]' (scikit-learn, mnist1d).",
     )
-    p.add_argument("--dataset", choices=("digits", "mnist1d"), default="digits",
-                   help="which demonstration to run (default %(default)s)")
-    p.add_argument("--seeds", type=int,
-                   help=f"number of seeds, 0..N-1 (default: digits {defaults.seeds}, mnist1d {PREREGISTERED_SEEDS})")
-    p.add_argument("--out", type=Path, default=Path("dsd-demo"),
-                   help="directory for summary.json and table.md (mnist1d also: timing.json, figures)")
-    p.add_argument("--export-embedded", type=Path, metavar="DIR",
-                   help="digits only: also write seed 0's baseline/sparse/DSD models, the test split and "
-                   "results.json to DIR")
-    p.add_argument("--model", action="append", choices=tuple(PROTOCOL),
-                   help="mnist1d only: a model of the study (repeat for several; default: all)")
-    p.add_argument("--plot", action="store_true",
-                   help="mnist1d only: also write paired_errors.png and curves_seed0.png (needs matplotlib)")
-    p.add_argument("--epochs", type=int, nargs=3, metavar=("DENSE", "SPARSE", "REDENSE"),
-                   help=f"epochs of each phase (default: digits {' '.join(map(str, defaults.epochs))}, "
-                   "mnist1d the protocol's per model)")
-    p.add_argument("--lr", type=float, help=f"first-phase learning rate, x0.1 per phase (default: digits {defaults.lr})")
+    p.add_argument(
+        "--dataset",
+        choices=("digits", "mnist1d"),
+        default="digits",
+        help="which demonstration to run (default %(default)s)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        help=f"number of seeds, 0..N-1 (default: digits {defaults.seeds}, mnist1d {PREREGISTERED_SEEDS})",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("dsd-demo"),
+        help="directory for summary.json and table.md (mnist1d also: timing.json, figures)",
+    )
+    p.add_argument(
+        "--export-embedded",
+        type=Path,
+        metavar="DIR",
+        help="digits only: also write seed 0's baseline/sparse/DSD models, the test split and results.json to DIR",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        choices=tuple(PROTOCOL),
+        help="mnist1d only: a model of the study (repeat for several; default: all)",
+    )
+    p.add_argument(
+        "--plot",
+        action="store_true",
+        help="mnist1d only: also write paired_errors.png and curves_seed0.png (needs matplotlib)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        nargs=3,
+        metavar=("DENSE", "SPARSE", "REDENSE"),
+        help=f"epochs of each phase (default: digits {' '.join(map(str, defaults.epochs))}, "
+        "mnist1d the protocol's per model)",
+    )
+    p.add_argument(
+        "--lr", type=float, help=f"first-phase learning rate, x0.1 per phase (default: digits {defaults.lr})"
+    )
     p.add_argument("--sparsity", type=float, help=f"per-layer sparsity (default: digits {defaults.sparsity})")
     p.add_argument("--batch-size", type=int, help=f"batch size (default: digits {defaults.batch_size})")
-    p.add_argument("--threads", type=int, default=defaults.threads,
-                   help="torch CPU threads (default %(default)s; results are reproducible for a fixed count)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help="torch CPU threads (default %(default)s; results are reproducible for a fixed count)",
+    )
     return p
 
 
@@ -215,21 +268,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds must be at least 1, e.g. python -m dsd_zoo.dsd.demo --seeds 2")
     if args.dataset == "digits" and (args.model or args.plot):
-        parser.error("--model and --plot belong to the MNIST-1D study: python -m dsd_zoo.dsd.demo --dataset mnist1d"
-                     + (" --model " + " --model ".join(args.model) if args.model else "") + " --plot")
+        parser.error(
+            "--model and --plot belong to the MNIST-1D study: python -m dsd_zoo.dsd.demo --dataset mnist1d"
+            + (" --model " + " --model ".join(args.model) if args.model else "")
+            + " --plot"
+        )
     if args.dataset == "mnist1d" and args.export_embedded is not None:
-        parser.error("--export-embedded writes the digits zoo: python -m dsd_zoo.dsd.demo --dataset digits "
-                     "--export-embedded DIR")
-    changed = {key: value for key, value in (("epochs", tuple(args.epochs) if args.epochs else None), ("lr", args.lr),
-               ("sparsity", args.sparsity), ("batch_size", args.batch_size)) if value is not None}
+        parser.error(
+            "--export-embedded writes the digits zoo: python -m dsd_zoo.dsd.demo --dataset digits --export-embedded DIR"
+        )
+    changed = {
+        key: value
+        for key, value in (
+            ("epochs", tuple(args.epochs) if args.epochs else None),
+            ("lr", args.lr),
+            ("sparsity", args.sparsity),
+            ("batch_size", args.batch_size),
+        )
+        if value is not None
+    }
     command = ("python -m dsd_zoo.dsd.demo " + shlex.join(sys.argv[1:] if argv is None else argv)).strip()
     log = functools.partial(print, flush=True)
     try:
         if args.dataset == "mnist1d":
             if args.threads != DemoConfig().threads:
                 changed["threads"] = args.threads
-            run_study(args.out, models=args.model or tuple(PROTOCOL), seeds=args.seeds, overrides=changed,
-                      plot=args.plot, command=command, log=log)
+            run_study(
+                args.out,
+                models=args.model or tuple(PROTOCOL),
+                seeds=args.seeds,
+                overrides=changed,
+                plot=args.plot,
+                command=command,
+                log=log,
+            )
         else:
             config = DemoConfig(**{**changed, "seeds": args.seeds or DemoConfig().seeds, "threads": args.threads})
             run_demo(config, args.out, args.export_embedded, command, log)

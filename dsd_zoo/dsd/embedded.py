@@ -21,7 +21,12 @@ from torch import Tensor, nn
 from dsd_zoo.atomic import PathLike
 from dsd_zoo.errors import FormatError
 
-__all__ = ["DIGITS_FORMAT", "digits_input", "evaluate_digits", "load_digits_split", "save_digits_split",
+__all__ = [
+    "DIGITS_FORMAT",
+    "digits_input",
+    "evaluate_digits",
+    "load_digits_split",
+    "save_digits_split",
 ]
 
 DIGITS_FORMAT = "dsd_zoo.digits.split"

@@ -72,8 +72,10 @@ def magnitude_mask(weight: Tensor, sparsity: float) -> Tensor:
         raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
     magnitude = torch.abs(weight.detach()).reshape(-1)
     if not torch.isfinite(magnitude).all():
-        raise TrainingError("cannot prune a weight that holds NaN or infinite values: the training diverged; "
-                            "lower the learning rate (or check the data's mean and std) and train again")
+        raise TrainingError(
+            "cannot prune a weight that holds NaN or infinite values: the training diverged; "
+            "lower the learning rate (or check the data's mean and std) and train again"
+        )
     n_pruned = round(sparsity * magnitude.numel())
     mask = torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
     if n_pruned:
@@ -210,16 +212,20 @@ class DSD:
             if not isinstance(weight, nn.Parameter) or getattr(module, "sparse", False):
                 if excluded or (self.skip_first and is_first):
                     continue
-                raise ValueError(f"cannot prune {name or type(module).__name__}: {_why_not_prunable(module)}; "
-                                 "exclude it (exclude=[name]) or leave its type out of include")
+                raise ValueError(
+                    f"cannot prune {name or type(module).__name__}: {_why_not_prunable(module)}; "
+                    "exclude it (exclude=[name]) or leave its type out of include"
+                )
             key = f"{name}.weight" if name else "weight"
             if id(weight) in owner:  # a weight shared by two modules is pruned once, under its first name
                 if excluded and status[owner[id(weight)]][1] == "pruned":
                     status[owner[id(weight)]] = (weight, "excluded")  # excluding either user keeps it dense
                 continue
             owner[id(weight)] = key
-            status[key] = (weight, "first layer" if self.skip_first and is_first else
-                           "excluded" if excluded else "pruned")
+            status[key] = (
+                weight,
+                "first layer" if self.skip_first and is_first else "excluded" if excluded else "pruned",
+            )
         return status
 
     def _exclusions(self) -> tuple[list[str], tuple[type, ...]]:
@@ -344,8 +350,7 @@ class DSD:
         managed = {id(p) for p in self._params.values()}
         if not any(id(p) in managed for group in optimizer.param_groups for p in group["params"]):
             raise ValueError(
-                "the optimizer updates none of the weights this DSD prunes; "
-                "build it from the same model's parameters"
+                "the optimizer updates none of the weights this DSD prunes; build it from the same model's parameters"
             )
         hooks = [
             optimizer.register_step_pre_hook(self._zero_pruned_grads),

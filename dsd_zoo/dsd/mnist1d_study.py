@@ -33,8 +33,14 @@ from dsd_zoo.dsd.paired import DemoConfig, Run, Task, format_table, run_seeds, s
 from dsd_zoo.models.mnist1d import mnist1d_cnn, mnist1d_mlp
 
 __all__ = [
-    "PREREGISTERED_SEEDS", "PROTOCOL", "StudyModel", "format_decision_table", "format_per_seed_table", "mnist1d_task",
-    "run_study", "verdict",
+    "PREREGISTERED_SEEDS",
+    "PROTOCOL",
+    "StudyModel",
+    "format_decision_table",
+    "format_per_seed_table",
+    "mnist1d_task",
+    "run_study",
+    "verdict",
 ]
 
 PREREGISTERED_SEEDS = 24
@@ -55,11 +61,17 @@ class StudyModel:
 
 PROTOCOL: Mapping[str, StudyModel] = {
     "mlp": StudyModel(
-        "mlp", "MLP 40-512-512-10, ReLU (288,778 parameters)", mnist1d_mlp, False,
+        "mlp",
+        "MLP 40-512-512-10, ReLU (288,778 parameters)",
+        mnist1d_mlp,
+        False,
         DemoConfig(seeds=PREREGISTERED_SEEDS, epochs=(40, 20, 20), lr=0.05, sparsity=0.5, batch_size=100),
     ),
     "cnn": StudyModel(
-        "cnn", "1-D CNN, 3 x Conv1d(25 channels, stride 2) + linear (5,210 parameters)", mnist1d_cnn, True,
+        "cnn",
+        "1-D CNN, 3 x Conv1d(25 channels, stride 2) + linear (5,210 parameters)",
+        mnist1d_cnn,
+        True,
         DemoConfig(seeds=PREREGISTERED_SEEDS, epochs=(60, 20, 20), lr=0.05, sparsity=0.3, batch_size=100),
         # The library prunes Conv2d and Linear by default; this model's convolutions are 1-D.
         {"include": (nn.Conv1d, nn.Linear)},
@@ -100,13 +112,19 @@ def verdict(difference: Mapping[str, Any]) -> str:
 def _per_seed(dsd_runs: Sequence[Run], baseline_runs: Sequence[Run], last: str) -> list[dict[str, Any]]:
     rows = []
     for d, b in zip(dsd_runs, baseline_runs):
-        rows.append({
-            "seed": d.seed,
-            "top1_err": {"dense": d.top1("dense"), "sparse": d.top1("sparse"), "dsd": d.top1(last),
-                         "baseline": b.top1(last)},
-            "dsd_minus_baseline": d.top1(last) - b.top1(last),
-            "curves": {run.kind: [dataclasses.asdict(e) for e in run.curve] for run in (d, b)},
-        })
+        rows.append(
+            {
+                "seed": d.seed,
+                "top1_err": {
+                    "dense": d.top1("dense"),
+                    "sparse": d.top1("sparse"),
+                    "dsd": d.top1(last),
+                    "baseline": b.top1(last),
+                },
+                "dsd_minus_baseline": d.top1(last) - b.top1(last),
+                "curves": {run.kind: [dataclasses.asdict(e) for e in run.curve] for run in (d, b)},
+            }
+        )
     return rows
 
 
@@ -193,13 +211,22 @@ def run_study(
     log(f"data: {MNIST1D_SOURCE}; {split.description}")
     summary: dict[str, Any] = {
         "study": "DSD vs dense baseline on MNIST-1D (docs/dsd-mnist1d.md)",
-        "protocol": "pre-registered" if not deviations else "exploratory (differs from the pre-registered "
-                    "protocol in: " + ", ".join(deviations) + ")",
+        "protocol": "pre-registered"
+        if not deviations
+        else "exploratory (differs from the pre-registered protocol in: " + ", ".join(deviations) + ")",
         "command": command,
-        "data": {"source": MNIST1D_SOURCE, "split": split.description, "generator_args": split.args,
-                 "sha256": split.sha256()},
-        "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                        "machine": platform.machine(), "cpu_count": os.cpu_count()},
+        "data": {
+            "source": MNIST1D_SOURCE,
+            "split": split.description,
+            "generator_args": split.args,
+            "sha256": split.sha256(),
+        },
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+        },
         "models": {},
     }
     timing: dict[str, Any] = {"models": {}}
@@ -208,8 +235,10 @@ def run_study(
         spec = PROTOCOL[name]
         changes: dict[str, Any] = {**overrides, **({"seeds": seeds} if seeds is not None else {})}
         config = dataclasses.replace(spec.config, **changes)
-        log(f"{name}: {spec.description}; schedule {config.schedule()}, sparsity {config.sparsity}, "
-            f"{config.seeds} seeds")
+        log(
+            f"{name}: {spec.description}; schedule {config.schedule()}, sparsity {config.sparsity}, "
+            f"{config.seeds} seeds"
+        )
         t0 = time.perf_counter()
         # Same seed, same numbers: CPU kernels are deterministic at a fixed thread count.
         with torch_settings(threads=config.threads, deterministic=True):
@@ -225,8 +254,15 @@ def run_study(
             "per_seed": _per_seed(dsd_runs, baseline_runs, config.schedule()[-1].name),
         }
         tables.append(f"### {name}: {spec.description}\n\n{format_table(result, config)}")
-    table = "\n\n".join([f"Protocol: {summary['protocol']}.", format_decision_table(summary["models"]), *tables,
-                         "### final test error per seed (%)", format_per_seed_table(summary["models"])])
+    table = "\n\n".join(
+        [
+            f"Protocol: {summary['protocol']}.",
+            format_decision_table(summary["models"]),
+            *tables,
+            "### final test error per seed (%)",
+            format_per_seed_table(summary["models"]),
+        ]
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "table.md").write_text(table + "\n")

@@ -231,7 +231,9 @@ def format_table(summary: dict[str, Any], config: DemoConfig) -> str:
         f"| DSD − baseline (paired by seed) | | {100 * d['mean']:+.2f} points ± {100 * d['std']:.2f} | "
         f"DSD better in {d['dsd_better']}, equal in {d['equal']}, worse in {d['dsd_worse']} of {n} |"
     )
-    interval = "n/a (one seed)" if d["ci_low"] is None else f"{100 * d['ci_low']:+.2f} to {100 * d['ci_high']:+.2f} points"
+    interval = (
+        "n/a (one seed)" if d["ci_low"] is None else f"{100 * d['ci_low']:+.2f} to {100 * d['ci_high']:+.2f} points"
+    )
     lines.append(
         f"| 95 % interval of the mean difference | | {interval} | sign test, two-sided: p = {d['sign_test_p']:.3g} |"
     )

@@ -126,8 +126,9 @@ class OptimizerSpec:
         import torch
 
         if self.name == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                                   nesterov=self.nesterov)
+            return torch.optim.SGD(
+                params, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov
+            )
         cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
         return cls(params, lr=lr, betas=self.betas, weight_decay=self.weight_decay)
 

@@ -26,8 +26,9 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ImportError("the figures need matplotlib: pip install 'dsd-zoo[plot]' (or matplotlib), "
-                          "or run again without --plot") from None
+        raise ImportError(
+            "the figures need matplotlib: pip install 'dsd-zoo[plot]' (or matplotlib), or run again without --plot"
+        ) from None
 
 
 def _figure(size: tuple[float, float]) -> Any:
@@ -63,8 +64,16 @@ def plot_paired_errors(summary: Mapping[str, Any], path: Path) -> Path:
             f"DSD better {d['dsd_better']}, equal {d['equal']}, worse {d['dsd_worse']}",
             fontsize=10,
         )
-        ax.text(0.97, 0.03, "below the line: DSD better", transform=ax.transAxes, ha="right", va="bottom",
-                fontsize=8, color="0.35")
+        ax.text(
+            0.97,
+            0.03,
+            "below the line: DSD better",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="0.35",
+        )
         ax.legend(loc="upper left", fontsize=8, frameon=False)
     fig.suptitle(f"MNIST-1D, final test error per seed ({summary['protocol'].split(' (')[0]})", fontsize=11)
     fig.savefig(path, metadata=PNG_METADATA)
@@ -89,8 +98,16 @@ def _zoom_past_first_epochs(ax: Any, curves: Mapping[str, Any], dense_epochs: in
     low, high = min(later), max(later)
     pad = max(0.5, 0.1 * (high - low))
     ax.set_ylim(low - pad, high + pad)
-    ax.text(0.02, 0.03, "axis cut: the first epochs run off the top", transform=ax.transAxes,
-            ha="left", va="bottom", fontsize=8, color="0.35")
+    ax.text(
+        0.02,
+        0.03,
+        "axis cut: the first epochs run off the top",
+        transform=ax.transAxes,
+        ha="left",
+        va="bottom",
+        fontsize=8,
+        color="0.35",
+    )
 
 
 def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> Path:
@@ -101,14 +118,21 @@ def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> P
     for col, (name, result) in enumerate(models.items()):
         row = next(r for r in result["per_seed"] if r["seed"] == seed)
         spans = _phase_spans(row["curves"]["dsd"])
-        for ax, key, label in ((grid[0][col], "test_top1_err", "test error (%)"),
-                               (grid[1][col], "train_loss", "training loss (cross-entropy, log scale)")):
+        for ax, key, label in (
+            (grid[0][col], "test_top1_err", "test error (%)"),
+            (grid[1][col], "train_loss", "training loss (cross-entropy, log scale)"),
+        ):
             for kind in ("baseline", "dsd"):
                 curve = row["curves"][kind]
                 epochs = [r["epoch"] + 1 for r in curve]
                 values = [100 * r[key] if key == "test_top1_err" else r[key] for r in curve]
-                ax.plot(epochs, values, color=COLORS[kind], linewidth=1.2,
-                        label="DSD" if kind == "dsd" else "baseline (dense, same lr drops)")
+                ax.plot(
+                    epochs,
+                    values,
+                    color=COLORS[kind],
+                    linewidth=1.2,
+                    label="DSD" if kind == "dsd" else "baseline (dense, same lr drops)",
+                )
             for phase, first, last in spans:
                 if phase == "sparse":
                     ax.axvspan(first, last, color="0.9", zorder=0)
@@ -126,10 +150,19 @@ def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> P
         top = grid[0][col]
         lrs = [p["lr"] for p in result["config"]["schedule"]]
         for (phase, first, last), lr in zip(spans, lrs):
-            top.annotate(f"{phase}\nlr {lr:g}", xy=((first + last) / 2, 1.0), xycoords=("data", "axes fraction"),
-                         xytext=(0, 4), textcoords="offset points", ha="center", va="bottom", fontsize=8)
-        top.set_title(f"{name}, seed {seed} (sparsity {result['config']['sparsity']:g} in the shaded phase)",
-                      fontsize=10, pad=30)
+            top.annotate(
+                f"{phase}\nlr {lr:g}",
+                xy=((first + last) / 2, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(0, 4),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        top.set_title(
+            f"{name}, seed {seed} (sparsity {result['config']['sparsity']:g} in the shaded phase)", fontsize=10, pad=30
+        )
     # Test error falls from the upper left: the upper right of the first panel is free of data.
     # (A figure legend outside the axes needs matplotlib 3.7; the floor is 3.6.)
     grid[0][0].legend(loc="upper right", fontsize=8, framealpha=0.9)

@@ -45,19 +45,37 @@ Needs the onnx extra: pip install 'dsd-zoo[onnx]'.
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (its ``--help`` is the CLI's documentation)."""
-    parser = argparse.ArgumentParser(prog="python -m dsd_zoo.export", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", metavar="NAME", help="the model, e.g. resnet50_dsd (all: python -c "
-                                                     "\"import dsd_zoo; print(dsd_zoo.list_models())\")")
-    parser.add_argument("-o", "--output", metavar="FILE.onnx", type=Path, required=True,
-                        help="where to write the ONNX file (atomically; an existing file is replaced only with "
-                             "--force)")
-    parser.add_argument("--weights", metavar="PATH", type=Path,
-                        help="a local safetensors file of NAME (e.g. from python -m dsd_zoo.convert) instead of the "
-                             "released weights")
-    parser.add_argument("--trust-unverified", action="store_true",
-                        help="accept an original release that has no published digest when NAME's weights must be "
-                             "fetched and converted (trust on first use)")
+    parser = argparse.ArgumentParser(
+        prog="python -m dsd_zoo.export",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "name",
+        metavar="NAME",
+        help='the model, e.g. resnet50_dsd (all: python -c "import dsd_zoo; print(dsd_zoo.list_models())")',
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.onnx",
+        type=Path,
+        required=True,
+        help="where to write the ONNX file (atomically; an existing file is replaced only with --force)",
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="PATH",
+        type=Path,
+        help="a local safetensors file of NAME (e.g. from python -m dsd_zoo.convert) instead of the released weights",
+    )
+    parser.add_argument(
+        "--trust-unverified",
+        action="store_true",
+        help="accept an original release that has no published digest when NAME's weights must be "
+        "fetched and converted (trust on first use)",
+    )
     parser.add_argument("--force", action="store_true", help="replace FILE.onnx if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     return parser
@@ -82,14 +100,17 @@ def _check_output(path: Path, force: bool) -> None:
     if blocker is not None:
         raise DSDZooError(f"-o {path}: {blocker} is a file, not a folder")
     if not path.parent.is_dir():
-        raise DSDZooError(f"-o {path}: folder {str(path.parent)!r} does not exist; create it (mkdir -p "
-                          f"{path.parent}) or give another path")
+        raise DSDZooError(
+            f"-o {path}: folder {str(path.parent)!r} does not exist; create it (mkdir -p "
+            f"{path.parent}) or give another path"
+        )
     if path.exists() and not force:
         raise DSDZooError(f"-o {path}: the file exists; add --force to replace it, or give another path")
 
 
-def export_model(name: str, output: Path, weights: Optional[Path] = None, *, trust_unverified: bool = False,
-                 progress: bool = True) -> dict:
+def export_model(
+    name: str, output: Path, weights: Optional[Path] = None, *, trust_unverified: bool = False, progress: bool = True
+) -> dict:
     """Export ``name`` (with ``weights``, default the released file) to ``output``; returns what was written.
 
     The graph is checked against PyTorch on the model's fingerprint probe before ``output`` is
@@ -114,8 +135,10 @@ def export_model(name: str, output: Path, weights: Optional[Path] = None, *, tru
         except UnverifiedSourceError as exc:
             raise UnverifiedSourceError(f"{exc}\nIn this command: add --trust-unverified.") from exc
     elif not weights.is_file():
-        raise DSDZooError(f"--weights {weights}: no such file; give a safetensors file of {name} (python -m "
-                          f"dsd_zoo.convert writes one), or leave --weights out to use the released weights")
+        raise DSDZooError(
+            f"--weights {weights}: no such file; give a safetensors file of {name} (python -m "
+            f"dsd_zoo.convert writes one), or leave --weights out to use the released weights"
+        )
     model = get_model(name, weights=weights, progress=progress)
     metadata = model_metadata(name, weights_sha256(weights), entry.transforms, entry.arch)
     data, difference = export_checked(model, name=name, probe=probe_for(entry), metadata=metadata, progress=progress)
@@ -131,8 +154,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         _check_name(args.name)
         _check_output(args.output, args.force)
-        written = export_model(args.name, args.output, args.weights, trust_unverified=args.trust_unverified,
-                               progress=not args.quiet)
+        written = export_model(
+            args.name, args.output, args.weights, trust_unverified=args.trust_unverified, progress=not args.quiet
+        )
     except ExportError as exc:
         print(f"dsd_zoo.export: error: {exc}; nothing was written to {args.output}", file=sys.stderr)
         return 1
@@ -147,11 +171,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     metadata = written["metadata"]
     print(f"wrote {written['path']} ({written['bytes'] / 1e6:.1f} MB)")
-    print(f"  model          {args.name} ({metadata['dsd_zoo.arch']}), weights sha256 "
-          f"{metadata['dsd_zoo.weights_sha256']}")
+    print(
+        f"  model          {args.name} ({metadata['dsd_zoo.arch']}), weights sha256 "
+        f"{metadata['dsd_zoo.weights_sha256']}"
+    )
     print(f"  preprocessing  {json.loads(metadata['dsd_zoo.preprocessing'])}")
-    print(f"  checked        ONNX Runtime vs PyTorch on the fingerprint probe: largest logit difference "
-          f"{written['difference']:.2g} of the largest logit")
+    print(
+        f"  checked        ONNX Runtime vs PyTorch on the fingerprint probe: largest logit difference "
+        f"{written['difference']:.2g} of the largest logit"
+    )
     print(f"  run it         onnxruntime.InferenceSession({str(written['path'])!r}).run(None, {{'input': batch}})")
     return 0
 

@@ -29,8 +29,19 @@ from torch import Tensor, nn
 
 from ..errors import ExportError
 
-__all__ = ["CHECK_RTOL", "EXPORT_FORMAT", "ExportError", "OPSET", "OnnxModule", "cache_path", "cached_export",
-           "export_checked", "model_metadata", "onnxruntime_available", "weights_sha256"]
+__all__ = [
+    "CHECK_RTOL",
+    "EXPORT_FORMAT",
+    "ExportError",
+    "OPSET",
+    "OnnxModule",
+    "cache_path",
+    "cached_export",
+    "export_checked",
+    "model_metadata",
+    "onnxruntime_available",
+    "weights_sha256",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -127,19 +138,29 @@ def compare_with_pytorch(graph: OnnxModule, model: nn.Module, probe: str) -> flo
     worst = 0.0
     for index, (mine, theirs) in enumerate(zip(got, expected)):
         if mine.shape != theirs.shape:
-            raise ExportError(f"output {index}: the ONNX graph gives shape {tuple(mine.shape)}, PyTorch "
-                              f"{tuple(theirs.shape)}")
+            raise ExportError(
+                f"output {index}: the ONNX graph gives shape {tuple(mine.shape)}, PyTorch {tuple(theirs.shape)}"
+            )
         scale = float(theirs.abs().max())
         difference = float((mine - theirs.float()).abs().max()) / max(scale, 1e-12)
         if not difference <= CHECK_RTOL:  # `not <=` also catches NaN
-            raise ExportError(f"output {index} differs from PyTorch's on the fingerprint probe {probe}: largest "
-                              f"difference {difference:.3g} of the largest logit, allowed {CHECK_RTOL:g}")
+            raise ExportError(
+                f"output {index} differs from PyTorch's on the fingerprint probe {probe}: largest "
+                f"difference {difference:.3g} of the largest logit, allowed {CHECK_RTOL:g}"
+            )
         worst = max(worst, difference)
     return worst
 
 
-def export_checked(model: nn.Module, *, name: str, probe: str, output_names: Sequence[str] = ("logits",),
-                   metadata: Optional[Mapping[str, str]] = None, progress: bool = True) -> Tuple[bytes, float]:
+def export_checked(
+    model: nn.Module,
+    *,
+    name: str,
+    probe: str,
+    output_names: Sequence[str] = ("logits",),
+    metadata: Optional[Mapping[str, str]] = None,
+    progress: bool = True,
+) -> Tuple[bytes, float]:
     """Export ``model`` to ONNX and check the graph against PyTorch on ``probe``; returns (graph bytes, difference).
 
     The one export of dsd-zoo, used by ``python -m dsd_zoo.export`` and by ``verify``'s onnxruntime
@@ -161,15 +182,26 @@ def export_checked(model: nn.Module, *, name: str, probe: str, output_names: Seq
     example = probe_input(probe)
     start = time.perf_counter()
     if progress:
-        print(f"dsd-zoo: exporting {name} to ONNX and checking it against PyTorch (seconds to a minute, once)...",
-              file=sys.stderr, flush=True)
+        print(
+            f"dsd-zoo: exporting {name} to ONNX and checking it against PyTorch (seconds to a minute, once)...",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")  # the exporter's notes on its own internals
-            program = torch.onnx.export(module, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                        output_names=list(output_names), opset_version=OPSET, optimize=True,
-                                        dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
-                                        external_data=False)
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=list(output_names),
+                opset_version=OPSET,
+                optimize=True,
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                verbose=False,
+                external_data=False,
+            )
         if program is None:  # only with dynamo=False and a file to write to
             raise RuntimeError("torch.onnx.export returned no ONNX program")
         proto = program.model_proto
@@ -186,8 +218,12 @@ def export_checked(model: nn.Module, *, name: str, probe: str, output_names: Seq
         raise ExportError(f"ONNX Runtime could not run the graph of {name}: {_first_line(exc)}") from exc
     data = _with_metadata(proto, {**fields, "dsd_zoo.check_rel_diff": f"{difference:.3g}"})
     if progress:
-        print(f"dsd-zoo: exported {name} in {graph_seconds:.1f} s; ONNX Runtime's logits match PyTorch's within "
-              f"{difference:.2g} of the largest (allowed {CHECK_RTOL:g})", file=sys.stderr, flush=True)
+        print(
+            f"dsd-zoo: exported {name} in {graph_seconds:.1f} s; ONNX Runtime's logits match PyTorch's within "
+            f"{difference:.2g} of the largest (allowed {CHECK_RTOL:g})",
+            file=sys.stderr,
+            flush=True,
+        )
     return data, difference
 
 
@@ -203,8 +239,9 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def model_metadata(name: str, weights_sha256: Optional[str], preprocessing: Optional[Mapping[str, Any]],
-                   arch: Optional[str]) -> Dict[str, str]:
+def model_metadata(
+    name: str, weights_sha256: Optional[str], preprocessing: Optional[Mapping[str, Any]], arch: Optional[str]
+) -> Dict[str, str]:
     """The metadata fields of an exported dsd-zoo model (all strings; absent values left out)."""
     from .. import __version__
 
@@ -230,8 +267,12 @@ def weights_sha256(path: Union[str, os.PathLike]) -> str:
     return hash_file(path)["sha256"]
 
 
-def cache_path(arch: str, weights_sha256: str, outputs: Sequence[str] = ("logits",),
-               cache_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
+def cache_path(
+    arch: str,
+    weights_sha256: str,
+    outputs: Sequence[str] = ("logits",),
+    cache_dir: Optional[Union[str, os.PathLike]] = None,
+) -> Path:
     """Where the cache keeps the exported graph of ``arch`` with the weights whose sha256 is given.
 
     The name also carries the graph's outputs (a model with auxiliary heads is another graph),
@@ -245,9 +286,17 @@ def cache_path(arch: str, weights_sha256: str, outputs: Sequence[str] = ("logits
     return resolve_cache_dir(cache_dir) / "onnx" / f"{arch}{heads}.{weights_sha256}.x{EXPORT_FORMAT}-{__version__}.onnx"
 
 
-def cached_export(model: nn.Module, *, name: str, arch: str, weights_sha256: str, probe: str,
-                  output_names: Sequence[str] = ("logits",), preprocessing: Optional[Mapping[str, Any]] = None,
-                  progress: bool = True) -> Union[Path, bytes]:
+def cached_export(
+    model: nn.Module,
+    *,
+    name: str,
+    arch: str,
+    weights_sha256: str,
+    probe: str,
+    output_names: Sequence[str] = ("logits",),
+    preprocessing: Optional[Mapping[str, Any]] = None,
+    progress: bool = True,
+) -> Union[Path, bytes]:
     """The exported graph of ``model`` from the cache, exported (:func:`export_checked`) and stored on a miss.
 
     The cache entry is written through the cache's one write protocol (:func:`dsd_zoo.cache.claim`
@@ -263,8 +312,13 @@ def cached_export(model: nn.Module, *, name: str, arch: str, weights_sha256: str
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         logger.warning("cannot create %s (%s); the ONNX export of %s is not cached", final.parent, exc, name)
-    export = dict(name=name, probe=probe, output_names=output_names, progress=progress,
-                  metadata=model_metadata(name, weights_sha256, preprocessing, arch))
+    export = dict(
+        name=name,
+        probe=probe,
+        output_names=output_names,
+        progress=progress,
+        metadata=model_metadata(name, weights_sha256, preprocessing, arch),
+    )
     data: Optional[bytes] = None
     try:
         with claim(final, None, None) as entry:
@@ -280,6 +334,10 @@ def cached_export(model: nn.Module, *, name: str, arch: str, weights_sha256: str
             store(entry, write, None, None, pinned=True, source=f"ONNX export of {name} (weights {weights_sha256})")
             return final
     except OSError as exc:
-        logger.warning("cannot write the ONNX export of %s to the cache %s (%s); it is used for this run only",
-                       name, final.parent, exc)
+        logger.warning(
+            "cannot write the ONNX export of %s to the cache %s (%s); it is used for this run only",
+            name,
+            final.parent,
+            exc,
+        )
         return data if data is not None else export_checked(model, **export)[0]  # type: ignore[arg-type]

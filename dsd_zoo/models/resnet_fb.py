@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import List, Optional, Type, Union
 
 from torch import Tensor, nn
+
 # Safe at module level: this module is imported on the first build of a ResNet (through
 # dsd_zoo.models.ARCHITECTURES), never by `import dsd_zoo`.
 from torchvision.models.resnet import ResNet
@@ -84,7 +85,9 @@ class FbResNet(ResNet):
 
     inplanes: int  # torchvision's ResNet keeps the channels of the next stage's input here
 
-    def __init__(self, block: Type[Union[FbBasicBlock, FbBottleneck]], layers: List[int], num_classes: int = 1000) -> None:
+    def __init__(
+        self, block: Type[Union[FbBasicBlock, FbBottleneck]], layers: List[int], num_classes: int = 1000
+    ) -> None:
         super().__init__(block, layers, num_classes=num_classes)  # type: ignore[arg-type]
         self.conv1 = _conv(3, 64, 7, stride=2)
 

@@ -52,8 +52,16 @@ _LAZY = {
     "selfcheck_report": "report",
 }
 
-__all__ = ["FULL_VAL_SIZE", "DEFAULT_TOLERANCE", "COMPILE_MIN_IMAGES", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT",
-           "EXIT_UNREADABLE", *_LAZY]
+__all__ = [
+    "FULL_VAL_SIZE",
+    "DEFAULT_TOLERANCE",
+    "COMPILE_MIN_IMAGES",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_BAD_INPUT",
+    "EXIT_UNREADABLE",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

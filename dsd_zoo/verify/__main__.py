@@ -82,67 +82,128 @@ environment:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (its ``--help`` is the CLI's documentation)."""
-    parser = argparse.ArgumentParser(prog="python -m dsd_zoo.verify", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help="models or shell patterns ('*_dsd'); default: all models (self-check), all whose "
-                             "weights are on this machine (--imagenet). A named model must be present.")
+    parser = argparse.ArgumentParser(
+        prog="python -m dsd_zoo.verify",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="models or shell patterns ('*_dsd'); default: all models (self-check), all whose "
+        "weights are on this machine (--imagenet). A named model must be present.",
+    )
     data = parser.add_argument_group("ImageNet evaluation")
-    data.add_argument("--imagenet", metavar="DIR", type=Path,
-                      help="ILSVRC-2012 validation images (ImageFolder layout, or flat with --labels)")
-    data.add_argument("--labels", metavar="FILE", type=Path,
-                      help="Caffe-style val.txt for a flat folder: 'filename index' lines")
-    data.add_argument("--limit", metavar="N", type=int,
-                      help="evaluate N images spread evenly over the set (a quick, PARTIAL run; not judged)")
-    data.add_argument("--tolerance", metavar="PT", type=float,
-                      help=f"allowed |error - paper| in points, top-1 and top-5 (default {DEFAULT_TOLERANCE}; meaningful "
-                           f"only on all {FULL_VAL_SIZE:,} images)")
-    data.add_argument("--bad-images", choices=("count", "skip"),
-                      help="undecodable images: 'count' them as wrong answers (default) or 'skip' them from the "
-                           "denominator; always listed")
+    data.add_argument(
+        "--imagenet",
+        metavar="DIR",
+        type=Path,
+        help="ILSVRC-2012 validation images (ImageFolder layout, or flat with --labels)",
+    )
+    data.add_argument(
+        "--labels", metavar="FILE", type=Path, help="Caffe-style val.txt for a flat folder: 'filename index' lines"
+    )
+    data.add_argument(
+        "--limit",
+        metavar="N",
+        type=int,
+        help="evaluate N images spread evenly over the set (a quick, PARTIAL run; not judged)",
+    )
+    data.add_argument(
+        "--tolerance",
+        metavar="PT",
+        type=float,
+        help=f"allowed |error - paper| in points, top-1 and top-5 (default {DEFAULT_TOLERANCE}; meaningful "
+        f"only on all {FULL_VAL_SIZE:,} images)",
+    )
+    data.add_argument(
+        "--bad-images",
+        choices=("count", "skip"),
+        help="undecodable images: 'count' them as wrong answers (default) or 'skip' them from the "
+        "denominator; always listed",
+    )
     run = parser.add_argument_group("how to run")
-    run.add_argument("--device", metavar="DEV",
-                     help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
-    run.add_argument("--batch-size", metavar="N", type=int, help="images per batch and rank (default 128 on cuda, 32 on cpu)")
-    run.add_argument("--workers", metavar="N", type=int,
-                     help="DataLoader worker processes per rank (default: most cores on cuda, a quarter on cpu)")
-    run.add_argument("--fast", action="store_true",
-                     help="bfloat16 autocast: faster on GPUs, but results may differ from the exact run")
-    run.add_argument("--gpu-decode", action="store_true",
-                     help="decode the JPEGs on the GPU with nvJPEG (TorchCodec's decoder if installed, "
-                          "pip install 'dsd-zoo[gpu]'; else torchvision's) and resample them there, which takes the "
-                          "decoding that limits a GPU run off the CPU; nvJPEG's pixels differ slightly from "
-                          "libjpeg's, so results may differ from the exact run; needs a CUDA --device")
-    run.add_argument("--engine", choices=("torch", "compile", "onnxruntime"),
-                     help="how the models run, all in float32 with the same results up to float rounding: 'torch' "
-                          "(eager PyTorch), 'compile' (torch.compile: a one-off compilation of 3-20 s per model), "
-                          "'onnxruntime' (CPU only, pip install 'dsd-zoo[onnx]': each model exported to ONNX once, "
-                          "checked against PyTorch, kept in the cache; 1.1-1.8x eager on a CPU). Default on a CPU: "
-                          "onnxruntime when installed, else compile from %d images per process, else torch; on "
-                          "cuda: torch. A model whose export or compilation fails runs eagerly, with a warning"
-                          % COMPILE_MIN_IMAGES)
-    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                     help="the older spelling of --engine compile (--no-compile: --engine torch)")
-    run.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
-                     help="feed contiguous NCHW tensors instead of channels-last ones")
+    run.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+    run.add_argument(
+        "--batch-size", metavar="N", type=int, help="images per batch and rank (default 128 on cuda, 32 on cpu)"
+    )
+    run.add_argument(
+        "--workers",
+        metavar="N",
+        type=int,
+        help="DataLoader worker processes per rank (default: most cores on cuda, a quarter on cpu)",
+    )
+    run.add_argument(
+        "--fast",
+        action="store_true",
+        help="bfloat16 autocast: faster on GPUs, but results may differ from the exact run",
+    )
+    run.add_argument(
+        "--gpu-decode",
+        action="store_true",
+        help="decode the JPEGs on the GPU with nvJPEG (TorchCodec's decoder if installed, "
+        "pip install 'dsd-zoo[gpu]'; else torchvision's) and resample them there, which takes the "
+        "decoding that limits a GPU run off the CPU; nvJPEG's pixels differ slightly from "
+        "libjpeg's, so results may differ from the exact run; needs a CUDA --device",
+    )
+    run.add_argument(
+        "--engine",
+        choices=("torch", "compile", "onnxruntime"),
+        help="how the models run, all in float32 with the same results up to float rounding: 'torch' "
+        "(eager PyTorch), 'compile' (torch.compile: a one-off compilation of 3-20 s per model), "
+        "'onnxruntime' (CPU only, pip install 'dsd-zoo[onnx]': each model exported to ONNX once, "
+        "checked against PyTorch, kept in the cache; 1.1-1.8x eager on a CPU). Default on a CPU: "
+        "onnxruntime when installed, else compile from %d images per process, else torch; on "
+        "cuda: torch. A model whose export or compilation fails runs eagerly, with a warning" % COMPILE_MIN_IMAGES,
+    )
+    run.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the older spelling of --engine compile (--no-compile: --engine torch)",
+    )
+    run.add_argument(
+        "--no-channels-last",
+        dest="channels_last",
+        action="store_false",
+        default=None,
+        help="feed contiguous NCHW tensors instead of channels-last ones",
+    )
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     sources = parser.add_argument_group("weights and outputs")
-    sources.add_argument("--weights", metavar="NAME=PATH", action="append", default=[],
-                         help="use a local safetensors file for NAME (e.g. the output of python -m dsd_zoo.convert); "
-                              "repeatable. The self-check reports a file it has no published digest to compare "
-                              "with as UNVERIFIABLE, which is no failure (a recorded logit fingerprint is still "
-                              "compared); --imagenet evaluates it. A file whose metadata says it holds another "
-                              "model is refused")
-    sources.add_argument("--load-despite-recorded-identity", action="store_true",
-                         help="evaluate a --weights file as NAME even though its metadata says it holds another model "
-                              "(a deliberate experiment: the report marks the row)")
-    sources.add_argument("--trust-unverified", action="store_true",
-                         help="accept an original release that has no published digest when a named model must be "
-                              "fetched and converted (trust on first use: its sha256 is pinned in the cache)")
+    sources.add_argument(
+        "--weights",
+        metavar="NAME=PATH",
+        action="append",
+        default=[],
+        help="use a local safetensors file for NAME (e.g. the output of python -m dsd_zoo.convert); "
+        "repeatable. The self-check reports a file it has no published digest to compare "
+        "with as UNVERIFIABLE, which is no failure (a recorded logit fingerprint is still "
+        "compared); --imagenet evaluates it. A file whose metadata says it holds another "
+        "model is refused",
+    )
+    sources.add_argument(
+        "--load-despite-recorded-identity",
+        action="store_true",
+        help="evaluate a --weights file as NAME even though its metadata says it holds another model "
+        "(a deliberate experiment: the report marks the row)",
+    )
+    sources.add_argument(
+        "--trust-unverified",
+        action="store_true",
+        help="accept an original release that has no published digest when a named model must be "
+        "fetched and converted (trust on first use: its sha256 is pinned in the cache)",
+    )
     sources.add_argument("--json", metavar="FILE", type=Path, help="write the full result as JSON")
     sources.add_argument("--markdown", metavar="FILE", type=Path, help="write the tables as Markdown")
-    sources.add_argument("--plot", metavar="FILE", type=Path,
-                         help="write a PNG chart of baseline vs DSD errors per architecture (needs dsd-zoo[plot])")
+    sources.add_argument(
+        "--plot",
+        metavar="FILE",
+        type=Path,
+        help="write a PNG chart of baseline vs DSD errors per architecture (needs dsd-zoo[plot])",
+    )
     return parser
 
 
@@ -166,10 +227,15 @@ def parse_weights(items: Sequence[str], manifest, despite_identity: bool = False
     for name, file in weights.items():  # once the command line is known to be well-formed
         conflict = None if despite_identity else identity_conflict(file, name, manifest.models[name].arch)
         if conflict is not None:
-            right = (f"give it as --weights {conflict.recorded_model}={file}, or "
-                     if conflict.recorded_model in manifest.models else "")
-            raise DSDZooError(f"--weights {name}={file}: {conflict.message}; {right}add "
-                              f"--load-despite-recorded-identity to evaluate it as {name} anyway")
+            right = (
+                f"give it as --weights {conflict.recorded_model}={file}, or "
+                if conflict.recorded_model in manifest.models
+                else ""
+            )
+            raise DSDZooError(
+                f"--weights {name}={file}: {conflict.message}; {right}add "
+                f"--load-despite-recorded-identity to evaluate it as {name} anyway"
+            )
     return weights
 
 
@@ -182,19 +248,30 @@ def _check_arguments(args: argparse.Namespace) -> None:
 def _check_evaluation_options(args: argparse.Namespace) -> None:
     """Options that only mean something with --imagenet, and the two spellings of the engine."""
     if args.imagenet is None:
-        given = (("--labels", args.labels), ("--limit", args.limit), ("--tolerance", args.tolerance),
-                 ("--bad-images", args.bad_images), ("--no-channels-last", args.channels_last),
-                 ("--device", args.device), ("--batch-size", args.batch_size), ("--workers", args.workers),
-                 ("--compile" if args.compile else "--no-compile", args.compile), ("--engine", args.engine),
-                 ("--fast", args.fast or None), ("--gpu-decode", args.gpu_decode or None),
-                 ("--trust-unverified", args.trust_unverified or None))
+        given = (
+            ("--labels", args.labels),
+            ("--limit", args.limit),
+            ("--tolerance", args.tolerance),
+            ("--bad-images", args.bad_images),
+            ("--no-channels-last", args.channels_last),
+            ("--device", args.device),
+            ("--batch-size", args.batch_size),
+            ("--workers", args.workers),
+            ("--compile" if args.compile else "--no-compile", args.compile),
+            ("--engine", args.engine),
+            ("--fast", args.fast or None),
+            ("--gpu-decode", args.gpu_decode or None),
+            ("--trust-unverified", args.trust_unverified or None),
+        )
         used = [flag for flag, value in given if value is not None]
         if used:
             raise DSDZooError(f"{', '.join(used)} only apply to an evaluation: add --imagenet DIR")
     if args.engine is not None and args.compile is not None:
-        raise DSDZooError(f"--engine {args.engine} and {'--compile' if args.compile else '--no-compile'} both say how "
-                          "the models run; give --engine alone (--compile is --engine compile, --no-compile is "
-                          "--engine torch)")
+        raise DSDZooError(
+            f"--engine {args.engine} and {'--compile' if args.compile else '--no-compile'} both say how "
+            "the models run; give --engine alone (--compile is --engine compile, --no-compile is "
+            "--engine torch)"
+        )
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -213,14 +290,17 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """--json, --markdown and --plot: writable, distinct files; checked before an hour of evaluation, not after."""
-    outputs = [(flag, path) for flag, path in (("--json", args.json), ("--markdown", args.markdown),
-                                                ("--plot", args.plot)) if path is not None]
+    outputs = [
+        (flag, path)
+        for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot))
+        if path is not None
+    ]
     for flag, path in outputs:
         if path.is_dir() or not path.parent.is_dir():
             where = f"{str(path)!r} is a folder" if path.is_dir() else f"folder {str(path.parent)!r} does not exist"
             raise DSDZooError(f"{flag} {path}: {where}; give a file in an existing folder")
     for k, (flag, path) in enumerate(outputs):
-        for other_flag, other in outputs[k + 1:]:
+        for other_flag, other in outputs[k + 1 :]:
             if path.resolve() == other.resolve():
                 raise DSDZooError(f"{flag} and {other_flag} name the same file {path}; give each its own")
     if args.plot is not None:
@@ -245,8 +325,9 @@ def _pick_device(requested: Optional[str]) -> str:
     return requested
 
 
-def _weights_for(name: str, manifest, override: Optional[Path], named: bool,
-                 trust_unverified: bool = False) -> Optional[Tuple[Path, str]]:
+def _weights_for(
+    name: str, manifest, override: Optional[Path], named: bool, trust_unverified: bool = False
+) -> Optional[Tuple[Path, str]]:
     """(path, description) of the weights to evaluate ``name`` with, or None to leave it out."""
     from ..api import get_weights
     from ..loading import identity_conflict
@@ -255,16 +336,23 @@ def _weights_for(name: str, manifest, override: Optional[Path], named: bool,
     entry = manifest.models[name]
     if override is not None:
         found = find_local_weights(entry, override=override)
-        how = {"verified": "matches the manifest", "pinned": "matches the pinned sha256", "missing": "does not exist",
-               "mismatch": "differs from the manifest's sha256", "unverifiable": "no digest to compare"}[found.state]
+        how = {
+            "verified": "matches the manifest",
+            "pinned": "matches the pinned sha256",
+            "missing": "does not exist",
+            "mismatch": "differs from the manifest's sha256",
+            "unverifiable": "no digest to compare",
+        }[found.state]
         conflict = identity_conflict(override, name, entry.arch)
         if conflict is not None:  # only here with --load-despite-recorded-identity
             how += f"; LOADED DESPITE ITS RECORDED IDENTITY: {conflict.message}"
         return override, f"{override} (local file, {how})"
     found = find_local_weights(entry, rehash=False)
     if found.state == "mismatch":
-        raise IntegrityError(f"{name}: the weight file {found.path} is not the released one ({found.detail}); delete it "
-                             "so that it is fetched again, or pass --weights to evaluate it anyway")
+        raise IntegrityError(
+            f"{name}: the weight file {found.path} is not the released one ({found.detail}); delete it "
+            "so that it is fetched again, or pass --weights to evaluate it anyway"
+        )
     if found.path is not None:
         return found.path, f"{found.path} ({found.state})"
     if not named:
@@ -272,8 +360,10 @@ def _weights_for(name: str, manifest, override: Optional[Path], named: bool,
     from ..download import offline_mode
 
     if offline_mode():
-        raise OfflineError(f"{name}: its weight file {entry.weights.file} is not on this machine and DSD_ZOO_OFFLINE is "
-                           "set; fetch it once online (dsd_zoo.get_model), or pass --weights NAME=PATH")
+        raise OfflineError(
+            f"{name}: its weight file {entry.weights.file} is not on this machine and DSD_ZOO_OFFLINE is "
+            "set; fetch it once online (dsd_zoo.get_model), or pass --weights NAME=PATH"
+        )
     try:
         path = Path(get_weights(name).resolve(progress=True, trust_unverified=trust_unverified or None))
     except UnverifiedSourceError as exc:
@@ -288,38 +378,50 @@ def _imagenet_names(patterns: List[str], manifest) -> List[str]:
     from ..pipelines import IMAGENET_PIPELINES
 
     explicit = {p for p in patterns if not any(ch in p for ch in "*?[")}
-    names = [name for name in expand_names(patterns, manifest)
-             if name in explicit or manifest.models[name].transforms.get("pipeline") in IMAGENET_PIPELINES]
+    names = [
+        name
+        for name in expand_names(patterns, manifest)
+        if name in explicit or manifest.models[name].transforms.get("pipeline") in IMAGENET_PIPELINES
+    ]
     if patterns and not names:
         raise DSDZooError(f"{' '.join(patterns)} matches no ImageNet model (see dsd_zoo.list_models())")
     return names
 
 
-def _select_models(named: List[str], manifest, weights: Dict[str, Path],
-                   trust_unverified: bool = False) -> Dict[str, Tuple[Path, str]]:
+def _select_models(
+    named: List[str], manifest, weights: Dict[str, Path], trust_unverified: bool = False
+) -> Dict[str, Tuple[Path, str]]:
     from ..pipelines import IMAGENET_PIPELINES
 
     for name in named:
         pipeline = manifest.models[name].transforms.get("pipeline")
         if pipeline not in IMAGENET_PIPELINES:
-            raise DSDZooError(f"{name} is not an ImageNet model (its preprocessing pipeline is {pipeline!r}); the "
-                              "self-check (no --imagenet) evaluates it on its own data")
-    candidates = named or [name for name, entry in manifest.models.items()
-                           if entry.transforms.get("pipeline") in IMAGENET_PIPELINES]
+            raise DSDZooError(
+                f"{name} is not an ImageNet model (its preprocessing pipeline is {pipeline!r}); the "
+                "self-check (no --imagenet) evaluates it on its own data"
+            )
+    candidates = named or [
+        name for name, entry in manifest.models.items() if entry.transforms.get("pipeline") in IMAGENET_PIPELINES
+    ]
     unused = [name for name in weights if name not in candidates]
     if unused:  # it would be ignored, and the model named instead fetched
-        raise DSDZooError(f"--weights names {', '.join(unused)}, which this run does not evaluate (it evaluates "
-                          f"{', '.join(candidates)}); add {' '.join(unused)} to the models to evaluate, or leave its "
-                          "--weights out")
+        raise DSDZooError(
+            f"--weights names {', '.join(unused)}, which this run does not evaluate (it evaluates "
+            f"{', '.join(candidates)}); add {' '.join(unused)} to the models to evaluate, or leave its "
+            "--weights out"
+        )
     chosen = {}
     for name in candidates:
-        picked = _weights_for(name, manifest, weights.get(name), named=bool(named) or name in weights,
-                              trust_unverified=trust_unverified)
+        picked = _weights_for(
+            name, manifest, weights.get(name), named=bool(named) or name in weights, trust_unverified=trust_unverified
+        )
         if picked is not None:
             chosen[name] = picked
     if not chosen:
-        raise DSDZooError("no ImageNet model has its weights on this machine: name the models to fetch "
-                          "(e.g. resnet50_dsd), or pass --weights NAME=PATH; the self-check (no --imagenet) lists them")
+        raise DSDZooError(
+            "no ImageNet model has its weights on this machine: name the models to fetch "
+            "(e.g. resnet50_dsd), or pass --weights NAME=PATH; the self-check (no --imagenet) lists them"
+        )
     return chosen
 
 
@@ -340,8 +442,10 @@ def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
 
     device = _pick_device(args.device)
     if args.gpu_decode and not device.startswith("cuda"):
-        raise DSDZooError(f"--gpu-decode decodes on a GPU, but the device is {device}; give --device cuda, or leave "
-                          "--gpu-decode out (on a CPU the default decoding in worker processes is the fastest)")
+        raise DSDZooError(
+            f"--gpu-decode decodes on a GPU, but the device is {device}; give --device cuda, or leave "
+            "--gpu-decode out (on a CPU the default decoding in worker processes is the fastest)"
+        )
     manifest = load_manifest()
     named = _imagenet_names(args.names, manifest)
     weights = parse_weights(args.weights, manifest, args.load_despite_recorded_identity)
@@ -349,23 +453,46 @@ def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
     samples = scan_imagenet(args.imagenet, wnids, args.labels).subset(args.limit)
     chosen = _select_models(named, manifest, weights, args.trust_unverified)
     if args.fast and rank == 0:
-        print("warning: --fast runs the models under bfloat16 autocast; the errors may differ from the exact float32 "
-              "run that the paper's numbers are compared with", file=sys.stderr)
+        print(
+            "warning: --fast runs the models under bfloat16 autocast; the errors may differ from the exact float32 "
+            "run that the paper's numbers are compared with",
+            file=sys.stderr,
+        )
     if args.gpu_decode and rank == 0:
-        print("warning: --gpu-decode decodes the JPEGs with nvJPEG, whose pixels differ slightly from libjpeg's; the "
-              "errors may differ from the exact run that the paper's numbers are compared with", file=sys.stderr)
+        print(
+            "warning: --gpu-decode decodes the JPEGs with nvJPEG, whose pixels differ slightly from libjpeg's; the "
+            "errors may differ from the exact run that the paper's numbers are compared with",
+            file=sys.stderr,
+        )
     batch_size = args.batch_size or (128 if device.startswith("cuda") else 32)
     with process_group(device) as here:
-        targets = [load_target(name, path, load_despite_recorded_identity=args.load_despite_recorded_identity)
-                   for name, (path, _) in chosen.items()]
-        result = evaluate(targets, samples, batch_size=batch_size, workers=args.workers, device=str(here),
-                          fast=args.fast, channels_last=args.channels_last, compile_models=args.compile,
-                          engine=args.engine,
-                          decode_on_device=args.gpu_decode,
-                          bad_images=args.bad_images,
-                          progress=args.progress)
-        report = eval_report(result, samples, {name: manifest.models[name] for name in chosen},
-                             {name: text for name, (_, text) in chosen.items()}, args.tolerance, args.limit, command)
+        targets = [
+            load_target(name, path, load_despite_recorded_identity=args.load_despite_recorded_identity)
+            for name, (path, _) in chosen.items()
+        ]
+        result = evaluate(
+            targets,
+            samples,
+            batch_size=batch_size,
+            workers=args.workers,
+            device=str(here),
+            fast=args.fast,
+            channels_last=args.channels_last,
+            compile_models=args.compile,
+            engine=args.engine,
+            decode_on_device=args.gpu_decode,
+            bad_images=args.bad_images,
+            progress=args.progress,
+        )
+        report = eval_report(
+            result,
+            samples,
+            {name: manifest.models[name] for name in chosen},
+            {name: text for name, (_, text) in chosen.items()},
+            args.tolerance,
+            args.limit,
+            command,
+        )
         if rank == 0:
             _emit(report, args)
         barrier()  # every rank ends when the report is out, so a launcher never cuts rank 0 short

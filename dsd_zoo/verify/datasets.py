@@ -51,8 +51,7 @@ __all__ = [
 ]
 
 # File name endings that count as images when a layout is checked for unlisted or stray files.
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".jpe", ".jfif", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp",
-                    ".gif")
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".jpe", ".jfif", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _SHOWN = 10  # names listed per problem before "... and N more"
 _INTEGER = re.compile(r"-?[0-9]+")
 
@@ -103,8 +102,15 @@ class ValSamples:
         if limit <= 0:
             raise DatasetError(f"--limit must be a positive number of images, got {limit}")
         picks = [i * total // limit for i in range(limit)]
-        return ValSamples(self.root, self.layout, tuple(self.files[i] for i in picks),
-                          tuple(self.labels[i] for i in picks), self.labels_file, self.found, self.notes)
+        return ValSamples(
+            self.root,
+            self.layout,
+            tuple(self.files[i] for i in picks),
+            tuple(self.labels[i] for i in picks),
+            self.labels_file,
+            self.found,
+            self.notes,
+        )
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -123,8 +129,10 @@ def _looks_like_image(name: str) -> bool:
 def _check_root(root: PathLike) -> Path:
     path = Path(root).expanduser()
     if not path.exists():
-        raise DatasetError(f"image folder {str(path)!r} does not exist; give the ILSVRC-2012 validation folder "
-                           "(ImageFolder layout, or flat with --labels val.txt)")
+        raise DatasetError(
+            f"image folder {str(path)!r} does not exist; give the ILSVRC-2012 validation folder "
+            "(ImageFolder layout, or flat with --labels val.txt)"
+        )
     if not path.is_dir():
         raise DatasetError(f"{str(path)!r} is a file, not a folder; --imagenet takes the folder of validation images")
     return path
@@ -147,16 +155,20 @@ def scan_imagenet(root: PathLike, wnids: Sequence[str], labels_file: Optional[Pa
     with os.scandir(path) as entries:
         has_folders = any(e.is_dir() and _visible(e.name) for e in entries)
     if not has_folders:
-        raise DatasetError(f"{str(path)!r} holds no class folders; for a flat folder of images pass the label file "
-                           "with --labels val.txt ('filename index' lines), or give a folder with one sub-folder per WNID")
+        raise DatasetError(
+            f"{str(path)!r} holds no class folders; for a flat folder of images pass the label file "
+            "with --labels val.txt ('filename index' lines), or give a folder with one sub-folder per WNID"
+        )
     return scan_imagefolder(path, wnids)
 
 
 def _unreadable_folder(error: OSError) -> None:
     # os.walk skips a folder it cannot list unless told otherwise: its images would silently
     # leave the denominator.
-    raise DatasetError(f"cannot list the folder {error.filename!r} ({error.strerror or error}); its images would be "
-                       "missing from the evaluation: fix its permissions or remove it") from error
+    raise DatasetError(
+        f"cannot list the folder {error.filename!r} ({error.strerror or error}); its images would be "
+        "missing from the evaluation: fix its permissions or remove it"
+    ) from error
 
 
 def _walk(top: Path) -> Iterator[Tuple[Path, List[str]]]:
@@ -193,9 +205,11 @@ def scan_imagefolder(root: PathLike, wnids: Sequence[str]) -> ValSamples:
     folders = [e.name for e in entries if e.is_dir()]
     unknown = [name for name in folders if name not in index]
     if unknown:
-        raise DatasetError(f"{len(unknown)} folder(s) of {str(path)!r} are not ILSVRC-2012 WNIDs: {_listing(unknown)}. "
-                           f"An ImageFolder layout needs one folder per class named by its WNID ({wnids[0]} ... "
-                           f"{wnids[-1]}); for a flat folder of images pass --labels val.txt")
+        raise DatasetError(
+            f"{len(unknown)} folder(s) of {str(path)!r} are not ILSVRC-2012 WNIDs: {_listing(unknown)}. "
+            f"An ImageFolder layout needs one folder per class named by its WNID ({wnids[0]} ... "
+            f"{wnids[-1]}); for a flat folder of images pass --labels val.txt"
+        )
     stray = [e.name for e in entries if not e.is_dir() and _looks_like_image(e.name)]
     files: List[str] = []
     labels: List[int] = []
@@ -210,10 +224,13 @@ def scan_imagefolder(root: PathLike, wnids: Sequence[str]) -> ValSamples:
     order = sorted(range(len(files)), key=files.__getitem__)
     notes: Tuple[str, ...] = ()
     if stray:
-        notes = (f"{len(stray)} image file(s) directly in {path} (outside every class folder) were not evaluated: "
-                 f"{_listing(stray)}",)
-    return ValSamples(path, "imagefolder", tuple(files[i] for i in order), tuple(labels[i] for i in order),
-                      None, len(files), notes)
+        notes = (
+            f"{len(stray)} image file(s) directly in {path} (outside every class folder) were not evaluated: "
+            f"{_listing(stray)}",
+        )
+    return ValSamples(
+        path, "imagefolder", tuple(files[i] for i in order), tuple(labels[i] for i in order), None, len(files), notes
+    )
 
 
 def _parse_label_lines(text: str, source: str, num_classes: int) -> Dict[str, int]:
@@ -244,10 +261,14 @@ def _parse_label_lines(text: str, source: str, num_classes: int) -> Dict[str, in
             labels[key] = label
     found = {kind: items for kind, items in problems.items() if items}
     if found:
-        details = "; ".join(f"{len(items)} {kind} ({', '.join(items[:_SHOWN])}{' ...' if len(items) > _SHOWN else ''})"
-                            for kind, items in found.items())
-        raise DatasetError(f"label file {source}: {details}. Each line must be 'filename index' with the index in "
-                           f"0..{num_classes - 1} (sorted-WNID order, as Caffe's val.txt), each file listed once")
+        details = "; ".join(
+            f"{len(items)} {kind} ({', '.join(items[:_SHOWN])}{' ...' if len(items) > _SHOWN else ''})"
+            for kind, items in found.items()
+        )
+        raise DatasetError(
+            f"label file {source}: {details}. Each line must be 'filename index' with the index in "
+            f"0..{num_classes - 1} (sorted-WNID order, as Caffe's val.txt), each file listed once"
+        )
     if not labels:
         raise DatasetError(f"label file {source} lists no images")
     return labels
@@ -267,25 +288,36 @@ def scan_flat(root: PathLike, labels_file: PathLike, num_classes: int = 1000) ->
     except FileNotFoundError:
         raise DatasetError(f"label file {str(labels_path)!r} does not exist") from None
     except IsADirectoryError:
-        raise DatasetError(f"label file {str(labels_path)!r} is a folder; --labels takes a file such as val.txt") from None
+        raise DatasetError(
+            f"label file {str(labels_path)!r} is a folder; --labels takes a file such as val.txt"
+        ) from None
     except UnicodeDecodeError as exc:
-        raise DatasetError(f"label file {str(labels_path)!r} is not UTF-8 text ({exc}); is it really a val.txt?") from None
+        raise DatasetError(
+            f"label file {str(labels_path)!r} is not UTF-8 text ({exc}); is it really a val.txt?"
+        ) from None
     except OSError as exc:
         raise DatasetError(f"cannot read label file {str(labels_path)!r}: {exc.strerror or exc}") from None
     labels = _parse_label_lines(text, repr(str(labels_path)), num_classes)
     missing = [name for name in labels if not (path / name).is_file()]
     if missing:
-        raise DatasetError(f"{len(missing)} of the {len(labels)} files listed in {str(labels_path)!r} are not in "
-                           f"{str(path)!r}: {_listing(missing)}. Is this the label file of these images? (to evaluate "
-                           "a part of the set, keep every image and use --limit N)")
+        raise DatasetError(
+            f"{len(missing)} of the {len(labels)} files listed in {str(labels_path)!r} are not in "
+            f"{str(path)!r}: {_listing(missing)}. Is this the label file of these images? (to evaluate "
+            "a part of the set, keep every image and use --limit N)"
+        )
     # Subfolders too: the label file may name "sub/x.JPEG", and an image in one it does not list
     # would otherwise leave the set unnoticed.
-    unlisted = sorted(relative for dirpath, names in _walk(path) for name in names
-                      if _looks_like_image(name) and (relative := (dirpath / name).relative_to(path).as_posix())
-                      not in labels)
+    unlisted = sorted(
+        relative
+        for dirpath, names in _walk(path)
+        for name in names
+        if _looks_like_image(name) and (relative := (dirpath / name).relative_to(path).as_posix()) not in labels
+    )
     if unlisted:
-        raise DatasetError(f"{len(unlisted)} image(s) in {str(path)!r} are not listed in {str(labels_path)!r}: "
-                           f"{_listing(unlisted)}. The label file must list every image of the folder")
+        raise DatasetError(
+            f"{len(unlisted)} image(s) in {str(path)!r} are not listed in {str(labels_path)!r}: "
+            f"{_listing(unlisted)}. The label file must list every image of the folder"
+        )
     files = tuple(sorted(labels))
     return ValSamples(path, "flat", files, tuple(labels[f] for f in files), labels_path, len(files))
 
@@ -330,8 +362,9 @@ class MultiPipelineDataset(torch.utils.data.Dataset):
         indices: the sample indices this dataset serves (a shard), default all.
     """
 
-    def __init__(self, samples: ValSamples, resamplers: Mapping[Any, Resampler],
-                 indices: Optional[Sequence[int]] = None) -> None:
+    def __init__(
+        self, samples: ValSamples, resamplers: Mapping[Any, Resampler], indices: Optional[Sequence[int]] = None
+    ) -> None:
         self.samples = samples
         self.keys = tuple(resamplers)
         self.resamplers = tuple(resamplers.values())

@@ -31,8 +31,14 @@ from .._decode import decode_failure_types
 from ..transforms import EvalTransform
 from .datasets import MultiPipelineDataset, decode_failure_reason, decode_image
 
-__all__ = ["JPEG_DECODERS", "device_decodable_jpeg", "EncodedDataset", "collate_encoded", "DeviceDecoder",
-           "default_jpeg_decoder"]
+__all__ = [
+    "JPEG_DECODERS",
+    "device_decodable_jpeg",
+    "EncodedDataset",
+    "collate_encoded",
+    "DeviceDecoder",
+    "default_jpeg_decoder",
+]
 
 JPEG_DECODERS = ("torchcodec", "torchvision")
 BatchDecoder = Callable[[List[Tensor], torch.device], List[Tensor]]
@@ -101,11 +107,11 @@ def _segment_allowed(data: bytes, marker: int, position: int, end: int, frame: _
     length = end - position - 2
     if marker in _OTHER_SOF or marker == _EOI:
         return False
-    if marker == _APP1 and data[position + 4:position + 10] == b"Exif\x00\x00":
+    if marker == _APP1 and data[position + 4 : position + 10] == b"Exif\x00\x00":
         # TorchCodec turns an image with another orientation upright; the original pipelines did not.
-        return _exif_orientation(data[position + 10:end]) in (None, 1)
+        return _exif_orientation(data[position + 10 : end]) in (None, 1)
     if marker == _ADOBE:
-        if length < 14 or data[position + 4:position + 9] != b"Adobe":
+        if length < 14 or data[position + 4 : position + 9] != b"Adobe":
             return False
         frame.adobe_transform = data[position + 15]
     elif marker in _DEVICE_SOF:
@@ -136,12 +142,12 @@ def _exif_orientation(tiff: bytes) -> Optional[int]:
     ifd = int.from_bytes(tiff[4:8], order)
     if ifd + 2 > len(tiff):
         return -1
-    for entry in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+    for entry in range(int.from_bytes(tiff[ifd : ifd + 2], order)):
         at = ifd + 2 + 12 * entry
         if at + 12 > len(tiff):
             return -1
-        if int.from_bytes(tiff[at:at + 2], order) == _ORIENTATION_TAG:
-            return int.from_bytes(tiff[at + 8:at + 10], order)  # a SHORT, left-aligned in the value field
+        if int.from_bytes(tiff[at : at + 2], order) == _ORIENTATION_TAG:
+            return int.from_bytes(tiff[at + 8 : at + 10], order)  # a SHORT, left-aligned in the value field
     return None
 
 
@@ -174,8 +180,13 @@ class EncodedDataset(MultiPipelineDataset):
 def collate_encoded(items: Sequence[Tuple]) -> Tuple[Tensor, Tensor, List[str], List[Optional[Tensor]], List]:
     """Batch :class:`EncodedDataset` items: index and label tensors, the rest as lists."""
     indices, labels, errors, encoded, crops = zip(*items)
-    return (torch.tensor(indices, dtype=torch.int64), torch.tensor(labels, dtype=torch.int64), list(errors),
-            list(encoded), list(crops))
+    return (
+        torch.tensor(indices, dtype=torch.int64),
+        torch.tensor(labels, dtype=torch.int64),
+        list(errors),
+        list(encoded),
+        list(crops),
+    )
 
 
 def default_jpeg_decoder() -> str:
@@ -209,8 +220,9 @@ class DeviceDecoder:
         jpeg_decoder: ``"torchcodec"`` or ``"torchvision"`` (default :func:`default_jpeg_decoder`).
     """
 
-    def __init__(self, transforms: Mapping[Any, EvalTransform], device: torch.device,
-                 jpeg_decoder: Optional[str] = None) -> None:
+    def __init__(
+        self, transforms: Mapping[Any, EvalTransform], device: torch.device, jpeg_decoder: Optional[str] = None
+    ) -> None:
         self.transforms = list(transforms.values())
         self.device = torch.device(device)
         self.jpeg_decoder = jpeg_decoder or default_jpeg_decoder()
@@ -230,8 +242,9 @@ class DeviceDecoder:
                 decoded.append(None)
         return decoded
 
-    def __call__(self, errors: List[str], encoded: List[Optional[Tensor]],
-                 cpu_crops: List[Optional[Tuple[Tensor, ...]]]) -> Tuple[List[str], Tuple[Tensor, ...]]:
+    def __call__(
+        self, errors: List[str], encoded: List[Optional[Tensor]], cpu_crops: List[Optional[Tuple[Tensor, ...]]]
+    ) -> Tuple[List[str], Tuple[Tensor, ...]]:
         """(errors, crops): ``errors`` updated with files that no decoder could read."""
         errors = list(errors)
         present = [(i, data) for i, data in enumerate(encoded) if data is not None]

@@ -32,8 +32,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple,
-                    Union)
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -204,14 +203,28 @@ def load_target(name: str, weights_path: os.PathLike, *, load_despite_recorded_i
     weights = get_weights(name)
     pipeline = weights.entry.transforms.get("pipeline")
     if pipeline not in IMAGENET_PIPELINES:
-        raise DSDZooError(f"{name} is not an ImageNet model (its preprocessing pipeline is {pipeline!r}); "
-                          "--imagenet evaluates only models with a caffe or fb_resnet pipeline")
+        raise DSDZooError(
+            f"{name} is not an ImageNet model (its preprocessing pipeline is {pipeline!r}); "
+            "--imagenet evaluates only models with a caffe or fb_resnet pipeline"
+        )
     heads = _logged_heads(name, weights.entry, weights_path)
     build = ARCHITECTURES[weights.entry.arch].heads_build_kwargs if heads else {}
-    model = get_model(name, weights=weights_path, progress=False,
-                      load_despite_recorded_identity=load_despite_recorded_identity, **build)
-    return EvalTarget(name, model, weights.transforms(), heads, arch=weights.entry.arch,
-                      weights_path=Path(weights_path), preprocessing=dict(weights.entry.transforms))
+    model = get_model(
+        name,
+        weights=weights_path,
+        progress=False,
+        load_despite_recorded_identity=load_despite_recorded_identity,
+        **build,
+    )
+    return EvalTarget(
+        name,
+        model,
+        weights.transforms(),
+        heads,
+        arch=weights.entry.arch,
+        weights_path=Path(weights_path),
+        preprocessing=dict(weights.entry.transforms),
+    )
 
 
 def _logged_heads(name: str, entry: Any, weights_path: os.PathLike) -> Tuple[str, ...]:
@@ -303,8 +316,10 @@ def _exact_float32(device: torch.device, enabled: bool = True) -> Iterator[None]
         return
     backends = torch.backends
     if hasattr(backends.cudnn, "conv") and hasattr(backends.cudnn.conv, "fp32_precision"):  # torch >= 2.9
-        settings: List[Tuple[Any, str, Any]] = [(backends.cudnn.conv, "fp32_precision", "ieee"),
-                                                (backends.cuda.matmul, "fp32_precision", "ieee")]
+        settings: List[Tuple[Any, str, Any]] = [
+            (backends.cudnn.conv, "fp32_precision", "ieee"),
+            (backends.cuda.matmul, "fp32_precision", "ieee"),
+        ]
     else:
         settings = [(backends.cudnn, "allow_tf32", False), (backends.cuda.matmul, "allow_tf32", False)]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in settings]
@@ -357,8 +372,15 @@ class _Forward:
     falls back to eager with a warning naming the cause.
     """
 
-    def __init__(self, target: EvalTarget, batch_size: int, memory_format: torch.memory_format,
-                 engine: str, required: bool, progress: bool = False) -> None:
+    def __init__(
+        self,
+        target: EvalTarget,
+        batch_size: int,
+        memory_format: torch.memory_format,
+        engine: str,
+        required: bool,
+        progress: bool = False,
+    ) -> None:
         self.name = target.name
         self.model = _WithHeads(target.model) if target.heads else target.model
         self.heads = len(target.heads)
@@ -395,16 +417,25 @@ class _Forward:
     def _compile_failed(self, exc: Exception) -> None:
         reason = _reason(exc)
         if self.required:
-            raise DSDZooError(f"torch.compile could not compile {self.name} ({reason}); on a CPU inductor needs a "
-                              "working C++ compiler (set CXX or install gcc/clang), or run without --compile") from exc
-        warnings.warn(f"torch.compile could not compile {self.name} ({reason}); evaluating it eagerly: the same "
-                      "results, more slowly (--no-compile skips the attempt)", RuntimeWarning, stacklevel=3)
+            raise DSDZooError(
+                f"torch.compile could not compile {self.name} ({reason}); on a CPU inductor needs a "
+                "working C++ compiler (set CXX or install gcc/clang), or run without --compile"
+            ) from exc
+        warnings.warn(
+            f"torch.compile could not compile {self.name} ({reason}); evaluating it eagerly: the same "
+            "results, more slowly (--no-compile skips the attempt)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         self.compiled = None
 
     def _onnx_failed(self, exc: Exception) -> None:
-        warnings.warn(f"ONNX Runtime cannot evaluate {self.name} ({_reason(exc)}); evaluating it with eager "
-                      "PyTorch instead: the same results, more slowly (--engine torch skips the attempt)",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"ONNX Runtime cannot evaluate {self.name} ({_reason(exc)}); evaluating it with eager "
+            "PyTorch instead: the same results, more slowly (--engine torch skips the attempt)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         self.graph = None
 
     def __call__(self, batch: Tensor) -> Tuple[Tensor, ...]:
@@ -453,16 +484,35 @@ def _onnx_graph(target: EvalTarget, model: nn.Module, progress: bool) -> nn.Modu
     if target.arch is not None and target.weights_path is not None:
         # Hashed only here: an evaluation on another engine never reads the whole file again.
         sha256 = weights_sha256(target.weights_path)
-        graph = cached_export(model, name=target.name, arch=target.arch, weights_sha256=sha256, probe=probe,
-                              output_names=outputs, preprocessing=target.preprocessing, progress=progress)
+        graph = cached_export(
+            model,
+            name=target.name,
+            arch=target.arch,
+            weights_sha256=sha256,
+            probe=probe,
+            output_names=outputs,
+            preprocessing=target.preprocessing,
+            progress=progress,
+        )
     else:  # a model built in memory: nothing identifies its weights, so nothing to cache it under
-        graph, _ = export_checked(model, name=target.name, probe=probe, output_names=outputs, progress=progress,
-                                  metadata=model_metadata(target.name, None, target.preprocessing, target.arch))
+        graph, _ = export_checked(
+            model,
+            name=target.name,
+            probe=probe,
+            output_names=outputs,
+            progress=progress,
+            metadata=model_metadata(target.name, None, target.preprocessing, target.arch),
+        )
     return OnnxModule(graph)
 
 
-def choose_engines(targets: Sequence[EvalTarget], device: torch.device, images: int, engine: Optional[str] = None,
-                   compile_models: Optional[bool] = None) -> Tuple[Dict[str, str], bool]:
+def choose_engines(
+    targets: Sequence[EvalTarget],
+    device: torch.device,
+    images: int,
+    engine: Optional[str] = None,
+    compile_models: Optional[bool] = None,
+) -> Tuple[Dict[str, str], bool]:
     """``({name: engine}, required)``: the engine each target runs on, and whether a failure is an error.
 
     ``engine`` applies to every target; ``compile_models`` is the older spelling (``True`` =
@@ -554,8 +604,10 @@ def evaluate(
     shard = range(rank, len(samples), world)  # this rank's images: every world-th from its rank
     engines, required = choose_engines(targets, device, len(shard), engine, compile_models)
     start = time.perf_counter()  # exports and compilations count in the run's time
-    forwards = {t.name: _Forward(t, batch_size, memory_format, engines[t.name], required, progress and rank == 0)
-                for t in targets}
+    forwards = {
+        t.name: _Forward(t, batch_size, memory_format, engines[t.name], required, progress and rank == 0)
+        for t in targets
+    }
     # The workers resample with the CPU transforms; the per-model normalisation runs on the device.
     normalizers = {t.name: copy.deepcopy(t.transform).to(device) for t in targets}
     transforms = {key: groups[key][0].transform for key in keys}
@@ -574,9 +626,13 @@ def evaluate(
             readable = _to_device(torch.tensor([not e for e in errors]), device)
             unreadable += [(samples.files[int(i)], e) for i, e in zip(indices, errors) if e]
             counted = labels.numel() if bad_images == "count" else readable.sum()
-            outputs = [logits for key, crop in zip(keys, crops)
-                       for logits in _batch_logits(groups[key], crop.to(device, non_blocking=True), normalizers,
-                                                   forwards, channels_last, fast)]
+            outputs = [
+                logits
+                for key, crop in zip(keys, crops)
+                for logits in _batch_logits(
+                    groups[key], crop.to(device, non_blocking=True), normalizers, forwards, channels_last, fast
+                )
+            ]
             _add_counts(counts, outputs, labels, readable, counted)
             bar.update(labels.numel())
             if compiling:
@@ -619,11 +675,13 @@ def _asked_engine(engine: Optional[str], compile_models: Optional[bool], device:
         from ..export.onnx_export import onnxruntime_available
 
         if device.type != "cpu":
-            raise DSDZooError(f"the onnxruntime engine runs on the CPU, not {device}; use --engine torch or compile "
-                              "on a GPU")
+            raise DSDZooError(
+                f"the onnxruntime engine runs on the CPU, not {device}; use --engine torch or compile on a GPU"
+            )
         if not onnxruntime_available():
-            raise DSDZooError("the onnxruntime engine needs onnxruntime and onnx: pip install 'dsd-zoo[onnx]', "
-                              "or use --engine torch")
+            raise DSDZooError(
+                "the onnxruntime engine needs onnxruntime and onnx: pip install 'dsd-zoo[onnx]', or use --engine torch"
+            )
     return engine
 
 
@@ -646,8 +704,10 @@ def _add_counts(counts: Tensor, outputs: Sequence[Tensor], labels: Tensor, reada
 
 def _timings(forwards: Sequence["_Forward"], decoder: Optional["DeviceDecoder"]) -> Dict[str, Any]:
     """The run's compile and export seconds (and the JPEG decoder, when the device decoded)."""
-    extra: Dict[str, Any] = {"compile_seconds": round(sum(f.compile_seconds for f in forwards), 3),
-                             "export_seconds": round(sum(f.export_seconds for f in forwards), 3)}
+    extra: Dict[str, Any] = {
+        "compile_seconds": round(sum(f.compile_seconds for f in forwards), 3),
+        "export_seconds": round(sum(f.export_seconds for f in forwards), 3),
+    }
     if decoder is not None:
         extra["jpeg_decoder"] = decoder.jpeg_decoder
     return extra
@@ -663,13 +723,22 @@ def _check_targets(targets: Sequence[EvalTarget], bad_images: str) -> None:
         raise ValueError(f"model names must be unique, got {names}")
 
 
-def _loader(samples: ValSamples, shard: range, transforms: Mapping[Tuple, EvalTransform], device: torch.device,
-            batch_size: int, workers: int, decode_on_device: bool) -> Tuple[Any, Optional["DeviceDecoder"]]:
+def _loader(
+    samples: ValSamples,
+    shard: range,
+    transforms: Mapping[Tuple, EvalTransform],
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    decode_on_device: bool,
+) -> Tuple[Any, Optional["DeviceDecoder"]]:
     """The DataLoader of this rank's images (one crop per pipeline), and the device decoder when it decodes JPEGs."""
     resamplers = {key: transform.resample for key, transform in transforms.items()}
     if decode_on_device and any(key[0] not in IMAGENET_PIPELINES for key in transforms):
-        raise ValueError(f"decode_on_device needs JPEG pipelines ({', '.join(IMAGENET_PIPELINES)}), got "
-                         f"{[describe_pipeline(key) for key in transforms if key[0] not in IMAGENET_PIPELINES]}")
+        raise ValueError(
+            f"decode_on_device needs JPEG pipelines ({', '.join(IMAGENET_PIPELINES)}), got "
+            f"{[describe_pipeline(key) for key in transforms if key[0] not in IMAGENET_PIPELINES]}"
+        )
     pin = device.type == "cuda"
     if not decode_on_device:
         dataset = MultiPipelineDataset(samples, resamplers, indices=shard)
@@ -678,12 +747,19 @@ def _loader(samples: ValSamples, shard: range, transforms: Mapping[Tuple, EvalTr
 
     encoded = EncodedDataset(samples, resamplers, indices=shard)
     decoder = DeviceDecoder({key: copy.deepcopy(t).to(device) for key, t in transforms.items()}, device)
-    return torch.utils.data.DataLoader(encoded, batch_size=batch_size, num_workers=workers,
-                                       collate_fn=collate_encoded, pin_memory=pin), decoder
+    return torch.utils.data.DataLoader(
+        encoded, batch_size=batch_size, num_workers=workers, collate_fn=collate_encoded, pin_memory=pin
+    ), decoder
 
 
-def _batch_logits(group: Sequence[EvalTarget], crop: Tensor, normalizers: Mapping[str, EvalTransform],
-                  forwards: Mapping[str, "_Forward"], channels_last: bool, fast: bool) -> List[Tensor]:
+def _batch_logits(
+    group: Sequence[EvalTarget],
+    crop: Tensor,
+    normalizers: Mapping[str, EvalTransform],
+    forwards: Mapping[str, "_Forward"],
+    channels_last: bool,
+    fast: bool,
+) -> List[Tensor]:
     """The (main, *heads) logits of every model of one pipeline on its crops, in row order."""
     logits: List[Tensor] = []
     for target in group:
@@ -695,8 +771,9 @@ def _batch_logits(group: Sequence[EvalTarget], crop: Tensor, normalizers: Mappin
     return logits
 
 
-def _gathered(device: torch.device, counts: Tensor, seconds: float, unreadable: List[Tuple[str, str]],
-              engines: Dict[str, str]) -> Tuple[Tensor, float, List[Tuple[str, str]], Dict[str, str]]:
+def _gathered(
+    device: torch.device, counts: Tensor, seconds: float, unreadable: List[Tuple[str, str]], engines: Dict[str, str]
+) -> Tuple[Tensor, float, List[Tuple[str, str]], Dict[str, str]]:
     """This rank's counts, time, unreadable files and engines combined with every other rank's."""
     import torch.distributed as dist
 
@@ -708,9 +785,12 @@ def _gathered(device: torch.device, counts: Tensor, seconds: float, unreadable: 
     everyone = [(str(file), str(error)) for part in _all_gather_json(unreadable, where) for file, error in part]
     # A fallback on one rank only (say, a failed export there) shows as such, not as rank 0's engine.
     per_rank = _all_gather_json(engines, where)
-    engines = {name: engine if all(part[name] == engine for part in per_rank)
-               else ", ".join(f"{part[name]} on rank {r}" for r, part in enumerate(per_rank))
-               for name, engine in engines.items()}
+    engines = {
+        name: engine
+        if all(part[name] == engine for part in per_rank)
+        else ", ".join(f"{part[name]} on rank {r}" for r, part in enumerate(per_rank))
+        for name, engine in engines.items()
+    }
     return totals, float(elapsed.item()), everyone, engines
 
 

@@ -65,8 +65,12 @@ class Table:
             return text.replace("|", "\\|")
 
         marks = ["---:" if a == ">" else ":---" for a in self._aligns()]
-        lines = [f"### {self.title}", "", "| " + " | ".join(cell(h) for h in self.headers) + " |",
-                 "| " + " | ".join(marks) + " |"]
+        lines = [
+            f"### {self.title}",
+            "",
+            "| " + " | ".join(cell(h) for h in self.headers) + " |",
+            "| " + " | ".join(marks) + " |",
+        ]
         lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.rows]
         return "\n".join(lines)
 
@@ -99,8 +103,12 @@ class Report:
     def to_json(self) -> str:
         return json.dumps(self.data, indent=2, allow_nan=False, default=str) + "\n"
 
-    def write(self, json_path: Optional[os.PathLike] = None, markdown_path: Optional[os.PathLike] = None,
-              plot_path: Optional[os.PathLike] = None) -> None:
+    def write(
+        self,
+        json_path: Optional[os.PathLike] = None,
+        markdown_path: Optional[os.PathLike] = None,
+        plot_path: Optional[os.PathLike] = None,
+    ) -> None:
         """Write the requested files (each one complete or not at all)."""
         for path, text in ((json_path, self.to_json), (markdown_path, self.to_markdown)):
             if path is not None:
@@ -130,8 +138,9 @@ def _nan_to_none(value: float) -> Optional[float]:
     return None if math.isnan(value) else value
 
 
-def judge(top1: float, top5: float, paper_top1: Optional[float], paper_top5: Optional[float],
-          tolerance: float, full: bool) -> str:
+def judge(
+    top1: float, top5: float, paper_top1: Optional[float], paper_top5: Optional[float], tolerance: float, full: bool
+) -> str:
     """``pass``/``FAIL`` when both errors are within ``tolerance`` points of the paper's on a full run.
 
     ``partial`` when the run did not cover the 50,000 images, ``no paper number`` when there is
@@ -154,9 +163,15 @@ def _standard_error(n: int, error_pct: float = 30.0) -> float:
     return 100 * math.sqrt(p * (1 - p) / n) if n else float("nan")
 
 
-def eval_report(result: EvalResult, samples: ValSamples, entries: Mapping[str, Any], weights: Mapping[str, str],
-                tolerance: float = DEFAULT_TOLERANCE, limit: Optional[int] = None,
-                command: str = "") -> Report:
+def eval_report(
+    result: EvalResult,
+    samples: ValSamples,
+    entries: Mapping[str, Any],
+    weights: Mapping[str, str],
+    tolerance: float = DEFAULT_TOLERANCE,
+    limit: Optional[int] = None,
+    command: str = "",
+) -> Report:
     """The ImageNet evaluation report.
 
     Args:
@@ -181,96 +196,165 @@ def eval_report(result: EvalResult, samples: ValSamples, entries: Mapping[str, A
         delta1 = None if paper1 is None or math.isnan(top1) else top1 - paper1
         delta5 = None if paper5 is None or math.isnan(top5) else top5 - paper5
         verdict = judge(top1, top5, paper1, paper5, tolerance, full)
-        rows.append({"name": name, "model": model, "head": head or None, "arch": entry.arch, "kind": entry.kind,
-                     "weights": weights.get(model, ""),
-                     "images": counts.images, "top1_correct": counts.top1_correct, "top5_correct": counts.top5_correct,
-                     "top1_err": _nan_to_none(top1), "top5_err": _nan_to_none(top5),
-                     "paper_top1_err": paper1, "paper_top5_err": paper5, "delta_top1": delta1, "delta_top5": delta5,
-                     "verdict": verdict})
-        table_rows.append([name, f"{entry.kind} ({head} head)" if head else entry.kind, f"{counts.images:,}",
-                           _pct(top1), _pct(paper1), _delta(delta1), _pct(top5), _pct(paper5), _delta(delta5),
-                           verdict])
-    table = Table(f"Single-crop ILSVRC-2012 validation error (%), {len(samples):,} images",
-                  ["model", "kind", "images", "top-1 err", "paper", "delta", "top-5 err", "paper", "delta", "verdict"],
-                  table_rows, "<<>>>>>>><")
+        rows.append(
+            {
+                "name": name,
+                "model": model,
+                "head": head or None,
+                "arch": entry.arch,
+                "kind": entry.kind,
+                "weights": weights.get(model, ""),
+                "images": counts.images,
+                "top1_correct": counts.top1_correct,
+                "top5_correct": counts.top5_correct,
+                "top1_err": _nan_to_none(top1),
+                "top5_err": _nan_to_none(top5),
+                "paper_top1_err": paper1,
+                "paper_top5_err": paper5,
+                "delta_top1": delta1,
+                "delta_top5": delta5,
+                "verdict": verdict,
+            }
+        )
+        table_rows.append(
+            [
+                name,
+                f"{entry.kind} ({head} head)" if head else entry.kind,
+                f"{counts.images:,}",
+                _pct(top1),
+                _pct(paper1),
+                _delta(delta1),
+                _pct(top5),
+                _pct(paper5),
+                _delta(delta5),
+                verdict,
+            ]
+        )
+    table = Table(
+        f"Single-crop ILSVRC-2012 validation error (%), {len(samples):,} images",
+        ["model", "kind", "images", "top-1 err", "paper", "delta", "top-5 err", "paper", "delta", "verdict"],
+        table_rows,
+        "<<>>>>>>><",
+    )
     notes = _eval_notes(result, samples, tolerance, limit, full)
     notes.append("weights: " + "; ".join(f"{r['name']} = {r['weights']}" for r in rows if not r["head"]))
     heads = [r["name"] for r in rows if r["head"]]
     if heads:
-        notes.append(f"auxiliary heads ({', '.join(heads)}): their paper columns are the errors of the release's "
-                     "Caffe accuracy log, not of the paper's table; they are judged the same way.")
+        notes.append(
+            f"auxiliary heads ({', '.join(heads)}): their paper columns are the errors of the release's "
+            "Caffe accuracy log, not of the paper's table; they are judged the same way."
+        )
     failed = any(r["verdict"] == "FAIL" for r in rows)
     exit_code = EXIT_FAILED if failed else EXIT_UNREADABLE if result.unreadable else EXIT_OK
     data = {
         "mode": "imagenet",
         "command": command,
-        "dataset": {"root": str(samples.root), "layout": samples.layout,
-                    "labels_file": str(samples.labels_file) if samples.labels_file else None,
-                    "images_found": samples.found, "images_evaluated": len(samples), "limit": limit, "full": full},
+        "dataset": {
+            "root": str(samples.root),
+            "layout": samples.layout,
+            "labels_file": str(samples.labels_file) if samples.labels_file else None,
+            "images_found": samples.found,
+            "images_evaluated": len(samples),
+            "limit": limit,
+            "full": full,
+        },
         "tolerance": tolerance,
         "bad_images": result.bad_images,
         "unreadable": [{"file": f, "reason": r} for f, r in result.unreadable],
         "pipelines": result.pipelines,
-        "run": {"device": result.device, "world_size": result.world_size, "fast_bf16": result.fast,
-                "channels_last": result.channels_last, "compiled": result.compiled,
-                "decode_on_device": result.decode_on_device, "jpeg_decoder": result.extra.get("jpeg_decoder"),
-                "compile_seconds": result.extra.get("compile_seconds", 0.0),
-                "engines": result.engines, "export_seconds": result.extra.get("export_seconds", 0.0),
-                "workers": result.workers, "batch_size": result.batch_size,
-                "seconds": round(result.seconds, 3), "images_per_second": _nan_to_none(round(result.images_per_second, 2))},
+        "run": {
+            "device": result.device,
+            "world_size": result.world_size,
+            "fast_bf16": result.fast,
+            "channels_last": result.channels_last,
+            "compiled": result.compiled,
+            "decode_on_device": result.decode_on_device,
+            "jpeg_decoder": result.extra.get("jpeg_decoder"),
+            "compile_seconds": result.extra.get("compile_seconds", 0.0),
+            "engines": result.engines,
+            "export_seconds": result.extra.get("export_seconds", 0.0),
+            "workers": result.workers,
+            "batch_size": result.batch_size,
+            "seconds": round(result.seconds, 3),
+            "images_per_second": _nan_to_none(round(result.images_per_second, 2)),
+        },
         "models": rows,
         "notes": notes,
         "exit_code": exit_code,
         **_versions(),
     }
-    plot_note = ("" if full else f"PARTIAL RUN, {len(samples):,} of {FULL_VAL_SIZE:,} images: not comparable with "
-                                 "the paper")
-    return Report("dsd-zoo verify: ImageNet evaluation", [table], notes, data, exit_code,
-                  plot_rows=[r for r in rows if not r["head"]], plot_note=plot_note)
+    plot_note = (
+        "" if full else f"PARTIAL RUN, {len(samples):,} of {FULL_VAL_SIZE:,} images: not comparable with the paper"
+    )
+    return Report(
+        "dsd-zoo verify: ImageNet evaluation",
+        [table],
+        notes,
+        data,
+        exit_code,
+        plot_rows=[r for r in rows if not r["head"]],
+        plot_note=plot_note,
+    )
 
 
-def _eval_notes(result: EvalResult, samples: ValSamples, tolerance: float, limit: Optional[int],
-                full: bool) -> List[str]:
+def _eval_notes(
+    result: EvalResult, samples: ValSamples, tolerance: float, limit: Optional[int], full: bool
+) -> List[str]:
     notes = []
     if full:
-        notes.append(f"Verdict: pass when both top-1 and top-5 errors are within {tolerance} pt of the paper's. "
-                     f"This run covers all {FULL_VAL_SIZE:,} validation images, so the verdict is meaningful.")
+        notes.append(
+            f"Verdict: pass when both top-1 and top-5 errors are within {tolerance} pt of the paper's. "
+            f"This run covers all {FULL_VAL_SIZE:,} validation images, so the verdict is meaningful."
+        )
     else:
         # --limit is the reason only when it left images out (subset() keeps a smaller set whole).
         why = f"--limit {limit}" if len(samples) < samples.found else f"the folder holds {samples.found:,} images"
-        notes.append(f"PARTIAL RUN ({len(samples):,} of {FULL_VAL_SIZE:,} images; {why}): the {tolerance} pt tolerance "
-                     f"is meaningful only on the full {FULL_VAL_SIZE:,} images, so no model is judged. Sampling noise "
-                     f"alone is about +-{_standard_error(len(samples)):.2f} pt (one standard error at 30% error).")
+        notes.append(
+            f"PARTIAL RUN ({len(samples):,} of {FULL_VAL_SIZE:,} images; {why}): the {tolerance} pt tolerance "
+            f"is meaningful only on the full {FULL_VAL_SIZE:,} images, so no model is judged. Sampling noise "
+            f"alone is about +-{_standard_error(len(samples)):.2f} pt (one standard error at 30% error)."
+        )
     if result.unreadable:
-        how = ("counted as wrong answers (top-1 and top-5) for every model, so they raise every error"
-               if result.bad_images == "count" else "left out of the denominator (--bad-images skip)")
+        how = (
+            "counted as wrong answers (top-1 and top-5) for every model, so they raise every error"
+            if result.bad_images == "count"
+            else "left out of the denominator (--bad-images skip)"
+        )
         shown = "; ".join(f"{f} ({r})" for f, r in result.unreadable[:10])
         more = f"; ... and {len(result.unreadable) - 10} more (all in --json)" if len(result.unreadable) > 10 else ""
         notes.append(f"{len(result.unreadable)} image(s) could not be decoded and were {how}: {shown}{more}")
     if result.fast:
         notes.append("--fast: models ran under bfloat16 autocast; results may differ from the exact float32 run.")
     if result.decode_on_device:
-        notes.append(f"--gpu-decode: JPEGs decoded on {result.device} ({result.extra.get('jpeg_decoder')}); nvJPEG's "
-                     "pixels differ slightly from libjpeg's, so results may differ from the exact run.")
+        notes.append(
+            f"--gpu-decode: JPEGs decoded on {result.device} ({result.extra.get('jpeg_decoder')}); nvJPEG's "
+            "pixels differ slightly from libjpeg's, so results may differ from the exact run."
+        )
     if result.compiled:
-        notes.append(f"torch.compile: {', '.join(result.compiled)} ran compiled "
-                     f"({result.extra.get('compile_seconds', 0.0):.1f} s of compilation, included in the time below); "
-                     "the same functions as the eager models, up to float rounding.")
+        notes.append(
+            f"torch.compile: {', '.join(result.compiled)} ran compiled "
+            f"({result.extra.get('compile_seconds', 0.0):.1f} s of compilation, included in the time below); "
+            "the same functions as the eager models, up to float rounding."
+        )
     onnx = [name for name, engine in result.engines.items() if engine == "onnxruntime"]
     if onnx:
-        notes.append(f"ONNX Runtime: {', '.join(onnx)} ran as ONNX graphs on onnxruntime's CPU provider, float32 "
-                     f"({result.extra.get('export_seconds', 0.0):.1f} s exporting or loading them from the cache, "
-                     "included in the time below); each export was checked against PyTorch on the fingerprint probe.")
+        notes.append(
+            f"ONNX Runtime: {', '.join(onnx)} ran as ONNX graphs on onnxruntime's CPU provider, float32 "
+            f"({result.extra.get('export_seconds', 0.0):.1f} s exporting or loading them from the cache, "
+            "included in the time below); each export was checked against PyTorch on the fingerprint probe."
+        )
     eager = [name for name, engine in result.engines.items() if engine == "torch"]
     if eager:
         notes.append(f"eager PyTorch: {', '.join(eager)}.")
     notes.extend(samples.notes)
     for pipeline, names in result.pipelines.items():
         notes.append(f"pipeline {pipeline}: {', '.join(names)} (each image decoded once, resampled once per pipeline)")
-    notes.append(f"{len(samples):,} images in {result.seconds:.1f} s ({result.images_per_second:.1f} img/s through "
-                 f"{sum('/' not in name for name in result.counts)} model(s)) on "
-                 f"{result.device}, {result.world_size} process(es), "
-                 f"{result.workers} worker(s) each, batch {result.batch_size}.")
+    notes.append(
+        f"{len(samples):,} images in {result.seconds:.1f} s ({result.images_per_second:.1f} img/s through "
+        f"{sum('/' not in name for name in result.counts)} model(s)) on "
+        f"{result.device}, {result.world_size} process(es), "
+        f"{result.workers} worker(s) each, batch {result.batch_size}."
+    )
     return notes
 
 
@@ -287,8 +371,13 @@ def _versions() -> Dict[str, str]:
     return versions
 
 
-_STATE_TEXT = {"verified": "verified", "pinned": "verified (pinned)", "mismatch": "MISMATCH",
-               "unverifiable": "UNVERIFIABLE", "missing": "-"}
+_STATE_TEXT = {
+    "verified": "verified",
+    "pinned": "verified (pinned)",
+    "mismatch": "MISMATCH",
+    "unverifiable": "UNVERIFIABLE",
+    "missing": "-",
+}
 
 
 def selfcheck_report(result: SelfCheckResult, command: str = "") -> Report:
@@ -296,11 +385,24 @@ def selfcheck_report(result: SelfCheckResult, command: str = "") -> Report:
     tables, notes = [], list(result.notes)
     if result.manifest_error:
         notes.insert(0, f"MANIFEST INVALID: {result.manifest_error}")
-    arch_rows = [[a.name, "-" if a.params is None else f"{a.params:,}", f"{a.reference:,}",
-                  "ok" if a.ok else f"FAIL {a.failure}".strip()] for a in result.architectures]
+    arch_rows = [
+        [
+            a.name,
+            "-" if a.params is None else f"{a.params:,}",
+            f"{a.reference:,}",
+            "ok" if a.ok else f"FAIL {a.failure}".strip(),
+        ]
+        for a in result.architectures
+    ]
     if arch_rows:
-        tables.append(Table("Architectures (built on the meta device)", ["architecture", "parameters", "reference", "check"],
-                            arch_rows, "<>><"))
+        tables.append(
+            Table(
+                "Architectures (built on the meta device)",
+                ["architecture", "parameters", "reference", "check"],
+                arch_rows,
+                "<>><",
+            )
+        )
     model_rows, model_data = [], []
     for check in result.models:
         entry, weights = check.entry, check.weights
@@ -308,41 +410,105 @@ def selfcheck_report(result: SelfCheckResult, command: str = "") -> Report:
         state = _STATE_TEXT[weights.state]
         if check.problems:
             state = "; ".join(check.problems)
-        model_rows.append([entry.name, entry.kind, entry.arch, cached, state, check.fingerprint,
-                           _pct(entry.paper_top1_err), _pct(entry.paper_top5_err),
-                           ("ok" if weights.present else "-") if check.ok else "FAIL"])
-        model_data.append({"name": entry.name, "kind": entry.kind, "arch": entry.arch, "named": check.named,
-                           "path": str(weights.path) if weights.path else None, "state": weights.state,
-                           "detail": weights.detail, "fingerprint": check.fingerprint, "problems": check.problems,
-                           "paper_top1_err": entry.paper_top1_err, "paper_top5_err": entry.paper_top5_err,
-                           "ok": check.ok})
+        model_rows.append(
+            [
+                entry.name,
+                entry.kind,
+                entry.arch,
+                cached,
+                state,
+                check.fingerprint,
+                _pct(entry.paper_top1_err),
+                _pct(entry.paper_top5_err),
+                ("ok" if weights.present else "-") if check.ok else "FAIL",
+            ]
+        )
+        model_data.append(
+            {
+                "name": entry.name,
+                "kind": entry.kind,
+                "arch": entry.arch,
+                "named": check.named,
+                "path": str(weights.path) if weights.path else None,
+                "state": weights.state,
+                "detail": weights.detail,
+                "fingerprint": check.fingerprint,
+                "problems": check.problems,
+                "paper_top1_err": entry.paper_top1_err,
+                "paper_top5_err": entry.paper_top5_err,
+                "ok": check.ok,
+            }
+        )
         if not check.ok:
             reasons = check.problems + ([check.fingerprint] if check.fingerprint_ok is False else [])
             notes.append(f"{entry.name}: {'; '.join(reasons) or weights.detail or weights.state}")
     if model_rows:
-        tables.append(Table("Models", ["model", "kind", "arch", "cached", "weights", "fingerprint", "paper top-1",
-                                       "paper top-5", "check"], model_rows, "<<<<<<>><"))
-    eval_rows = [[e.model, e.dataset, f"{e.images:,}", _pct(e.top1_err), _pct(e.expected_top1_err), _pct(e.top5_err),
-                  _pct(e.expected_top5_err), "ok" if e.ok else f"FAIL {e.failure}".strip()]
-                 for e in result.local_evaluations]
+        tables.append(
+            Table(
+                "Models",
+                ["model", "kind", "arch", "cached", "weights", "fingerprint", "paper top-1", "paper top-5", "check"],
+                model_rows,
+                "<<<<<<>><",
+            )
+        )
+    eval_rows = [
+        [
+            e.model,
+            e.dataset,
+            f"{e.images:,}",
+            _pct(e.top1_err),
+            _pct(e.expected_top1_err),
+            _pct(e.top5_err),
+            _pct(e.expected_top5_err),
+            "ok" if e.ok else f"FAIL {e.failure}".strip(),
+        ]
+        for e in result.local_evaluations
+    ]
     if eval_rows:
-        tables.append(Table("Local evaluations (data shipped with the package)",
-                            ["model", "dataset", "images", "top-1 err", "expected", "top-5 err", "expected", "check"],
-                            eval_rows, "<<>>>>><"))
+        tables.append(
+            Table(
+                "Local evaluations (data shipped with the package)",
+                ["model", "dataset", "images", "top-1 err", "expected", "top-5 err", "expected", "check"],
+                eval_rows,
+                "<<>>>>><",
+            )
+        )
     present = sum(m.weights.present for m in result.models)
-    notes.append(f"{present} of {len(result.models)} weight files are on this machine; a missing file is not a failure "
-                 "unless the model is named on the command line. Nothing was downloaded.")
+    notes.append(
+        f"{present} of {len(result.models)} weight files are on this machine; a missing file is not a failure "
+        "unless the model is named on the command line. Nothing was downloaded."
+    )
     exit_code = EXIT_OK if result.ok else EXIT_FAILED
-    data = {"mode": "selfcheck", "command": command, "manifest": result.manifest_origin,
-            "manifest_error": result.manifest_error or None,
-            "architectures": [{"name": a.name, "params": a.params, "reference": a.reference, "ok": a.ok,
-                               "failure": a.failure or None} for a in result.architectures],
-            "models": model_data,
-            "local_evaluations": [{**{k: getattr(e, k) for k in e.__dataclass_fields__}, "ok": e.ok}
-                                  for e in result.local_evaluations],
-            "notes": notes, "ok": result.ok, "exit_code": exit_code, **_versions()}
-    plot_rows = [{"name": m["name"], "arch": m["arch"], "kind": m["kind"], "top1_err": None, "top5_err": None,
-                  "paper_top1_err": m["paper_top1_err"], "paper_top5_err": m["paper_top5_err"]} for m in model_data]
+    data = {
+        "mode": "selfcheck",
+        "command": command,
+        "manifest": result.manifest_origin,
+        "manifest_error": result.manifest_error or None,
+        "architectures": [
+            {"name": a.name, "params": a.params, "reference": a.reference, "ok": a.ok, "failure": a.failure or None}
+            for a in result.architectures
+        ],
+        "models": model_data,
+        "local_evaluations": [
+            {**{k: getattr(e, k) for k in e.__dataclass_fields__}, "ok": e.ok} for e in result.local_evaluations
+        ],
+        "notes": notes,
+        "ok": result.ok,
+        "exit_code": exit_code,
+        **_versions(),
+    }
+    plot_rows = [
+        {
+            "name": m["name"],
+            "arch": m["arch"],
+            "kind": m["kind"],
+            "top1_err": None,
+            "top5_err": None,
+            "paper_top1_err": m["paper_top1_err"],
+            "paper_top5_err": m["paper_top5_err"],
+        }
+        for m in model_data
+    ]
     return Report("dsd-zoo verify: offline self-check", tables, notes, data, exit_code, plot_rows=plot_rows)
 
 
@@ -351,8 +517,9 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise DSDZooError("--plot needs matplotlib, which is not installed: pip install 'dsd-zoo[plot]' "
-                          "(or pip install matplotlib)") from None
+        raise DSDZooError(
+            "--plot needs matplotlib, which is not installed: pip install 'dsd-zoo[plot]' (or pip install matplotlib)"
+        ) from None
 
 
 def check_plot_path(path: os.PathLike) -> None:
@@ -365,8 +532,10 @@ def check_plot_path(path: os.PathLike) -> None:
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix not in formats:
         what = f"'.{suffix}' files" if suffix else "a file without a suffix"
-        raise DSDZooError(f"--plot {path}: matplotlib cannot write {what}; end the name in .png, .svg or .pdf "
-                          f"(or any of {', '.join('.' + f for f in sorted(formats))})")
+        raise DSDZooError(
+            f"--plot {path}: matplotlib cannot write {what}; end the name in .png, .svg or .pdf "
+            f"(or any of {', '.join('.' + f for f in sorted(formats))})"
+        )
 
 
 def error_interval(errors: int, n: int, z: float = 1.96) -> Tuple[float, float]:
@@ -390,7 +559,9 @@ def plot_figure(rows: Sequence[Mapping[str, Any]], title: str = "", note: str = 
     matplotlib.use("Agg")  # files only; never open a window
     import matplotlib.pyplot as plt
 
-    archs = list(dict.fromkeys(r["arch"] for r in rows if r.get("paper_top1_err") is not None or r.get("top1_err") is not None))
+    archs = list(
+        dict.fromkeys(r["arch"] for r in rows if r.get("paper_top1_err") is not None or r.get("top1_err") is not None)
+    )
     if not archs:
         raise DSDZooError("nothing to plot: no model has a measured or published error")
     kinds = [k for k in KIND_ORDER if any(r["kind"] == k for r in rows)]
@@ -411,8 +582,15 @@ def plot_figure(rows: Sequence[Mapping[str, Any]], title: str = "", note: str = 
                     continue
                 position = x - 0.4 + width * (k + 0.5)
                 # An outline keeps a 0 % bar visible as a line.
-                ax.bar(position, bar, width * 0.9, color=colours.get(kind, "#555555"), edgecolor="black", linewidth=0.6,
-                       label=None if kind in labelled else kind)
+                ax.bar(
+                    position,
+                    bar,
+                    width * 0.9,
+                    color=colours.get(kind, "#555555"),
+                    edgecolor="black",
+                    linewidth=0.6,
+                    label=None if kind in labelled else kind,
+                )
                 labelled.add(kind)
                 ticks.append(position)
                 names.append(row.get("name", arch))
@@ -423,14 +601,31 @@ def plot_figure(rows: Sequence[Mapping[str, Any]], title: str = "", note: str = 
                     low, high = error_interval(n - correct, n)
                     ax.errorbar(position, value, yerr=[[value - low], [high - value]], color="black", capsize=3, lw=1)
                     top = high
-                    ax.annotate(f"{value:.1f}%\nn={n:,}", (position, top), textcoords="offset points", xytext=(0, 3),
-                                ha="center", fontsize=7)
+                    ax.annotate(
+                        f"{value:.1f}%\nn={n:,}",
+                        (position, top),
+                        textcoords="offset points",
+                        xytext=(0, 3),
+                        ha="center",
+                        fontsize=7,
+                    )
                 else:
-                    ax.annotate(f"{bar:.1f}%", (position, top), textcoords="offset points", xytext=(0, 3),
-                                ha="center", fontsize=7)
+                    ax.annotate(
+                        f"{bar:.1f}%",
+                        (position, top),
+                        textcoords="offset points",
+                        xytext=(0, 3),
+                        ha="center",
+                        fontsize=7,
+                    )
                 if paper is not None:
-                    ax.plot([position - width * 0.45, position + width * 0.45], [paper, paper], color="black", lw=1.5,
-                            label=None if "paper" in labelled else "paper")
+                    ax.plot(
+                        [position - width * 0.45, position + width * 0.45],
+                        [paper, paper],
+                        color="black",
+                        lw=1.5,
+                        label=None if "paper" in labelled else "paper",
+                    )
                     labelled.add("paper")
         # At least three groups' room, so that one or two models are bars, not a filled panel.
         spare = max(0.0, (3 - len(archs)) / 2)
@@ -441,7 +636,7 @@ def plot_figure(rows: Sequence[Mapping[str, Any]], title: str = "", note: str = 
         ax.set_ylim(0, max(5.0, ax.get_ylim()[1] * 1.15))  # room for the annotations
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the data
         ax.grid(axis="y", alpha=0.3)
-    what = ("measured (bars, 95 % Wilson interval) vs paper (black ticks)" if measured_any else "paper errors")
+    what = "measured (bars, 95 % Wilson interval) vs paper (black ticks)" if measured_any else "paper errors"
     heading = (title + ": " if title else "") + what
     figure.suptitle(heading + (f"\n{note}" if note else ""), fontsize=10, color="black")
     figure.tight_layout()

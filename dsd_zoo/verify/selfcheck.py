@@ -41,8 +41,8 @@ __all__ = [
     "run_selfcheck",
 ]
 
-def find_local_weights(entry: ModelEntry, *, override: Optional[os.PathLike] = None,
-                       rehash: bool = True) -> LocalCopy:
+
+def find_local_weights(entry: ModelEntry, *, override: Optional[os.PathLike] = None, rehash: bool = True) -> LocalCopy:
     """Where ``entry``'s weight file is on this machine, and whether it is the right one.
 
     Looks at ``override`` (a ``--weights NAME=PATH`` file) if given, else the file shipped with
@@ -110,11 +110,19 @@ def _embedded_zoo(manifest: Manifest, local: Mapping[str, LocalCopy]) -> List["L
         data = fetch(manifest.assets[entry.evaluation["data"]].record, offline=True)
         top1, top5, n = evaluate_digits(get_model(entry.name, weights=weights.path), data)
         recorded = entry.recorded or {}
-        rows.append(LocalEvaluation(
-            entry.name, f"digits ({n} held-out images)", images=n, top1_err=100 * top1, top5_err=100 * top5,
-            expected_top1_err=recorded.get("top1_err"), expected_top5_err=recorded.get("top5_err"),
-            # One image either way: another CPU's float rounding may flip a near-tie.
-            tolerance=100 / n if n else 0.0))
+        rows.append(
+            LocalEvaluation(
+                entry.name,
+                f"digits ({n} held-out images)",
+                images=n,
+                top1_err=100 * top1,
+                top5_err=100 * top5,
+                expected_top1_err=recorded.get("top1_err"),
+                expected_top5_err=recorded.get("top5_err"),
+                # One image either way: another CPU's float rounding may flip a near-tie.
+                tolerance=100 / n if n else 0.0,
+            )
+        )
     return rows
 
 
@@ -177,8 +185,12 @@ class SelfCheckResult:
 
     @property
     def ok(self) -> bool:
-        return (not self.manifest_error and all(a.ok for a in self.architectures) and all(m.ok for m in self.models)
-                and all(e.ok for e in self.local_evaluations))
+        return (
+            not self.manifest_error
+            and all(a.ok for a in self.architectures)
+            and all(m.ok for m in self.models)
+            and all(e.ok for e in self.local_evaluations)
+        )
 
 
 def check_architectures(names: Optional[Iterable[str]] = None) -> List[ArchCheck]:
@@ -225,8 +237,9 @@ def _check_fingerprint(entry: ModelEntry, path: Path) -> tuple:
     return True, "ok"
 
 
-def run_selfcheck(names: Sequence[str] = (), weights: Optional[Mapping[str, os.PathLike]] = None,
-                  manifest: Optional[Manifest] = None) -> SelfCheckResult:
+def run_selfcheck(
+    names: Sequence[str] = (), weights: Optional[Mapping[str, os.PathLike]] = None, manifest: Optional[Manifest] = None
+) -> SelfCheckResult:
     """Run the offline self-check.
 
     Args:
@@ -240,13 +253,18 @@ def run_selfcheck(names: Sequence[str] = (), weights: Optional[Mapping[str, os.P
     try:
         manifest = manifest or load_manifest()
     except DSDZooError as exc:
-        return SelfCheckResult(manifest_origin=os.environ.get("DSD_ZOO_MANIFEST", "bundled manifest"),
-                               manifest_error=str(exc))
+        return SelfCheckResult(
+            manifest_origin=os.environ.get("DSD_ZOO_MANIFEST", "bundled manifest"), manifest_error=str(exc)
+        )
     result = SelfCheckResult(manifest_origin=manifest.origin, architectures=check_architectures())
     local: Dict[str, LocalCopy] = {}
     for entry in manifest.models.values():
-        check = ModelCheck(entry, find_local_weights(entry, override=weights.get(entry.name)),
-                           named=entry.name in names, problems=_entry_problems(entry))
+        check = ModelCheck(
+            entry,
+            find_local_weights(entry, override=weights.get(entry.name)),
+            named=entry.name in names,
+            problems=_entry_problems(entry),
+        )
         local[entry.name] = check.weights
         # An unverifiable file (e.g. converted by the user) is still compared with a recorded fingerprint.
         if check.weights.usable and check.weights.path is not None and not check.problems:
@@ -258,15 +276,18 @@ def run_selfcheck(names: Sequence[str] = (), weights: Optional[Mapping[str, os.P
         if conflict is not None:  # given with --load-despite-recorded-identity
             result.notes.append(f"{name}: checked despite its recorded identity: {conflict.message}")
         elif recorded_identity(path) == (None, None):
-            result.notes.append(f"{name}: {path} records no identity (no model or architecture in its metadata): "
-                                "nothing but its digest says which model it holds")
+            result.notes.append(
+                f"{name}: {path} records no identity (no model or architecture in its metadata): "
+                "nothing but its digest says which model it holds"
+            )
     for entry in manifest.models.values():
         for original in entry.originals:
             if original.digest is not None and original.digest.algorithm == "sha256_prefix":
                 result.notes.append(
                     f"{entry.name}: the original {original.url} is checked only by the first "
                     f"{len(original.digest.value)} hex digits of its sha256, all its publisher gave: weaker than a "
-                    "full digest")
+                    "full digest"
+                )
     for provider in LOCAL_EVALUATIONS:
         try:
             result.local_evaluations.extend(provider(manifest, local))

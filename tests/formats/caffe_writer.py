@@ -36,14 +36,33 @@ WIRE_VARINT, WIRE_LEN = 0, 2
 
 #: Current type names -> V1LayerParameter.LayerType numbers (caffe.proto).
 V1_TYPE_NUMBERS = {
-    "": 0, "Accuracy": 1, "Concat": 3, "Convolution": 4, "Data": 5, "Dropout": 6,
-    "InnerProduct": 14, "LRN": 15, "Pooling": 17, "ReLU": 18, "Softmax": 20,
-    "SoftmaxWithLoss": 21, "Split": 22, "Eltwise": 25,
+    "": 0,
+    "Accuracy": 1,
+    "Concat": 3,
+    "Convolution": 4,
+    "Data": 5,
+    "Dropout": 6,
+    "InnerProduct": 14,
+    "LRN": 15,
+    "Pooling": 17,
+    "ReLU": 18,
+    "Softmax": 20,
+    "SoftmaxWithLoss": 21,
+    "Split": 22,
+    "Eltwise": 25,
 }
 #: Current type names -> V0 type strings.
-V0_TYPE_NAMES = {"Convolution": "conv", "InnerProduct": "innerproduct", "Pooling": "pool",
-                 "LRN": "lrn", "ReLU": "relu", "Softmax": "softmax", "Data": "data",
-                 "Dropout": "dropout", "Concat": "concat"}
+V0_TYPE_NAMES = {
+    "Convolution": "conv",
+    "InnerProduct": "innerproduct",
+    "Pooling": "pool",
+    "LRN": "lrn",
+    "ReLU": "relu",
+    "Softmax": "softmax",
+    "Data": "data",
+    "Dropout": "dropout",
+    "Concat": "concat",
+}
 
 
 @dataclass
@@ -85,8 +104,9 @@ def packed_floats(number: int, values: np.ndarray, double: bool = False) -> byte
     return field_bytes(number, raw) if raw else b""
 
 
-def encode_blob(array: np.ndarray, *, legacy_shape: bool = False, double: bool = False,
-                shape: Optional[Sequence[int]] = None) -> bytes:
+def encode_blob(
+    array: np.ndarray, *, legacy_shape: bool = False, double: bool = False, shape: Optional[Sequence[int]] = None
+) -> bytes:
     """Encode one ``BlobProto``.
 
     Args:
@@ -104,8 +124,7 @@ def encode_blob(array: np.ndarray, *, legacy_shape: bool = False, double: bool =
         head = b"".join(field_varint(i + 1, d) for i, d in enumerate([1] * (4 - len(dims)) + dims))
     else:
         head = field_bytes(7, field_bytes(1, b"".join(varint(d) for d in dims)) if dims else b"")
-    values = packed_floats(8, array.ravel(), double=True) if double \
-        else packed_floats(5, array.ravel())
+    values = packed_floats(8, array.ravel(), double=True) if double else packed_floats(5, array.ravel())
     return head + values
 
 
@@ -115,25 +134,39 @@ def _strings(number: int, values: Sequence[str]) -> bytes:
 
 def _layer(spec: CaffeLayerSpec, layout: str, blob_bytes: list[bytes]) -> bytes:
     if layout == "new":
-        return (field_bytes(1, spec.name.encode()) + field_bytes(2, spec.type.encode())
-                + _strings(3, spec.bottom) + _strings(4, spec.top)
-                + b"".join(field_bytes(7, b) for b in blob_bytes))
+        return (
+            field_bytes(1, spec.name.encode())
+            + field_bytes(2, spec.type.encode())
+            + _strings(3, spec.bottom)
+            + _strings(4, spec.top)
+            + b"".join(field_bytes(7, b) for b in blob_bytes)
+        )
     connections = _strings(2, spec.bottom) + _strings(3, spec.top)
     if layout == "v1":
-        return (connections + field_bytes(4, spec.name.encode())
-                + field_varint(5, V1_TYPE_NUMBERS[spec.type])
-                + b"".join(field_bytes(6, b) for b in blob_bytes))
+        return (
+            connections
+            + field_bytes(4, spec.name.encode())
+            + field_varint(5, V1_TYPE_NUMBERS[spec.type])
+            + b"".join(field_bytes(6, b) for b in blob_bytes)
+        )
     if layout == "v0":
-        v0 = (field_bytes(1, spec.name.encode())
-              + field_bytes(2, V0_TYPE_NAMES.get(spec.type, spec.type).encode())
-              + b"".join(field_bytes(50, b) for b in blob_bytes))
+        v0 = (
+            field_bytes(1, spec.name.encode())
+            + field_bytes(2, V0_TYPE_NAMES.get(spec.type, spec.type).encode())
+            + b"".join(field_bytes(50, b) for b in blob_bytes)
+        )
         return field_bytes(1, v0) + connections
     raise ValueError(f"layout must be 'new', 'v1' or 'v0', not {layout!r}")
 
 
-def encode_caffemodel(layers: Union[Mapping[str, Sequence[np.ndarray]], Sequence[CaffeLayerSpec]],
-                      *, layout: str = "new", legacy_shape: bool = False, double: bool = False,
-                      net_name: str = "net") -> bytes:
+def encode_caffemodel(
+    layers: Union[Mapping[str, Sequence[np.ndarray]], Sequence[CaffeLayerSpec]],
+    *,
+    layout: str = "new",
+    legacy_shape: bool = False,
+    double: bool = False,
+    net_name: str = "net",
+) -> bytes:
     """Encode a ``NetParameter`` holding ``layers``.
 
     Args:
@@ -145,13 +178,15 @@ def encode_caffemodel(layers: Union[Mapping[str, Sequence[np.ndarray]], Sequence
         double: see :func:`encode_blob`.
         net_name: ``NetParameter.name``.
     """
-    specs = [CaffeLayerSpec(name, list(blobs)) for name, blobs in layers.items()] \
-        if isinstance(layers, Mapping) else list(layers)
+    specs = (
+        [CaffeLayerSpec(name, list(blobs)) for name, blobs in layers.items()]
+        if isinstance(layers, Mapping)
+        else list(layers)
+    )
     net_field = 100 if layout == "new" else 2
     body = [field_bytes(1, net_name.encode())]
     for spec in specs:
-        blob_bytes = [encode_blob(np.asarray(b), legacy_shape=legacy_shape, double=double)
-                      for b in spec.blobs]
+        blob_bytes = [encode_blob(np.asarray(b), legacy_shape=legacy_shape, double=double) for b in spec.blobs]
         body.append(field_bytes(net_field, _layer(spec, layout, blob_bytes)))
     return b"".join(body)
 
@@ -161,4 +196,3 @@ def write_caffemodel(path: Union[str, Path], layers, **options) -> Path:
     path = Path(path)
     path.write_bytes(encode_caffemodel(layers, **options))
     return path
-

@@ -12,8 +12,13 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from dsd_zoo.convert.deep_compression import (WEIGHTED_NAME_PARTS, LayerLayout, Source, _check_layout,
-                                              read_deep_compression)
+from dsd_zoo.convert.deep_compression import (
+    WEIGHTED_NAME_PARTS,
+    LayerLayout,
+    Source,
+    _check_layout,
+    read_deep_compression,
+)
 from dsd_zoo.errors import ConversionError
 
 from .prototxt import Message, layer_specs, param_shapes, read_prototxt
@@ -21,9 +26,9 @@ from .prototxt import Message, layer_specs, param_shapes, read_prototxt
 __all__ = ["deep_compression_layers", "read_deep_compression_prototxt"]
 
 
-def deep_compression_layers(net: Message,
-                            input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None
-                            ) -> list[LayerLayout]:
+def deep_compression_layers(
+    net: Message, input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None
+) -> list[LayerLayout]:
     """The weighted layers of a deploy prototxt in the order a ``.net`` file stores them.
 
     Convolution weight shapes need the input channels of each layer, which are tracked
@@ -47,20 +52,23 @@ def deep_compression_layers(net: Message,
     shapes = param_shapes(net, input_shapes, phase="TEST")
     layout = []
     for spec in layer_specs(net, phase="TEST"):
-        if spec.type not in ("Convolution", "InnerProduct") or \
-                not any(part in spec.name for part in WEIGHTED_NAME_PARTS):
+        if spec.type not in ("Convolution", "InnerProduct") or not any(
+            part in spec.name for part in WEIGHTED_NAME_PARTS
+        ):
             continue
         blobs = shapes[spec.name]
         if len(blobs) != 2:
-            raise ConversionError(f"prototxt: layer {spec.name!r} has no bias, but the .net "
-                                  "format stores one for every weighted layer")
+            raise ConversionError(
+                f"prototxt: layer {spec.name!r} has no bias, but the .net format stores one for every weighted layer"
+            )
         layout.append((spec.name, blobs[0], blobs[1][0]))
     return layout
 
 
 def read_deep_compression_prototxt(
-        source: Source, prototxt: Union[str, "os.PathLike[str]", Message],
-        input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None,
+    source: Source,
+    prototxt: Union[str, "os.PathLike[str]", Message],
+    input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Decode a ``.net`` file with the layer list derived from its deploy prototxt.
 

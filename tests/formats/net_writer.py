@@ -49,7 +49,7 @@ class NetLayer:
 
 def _pack_nibbles(values: np.ndarray) -> bytes:
     padded = np.zeros(len(values) + len(values) % 2, dtype=np.uint8)
-    padded[:len(values)] = values
+    padded[: len(values)] = values
     return (padded[0::2] | (padded[1::2] << 4)).astype(np.uint8).tobytes()
 
 
@@ -77,9 +77,12 @@ def encode_net(layers: Sequence[NetLayer]) -> bytes:
         codes, gaps = _entries(layer.codes)
         header.append(len(codes))
         packed_codes = codes.astype(np.uint8).tobytes() if bits == 8 else _pack_nibbles(codes)
-        bodies.append(np.asarray(layer.codebook, "<f4").tobytes()
-                      + np.asarray(layer.bias, "<f4").tobytes()
-                      + packed_codes + _pack_nibbles(gaps))
+        bodies.append(
+            np.asarray(layer.codebook, "<f4").tobytes()
+            + np.asarray(layer.bias, "<f4").tobytes()
+            + packed_codes
+            + _pack_nibbles(gaps)
+        )
     return np.asarray(header, "<u4").tobytes() + b"".join(bodies)
 
 
@@ -90,8 +93,9 @@ def write_net(path: Union[str, Path], layers: Sequence[NetLayer]) -> Path:
     return path
 
 
-def random_layer(name: str, shape: Sequence[int], rng: np.random.Generator,
-                 density: float = 0.33, bias_length: int | None = None) -> NetLayer:
+def random_layer(
+    name: str, shape: Sequence[int], rng: np.random.Generator, density: float = 0.33, bias_length: int | None = None
+) -> NetLayer:
     """A layer with random codebook, codes (``density`` of them non-zero) and bias."""
     bits = bits_for(name)
     codebook = np.concatenate([[0.0], rng.standard_normal(2**bits - 1)]).astype(np.float32)

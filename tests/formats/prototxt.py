@@ -93,13 +93,16 @@ class Message:
 
 # --------------------------------------------------------------------------- tokenizer
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<space>[ \t\r\n\f\v]+|\#[^\n]*)
   | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
   | (?P<number>-?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?[fF]?))
   | (?P<ident>-?[A-Za-z_][A-Za-z0-9_]*)
   | (?P<punct>[{}<>:,;\[\]])
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
 # A number glued to a word character or a dot ("1abc", "1.2.3") is malformed. This is checked
 # after the match rather than with a lookahead in _TOKEN, which made the regex backtrack through
@@ -109,8 +112,7 @@ _AFTER_NUMBER = re.compile(r"[\w.]")
 #: Python refuses to convert decimal strings beyond 4300 digits with a raw ValueError.
 _MAX_INT_DIGITS = 100
 
-_SIMPLE_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11,
-                   "\\": 92, "'": 39, '"': 34, "?": 63}
+_SIMPLE_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, "'": 39, '"': 34, "?": 63}
 _OCTAL_ESCAPE, _HEX_ESCAPE = re.compile(r"[0-7]{1,3}"), re.compile(r"[0-9a-fA-F]{1,2}")
 _TRUE, _FALSE = {"true", "True", "t"}, {"false", "False", "f"}
 _FLOAT_WORDS = {"inf": math.inf, "infinity": math.inf, "nan": math.nan}
@@ -128,11 +130,9 @@ def _tokenize(text: str) -> list[_Tok]:
     while pos < n:
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise FormatError(f"prototxt {_where(text, pos)}: unexpected character "
-                              f"{text[pos]!r}")
+            raise FormatError(f"prototxt {_where(text, pos)}: unexpected character {text[pos]!r}")
         if m.lastgroup == "number" and _AFTER_NUMBER.match(text, m.end()):
-            raise FormatError(f"prototxt {_where(text, pos)}: malformed number "
-                              f"{text[pos:m.end() + 1]!r}")
+            raise FormatError(f"prototxt {_where(text, pos)}: malformed number {text[pos : m.end() + 1]!r}")
         if m.lastgroup != "space":
             tokens.append(_Tok(m.lastgroup or "", m.group(), pos))
         pos = m.end()
@@ -153,8 +153,9 @@ def _unquote(text: str, tok: _Tok) -> bytes:
             try:
                 out += c.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate in text given as str
-                raise FormatError(f"prototxt {_where(text, tok.pos)}: string holds a lone surrogate "
-                                  f"{c!r}, which is not text") from None
+                raise FormatError(
+                    f"prototxt {_where(text, tok.pos)}: string holds a lone surrogate {c!r}, which is not text"
+                ) from None
             i += 1
             continue
         e = body[i + 1]  # the token regex guarantees a character after a backslash
@@ -166,8 +167,7 @@ def _unquote(text: str, tok: _Tok) -> bytes:
             assert m is not None
             value = int(m.group(), 8)
             if value > 255:
-                raise FormatError(f"prototxt {_where(text, tok.pos)}: octal escape \\{m.group()} "
-                                  "is above 255")
+                raise FormatError(f"prototxt {_where(text, tok.pos)}: octal escape \\{m.group()} is above 255")
             out.append(value)
             i += 1 + len(m.group())
         elif e in "xX":
@@ -182,6 +182,7 @@ def _unquote(text: str, tok: _Tok) -> bytes:
 
 
 # --------------------------------------------------------------------------- parser
+
 
 class _Parser:
     def __init__(self, text: str) -> None:
@@ -213,22 +214,19 @@ class _Parser:
 
     def message(self, close: Optional[str], depth: int) -> Message:
         if depth > _MAX_DEPTH:
-            raise FormatError(f"prototxt {self.where()}: messages nested more than "
-                              f"{_MAX_DEPTH} deep")
+            raise FormatError(f"prototxt {self.where()}: messages nested more than {_MAX_DEPTH} deep")
         msg = Message()
         while True:
             tok = self.peek()
             if tok is None:
                 if close is not None:
-                    raise FormatError(f"prototxt: end of text inside a message; a {close!r} "
-                                      "is missing")
+                    raise FormatError(f"prototxt: end of text inside a message; a {close!r} is missing")
                 return msg
             if close is not None and self.accept(close):
                 return msg
             name = self.take()
             if name.kind != "ident" or name.text.startswith("-"):
-                raise FormatError(f"prototxt {_where(self.text, name.pos)}: expected a field "
-                                  f"name, found {name.text!r}")
+                raise FormatError(f"prototxt {_where(self.text, name.pos)}: expected a field name, found {name.text!r}")
             colon = self.accept(":") is not None
             if self.accept("["):
                 for value in self.list_values(depth):
@@ -236,13 +234,11 @@ class _Parser:
             else:
                 opener = self.accept("{", "<")
                 if opener is not None:
-                    msg.add(name.text, self.message("}" if opener.text == "{" else ">",
-                                                    depth + 1))
+                    msg.add(name.text, self.message("}" if opener.text == "{" else ">", depth + 1))
                 elif colon:
                     msg.add(name.text, self.scalar())
                 else:
-                    raise FormatError(f"prototxt {self.where()}: expected ':' or '{{' after "
-                                      f"field {name.text!r}")
+                    raise FormatError(f"prototxt {self.where()}: expected ':' or '{{' after field {name.text!r}")
             self.accept(",", ";")
 
     def list_values(self, depth: int) -> list[Value]:
@@ -271,13 +267,14 @@ class _Parser:
             try:
                 return b"".join(parts).decode("utf-8")
             except UnicodeDecodeError:
-                raise FormatError(f"prototxt {_where(self.text, tok.pos)}: string is not valid "
-                                  "UTF-8") from None
+                raise FormatError(f"prototxt {_where(self.text, tok.pos)}: string is not valid UTF-8") from None
         if tok.kind == "number":
             value = _number(tok.text)
             if value is None:
-                raise FormatError(f"prototxt {_where(self.text, tok.pos)}: integer literal of "
-                                  f"{len(tok.text)} characters is out of range")
+                raise FormatError(
+                    f"prototxt {_where(self.text, tok.pos)}: integer literal of "
+                    f"{len(tok.text)} characters is out of range"
+                )
             return value
         if tok.kind == "ident":
             word = tok.text.lstrip("-")
@@ -290,8 +287,7 @@ class _Parser:
                 return False
             if not tok.text.startswith("-"):
                 return tok.text
-        raise FormatError(f"prototxt {_where(self.text, tok.pos)}: expected a value, found "
-                          f"{tok.text!r}")
+        raise FormatError(f"prototxt {_where(self.text, tok.pos)}: expected a value, found {tok.text!r}")
 
 
 def _number(text: str) -> Union[int, float, None]:
@@ -339,6 +335,7 @@ def read_prototxt(path: Union[str, "os.PathLike[str]"]) -> Message:
 
 
 # --------------------------------------------------------------------------- layer specs
+
 
 @dataclass(frozen=True)
 class LayerSpec:
@@ -408,8 +405,7 @@ def net_layers(net: Message, phase: Optional[str] = None) -> list[Message]:
     """
     new, legacy = net.getall("layer"), net.getall("layers")
     if new and legacy:
-        raise FormatError("prototxt has both 'layer' and legacy 'layers' entries; Caffe "
-                          "refuses such nets")
+        raise FormatError("prototxt has both 'layer' and legacy 'layers' entries; Caffe refuses such nets")
     layers = new or legacy
     for layer in layers:
         if not isinstance(layer, Message):
@@ -460,21 +456,26 @@ def layer_specs(net: Message, phase: Optional[str] = None) -> list[LayerSpec]:
 def _spec(layer: Message, type_: str) -> LayerSpec:
     name = _str_field(layer, "name", "")
     p = _Params(layer, name, type_)
-    base = dict(name=name, type=type_, bottom=tuple(_strs(layer, "bottom", name)),
-                top=tuple(_strs(layer, "top", name)))
+    base = dict(name=name, type=type_, bottom=tuple(_strs(layer, "bottom", name)), top=tuple(_strs(layer, "top", name)))
     if type_ == "Convolution":
         return LayerSpec(
-            **base, num_output=p.integer("num_output", minimum=1),
+            **base,
+            num_output=p.integer("num_output", minimum=1),
             bias_term=p.flag("bias_term", True),
             kernel_size=p.conv_pair("kernel_size", "kernel_h", "kernel_w", None),
             stride=p.conv_pair("stride", "stride_h", "stride_w", 1, minimum=1),
             pad=p.conv_pair("pad", "pad_h", "pad_w", 0, minimum=0),
             dilation=p.conv_pair("dilation", None, None, 1, minimum=1),
-            group=p.integer("group", 1, minimum=1))
+            group=p.integer("group", 1, minimum=1),
+        )
     if type_ == "InnerProduct":
-        return LayerSpec(**base, num_output=p.integer("num_output", minimum=1),
-                         bias_term=p.flag("bias_term", True), axis=p.integer("axis", 1),
-                         transpose=p.flag("transpose", False))
+        return LayerSpec(
+            **base,
+            num_output=p.integer("num_output", minimum=1),
+            bias_term=p.flag("bias_term", True),
+            axis=p.integer("axis", 1),
+            transpose=p.flag("transpose", False),
+        )
     if type_ == "Pooling":
         global_pooling = p.flag("global_pooling", False)
         kernel = p.pool_pair("kernel_size", "kernel_h", "kernel_w", None)
@@ -487,15 +488,23 @@ def _spec(layer: Message, type_: str) -> LayerSpec:
                 raise p.error("global pooling needs stride 1 and pad 0")
         elif kernel is None:
             raise p.error("needs kernel_size (or kernel_h and kernel_w)")
-        return LayerSpec(**base, kernel_size=kernel, stride=stride, pad=pad,
-                         pool=p.enum("pool", "MAX", ("MAX", "AVE", "STOCHASTIC")),
-                         global_pooling=global_pooling,
-                         round_mode=p.enum("round_mode", "CEIL", ("CEIL", "FLOOR")))
-    return LayerSpec(**base, local_size=p.integer("local_size", 5, minimum=1),
-                     alpha=p.number("alpha", 1.0), beta=p.number("beta", 0.75),
-                     k=p.number("k", 1.0),
-                     norm_region=p.enum("norm_region", "ACROSS_CHANNELS",
-                                        ("ACROSS_CHANNELS", "WITHIN_CHANNEL")))
+        return LayerSpec(
+            **base,
+            kernel_size=kernel,
+            stride=stride,
+            pad=pad,
+            pool=p.enum("pool", "MAX", ("MAX", "AVE", "STOCHASTIC")),
+            global_pooling=global_pooling,
+            round_mode=p.enum("round_mode", "CEIL", ("CEIL", "FLOOR")),
+        )
+    return LayerSpec(
+        **base,
+        local_size=p.integer("local_size", 5, minimum=1),
+        alpha=p.number("alpha", 1.0),
+        beta=p.number("beta", 0.75),
+        k=p.number("k", 1.0),
+        norm_region=p.enum("norm_region", "ACROSS_CHANNELS", ("ACROSS_CHANNELS", "WITHIN_CHANNEL")),
+    )
 
 
 def _str_field(msg: Message, field: str, default: str) -> str:
@@ -515,8 +524,12 @@ def _strs(msg: Message, field: str, layer: str) -> list[str]:
 class _Params:
     """Typed access to one layer's ``<type>_param`` block, with Caffe's checks."""
 
-    _BLOCKS = {"Convolution": "convolution_param", "InnerProduct": "inner_product_param",
-               "Pooling": "pooling_param", "LRN": "lrn_param"}
+    _BLOCKS = {
+        "Convolution": "convolution_param",
+        "InnerProduct": "inner_product_param",
+        "Pooling": "pooling_param",
+        "LRN": "lrn_param",
+    }
 
     def __init__(self, layer: Message, name: str, type_: str) -> None:
         self.name, self.type = name, type_
@@ -534,7 +547,7 @@ class _Params:
             raise self.error(f"sets {field!r} {len(values)} times")
         return values[0] if values else None
 
-    def integer(self, field: str, default: Optional[int] = None, minimum: int = -2**63) -> int:
+    def integer(self, field: str, default: Optional[int] = None, minimum: int = -(2**63)) -> int:
         value = self._one(field)
         if value is None:
             if default is None:
@@ -575,8 +588,9 @@ class _Params:
             raise self.error(f"has {field}: {value!r}; expected an integer >= {minimum}")
         return value
 
-    def conv_pair(self, field: str, h: Optional[str], w: Optional[str],
-                  default: Optional[int], minimum: int = 1) -> tuple[int, int]:
+    def conv_pair(
+        self, field: str, h: Optional[str], w: Optional[str], default: Optional[int], minimum: int = 1
+    ) -> tuple[int, int]:
         """``BaseConvolutionLayer::LayerSetUp``: 1 or 2 repeated values, or ``_h``/``_w``."""
         values = self.msg.getall(field)
         hw = self._hw(field, h, w, minimum, given=bool(values))
@@ -586,17 +600,16 @@ class _Params:
             v = self._checked(field, values[0], minimum)
             return (v, v)
         if len(values) == 2:
-            return (self._checked(field, values[0], minimum),
-                    self._checked(field, values[1], minimum))
+            return (self._checked(field, values[0], minimum), self._checked(field, values[1], minimum))
         if len(values) > 2:
-            raise self.error(f"gives {len(values)} values of {field!r}; only 2-D "
-                             "convolutions are supported")
+            raise self.error(f"gives {len(values)} values of {field!r}; only 2-D convolutions are supported")
         if default is None:
             raise self.error(f"needs {field!r} (or {h} and {w})")
         return (default, default)
 
-    def pool_pair(self, field: str, h: str, w: str, default: Optional[int],
-                  minimum: int = 1) -> Optional[tuple[int, int]]:
+    def pool_pair(
+        self, field: str, h: str, w: str, default: Optional[int], minimum: int = 1
+    ) -> Optional[tuple[int, int]]:
         """``PoolingLayer::LayerSetUp``: a single value, or ``_h`` and ``_w``."""
         value = self._one(field)
         hw = self._hw(field, h, w, minimum, given=value is not None)
@@ -607,8 +620,9 @@ class _Params:
             return (v, v)
         return None if default is None else (default, default)
 
-    def _hw(self, field: str, h: Optional[str], w: Optional[str], minimum: int,
-            given: bool) -> Optional[tuple[int, int]]:
+    def _hw(
+        self, field: str, h: Optional[str], w: Optional[str], minimum: int, given: bool
+    ) -> Optional[tuple[int, int]]:
         if h is None or w is None:
             return None
         hv, wv = self._one(h), self._one(w)
@@ -624,15 +638,35 @@ class _Params:
 # --------------------------------------------------------------------------- shapes
 
 #: Layer types whose every top has the shape of the first bottom.
-_SAME_SHAPE = frozenset({
-    "ReLU", "Dropout", "LRN", "Sigmoid", "TanH", "BatchNorm", "Scale", "Bias", "PReLU",
-    "ELU", "AbsVal", "Power", "Exp", "Log", "BNLL", "Threshold", "Softmax", "Split",
-    "Eltwise", "MVN",
-})
+_SAME_SHAPE = frozenset(
+    {
+        "ReLU",
+        "Dropout",
+        "LRN",
+        "Sigmoid",
+        "TanH",
+        "BatchNorm",
+        "Scale",
+        "Bias",
+        "PReLU",
+        "ELU",
+        "AbsVal",
+        "Power",
+        "Exp",
+        "Log",
+        "BNLL",
+        "Threshold",
+        "Softmax",
+        "Split",
+        "Eltwise",
+        "MVN",
+    }
+)
 
 
-def param_shapes(net: Message, input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None,
-                 phase: Optional[str] = "TEST") -> dict[str, list[tuple[int, ...]]]:
+def param_shapes(
+    net: Message, input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None, phase: Optional[str] = "TEST"
+) -> dict[str, list[tuple[int, ...]]]:
     """The parameter blob shapes Caffe creates for each Convolution / InnerProduct layer.
 
     Blob shapes are propagated from the net's inputs as Caffe's ``Reshape`` does (pooling
@@ -686,7 +720,7 @@ def _declared_inputs(net: Message) -> Iterator[tuple[str, Shape]]:
         if i < len(shape_msgs) and isinstance(shape_msgs[i], Message):
             yield blob, _dims(shape_msgs[i], f"input_shape of {blob!r}")  # type: ignore[arg-type]
         elif len(dims) >= 4 * (i + 1):
-            yield blob, _dims(Message({"dim": dims[4 * i:4 * i + 4]}), f"input_dim of {blob!r}")
+            yield blob, _dims(Message({"dim": dims[4 * i : 4 * i + 4]}), f"input_dim of {blob!r}")
     for layer in net_layers(net):
         if layer_type(layer) != "Input":
             continue
@@ -705,9 +739,13 @@ def _dims(shape: Message, what: str) -> Shape:
     return tuple(dims)  # type: ignore[arg-type]
 
 
-def _propagate(layer: Message, type_: str, spec: Optional[LayerSpec],
-               bottoms: list[Optional[Shape]], out: dict[str, list[tuple[int, ...]]]
-               ) -> Optional[Shape]:
+def _propagate(
+    layer: Message,
+    type_: str,
+    spec: Optional[LayerSpec],
+    bottoms: list[Optional[Shape]],
+    out: dict[str, list[tuple[int, ...]]],
+) -> Optional[Shape]:
     first = bottoms[0] if bottoms else None
     if spec is not None and spec.type == "Convolution":
         return _conv(spec, first, out)
@@ -730,31 +768,37 @@ def _need(spec: LayerSpec, shape: Optional[Shape], axes: int, what: str) -> Shap
         raise ConversionError(
             f"prototxt: cannot tell the {what} of {spec.type} layer {spec.name!r}: the shape "
             f"of its input {spec.bottom[:1]} is unknown ({shape}); pass "
-            "input_shapes={'data': (N, C, H, W)}")
+            "input_shapes={'data': (N, C, H, W)}"
+        )
     return shape
 
 
 def _conv(spec: LayerSpec, shape: Optional[Shape], out: dict) -> Shape:
     shape = _need(spec, shape, 2, "input channels")
     if len(shape) != 4:
-        raise ConversionError(f"prototxt: Convolution layer {spec.name!r} gets a "
-                              f"{len(shape)}-D input {shape}; only 2-D convolutions are supported")
+        raise ConversionError(
+            f"prototxt: Convolution layer {spec.name!r} gets a "
+            f"{len(shape)}-D input {shape}; only 2-D convolutions are supported"
+        )
     n, c, h, w = shape
     if c is None:
         _need(spec, None, 2, "input channels")
-    assert spec.num_output and spec.group and spec.kernel_size and spec.stride and spec.pad \
-        and spec.dilation
+    assert spec.num_output and spec.group and spec.kernel_size and spec.stride and spec.pad and spec.dilation
     if c % spec.group or spec.num_output % spec.group:  # type: ignore[operator]
-        raise ConversionError(f"prototxt: Convolution layer {spec.name!r}: channels {c} -> "
-                              f"{spec.num_output} are not divisible by group {spec.group}")
+        raise ConversionError(
+            f"prototxt: Convolution layer {spec.name!r}: channels {c} -> "
+            f"{spec.num_output} are not divisible by group {spec.group}"
+        )
     weight = (spec.num_output, c // spec.group, *spec.kernel_size)  # type: ignore[operator]
     out[spec.name] = [weight, (spec.num_output,)] if spec.bias_term else [weight]
     spatial = []
     for size, k, s, p, d in zip((h, w), spec.kernel_size, spec.stride, spec.pad, spec.dilation):
         extent = d * (k - 1) + 1
         if size is not None and size + 2 * p < extent:
-            raise ConversionError(f"prototxt: Convolution layer {spec.name!r}: kernel {extent} "
-                                  f"is larger than the padded input {size + 2 * p}")
+            raise ConversionError(
+                f"prototxt: Convolution layer {spec.name!r}: kernel {extent} "
+                f"is larger than the padded input {size + 2 * p}"
+            )
         spatial.append(None if size is None else (size + 2 * p - extent) // s + 1)
     return (n, spec.num_output, *spatial)
 
@@ -786,8 +830,9 @@ def _pool(spec: LayerSpec, shape: Optional[Shape]) -> Optional[Shape]:
             spatial.append(None)
             continue
         if size + 2 * p < k:
-            raise ConversionError(f"prototxt: Pooling layer {spec.name!r}: window {k} is "
-                                  f"larger than the padded input {size + 2 * p}")
+            raise ConversionError(
+                f"prototxt: Pooling layer {spec.name!r}: window {k} is larger than the padded input {size + 2 * p}"
+            )
         if spec.round_mode == "FLOOR":
             o = (size + 2 * p - k) // s + 1
         else:
@@ -813,4 +858,4 @@ def _concat(layer: Message, bottoms: list[Optional[Shape]]) -> Optional[Shape]:
         return None
     along = [b[axis] for b in bottoms]  # type: ignore[index]
     total = None if None in along else sum(along)  # type: ignore[arg-type]
-    return (*first[:axis], total, *first[axis + 1:])
+    return (*first[:axis], total, *first[axis + 1 :])

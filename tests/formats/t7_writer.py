@@ -45,9 +45,14 @@ TYPE_NIL, TYPE_NUMBER, TYPE_STRING, TYPE_TABLE, TYPE_TORCH = 0, 1, 2, 3, 4
 TYPE_BOOLEAN, TYPE_FUNCTION, TYPE_RECUR_FUNCTION = 5, 6, 8
 
 _ELEMENT_NAMES = {
-    np.dtype(np.uint8): "Byte", np.dtype(np.int8): "Char", np.dtype(np.int16): "Short",
-    np.dtype(np.int32): "Int", np.dtype(np.int64): "Long", np.dtype(np.float32): "Float",
-    np.dtype(np.float64): "Double", np.dtype(np.float16): "Half",
+    np.dtype(np.uint8): "Byte",
+    np.dtype(np.int8): "Char",
+    np.dtype(np.int16): "Short",
+    np.dtype(np.int32): "Int",
+    np.dtype(np.int64): "Long",
+    np.dtype(np.float32): "Float",
+    np.dtype(np.float64): "Double",
+    np.dtype(np.float16): "Half",
 }
 
 
@@ -224,8 +229,7 @@ class T7Writer:
         self.write(fn.upvalues)
 
     def _torch(self, obj: Any) -> None:
-        version = obj.version if isinstance(obj, T7Object) else \
-            0 if isinstance(obj, (TdsHash, TdsVec)) else 1
+        version = obj.version if isinstance(obj, T7Object) else 0 if isinstance(obj, (TdsHash, TdsVec)) else 1
         if version is not None:
             self.string(f"V {version}")
         self.string(obj.typename)
@@ -277,9 +281,11 @@ def nn_module(typename: str, **fields: Any) -> T7Object:
     ``train`` defaults to False and ``output`` / ``gradInput`` to empty float tensors, as in
     a module saved after ``clearState()``.
     """
-    defaults: dict[str, Any] = {"train": False,
-                                "output": np.zeros((0,), np.float32),
-                                "gradInput": np.zeros((0,), np.float32)}
+    defaults: dict[str, Any] = {
+        "train": False,
+        "output": np.zeros((0,), np.float32),
+        "gradInput": np.zeros((0,), np.float32),
+    }
     defaults.update(fields)
     return T7Object(typename, defaults)
 
@@ -291,8 +297,7 @@ def shared_parameters(arrays: Sequence[np.ndarray], cuda: bool = False) -> list[
     checkpoints: every weight and bias is a tensor with a storage offset into one storage.
     """
     dtype = np.result_type(*arrays) if arrays else np.float32
-    flat = np.concatenate([np.ravel(a).astype(dtype) for a in arrays]) if arrays \
-        else np.zeros((0,), dtype)
+    flat = np.concatenate([np.ravel(a).astype(dtype) for a in arrays]) if arrays else np.zeros((0,), dtype)
     storage = T7Storage(flat, cuda=cuda)
     views, offset = [], 0
     for a in arrays:
