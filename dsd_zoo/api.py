@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 if TYPE_CHECKING:  # annotations only: importing dsd_zoo must not import torch
     import torch
 
-from .errors import ManifestError, UnknownModelError, WeightsError
-from .manifest import KINDS as _KINDS
-from .manifest import Manifest, ModelEntry, load_manifest
+from .errors import UnknownModelError, WeightsError
+from .manifest import KINDS, Manifest, ModelEntry, load_manifest
+from .models import ARCHITECTURES, Architecture
 
 __all__ = ["Weights", "list_models", "get_model", "get_weights", "get_entry", "expand_names"]
 
@@ -33,12 +33,6 @@ def imagenet_classes() -> Tuple[Tuple[str, str], ...]:
     return tuple((wnid, names) for wnid, names in rows)
 
 
-def _architectures():
-    from .models import ARCHITECTURES
-
-    return ARCHITECTURES
-
-
 def get_entry(name: str, manifest: Optional[Manifest] = None) -> ModelEntry:
     """The manifest entry of ``name``; an unknown name raises an error listing the closest ones."""
     if not isinstance(name, str):
@@ -49,11 +43,6 @@ def get_entry(name: str, manifest: Optional[Manifest] = None) -> ModelEntry:
         close = difflib.get_close_matches(name, list(manifest.models), n=5, cutoff=0.3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownModelError(f"unknown model {name!r}{hint} (all models: dsd_zoo.list_models())")
-    if entry.arch not in _architectures():
-        raise ManifestError(
-            f"{manifest.origin}: model {name!r}: arch {entry.arch!r} is not an architecture of this "
-            f"dsd-zoo version (known: {', '.join(_architectures())}); upgrade dsd-zoo"
-        )
     return entry
 
 
@@ -64,8 +53,8 @@ def list_models(pattern: Optional[str] = None, kind: Optional[str] = None) -> Li
         pattern: a shell-style pattern, e.g. ``"*_dsd"`` or ``"resnet*"``.
         kind: ``"dsd"``, ``"baseline"`` or ``"sparse"``.
     """
-    if kind is not None and kind not in _KINDS:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, _KINDS))} (or None), got {kind!r}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))} (or None), got {kind!r}")
     entries = load_manifest().models.values()
     return [
         e.name
@@ -108,9 +97,9 @@ class Weights:
         return self.entry.name
 
     @property
-    def architecture(self):
+    def architecture(self) -> Architecture:
         """The :class:`~dsd_zoo.models.Architecture` these weights belong to."""
-        return _architectures()[self.entry.arch]
+        return ARCHITECTURES[self.entry.arch]
 
     @functools.cached_property
     def meta(self) -> Dict[str, Any]:
@@ -156,11 +145,9 @@ class Weights:
         from .loading import load_tensors
         from .pipelines import PIPELINES
 
-        def mean_image():
-            asset = self.manifest.mean_image(self.entry)
-            if asset is None:  # the manifest's validation ties a mean-image pipeline to an asset
-                raise ManifestError(f"{self.name}: its preprocessing names no mean image")
-            return load_tensors(fetch(asset.record))[0]["mean_image"]  # a shipped file: checked, never downloaded
+        def mean_image():  # called only by a pipeline whose validated spec names a shipped asset
+            asset = self.manifest.assets[self.entry.transforms["mean_image"]]
+            return load_tensors(fetch(asset.record))[0]["mean_image"]  # checked, never downloaded
 
         return PIPELINES[self.entry.transforms["pipeline"]].build(self.entry.transforms, mean_image)
 
@@ -212,10 +199,12 @@ def get_model(
     Returns:
         The model in eval mode when weights were loaded.
     """
-    from .loading import build_with_weights, identity_conflict
+    from .errors import IntegrityError
+    from .fingerprint import check_fingerprint
+    from .loading import build_with_weights, identity_conflict, recorded_identity
 
     entry = get_entry(name)
-    arch = _architectures()[entry.arch]
+    arch = ARCHITECTURES[entry.arch]
     if isinstance(weights, Weights):
         if weights.name != name:
             raise WeightsError(f"weights of {weights.name} given for {name}; pass get_weights({name!r}) or a file")
@@ -235,7 +224,8 @@ def get_model(
                 "with pretrained=False and train, or pass weights=FILE saved with that many"
             )
         weights = get_weights(name).resolve(progress=progress, trust_unverified=trust_unverified)
-    conflict = None if load_despite_recorded_identity else identity_conflict(weights, name, entry.arch)
+    judge = not load_despite_recorded_identity
+    conflict = identity_conflict(weights, name, entry.arch) if judge else None
     if conflict is not None:
         other = (
             f"load it as get_model({conflict.recorded_model!r}, weights=...)"
@@ -246,28 +236,15 @@ def get_model(
             f"{conflict.message}; {other}, or pass load_despite_recorded_identity=True to load it as {name} anyway"
         )
     model = build_with_weights(arch, weights, kwargs, optional_prefixes=arch.optional_prefixes)
-    if user_file and not load_despite_recorded_identity:
-        _refuse_other_logits(model, weights, entry)
+    # A user's file that says it holds this model must compute its published logits (one forward
+    # pass on the probe). One that names no model, such as a user's own fine-tune, is meant to differ.
+    if judge and user_file and entry.fingerprint is not None and recorded_identity(weights)[0] == name:
+        try:
+            check_fingerprint(model, entry.fingerprint)
+        except IntegrityError as exc:
+            raise WeightsError(
+                f"{weights} says it holds {name}, but its outputs are not the ones published for "
+                f"{name}: {exc}. get_model({name!r}) fetches the verified file; "
+                "load_despite_recorded_identity=True loads this one anyway"
+            ) from exc
     return model
-
-
-def _refuse_other_logits(model: "torch.nn.Module", path: Union[str, os.PathLike], entry: ModelEntry) -> None:
-    """Refuse a file that says it holds ``entry``'s model but does not compute its published logits.
-
-    Only a file that names the model in its metadata is judged: a user's own fine-tune records
-    nothing and is meant to differ. One forward pass on the two-image probe.
-    """
-    from .errors import IntegrityError
-    from .fingerprint import check_fingerprint
-    from .loading import recorded_identity
-
-    if entry.fingerprint is None or recorded_identity(path)[0] != entry.name:
-        return
-    try:
-        check_fingerprint(model, entry.fingerprint)
-    except IntegrityError as exc:
-        raise WeightsError(
-            f"{path} says it holds {entry.name}, but its outputs are not the ones published for "
-            f"{entry.name}: {exc}. get_model({entry.name!r}) fetches the verified file; "
-            "load_despite_recorded_identity=True loads this one anyway"
-        ) from exc

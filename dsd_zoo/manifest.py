@@ -24,6 +24,7 @@ from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Tup
 from ._fields import unknown_fields
 from .digests import Digest
 from .errors import ManifestError, RecordError
+from .models import ARCHITECTURES
 from .records import FileRecord, HFLocation
 from .pipelines import PIPELINES
 
@@ -37,32 +38,34 @@ ORIGINAL_FORMATS = ("caffemodel", "torch7", "deep-compression", "safetensors", "
 # A cache file name must never escape the cache directory.
 _MODEL_NAME = re.compile(r"[a-z][a-z0-9_]*")
 # The fields each kind of object may have: anything else is an error (see dsd_zoo._fields).
-_TOP_FIELDS = {"format", "citations", "assets", "models"}
-_ASSET_FIELDS = {"file", "url", "local", "digest", "size", "description"}
-_MODEL_FIELDS = {
-    "arch",
-    "kind",
-    "weights",
-    "original",
-    "alternates",
-    "transforms",
-    "metrics",
-    "citation",
-    "fingerprint",
-    "categories",
-    "evaluation",
-    "source",
-    "license",
-    "description",
+_FIELDS = {
+    "top": {"format", "citations", "assets", "models"},
+    "asset": {"file", "url", "local", "digest", "size", "description"},
+    "model": {
+        "arch",
+        "kind",
+        "weights",
+        "original",
+        "alternates",
+        "transforms",
+        "metrics",
+        "citation",
+        "fingerprint",
+        "categories",
+        "evaluation",
+        "source",
+        "license",
+        "description",
+    },
+    "weights": {"file", "sha256", "size", "hf", "urls", "local"},
+    "hf": ("repo_id", "revision", "filename"),
+    "original": {"format", "url", "digest", "size", "mirrors", "description", "pinned"},
+    "metrics": {"paper", "recorded", "heads"},
+    "paper": {"top1_err", "top5_err", "source"},
+    "errors": {"top1_err", "top5_err", "source", "images"},
+    "evaluation": {"data", "dataset"},
+    "fingerprint": {"input", "indices", "values", "argmax", "atol"},
 }
-_WEIGHTS_FIELDS = {"file", "sha256", "size", "hf", "urls", "local"}
-_HF_FIELDS = {"repo_id", "revision", "filename"}
-_ORIGINAL_FIELDS = {"format", "url", "digest", "size", "mirrors", "description", "pinned"}
-_METRICS_FIELDS = {"paper", "recorded", "heads"}
-_PAPER_FIELDS = {"top1_err", "top5_err", "source"}
-_ERRORS_FIELDS = {"top1_err", "top5_err", "source", "images"}
-_EVALUATION_FIELDS = {"data", "dataset"}
-_FINGERPRINT_FIELDS = {"input", "indices", "values", "argmax", "atol"}
 
 
 @dataclass(frozen=True)
@@ -167,14 +170,6 @@ class Manifest:
         """The BibTeX entries an entry cites, joined."""
         return "\n\n".join(self.citations[key] for key in entry.citation)
 
-    def mean_image(self, entry: ModelEntry) -> Optional[AssetRecord]:
-        """The asset of the mean image ``entry``'s preprocessing subtracts (AlexNet's), or ``None``.
-
-        Validation made sure that a ``transforms.mean_image`` names an asset of this manifest.
-        """
-        name = entry.transforms.get("mean_image")
-        return None if name is None else self.assets[name]
-
 
 class _Checker:
     """Reads typed fields out of JSON objects, raising errors that say where the problem is."""
@@ -210,6 +205,12 @@ class _Checker:
             raise self.fail(f"{where}.{key}", f"must be {names}{' or null' if optional else ''}, got {value!r}")
         return value
 
+    def percent(self, obj: Mapping[str, Any], key: str, where: str, optional: bool = False) -> Optional[float]:
+        value = self.get(obj, key, where, (int, float), optional)
+        if value is not None and not 0 <= value <= 100:
+            raise self.fail(f"{where}.{key}", f"is a percentage in [0, 100], got {value}")
+        return value
+
     def digest(self, algorithm: str, value: Any, where: str) -> Digest:
         try:
             return Digest(algorithm, value)
@@ -226,15 +227,17 @@ class _Checker:
         ((algorithm, hexvalue),) = value.items()
         return self.digest(algorithm, hexvalue, f"{where}.digest.{algorithm}")
 
-    def record(self, where: str, json_field: Callable[[str], str], **values: Any) -> FileRecord:
-        """A :class:`FileRecord` of ``values``; its errors name the JSON field ``json_field`` gives for a record field."""
+    def record(
+        self, where: str, json_field: Callable[[str], str], make: Callable[..., Any] = FileRecord, **values: Any
+    ):
+        """``make(**values)`` (a :class:`FileRecord`); its errors name the JSON field ``json_field`` gives for a record field.
+
+        The record checks its own fields (file name, size, URLs); they are not checked twice here.
+        """
         try:
-            return FileRecord(**values)
+            return make(**values)
         except RecordError as exc:
             raise self.fail(f"{where}.{json_field(exc.field)}", exc.problem) from None
-
-    def optional_size(self, obj: Mapping[str, Any], where: str) -> Optional[int]:
-        return self.get(obj, "size", where, (int,), optional=True)
 
 
 def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
@@ -243,7 +246,7 @@ def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
     Raises :class:`ManifestError` naming the model and field of the first problem found.
     """
     check = _Checker(origin)
-    root = check.obj(document, "top level", _TOP_FIELDS)
+    root = check.obj(document, "top level", _FIELDS["top"])
     version = root.get("format")
     if type(version) is not int or version != FORMAT_VERSION:  # not true, not 1.0
         raise check.fail(
@@ -254,15 +257,16 @@ def parse_manifest(document: Any, origin: str = "<manifest>") -> Manifest:
         if not isinstance(text, str):
             raise check.fail(f"citations.{key}", "must be a string (BibTeX)")
     assets = {
-        name: _parse_asset(check, name, check.obj(value, f"asset {name!r}", _ASSET_FIELDS))
+        name: _parse_asset(check, name, check.obj(value, f"asset {name!r}", _FIELDS["asset"]))
         for name, value in check.obj(root.get("assets", {}), "assets").items()
     }
-    models_json = check.obj(root.get("models"), "models")
     models = {}
-    for name, value in models_json.items():
+    for name, value in check.obj(root.get("models"), "models").items():
         if not _MODEL_NAME.fullmatch(name):
             raise check.fail(f"models.{name}", "model names are lower-case identifiers")
-        models[name] = _parse_model(check, name, check.obj(value, f"model {name!r}", _MODEL_FIELDS), citations, assets)
+        models[name] = _parse_model(
+            check, name, check.obj(value, f"model {name!r}", _FIELDS["model"]), citations, assets
+        )
     owners: dict = {}
     files = [("asset", name, asset.record.file) for name, asset in assets.items()]
     files += [("model", name, entry.weights.file) for name, entry in models.items()]
@@ -284,7 +288,7 @@ def _parse_asset(check: _Checker, name: str, obj: Mapping[str, Any]) -> AssetRec
         lambda field: "url" if field == "urls[0]" else field,
         file=check.get(obj, "file", where, (str,)),
         digest=check.published_digest(obj, where),
-        size=check.optional_size(obj, where),
+        size=obj.get("size"),
         urls=() if url is None else (url,),
         local=local,
     )
@@ -300,114 +304,75 @@ def _parse_model(
     kind = check.get(obj, "kind", where, (str,))
     if kind not in KINDS:
         raise check.fail(f"{where}.kind", f"must be one of {KINDS}, got {kind!r}")
-    weights = _parse_weights(
-        check, check.obj(obj.get("weights"), f"{where}.weights", _WEIGHTS_FIELDS), f"{where}.weights"
-    )
-    original, alternates = _parse_originals(check, name, obj, where)
-    transforms = _parse_transforms(
-        check, check.obj(obj.get("transforms"), f"{where}.transforms"), f"{where}.transforms", assets
-    )
-    metrics = check.obj(obj.get("metrics", {}), f"{where}.metrics", _METRICS_FIELDS)
-    paper = check.obj(metrics.get("paper", {}), f"{where}.metrics.paper", _PAPER_FIELDS)
-    errs = [
-        check.get(paper, key, f"{where}.metrics.paper", (int, float), optional=True) for key in ("top1_err", "top5_err")
-    ]
-    for key, value in zip(("top1_err", "top5_err"), errs):
-        if value is not None and not 0 <= value <= 100:
-            raise check.fail(f"{where}.metrics.paper.{key}", f"is a percentage in [0, 100], got {value}")
-    recorded, heads = _parse_logged_errors(check, metrics, f"{where}.metrics")
+    arch = check.get(obj, "arch", where, (str,))
+    if arch not in ARCHITECTURES:  # a newer manifest than this code
+        raise check.fail(
+            f"{where}.arch",
+            f"{arch!r} is not an architecture of this dsd-zoo version (known: {', '.join(ARCHITECTURES)}); upgrade dsd-zoo",
+        )
+    metrics = check.obj(obj.get("metrics", {}), f"{where}.metrics", _FIELDS["metrics"])
+    paper = check.obj(metrics.get("paper", {}), f"{where}.metrics.paper", _FIELDS["paper"])
+    recorded = metrics.get("recorded")
+    if recorded is not None:
+        _check_errors(check, recorded, f"{where}.metrics.recorded")
+    heads = check.get(metrics, "heads", f"{where}.metrics", (dict,), optional=True) or {}
+    for head, logged in heads.items():
+        _check_errors(check, logged, f"{where}.metrics.heads.{head}")
+        check.get(logged, "source", f"{where}.metrics.heads.{head}", (str,))
     cites = tuple(check.get(obj, "citation", where, (list,), optional=True) or ())
     for key in cites:
         if not isinstance(key, str) or key not in citations:
             raise check.fail(f"{where}.citation", f"cites {key!r}, which is not in the top-level 'citations'")
-    fingerprint = obj.get("fingerprint")
     categories = check.get(obj, "categories", where, (list,), optional=True)
     if categories is not None and not all(isinstance(c, str) for c in categories):
         raise check.fail(f"{where}.categories", "must be a list of class names")
-    return ModelEntry(
-        name=name,
-        arch=check.get(obj, "arch", where, (str,)),
-        kind=kind,
-        weights=weights,
-        original=original,
-        transforms=transforms,
-        paper_top1_err=errs[0],
-        paper_top5_err=errs[1],
-        paper_source=check.get(paper, "source", f"{where}.metrics.paper", (str,), optional=True) or "",
-        source=check.get(obj, "source", where, (str,), optional=True) or "",
-        license=check.get(obj, "license", where, (str,), optional=True) or "unknown",
-        citation=cites,
-        fingerprint=None
-        if fingerprint is None
-        else _parse_fingerprint(
-            check, check.obj(fingerprint, f"{where}.fingerprint", _FINGERPRINT_FIELDS), f"{where}.fingerprint"
-        ),
-        description=check.get(obj, "description", where, (str,), optional=True) or "",
-        categories=None if categories is None else tuple(categories),
-        evaluation=_parse_evaluation(check, obj, where, assets),
-        recorded=recorded,
-        heads=heads,
-        alternates=alternates,
-    )
-
-
-def _parse_originals(
-    check: _Checker, name: str, obj: Mapping[str, Any], where: str
-) -> Tuple[Optional[OriginalRecord], Tuple[OriginalRecord, ...]]:
-    """The authors' original release of a model, and the other files the same weights were published as."""
-    original = obj.get("original")
-    original = (
-        None
-        if original is None
-        else _parse_original(
-            check, name, check.obj(original, f"{where}.original", _ORIGINAL_FIELDS), f"{where}.original"
-        )
-    )
-    alternates = tuple(
-        _parse_original(
-            check, name, check.obj(value, f"{where}.alternates[{i}]", _ORIGINAL_FIELDS), f"{where}.alternates[{i}]"
-        )
-        for i, value in enumerate(check.get(obj, "alternates", where, (list,), optional=True) or ())
-    )
-    if alternates and original is None:
-        raise check.fail(f"{where}.alternates", "alternates need an 'original' (the authors' own file) first")
-    return original, alternates
-
-
-def _parse_logged_errors(
-    check: _Checker, metrics: Mapping[str, Any], where: str
-) -> Tuple[Optional[Mapping[str, Any]], Mapping[str, Mapping[str, Any]]]:
-    """The errors measured when the file was made, and those logged for auxiliary heads."""
-    recorded = check.get(metrics, "recorded", where, (dict,), optional=True)
-    if recorded is not None:
-        _check_errors(check, check.obj(recorded, f"{where}.recorded", _ERRORS_FIELDS), f"{where}.recorded")
-    heads = check.get(metrics, "heads", where, (dict,), optional=True) or {}
-    for head, logged in heads.items():
-        _check_errors(check, check.obj(logged, f"{where}.heads.{head}", _ERRORS_FIELDS), f"{where}.heads.{head}")
-        check.get(logged, "source", f"{where}.heads.{head}", (str,))
-    return recorded, heads
-
-
-def _parse_evaluation(
-    check: _Checker, obj: Mapping[str, Any], where: str, assets: Mapping[str, AssetRecord]
-) -> Optional[Mapping[str, str]]:
-    """The data shipped with the package that a model is evaluated on, if any."""
     evaluation = check.get(obj, "evaluation", where, (dict,), optional=True)
     if evaluation is not None:
-        check.obj(evaluation, f"{where}.evaluation", _EVALUATION_FIELDS)
+        check.obj(evaluation, f"{where}.evaluation", _FIELDS["evaluation"])
+        check.get(evaluation, "dataset", f"{where}.evaluation", (str,))
         if check.get(evaluation, "data", f"{where}.evaluation", (str,)) not in assets:
             raise check.fail(
                 f"{where}.evaluation.data", f"names asset {evaluation['data']!r}, which is not in 'assets'"
             )
-        check.get(evaluation, "dataset", f"{where}.evaluation", (str,))
-    return evaluation
+    original = obj.get("original")
+    alternates = check.get(obj, "alternates", where, (list,), optional=True) or ()
+    if alternates and original is None:
+        raise check.fail(f"{where}.alternates", "alternates need an 'original' (the authors' own file) first")
+    fingerprint = obj.get("fingerprint")
+    return ModelEntry(
+        name=name,
+        arch=arch,
+        kind=kind,
+        weights=_parse_weights(
+            check, check.obj(obj.get("weights"), f"{where}.weights", _FIELDS["weights"]), f"{where}.weights"
+        ),
+        original=None if original is None else _parse_original(check, name, original, f"{where}.original"),
+        transforms=_parse_transforms(
+            check, check.obj(obj.get("transforms"), f"{where}.transforms"), f"{where}.transforms", assets
+        ),
+        paper_top1_err=check.percent(paper, "top1_err", f"{where}.metrics.paper", optional=True),
+        paper_top5_err=check.percent(paper, "top5_err", f"{where}.metrics.paper", optional=True),
+        paper_source=check.get(paper, "source", f"{where}.metrics.paper", (str,), optional=True) or "",
+        source=check.get(obj, "source", where, (str,), optional=True) or "",
+        license=check.get(obj, "license", where, (str,), optional=True) or "unknown",
+        citation=cites,
+        fingerprint=None if fingerprint is None else _parse_fingerprint(check, fingerprint, f"{where}.fingerprint"),
+        description=check.get(obj, "description", where, (str,), optional=True) or "",
+        categories=None if categories is None else tuple(categories),
+        evaluation=evaluation,
+        recorded=recorded,
+        heads=heads,
+        alternates=tuple(
+            _parse_original(check, name, value, f"{where}.alternates[{i}]") for i, value in enumerate(alternates)
+        ),
+    )
 
 
-def _check_errors(check: _Checker, obj: Mapping[str, Any], where: str) -> None:
+def _check_errors(check: _Checker, value: Any, where: str) -> None:
+    """Errors logged or measured for a model or one of its heads: ``{top1_err, top5_err, source, images}``."""
+    obj = check.obj(value, where, _FIELDS["errors"])
     for key in ("top1_err", "top5_err"):
-        value = check.get(obj, key, where, (int, float))
-        if not 0 <= value <= 100:
-            raise check.fail(f"{where}.{key}", f"is a percentage in [0, 100], got {value}")
+        check.percent(obj, key, where)
     check.get(obj, "source", where, (str,), optional=True)  # where the numbers come from
     images = check.get(obj, "images", where, (int,), optional=True)
     if images is not None and images < 1:
@@ -417,22 +382,16 @@ def _check_errors(check: _Checker, obj: Mapping[str, Any], where: str) -> None:
 def _parse_weights(check: _Checker, obj: Mapping[str, Any], where: str) -> FileRecord:
     sha256 = check.get(obj, "sha256", where, (str,), optional=True)
     hf = check.get(obj, "hf", where, (dict,), optional=True)
-    hf_location = None
-    if hf is not None:
-        check.obj(hf, f"{where}.hf", _HF_FIELDS)
-        try:
-            hf_location = HFLocation(
-                *(check.get(hf, key, f"{where}.hf", (str,)) for key in ("repo_id", "revision", "filename"))
-            )
-        except RecordError as exc:
-            raise check.fail(f"{where}.hf.{exc.field}", exc.problem) from None
+    if hf is not None:  # HFLocation checks its own fields
+        check.obj(hf, f"{where}.hf", _FIELDS["hf"])
+        hf = check.record(f"{where}.hf", str, HFLocation, **{key: hf.get(key) for key in _FIELDS["hf"]})
     return check.record(
         where,
         lambda field: "sha256" if field == "digest" else field,
         file=check.get(obj, "file", where, (str,)),
         digest=None if sha256 is None else check.digest("sha256", sha256, f"{where}.sha256"),
-        size=check.optional_size(obj, where),
-        hf=hf_location,
+        size=obj.get("size"),
+        hf=hf,
         urls=check.get(obj, "urls", where, (list,), optional=True) or (),
         local=check.get(obj, "local", where, (str,), optional=True),
     )
@@ -447,22 +406,22 @@ def _original_field(field: str) -> str:
     return field
 
 
-def _parse_original(check: _Checker, model: str, obj: Mapping[str, Any], where: str) -> OriginalRecord:
+def _parse_original(check: _Checker, model: str, value: Any, where: str) -> OriginalRecord:
+    obj = check.obj(value, where, _FIELDS["original"])
     fmt = check.get(obj, "format", where, (str,))
     if fmt not in ORIGINAL_FORMATS:
         raise check.fail(f"{where}.format", f"must be one of {ORIGINAL_FORMATS}, got {fmt!r}")
     url = check.get(obj, "url", where, (str,))
-    published = _last_segment(url)
     # Cached as "original-MODEL-NAME": NAME made safe, and never ending like a cache sidecar
     # (.lock, .part, .stamp.json) or in a dot, which Windows drops (the rule of dsd_zoo._names).
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in published)[:80].replace("..", "_.")
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in _last_segment(url))[:80].replace("..", "_.")
     safe += "_" if safe.endswith((".lock", ".part", ".json", ".")) else ""
     record = check.record(
         where,
         _original_field,
         file=f"original-{model}-{safe}",
         digest=check.published_digest(obj, where),
-        size=check.optional_size(obj, where),
+        size=obj.get("size"),
         urls=(url, *(check.get(obj, "mirrors", where, (list,), optional=True) or ())),
     )
     pinned = bool(check.get(obj, "pinned", where, (bool,), optional=True))
@@ -487,7 +446,8 @@ def _parse_transforms(
     return dict(obj)
 
 
-def _parse_fingerprint(check: _Checker, obj: Mapping[str, Any], where: str) -> Fingerprint:
+def _parse_fingerprint(check: _Checker, value: Any, where: str) -> Fingerprint:
+    obj = check.obj(value, where, _FIELDS["fingerprint"])
     indices = tuple(check.get(obj, "indices", where, (list,)))
     values = tuple(check.get(obj, "values", where, (list,)))
     if (
@@ -526,7 +486,7 @@ def bundled_manifest_path() -> Path:
     return package_dir / "weights_manifest.json"
 
 
-_cache: Dict[tuple, Manifest] = {}
+_cache: Dict[Any, Manifest] = {}
 
 
 def load_manifest(source: Optional[str] = None) -> Manifest:
@@ -536,15 +496,14 @@ def load_manifest(source: Optional[str] = None) -> Manifest:
     manifest. Parsed manifests are cached per source (and file modification time).
     """
     source = source or os.environ.get(MANIFEST_ENV) or str(bundled_manifest_path())
-    key: tuple
     if re.match(r"^https?://", source):
-        key = (source, None)
-        if key not in _cache:
+        if source not in _cache:
             from .download import fetch_url_bytes  # network code only when a URL is configured
 
-            raw = fetch_url_bytes(source, max_bytes=MAX_MANIFEST_BYTES)
-            _cache[key] = parse_manifest(_decode(raw, source), origin=source)
-        return _cache[key]
+            _cache[source] = parse_manifest(
+                decode_json(fetch_url_bytes(source, max_bytes=MAX_MANIFEST_BYTES), source), source
+            )
+        return _cache[source]
     path = Path(source).expanduser()
     try:
         stat = path.stat()
@@ -555,7 +514,7 @@ def load_manifest(source: Optional[str] = None) -> Manifest:
                     "not a regular file" if not path.is_file() else f"{stat.st_size} bytes, over {MAX_MANIFEST_BYTES}"
                 )
                 raise ManifestError(f"the weights manifest {str(path)!r} is {what}")
-            _cache[key] = parse_manifest(_decode(path.read_bytes(), str(path)), origin=str(path))
+            _cache[key] = parse_manifest(decode_json(path.read_bytes(), str(path)), str(path))
     except OSError as exc:
         hint = f" (set by ${MANIFEST_ENV})" if os.environ.get(MANIFEST_ENV) == source else ""
         raise ManifestError(f"cannot read the weights manifest {str(path)!r}{hint}: {exc.strerror or exc}") from exc
@@ -570,20 +529,18 @@ def _unique_keys(pairs: List[Tuple[str, Any]]) -> dict:
 
 
 def _finite(text: str) -> float:
+    """A JSON number; ``NaN``, ``Infinity`` and numbers that overflow to infinity (``1e999``) are refused."""
     value = float(text)
-    if not math.isfinite(value):  # 1e999 overflows to inf
-        raise ValueError(f"number {text} is out of range")
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
     return value
 
 
-def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _decode(raw: bytes, origin: str) -> Any:
+def decode_json(raw: bytes, origin: str) -> Any:
+    """Decode a JSON document strictly: a repeated key or a non-finite number is a :class:`ManifestError`."""
     try:
         return json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_float=_finite, parse_constant=_no_constant
+            raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_float=_finite, parse_constant=_finite
         )
     # ValueError also covers integers longer than Python's digit limit; RecursionError, deep nesting.
     except (ValueError, RecursionError) as exc:
