@@ -16,10 +16,11 @@ from .pipelines import PIPELINES
 
 __all__ = ["entrypoints", "model_docstring", "describe_transforms", "usage"]
 
-_KIND = {
-    "dsd": "DSD-trained model (Han et al., ICLR 2017)",
-    "baseline": "baseline of the DSD table",
-    "sparse": "sparse stage: the pruned network DSD's re-dense phase starts from",
+#: What each manifest ``kind`` is, for docstrings and model cards.
+KIND_TEXT = {
+    "dsd": "a DSD-trained model (Dense-Sparse-Dense, Han et al., ICLR 2017)",
+    "baseline": "a baseline of the DSD table (the model DSD training started from)",
+    "sparse": "the sparse stage (Deep Compression) from which DSD's re-dense phase started",
 }
 
 
@@ -62,7 +63,7 @@ def model_docstring(entry: ModelEntry, manifest: Manifest) -> str:
     lines = [
         f"{entry.name}: {arch.family}.",
         "",
-        f"Kind: {_KIND[entry.kind]}. Parameters: {arch.num_params:,}. Evaluation crop: {arch.input_size}x{arch.input_size}.",
+        f"Kind: {KIND_TEXT[entry.kind]}. Parameters: {arch.num_params:,}. Evaluation crop: {arch.input_size}x{arch.input_size}.",
         errors,
         f"Preprocessing: {describe_transforms(dict(entry.transforms))}; "
         f"dsd_zoo.get_weights({entry.name!r}).transforms() applies it.",

@@ -18,9 +18,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from . import __version__
 from ._project import GITHUB_REPO
-from .hub import describe_transforms
+from .hub import KIND_TEXT, describe_transforms
 from .manifest import Manifest, ModelEntry
+from .models import ARCHITECTURES
 
 __all__ = [
     "DATASET_ID",
@@ -39,33 +41,22 @@ DATASET_NAME = "ILSVRC-2012 validation"
 #: Where the torch.hub entry points live (:data:`dsd_zoo._project.GITHUB_REPO`); the release CLI can override it.
 DEFAULT_TORCH_HUB_REPO = GITHUB_REPO
 
-_KIND_TEXT = {
-    "dsd": "A DSD-trained model (Dense-Sparse-Dense, Han et al., ICLR 2017)",
-    "baseline": "A baseline of the DSD table (the model DSD training started from)",
-    "sparse": "The sparse stage (Deep Compression) from which DSD's re-dense phase started",
-}
-
-
-@dataclass(frozen=True)
-class _License:
-    id: str
-    name: Optional[str] = None  # only for "other": a lower-case slug
-    link: Optional[str] = None  # only for "other"; "{stem}" is the original file's name without extension
-
-
 # Exact manifest licence strings -> Hub metadata. A string not listed here becomes "other"
 # named after its own text, so a new manifest entry never gets a licence it does not have.
-_LICENSES: Mapping[str, _License] = {
-    "BSD-2-Clause": _License("bsd-2-clause"),
-    "BSD-3-Clause": _License("bsd-3-clause"),
-    "CC-BY-4.0": _License("cc-by-4.0"),
+# "{stem}" in a link is the original file's name without its extension.
+_LICENSES: Mapping[str, Mapping[str, str]] = {
+    "BSD-2-Clause": {"license": "bsd-2-clause"},
+    "BSD-3-Clause": {"license": "bsd-3-clause"},
+    "CC-BY-4.0": {"license": "cc-by-4.0"},
     # songhan/SqueezeNet-Deep-Compression's LICENCE file is the two-clause BSD text.
-    "BSD (songhan/SqueezeNet-Deep-Compression LICENCE)": _License("bsd-2-clause"),
+    "BSD (songhan/SqueezeNet-Deep-Compression LICENCE)": {"license": "bsd-2-clause"},
     # The Hub's own id for "no licence stated": the DSD release ships no licence file.
-    "not stated (the songhan/DSD release has no license file)": _License("unknown"),
-    "unrestricted use (BVLC model zoo terms for this model)": _License(
-        "other", "bvlc-unrestricted-use", "https://github.com/BVLC/caffe/blob/master/models/{stem}/readme.md"
-    ),
+    "not stated (the songhan/DSD release has no license file)": {"license": "unknown"},
+    "unrestricted use (BVLC model zoo terms for this model)": {
+        "license": "other",
+        "license_name": "bvlc-unrestricted-use",
+        "license_link": "https://github.com/BVLC/caffe/blob/master/models/{stem}/readme.md",
+    },
 }
 
 
@@ -83,7 +74,6 @@ class ReleaseFacts:
     metadata: Mapping[str, str]
     fingerprint: Mapping[str, Any]
     nonzero_weights: Optional[Tuple[int, int]] = None  # (non-zero, total) conv/linear weights
-    original_verified: bool = True  # False: no published digest, trusted by the releaser
     hf_repo_id: Optional[str] = None
     hf_filename: Optional[str] = None
     torch_hub_repo: str = DEFAULT_TORCH_HUB_REPO
@@ -91,19 +81,16 @@ class ReleaseFacts:
 
 def hf_license(entry: ModelEntry) -> Dict[str, str]:
     """The ``license`` (and for ``other``, ``license_name`` / ``license_link``) front-matter fields."""
-    known = _LICENSES.get(entry.license)
-    original_url = entry.original.url if entry.original is not None else None
-    if known is None:  # named after its own text; the original release is where its terms are
-        slug = re.sub(r"[^a-z0-9]+", "-", entry.license.lower()).strip("-")[:64] or "unknown"
-        fields = {"license": "other", "license_name": slug}
-        return {**fields, "license_link": original_url} if original_url else fields
-    if known.id != "other":
-        return {"license": known.id}
-    fields = {"license": "other", "license_name": known.name or "other"}
-    if known.link is not None:
-        stem = original_url.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0] if original_url else ""
-        fields["license_link"] = known.link.format(stem=stem)
-    return fields
+    original = entry.original
+    # Not listed: named after its own text; the original release is where its terms are.
+    slug = re.sub(r"[^a-z0-9]+", "-", entry.license.lower()).strip("-")[:64] or "unknown"
+    fields = _LICENSES.get(entry.license) or {
+        "license": "other",
+        "license_name": slug,
+        "license_link": original.url if original is not None else "",
+    }
+    stem = original.file_name.rsplit(".", 1)[0] if original is not None else ""
+    return {key: value.replace("{stem}", stem) for key, value in fields.items() if value}
 
 
 def source_url(text: str) -> Optional[str]:
@@ -125,6 +112,11 @@ def _accuracy(error: float) -> float:
     return round(100.0 - error, 4)  # 100 - 41.48 is 58.519999... in binary
 
 
+def _published(entry: ModelEntry) -> List[Tuple[str, float]]:
+    """The published errors of ``entry``: ``("Top-1", percent)``, ``("Top-5", percent)``, those it has."""
+    return [(k, e) for k, e in (("Top-1", entry.paper_top1_err), ("Top-5", entry.paper_top5_err)) if e is not None]
+
+
 def model_index(entry: ModelEntry) -> List[Dict[str, Any]]:
     """The ``model-index`` of a card: the published top-1/top-5 errors as accuracies (percent).
 
@@ -132,8 +124,7 @@ def model_index(entry: ModelEntry) -> List[Dict[str, Any]]:
     """
     metrics = [
         {"type": "accuracy", "value": _accuracy(error), "name": f"{label} accuracy (single crop, %)"}
-        for label, error in (("Top-1", entry.paper_top1_err), ("Top-5", entry.paper_top5_err))
-        if error is not None
+        for label, error in _published(entry)
     ]
     if not metrics:
         return []
@@ -165,27 +156,17 @@ def card_metadata(entry: ModelEntry, facts: ReleaseFacts) -> Dict[str, Any]:
     return metadata
 
 
-def _front_matter(metadata: Mapping[str, Any]) -> str:
-    import yaml  # a dependency of huggingface_hub, itself a dependency of dsd-zoo
-
-    return yaml.safe_dump(dict(metadata), sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
-
-
 def _code(text: str, language: str = "") -> List[str]:
     return [f"```{language}", text.rstrip("\n"), "```"]
 
 
 def _table(rows: List[Tuple[str, str]]) -> List[str]:
-    return ["| | |", "|---|---|", *(f"| {key} | {_cell(value)} |" for key, value in rows)]
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")  # a Markdown table cell is one line without bars
+    # A Markdown table cell is one line without bars.
+    cells = [(key, value.replace("|", "\\|").replace("\n", " ")) for key, value in rows]
+    return ["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in cells)]
 
 
 def _architecture(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
-    from .models import ARCHITECTURES
-
     arch = ARCHITECTURES[entry.arch]
     lines = [
         "## Architecture",
@@ -204,11 +185,9 @@ def _architecture(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
 
 
 def _results(entry: ModelEntry) -> List[str]:
-    if entry.paper_top1_err is None:
+    rows = [(f"{label} error", f"{error:.2f}% (accuracy {_accuracy(error):g}%)") for label, error in _published(entry)]
+    if not rows:
         return ["## Results", "", "No published error for these weights."]
-    rows = [("Top-1 error", f"{entry.paper_top1_err:.2f}% (accuracy {_accuracy(entry.paper_top1_err):g}%)")]
-    if entry.paper_top5_err is not None:
-        rows.append(("Top-5 error", f"{entry.paper_top5_err:.2f}% (accuracy {_accuracy(entry.paper_top5_err):g}%)"))
     lines = [
         "## Results",
         "",
@@ -272,32 +251,31 @@ def _how_to_load(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
 def _provenance(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
     meta = facts.metadata
     rows: List[Tuple[str, str]] = []
-    if entry.original is not None:
-        original = entry.original
-        if original.digest is not None and original.pinned:
+    original = entry.original
+    if original is not None:
+        if original.digest is None:  # a release accepts such an original only with --trust-unverified
+            published = (
+                "none published; the releaser accepted the downloaded bytes without a check (`--trust-unverified`)"
+            )
+        elif original.pinned:
             published = (
                 f"none published; sha256 `{original.digest.value}` pinned by dsd-zoo's release from the copy "
                 "it converted (checked before conversion)"
             )
-        elif original.digest is not None:
-            published = f"{original.digest.algorithm} `{original.digest.value}` (checked before conversion)"
         else:
-            published = (
-                "none published; the releaser accepted the downloaded bytes without a check (`--trust-unverified`)"
-                if not facts.original_verified
-                else "none published"
-            )
+            published = f"{original.digest.algorithm} `{original.digest.value}` (checked before conversion)"
         rows += [("Original release", f"<{original.url}> ({original.format})"), ("Published digest", published)]
         if original.record.size is not None:
             rows.append(("Published size", f"{original.record.size:,} bytes"))
-    rows += [("Converted from", f"`{meta.get('source_file', '?')}`, sha256 `{meta.get('source_sha256', '?')}`")]
     rows += [
+        ("Converted from", f"`{meta.get('source_file', '?')}`, sha256 `{meta.get('source_sha256', '?')}`"),
         (
             "Converter",
-            f"{meta.get('converter') or _package_version()}, mapping version {meta.get('converter_version', '?')}",
+            f"{meta.get('converter') or f'dsd-zoo {__version__}'}, mapping version {meta.get('converter_version', '?')}",
         ),
         ("Conversion options", f"`{meta.get('conversion_options', '{}')}`"),
-        ("Conversion warnings", _warnings(meta.get("conversion_warnings", "[]"))),
+        # The converter records its warnings as a JSON list.
+        ("Conversion warnings", "; ".join(map(str, json.loads(meta.get("conversion_warnings", "[]")))) or "none"),
         ("This file", f"`{facts.weights_file}`, {facts.size:,} bytes, sha256 `{facts.sha256}`"),
     ]
     return [
@@ -310,20 +288,6 @@ def _provenance(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
         "The converter's provenance is also in the file's safetensors metadata "
         "(`safetensors.safe_open(path, 'pt').metadata()`).",
     ]
-
-
-def _package_version() -> str:
-    import dsd_zoo
-
-    return f"dsd-zoo {dsd_zoo.__version__}"
-
-
-def _warnings(raw: str) -> str:
-    try:
-        warnings = json.loads(raw)
-    except ValueError:
-        return raw
-    return "; ".join(map(str, warnings)) if warnings else "none"
 
 
 def _fingerprint(facts: ReleaseFacts) -> List[str]:
@@ -345,14 +309,19 @@ def _compact_json(obj: Mapping[str, Any]) -> str:
 
 def render_model_card(entry: ModelEntry, manifest: Manifest, facts: ReleaseFacts) -> str:
     """The ``README.md`` of a released model: YAML front matter, then the card's sections."""
+    import yaml  # a dependency of huggingface_hub, itself a dependency of dsd-zoo
+
+    metadata = card_metadata(entry, facts)
     lines = [
         "---",
-        _front_matter(card_metadata(entry, facts)).rstrip("\n"),
+        yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000).rstrip(
+            "\n"
+        ),
         "---",
         "",
         f"# {entry.name}",
         "",
-        f"{_KIND_TEXT.get(entry.kind, entry.kind)}, converted to safetensors from its authors' original "
+        f"`{entry.name}` is {KIND_TEXT[entry.kind]}, converted to safetensors from its authors' original "
         "release by `python -m dsd_zoo.release`.",
     ]
     if entry.description:
@@ -378,15 +347,12 @@ def render_model_card(entry: ModelEntry, manifest: Manifest, facts: ReleaseFacts
     citation = manifest.citation_text(entry)
     if citation:
         lines += ["", "## Citation", "", *_code(citation, "bibtex")]
-    license_fields = hf_license(entry)
-    license_line = f"{entry.license}."
-    if "license_link" in license_fields:
-        license_line += f" Terms: <{license_fields['license_link']}>."
+    link = metadata.get("license_link")
     lines += [
         "",
         "## License",
         "",
-        license_line,
+        f"{entry.license}." + (f" Terms: <{link}>." if link else ""),
         "The weights keep the licence their authors released them under; dsd-zoo only converted them.",
     ]
     return "\n".join(lines) + "\n"

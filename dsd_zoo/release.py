@@ -27,6 +27,7 @@ a wrong command line, 0 otherwise. A summary table ends the output.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -34,9 +35,8 @@ import re
 import shutil
 import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from ._project import GITHUB_REPO, HF_REPO_ID
 from .api import get_entry
@@ -44,14 +44,14 @@ from .atomic import PathLike, atomic_write
 from .cache import find_local
 from .convert.mapping import extension
 from .errors import ConversionError, DSDZooError, IntegrityError, ManifestError, NotAvailableError, UploadError
-from .manifest import MANIFEST_ENV, Manifest, ModelEntry, bundled_manifest_path, load_manifest, parse_manifest
-from .records import COMMIT
+from .errors import first_line
+from .manifest import Manifest, ModelEntry, decode_json, load_manifest, parse_manifest
 from .model_card import DEFAULT_TORCH_HUB_REPO, ReleaseFacts, render_model_card
+from .models import ARCHITECTURES
+from .records import COMMIT
 
 __all__ = [
     "ENTRIES_FILE",
-    "HubTarget",
-    "Release",
     "UploadError",
     "main",
     "merge_into_manifest",
@@ -65,50 +65,16 @@ ENTRIES_FILE = "manifest_entries.json"
 CARD_FILE = "README.md"
 
 
-@dataclass(frozen=True)
-class HubTarget:
-    """Where ``--upload`` publishes: ``repo_id`` may contain ``{name}`` for one repository per model.
+def hub_location(repo_id: str, name: str, file: str) -> Tuple[str, str, str]:
+    """``(repo_id, path_in_repo, filename)`` of the weights ``file`` of model ``name`` when ``--upload`` publishes to ``repo_id``.
 
-    With one repository per model its folder goes to the repository root (the card is the
-    repository's card); with one shared repository each model goes to the folder ``NAME/``.
+    With ``{name}`` in ``repo_id`` each model has its own repository and its folder goes to the
+    repository root (the card is the repository's card); otherwise each model goes to the folder
+    ``NAME/`` of the one shared repository.
     """
-
-    repo_id: str
-
-    def __post_init__(self) -> None:
-        from huggingface_hub.utils import validate_repo_id
-
-        validate_repo_id(self.repo_id.replace("{name}", "model"))  # HFValidationError (a ValueError)
-
-    def locate(self, name: str, file: str) -> Tuple[str, str, str]:
-        """``(repo_id, path_in_repo, filename)`` of the weights ``file`` of model ``name``."""
-        if "{name}" in self.repo_id:
-            return self.repo_id.replace("{name}", name), "", file
-        return self.repo_id, name, f"{name}/{file}"
-
-
-@dataclass(frozen=True)
-class Release:
-    """One released model: its folder and the manifest fields that describe it."""
-
-    name: str
-    folder: Path
-    weights_path: Path
-    card_path: Path
-    weights: Dict[str, Any]  # the manifest `weights` record: file, sha256, size, hf, urls
-    fingerprint: Dict[str, Any]
-    source_sha256: str  # sha256 of the original bytes that were converted
-    warnings: Tuple[str, ...] = ()
-    # For an original its authors published without a digest: the sha256 and size this release
-    # accepted, which the manifest then pins for every later user ({"digest", "size", "pinned"}).
-    original_pin: Optional[Dict[str, Any]] = None
-
-    def manifest_fields(self) -> Dict[str, Any]:
-        """``{"weights": ..., "fingerprint": ...}`` (and ``"original"``, a pin): what the model's manifest entry gets."""
-        fields = {"weights": self.weights, "fingerprint": self.fingerprint}
-        if self.original_pin is not None:
-            fields["original"] = self.original_pin
-        return fields
+    if "{name}" in repo_id:
+        return repo_id.replace("{name}", name), "", file
+    return repo_id, name, f"{name}/{file}"
 
 
 def release_model(
@@ -118,12 +84,12 @@ def release_model(
     manifest: Optional[Manifest] = None,
     trust_unverified: bool = False,
     mirrors: Sequence[str] = (),
-    hub: Optional[HubTarget] = None,
+    repo_id: Optional[str] = None,
     force: bool = False,
     progress: bool = True,
     torch_hub_repo: str = DEFAULT_TORCH_HUB_REPO,
     say: Callable[[str], None] = lambda message: None,
-) -> Release:
+) -> Dict[str, Any]:
     """Fetch, convert, fingerprint and (optionally) upload one model into ``out_dir/name/``.
 
     Args:
@@ -133,11 +99,18 @@ def release_model(
         trust_unverified: accept an original that has no published digest.
         mirrors: URL templates of the mirrors the file will be uploaded to; ``{name}`` and
             ``{file}`` are replaced. They become the record's ``urls``.
-        hub: upload the folder there and pin the commit as ``weights.hf``.
+        repo_id: upload the folder to this Hub repository (see :func:`hub_location`) and pin
+            the commit as ``weights.hf``.
         force: replace an existing ``out_dir/name``.
         progress: show download progress bars.
         torch_hub_repo: the ``owner/repo`` the card's torch.hub example loads from.
         say: receives one line per step, for progress output.
+
+    Returns:
+        The model's new manifest fields: ``weights`` (file, sha256, size, hf, urls) and
+        ``fingerprint``, and for an original its authors published without a digest the sha256
+        and size this release accepted, which the manifest then pins for every later user
+        (``original``: ``{"digest", "size", "pinned"}``).
 
     Raises:
         UnverifiedSourceError: the original has no published digest and ``trust_unverified`` is off.
@@ -159,80 +132,43 @@ def release_model(
     staging = out_dir / f".{name}.{uuid.uuid4().hex[:8]}.part"
     staging.mkdir(mode=0o777)  # the umask applies, as for any new folder
     try:
-        location = hub.locate(name, entry.weights.file) if hub is not None else None
-        saved, fingerprint = _assemble(
-            entry,
-            manifest,
-            staging,
-            hf_location=location,
-            torch_hub_repo=torch_hub_repo,
-            trust_unverified=trust_unverified,
-            progress=progress,
-            say=say,
-        )
-        hf = _previous(entry, saved.sha256, "hf")
-        if location is not None:
-            repo_id, path_in_repo, filename = location
-            say(
-                f"uploading to the Hugging Face Hub repository {repo_id}"
-                + (f" ({path_in_repo}/)" if path_in_repo else "")
-            )
-            commit = upload_to_hub(
-                staging,
-                repo_id,
-                path_in_repo=path_in_repo,
-                message=f"Release {name} ({entry.weights.file}, sha256 {saved.sha256[:12]})",
-                files=(entry.weights.file, CARD_FILE),
-            )
-            hf = {"repo_id": repo_id, "revision": commit, "filename": filename}
-            say(f"uploaded: commit {commit}")
-        urls = [template.format(name=name, file=entry.weights.file) for template in mirrors]
-        urls += [url for url in _previous(entry, saved.sha256, "urls") or () if url not in urls]
-        weights = {"file": entry.weights.file, "sha256": saved.sha256, "size": saved.size, "hf": hf, "urls": urls}
+        location = hub_location(repo_id, name, entry.weights.file) if repo_id is not None else None
+        fields = _assemble(entry, manifest, staging, location, mirrors, torch_hub_repo, trust_unverified, progress, say)
         _publish_folder(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # KeyboardInterrupt too: no partial release
         raise
     say(f"wrote {folder}")
-    return Release(
-        name=name,
-        folder=folder,
-        weights_path=folder / entry.weights.file,
-        card_path=folder / CARD_FILE,
-        weights=weights,
-        fingerprint=fingerprint,
-        source_sha256=saved.metadata["source_sha256"],
-        warnings=tuple(str(w) for w in saved.report.get("warnings", [])),
-        original_pin=_original_pin(entry),
-    )
+    return fields
 
 
 def _assemble(
     entry: ModelEntry,
     manifest: Manifest,
     staging: Path,
-    *,
-    hf_location: Optional[Tuple[str, str, str]],
+    location: Optional[Tuple[str, str, str]],
+    mirrors: Sequence[str],
     torch_hub_repo: str,
     trust_unverified: bool,
     progress: bool,
     say: Callable[[str], None],
-) -> Tuple[Any, Dict[str, Any]]:
-    """Fetch and convert the original into ``staging``, fingerprint the result and write its model card there.
+) -> Dict[str, Any]:
+    """Fetch and convert the original into ``staging``, fingerprint it, write its card, upload; its manifest fields.
 
     The conversion is get_model's own (:func:`~dsd_zoo.convert.original.convert_original`), so that
-    converting the same original on a user's machine reproduces the published sha256. Returns the
-    :class:`~dsd_zoo.convert.mapping.SavedConversion` and the fingerprint.
+    converting the same original on a user's machine reproduces the published sha256.
     """
     from .convert.original import convert_original
 
+    file = entry.weights.file
     # DSD_ZOO_TRUST_UNVERIFIED does not count here: a release opts in on its own command line.
     saved = convert_original(
-        entry, manifest, staging / entry.weights.file, progress=progress, trust_unverified=trust_unverified, say=say
+        entry, manifest, staging / file, progress=progress, trust_unverified=trust_unverified, say=say
     )
     for warning in saved.report.get("warnings", []):
         say(f"conversion warning: {warning}")
-    if entry.weights.sha256 is not None and entry.weights.sha256 != saved.sha256:
+    same = entry.weights.sha256 == saved.sha256  # then the manifest's Hub file and mirrors serve these bytes
+    if entry.weights.sha256 is not None and not same:
         say(
             f"note: the manifest pins sha256 {entry.weights.sha256}; this conversion gives {saved.sha256} "
             "(a different original or converter version)"
@@ -240,21 +176,42 @@ def _assemble(
     _compare_alternates(entry, manifest, saved.path, staging, say)
     say(f"fingerprinting {saved.path.name} (sha256 {saved.sha256}, {saved.size:,} bytes)")
     fingerprint, nonzero = _fingerprint(entry, saved.path)
-    repo_id, _, filename = hf_location if hf_location is not None else (None, "", None)
+    repo_id, path_in_repo, filename = location if location is not None else (None, "", None)
     facts = ReleaseFacts(
-        weights_file=entry.weights.file,
+        weights_file=file,
         sha256=saved.sha256,
         size=saved.size,
         metadata=saved.metadata,
         fingerprint=fingerprint,
         nonzero_weights=nonzero,
-        original_verified=entry.originals[0].digest is not None,
         hf_repo_id=repo_id,
         hf_filename=filename,
         torch_hub_repo=torch_hub_repo,
     )
     _write_file(staging / CARD_FILE, render_model_card(entry, manifest, facts).encode("utf-8"))
-    return saved, fingerprint
+    hf = dataclasses.asdict(entry.weights.hf) if same and entry.weights.hf is not None else None
+    if repo_id is not None:
+        say(f"uploading to the Hugging Face Hub repository {repo_id}" + (f" ({path_in_repo}/)" if path_in_repo else ""))
+        commit = upload_to_hub(
+            staging,
+            repo_id,
+            path_in_repo=path_in_repo,
+            message=f"Release {entry.name} ({file}, sha256 {saved.sha256[:12]})",
+            files=(file, CARD_FILE),
+        )
+        hf = {"repo_id": repo_id, "revision": commit, "filename": filename}
+        say(f"uploaded: commit {commit}")
+    urls = [template.format(name=entry.name, file=file) for template in mirrors]
+    urls += [url for url in entry.weights.urls if same and url not in urls]
+    fields: Dict[str, Any] = {
+        "weights": {"file": file, "sha256": saved.sha256, "size": saved.size, "hf": hf, "urls": urls},
+        "fingerprint": fingerprint,
+    }
+    original = entry.originals[0]  # release_model made sure there is one
+    stamp = find_local(original.record).stamp if original.digest is None else None
+    if stamp is not None:  # the sha256 the cache pinned when this release fetched the original
+        fields["original"] = {"digest": {"sha256": stamp.sha256}, "size": stamp.size, "pinned": True}
+    return fields
 
 
 def _compare_alternates(
@@ -297,37 +254,12 @@ def _compare_alternates(
         say(f"the second original {alternate.url} gives the very same {len(ours)} tensors")
 
 
-def _original_pin(entry: ModelEntry) -> Optional[Dict[str, Any]]:
-    """The sha256 and size the release pinned for an original published without a digest, else ``None``."""
-    if entry.original is None or entry.original.digest is not None:
-        return None
-    stamp = find_local(entry.original.record).stamp  # pinned in the cache when the release fetched it
-    if stamp is None:
-        return None
-    return {"digest": {"sha256": stamp.sha256}, "size": stamp.size, "pinned": True}
-
-
-def _previous(entry: ModelEntry, sha256: str, key: str) -> Any:
-    """The manifest's current ``hf`` or ``urls``, kept only when they serve the very same bytes."""
-    weights = entry.weights
-    if weights.sha256 != sha256:
-        return None
-    if key == "hf":
-        return (
-            None
-            if weights.hf is None
-            else {"repo_id": weights.hf.repo_id, "revision": weights.hf.revision, "filename": weights.hf.filename}
-        )
-    return list(weights.urls)
-
-
 def _fingerprint(entry: ModelEntry, path: Path) -> Tuple[Dict[str, Any], Tuple[int, int]]:
     """The fingerprint of the file at ``path`` loaded strictly, and its (non-zero, total) weights."""
     import torch
 
     from .fingerprint import compute_fingerprint
     from .loading import build_with_weights
-    from .models import ARCHITECTURES
 
     arch = ARCHITECTURES[entry.arch]
     model = build_with_weights(arch, path, optional_prefixes=arch.optional_prefixes)
@@ -372,7 +304,7 @@ def upload_to_hub(
     except (OSError, ValueError, *http_errors) as exc:  # HfHubHTTPError is an OSError
         raise UploadError(
             f"uploading {folder} to the Hub repository {repo_id} ({api.endpoint}) failed: "
-            f"{type(exc).__name__}: {_first_line(exc)}"
+            f"{type(exc).__name__}: {first_line(exc)}"
         ) from exc
     commit = getattr(info, "oid", None)
     if not isinstance(commit, str) or not COMMIT.fullmatch(commit):
@@ -383,15 +315,11 @@ def upload_to_hub(
     return commit
 
 
-def update_entries_file(out_dir: PathLike, releases: Iterable[Release]) -> Path:
-    """Add ``releases`` to ``out_dir/manifest_entries.json`` (created if absent), atomically."""
+def update_entries_file(out_dir: PathLike, entries: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Add ``entries`` (model name -> manifest fields) to ``out_dir/manifest_entries.json`` (created if absent), atomically."""
     path = Path(out_dir) / ENTRIES_FILE
-    entries: Dict[str, Any] = {}
-    if path.exists():
-        entries = _read_json_object(path)
-    for release in releases:
-        entries[release.name] = release.manifest_fields()
-    _write_file(path, (json.dumps(entries, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    document = {**(_read_json_object(path) if path.exists() else {}), **entries}
+    _write_file(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return path
 
 
@@ -412,8 +340,12 @@ def merge_into_manifest(
         ManifestError: a model is not in the manifest, or the result does not validate.
     """
     target = Path(path).resolve()
-    source = target if target.exists() else Path(base) if base is not None else _active_manifest_path()
-    document = _read_json_object(source)
+    source = str(target if target.exists() else base if base is not None else load_manifest().origin)
+    if re.match(r"^https?://", source):
+        raise ManifestError(
+            f"the active manifest is a URL ({source}); --write-manifest needs a manifest file to update"
+        )
+    document = _read_json_object(Path(source))
     models = document.get("models")
     if not isinstance(models, dict):
         raise ManifestError(f"{source}: has no 'models' object")
@@ -429,22 +361,11 @@ def merge_into_manifest(
     return manifest
 
 
-def _active_manifest_path() -> Path:
-    source = os.environ.get(MANIFEST_ENV) or str(bundled_manifest_path())
-    if re.match(r"^https?://", source):
-        raise ManifestError(
-            f"${MANIFEST_ENV} is a URL ({source}); --write-manifest needs an existing manifest file to update"
-        )
-    return Path(source).expanduser()
-
-
 def _read_json_object(path: Path) -> Dict[str, Any]:
     try:
-        document = json.loads(path.read_bytes().decode("utf-8"))
+        document = decode_json(path.read_bytes(), str(path))
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise ManifestError(f"{path}: must hold a JSON object")
     return document
@@ -469,11 +390,6 @@ def _publish_folder(staging: Path, folder: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -545,22 +461,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@dataclass
-class _Outcome:
-    name: str
-    release: Optional[Release] = None
-    error: Optional[str] = None
-
-
-def _summary(outcomes: Sequence[_Outcome]) -> str:
+def _summary(names: Sequence[str], released: Mapping[str, Mapping[str, Any]], failed: Mapping[str, str]) -> str:
     rows = [("model", "status", "size", "sha256", "hf revision / error")]
-    for outcome in outcomes:
-        if outcome.release is not None:
-            weights = outcome.release.weights
+    for name in names:
+        if name in released:
+            weights = released[name]["weights"]
             hf = weights["hf"]["revision"][:12] if weights["hf"] else "-"
-            rows.append((outcome.name, "ok", f"{weights['size']:,}", weights["sha256"][:12], hf))
+            rows.append((name, "ok", f"{weights['size']:,}", weights["sha256"][:12], hf))
         else:
-            rows.append((outcome.name, "FAILED", "-", "-", outcome.error or "?"))
+            rows.append((name, "FAILED", "-", "-", failed[name]))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4] for row in rows
@@ -583,7 +492,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not re.match(r"^https?://[^/]", url):
             parser.error(f"--mirror {template!r}: must be an http(s) URL template")
     try:
-        hub = HubTarget(args.repo_id) if args.upload else None
+        if args.upload:
+            from huggingface_hub.utils import validate_repo_id
+
+            validate_repo_id(args.repo_id.replace("{name}", "model"))  # HFValidationError (a ValueError)
         manifest = load_manifest()
         # By default every model that has an original release (the embedded zoo has none).
         names = (
@@ -595,45 +507,43 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out_dir = Path(args.out)
-    outcomes: List[_Outcome] = []
+    released: Dict[str, Dict[str, Any]] = {}
+    failed: Dict[str, str] = {}
     for index, name in enumerate(names, 1):
-        outcome = _Outcome(name)
-        outcomes.append(outcome)
 
         def say(message: str, prefix: str = f"[{index}/{len(names)}] {name}") -> None:
             print(f"{prefix}: {message}", file=sys.stderr, flush=True)
 
         try:
-            result = release_model(
+            fields = release_model(
                 name,
                 out_dir,
                 manifest=manifest,
                 trust_unverified=args.trust_unverified,
                 mirrors=args.mirror,
-                hub=hub,
+                repo_id=args.repo_id,
                 force=args.force,
                 progress=not args.no_progress,
                 torch_hub_repo=args.torch_hub_repo,
                 say=say,
             )
-            update_entries_file(out_dir, [result])
-            outcome.release = result
+            update_entries_file(out_dir, {name: fields})
+            released[name] = fields
         except (DSDZooError, OSError, ValueError) as exc:
-            outcome.error = f"{type(exc).__name__}: {_first_line(exc)}"
+            failed[name] = f"{type(exc).__name__}: {first_line(exc)}"
             say(f"FAILED: {type(exc).__name__}: {exc}")
-    released = [o.release for o in outcomes if o.release is not None]
-    status = 0 if len(released) == len(outcomes) else 1
+    status = 1 if failed else 0
     if args.write_manifest and released:
         try:
-            merge_into_manifest(args.write_manifest, {r.name: r.manifest_fields() for r in released})
+            merge_into_manifest(args.write_manifest, released)
             print(f"updated {args.write_manifest} ({len(released)} model(s))", file=sys.stderr)
         except (DSDZooError, OSError) as exc:
             print(f"error: --write-manifest {args.write_manifest}: {exc}", file=sys.stderr)
             status = 1
-    print(_summary(outcomes))
+    print(_summary(names, released, failed))
     if released:
         print(
-            f"\nreleased {len(released)} of {len(outcomes)} model(s) into {out_dir}/ "
+            f"\nreleased {len(released)} of {len(names)} model(s) into {out_dir}/ "
             f"(manifest fields: {out_dir / ENTRIES_FILE})"
         )
     return status
