@@ -36,6 +36,7 @@ import numpy as np
 
 from .errors import IntegrityError
 from .manifest import Fingerprint, ModelEntry
+from .models import ARCHITECTURES
 from .pipelines import PIPELINES
 
 __all__ = [
@@ -102,24 +103,20 @@ def probe_input(probe: str):
 def probe_for(arch_name_or_entry: Union[str, ModelEntry]) -> str:
     """The probe id for a model entry, a model name or an architecture name."""
     from .manifest import load_manifest
-    from .models import ARCHITECTURES
 
     entry = arch_name_or_entry
     if isinstance(entry, str):
         models = load_manifest().models
-        if entry in models:
-            entry = models[entry]
-        elif entry in ARCHITECTURES:
-            # Every manifest model of one architecture shares its preprocessing pipeline.
-            pipeline = next((m.transforms["pipeline"] for m in models.values() if m.arch == entry), "fb_resnet")
-            arch = ARCHITECTURES[entry]
-            return probe_id(PIPELINES[pipeline].probe, arch.input_size, arch.in_channels)
-        else:
-            raise IntegrityError(
-                f"{entry!r} is neither a model nor an architecture; known architectures: {sorted(ARCHITECTURES)}"
-            )
-    if entry.arch not in ARCHITECTURES:
-        raise IntegrityError(f"model {entry.name!r} has unknown architecture {entry.arch!r}")
+        # An architecture's probe is its manifest models', which share one preprocessing pipeline.
+        found = models.get(entry) or next((m for m in models.values() if m.arch == entry), None)
+        if found is None:
+            if entry not in ARCHITECTURES:
+                raise IntegrityError(
+                    f"{entry!r} is neither a model nor an architecture; known architectures: {sorted(ARCHITECTURES)}"
+                )
+            arch = ARCHITECTURES[entry]  # an architecture no model of this manifest uses
+            return probe_id(PIPELINES["fb_resnet"].probe, arch.input_size, arch.in_channels)
+        entry = found
     arch = ARCHITECTURES[entry.arch]
     return probe_id(PIPELINES[entry.transforms["pipeline"]].probe, arch.input_size, arch.in_channels)
 

@@ -10,6 +10,7 @@ missing, unexpected or wrongly shaped tensor is named.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -112,10 +113,7 @@ def _tensor_span(path: Path, name: str, info: object, data_size: int) -> Tuple[i
     ):
         raise FormatError(f"{path}: tensor {name!r} has a malformed shape or data_offsets")
     begin, end = offsets
-    count = 1
-    for dim in shape:
-        count *= dim
-    if not 0 <= begin <= end <= data_size or end - begin != count * _DTYPE_SIZES[dtype]:
+    if not 0 <= begin <= end <= data_size or end - begin != math.prod(shape) * _DTYPE_SIZES[dtype]:
         raise FormatError(
             f"{path}: tensor {name!r} ({dtype} {shape}) has data_offsets {offsets} that do not "
             f"fit its size or the {data_size}-byte data section (truncated file?)"
@@ -210,13 +208,11 @@ def check_state_dict(
 
 def load_into(model, tensors: Mapping[str, "torch.Tensor"], source: str, optional_prefixes: Iterable[str] = ()):
     """Assign checked tensors to a model (typically built on the meta device) and return it."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+    target = model.state_dict(keep_vars=True)
+    expected = {k: tuple(v.shape) for k, v in target.items()}
     check_state_dict(expected, {k: tuple(v.shape) for k, v in tensors.items()}, source, optional_prefixes)
-    state = {k: v for k, v in tensors.items() if k in expected}
-    model_dtypes = {k: v.dtype for k, v in model.state_dict(keep_vars=True).items()}
-    for key, value in state.items():
-        if value.dtype != model_dtypes[key]:
-            state[key] = value.to(model_dtypes[key])
+    # In the model's dtypes (.to() returns a tensor that already has it unchanged).
+    state = {k: v.to(target[k].dtype) for k, v in tensors.items() if k in target}
     model.load_state_dict(state, strict=True, assign=True)
     return model
 

@@ -18,7 +18,7 @@ class Architecture:
     """An architecture family and what the tests and ``verify`` hold it to."""
 
     name: str
-    builder: str  # "module:function" relative to dsd_zoo.models
+    builder: str  # "module:callable" relative to dsd_zoo.models, called with the build options
     num_params: int  # reference count (spec: ../shared/reference/architectures.md)
     input_size: int  # the evaluation crop of the published numbers
     min_size: Tuple[int, int]
@@ -39,14 +39,10 @@ class Architecture:
         return getattr(module, function_name)(**kwargs)
 
 
-def _table(*archs: Architecture) -> Mapping[str, Architecture]:
-    return {arch.name: arch for arch in archs}
-
-
-ARCHITECTURES: Mapping[str, Architecture] = _table(
+_ALL = (
     Architecture(
         "alexnet",
-        "alexnet:alexnet_caffe",
+        "alexnet:AlexNetCaffe",
         60_965_224,
         227,
         (199, 199),
@@ -62,7 +58,7 @@ ARCHITECTURES: Mapping[str, Architecture] = _table(
     ),
     Architecture(
         "googlenet",
-        "googlenet:googlenet_caffe",
+        "googlenet:GoogLeNetCaffe",
         6_998_552,
         224,
         (31, 31),
@@ -105,3 +101,4 @@ ARCHITECTURES: Mapping[str, Architecture] = _table(
         in_channels=1,
     ),
 )
+ARCHITECTURES: Mapping[str, Architecture] = {arch.name: arch for arch in _ALL}

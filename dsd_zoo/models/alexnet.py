@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["AlexNetCaffe", "alexnet_caffe"]
+__all__ = ["AlexNetCaffe"]
 
 
 def _lrn() -> nn.LocalResponseNorm:
@@ -19,7 +19,7 @@ def _lrn() -> nn.LocalResponseNorm:
 
 
 class AlexNetCaffe(nn.Module):
-    """AlexNet of Krizhevsky et al. (2012) in its BVLC Caffe form (input 227x227).
+    """AlexNet of Krizhevsky et al. (2012) in its BVLC Caffe form (input 227x227, 60,965,224 parameters).
 
     Layer names map to Caffe as ``features.{0,4,8,10,12}`` = conv1..conv5 and
     ``classifier.{0,3,6}`` = fc6..fc8. Pools use ``ceil_mode=True`` as Caffe does.
@@ -58,8 +58,3 @@ class AlexNetCaffe(nn.Module):
         x = self.features(x)
         # Caffe flattens C, H, W row-major, the same order as torch.flatten.
         return self.classifier(x.flatten(1))
-
-
-def alexnet_caffe(num_classes: int = 1000) -> AlexNetCaffe:
-    """Build the BVLC Caffe AlexNet (60,965,224 parameters)."""
-    return AlexNetCaffe(num_classes=num_classes)

@@ -7,12 +7,12 @@ branch, no LRN, adaptive auxiliary pools). This one is the Caffe graph of Szeged
 off by default because the published accuracies use the main classifier only.
 """
 
-from typing import TYPE_CHECKING, NamedTuple, Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GoogLeNetCaffe", "GoogLeNetOutputs", "googlenet_caffe"]
+__all__ = ["GoogLeNetCaffe", "GoogLeNetOutputs"]
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -91,16 +91,6 @@ class GoogLeNetCaffe(nn.Module):
         "5a": (832, 256, 160, 320, 32, 128, 128),
         "5b": (832, 384, 192, 384, 48, 128, 128),
     }
-    if TYPE_CHECKING:  # added by name from BLOCKS in __init__; TorchScript must not read these annotations
-        inception3a: Inception
-        inception3b: Inception
-        inception4a: Inception
-        inception4b: Inception
-        inception4c: Inception
-        inception4d: Inception
-        inception4e: Inception
-        inception5a: Inception
-        inception5b: Inception
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = False, dropout: float = 0.4) -> None:
         super().__init__()
@@ -112,12 +102,17 @@ class GoogLeNetCaffe(nn.Module):
         self.conv3 = BasicConv2d(64, 192, 3, padding=1)
         self.lrn2 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
         self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        for name, channels in self.BLOCKS.items():
-            if name == "4a":
-                self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-            elif name == "5a":
-                self.maxpool4 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-            self.add_module(f"inception{name}", Inception(*channels))
+        self.inception3a = Inception(*self.BLOCKS["3a"])
+        self.inception3b = Inception(*self.BLOCKS["3b"])
+        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception4a = Inception(*self.BLOCKS["4a"])
+        self.inception4b = Inception(*self.BLOCKS["4b"])
+        self.inception4c = Inception(*self.BLOCKS["4c"])
+        self.inception4d = Inception(*self.BLOCKS["4d"])
+        self.inception4e = Inception(*self.BLOCKS["4e"])
+        self.maxpool4 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception5a = Inception(*self.BLOCKS["5a"])
+        self.inception5b = Inception(*self.BLOCKS["5b"])
         self.aux1: Optional[InceptionAux] = InceptionAux(512, num_classes) if aux_logits else None
         self.aux2: Optional[InceptionAux] = InceptionAux(528, num_classes) if aux_logits else None
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))  # Caffe's 7x7/1 average pool at the 224 crop
@@ -168,8 +163,3 @@ class GoogLeNetCaffe(nn.Module):
             return self.aux_outputs(x)
         finally:
             self.train()
-
-
-def googlenet_caffe(num_classes: int = 1000, aux_logits: bool = False) -> GoogLeNetCaffe:
-    """Build the BVLC Caffe GoogLeNet (6,998,552 parameters; 13,378,280 with aux heads)."""
-    return GoogLeNetCaffe(num_classes=num_classes, aux_logits=aux_logits)
