@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ..atomic import atomic_write
 from ..errors import DSDZooError
@@ -22,7 +22,7 @@ from . import DEFAULT_TOLERANCE, EXIT_FAILED, EXIT_OK, EXIT_UNREADABLE, FULL_VAL
 if TYPE_CHECKING:  # only for annotations: building a report needs no torch
     from .datasets import ValSamples
     from .engine import EvalResult
-    from .selfcheck import SelfCheckResult
+    from .selfcheck import ArchCheck, LocalEvaluation, ModelCheck, SelfCheckResult
 
 __all__ = [
     "Table",
@@ -31,11 +31,11 @@ __all__ = [
     "eval_report",
     "selfcheck_report",
     "check_plot_path",
-    "require_matplotlib",
     "write_plot",
 ]
 
-KIND_ORDER = ("baseline", "sparse", "dsd")
+#: The kinds of model in the plot's order (baseline, sparse stage, DSD), with their bar colours.
+KIND_COLOURS = {"baseline": "#8c8c8c", "sparse": "#e39c3c", "dsd": "#2a7ab9"}
 
 
 @dataclass
@@ -158,11 +158,6 @@ def judge(
     return "pass" if within else "FAIL"
 
 
-def _standard_error(n: int, error_pct: float = 30.0) -> float:
-    p = error_pct / 100
-    return 100 * math.sqrt(p * (1 - p) / n) if n else float("nan")
-
-
 def eval_report(
     result: EvalResult,
     samples: ValSamples,
@@ -184,66 +179,14 @@ def eval_report(
         command: the command line, recorded in the JSON.
     """
     full = samples.is_full
-    rows, table_rows = [], []
-    for name, counts in result.counts.items():
-        model, _, head = name.partition("/")  # "googlenet_dsd/loss1": an auxiliary head of googlenet_dsd
-        entry = entries[model]
-        top1, top5 = counts.top1_err, counts.top5_err
-        if head:
-            paper1, paper5 = entry.heads[head]["top1_err"], entry.heads[head]["top5_err"]
-        else:
-            paper1, paper5 = entry.paper_top1_err, entry.paper_top5_err
-        delta1 = None if paper1 is None or math.isnan(top1) else top1 - paper1
-        delta5 = None if paper5 is None or math.isnan(top5) else top5 - paper5
-        verdict = judge(top1, top5, paper1, paper5, tolerance, full)
-        rows.append(
-            {
-                "name": name,
-                "model": model,
-                "head": head or None,
-                "arch": entry.arch,
-                "kind": entry.kind,
-                "weights": weights.get(model, ""),
-                "images": counts.images,
-                "top1_correct": counts.top1_correct,
-                "top5_correct": counts.top5_correct,
-                "top1_err": _nan_to_none(top1),
-                "top5_err": _nan_to_none(top5),
-                "paper_top1_err": paper1,
-                "paper_top5_err": paper5,
-                "delta_top1": delta1,
-                "delta_top5": delta5,
-                "verdict": verdict,
-            }
-        )
-        table_rows.append(
-            [
-                name,
-                f"{entry.kind} ({head} head)" if head else entry.kind,
-                f"{counts.images:,}",
-                _pct(top1),
-                _pct(paper1),
-                _delta(delta1),
-                _pct(top5),
-                _pct(paper5),
-                _delta(delta5),
-                verdict,
-            ]
-        )
+    rows = [_model_row(name, counts, entries, weights, tolerance, full) for name, counts in result.counts.items()]
     table = Table(
         f"Single-crop ILSVRC-2012 validation error (%), {len(samples):,} images",
         ["model", "kind", "images", "top-1 err", "paper", "delta", "top-5 err", "paper", "delta", "verdict"],
-        table_rows,
+        [_table_row(row) for row in rows],
         "<<>>>>>>><",
     )
-    notes = _eval_notes(result, samples, tolerance, limit, full)
-    notes.append("weights: " + "; ".join(f"{r['name']} = {r['weights']}" for r in rows if not r["head"]))
-    heads = [r["name"] for r in rows if r["head"]]
-    if heads:
-        notes.append(
-            f"auxiliary heads ({', '.join(heads)}): their paper columns are the errors of the release's "
-            "Caffe accuracy log, not of the paper's table; they are judged the same way."
-        )
+    notes = _eval_notes(result, samples, tolerance, limit, rows)
     failed = any(r["verdict"] == "FAIL" for r in rows)
     exit_code = EXIT_FAILED if failed else EXIT_UNREADABLE if result.unreadable else EXIT_OK
     data = {
@@ -262,22 +205,7 @@ def eval_report(
         "bad_images": result.bad_images,
         "unreadable": [{"file": f, "reason": r} for f, r in result.unreadable],
         "pipelines": result.pipelines,
-        "run": {
-            "device": result.device,
-            "world_size": result.world_size,
-            "fast_bf16": result.fast,
-            "channels_last": result.channels_last,
-            "compiled": result.compiled,
-            "decode_on_device": result.decode_on_device,
-            "jpeg_decoder": result.extra.get("jpeg_decoder"),
-            "compile_seconds": result.extra.get("compile_seconds", 0.0),
-            "engines": result.engines,
-            "export_seconds": result.extra.get("export_seconds", 0.0),
-            "workers": result.workers,
-            "batch_size": result.batch_size,
-            "seconds": round(result.seconds, 3),
-            "images_per_second": _nan_to_none(round(result.images_per_second, 2)),
-        },
+        "run": _run_data(result),
         "models": rows,
         "notes": notes,
         "exit_code": exit_code,
@@ -297,32 +225,133 @@ def eval_report(
     )
 
 
+def _model_row(
+    name: str, counts: Any, entries: Mapping[str, Any], weights: Mapping[str, str], tolerance: float, full: bool
+) -> Dict[str, Any]:
+    """The JSON row of one model or auxiliary head: its counts and errors next to the paper's, and the verdict."""
+    model, _, head = name.partition("/")  # "googlenet_dsd/loss1": an auxiliary head of googlenet_dsd
+    entry = entries[model]
+    top1, top5 = counts.top1_err, counts.top5_err
+    if head:
+        paper1, paper5 = entry.heads[head]["top1_err"], entry.heads[head]["top5_err"]
+    else:
+        paper1, paper5 = entry.paper_top1_err, entry.paper_top5_err
+    return {
+        "name": name,
+        "model": model,
+        "head": head or None,
+        "arch": entry.arch,
+        "kind": entry.kind,
+        "weights": weights.get(model, ""),
+        "images": counts.images,
+        "top1_correct": counts.top1_correct,
+        "top5_correct": counts.top5_correct,
+        "top1_err": _nan_to_none(top1),
+        "top5_err": _nan_to_none(top5),
+        "paper_top1_err": paper1,
+        "paper_top5_err": paper5,
+        "delta_top1": None if paper1 is None or math.isnan(top1) else top1 - paper1,
+        "delta_top5": None if paper5 is None or math.isnan(top5) else top5 - paper5,
+        "verdict": judge(top1, top5, paper1, paper5, tolerance, full),
+    }
+
+
+def _table_row(row: Mapping[str, Any]) -> List[str]:
+    """The terminal and Markdown row of a :func:`_model_row`."""
+    return [
+        row["name"],
+        f"{row['kind']} ({row['head']} head)" if row["head"] else row["kind"],
+        f"{row['images']:,}",
+        _pct(row["top1_err"]),
+        _pct(row["paper_top1_err"]),
+        _delta(row["delta_top1"]),
+        _pct(row["top5_err"]),
+        _pct(row["paper_top5_err"]),
+        _delta(row["delta_top5"]),
+        row["verdict"],
+    ]
+
+
+def _run_data(result: EvalResult) -> Dict[str, Any]:
+    """How the evaluation ran, for the JSON."""
+    return {
+        "device": result.device,
+        "world_size": result.world_size,
+        "fast_bf16": result.fast,
+        "channels_last": result.channels_last,
+        "compiled": result.compiled,
+        "decode_on_device": result.decode_on_device,
+        "jpeg_decoder": result.extra.get("jpeg_decoder"),
+        "compile_seconds": result.extra.get("compile_seconds", 0.0),
+        "engines": result.engines,
+        "export_seconds": result.extra.get("export_seconds", 0.0),
+        "workers": result.workers,
+        "batch_size": result.batch_size,
+        "seconds": round(result.seconds, 3),
+        "images_per_second": _nan_to_none(round(result.images_per_second, 2)),
+    }
+
+
 def _eval_notes(
-    result: EvalResult, samples: ValSamples, tolerance: float, limit: Optional[int], full: bool
+    result: EvalResult, samples: ValSamples, tolerance: float, limit: Optional[int], rows: Sequence[Mapping[str, Any]]
 ) -> List[str]:
-    notes = []
-    if full:
+    notes = [_coverage_note(samples, tolerance, limit)]
+    if result.unreadable:
+        notes.append(_unreadable_note(result.unreadable, result.bad_images))
+    notes += _engine_notes(result)
+    notes += samples.notes
+    notes += [
+        f"pipeline {pipeline}: {', '.join(names)} (each image decoded once, resampled once per pipeline)"
+        for pipeline, names in result.pipelines.items()
+    ]
+    notes.append(
+        f"{len(samples):,} images in {result.seconds:.1f} s ({result.images_per_second:.1f} img/s through "
+        f"{sum('/' not in name for name in result.counts)} model(s)) on "
+        f"{result.device}, {result.world_size} process(es), "
+        f"{result.workers} worker(s) each, batch {result.batch_size}."
+    )
+    notes.append("weights: " + "; ".join(f"{r['name']} = {r['weights']}" for r in rows if not r["head"]))
+    heads = [r["name"] for r in rows if r["head"]]
+    if heads:
         notes.append(
+            f"auxiliary heads ({', '.join(heads)}): their paper columns are the errors of the release's "
+            "Caffe accuracy log, not of the paper's table; they are judged the same way."
+        )
+    return notes
+
+
+def _coverage_note(samples: ValSamples, tolerance: float, limit: Optional[int]) -> str:
+    """Whether the verdicts mean anything: only a run over the whole validation set is judged."""
+    if samples.is_full:
+        return (
             f"Verdict: pass when both top-1 and top-5 errors are within {tolerance} pt of the paper's. "
             f"This run covers all {FULL_VAL_SIZE:,} validation images, so the verdict is meaningful."
         )
-    else:
-        # --limit is the reason only when it left images out (subset() keeps a smaller set whole).
-        why = f"--limit {limit}" if len(samples) < samples.found else f"the folder holds {samples.found:,} images"
-        notes.append(
-            f"PARTIAL RUN ({len(samples):,} of {FULL_VAL_SIZE:,} images; {why}): the {tolerance} pt tolerance "
-            f"is meaningful only on the full {FULL_VAL_SIZE:,} images, so no model is judged. Sampling noise "
-            f"alone is about +-{_standard_error(len(samples)):.2f} pt (one standard error at 30% error)."
-        )
-    if result.unreadable:
-        how = (
-            "counted as wrong answers (top-1 and top-5) for every model, so they raise every error"
-            if result.bad_images == "count"
-            else "left out of the denominator (--bad-images skip)"
-        )
-        shown = "; ".join(f"{f} ({r})" for f, r in result.unreadable[:10])
-        more = f"; ... and {len(result.unreadable) - 10} more (all in --json)" if len(result.unreadable) > 10 else ""
-        notes.append(f"{len(result.unreadable)} image(s) could not be decoded and were {how}: {shown}{more}")
+    # --limit is the reason only when it left images out (subset() keeps a smaller set whole).
+    why = f"--limit {limit}" if len(samples) < samples.found else f"the folder holds {samples.found:,} images"
+    # The sampling noise: one standard error of a 30 % error rate.
+    noise = 100 * math.sqrt(0.3 * 0.7 / len(samples)) if len(samples) else float("nan")
+    return (
+        f"PARTIAL RUN ({len(samples):,} of {FULL_VAL_SIZE:,} images; {why}): the {tolerance} pt tolerance "
+        f"is meaningful only on the full {FULL_VAL_SIZE:,} images, so no model is judged. Sampling noise "
+        f"alone is about +-{noise:.2f} pt (one standard error at 30% error)."
+    )
+
+
+def _unreadable_note(unreadable: Sequence[Tuple[str, str]], bad_images: str) -> str:
+    how = (
+        "counted as wrong answers (top-1 and top-5) for every model, so they raise every error"
+        if bad_images == "count"
+        else "left out of the denominator (--bad-images skip)"
+    )
+    shown = "; ".join(f"{f} ({r})" for f, r in unreadable[:10])
+    more = f"; ... and {len(unreadable) - 10} more (all in --json)" if len(unreadable) > 10 else ""
+    return f"{len(unreadable)} image(s) could not be decoded and were {how}: {shown}{more}"
+
+
+def _engine_notes(result: EvalResult) -> List[str]:
+    """What ran the models, and how that may move the numbers from the exact eager float32 run."""
+    notes = []
     if result.fast:
         notes.append("--fast: models ran under bfloat16 autocast; results may differ from the exact float32 run.")
     if result.decode_on_device:
@@ -346,29 +375,15 @@ def _eval_notes(
     eager = [name for name, engine in result.engines.items() if engine == "torch"]
     if eager:
         notes.append(f"eager PyTorch: {', '.join(eager)}.")
-    notes.extend(samples.notes)
-    for pipeline, names in result.pipelines.items():
-        notes.append(f"pipeline {pipeline}: {', '.join(names)} (each image decoded once, resampled once per pipeline)")
-    notes.append(
-        f"{len(samples):,} images in {result.seconds:.1f} s ({result.images_per_second:.1f} img/s through "
-        f"{sum('/' not in name for name in result.counts)} model(s)) on "
-        f"{result.device}, {result.world_size} process(es), "
-        f"{result.workers} worker(s) each, batch {result.batch_size}."
-    )
     return notes
 
 
 def _versions() -> Dict[str, str]:
+    import torch
+
     import dsd_zoo
 
-    versions = {"dsd_zoo_version": dsd_zoo.__version__}
-    try:
-        import torch
-
-        versions["torch_version"] = torch.__version__
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    return versions
+    return {"dsd_zoo_version": dsd_zoo.__version__, "torch_version": torch.__version__}
 
 
 _STATE_TEXT = {
@@ -382,102 +397,19 @@ _STATE_TEXT = {
 
 def selfcheck_report(result: SelfCheckResult, command: str = "") -> Report:
     """The offline self-check report: architectures, models, local evaluations."""
-    tables, notes = [], list(result.notes)
-    if result.manifest_error:
-        notes.insert(0, f"MANIFEST INVALID: {result.manifest_error}")
-    arch_rows = [
-        [
-            a.name,
-            "-" if a.params is None else f"{a.params:,}",
-            f"{a.reference:,}",
-            "ok" if a.ok else f"FAIL {a.failure}".strip(),
-        ]
-        for a in result.architectures
-    ]
-    if arch_rows:
-        tables.append(
-            Table(
-                "Architectures (built on the meta device)",
-                ["architecture", "parameters", "reference", "check"],
-                arch_rows,
-                "<>><",
-            )
-        )
-    model_rows, model_data = [], []
-    for check in result.models:
-        entry, weights = check.entry, check.weights
-        cached = "yes" if weights.present else ("MISSING (named)" if check.named else "no")
-        state = _STATE_TEXT[weights.state]
-        if check.problems:
-            state = "; ".join(check.problems)
-        model_rows.append(
-            [
-                entry.name,
-                entry.kind,
-                entry.arch,
-                cached,
-                state,
-                check.fingerprint,
-                _pct(entry.paper_top1_err),
-                _pct(entry.paper_top5_err),
-                ("ok" if weights.present else "-") if check.ok else "FAIL",
-            ]
-        )
-        model_data.append(
-            {
-                "name": entry.name,
-                "kind": entry.kind,
-                "arch": entry.arch,
-                "named": check.named,
-                "path": str(weights.path) if weights.path else None,
-                "state": weights.state,
-                "detail": weights.detail,
-                "fingerprint": check.fingerprint,
-                "problems": check.problems,
-                "paper_top1_err": entry.paper_top1_err,
-                "paper_top5_err": entry.paper_top5_err,
-                "ok": check.ok,
-            }
-        )
-        if not check.ok:
-            reasons = check.problems + ([check.fingerprint] if check.fingerprint_ok is False else [])
-            notes.append(f"{entry.name}: {'; '.join(reasons) or weights.detail or weights.state}")
-    if model_rows:
-        tables.append(
-            Table(
-                "Models",
-                ["model", "kind", "arch", "cached", "weights", "fingerprint", "paper top-1", "paper top-5", "check"],
-                model_rows,
-                "<<<<<<>><",
-            )
-        )
-    eval_rows = [
-        [
-            e.model,
-            e.dataset,
-            f"{e.images:,}",
-            _pct(e.top1_err),
-            _pct(e.expected_top1_err),
-            _pct(e.top5_err),
-            _pct(e.expected_top5_err),
-            "ok" if e.ok else f"FAIL {e.failure}".strip(),
-        ]
-        for e in result.local_evaluations
-    ]
-    if eval_rows:
-        tables.append(
-            Table(
-                "Local evaluations (data shipped with the package)",
-                ["model", "dataset", "images", "top-1 err", "expected", "top-5 err", "expected", "check"],
-                eval_rows,
-                "<<>>>>><",
-            )
-        )
+    notes = ([f"MANIFEST INVALID: {result.manifest_error}"] if result.manifest_error else []) + result.notes
+    notes += [_failure_note(check) for check in result.models if not check.ok]
     present = sum(m.weights.present for m in result.models)
     notes.append(
         f"{present} of {len(result.models)} weight files are on this machine; a missing file is not a failure "
         "unless the model is named on the command line. Nothing was downloaded."
     )
+    tables = [
+        _architecture_table(result.architectures),
+        _model_table(result.models),
+        _local_evaluation_table(result.local_evaluations),
+    ]
+    models = [_model_check_data(check) for check in result.models]
     exit_code = EXIT_OK if result.ok else EXIT_FAILED
     data = {
         "mode": "selfcheck",
@@ -488,10 +420,8 @@ def selfcheck_report(result: SelfCheckResult, command: str = "") -> Report:
             {"name": a.name, "params": a.params, "reference": a.reference, "ok": a.ok, "failure": a.failure or None}
             for a in result.architectures
         ],
-        "models": model_data,
-        "local_evaluations": [
-            {**{k: getattr(e, k) for k in e.__dataclass_fields__}, "ok": e.ok} for e in result.local_evaluations
-        ],
+        "models": models,
+        "local_evaluations": [{**asdict(e), "ok": e.ok} for e in result.local_evaluations],
         "notes": notes,
         "ok": result.ok,
         "exit_code": exit_code,
@@ -507,24 +437,100 @@ def selfcheck_report(result: SelfCheckResult, command: str = "") -> Report:
             "paper_top1_err": m["paper_top1_err"],
             "paper_top5_err": m["paper_top5_err"],
         }
-        for m in model_data
+        for m in models
     ]
-    return Report("dsd-zoo verify: offline self-check", tables, notes, data, exit_code, plot_rows=plot_rows)
+    return Report(
+        "dsd-zoo verify: offline self-check",
+        [table for table in tables if table.rows],
+        notes,
+        data,
+        exit_code,
+        plot_rows=plot_rows,
+    )
 
 
-def require_matplotlib() -> None:
-    """Raise a clear error naming the ``plot`` extra when matplotlib is not installed."""
+def _failure_note(check: ModelCheck) -> str:
+    reasons = check.problems + ([check.fingerprint] if check.fingerprint_ok is False else [])
+    return f"{check.entry.name}: {'; '.join(reasons) or check.weights.detail or check.weights.state}"
+
+
+def _architecture_table(architectures: Sequence[ArchCheck]) -> Table:
+    rows = [
+        [
+            a.name,
+            "-" if a.params is None else f"{a.params:,}",
+            f"{a.reference:,}",
+            "ok" if a.ok else f"FAIL {a.failure}".strip(),
+        ]
+        for a in architectures
+    ]
+    headers = ["architecture", "parameters", "reference", "check"]
+    return Table("Architectures (built on the meta device)", headers, rows, "<>><")
+
+
+def _model_table(checks: Sequence[ModelCheck]) -> Table:
+    rows = [
+        [
+            check.entry.name,
+            check.entry.kind,
+            check.entry.arch,
+            "yes" if check.weights.present else ("MISSING (named)" if check.named else "no"),
+            "; ".join(check.problems) if check.problems else _STATE_TEXT[check.weights.state],
+            check.fingerprint,
+            _pct(check.entry.paper_top1_err),
+            _pct(check.entry.paper_top5_err),
+            ("ok" if check.weights.present else "-") if check.ok else "FAIL",
+        ]
+        for check in checks
+    ]
+    headers = ["model", "kind", "arch", "cached", "weights", "fingerprint", "paper top-1", "paper top-5", "check"]
+    return Table("Models", headers, rows, "<<<<<<>><")
+
+
+def _model_check_data(check: ModelCheck) -> Dict[str, Any]:
+    entry, weights = check.entry, check.weights
+    return {
+        "name": entry.name,
+        "kind": entry.kind,
+        "arch": entry.arch,
+        "named": check.named,
+        "path": str(weights.path) if weights.path else None,
+        "state": weights.state,
+        "detail": weights.detail,
+        "fingerprint": check.fingerprint,
+        "problems": check.problems,
+        "paper_top1_err": entry.paper_top1_err,
+        "paper_top5_err": entry.paper_top5_err,
+        "ok": check.ok,
+    }
+
+
+def _local_evaluation_table(evaluations: Sequence[LocalEvaluation]) -> Table:
+    rows = [
+        [
+            e.model,
+            e.dataset,
+            f"{e.images:,}",
+            _pct(e.top1_err),
+            _pct(e.expected_top1_err),
+            _pct(e.top5_err),
+            _pct(e.expected_top5_err),
+            "ok" if e.ok else f"FAIL {e.failure}".strip(),
+        ]
+        for e in evaluations
+    ]
+    headers = ["model", "dataset", "images", "top-1 err", "expected", "top-5 err", "expected", "check"]
+    return Table("Local evaluations (data shipped with the package)", headers, rows, "<<>>>>><")
+
+
+def check_plot_path(path: os.PathLike) -> None:
+    """Raise a clear error unless matplotlib is installed and can write ``path``'s format (its suffix)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise DSDZooError(
             "--plot needs matplotlib, which is not installed: pip install 'dsd-zoo[plot]' (or pip install matplotlib)"
         ) from None
-
-
-def check_plot_path(path: os.PathLike) -> None:
-    """Raise a clear error unless matplotlib is installed and can write ``path``'s format (its suffix)."""
-    require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -564,83 +570,76 @@ def plot_figure(rows: Sequence[Mapping[str, Any]], title: str = "", note: str = 
     )
     if not archs:
         raise DSDZooError("nothing to plot: no model has a measured or published error")
-    kinds = [k for k in KIND_ORDER if any(r["kind"] == k for r in rows)]
-    width = 0.8 / max(1, len(kinds))
-    colours = {"baseline": "#8c8c8c", "sparse": "#e39c3c", "dsd": "#2a7ab9"}
-    measured_any = any(r.get("top1_err") is not None for r in rows)
+    kinds = [k for k in KIND_COLOURS if any(r["kind"] == k for r in rows)]
     figure, axes = plt.subplots(2, 1, figsize=(max(8.0, 1.6 * len(archs) + 2.5), 8.5))
     for ax, metric in zip(axes, ("top1", "top5")):
-        labelled, ticks, names = set(), [], []
-        for k, kind in enumerate(kinds):
-            for x, arch in enumerate(archs):
-                row = next((r for r in rows if r["arch"] == arch and r["kind"] == kind), None)
-                if row is None:
-                    continue
-                value, paper = row.get(f"{metric}_err"), row.get(f"paper_{metric}_err")
-                bar = value if value is not None else paper
-                if bar is None:
-                    continue
-                position = x - 0.4 + width * (k + 0.5)
-                # An outline keeps a 0 % bar visible as a line.
-                ax.bar(
-                    position,
-                    bar,
-                    width * 0.9,
-                    color=colours.get(kind, "#555555"),
-                    edgecolor="black",
-                    linewidth=0.6,
-                    label=None if kind in labelled else kind,
-                )
-                labelled.add(kind)
-                ticks.append(position)
-                names.append(row.get("name", arch))
-                top = bar
-                n = row.get("images")
-                if value is not None and n:
-                    correct = row[f"{metric}_correct"]
-                    low, high = error_interval(n - correct, n)
-                    ax.errorbar(position, value, yerr=[[value - low], [high - value]], color="black", capsize=3, lw=1)
-                    top = high
-                    ax.annotate(
-                        f"{value:.1f}%\nn={n:,}",
-                        (position, top),
-                        textcoords="offset points",
-                        xytext=(0, 3),
-                        ha="center",
-                        fontsize=7,
-                    )
-                else:
-                    ax.annotate(
-                        f"{bar:.1f}%",
-                        (position, top),
-                        textcoords="offset points",
-                        xytext=(0, 3),
-                        ha="center",
-                        fontsize=7,
-                    )
-                if paper is not None:
-                    ax.plot(
-                        [position - width * 0.45, position + width * 0.45],
-                        [paper, paper],
-                        color="black",
-                        lw=1.5,
-                        label=None if "paper" in labelled else "paper",
-                    )
-                    labelled.add("paper")
-        # At least three groups' room, so that one or two models are bars, not a filled panel.
-        spare = max(0.0, (3 - len(archs)) / 2)
-        ax.set_xlim(-0.5 - spare, len(archs) - 0.5 + spare)
-        ax.set_xticks(ticks)
-        ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
-        ax.set_ylabel(f"{'top-1' if metric == 'top1' else 'top-5'} error (%)")
-        ax.set_ylim(0, max(5.0, ax.get_ylim()[1] * 1.15))  # room for the annotations
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the data
-        ax.grid(axis="y", alpha=0.3)
+        _plot_panel(ax, metric, rows, archs, kinds)
+    measured_any = any(r.get("top1_err") is not None for r in rows)
     what = "measured (bars, 95 % Wilson interval) vs paper (black ticks)" if measured_any else "paper errors"
     heading = (title + ": " if title else "") + what
     figure.suptitle(heading + (f"\n{note}" if note else ""), fontsize=10, color="black")
     figure.tight_layout()
     return figure
+
+
+def _plot_panel(ax: Any, metric: str, rows: Sequence[Mapping[str, Any]], archs: List[str], kinds: List[str]) -> None:
+    """One panel (``metric`` top1 or top5): per architecture a group of bars, one per kind, and its axes."""
+    width = 0.8 / max(1, len(kinds))
+    labelled: Set[str] = set()  # legend entries already given
+    ticks, names = [], []
+    for k, kind in enumerate(kinds):
+        for x, arch in enumerate(archs):
+            row = next((r for r in rows if r["arch"] == arch and r["kind"] == kind), None)
+            if row is None or (row.get(f"{metric}_err") is None and row.get(f"paper_{metric}_err") is None):
+                continue
+            position = x - 0.4 + width * (k + 0.5)
+            _plot_bar(ax, row, metric, position, width, labelled)
+            ticks.append(position)
+            names.append(row.get("name", arch))
+    # At least three groups' room, so that one or two models are bars, not a filled panel.
+    spare = max(0.0, (3 - len(archs)) / 2)
+    ax.set_xlim(-0.5 - spare, len(archs) - 0.5 + spare)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel(f"{'top-1' if metric == 'top1' else 'top-5'} error (%)")
+    ax.set_ylim(0, max(5.0, ax.get_ylim()[1] * 1.15))  # room for the annotations
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the data
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _plot_bar(ax: Any, row: Mapping[str, Any], metric: str, position: float, width: float, labelled: Set[str]) -> None:
+    """One model's bar: the measured error (with n and its interval) or else the paper's, and the paper's tick."""
+    value, paper = row.get(f"{metric}_err"), row.get(f"paper_{metric}_err")
+    bar = value if value is not None else paper
+    kind = row["kind"]
+    # An outline keeps a 0 % bar visible as a line.
+    ax.bar(
+        position,
+        bar,
+        width * 0.9,
+        color=KIND_COLOURS.get(kind, "#555555"),
+        edgecolor="black",
+        linewidth=0.6,
+        label=None if kind in labelled else kind,
+    )
+    labelled.add(kind)
+    n = row.get("images")
+    if value is None or not n:
+        text, top = f"{bar:.1f}%", bar
+    else:
+        low, high = error_interval(n - row[f"{metric}_correct"], n)
+        ax.errorbar(position, value, yerr=[[value - low], [high - value]], color="black", capsize=3, lw=1)
+        text, top = f"{value:.1f}%\nn={n:,}", high
+    ax.annotate(text, (position, top), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+    if paper is not None:
+        ax.plot(
+            [position - width * 0.45, position + width * 0.45],
+            [paper, paper],
+            color="black",
+            lw=1.5,
+            label=None if "paper" in labelled else "paper",
+        )
+        labelled.add("paper")
 
 
 def write_plot(rows: Sequence[Mapping[str, Any]], path: os.PathLike, title: str = "", note: str = "") -> Path:
