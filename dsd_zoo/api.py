@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 if TYPE_CHECKING:  # annotations only: importing dsd_zoo must not import torch
     import torch
 
-from .errors import UnknownModelError, WeightsError
+from .errors import IntegrityError, UnknownModelError, WeightsError
 from .manifest import KINDS, Manifest, ModelEntry, load_manifest
 from .models import ARCHITECTURES, Architecture
 
@@ -55,10 +55,9 @@ def list_models(pattern: Optional[str] = None, kind: Optional[str] = None) -> Li
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))} (or None), got {kind!r}")
-    entries = load_manifest().models.values()
     return [
         e.name
-        for e in entries
+        for e in load_manifest().models.values()
         if (pattern is None or fnmatch.fnmatchcase(e.name, pattern)) and (kind is None or e.kind == kind)
     ]
 
@@ -199,7 +198,6 @@ def get_model(
     Returns:
         The model in eval mode when weights were loaded.
     """
-    from .errors import IntegrityError
     from .fingerprint import check_fingerprint
     from .loading import build_with_weights, identity_conflict, recorded_identity
 

@@ -28,14 +28,15 @@ colour order moved them by 2-20 %.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from typing import Any, Dict, Mapping, Tuple, Union
+from typing import Any, Dict, Mapping, Union
 
 import numpy as np
 
 from .errors import IntegrityError
-from .manifest import Fingerprint, ModelEntry
+from .manifest import Fingerprint, ModelEntry, load_manifest
 from .models import ARCHITECTURES
 from .pipelines import PIPELINES
 
@@ -102,8 +103,6 @@ def probe_input(probe: str):
 
 def probe_for(arch_name_or_entry: Union[str, ModelEntry]) -> str:
     """The probe id for a model entry, a model name or an architecture name."""
-    from .manifest import load_manifest
-
     entry = arch_name_or_entry
     if isinstance(entry, str):
         models = load_manifest().models
@@ -168,28 +167,6 @@ def compute_fingerprint(model: Any, arch_name_or_entry: Union[str, ModelEntry]) 
     }
 
 
-def _fields(
-    fingerprint: Union[Fingerprint, Mapping[str, Any]],
-) -> Tuple[str, Tuple[int, ...], Tuple[float, ...], int, float]:
-    if not isinstance(fingerprint, Mapping):  # a manifest Fingerprint, validated when the manifest was read
-        return fingerprint.input, fingerprint.indices, fingerprint.values, fingerprint.argmax, fingerprint.atol
-    try:
-        fields = (
-            fingerprint["input"],
-            tuple(fingerprint["indices"]),
-            tuple(fingerprint["values"]),
-            fingerprint["argmax"],
-            float(fingerprint["atol"]),
-        )
-    except KeyError as exc:
-        raise IntegrityError(f"fingerprint lacks the field {exc.args[0]!r}") from None
-    if len(fields[1]) != len(fields[2]):  # zip() would quietly check only the shorter list
-        raise IntegrityError(
-            f"fingerprint has {len(fields[1])} indices but {len(fields[2])} values; each recorded logit needs both"
-        )
-    return fields
-
-
 def check_fingerprint(model: Any, fingerprint: Union[Fingerprint, Mapping[str, Any]]) -> None:
     """Raise :class:`IntegrityError` unless ``model`` reproduces ``fingerprint``.
 
@@ -197,7 +174,18 @@ def check_fingerprint(model: Any, fingerprint: Union[Fingerprint, Mapping[str, A
     the recorded ``argmax``, unless the two classes' logits are within ``atol`` (a near tie).
     The message gives the largest deviation and where it is.
     """
-    probe, indices, values, argmax, atol = _fields(fingerprint)
+    if isinstance(fingerprint, Fingerprint):  # validated when the manifest was read
+        fingerprint = dataclasses.asdict(fingerprint)
+    try:
+        probe, indices, values, argmax, atol = (
+            fingerprint[key] for key in ("input", "indices", "values", "argmax", "atol")
+        )
+    except KeyError as exc:
+        raise IntegrityError(f"fingerprint lacks the field {exc.args[0]!r}") from None
+    if len(indices) != len(values):  # zip() would quietly check only the shorter list
+        raise IntegrityError(
+            f"fingerprint has {len(indices)} indices but {len(values)} values; each recorded logit needs both"
+        )
     logits = _logits(model, probe)
     flat = logits.flatten()
     if any(not 0 <= i < flat.numel() for i in indices) or not 0 <= argmax < logits.shape[1]:

@@ -14,13 +14,10 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
 from .errors import FormatError, WeightsError
 from .sniff import FORMAT_NAMES, sniff
-
-if TYPE_CHECKING:  # torch is imported where tensors are read, not when this module is
-    import torch
 
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
 _DTYPE_SIZES = {
@@ -200,21 +197,10 @@ def check_state_dict(
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
             if keys
         ]
-        hint = ""
-        if wrong and not missing and not unexpected:  # same layers, other sizes: most often the class count
-            hint = " (if only the classifier differs, pass the num_classes the file was saved with)"
+        # Same layers, other sizes: most often the class count.
+        only_shapes = wrong and not missing and not unexpected
+        hint = " (if only the classifier differs, pass the num_classes the file was saved with)" if only_shapes else ""
         raise WeightsError(f"{source} does not fit the architecture: " + "; ".join(parts) + hint)
-
-
-def load_into(model, tensors: Mapping[str, "torch.Tensor"], source: str, optional_prefixes: Iterable[str] = ()):
-    """Assign checked tensors to a model (typically built on the meta device) and return it."""
-    target = model.state_dict(keep_vars=True)
-    expected = {k: tuple(v.shape) for k, v in target.items()}
-    check_state_dict(expected, {k: tuple(v.shape) for k, v in tensors.items()}, source, optional_prefixes)
-    # In the model's dtypes (.to() returns a tensor that already has it unchanged).
-    state = {k: v.to(target[k].dtype) for k, v in tensors.items() if k in target}
-    model.load_state_dict(state, strict=True, assign=True)
-    return model
 
 
 def build_with_weights(
@@ -226,4 +212,11 @@ def build_with_weights(
     with torch.device("meta"):
         model = arch.build(**(build_kwargs or {}))
     tensors, _ = load_tensors(path)
-    return load_into(model, tensors, f"weights file {path}", optional_prefixes).eval()
+    target = model.state_dict(keep_vars=True)
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    check_state_dict({k: tuple(v.shape) for k, v in target.items()}, found, f"weights file {path}", optional_prefixes)
+    # Assigned in the model's dtypes (.to() returns a tensor that already has it unchanged).
+    model.load_state_dict(
+        {k: v.to(target[k].dtype) for k, v in tensors.items() if k in target}, strict=True, assign=True
+    )
+    return model.eval()

@@ -43,8 +43,11 @@ from .api import get_entry
 from .atomic import PathLike, atomic_write
 from .cache import find_local
 from .convert.mapping import extension
+from .convert.original import convert_original
 from .errors import ConversionError, DSDZooError, IntegrityError, ManifestError, NotAvailableError, UploadError
 from .errors import first_line
+from .fingerprint import compute_fingerprint
+from .loading import build_with_weights, load_tensors
 from .manifest import Manifest, ModelEntry, decode_json, load_manifest, parse_manifest
 from .model_card import DEFAULT_TORCH_HUB_REPO, ReleaseFacts, render_model_card
 from .models import ARCHITECTURES
@@ -158,8 +161,6 @@ def _assemble(
     The conversion is get_model's own (:func:`~dsd_zoo.convert.original.convert_original`), so that
     converting the same original on a user's machine reproduces the published sha256.
     """
-    from .convert.original import convert_original
-
     file = entry.weights.file
     # DSD_ZOO_TRUST_UNVERIFIED does not count here: a release opts in on its own command line.
     saved = convert_original(
@@ -224,9 +225,6 @@ def _compare_alternates(
     """
     import torch
 
-    from .convert.original import convert_original
-    from .loading import load_tensors
-
     ours, _ = load_tensors(converted)
     for alternate in entry.alternates:
         if not find_local(alternate.record).verified:
@@ -258,9 +256,6 @@ def _fingerprint(entry: ModelEntry, path: Path) -> Tuple[Dict[str, Any], Tuple[i
     """The fingerprint of the file at ``path`` loaded strictly, and its (non-zero, total) weights."""
     import torch
 
-    from .fingerprint import compute_fingerprint
-    from .loading import build_with_weights
-
     arch = ARCHITECTURES[entry.arch]
     model = build_with_weights(arch, path, optional_prefixes=arch.optional_prefixes)
     fingerprint = compute_fingerprint(model, entry)
@@ -269,9 +264,8 @@ def _fingerprint(entry: ModelEntry, path: Path) -> Tuple[Dict[str, Any], Tuple[i
             f"{entry.name}: the converted model gives non-finite logits on the probe input; "
             "the original is damaged or the mapping is wrong"
         )
-    with torch.no_grad():
-        weights = [p for p in model.parameters() if p.dim() >= 2]  # conv and linear weights, not biases or BN
-        nonzero = sum(int(torch.count_nonzero(p)) for p in weights)
+    weights = [p for p in model.parameters() if p.dim() >= 2]  # conv and linear weights, not biases or BN
+    nonzero = sum(int(torch.count_nonzero(p)) for p in weights)
     return fingerprint, (nonzero, sum(p.numel() for p in weights))
 
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import DSDZooError, UnverifiedSourceError
+from ..atomic import atomic_write, file_in_the_way
+from ..errors import DSDZooError, ExportError, UnknownModelError, UnverifiedSourceError
 
 DESCRIPTION = """\
 Export a dsd-zoo model with its weights to an ONNX file that ONNX Runtime (or any ONNX runtime)
@@ -81,19 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_name(name: str) -> None:
-    from ..api import get_entry
-    from ..errors import UnknownModelError
-
-    try:
-        get_entry(name)
-    except UnknownModelError as exc:
-        raise UnknownModelError(f"{exc}; python -m dsd_zoo.verify lists every model") from None
-
-
 def _check_output(path: Path, force: bool) -> None:
-    from ..atomic import file_in_the_way
-
     blocker = file_in_the_way(path)
     if path.is_dir():
         raise DSDZooError(f"-o {path}: that is a folder; give a file name such as {path / 'model.onnx'}")
@@ -124,7 +113,6 @@ def export_model(
             :class:`~dsd_zoo.errors.ExportError` when the export or its check fails.
     """
     from ..api import get_entry, get_model, get_weights
-    from ..atomic import atomic_write
     from ..fingerprint import probe_for
     from .onnx_export import export_checked, model_metadata, weights_sha256
 
@@ -149,10 +137,7 @@ def export_model(
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status (see ``--help``)."""
     args = build_parser().parse_args(argv)
-    from .onnx_export import ExportError
-
     try:
-        _check_name(args.name)
         _check_output(args.output, args.force)
         written = export_model(
             args.name, args.output, args.weights, trust_unverified=args.trust_unverified, progress=not args.quiet
@@ -160,6 +145,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ExportError as exc:
         print(f"dsd_zoo.export: error: {exc}; nothing was written to {args.output}", file=sys.stderr)
         return 1
+    except UnknownModelError as exc:
+        print(f"dsd_zoo.export: error: {exc}; python -m dsd_zoo.verify lists every model", file=sys.stderr)
+        return 2
     except DSDZooError as exc:
         print(f"dsd_zoo.export: error: {exc}", file=sys.stderr)
         return 2

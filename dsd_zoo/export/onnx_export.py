@@ -27,7 +27,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..errors import ExportError
+from ..errors import ExportError, first_line
 
 __all__ = [
     "CHECK_RTOL",
@@ -206,7 +206,9 @@ def export_checked(
             raise RuntimeError("torch.onnx.export returned no ONNX program")
         proto = program.model_proto
     except Exception as exc:
-        raise ExportError(f"torch.onnx.export could not export {name}: {_first_line(exc)}") from exc
+        raise ExportError(
+            f"torch.onnx.export could not export {name}: {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
     fields = {"dsd_zoo.model": name, "dsd_zoo.probe": probe, **(metadata or {})}
     graph_seconds = time.perf_counter() - start
     try:
@@ -215,7 +217,9 @@ def export_checked(
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(f"ONNX Runtime could not run the graph of {name}: {_first_line(exc)}") from exc
+        raise ExportError(
+            f"ONNX Runtime could not run the graph of {name}: {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
     data = _with_metadata(proto, {**fields, "dsd_zoo.check_rel_diff": f"{difference:.3g}"})
     if progress:
         print(
@@ -234,25 +238,20 @@ def _with_metadata(proto: Any, fields: Mapping[str, str]) -> bytes:
     return proto.SerializeToString()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-
-
 def model_metadata(
     name: str, weights_sha256: Optional[str], preprocessing: Optional[Mapping[str, Any]], arch: Optional[str]
 ) -> Dict[str, str]:
     """The metadata fields of an exported dsd-zoo model (all strings; absent values left out)."""
     from .. import __version__
 
-    fields = {"dsd_zoo.version": __version__, "dsd_zoo.torch": torch.__version__}
-    if weights_sha256:
-        fields["dsd_zoo.weights_sha256"] = weights_sha256
-    if preprocessing is not None:
-        fields["dsd_zoo.preprocessing"] = json.dumps(dict(preprocessing), sort_keys=True)
-    if arch:
-        fields["dsd_zoo.arch"] = arch
-    return fields
+    fields = {
+        "dsd_zoo.version": __version__,
+        "dsd_zoo.torch": torch.__version__,
+        "dsd_zoo.weights_sha256": weights_sha256,
+        "dsd_zoo.preprocessing": None if preprocessing is None else json.dumps(dict(preprocessing), sort_keys=True),
+        "dsd_zoo.arch": arch,
+    }
+    return {key: value for key, value in fields.items() if value}
 
 
 def weights_sha256(path: Union[str, os.PathLike]) -> str:
