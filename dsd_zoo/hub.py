@@ -87,7 +87,7 @@ def model_docstring(entry: ModelEntry, manifest: Manifest) -> str:
             "    pretrained (bool): load the weights (default): converted weights are not published yet,",
             "        so the original release is fetched and converted on this machine",
         ]
-        if entry.original is not None and entry.original.digest is None:
+        if unverified:
             pretrained_doc += [
                 "        (it has no published digest: pass trust_unverified=True to accept and pin the",
                 "        first copy's sha256)",

@@ -77,7 +77,6 @@ class OriginalRecord:
 
     format: str
     record: FileRecord
-    description: str = ""  # who made it and how, for a file that is not the authors' own
     # The digest was pinned by dsd-zoo's release from the copy it converted, not given by the authors.
     pinned: bool = False
 
@@ -153,7 +152,6 @@ class AssetRecord:
     """A released file that is not a model but is needed to use one (the AlexNet mean image)."""
 
     name: str
-    description: str
     record: FileRecord
 
 
@@ -292,9 +290,8 @@ def _parse_asset(check: _Checker, name: str, obj: Mapping[str, Any]) -> AssetRec
         urls=() if url is None else (url,),
         local=local,
     )
-    return AssetRecord(
-        name=name, description=check.get(obj, "description", where, (str,), optional=True) or "", record=record
-    )
+    check.get(obj, "description", where, (str,), optional=True)  # for the reader of the manifest
+    return AssetRecord(name=name, record=record)
 
 
 def _parse_model(
@@ -427,12 +424,8 @@ def _parse_original(check: _Checker, model: str, value: Any, where: str) -> Orig
     pinned = bool(check.get(obj, "pinned", where, (bool,), optional=True))
     if pinned and (record.digest is None or record.digest.algorithm != "sha256"):
         raise check.fail(f"{where}.pinned", "a pinned original needs the sha256 that was pinned as its digest")
-    return OriginalRecord(
-        format=fmt,
-        record=record,
-        pinned=pinned,
-        description=check.get(obj, "description", where, (str,), optional=True) or "",
-    )
+    check.get(obj, "description", where, (str,), optional=True)  # who made it and how, for the reader
+    return OriginalRecord(format=fmt, record=record, pinned=pinned)
 
 
 def _parse_transforms(

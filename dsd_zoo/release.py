@@ -136,7 +136,17 @@ def release_model(
     staging.mkdir(mode=0o777)  # the umask applies, as for any new folder
     try:
         location = hub_location(repo_id, name, entry.weights.file) if repo_id is not None else None
-        fields = _assemble(entry, manifest, staging, location, mirrors, torch_hub_repo, trust_unverified, progress, say)
+        fields = _assemble(
+            entry,
+            manifest,
+            staging,
+            location=location,
+            mirrors=mirrors,
+            torch_hub_repo=torch_hub_repo,
+            trust_unverified=trust_unverified,
+            progress=progress,
+            say=say,
+        )
         _publish_folder(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # KeyboardInterrupt too: no partial release
@@ -149,6 +159,7 @@ def _assemble(
     entry: ModelEntry,
     manifest: Manifest,
     staging: Path,
+    *,
     location: Optional[Tuple[str, str, str]],
     mirrors: Sequence[str],
     torch_hub_repo: str,

@@ -86,23 +86,21 @@ class _Outputs(nn.Module):
 class OnnxModule(nn.Module):
     """An exported graph run by ONNX Runtime's CPU execution provider, called like the PyTorch model.
 
-    Args:
-        graph: the ONNX file, or its bytes.
-        threads: intra-op threads (default: ``torch.get_num_threads()``, the process's setting, so
-            that ``OMP_NUM_THREADS`` and ``torch.set_num_threads`` govern both engines).
+    ``graph`` is the ONNX file, or its bytes. Its intra-op threads are ``torch.get_num_threads()``,
+    the process's setting, so that ``OMP_NUM_THREADS`` and ``torch.set_num_threads`` govern both engines.
 
     ``forward`` takes a float32 batch (any memory format, any batch size) and returns the logits
     as a tensor, or a tuple for a graph with several outputs (a model with auxiliary heads).
     It has no parameters: the weights live in the graph.
     """
 
-    def __init__(self, graph: Union[bytes, os.PathLike, str], threads: Optional[int] = None) -> None:
+    def __init__(self, graph: Union[bytes, os.PathLike, str]) -> None:
         super().__init__()
         _require_onnx()
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: the CPU provider's notes are not the user's business
         source = graph if isinstance(graph, bytes) else os.fspath(graph)
