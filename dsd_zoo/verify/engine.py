@@ -361,36 +361,46 @@ def _logits(output: Any, heads: int) -> Tuple[Tensor, ...]:
 
 
 class _Forward:
-    """One model's forward pass to logits, on its engine: eager, ``torch.compile`` or ONNX Runtime.
+    """One model's forward pass from its resampled crops to logits, on its engine: eager, ``torch.compile`` or ONNX Runtime.
 
-    A compiled graph is specialised to its input shape, so a short last batch is padded with
-    zeros to ``batch_size`` and the padding's logits dropped (in eval mode every row's logits
-    depend on that row alone) instead of compiling a second graph. Compilation happens on the
-    first call; when it fails, ``required`` decides between an error and a warned eager run
-    (same results: the compiled graph only changes float rounding). An ONNX graph has a dynamic
-    batch; it is exported (or found in the cache) here, and a failure to export or to run it
-    falls back to eager with a warning naming the cause.
+    The crops are normalised here, on the device (the workers only resample), and the model is put
+    in eval mode on the device, channels-last when asked. A compiled graph is specialised to its
+    input shape, so a short last batch is padded with zeros to ``batch_size`` and the padding's
+    logits dropped (in eval mode every row's logits depend on that row alone) instead of
+    compiling a second graph. Compilation happens on the first call; when it fails, ``required``
+    decides between an error and a warned eager run (same results: the compiled graph only
+    changes float rounding). An ONNX graph has a dynamic batch; it is exported (or found in the
+    cache) here, and a failure to export or to run it falls back to eager with a warning naming
+    the cause.
     """
 
     def __init__(
         self,
         target: EvalTarget,
+        device: torch.device,
         batch_size: int,
-        memory_format: torch.memory_format,
+        channels_last: bool,
+        fast: bool,
         engine: str,
         required: bool,
-        progress: bool = False,
+        progress: bool,
     ) -> None:
+        target.model.eval().to(device)
+        if channels_last:
+            target.model.to(memory_format=torch.channels_last)
         self.name = target.name
         self.model = _WithHeads(target.model) if target.heads else target.model
         self.heads = len(target.heads)
+        self.normalizer = copy.deepcopy(target.transform).to(device)
         self.batch_size = batch_size
-        self.memory_format = memory_format
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.fast = fast
         self.required = required
         self.compile_seconds = 0.0
         self.export_seconds = 0.0
-        self.compiled: Optional[Any] = None
+        self.compiled: Any = None  # the torch.compile wrapper; None when the model runs otherwise
         self.graph: Optional[nn.Module] = None
+        self._first_call = True
         if engine == "compile":
             try:
                 self.compiled = torch.compile(self.model, dynamic=False)
@@ -403,11 +413,6 @@ class _Forward:
             except Exception as exc:  # the exporter, onnxruntime, or the check against PyTorch
                 self._onnx_failed(exc)
             self.export_seconds = time.perf_counter() - start
-        self._first_call = True
-
-    @property
-    def is_compiled(self) -> bool:
-        return self.compiled is not None
 
     @property
     def engine(self) -> str:
@@ -438,33 +443,41 @@ class _Forward:
         )
         self.graph = None
 
-    def __call__(self, batch: Tensor) -> Tuple[Tensor, ...]:
-        """The (main, *heads) logits of ``batch``."""
-        if self.graph is not None:
-            if not self._first_call:
-                return _logits(self.graph(batch), self.heads)
-            self._first_call = False
-            try:
-                return _logits(self.graph(batch), self.heads)
-            except Exception as exc:
-                self._onnx_failed(exc)
-        if self.compiled is None:
-            return _logits(self.model(batch), self.heads)
+    def __call__(self, crop: Tensor) -> Tuple[Tensor, ...]:
+        """The (main, *heads) logits of a batch of crops on the device."""
+        batch = self.normalizer.normalize(crop)
+        if self.graph is None:  # ONNX Runtime takes NCHW
+            batch = batch.contiguous(memory_format=self.memory_format)
+        first, self._first_call = self._first_call, False
+        with torch.autocast(crop.device.type, dtype=torch.bfloat16, enabled=self.fast):
+            if self.graph is not None:
+                try:
+                    return _logits(self.graph(batch), self.heads)
+                except Exception as exc:
+                    if not first:
+                        raise
+                    self._onnx_failed(exc)
+            if self.compiled is None:
+                return _logits(self.model(batch), self.heads)
+            return self._compiled_logits(batch, first)
+
+    def _compiled_logits(self, batch: Tensor, first: bool) -> Tuple[Tensor, ...]:
+        """The compiled graph's logits; on the first call it compiles (timed), and may fall back to eager."""
         rows = batch.shape[0]
         if rows < self.batch_size:
             padding = batch.new_zeros((self.batch_size - rows, *batch.shape[1:]))
             batch = torch.cat([batch, padding]).contiguous(memory_format=self.memory_format)
-        if not self._first_call:
-            return tuple(out[:rows] for out in _logits(self.compiled(batch), self.heads))
-        self._first_call = False
         start = time.perf_counter()
         try:
-            return tuple(out[:rows] for out in self(batch))  # the padded batch, through the line above
+            return tuple(out[:rows] for out in _logits(self.compiled(batch), self.heads))
         except Exception as exc:
+            if not first:
+                raise
             self._compile_failed(exc)
-            return self(batch[:rows])
+            return _logits(self.model(batch[:rows]), self.heads)
         finally:
-            self.compile_seconds = time.perf_counter() - start
+            if first:
+                self.compile_seconds = time.perf_counter() - start
 
 
 def _reason(exc: Exception) -> str:
@@ -596,59 +609,34 @@ def evaluate(
     channels_last = True if channels_last is None else channels_last
     workers = default_workers(device) if workers is None else workers
     rank, world = _rank_and_world()
-
-    groups = group_by_pipeline(targets)
-    keys = list(groups)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    _place(targets, device, channels_last)
+    progress = progress and rank == 0  # one bar, rank 0's
     shard = range(rank, len(samples), world)  # this rank's images: every world-th from its rank
     engines, required = choose_engines(targets, device, len(shard), engine, compile_models)
     start = time.perf_counter()  # exports and compilations count in the run's time
     forwards = {
-        t.name: _Forward(t, batch_size, memory_format, engines[t.name], required, progress and rank == 0)
+        t.name: _Forward(t, device, batch_size, channels_last, fast, engines[t.name], required, progress)
         for t in targets
     }
-    # The workers resample with the CPU transforms; the per-model normalisation runs on the device.
-    normalizers = {t.name: copy.deepcopy(t.transform).to(device) for t in targets}
-    transforms = {key: groups[key][0].transform for key in keys}
+    groups = group_by_pipeline(targets)
+    # The workers resample, once per pipeline; each model's normalisation runs on the device.
+    transforms = {key: group[0].transform for key, group in groups.items()}
     loader, decoder = _loader(samples, shard, transforms, device, batch_size, workers, decode_on_device)
-    rows = [output for key in keys for t in groups[key] for output in t.outputs]
+    rows = [output for group in groups.values() for t in group for output in t.outputs]
     counts = torch.zeros(len(rows), 3, dtype=torch.int64, device=device)  # images, top-1, top-5
-    unreadable: List[Tuple[str, str]] = []
-    bar = _progress_bar(len(shard), rank, world, progress)
-    compiling = any(forward.is_compiled for forward in forwards.values())
-    if compiling:
-        bar.set_postfix_str("compiling the models on the first batch")
+    bar = _progress_bar(len(shard), world, progress)
     with torch.inference_mode(), _exact_float32(device, enabled=not fast), bar:
-        for indices, labels, errors, *images in loader:
-            errors, crops = decoder(errors, *images) if decoder is not None else (errors, images[0])
-            labels = labels.to(device, non_blocking=True)
-            readable = _to_device(torch.tensor([not e for e in errors]), device)
-            unreadable += [(samples.files[int(i)], e) for i, e in zip(indices, errors) if e]
-            counted = labels.numel() if bad_images == "count" else readable.sum()
-            outputs = [
-                logits
-                for key, crop in zip(keys, crops)
-                for logits in _batch_logits(
-                    groups[key], crop.to(device, non_blocking=True), normalizers, forwards, channels_last, fast
-                )
-            ]
-            _add_counts(counts, outputs, labels, readable, counted)
-            bar.update(labels.numel())
-            if compiling:
-                bar.set_postfix_str("")
-                compiling = False
+        unreadable = _count_batches(loader, decoder, samples, groups, forwards, counts, bad_images, bar)
     seconds = time.perf_counter() - start
     engines = {name: forward.engine for name, forward in forwards.items()}
     if world > 1:
         counts, seconds, unreadable, engines = _gathered(device, counts, seconds, unreadable, engines)
     values = counts.cpu().tolist()
     return EvalResult(
-        counts={output: ModelCounts(*values[i]) for i, output in enumerate(rows)},
+        counts={output: ModelCounts(*row) for output, row in zip(rows, values)},
         evaluated=len(samples),
         unreadable=sorted(unreadable),
         bad_images=bad_images,
-        pipelines={describe_pipeline(key): [t.name for t in groups[key]] for key in keys},
+        pipelines={describe_pipeline(key): [t.name for t in group] for key, group in groups.items()},
         seconds=seconds,
         world_size=world,
         device=str(device),
@@ -656,7 +644,7 @@ def evaluate(
         channels_last=channels_last,
         workers=workers,
         batch_size=batch_size,
-        compiled=[name for name, forward in forwards.items() if forward.is_compiled],
+        compiled=[name for name, forward in forwards.items() if forward.engine == "compile"],
         decode_on_device=decode_on_device,
         engines=engines,
         extra=_timings(list(forwards.values()), decoder),
@@ -685,16 +673,40 @@ def _asked_engine(engine: Optional[str], compile_models: Optional[bool], device:
     return engine
 
 
-def _place(targets: Sequence[EvalTarget], device: torch.device, channels_last: bool) -> None:
-    """Every model in eval mode on ``device``, channels-last when asked (in place)."""
-    for target in targets:
-        target.model.eval().to(device)
-        if channels_last:
-            target.model.to(memory_format=torch.channels_last)
+def _count_batches(
+    loader: Any,
+    decoder: Optional["DeviceDecoder"],
+    samples: ValSamples,
+    groups: Mapping[Tuple, Sequence[EvalTarget]],
+    forwards: Mapping[str, _Forward],
+    counts: Tensor,
+    bad_images: str,
+    bar: Any,
+) -> List[Tuple[str, str]]:
+    """The pass over this rank's batches: adds to the (images, top-1, top-5) ``counts`` rows; the unreadable files."""
+    unreadable: List[Tuple[str, str]] = []
+    compiling = any(forward.engine == "compile" for forward in forwards.values())
+    if compiling:
+        bar.set_postfix_str("compiling the models on the first batch")
+    for indices, labels, errors, *images in loader:
+        errors, crops = decoder(errors, *images) if decoder is not None else (errors, images[0])
+        unreadable += [(samples.files[int(i)], e) for i, e in zip(indices, errors) if e]
+        _add_counts(counts, _batch_logits(groups, crops, forwards, counts.device), labels, errors, bad_images)
+        bar.update(labels.numel())
+        if compiling:
+            bar.set_postfix_str("")
+            compiling = False
+    return unreadable
 
 
-def _add_counts(counts: Tensor, outputs: Sequence[Tensor], labels: Tensor, readable: Tensor, counted: Any) -> None:
-    """Add one batch to the (images, top-1, top-5) counts, one row per output."""
+def _add_counts(
+    counts: Tensor, outputs: Sequence[Tensor], labels: Tensor, errors: Sequence[str], bad_images: str
+) -> None:
+    """Add one batch to the (images, top-1, top-5) counts, one row per output; an unreadable image is never a hit."""
+    device = counts.device
+    labels = labels.to(device, non_blocking=True)
+    readable = _to_device(torch.tensor([not e for e in errors]), device)
+    counted = labels.numel() if bad_images == "count" else readable.sum()
     for row, logits in enumerate(outputs):
         ranks = label_rank(logits, labels)
         counts[row, 0] += counted
@@ -753,21 +765,16 @@ def _loader(
 
 
 def _batch_logits(
-    group: Sequence[EvalTarget],
-    crop: Tensor,
-    normalizers: Mapping[str, EvalTransform],
-    forwards: Mapping[str, "_Forward"],
-    channels_last: bool,
-    fast: bool,
+    groups: Mapping[Tuple, Sequence[EvalTarget]],
+    crops: Sequence[Tensor],
+    forwards: Mapping[str, _Forward],
+    device: torch.device,
 ) -> List[Tensor]:
-    """The (main, *heads) logits of every model of one pipeline on its crops, in row order."""
+    """The (main, *heads) logits of every model on its pipeline's crops, in row order."""
     logits: List[Tensor] = []
-    for target in group:
-        batch = normalizers[target.name].normalize(crop)
-        if channels_last and forwards[target.name].graph is None:  # ONNX Runtime takes NCHW
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(crop.device.type, dtype=torch.bfloat16, enabled=fast):
-            logits += forwards[target.name](batch)
+    for group, crop in zip(groups.values(), crops):
+        crop = crop.to(device, non_blocking=True)
+        logits += [output for target in group for output in forwards[target.name](crop)]
     return logits
 
 
@@ -794,19 +801,9 @@ def _gathered(
     return totals, float(elapsed.item()), everyone, engines
 
 
-def _progress_bar(total: int, rank: int, world: int, enabled: bool):
-    """A tqdm bar counting images (its rate is img/s); a silent stand-in when disabled or off rank 0."""
+def _progress_bar(total: int, world: int, enabled: bool) -> Any:
+    """A tqdm bar counting images (its rate is img/s); a silent one when disabled (every rank but 0)."""
     from tqdm import tqdm
 
-    if not enabled or rank != 0:
-        return _NoBar()
     desc = "evaluating" if world == 1 else f"evaluating (rank 0 of {world}, its share)"
-    return tqdm(total=total, unit="img", desc=desc, dynamic_ncols=True)
-
-
-class _NoBar(contextlib.nullcontext):
-    def update(self, count: int) -> None:
-        pass
-
-    def set_postfix_str(self, text: str) -> None:
-        pass
+    return tqdm(total=total, unit="img", desc=desc, dynamic_ncols=True, disable=not enabled)
