@@ -18,21 +18,19 @@ __version__ = "0.1.0"
 
 __all__ = ["list_models", "get_model", "get_weights", "Weights", "errors", "__version__"]
 
-_LAZY = {"list_models": "api", "get_model": "api", "get_weights": "api", "Weights": "api"}
+# Imported on first use: name -> the module that holds it (``errors`` is that module itself).
+_LAZY = {"list_models": "api", "get_model": "api", "get_weights": "api", "Weights": "api", "errors": "errors"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    if name not in _LAZY:
+        raise AttributeError(f"module 'dsd_zoo' has no attribute {name!r}")
+    import importlib
 
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    if name == "errors":
-        from . import errors
-
-        return errors
-    raise AttributeError(f"module 'dsd_zoo' has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+    value = module if name == _LAZY[name] else getattr(module, name)
+    globals()[name] = value
+    return value
 
 
 def __dir__():

@@ -38,6 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
+from ._names import url_problem
 from ._project import GITHUB_REPO, HF_REPO_ID
 from .api import get_entry
 from .atomic import PathLike, atomic_write
@@ -494,7 +495,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             url = template.format(name="NAME", file="NAME.safetensors")
         except (KeyError, IndexError, ValueError) as exc:
             parser.error(f"--mirror {template!r}: only {{name}} and {{file}} may be replaced ({exc!r})")
-        if not re.match(r"^https?://[^/]", url):
+        if url_problem(url):  # the rule every manifest URL obeys
             parser.error(f"--mirror {template!r}: must be an http(s) URL template")
     try:
         if args.upload:
