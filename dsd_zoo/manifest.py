@@ -307,15 +307,7 @@ def _parse_model(
             f"{where}.arch",
             f"{arch!r} is not an architecture of this dsd-zoo version (known: {', '.join(ARCHITECTURES)}); upgrade dsd-zoo",
         )
-    metrics = check.obj(obj.get("metrics", {}), f"{where}.metrics", _FIELDS["metrics"])
-    paper = check.obj(metrics.get("paper", {}), f"{where}.metrics.paper", _FIELDS["paper"])
-    recorded = metrics.get("recorded")
-    if recorded is not None:
-        _check_errors(check, recorded, f"{where}.metrics.recorded")
-    heads = check.get(metrics, "heads", f"{where}.metrics", (dict,), optional=True) or {}
-    for head, logged in heads.items():
-        _check_errors(check, logged, f"{where}.metrics.heads.{head}")
-        check.get(logged, "source", f"{where}.metrics.heads.{head}", (str,))
+    paper, recorded, heads = _parse_metrics(check, obj.get("metrics", {}), f"{where}.metrics")
     cites = tuple(check.get(obj, "citation", where, (list,), optional=True) or ())
     for key in cites:
         if not isinstance(key, str) or key not in citations:
@@ -323,18 +315,7 @@ def _parse_model(
     categories = check.get(obj, "categories", where, (list,), optional=True)
     if categories is not None and not all(isinstance(c, str) for c in categories):
         raise check.fail(f"{where}.categories", "must be a list of class names")
-    evaluation = check.get(obj, "evaluation", where, (dict,), optional=True)
-    if evaluation is not None:
-        check.obj(evaluation, f"{where}.evaluation", _FIELDS["evaluation"])
-        check.get(evaluation, "dataset", f"{where}.evaluation", (str,))
-        if check.get(evaluation, "data", f"{where}.evaluation", (str,)) not in assets:
-            raise check.fail(
-                f"{where}.evaluation.data", f"names asset {evaluation['data']!r}, which is not in 'assets'"
-            )
-    original = obj.get("original")
-    alternates = check.get(obj, "alternates", where, (list,), optional=True) or ()
-    if alternates and original is None:
-        raise check.fail(f"{where}.alternates", "alternates need an 'original' (the authors' own file) first")
+    originals = _parse_originals(check, name, obj, where)
     fingerprint = obj.get("fingerprint")
     return ModelEntry(
         name=name,
@@ -343,7 +324,7 @@ def _parse_model(
         weights=_parse_weights(
             check, check.obj(obj.get("weights"), f"{where}.weights", _FIELDS["weights"]), f"{where}.weights"
         ),
-        original=None if original is None else _parse_original(check, name, original, f"{where}.original"),
+        original=originals[0] if originals else None,
         transforms=_parse_transforms(
             check, check.obj(obj.get("transforms"), f"{where}.transforms"), f"{where}.transforms", assets
         ),
@@ -356,13 +337,52 @@ def _parse_model(
         fingerprint=None if fingerprint is None else _parse_fingerprint(check, fingerprint, f"{where}.fingerprint"),
         description=check.get(obj, "description", where, (str,), optional=True) or "",
         categories=None if categories is None else tuple(categories),
-        evaluation=evaluation,
+        evaluation=_parse_evaluation(check, obj, where, assets),
         recorded=recorded,
         heads=heads,
-        alternates=tuple(
-            _parse_original(check, name, value, f"{where}.alternates[{i}]") for i, value in enumerate(alternates)
-        ),
+        alternates=originals[1:],
     )
+
+
+def _parse_originals(check: _Checker, name: str, obj: Mapping[str, Any], where: str) -> Tuple[OriginalRecord, ...]:
+    """The authors' original release of a model, then the other files the same weights were published as."""
+    original = obj.get("original")
+    alternates = check.get(obj, "alternates", where, (list,), optional=True) or ()
+    if original is None:
+        if alternates:
+            raise check.fail(f"{where}.alternates", "alternates need an 'original' (the authors' own file) first")
+        return ()
+    parsed = [_parse_original(check, name, original, f"{where}.original")]
+    parsed += [_parse_original(check, name, value, f"{where}.alternates[{i}]") for i, value in enumerate(alternates)]
+    return tuple(parsed)
+
+
+def _parse_metrics(check: _Checker, value: Any, where: str) -> Tuple[Mapping[str, Any], Any, Mapping[str, Any]]:
+    """The published errors (``paper``), those measured when the file was made and those logged for auxiliary heads."""
+    metrics = check.obj(value, where, _FIELDS["metrics"])
+    recorded = metrics.get("recorded")
+    if recorded is not None:
+        _check_errors(check, recorded, f"{where}.recorded")
+    heads = check.get(metrics, "heads", where, (dict,), optional=True) or {}
+    for head, logged in heads.items():
+        _check_errors(check, logged, f"{where}.heads.{head}")
+        check.get(logged, "source", f"{where}.heads.{head}", (str,))
+    return check.obj(metrics.get("paper", {}), f"{where}.paper", _FIELDS["paper"]), recorded, heads
+
+
+def _parse_evaluation(
+    check: _Checker, obj: Mapping[str, Any], where: str, assets: Mapping[str, AssetRecord]
+) -> Optional[Mapping[str, str]]:
+    """The data shipped with the package that a model is evaluated on, if any."""
+    evaluation = check.get(obj, "evaluation", where, (dict,), optional=True)
+    if evaluation is not None:
+        check.obj(evaluation, f"{where}.evaluation", _FIELDS["evaluation"])
+        check.get(evaluation, "dataset", f"{where}.evaluation", (str,))
+        if check.get(evaluation, "data", f"{where}.evaluation", (str,)) not in assets:
+            raise check.fail(
+                f"{where}.evaluation.data", f"names asset {evaluation['data']!r}, which is not in 'assets'"
+            )
+    return evaluation
 
 
 def _check_errors(check: _Checker, value: Any, where: str) -> None:
