@@ -45,8 +45,15 @@ from .atomic import PathLike, atomic_write
 from .cache import find_local
 from .convert.mapping import extension
 from .convert.original import convert_original
-from .errors import ConversionError, DSDZooError, IntegrityError, ManifestError, NotAvailableError, UploadError
-from .errors import first_line
+from .errors import (
+    ConversionError,
+    DSDZooError,
+    IntegrityError,
+    ManifestError,
+    NotAvailableError,
+    UploadError,
+    first_line,
+)
 from .fingerprint import compute_fingerprint
 from .loading import build_with_weights, load_tensors
 from .manifest import Manifest, ModelEntry, decode_json, load_manifest, parse_manifest
