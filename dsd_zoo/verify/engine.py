@@ -207,7 +207,7 @@ def load_target(name: str, weights_path: os.PathLike, *, load_despite_recorded_i
             f"{name} is not an ImageNet model (its preprocessing pipeline is {pipeline!r}); "
             "--imagenet evaluates only models with a caffe or fb_resnet pipeline"
         )
-    heads = _logged_heads(name, weights.entry, weights_path)
+    heads = _logged_heads(weights.entry, weights_path)
     build = ARCHITECTURES[weights.entry.arch].heads_build_kwargs if heads else {}
     model = get_model(
         name,
@@ -227,8 +227,8 @@ def load_target(name: str, weights_path: os.PathLike, *, load_despite_recorded_i
     )
 
 
-def _logged_heads(name: str, entry: Any, weights_path: os.PathLike) -> Tuple[str, ...]:
-    """The auxiliary heads of ``name`` with logged errors whose weights the file carries."""
+def _logged_heads(entry: Any, weights_path: os.PathLike) -> Tuple[str, ...]:
+    """The auxiliary heads of ``entry``'s model with logged errors whose weights the file carries."""
     from safetensors import safe_open
 
     from ..models import ARCHITECTURES
@@ -285,12 +285,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _collective_device(device: torch.device) -> torch.device:
-    import torch.distributed as dist
-
-    return device if dist.get_backend() == "nccl" else torch.device("cpu")
-
-
 def _all_gather_json(obj: Any, device: torch.device) -> List[Any]:
     """Gather a JSON-serialisable object from every rank (as UTF-8 bytes: no pickling)."""
     import torch.distributed as dist
@@ -330,14 +324,6 @@ def _exact_float32(device: torch.device, enabled: bool = True) -> Iterator[None]
     finally:
         for owner, name, value in saved:
             setattr(owner, name, value)
-
-
-def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
-    # From pageable memory a copy to the GPU first waits for the queued kernels; from pinned
-    # memory it does not, so the next batch is prepared while the GPU still runs this one.
-    if device.type == "cuda":
-        tensor = tensor.pin_memory()
-    return tensor.to(device, non_blocking=True)
 
 
 class _WithHeads(nn.Module):
@@ -653,10 +639,11 @@ def evaluate(
 
 def _asked_engine(engine: Optional[str], compile_models: Optional[bool], device: torch.device) -> Optional[str]:
     """The engine asked for by either spelling (``None``: none asked), checked to run on ``device``."""
-    if engine is not None and compile_models is not None and engine != ("compile" if compile_models else "torch"):
-        raise ValueError(f"engine={engine!r} contradicts compile_models={compile_models}; give one of them")
-    if engine is None and compile_models is not None:
-        engine = "compile" if compile_models else "torch"
+    if compile_models is not None:
+        spelled = "compile" if compile_models else "torch"
+        if engine not in (None, spelled):
+            raise ValueError(f"engine={engine!r} contradicts compile_models={compile_models}; give one of them")
+        engine = spelled
     if engine is not None and engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "onnxruntime":
@@ -705,7 +692,12 @@ def _add_counts(
     """Add one batch to the (images, top-1, top-5) counts, one row per output; an unreadable image is never a hit."""
     device = counts.device
     labels = labels.to(device, non_blocking=True)
-    readable = _to_device(torch.tensor([not e for e in errors]), device)
+    readable = torch.tensor([not e for e in errors])
+    # From pageable memory a copy to the GPU first waits for the queued kernels; from pinned
+    # memory it does not, so the next batch is prepared while the GPU still runs this one.
+    if device.type == "cuda":
+        readable = readable.pin_memory()
+    readable = readable.to(device, non_blocking=True)
     counted = labels.numel() if bad_images == "count" else readable.sum()
     for row, logits in enumerate(outputs):
         ranks = label_rank(logits, labels)
@@ -784,14 +776,15 @@ def _gathered(
     """This rank's counts, time, unreadable files and engines combined with every other rank's."""
     import torch.distributed as dist
 
-    where = _collective_device(device)
+    where = device if dist.get_backend() == "nccl" else torch.device("cpu")  # gloo takes CPU tensors
     totals = counts.to(where)
     dist.all_reduce(totals)
     elapsed = torch.tensor([seconds], dtype=torch.float64, device=where)
     dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
-    everyone = [(str(file), str(error)) for part in _all_gather_json(unreadable, where) for file, error in part]
+    gathered = _all_gather_json([unreadable, engines], where)
+    everyone = [(str(file), str(error)) for files, _ in gathered for file, error in files]
     # A fallback on one rank only (say, a failed export there) shows as such, not as rank 0's engine.
-    per_rank = _all_gather_json(engines, where)
+    per_rank = [part for _, part in gathered]
     engines = {
         name: engine
         if all(part[name] == engine for part in per_rank)
