@@ -193,15 +193,14 @@ class SelfCheckResult:
         )
 
 
-def check_architectures(names: Optional[Iterable[str]] = None) -> List[ArchCheck]:
+def check_architectures() -> List[ArchCheck]:
     """Build each architecture on the meta device (no memory, no init) and count its parameters."""
     import torch
 
     from ..models import ARCHITECTURES
 
     checks = []
-    for name in names if names is not None else ARCHITECTURES:
-        arch = ARCHITECTURES[name]
+    for name, arch in ARCHITECTURES.items():
         try:
             with torch.device("meta"):
                 model = arch.build()
@@ -214,9 +213,7 @@ def check_architectures(names: Optional[Iterable[str]] = None) -> List[ArchCheck
 def _entry_problems(entry: ModelEntry) -> List[str]:
     from ..models import ARCHITECTURES
 
-    arch = ARCHITECTURES.get(entry.arch)
-    if arch is None:
-        return [f"architecture {entry.arch!r} is not in this dsd-zoo version"]
+    arch = ARCHITECTURES[entry.arch]  # the manifest admits only architectures of this version
     crop = entry.transforms.get("crop")
     if crop != arch.input_size:
         return [f"transforms crop {crop} differs from the architecture's input size {arch.input_size}"]
