@@ -123,12 +123,15 @@ def _segment_allowed(data: bytes, marker: int, position: int, end: int, frame: _
 
 
 def _frame_header_allowed(data: bytes, position: int, length: int, components: int) -> bool:
+    from PIL import Image
+
     precision = data[position + 4]
     if precision != 8 or components not in (1, 3) or length < 8 + 3 * components:
         return False
     height = (data[position + 5] << 8) | data[position + 6]
     width = (data[position + 7] << 8) | data[position + 8]
-    if not height or not width or height * width > _max_pixels():
+    limit = Image.MAX_IMAGE_PIXELS  # None: PIL's guard is off
+    if not height or not width or (limit is not None and height * width > limit):
         return False  # PIL's decompression-bomb guard decides, as without this mode
     ids = tuple(data[position + 10 + 3 * c] for c in range(components))
     return ids != _RGB_COMPONENT_IDS  # libjpeg reads these as RGB, not YCbCr
@@ -149,12 +152,6 @@ def _exif_orientation(tiff: bytes) -> Optional[int]:
         if int.from_bytes(tiff[at : at + 2], order) == _ORIENTATION_TAG:
             return int.from_bytes(tiff[at + 8 : at + 10], order)  # a SHORT, left-aligned in the value field
     return None
-
-
-def _max_pixels() -> float:
-    from PIL import Image
-
-    return float("inf") if Image.MAX_IMAGE_PIXELS is None else Image.MAX_IMAGE_PIXELS
 
 
 class EncodedDataset(MultiPipelineDataset):
@@ -227,11 +224,13 @@ class DeviceDecoder:
         self.device = torch.device(device)
         self.jpeg_decoder = jpeg_decoder or default_jpeg_decoder()
         self._decode_batch = _batch_decoder(self.jpeg_decoder)
-        self._blanks: Dict[int, Tensor] = {}
+        # The crop of an unreadable file: zeros of each pipeline's shape and dtype.
+        dummy = torch.zeros(1, 3, 8, 8, dtype=torch.uint8, device=self.device)
+        self._blanks = [torch.zeros_like(t.resample_batch(dummy)[0]) for t in self.transforms]
 
     def _decode(self, encoded: List[Tensor]) -> List[Optional[Tensor]]:
         try:
-            return [image for image in self._decode_batch(encoded, self.device)]
+            return list(self._decode_batch(encoded, self.device))
         except (RuntimeError, ValueError):
             pass  # one bad file fails the whole batch: find it
         decoded: List[Optional[Tensor]] = []
@@ -249,12 +248,11 @@ class DeviceDecoder:
         errors = list(errors)
         present = [(i, data) for i, data in enumerate(encoded) if data is not None]
         pixels: Dict[int, Tensor] = {}
-        if present:
-            for (i, data), image in zip(present, self._decode([data for _, data in present])):
-                if image is None:
-                    image, errors[i] = self._decode_with_pil(data)
-                if image is not None:
-                    pixels[i] = image
+        for (i, data), image in zip(present, self._decode([data for _, data in present])):
+            if image is None:
+                image, errors[i] = self._decode_with_pil(data)
+            if image is not None:
+                pixels[i] = image
         by_size: Dict[Tuple[int, ...], List[int]] = {}
         for i, image in pixels.items():
             by_size.setdefault(tuple(image.shape[-2:]), []).append(i)
@@ -267,8 +265,7 @@ class DeviceDecoder:
             for i, crops in enumerate(cpu_crops):
                 if crops is not None:
                     parts[i] = crops[p].to(self.device, non_blocking=True)
-            blank = self._blank(p, transform)
-            outputs.append(torch.stack([parts[i] if i in parts else blank for i in range(len(errors))]))
+            outputs.append(torch.stack([parts.get(i, self._blanks[p]) for i in range(len(errors))]))
         return errors, tuple(outputs)
 
     def _decode_with_pil(self, data: Tensor) -> Tuple[Optional[Tensor], str]:
@@ -276,10 +273,3 @@ class DeviceDecoder:
             return decode_image(io.BytesIO(data.numpy().tobytes())).to(self.device), ""
         except decode_failure_types() as exc:
             return None, decode_failure_reason(exc)
-
-    def _blank(self, p: int, transform: EvalTransform) -> Tensor:
-        # The crop of an unreadable file: zeros of the pipeline's shape and dtype.
-        if p not in self._blanks:
-            dummy = torch.zeros(1, 3, 8, 8, dtype=torch.uint8, device=self.device)
-            self._blanks[p] = torch.zeros_like(transform.resample_batch(dummy)[0])
-        return self._blanks[p]
