@@ -40,22 +40,20 @@ KIND_COLOURS = {"baseline": "#8c8c8c", "sparse": "#e39c3c", "dsd": "#2a7ab9"}
 
 @dataclass
 class Table:
-    """A titled table of strings with per-column alignment (``"<"`` or ``">"``)."""
+    """A titled table of strings; ``align`` has a ``"<"`` or ``">"`` per column."""
 
     title: str
     headers: Sequence[str]
     rows: Sequence[Sequence[str]]
-    align: str = ""
-
-    def _aligns(self) -> str:
-        return (self.align or "<" * len(self.headers)).ljust(len(self.headers), "<")
+    align: str
 
     def to_text(self) -> str:
         widths = [max([len(h)] + [len(r[i]) for r in self.rows]) for i, h in enumerate(self.headers)]
-        aligns = self._aligns()
 
         def line(cells: Sequence[str]) -> str:
-            return "  ".join(c.rjust(w) if a == ">" else c.ljust(w) for c, w, a in zip(cells, widths, aligns)).rstrip()
+            return "  ".join(
+                c.rjust(w) if a == ">" else c.ljust(w) for c, w, a in zip(cells, widths, self.align)
+            ).rstrip()
 
         rule = "  ".join("-" * w for w in widths)
         return "\n".join([self.title, line(self.headers), rule] + [line(r) for r in self.rows])
@@ -64,7 +62,7 @@ class Table:
         def cell(text: str) -> str:
             return text.replace("|", "\\|")
 
-        marks = ["---:" if a == ">" else ":---" for a in self._aligns()]
+        marks = ["---:" if a == ">" else ":---" for a in self.align]
         lines = [
             f"### {self.title}",
             "",
@@ -127,7 +125,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _pct(value: Optional[float]) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
 def _delta(value: Optional[float]) -> str:
