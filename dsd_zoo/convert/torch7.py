@@ -76,8 +76,8 @@ Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 TYPE_NIL, TYPE_NUMBER, TYPE_STRING, TYPE_TABLE, TYPE_TORCH = 0, 1, 2, 3, 4
 TYPE_BOOLEAN, TYPE_FUNCTION, LEGACY_TYPE_RECUR_FUNCTION, TYPE_RECUR_FUNCTION = 5, 6, 7, 8
 
-#: Default bound on object nesting; the module trees of the ResNets nest about 30 deep.
-DEFAULT_MAX_DEPTH = 200
+#: Bound on object nesting; the module trees of the ResNets nest about 30 deep.
+_MAX_DEPTH = 200
 #: torch7 tensors have at most a few dimensions; anything near this is corrupt.
 _MAX_DIMS = 64
 #: Tensors are copied out of their storages, so N tensors viewing one storage cost N copies of
@@ -129,13 +129,12 @@ class TorchObject:
         self.fields: dict[Any, Any] = {} if fields is None else fields
 
     def __getattr__(self, name: str) -> Any:
-        # Only called for names that are not slots; copy/pickle probe before __init__ ran.
+        # Only called for names that are not set slots: copy/pickle probe before __init__ ran, and
+        # self.fields below would come back here while its slot is still empty.
+        if name == "fields":
+            raise AttributeError(name)
         try:
-            fields = object.__getattribute__(self, "fields")
-        except AttributeError:
-            raise AttributeError(name) from None
-        try:
-            return fields[name]
+            return self.fields[name]
         except KeyError:
             raise AttributeError(f"{self.typename} object has no field {name!r}") from None
 
@@ -189,12 +188,11 @@ class IdentityKey:
         return id(self.value)
 
 
-def read_t7(source: Source, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+def read_t7(source: Source) -> Any:
     """Read one object serialised by Torch7's ``torch.save`` (binary mode).
 
     Args:
         source: a path, or the file's bytes.
-        max_depth: maximum nesting of tables/objects; deeper input is refused.
 
     Returns:
         The Python form of the object (see the module docstring). Bytes after the first
@@ -204,7 +202,7 @@ def read_t7(source: Source, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         FormatError: truncated, corrupt or hostile input: an unknown type tag, a length or
             count larger than the bytes that remain, a tensor view outside its storage,
             tensors that together copy more than 16 times the file's size out of their
-            storages, nesting beyond ``max_depth``; the message names the file and the byte
+            storages, nesting beyond 200 tables/objects; the message names the file and the byte
             offset.
         OSError: the file cannot be read.
     """
@@ -212,24 +210,20 @@ def read_t7(source: Source, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         data, where = bytes(source), "<t7 bytes>"
     else:
         data, where = Path(source).read_bytes(), str(source)
-    reader = _Reader(data, where, max_depth)
     try:
-        return reader.object(0)
+        return _Reader(data, where).object(0)
     except RecursionError:
-        raise FormatError(
-            f"{where}: objects nested too deep for this Python stack; lower max_depth or the file is hostile"
-        ) from None
+        raise FormatError(f"{where}: objects nested too deep for this Python stack; the file is hostile") from None
 
 
 _PENDING = object()  # memo placeholder for a tensor whose storage is being read
 
 
 class _Reader:
-    def __init__(self, data: bytes, where: str, max_depth: int) -> None:
+    def __init__(self, data: bytes, where: str) -> None:
         self.buf = data
         self.pos = 0
         self.where = where
-        self.max_depth = max_depth
         self.memo: dict[int, Any] = {}
         self.open_tables: set[int] = set()
         self.cyclic_tables: set[int] = set()
@@ -242,29 +236,22 @@ class _Reader:
     def error(self, what: str, at: Optional[int] = None) -> FormatError:
         return FormatError(f"{self.where}: byte {self.pos if at is None else at}: {what}")
 
-    def need(self, n: int, what: str) -> None:
+    def raw(self, n: int, what: str) -> bytes:
         if n < 0 or n > len(self.buf) - self.pos:
             raise self.error(
                 f"{what} needs {n} bytes but {len(self.buf) - self.pos} remain; the file is truncated or corrupt"
             )
+        self.pos += n
+        return self.buf[self.pos - n : self.pos]
 
-    def unpack(self, fmt: str, size: int, what: str) -> Any:
-        self.need(size, what)
-        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
-        self.pos += size
-        return value
+    def unpack(self, fmt: str, what: str) -> Any:
+        return struct.unpack(fmt, self.raw(struct.calcsize(fmt), what))[0]
 
     def int32(self, what: str) -> int:
-        return self.unpack("<i", 4, what)
+        return self.unpack("<i", what)
 
     def int64(self, what: str) -> int:
-        return self.unpack("<q", 8, what)
-
-    def raw(self, n: int, what: str) -> bytes:
-        self.need(n, what)
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return out
+        return self.unpack("<q", what)
 
     def string(self, what: str) -> str:
         return self.raw(self.int32(f"{what} length"), what).decode("utf-8", "surrogateescape")
@@ -282,14 +269,14 @@ class _Reader:
     # -- objects --------------------------------------------------------------------
 
     def object(self, depth: int) -> Any:
-        if depth > self.max_depth:
-            raise self.error(f"objects nested deeper than {self.max_depth}")
+        if depth > _MAX_DEPTH:
+            raise self.error(f"objects nested deeper than {_MAX_DEPTH}")
         start = self.pos
         tag = self.int32("type tag")
         if tag == TYPE_NIL:
             return None
         if tag == TYPE_NUMBER:
-            return _number(self.unpack("<d", 8, "number"))
+            return _number(self.unpack("<d", "number"))
         if tag == TYPE_STRING:
             return self.string("string")
         if tag == TYPE_BOOLEAN:
@@ -306,7 +293,7 @@ class _Reader:
                 self.cyclic_tables.add(index)
             return self.memo[index]
         if tag == TYPE_TABLE:
-            return self.table(index, depth)
+            return self.table(index, self.count(self.int32("table size"), 8, "table size"), depth)
         if tag == TYPE_TORCH:
             return self.torch_object(index, depth)
         fn = LuaFunction(self.raw(self.int32("function length"), "function"), tag=tag)
@@ -325,8 +312,8 @@ class _Reader:
             return IdentityKey(k)
         return k
 
-    def table(self, index: int, depth: int) -> Union[dict, list]:
-        size = self.count(self.int32("table size"), 8, "table size")
+    def table(self, index: int, size: int, depth: int, tds: bool = False) -> Union[dict, list]:
+        """A table of ``size`` (key, value) pairs: a list when its keys are 1..n, unless it is a ``tds.Hash``."""
         table: dict[Any, Any] = {}
         self.memo[index] = table
         self.open_tables.add(index)
@@ -334,7 +321,7 @@ class _Reader:
             k = self.key(depth + 1)
             table[k] = self.object(depth + 1)
         self.open_tables.discard(index)
-        if index in self.cyclic_tables or not _is_sequence(table):
+        if tds or index in self.cyclic_tables or not _is_sequence(table):
             return table
         items = [table[i] for i in range(1, len(table) + 1)]
         self.memo[index] = items
@@ -348,41 +335,33 @@ class _Reader:
             class_name, version = version_text, 0  # written before versioning existed
         else:
             class_name = self.string("class name")
-        if class_name in _TENSOR_DTYPES:
-            self.memo[index] = _PENDING
-            tensor = self.tensor(class_name, depth)
-            self.memo[index] = tensor
-            return tensor
-        if class_name in _STORAGE_DTYPES:
-            storage = self.storage(class_name)
-            self.memo[index] = storage
-            return storage
+        if class_name in _TENSOR_DTYPES or class_name in _STORAGE_DTYPES:
+            self.memo[index] = _PENDING  # until read: a tensor whose storage is the tensor itself
+            array = self.tensor(class_name, depth) if class_name in _TENSOR_DTYPES else self.storage(class_name)
+            self.memo[index] = array
+            return array
         if class_name == "tds.Hash":
-            return self.tds_hash(index, depth)
+            return self.table(index, self.count(self.int64("tds.Hash size"), 8, "tds.Hash size"), depth, tds=True)
         if class_name == "tds.Vec":
             return self.tds_vec(index, depth)
         obj = TorchObject(class_name, version)
         self.memo[index] = obj
         at = self.pos
         fields = self.object(depth + 1)
-        if isinstance(fields, (list, dict)):
-            # torch.save writes a new table of fields for every object. One table shared by many
-            # objects would be copied once per object: a small file growing without bound.
-            if id(fields) in self.field_tables:
-                raise self.error(
-                    f"the fields of this {class_name} object are the table of another "
-                    "object; torch.save never writes that, the file is corrupt or "
-                    "hostile",
-                    at=at,
-                )
-            self.field_tables.add(id(fields))
-        if isinstance(fields, list):
-            fields = {i + 1: v for i, v in enumerate(fields)}
-        elif isinstance(fields, dict):
-            fields = dict(fields)  # Lua copies the fields into the object, so does this
-        else:
+        if not isinstance(fields, (list, dict)):
             raise self.error(f"fields of a {class_name} object must be a table, not {type(fields).__name__}", at=at)
-        obj.fields = fields
+        # torch.save writes a new table of fields for every object. One table shared by many
+        # objects would be copied once per object: a small file growing without bound.
+        if id(fields) in self.field_tables:
+            raise self.error(
+                f"the fields of this {class_name} object are the table of another "
+                "object; torch.save never writes that, the file is corrupt or "
+                "hostile",
+                at=at,
+            )
+        self.field_tables.add(id(fields))
+        # Lua copies the fields into the object, so does this.
+        obj.fields = dict(enumerate(fields, 1)) if isinstance(fields, list) else dict(fields)
         return obj
 
     def storage(self, class_name: str) -> np.ndarray:
@@ -398,8 +377,8 @@ class _Reader:
         ndim = self.count(self.int32("tensor dimension count"), 16, "tensor dimension count")
         if ndim > _MAX_DIMS:
             raise self.error(f"{class_name} with {ndim} dimensions", at=at)
-        sizes = [int(v) for v in np.frombuffer(self.raw(8 * ndim, "tensor sizes"), "<i8")]
-        strides = [int(v) for v in np.frombuffer(self.raw(8 * ndim, "tensor strides"), "<i8")]
+        sizes = np.frombuffer(self.raw(8 * ndim, "tensor sizes"), "<i8").tolist()
+        strides = np.frombuffer(self.raw(8 * ndim, "tensor strides"), "<i8").tolist()
         offset = self.int64("tensor storage offset") - 1
         storage_at = self.pos
         storage = self.object(depth + 1)
@@ -419,54 +398,39 @@ class _Reader:
             return np.zeros(sizes, dtype=native)
         if storage is None:
             raise self.error(f"{class_name} of size {sizes} has no storage", at=storage_at)
-        self._check_view(class_name, sizes, strides, offset, len(storage), numel * dtype.itemsize, at)
-        self.copy_budget -= numel * dtype.itemsize
-        # A dimension of size 1 never moves, so its (unchecked) stride is replaced by 0.
-        byte_strides = [s * dtype.itemsize if n > 1 else 0 for n, s in zip(sizes, strides)]
-        view = np.lib.stride_tricks.as_strided(storage[offset:], shape=sizes, strides=byte_strides, writeable=False)
-        return np.array(view, dtype=native, order="C", copy=True)
-
-    def _check_view(
-        self, class_name: str, sizes: list[int], strides: list[int], offset: int, storage_len: int, nbytes: int, at: int
-    ) -> None:
-        """Raise unless a tensor of ``nbytes`` viewing its storage this way stays inside it and the copy budget."""
+        # The view must stay inside its storage, and the copy inside the budget.
         last = offset + sum((n - 1) * s for n, s in zip(sizes, strides))
-        if offset < 0 or last >= storage_len:
+        if offset < 0 or last >= len(storage):
             raise self.error(
                 f"{class_name} of size {sizes}, strides {strides}, offset "
                 f"{offset + 1} reaches element {last + 1} of a storage of "
-                f"{storage_len}",
+                f"{len(storage)}",
                 at=at,
             )
-        if math.prod(sizes) > storage_len:
+        if numel > len(storage):
             raise self.error(
                 f"{class_name} of size {sizes} has more elements than its storage "
-                f"({storage_len}): overlapping views are not supported",
+                f"({len(storage)}): overlapping views are not supported",
                 at=at,
             )
-        if nbytes > self.copy_budget:
+        if numel * dtype.itemsize > self.copy_budget:
             raise self.error(
                 f"{class_name} of size {sizes} would take the tensors copied out of "
                 f"their storages past {_COPY_RATIO} times the file's size: too many "
                 "tensors view the same storage; the file is corrupt or hostile",
                 at=at,
             )
-
-    def tds_hash(self, index: int, depth: int) -> dict:
-        size = self.count(self.int64("tds.Hash size"), 8, "tds.Hash size")
-        table: dict[Any, Any] = {}
-        self.memo[index] = table
-        for _ in range(size):
-            k = self.key(depth + 1)
-            table[k] = self.object(depth + 1)
-        return table
+        self.copy_budget -= numel * dtype.itemsize
+        # A dimension of size 1 never moves, so its (unchecked) stride is replaced by 0.
+        byte_strides = [s * dtype.itemsize if n > 1 else 0 for n, s in zip(sizes, strides)]
+        view = np.lib.stride_tricks.as_strided(storage[offset:], shape=sizes, strides=byte_strides, writeable=False)
+        return np.array(view, dtype=native, order="C", copy=True)
 
     def tds_vec(self, index: int, depth: int) -> list:
         size = self.count(self.int64("tds.Vec size"), 4, "tds.Vec size")
         items: list[Any] = []
         self.memo[index] = items
-        for _ in range(size):
-            items.append(self.object(depth + 1))
+        items.extend(self.object(depth + 1) for _ in range(size))
         return items
 
 
