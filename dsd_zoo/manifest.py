@@ -34,13 +34,15 @@ FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 16 * 2**20
 KINDS = ("dsd", "baseline", "sparse")
 ORIGINAL_FORMATS = ("caffemodel", "torch7", "deep-compression", "safetensors", "pytorch")
+# An asset is derived from its publisher's file by code in the test suite, not by a converter.
+ASSET_ORIGINAL_FORMATS = ("npy",)
 # Patterns are applied with fullmatch: "$" would also accept a trailing newline.
 # A cache file name must never escape the cache directory.
 _MODEL_NAME = re.compile(r"[a-z][a-z0-9_]*")
 # The fields each kind of object may have: anything else is an error (see dsd_zoo._fields).
 _FIELDS = {
     "top": {"format", "citations", "assets", "models"},
-    "asset": {"file", "url", "local", "digest", "size", "description"},
+    "asset": {"file", "url", "local", "digest", "size", "description", "original"},
     "model": {
         "arch",
         "kind",
@@ -153,6 +155,8 @@ class AssetRecord:
 
     name: str
     record: FileRecord
+    # The publisher's file it was derived from (the mean image: Caffe's .npy), with that file's digest.
+    original: Optional[OriginalRecord] = None
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,10 @@ def _parse_asset(check: _Checker, name: str, obj: Mapping[str, Any]) -> AssetRec
         local=local,
     )
     check.get(obj, "description", where, (str,), optional=True)  # for the reader of the manifest
-    return AssetRecord(name=name, record=record)
+    original = obj.get("original")
+    if original is not None:
+        original = _parse_original(check, name, original, f"{where}.original", ASSET_ORIGINAL_FORMATS)
+    return AssetRecord(name=name, record=record, original=original)
 
 
 def _parse_model(
@@ -423,11 +430,13 @@ def _original_field(field: str) -> str:
     return field
 
 
-def _parse_original(check: _Checker, model: str, value: Any, where: str) -> OriginalRecord:
+def _parse_original(
+    check: _Checker, model: str, value: Any, where: str, formats: Tuple[str, ...] = ORIGINAL_FORMATS
+) -> OriginalRecord:
     obj = check.obj(value, where, _FIELDS["original"])
     fmt = check.get(obj, "format", where, (str,))
-    if fmt not in ORIGINAL_FORMATS:
-        raise check.fail(f"{where}.format", f"must be one of {ORIGINAL_FORMATS}, got {fmt!r}")
+    if fmt not in formats:
+        raise check.fail(f"{where}.format", f"must be one of {formats}, got {fmt!r}")
     url = check.get(obj, "url", where, (str,))
     # Cached as "original-MODEL-NAME": NAME made safe, and never ending like a cache sidecar
     # (.lock, .part, .stamp.json) or in a dot, which Windows drops (the rule of dsd_zoo._names).

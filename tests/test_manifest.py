@@ -155,6 +155,15 @@ def test_missing_manifest_file_is_named(tmp_path, monkeypatch):
         (lambda d: d["models"]["digits_dsd"]["metrics"]["recorded"].update(top1_err=-1), r"recorded\.top1_err"),
         (lambda d: d["assets"]["digits_test"].pop("local"), r"asset 'digits_test'"),
         (lambda d: d["assets"]["digits_test"].update(digest=None), r"asset 'digits_test'\.digest: .*sha256 pinned"),
+        # An asset's original is the publisher's file it was derived from, not a model's format.
+        (
+            lambda d: d["assets"]["ilsvrc_2012_mean"]["original"].update(format="caffemodel"),
+            r"asset 'ilsvrc_2012_mean'\.original\.format: must be one of \('npy',\)",
+        ),
+        (
+            lambda d: d["assets"]["ilsvrc_2012_mean"]["original"].update(digest={"git_blob_sha1": "666"}),
+            r"asset 'ilsvrc_2012_mean'\.original\.digest\.git_blob_sha1",
+        ),
         # Each of these used to pass validation and fail later, at download time, with a raw error.
         (lambda d: d["models"]["vgg16_dsd"]["weights"].update(urls=["file:///srv/w.safetensors"]), r"urls\[0\]"),
         (lambda d: d["models"]["vgg16_dsd"]["weights"].update(urls=["https://"]), r"urls\[0\]"),

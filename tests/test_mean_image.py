@@ -23,12 +23,8 @@ from dsd_zoo.records import shipped_file
 from .conftest import FIXTURES, require
 
 SOURCE = FIXTURES / "caffe-mean" / "ilsvrc_2012_mean.npy"
-# BVLC/caffe at 9b891540 (the release the DSD Caffe models were evaluated with), and the file's git blob id there.
-SOURCE_URL = (
-    "https://github.com/BVLC/caffe/raw/9b891540183ddc834a02b2bd81b31afae71b2153/"
-    "python/caffe/imagenet/ilsvrc_2012_mean.npy"
-)
-SOURCE_GIT_BLOB_SHA1 = "666082c6a654e0477fe9f11258fef72ac49ad7fe"
+# The manifest names the file the shipped one is derived from: its URL and its git blob id there.
+ORIGINAL = load_manifest().assets["ilsvrc_2012_mean"].original
 
 
 def derive(source, out):
@@ -40,8 +36,8 @@ def derive(source, out):
         out,
         {"mean_image": rgb},
         {
-            "source": SOURCE_URL,
-            "source_git_blob_sha1": SOURCE_GIT_BLOB_SHA1,
+            "source": ORIGINAL.url,
+            "source_git_blob_sha1": ORIGINAL.digest.value,
             "derivation": "channels reversed (BGR to RGB), float64 rounded to float32",
         },
     )
@@ -54,7 +50,9 @@ def _shipped():
 
 def test_the_shipped_mean_image_is_derived_from_caffes_file(tmp_path):
     source = require(SOURCE)
-    assert hash_file(source, ("git_blob_sha1",))["git_blob_sha1"] == SOURCE_GIT_BLOB_SHA1
+    assert (ORIGINAL.format, ORIGINAL.digest.algorithm) == ("npy", "git_blob_sha1")
+    assert source.stat().st_size == ORIGINAL.record.size
+    assert hash_file(source, ("git_blob_sha1",))["git_blob_sha1"] == ORIGINAL.digest.value
     assert derive(source, tmp_path / "mean.safetensors").read_bytes() == _shipped().read_bytes()
 
 
