@@ -347,7 +347,7 @@ def _logits(output: Any, heads: int) -> Tuple[Tensor, ...]:
 
 
 class _Forward:
-    """One model's forward pass from its resampled crops to logits, on its engine: eager, ``torch.compile`` or ONNX Runtime.
+    """One model's forward pass, crops to logits, on its engine: eager, ``torch.compile`` or ONNX Runtime.
 
     The crops are normalised here, on the device (the workers only resample), and the model is put
     in eval mode on the device, channels-last when asked. A compiled graph is specialised to its
