@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsd_zoo.convert.caffe_mapping import caffe_layer_shapes, map_caffe_blobs
-from dsd_zoo.convert.dc_mapping import map_deep_compression, net_layers
+from dsd_zoo.convert.caffe_mapping import caffe_layer_shapes, map_caffe_blobs, map_deep_compression, net_layers
 from dsd_zoo.convert.torch7 import TorchObject
 from dsd_zoo.convert.torch7_mapping import map_fb_resnet
 from dsd_zoo.errors import ConversionError

@@ -10,7 +10,7 @@ Install with ``pip install dsd-zoo[convert]`` (the Caffe reader needs ``protobuf
 
 On top of the readers, :mod:`dsd_zoo.convert.mapping` maps a parsed original onto its
 dsd-zoo architecture (:mod:`~dsd_zoo.convert.caffe_mapping`, :mod:`~dsd_zoo.convert.torch7_mapping`,
-:mod:`~dsd_zoo.convert.dc_mapping`, :mod:`~dsd_zoo.convert.pth_mapping`, sharing
+:mod:`~dsd_zoo.convert.pth_mapping`, sharing
 :mod:`~dsd_zoo.convert.tensors`) and writes byte-reproducible safetensors files with their
 provenance; ``python -m dsd_zoo.convert SRC --model NAME -o OUT.safetensors`` is its CLI.
 

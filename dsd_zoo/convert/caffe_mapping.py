@@ -1,4 +1,5 @@
-"""Caffe layer blobs -> dsd-zoo state dicts for AlexNet, VGG16, GoogLeNet and SqueezeNet v1.0.
+"""Caffe layer blobs (and Deep Compression ``.net`` layers) -> dsd-zoo state dicts for AlexNet, VGG16, GoogLeNet and
+SqueezeNet v1.0.
 
 Each Convolution / InnerProduct layer holds ``blobs[0]`` = weight and ``blobs[1]`` = bias in
 the PyTorch layout already (``architectures.md`` section 2); what a mapping has to get right is
@@ -19,66 +20,48 @@ Every weighted layer must be used and every parameter filled: a missing layer, a
 weighted layer, a layer with fewer than two blobs or a wrong shape raises ConversionError.
 A layer with more than two blobs (never seen in these nets) contributes its first two and is
 reported in the ``warnings``.
+
+Deep Compression ``.net`` files (the SqueezeNet v1.0 sparse stage) store no layer names or
+shapes: the decoder needs the weighted layers in deploy-prototxt order. They are derived here
+from the architecture and the naming scheme the file was made with (for SqueezeNet the DSD one,
+``conv1``, ``fire2/conv1x1_1`` ... ``conv_final``, the names of ``SqueezeNet_deploy.prototxt``),
+so no prototxt is needed. The decoded ``(weight, bias)`` pairs are Caffe blobs of a BGR-input
+net and go through the Caffe mapping like any other.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+import os
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import ConversionError
+from ..models.googlenet import GoogLeNetCaffe
+from .deep_compression import read_deep_compression
 from .tensors import architecture_shapes, array_to_tensor, check_against_architecture
 
-__all__ = ["CAFFE_SCHEMES", "CaffeScheme", "caffe_layer_shapes", "map_caffe_blobs", "select_scheme"]
+__all__ = [
+    "CAFFE_SCHEMES",
+    "NET_SCHEMES",
+    "caffe_layer_shapes",
+    "map_caffe_blobs",
+    "map_deep_compression",
+    "net_layers",
+    "read_net",
+]
 
+#: (Caffe layer name, the dsd-zoo module that receives its weight and bias), in prototxt order.
 Pairs = Tuple[Tuple[str, str], ...]
 
 
-@dataclass(frozen=True)
-class CaffeScheme:
-    """One naming of an architecture's Caffe layers.
-
-    ``layers`` pairs each Caffe layer name with the dsd-zoo module that receives its weight
-    and bias, in prototxt order (the first entry is the input convolution). ``optional``
-    groups are taken all-or-none; when present the model is built with their build kwargs.
-    """
-
-    name: str
-    layers: Pairs
-    optional: Tuple[Tuple[str, Pairs, Tuple[Tuple[str, Any], ...]], ...] = field(default=())
-
-    def all_layers(self) -> Pairs:
-        """Every (Caffe name, module) pair, required then optional."""
-        return self.layers + tuple(pair for _, pairs, _ in self.optional for pair in pairs)
+def _features_classifier(convs: Sequence[str], indices: Sequence[int]) -> Pairs:
+    """AlexNet's and VGG16's layers: convolutions in ``features``, fc6-fc8 in ``classifier``."""
+    fcs = (("fc6", "classifier.0"), ("fc7", "classifier.3"), ("fc8", "classifier.6"))
+    return tuple((name, f"features.{i}") for name, i in zip(convs, indices)) + fcs
 
 
-def _alexnet() -> Tuple[CaffeScheme, ...]:
-    convs = zip(("conv1", "conv2", "conv3", "conv4", "conv5"), (0, 4, 8, 10, 12))
-    fcs = zip(("fc6", "fc7", "fc8"), (0, 3, 6))
-    return (
-        CaffeScheme(
-            "bvlc", tuple((n, f"features.{i}") for n, i in convs) + tuple((n, f"classifier.{i}") for n, i in fcs)
-        ),
-    )
-
-
-def _vgg16() -> Tuple[CaffeScheme, ...]:
-    names = [f"conv{stage}_{i}" for stage, count in enumerate((2, 2, 3, 3, 3), 1) for i in range(1, count + 1)]
-    indices = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
-    fcs = zip(("fc6", "fc7", "fc8"), (0, 3, 6))
-    return (
-        CaffeScheme(
-            "vgg",
-            tuple((n, f"features.{i}") for n, i in zip(names, indices)) + tuple((n, f"classifier.{i}") for n, i in fcs),
-        ),
-    )
-
-
-def _googlenet() -> Tuple[CaffeScheme, ...]:
-    from ..models.googlenet import GoogLeNetCaffe
-
+def _googlenet() -> Pairs:
     branches = (
         ("1x1", "branch1"),
         ("3x3_reduce", "branch2.0"),
@@ -87,65 +70,64 @@ def _googlenet() -> Tuple[CaffeScheme, ...]:
         ("5x5", "branch3.1"),
         ("pool_proj", "branch4.1"),
     )
-    layers: List[Tuple[str, str]] = [
-        ("conv1/7x7_s2", "conv1.conv"),
-        ("conv2/3x3_reduce", "conv2.conv"),
-        ("conv2/3x3", "conv3.conv"),
-    ]
-    for block in GoogLeNetCaffe.BLOCKS:
-        layers += [(f"inception_{block}/{caffe}", f"inception{block}.{module}.conv") for caffe, module in branches]
-    layers.append(("loss3/classifier", "fc"))
-    aux = tuple(
-        (f"loss{i}/{caffe}", f"aux{i}.{module}")
-        for i in (1, 2)
-        for caffe, module in (("conv", "conv.conv"), ("fc", "fc1"), ("classifier", "fc2"))
+    inceptions = tuple(
+        (f"inception_{block}/{caffe}", f"inception{block}.{module}.conv")
+        for block in GoogLeNetCaffe.BLOCKS
+        for caffe, module in branches
     )
-    return (CaffeScheme("bvlc", tuple(layers), optional=(("aux_heads", aux, (("aux_logits", True),)),)),)
+    stem = (("conv1/7x7_s2", "conv1.conv"), ("conv2/3x3_reduce", "conv2.conv"), ("conv2/3x3", "conv3.conv"))
+    return stem + inceptions + (("loss3/classifier", "fc"),)
 
 
-def _squeezenet() -> Tuple[CaffeScheme, ...]:
+def _squeezenet(squeeze: str, expand1: str, expand3: str, final: str) -> Pairs:
     fire_index = {2: 3, 3: 4, 4: 5, 5: 7, 6: 8, 7: 9, 8: 10, 9: 12}  # torchvision's features.N
-
-    def scheme(name: str, squeeze: str, expand1: str, expand3: str, final: str) -> CaffeScheme:
-        fires = tuple(
-            (f"fire{n}/{caffe}", f"features.{i}.{module}")
-            for n, i in fire_index.items()
-            for caffe, module in ((squeeze, "squeeze"), (expand1, "expand1x1"), (expand3, "expand3x3"))
-        )
-        return CaffeScheme(name, (("conv1", "features.0"),) + fires + ((final, "classifier.1"),))
-
-    return (
-        scheme("deepscale", "squeeze1x1", "expand1x1", "expand3x3", "conv10"),
-        scheme("dsd", "conv1x1_1", "conv1x1_2", "conv3x3_2", "conv_final"),
+    fires = tuple(
+        (f"fire{n}/{caffe}", f"features.{i}.{module}")
+        for n, i in fire_index.items()
+        for caffe, module in ((squeeze, "squeeze"), (expand1, "expand1x1"), (expand3, "expand3x3"))
     )
+    return (("conv1", "features.0"),) + fires + ((final, "classifier.1"),)
 
 
-#: Architecture -> its Caffe naming schemes (SqueezeNet has two: DeepScale's and the DSD one).
-CAFFE_SCHEMES: Mapping[str, Tuple[CaffeScheme, ...]] = {
-    "alexnet": _alexnet(),
-    "vgg16": _vgg16(),
-    "googlenet": _googlenet(),
-    "squeezenet1_0": _squeezenet(),
+#: Architecture -> naming scheme -> its layers, the input convolution first. A file uses exactly
+#: one scheme; SqueezeNet has two (DeepScale's and the DSD / Deep Compression one).
+CAFFE_SCHEMES: Mapping[str, Mapping[str, Pairs]] = {
+    "alexnet": {"bvlc": _features_classifier(("conv1", "conv2", "conv3", "conv4", "conv5"), (0, 4, 8, 10, 12))},
+    "vgg16": {
+        "vgg": _features_classifier(
+            [f"conv{stage}_{i}" for stage, count in enumerate((2, 2, 3, 3, 3), 1) for i in range(1, count + 1)],
+            (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
+        )
+    },
+    "googlenet": {"bvlc": _googlenet()},
+    "squeezenet1_0": {
+        "deepscale": _squeezenet("squeeze1x1", "expand1x1", "expand3x3", "conv10"),
+        "dsd": _squeezenet("conv1x1_1", "conv1x1_2", "conv3x3_2", "conv_final"),
+    },
 }
+#: Layers a file may have or not, all or none: (group, its layers, the build kwargs it calls for).
+_OPTIONAL: Mapping[str, Tuple[str, Pairs, Dict[str, Any]]] = {
+    "googlenet": (
+        "aux_heads",
+        tuple(
+            (f"loss{i}/{caffe}", f"aux{i}.{module}")
+            for i in (1, 2)
+            for caffe, module in (("conv", "conv.conv"), ("fc", "fc1"), ("classifier", "fc2"))
+        ),
+        {"aux_logits": True},
+    )
+}
+#: Architecture -> the Caffe naming scheme of its Deep Compression release.
+NET_SCHEMES: Mapping[str, str] = {"squeezenet1_0": "dsd"}
 
 
-def select_scheme(weighted: Sequence[str], arch: str, source: str = "<blobs>") -> CaffeScheme:
-    """The naming scheme of ``arch`` that the weighted layer names follow (exactly one)."""
+def _schemes(arch: str, source: str) -> Mapping[str, Pairs]:
     if arch not in CAFFE_SCHEMES:
         raise ConversionError(
             f"{source}: architecture {arch!r} is not a Caffe architecture; "
             f"Caffe mappings exist for {sorted(CAFFE_SCHEMES)}"
         )
-    schemes = CAFFE_SCHEMES[arch]
-    layer_sets = [{caffe for caffe, _ in s.all_layers()} for s in schemes]
-    shared = set.intersection(*layer_sets)  # SqueezeNet's conv1 is in both schemes
-    used = [s for s, layers in zip(schemes, layer_sets) if set(weighted) & (layers - shared)]
-    if len(used) > 1:
-        raise ConversionError(
-            f"{source}: the layer names mix the {' and '.join(s.name for s in used)} naming "
-            f"schemes of {arch}; a file must use one"
-        )
-    return used[0] if used else schemes[0]
+    return CAFFE_SCHEMES[arch]
 
 
 def _listing(names: List[str], limit: int = 20) -> str:
@@ -158,16 +140,6 @@ def _without_leading_ones(shape: Tuple[int, ...]) -> Tuple[int, ...]:
     while len(shape) > 1 and shape[0] == 1:
         shape = shape[1:]
     return shape
-
-
-def _fit(array: np.ndarray, expected: Tuple[int, ...], where: str, key: str) -> Tuple[np.ndarray, bool]:
-    """``array`` in the expected shape; only leading 1-axes (legacy V1 shapes) may differ."""
-    found = tuple(array.shape)
-    if found == expected:
-        return array, False
-    if _without_leading_ones(found) == _without_leading_ones(expected):
-        return array.reshape(expected), True
-    raise ConversionError(f"{where} has shape {found}, but {key} needs {expected}")
 
 
 def map_caffe_blobs(
@@ -198,22 +170,34 @@ def map_caffe_blobs(
     cast: List[str] = []
     warnings: List[str] = []
     for position, (caffe, module) in enumerate(pairs):
-        for index, (suffix, array) in enumerate(
-            zip(("weight", "bias"), _weight_and_bias(blobs[caffe], caffe, module, arch, source, warnings))
-        ):
-            key = f"{module}.{suffix}"
-            where = f"{source}: layer {caffe!r} blob {index} ({suffix})"
-            fitted, was_reshaped = _fit(array, shapes[key], where, key)
-            if was_reshaped:
-                reshaped[caffe + ":" + suffix] = [list(array.shape), list(shapes[key])]
-            if fitted.dtype == np.float64:
+        layer_blobs = list(blobs[caffe])
+        if len(layer_blobs) < 2:
+            raise ConversionError(
+                f"{source}: layer {caffe!r} has {len(layer_blobs)} blob(s); {arch} needs a weight and a bias for {module}"
+            )
+        if len(layer_blobs) > 2:
+            warnings.append(
+                f"layer {caffe!r} has {len(layer_blobs)} blobs; used the first two (weight, bias), "
+                f"ignored blobs with shapes {[tuple(getattr(b, 'shape', ())) for b in layer_blobs[2:]]}"
+            )
+        for index, (suffix, array) in enumerate(zip(("weight", "bias"), layer_blobs)):
+            key, where = f"{module}.{suffix}", f"{source}: layer {caffe!r} blob {index} ({suffix})"
+            if not isinstance(array, np.ndarray):
+                raise ConversionError(f"{where} is a {type(array).__name__}, not an array")
+            # Legacy V1 files store FC weights as (1, 1, out, in): only leading 1-axes may differ.
+            if _without_leading_ones(array.shape) != _without_leading_ones(shapes[key]):
+                raise ConversionError(f"{where} has shape {array.shape}, but {key} needs {shapes[key]}")
+            if array.shape != shapes[key]:
+                reshaped[f"{caffe}:{suffix}"] = [list(array.shape), list(shapes[key])]
+            if array.dtype == np.float64:
                 cast.append(caffe)
-            tensor = array_to_tensor(fitted, where)
-            state[key] = _rgb_input(tensor, where) if position == 0 and suffix == "weight" else tensor
+            tensor = array_to_tensor(array.reshape(shapes[key]), where)
+            # Caffe nets take BGR, dsd-zoo models RGB: the input convolution's channels are reversed.
+            state[key] = tensor[:, [2, 1, 0]].contiguous() if position == 0 and suffix == "weight" else tensor
     check_against_architecture(state, arch, source, build_kwargs)
     report = {
         "arch": arch,
-        "layer_names": scheme.name,
+        "layer_names": scheme,
         "layers": [caffe for caffe, _ in pairs],
         "build_kwargs": build_kwargs,
         "options": {"bgr_to_rgb": True, "input_conv": pairs[0][0]},
@@ -226,18 +210,27 @@ def map_caffe_blobs(
 
 def _matched_layers(
     blobs: Mapping[str, Sequence[np.ndarray]], arch: str, source: str
-) -> Tuple[CaffeScheme, List[Tuple[str, str]], Dict[str, Any]]:
+) -> Tuple[str, List[Tuple[str, str]], Dict[str, Any]]:
     """The naming scheme the file's weighted layers follow, the (Caffe layer, module) pairs to map, and the
     builder arguments the optional layers present call for (GoogLeNet's auxiliary heads).
 
     Every weighted layer of the file must be mapped and every required layer present.
     """
     weighted = [name for name, layer_blobs in blobs.items() if len(layer_blobs) > 0]
-    scheme = select_scheme(weighted, arch, source)
     present = set(weighted)
-    pairs = list(scheme.layers)
+    schemes = _schemes(arch, source)
+    layer_sets = {name: {caffe for caffe, _ in pairs} for name, pairs in schemes.items()}
+    shared = set.intersection(*layer_sets.values())  # SqueezeNet's conv1 is in both schemes
+    used = [name for name, layers in layer_sets.items() if present & (layers - shared)]
+    if len(used) > 1:
+        raise ConversionError(
+            f"{source}: the layer names mix the {' and '.join(used)} naming schemes of {arch}; a file must use one"
+        )
+    scheme = used[0] if used else next(iter(schemes))
+    pairs = list(schemes[scheme])
     build_kwargs: Dict[str, Any] = {}
-    for group, group_pairs, kwargs in scheme.optional:
+    if arch in _OPTIONAL:
+        group, group_pairs, kwargs = _OPTIONAL[arch]
         found = [caffe for caffe, _ in group_pairs if caffe in present]
         if len(found) == len(group_pairs):
             pairs += group_pairs
@@ -252,55 +245,53 @@ def _matched_layers(
         parts = ([f"missing layers {_listing(missing)}"] if missing else []) + (
             [f"unexpected weighted layers {_listing(extra)}"] if extra else []
         )
-        raise ConversionError(f"{source}: does not match {arch} ({scheme.name} layer names): {'; '.join(parts)}")
+        raise ConversionError(f"{source}: does not match {arch} ({scheme} layer names): {'; '.join(parts)}")
     return scheme, pairs, build_kwargs
 
 
-def _weight_and_bias(
-    layer_blobs: Sequence[Any], caffe: str, module: str, arch: str, source: str, warnings: List[str]
-) -> Tuple[np.ndarray, np.ndarray]:
-    """A layer's first two blobs, checked to be arrays; blobs beyond them are noted in ``warnings``."""
-    layer_blobs = list(layer_blobs)
-    if len(layer_blobs) < 2:
-        raise ConversionError(
-            f"{source}: layer {caffe!r} has {len(layer_blobs)} blob(s); {arch} needs a weight and a bias for {module}"
-        )
-    if len(layer_blobs) > 2:
-        warnings.append(
-            f"layer {caffe!r} has {len(layer_blobs)} blobs; used the first two (weight, bias), "
-            f"ignored blobs with shapes {[tuple(getattr(b, 'shape', ())) for b in layer_blobs[2:]]}"
-        )
-    for index, (suffix, array) in enumerate(zip(("weight", "bias"), layer_blobs)):
-        if not isinstance(array, np.ndarray):
-            raise ConversionError(
-                f"{source}: layer {caffe!r} blob {index} ({suffix}) is a {type(array).__name__}, not an array"
-            )
-    return layer_blobs[0], layer_blobs[1]
-
-
-def _rgb_input(weight: Any, where: str) -> Any:
-    """The input convolution's weight with its channels reversed: BGR (Caffe) -> RGB (dsd-zoo)."""
-    if weight.shape[1] != 3:
-        raise ConversionError(f"{where}: the input convolution must take 3 channels, got {weight.shape[1]}")
-    return weight[:, [2, 1, 0]].contiguous()
-
-
-def caffe_layer_shapes(
-    arch: str, scheme_name: Optional[str] = None
-) -> List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
+def caffe_layer_shapes(arch: str, scheme: str = "") -> List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
     """``(Caffe layer, weight shape, bias shape)`` of the required layers of ``arch``, in prototxt order.
 
-    ``scheme_name`` picks a naming scheme (default: the first of :data:`CAFFE_SCHEMES`). The
-    shapes are PyTorch's, which new-format Caffe files share. For readers that need the layer
-    list in advance (the Deep Compression format stores none).
+    ``scheme`` names a naming scheme of :data:`CAFFE_SCHEMES` (default: the first). The shapes
+    are PyTorch's, which new-format Caffe files share. For readers that need the layer list in
+    advance (the Deep Compression format stores none).
     """
-    if arch not in CAFFE_SCHEMES:
-        raise ConversionError(
-            f"architecture {arch!r} is not a Caffe architecture; Caffe mappings exist for {sorted(CAFFE_SCHEMES)}"
-        )
-    schemes = CAFFE_SCHEMES[arch]
-    scheme = next((s for s in schemes if s.name == scheme_name), None) if scheme_name else schemes[0]
-    if scheme is None:
-        raise ConversionError(f"{arch} has no Caffe naming scheme {scheme_name!r}; known: {[s.name for s in schemes]}")
+    schemes = _schemes(arch, "Caffe layer shapes")
     shapes = architecture_shapes(arch)
-    return [(caffe, shapes[f"{module}.weight"], shapes[f"{module}.bias"]) for caffe, module in scheme.layers]
+    pairs = schemes[scheme or next(iter(schemes))]
+    return [(caffe, shapes[f"{module}.weight"], shapes[f"{module}.bias"]) for caffe, module in pairs]
+
+
+def net_layers(arch: str) -> List[Tuple[str, Tuple[int, ...], int]]:
+    """``(layer name, weight shape, bias length)`` of ``arch`` in ``.net`` file order."""
+    if arch not in NET_SCHEMES:
+        raise ConversionError(f"no Deep Compression layer list for architecture {arch!r}; known: {sorted(NET_SCHEMES)}")
+    return [(name, weight, bias[0]) for name, weight, bias in caffe_layer_shapes(arch, NET_SCHEMES[arch])]
+
+
+def map_deep_compression(
+    decoded: Mapping[str, Tuple[np.ndarray, np.ndarray]], arch: str, *, source: str = "<.net layers>"
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Map decoded ``.net`` layers (name -> (weight, bias)) onto the architecture's state dict.
+
+    Returns ``(state_dict, report)`` as :func:`map_caffe_blobs`, the report extended with
+    ``weight_density`` (non-zero fraction of all weights) and ``layer_density`` per layer.
+    """
+    state, report = map_caffe_blobs({name: list(pair) for name, pair in decoded.items()}, arch, source=source)
+    if arch in NET_SCHEMES and report["layer_names"] != NET_SCHEMES[arch]:
+        raise ConversionError(
+            f"{source}: Deep Compression {arch} layers are named in the {NET_SCHEMES[arch]} scheme, "
+            f"these follow the {report['layer_names']} one"
+        )
+    nonzero = {name: int(np.count_nonzero(weight)) for name, (weight, _) in decoded.items()}
+    total = sum(weight.size for weight, _ in decoded.values())
+    report["weight_density"] = sum(nonzero.values()) / total if total else 0.0
+    report["layer_density"] = {name: nonzero[name] / weight.size for name, (weight, _) in decoded.items()}
+    return state, report
+
+
+def read_net(
+    path: Union[str, "os.PathLike[str]"], arch: str, *, source: str = "<.net>"
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Decode the ``.net`` file at ``path`` as ``arch`` and map it (see :func:`map_deep_compression`)."""
+    return map_deep_compression(read_deep_compression(os.fspath(path), net_layers(arch)), arch, source=source)

@@ -58,7 +58,7 @@ def read_deep_compression(source: Source, layers: Sequence[LayerLayout]) -> dict
     Args:
         source: a path, or the file's bytes.
         layers: ``(name, weight_shape, bias_length)`` of every weighted layer, in file
-            order (:func:`dsd_zoo.convert.dc_mapping.net_layers` gives it for an architecture).
+            order (:func:`dsd_zoo.convert.caffe_mapping.net_layers` gives it for an architecture).
 
     Returns:
         Layer name -> ``(weight, bias)``, ``float32`` arrays of the given shapes, in order.

@@ -4,9 +4,8 @@
 (``caffemodel``, ``torch7``, ``deep-compression``) and the mapping from its ``arch``:
 
 * :mod:`dsd_zoo.convert.caffe_mapping` -- Caffe layer blobs (AlexNet, VGG16, GoogLeNet,
-  SqueezeNet under both its layer-naming schemes);
+  SqueezeNet under both its layer-naming schemes) and the Deep Compression ``.net`` SqueezeNet;
 * :mod:`dsd_zoo.convert.torch7_mapping` -- fb.resnet.torch module trees (ResNet-18/50);
-* :mod:`dsd_zoo.convert.dc_mapping` -- the Deep Compression ``.net`` SqueezeNet;
 * :mod:`dsd_zoo.convert.pth_mapping` -- the PyTorch port of ResNet-50 DSD.
 
 This module is the top of the converter: it imports the readers and mappings, which share
@@ -32,8 +31,7 @@ from ..errors import ConversionError, FormatError, UnknownModelError
 from ..manifest import Manifest, ModelEntry, OriginalRecord, load_manifest
 from ..sniff import FORMAT_NAMES, sniff
 from .caffe import read_caffemodel
-from .caffe_mapping import map_caffe_blobs
-from .dc_mapping import read_net
+from .caffe_mapping import map_caffe_blobs, read_net
 from .pth_mapping import map_port, read_port
 from .torch7 import read_t7
 from .torch7_mapping import map_fb_resnet
