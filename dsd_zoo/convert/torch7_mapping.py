@@ -30,6 +30,7 @@ PyTorch's 1e-5 is folded into it (``var + eps - 1e-5``, the same normaliser) and
 from __future__ import annotations
 
 import collections
+import math
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -71,14 +72,15 @@ _TOP = (
     "View",
     "Linear",
 )
-_BASIC_BRANCH = ("conv", "BN", "ReLU", "conv", "BN")
-_BOTTLENECK_BRANCH = ("conv", "BN", "ReLU", "conv", "BN", "ReLU", "conv")
+# The residual branch of a block: (kind, the dsd-zoo block's module it fills).
+_BASIC_BRANCH = (("conv", "conv1"), ("BN", "bn1"), ("ReLU", ""), ("conv", "conv2"), ("BN", "bn2"))
+_BOTTLENECK_BRANCH = _BASIC_BRANCH + (("ReLU", ""), ("conv", "conv3"))
 _HINTS = {
-    ("bottleneck", "branch"): " (a branch ending in BN is the public models/resnet.lua layout; the released "
+    "branch": " (a branch ending in BN is the public models/resnet.lua layout; the released "
     "fb.resnet.torch ResNet-50 has BN after the addition instead)",
-    ("bottleneck", "block"): " (no BN after the addition: the public models/resnet.lua layout, not the released "
+    "block": " (no BN after the addition: the public models/resnet.lua layout, not the released "
     "checkpoints'; dsd-zoo's fb_resnet50 has no place for it)",
-    ("any", "shortcut"): " (a projection shortcut with BN is the public models/resnet.lua layout; the released "
+    "shortcut": " (a projection shortcut with BN is the public models/resnet.lua layout; the released "
     "checkpoints have a bare 1x1 convolution, which is what dsd-zoo's fb_resnet holds)",
 }
 
@@ -135,11 +137,14 @@ class _TreeMapper:
             raise self.error(path, key, f"field {field!r} must be a number, found {value!r}")
         return float(value)
 
-    def check_fields(self, obj: Any, path: str, key: str, expected: Dict[str, int]) -> None:
+    def check_fields(self, obj: Any, path: str, key: str, expected: Dict[str, int], default: Any = None) -> None:
+        """Raise unless each field of ``obj`` (``default`` when absent) is the number ``expected`` gives."""
         for field, want in expected.items():
-            if self.number(obj, field, path, key) != want:
+            if self.number(obj, field, path, key, default) != want:
                 raise self.error(
-                    path, key, f"{field} = {getattr(obj, field)!r}, but {key or 'the architecture'} needs {want!r}"
+                    path,
+                    key,
+                    f"{field} = {getattr(obj, field, default)!r}, but {key or 'the architecture'} needs {want!r}",
                 )
 
     def tensor(self, obj: Any, field: str, path: str, key: str, shape: Tuple[int, ...]):
@@ -176,15 +181,13 @@ class _TreeMapper:
         groups = self.number(obj, "groups", path, key, default=1)
         if groups != 1:
             raise self.error(path, key, f"grouped convolution (groups = {groups:g}) where the architecture has none")
-        weight_shape = tuple(module.weight.shape)
-        weight = getattr(obj, "weight", None)
-        if isinstance(weight, np.ndarray) and weight.ndim == 2:
-            # SpatialConvolutionMM (and old nn) keep the weight as (out, in*kH*kW), in im2col order.
-            flat = (weight_shape[0], int(np.prod(weight_shape[1:])))
-            self.state[f"{key}.weight"] = self.tensor(obj, "weight", path, key + ".weight", flat).reshape(weight_shape)
+        shape = tuple(module.weight.shape)
+        # SpatialConvolutionMM (and old nn) keep the weight as (out, in*kH*kW), in im2col order.
+        mm = isinstance(getattr(obj, "weight", None), np.ndarray) and obj.weight.ndim == 2
+        stored = (shape[0], math.prod(shape[1:])) if mm else shape
+        self.state[f"{key}.weight"] = self.tensor(obj, "weight", path, key + ".weight", stored).reshape(shape)
+        if mm:
             self.reshaped.append(path)
-        else:
-            self.state[f"{key}.weight"] = self.tensor(obj, "weight", path, key + ".weight", weight_shape)
         self.state[f"{key}.bias"] = self.tensor(obj, "bias", path, key + ".bias", (module.out_channels,))
 
     def batch_norm(self, obj: Any, path: str, key: str, module: Any) -> None:
@@ -195,9 +198,8 @@ class _TreeMapper:
         eps = self.number(obj, "eps", path, key)
         if not 0 <= eps < 1:
             raise self.error(path, key, f"eps = {eps} is not a BatchNorm epsilon")
-        self.state[f"{key}.weight"] = self.tensor(obj, "weight", path, key + ".weight", shape)
-        self.state[f"{key}.bias"] = self.tensor(obj, "bias", path, key + ".bias", shape)
-        self.state[f"{key}.running_mean"] = self.tensor(obj, "running_mean", path, key + ".running_mean", shape)
+        for field in ("weight", "bias", "running_mean"):
+            self.state[f"{key}.{field}"] = self.tensor(obj, field, path, f"{key}.{field}", shape)
         if isinstance(getattr(obj, "running_var", None), np.ndarray):
             var = self.tensor(obj, "running_var", path, key + ".running_var", shape).double() + (eps - TORCH_EPS)
             if eps != TORCH_EPS:
@@ -224,9 +226,7 @@ class _TreeMapper:
     def pool(self, obj: Any, path: str, kind: str, kernel: int, stride: int, padding: int) -> None:
         self.expect(obj, path, "", kind)
         self.check_fields(obj, path, "", {"kH": kernel, "kW": kernel, "dH": stride, "dW": stride})
-        for field in ("padH", "padW"):
-            if self.number(obj, field, path, "", default=0) != padding:
-                raise self.error(path, "", f"{field} = {getattr(obj, field)!r}, but the architecture needs {padding}")
+        self.check_fields(obj, path, "", {"padH": padding, "padW": padding}, default=0)  # nn before padding: 0
         ceil_mode = getattr(obj, "ceil_mode", False)
         if ceil_mode is not False:  # an identity test: a hostile tensor here has no truth value
             raise self.error(
@@ -237,9 +237,10 @@ class _TreeMapper:
             )
 
     def block(self, obj: Any, path: str, key: str, block: Any, bottleneck: bool) -> None:
-        style = "bottleneck" if bottleneck else "basic"
-        layout = ("ConcatTable", "CAddTable", "BN", "ReLU") if bottleneck else ("ConcatTable", "CAddTable", "ReLU")
-        top = self.children(obj, path, key, "Sequential", layout, _HINTS.get((style, "block"), ""))
+        tail = ("BN", "ReLU") if bottleneck else ("ReLU",)
+        top = self.children(
+            obj, path, key, "Sequential", ("ConcatTable", "CAddTable", *tail), _HINTS["block"] if bottleneck else ""
+        )
         # The residual branch first, then the shortcut: Identity, or a bare projection conv.
         projection = block.downsample is not None
         concat = self.children(
@@ -248,21 +249,20 @@ class _TreeMapper:
             key,
             "ConcatTable",
             ("Sequential", "conv" if projection else "Identity"),
-            _HINTS[("any", "shortcut")] if projection else "",
+            _HINTS["shortcut"] if projection else "",
             depth=2,
         )
-        branch_layout = _BOTTLENECK_BRANCH if bottleneck else _BASIC_BRANCH
+        layout = _BOTTLENECK_BRANCH if bottleneck else _BASIC_BRANCH
+        kinds = [kind for kind, _ in layout]
         branch = self.children(
-            concat[0], f"{path}[0][0]", key, "Sequential", branch_layout, _HINTS.get((style, "branch"), "")
+            concat[0], f"{path}[0][0]", key, "Sequential", kinds, _HINTS["branch"] if bottleneck else ""
         )
         if projection:
             self.conv(concat[1], f"{path}[0][1]", f"{key}.downsample.0", block.downsample[0])
-        convs = [i for i, kind in enumerate(branch_layout) if kind == "conv"]
-        norms = [i for i, kind in enumerate(branch_layout) if kind == "BN"]
-        for number, index in enumerate(convs, 1):
-            self.conv(branch[index], f"{path}[0][0][{index}]", f"{key}.conv{number}", getattr(block, f"conv{number}"))
-        for number, index in enumerate(norms, 1):
-            self.batch_norm(branch[index], f"{path}[0][0][{index}]", f"{key}.bn{number}", getattr(block, f"bn{number}"))
+        for index, (kind, name) in enumerate(layout):
+            map_module = {"conv": self.conv, "BN": self.batch_norm}.get(kind)
+            if map_module is not None:
+                map_module(branch[index], f"{path}[0][0][{index}]", f"{key}.{name}", getattr(block, name))
         self.expect(top[1], f"{path}[1]", key, "CAddTable")
         if bottleneck:
             self.batch_norm(top[2], f"{path}[2]", f"{key}.bn_after_add", block.bn_after_add)
