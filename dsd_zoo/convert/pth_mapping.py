@@ -22,16 +22,26 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Tuple
 
+import torch
+
 from ..digests import Digest, hash_file
 from ..errors import ConversionError, FormatError, IntegrityError
-from .tensors import check_against_architecture
+from .tensors import architecture_shapes, check_against_architecture
 
 __all__ = ["map_port", "read_port"]
 
-_STAGES = {4: "layer1", 5: "layer2", 6: "layer3", 7: "layer4"}
-_BRANCH = {"0": "conv1", "1": "bn1", "3": "conv2", "4": "bn2", "6": "conv3"}
-_BN_FIELDS = ("weight", "bias", "running_mean", "running_var")
-_CONV_FIELDS = ("weight", "bias")
+_STEM = {"conv1": "0", "bn1": "1", "fc": "10.1"}  # 10 is Sequential[View, Linear]
+# A bottleneck block's modules -> their place in the port's block: ``0.0.N`` the branch, ``0.1``
+# the projection shortcut, ``2`` the BatchNorm after the addition.
+_BLOCK = {
+    "conv1": "0.0.0",
+    "bn1": "0.0.1",
+    "conv2": "0.0.3",
+    "bn2": "0.0.4",
+    "conv3": "0.0.6",
+    "downsample": "0.1",
+    "bn_after_add": "2",
+}
 
 
 def read_port(path: "os.PathLike[str] | str", digest: Digest) -> Dict[str, Any]:
@@ -45,8 +55,6 @@ def read_port(path: "os.PathLike[str] | str", digest: Digest) -> Dict[str, Any]:
             f"{path} is not the published file: its sha256 is {seen['sha256']}, the publisher gave "
             f"{digest}; it is not unpickled"
         )
-    import torch
-
     try:
         loaded = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many kinds (pickle, zip, key errors) for a malformed file
@@ -60,17 +68,16 @@ def read_port(path: "os.PathLike[str] | str", digest: Digest) -> Dict[str, Any]:
 
 def map_port(tensors: Dict[str, Any], arch: str, source: str = "") -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Rename the port's keys to ``arch``'s (``fb_resnet50``); every key is used and every shape checked."""
-    import torch
-
     if arch != "fb_resnet50":
         raise ConversionError(f"{source}: the PyTorch port holds a ResNet-50, not {arch}")
+    # The 2017 port has no num_batches_tracked counters: they are the only keys it lacks.
+    renamed = {_port_key(key): key for key in architecture_shapes(arch) if not key.endswith(".num_batches_tracked")}
     state: Dict[str, Any] = {}
     for key, value in tensors.items():
-        target = _target(key)
-        if target is None:
+        if key not in renamed:
             raise ConversionError(f"{source}: key {key!r} has no place in {arch} (not the port's layout)")
-        state[target] = value.detach().to(torch.float32).contiguous().clone()
-    for key in [k for k in state if k.endswith(".running_var")]:  # the 2017 port has no counters
+        state[renamed[key]] = value.detach().to(torch.float32).contiguous().clone()
+    for key in [k for k in state if k.endswith(".running_var")]:
         state.setdefault(key[: -len("running_var")] + "num_batches_tracked", torch.zeros((), dtype=torch.long))
     if not all(bool(torch.isfinite(v).all()) for v in state.values()):
         raise ConversionError(f"{source}: the file holds non-finite weights")
@@ -78,28 +85,9 @@ def map_port(tensors: Dict[str, Any], arch: str, source: str = "") -> Tuple[Dict
     return state, {"mapping": "pytorch-planet-amazon resnet50_dsd layout", "warnings": []}
 
 
-def _target(key: str) -> "str | None":
-    """The ``fb_resnet50`` key of a key of the port, or ``None`` when it has no place there."""
+def _port_key(key: str) -> str:
+    """The port's name of an ``fb_resnet50`` key: the module's place in the Torch7 tree, then the field."""
     parts = key.split(".")
-    field, index = parts[-1], parts[:-1]
-    stem = {("0",): ("conv1", _CONV_FIELDS), ("1",): ("bn1", _BN_FIELDS), ("10", "1"): ("fc", _CONV_FIELDS)}
-    if tuple(index) in stem:
-        name, fields = stem[tuple(index)]
-        return f"{name}.{field}" if field in fields else None
-    if len(index) < 3 or not index[0].isdigit() or int(index[0]) not in _STAGES or not index[1].isdigit():
-        return None
-    module = _block_module(index[2:])
-    if module is None or field not in (_BN_FIELDS if module.startswith("bn") else _CONV_FIELDS):
-        return None
-    return f"{_STAGES[int(index[0])]}.{int(index[1])}.{module}.{field}"
-
-
-def _block_module(rest: "list[str]") -> "str | None":
-    """The module of a bottleneck block that the rest of a port key (after stage and block) addresses."""
-    if rest[:2] == ["0", "0"] and len(rest) == 3 and rest[2] in _BRANCH:
-        return _BRANCH[rest[2]]
-    if rest == ["0", "1"]:
-        return "downsample.0"
-    if rest == ["2"]:
-        return "bn_after_add"
-    return None
+    if parts[0].startswith("layer"):  # layerS.B.module[.0].field: stage S is the tree's module S + 3
+        return f"{int(parts[0][len('layer') :]) + 3}.{parts[1]}.{_BLOCK[parts[2]]}.{parts[-1]}"
+    return f"{_STEM[parts[0]]}.{parts[-1]}"
