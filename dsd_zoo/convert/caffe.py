@@ -30,12 +30,13 @@ model is read in seconds.
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -232,21 +233,12 @@ def read_caffemodel(source: Source) -> dict[str, list[np.ndarray]]:
 
 def _load(source: Source) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data, where = bytes(source), "<caffemodel bytes>"
+        where, size = "<caffemodel bytes>", memoryview(source).nbytes
     else:
-        path = Path(source)
-        where = str(path)
-        size = path.stat().st_size
-        if size > _MAX_FILE_BYTES:
-            raise FormatError(
-                f"{where}: {size} bytes is more than a protobuf message can hold; this is not a .caffemodel"
-            )
-        data = path.read_bytes()
-    if len(data) > _MAX_FILE_BYTES:
-        raise FormatError(
-            f"{where}: {len(data)} bytes is more than a protobuf message can hold; this is not a .caffemodel"
-        )
-    return data, where
+        where, size = str(source), Path(source).stat().st_size  # measured before the file is read
+    if size > _MAX_FILE_BYTES:
+        raise FormatError(f"{where}: {size} bytes is more than a protobuf message can hold; this is not a .caffemodel")
+    return bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes(), where
 
 
 def _parse(data: bytes, where: str) -> Any:
@@ -274,41 +266,24 @@ def _layers(net: Any, where: str) -> list[CaffeLayer]:
         )
     if not len(net.layer) and not len(net.layers):
         raise FormatError(f"{where}: no layers found; this is not a .caffemodel (or it is empty)")
+    new = len(net.layer) > 0
     out = []
-    if len(net.layer):
-        for i, lp in enumerate(net.layer):
-            name = _text(lp.name, where, f"layer #{i} name")
-            out.append(_layer(name, _text(lp.type, where, f"layer {name!r} type"), lp.bottom, lp.top, lp.blobs, where))
-    else:
-        for i, lp in enumerate(net.layers):
-            if lp.HasField("layer"):  # V0: name, type and blobs live in the nested message
-                v0 = lp.layer
-                name = _text(v0.name, where, f"layer #{i} name")
-                raw_type = _text(v0.type, where, f"layer {name!r} type")
-                out.append(_layer(name, _V0_TYPES.get(raw_type, raw_type), lp.bottom, lp.top, v0.blobs, where))
-            else:
-                name = _text(lp.name, where, f"layer #{i} name")
-                out.append(_layer(name, _v1_type(lp.type, where, name), lp.bottom, lp.top, lp.blobs, where))
+    for i, lp in enumerate(net.layer if new else net.layers):
+        v0 = not new and lp.HasField("layer")
+        own = lp.layer if v0 else lp  # V0 keeps name, type and blobs in a nested message
+        name = _text(own.name, where, f"layer #{i} name")
+        if new or v0:
+            raw_type = _text(own.type, where, f"layer {name!r} type")
+            type_ = _V0_TYPES.get(raw_type, raw_type) if v0 else raw_type
+        elif lp.type in _V1_TYPE_IDS:
+            type_ = V1_LAYER_TYPES.get(_V1_TYPE_IDS[lp.type], "")
+        else:
+            raise FormatError(f"{where}: layer {name!r} has unknown V1 layer type {lp.type}")
+        bottom = tuple(_text(b, where, f"layer {name!r} bottom") for b in lp.bottom)
+        top = tuple(_text(t, where, f"layer {name!r} top") for t in lp.top)
+        blobs = [_blob_array(blob, where, name, j) for j, blob in enumerate(own.blobs)]
+        out.append(CaffeLayer(name, type_, bottom, top, blobs))
     return out
-
-
-def _layer(
-    name: str, type_: str, bottom: Iterable[bytes], top: Iterable[bytes], blobs: Sequence[Any], where: str
-) -> CaffeLayer:
-    return CaffeLayer(
-        name=name,
-        type=type_,
-        bottom=tuple(_text(b, where, f"layer {name!r} bottom") for b in bottom),
-        top=tuple(_text(t, where, f"layer {name!r} top") for t in top),
-        blobs=[_blob_array(b, where, name, j) for j, b in enumerate(blobs)],
-    )
-
-
-def _v1_type(number: int, where: str, name: str) -> str:
-    enum_name = _V1_TYPE_IDS.get(number)
-    if enum_name is None:
-        raise FormatError(f"{where}: layer {name!r} has unknown V1 layer type {number}")
-    return V1_LAYER_TYPES.get(enum_name, "")
 
 
 def _text(raw: bytes, where: str, what: str) -> str:
@@ -333,13 +308,9 @@ def _blob_array(blob: Any, where: str, layer: str, index: int) -> np.ndarray:
     if count > _MAX_COUNT or any(d > _MAX_COUNT for d in shape):
         size = f"{count} elements" if count > _MAX_COUNT else f"an axis of {max(shape)}"
         raise FormatError(f"{what}: shape {tuple(shape)} has {size}, more than Caffe allows ({_MAX_COUNT})")
-    dtype: np.dtype
-    native: type[np.floating]
-    if len(blob.double_data):
-        chunks, dtype, native = blob.double_data, np.dtype("<f8"), np.float64
-    else:
-        chunks, dtype, native = blob.data, np.dtype("<f4"), np.float32
-    raw = b"".join(chunks)
+    double = len(blob.double_data) > 0
+    dtype = np.dtype("<f8" if double else "<f4")
+    raw = b"".join(blob.double_data if double else blob.data)
     if len(raw) % dtype.itemsize or len(raw) // dtype.itemsize != count:
         raise FormatError(
             f"{what}: shape {tuple(shape)} needs {count} values but the blob "
@@ -347,20 +318,56 @@ def _blob_array(blob: Any, where: str, layer: str, index: int) -> np.ndarray:
             "the file is corrupt"
         )
     # astype copies: the caller gets a writable array that does not pin the file's bytes.
-    return np.frombuffer(raw, dtype=dtype).astype(native).reshape(shape)
+    return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("=")).reshape(shape)
 
 
 def _check_unique(layers: list[CaffeLayer], where: str) -> None:
     # Blobless duplicates (e.g. a TRAIN and a TEST data layer) are harmless; two weighted
     # layers with one name would make the name -> blobs mapping ambiguous.
-    seen: dict[str, bool] = {}
+    counts = collections.Counter(layer.name for layer in layers)
     for layer in layers:
-        has_blobs = bool(layer.blobs)
-        if layer.name in seen and (has_blobs or seen[layer.name]):
+        if layer.blobs and counts[layer.name] > 1:
             raise FormatError(
                 f"{where}: two layers named {layer.name!r} carry blobs; cannot tell which weights belong to which"
             )
-        seen[layer.name] = seen.get(layer.name, False) or has_blobs
+
+
+#: The private schema: message -> (field, number, repeated, type), the type a scalar type or another
+#: message of the schema. Strings are declared as bytes so that UTF-8 is checked here, with a useful
+#: message; V1's type enum as int32, which has the same wire encoding and never rejects values.
+_SCHEMA = {
+    "BlobShape": [("dim", 1, True, "int64")],
+    "BlobProto": [
+        ("num", 1, False, "int64"),
+        ("channels", 2, False, "int64"),
+        ("height", 3, False, "int64"),
+        ("width", 4, False, "int64"),
+        ("data", 5, True, "bytes"),
+        ("shape", 7, False, "BlobShape"),
+        ("double_data", 8, True, "bytes"),
+    ],
+    "LayerParameter": [
+        ("name", 1, False, "bytes"),
+        ("type", 2, False, "bytes"),
+        ("bottom", 3, True, "bytes"),
+        ("top", 4, True, "bytes"),
+        ("blobs", 7, True, "BlobProto"),
+    ],
+    "V0LayerParameter": [("name", 1, False, "bytes"), ("type", 2, False, "bytes"), ("blobs", 50, True, "BlobProto")],
+    "V1LayerParameter": [
+        ("layer", 1, False, "V0LayerParameter"),
+        ("bottom", 2, True, "bytes"),
+        ("top", 3, True, "bytes"),
+        ("name", 4, False, "bytes"),
+        ("type", 5, False, "int32"),
+        ("blobs", 6, True, "BlobProto"),
+    ],
+    "NetParameter": [
+        ("name", 1, False, "bytes"),
+        ("layers", 2, True, "V1LayerParameter"),
+        ("layer", 100, True, "LayerParameter"),
+    ],
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -369,70 +376,20 @@ def _net_parameter_class() -> type:
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     fd = descriptor_pb2.FieldDescriptorProto
-    optional, repeated = fd.LABEL_OPTIONAL, fd.LABEL_REPEATED
     package = "dsd_zoo_caffe_min"
     file_proto = descriptor_pb2.FileDescriptorProto(name="dsd_zoo_caffe_min.proto", package=package, syntax="proto2")
-
-    def message(name: str, fields: list[tuple[str, int, int, int, str]]) -> None:
-        msg = file_proto.message_type.add(name=name)
-        for field_name, number, label, type_, type_name in fields:
-            field = msg.field.add(name=field_name, number=number, label=label, type=type_)
-            if type_name:
-                field.type_name = f".{package}.{type_name}"
-
-    int64, bytes_, msg_ = fd.TYPE_INT64, fd.TYPE_BYTES, fd.TYPE_MESSAGE
-    # Strings are declared as bytes so that UTF-8 is checked here, with a useful message.
-    message("BlobShape", [("dim", 1, repeated, int64, "")])
-    message(
-        "BlobProto",
-        [
-            ("num", 1, optional, int64, ""),
-            ("channels", 2, optional, int64, ""),
-            ("height", 3, optional, int64, ""),
-            ("width", 4, optional, int64, ""),
-            ("data", 5, repeated, bytes_, ""),
-            ("shape", 7, optional, msg_, "BlobShape"),
-            ("double_data", 8, repeated, bytes_, ""),
-        ],
-    )
-    message(
-        "LayerParameter",
-        [
-            ("name", 1, optional, bytes_, ""),
-            ("type", 2, optional, bytes_, ""),
-            ("bottom", 3, repeated, bytes_, ""),
-            ("top", 4, repeated, bytes_, ""),
-            ("blobs", 7, repeated, msg_, "BlobProto"),
-        ],
-    )
-    message(
-        "V0LayerParameter",
-        [
-            ("name", 1, optional, bytes_, ""),
-            ("type", 2, optional, bytes_, ""),
-            ("blobs", 50, repeated, msg_, "BlobProto"),
-        ],
-    )
-    message(
-        "V1LayerParameter",
-        [
-            ("layer", 1, optional, msg_, "V0LayerParameter"),
-            ("bottom", 2, repeated, bytes_, ""),
-            ("top", 3, repeated, bytes_, ""),
-            ("name", 4, optional, bytes_, ""),
-            # An enum in caffe.proto; int32 has the same wire encoding and never rejects values.
-            ("type", 5, optional, fd.TYPE_INT32, ""),
-            ("blobs", 6, repeated, msg_, "BlobProto"),
-        ],
-    )
-    message(
-        "NetParameter",
-        [
-            ("name", 1, optional, bytes_, ""),
-            ("layers", 2, repeated, msg_, "V1LayerParameter"),
-            ("layer", 100, repeated, msg_, "LayerParameter"),
-        ],
-    )
+    for name, fields in _SCHEMA.items():
+        message = file_proto.message_type.add(name=name)
+        for field_name, number, repeated, type_ in fields:
+            label = fd.LABEL_REPEATED if repeated else fd.LABEL_OPTIONAL
+            if type_ in _SCHEMA:
+                message.field.add(
+                    name=field_name, number=number, label=label, type=fd.TYPE_MESSAGE, type_name=f".{package}.{type_}"
+                )
+            else:
+                message.field.add(
+                    name=field_name, number=number, label=label, type=getattr(fd, f"TYPE_{type_.upper()}")
+                )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file_proto)
     descriptor = pool.FindMessageTypeByName(f"{package}.NetParameter")
