@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional
 
 from ..atomic import PathLike, file_in_the_way, write_safetensors
 from ..digests import hash_file
@@ -68,13 +68,6 @@ class SavedConversion(NamedTuple):
     report: Dict[str, Any]
 
 
-def _entry(model_name: str, manifest: Optional[Manifest]) -> Tuple[ModelEntry, Manifest]:
-    manifest = manifest or load_manifest()
-    if model_name not in manifest.models:
-        raise UnknownModelError(f"unknown model {model_name!r}; known: {', '.join(manifest.models)}")
-    return manifest.models[model_name], manifest
-
-
 def convert_file(
     src_path: PathLike,
     model_name: str,
@@ -101,7 +94,10 @@ def convert_file(
         FormatError: the file is malformed.
         UnknownModelError: ``model_name`` is not in the manifest.
     """
-    entry, manifest = _entry(model_name, manifest)
+    manifest = manifest or load_manifest()
+    if model_name not in manifest.models:
+        raise UnknownModelError(f"unknown model {model_name!r}; known: {', '.join(manifest.models)}")
+    entry = manifest.models[model_name]
     original = original or original_for_file(entry, src_path)
     if original is None:
         raise ConversionError(
@@ -109,34 +105,40 @@ def convert_file(
             f"(dsd_zoo.get_model({model_name!r}))"
         )
     fmt = original.format
-    source = f"{Path(src_path).name} ({fmt}, model {model_name})"
-    _check_file_kind(src_path, model_name, original, manifest)
-    if fmt == "caffemodel":
-        state_dict, report = map_caffe_blobs(read_caffemodel(os.fspath(src_path)), entry.arch, source=source)
-    elif fmt == "torch7":
-        state_dict, report = map_fb_resnet(read_t7(os.fspath(src_path)), entry.arch, source=source)
-    elif fmt == "pytorch":
-        if original.digest is None:
-            raise ConversionError(
-                f"{model_name}: a PyTorch file is unpickled only after its published digest "
-                "matched, and the manifest gives none for it"
-            )
-        state_dict, report = map_port(read_port(src_path, original.digest), entry.arch, source=source)
-    elif fmt == "deep-compression":
-        state_dict, report = read_net(src_path, entry.arch, source=source)
-    else:
+    if fmt not in _SNIFFED:
         raise ConversionError(
             f"{model_name}: its original format is {fmt!r}; only caffemodel, torch7, pytorch and "
             "deep-compression files are converted"
         )
+    source = f"{Path(src_path).name} ({fmt}, model {model_name})"
+    _check_file_kind(src_path, model_name, original, manifest)
+    if fmt == "caffemodel":
+        state_dict, report = map_caffe_blobs(read_caffemodel(src_path), entry.arch, source=source)
+    elif fmt == "torch7":
+        state_dict, report = map_fb_resnet(read_t7(src_path), entry.arch, source=source)
+    elif fmt == "deep-compression":
+        state_dict, report = read_net(src_path, entry.arch, source=source)
+    elif original.digest is None:
+        raise ConversionError(
+            f"{model_name}: a PyTorch file is unpickled only after its published digest "
+            "matched, and the manifest gives none for it"
+        )
+    else:
+        state_dict, report = map_port(read_port(src_path, original.digest), entry.arch, source=source)
     # The file says which model and architecture it holds, whatever the mapping reported.
     report = {**report, "model": model_name, "arch": entry.arch, "source_format": fmt}
     return Conversion(state_dict, report)
 
 
 _EXTENSIONS = {"caffemodel": ".caffemodel", "torch7": ".t7", "deep-compression": ".net", "pytorch": ".pth"}
-# What dsd_zoo.sniff sees for each original format (a PyTorch file is a zip or, before 2020, a pickle).
-_SNIFFED = {"caffemodel": ("caffemodel",), "torch7": ("torch7",), "pytorch": ("zip", "pickle"), "deep-compression": ()}
+# What dsd_zoo.sniff sees for each format converted (a PyTorch file is a zip or, before 2020, a
+# pickle); a .net file has no magic bytes: its kind is found by decoding it.
+_SNIFFED = {
+    "caffemodel": ("caffemodel",),
+    "torch7": ("torch7",),
+    "pytorch": ("zip", "pickle"),
+    "deep-compression": ("deep-compression",),
+}
 
 
 def _check_file_kind(path: PathLike, model_name: str, original: OriginalRecord, manifest: Manifest) -> None:
@@ -147,12 +149,12 @@ def _check_file_kind(path: PathLike, model_name: str, original: OriginalRecord, 
     """
     kind = sniff(path)
     if kind is None and original.format in ("caffemodel", "torch7"):
-        kind = "deep-compression" if _deep_compression_model(path, manifest) else None
-        if kind is None:
+        if not _deep_compression_model(path, manifest):
             raise FormatError(
                 f"{path} is not {FORMAT_NAMES[original.format]} ({model_name}'s original format), "
                 "nor any other format dsd-zoo knows: a damaged or wrong file"
             )
+        kind = "deep-compression"
     if kind is None or kind in _SNIFFED[original.format]:
         return
     fitting = sorted(
@@ -160,7 +162,7 @@ def _check_file_kind(path: PathLike, model_name: str, original: OriginalRecord, 
             name
             for name, entry in manifest.models.items()
             for other in entry.originals
-            if kind in _SNIFFED[other.format] or (kind == "deep-compression" and other.format == kind)
+            if kind in _SNIFFED.get(other.format, ())
         }
     )
     advice = f"; convert it as {' or '.join(f'--model {name}' for name in fitting)}" if fitting else ""
@@ -184,8 +186,7 @@ def _deep_compression_model(path: PathLike, manifest: Manifest) -> bool:
 def original_for_file(entry: ModelEntry, path: PathLike) -> Optional[OriginalRecord]:
     """The original of ``entry`` that a file named ``path`` is: by its extension, else the authors' own."""
     suffix = Path(path).suffix.lower()
-    matching = [original for original in entry.originals if _EXTENSIONS.get(original.format) == suffix]
-    return matching[0] if matching else entry.original
+    return next((other for other in entry.originals if _EXTENSIONS.get(other.format) == suffix), entry.original)
 
 
 def extension(original: OriginalRecord) -> str:
@@ -199,7 +200,6 @@ def conversion_metadata(
     report: Mapping[str, Any],
     *,
     source_name: Optional[str] = None,
-    source_sha256: Optional[str] = None,
 ) -> Dict[str, str]:
     """The safetensors ``__metadata__`` of a converted file: provenance, as strings.
 
@@ -209,15 +209,13 @@ def conversion_metadata(
     (JSON list). Nothing that varies between runs or dsd-zoo releases is recorded, so the
     same source converts to the same bytes, which the published sha256 can then check.
     """
-    if source_sha256 is None:
-        source_sha256 = hash_file(src_path, ("sha256",))["sha256"]
     return {
         "format": "pt",
         "model": model_name,
         "arch": str(report.get("arch", "")),
         "source_file": source_name or Path(src_path).name,
         "source_format": str(report.get("source_format", "")),
-        "source_sha256": source_sha256,
+        "source_sha256": hash_file(src_path, ("sha256",))["sha256"],
         "converter_version": CONVERTER_VERSION,
         "conversion_options": json.dumps(report.get("options", {}), sort_keys=True),
         "conversion_warnings": json.dumps(report.get("warnings", [])),
