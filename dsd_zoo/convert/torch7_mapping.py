@@ -34,8 +34,10 @@ import math
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from ..errors import ConversionError
+from ..models import ARCHITECTURES
 from .tensors import array_to_tensor, check_against_architecture
 
 __all__ = ["FB_RESNET_ARCHS", "TORCH_EPS", "map_fb_resnet"]
@@ -108,27 +110,26 @@ class _TreeMapper:
         self.running_std: List[str] = []
         self.eps_folded: Dict[str, float] = {}
         self.reshaped: List[str] = []
+        self.typenames: collections.Counter = collections.Counter()
 
     def error(self, path: str, key: str, message: str) -> ConversionError:
         target = f" (-> {key})" if key else ""
         return ConversionError(f"{self.source}: t7 module {path}{target}: {message}")
 
-    def expect(self, obj: Any, path: str, key: str, kind: str) -> None:
-        typename = _typename(obj)
-        if _KIND_OF.get(typename) != kind:
-            raise self.error(path, key, f"expected {kind} ({' or '.join(_TYPES[kind])}), found {_describe(obj)}")
-
     def children(
         self, obj: Any, path: str, key: str, kind: str, layout: Sequence[str], hint: str = "", depth: int = 1
     ) -> list:
-        """The children of a container, whose kinds must be exactly ``layout``."""
-        self.expect(obj, path, key, kind)
+        """The children of a container, whose kinds must be exactly ``layout`` (so that the methods
+        given a child need not check its kind again; only the root's kind is checked here)."""
+        if _KIND_OF.get(_typename(obj)) != kind:
+            raise self.error(path, key, f"expected {kind} ({' or '.join(_TYPES[kind])}), found {_describe(obj)}")
         modules = getattr(obj, "modules", None)
         if not isinstance(modules, (list, tuple)):
             raise self.error(path, key, f"{kind} has no list of modules (found {type(modules).__name__})")
         found = [_KIND_OF.get(_typename(child), _typename(child)) for child in modules]
         if found != list(layout):
             raise self.error(path, key, f"expected {kind}[{', '.join(layout)}], found {_describe(obj, depth)}{hint}")
+        self.typenames.update(_typename(child) for child in modules)
         return list(modules)
 
     def number(self, obj: Any, field: str, path: str, key: str, default: Any = None) -> float:
@@ -161,7 +162,6 @@ class _TreeMapper:
         return array_to_tensor(array, f"{self.source}: t7 module {path} {field}")
 
     def conv(self, obj: Any, path: str, key: str, module: Any) -> None:
-        self.expect(obj, path, key, "conv")
         (kh, kw), (sh, sw), (ph, pw) = module.kernel_size, module.stride, module.padding
         self.check_fields(
             obj,
@@ -191,9 +191,6 @@ class _TreeMapper:
         self.state[f"{key}.bias"] = self.tensor(obj, "bias", path, key + ".bias", (module.out_channels,))
 
     def batch_norm(self, obj: Any, path: str, key: str, module: Any) -> None:
-        import torch
-
-        self.expect(obj, path, key, "BN")
         shape = (module.num_features,)
         eps = self.number(obj, "eps", path, key)
         if not 0 <= eps < 1:
@@ -218,13 +215,7 @@ class _TreeMapper:
         self.state[f"{key}.running_var"] = var.float()
         self.state[f"{key}.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
 
-    def linear(self, obj: Any, path: str, key: str, module: Any) -> None:
-        self.expect(obj, path, key, "Linear")
-        self.state[f"{key}.weight"] = self.tensor(obj, "weight", path, key + ".weight", tuple(module.weight.shape))
-        self.state[f"{key}.bias"] = self.tensor(obj, "bias", path, key + ".bias", (module.out_features,))
-
-    def pool(self, obj: Any, path: str, kind: str, kernel: int, stride: int, padding: int) -> None:
-        self.expect(obj, path, "", kind)
+    def pool(self, obj: Any, path: str, kernel: int, stride: int, padding: int) -> None:
         self.check_fields(obj, path, "", {"kH": kernel, "kW": kernel, "dH": stride, "dW": stride})
         self.check_fields(obj, path, "", {"padH": padding, "padW": padding}, default=0)  # nn before padding: 0
         ceil_mode = getattr(obj, "ceil_mode", False)
@@ -263,7 +254,6 @@ class _TreeMapper:
             map_module = {"conv": self.conv, "BN": self.batch_norm}.get(kind)
             if map_module is not None:
                 map_module(branch[index], f"{path}[0][0][{index}]", f"{key}.{name}", getattr(block, name))
-        self.expect(top[1], f"{path}[1]", key, "CAddTable")
         if bottleneck:
             self.batch_norm(top[2], f"{path}[2]", f"{key}.bn_after_add", block.bn_after_add)
 
@@ -271,7 +261,7 @@ class _TreeMapper:
         top = self.children(tree, "model", "", "Sequential", _TOP)
         self.conv(top[0], "model[0]", "conv1", model.conv1)
         self.batch_norm(top[1], "model[1]", "bn1", model.bn1)
-        self.pool(top[3], "model[3]", "maxpool", 3, 2, 1)
+        self.pool(top[3], "model[3]", 3, 2, 1)
         for stage in range(4):
             name = f"layer{stage + 1}"
             torch_stage = getattr(model, name)
@@ -281,18 +271,9 @@ class _TreeMapper:
             for index, (obj, block) in enumerate(zip(blocks, torch_stage)):
                 self.block(obj, f"model[{4 + stage}][{index}]", f"{name}.{index}", block, bottleneck)
         # A 7x7/1 average pool equals the architecture's global pool at the 224 evaluation crop.
-        self.pool(top[8], "model[8]", "avgpool", 7, 1, 0)
-        self.linear(top[10], "model[10]", "fc", model.fc)
-
-
-def _count_typenames(tree: Any, counts: collections.Counter) -> collections.Counter:
-    # Called once the layout was checked: the containers form a finite tree. Other modules'
-    # fields are never followed (a hostile file could make them cycle).
-    counts[_typename(tree)] += 1
-    if _KIND_OF.get(_typename(tree)) in ("Sequential", "ConcatTable"):
-        for child in tree.modules:
-            _count_typenames(child, counts)
-    return counts
+        self.pool(top[8], "model[8]", 7, 1, 0)
+        self.state["fc.weight"] = self.tensor(top[10], "weight", "model[10]", "fc.weight", tuple(model.fc.weight.shape))
+        self.state["fc.bias"] = self.tensor(top[10], "bias", "model[10]", "fc.bias", (model.fc.out_features,))
 
 
 def map_fb_resnet(tree: Any, arch: str, *, source: str = "<t7 tree>") -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -314,30 +295,23 @@ def map_fb_resnet(tree: Any, arch: str, *, source: str = "<t7 tree>") -> Tuple[D
         ConversionError: the tree's layout differs from the released fb.resnet.torch layout of
             ``arch`` anywhere; the message names the module's path and what was found.
     """
-    import torch
-
-    from ..models import ARCHITECTURES
-
     if arch not in FB_RESNET_ARCHS:
         raise ConversionError(f"{source}: Torch7 mappings exist for {FB_RESNET_ARCHS}, not {arch!r}")
     with torch.device("meta"):
         model = ARCHITECTURES[arch].build()
     mapper = _TreeMapper(source)
+    mapper.typenames[_typename(tree)] += 1  # the root; every other module is counted in its parent
     mapper.network(tree, model, bottleneck=arch == "fb_resnet50")
     check_against_architecture(mapper.state, arch, source)
-    warnings = []
-    if mapper.eps_folded:
-        warnings.append(
-            f"{len(mapper.eps_folded)} BatchNorm layer(s) use eps "
-            f"{sorted(set(mapper.eps_folded.values()))}; folded into running_var for PyTorch's {TORCH_EPS}"
-        )
+    folded = sorted(set(mapper.eps_folded.values()))
+    warning = f"{len(mapper.eps_folded)} BatchNorm layer(s) use eps {folded}; folded into running_var for PyTorch's {TORCH_EPS}"
     report = {
         "arch": arch,
-        "typenames": dict(sorted(_count_typenames(tree, collections.Counter()).items())),
+        "typenames": dict(sorted(mapper.typenames.items())),
         "running_std_converted": mapper.running_std,
         "bn_eps_folded": mapper.eps_folded,
         "reshaped_mm_weights": mapper.reshaped,
         "options": {"bn_eps": TORCH_EPS},
-        "warnings": warnings,
+        "warnings": [warning] if folded else [],
     }
     return mapper.state, report
