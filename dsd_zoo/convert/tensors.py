@@ -9,21 +9,17 @@ import functools
 from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
+import torch
 
 from ..errors import ConversionError, WeightsError
 from ..loading import check_state_dict
+from ..models import ARCHITECTURES
 
 __all__ = ["architecture_shapes", "array_to_tensor", "check_against_architecture"]
 
 
 @functools.lru_cache(maxsize=None)
 def _shapes(arch: str, build_items: Tuple[Tuple[str, Any], ...]) -> Mapping[str, Tuple[int, ...]]:
-    import torch
-
-    from ..models import ARCHITECTURES
-
-    if arch not in ARCHITECTURES:
-        raise ConversionError(f"no mapping for architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
     # The meta device gives every shape without allocating VGG16's 550 MB.
     with torch.device("meta"):
         model = ARCHITECTURES[arch].build(**dict(build_items))
@@ -40,8 +36,6 @@ def array_to_tensor(array: Any, where: str):
 
     ``where`` names the source tensor in the error message.
     """
-    import torch
-
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
         raise ConversionError(
             f"{where}: expected a numeric array, got {type(array).__name__}"
