@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import FormatError
 
-__all__ = ["LayerLayout", "WEIGHTED_NAME_PARTS", "codebook_bits", "read_deep_compression"]
+__all__ = ["LayerLayout", "WEIGHTED_NAME_PARTS", "read_deep_compression"]
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 #: (layer name, weight shape, bias length), in file order.
@@ -45,11 +45,6 @@ WEIGHTED_NAME_PARTS = ("conv", "fc", "ip")
 _MAX_SPAN = 16
 # Zeros allowed after a layer's last stored entry beyond what its entries reach (4 MB of float32).
 _MAX_TRAILING_ZEROS = 2**20
-
-
-def codebook_bits(layer_name: str) -> int:
-    """The code width of a layer: 8 bits for names containing ``conv``, else 4."""
-    return 8 if "conv" in layer_name else 4
 
 
 def read_deep_compression(source: Source, layers: Sequence[LayerLayout]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -78,9 +73,10 @@ def read_deep_compression(source: Source, layers: Sequence[LayerLayout]) -> dict
         data, where = Path(source).read_bytes(), str(source)
     stream = _Stream(data, where)
     counts = stream.array("<u4", len(layers), "the per-layer entry counts")
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for (name, shape, bias_len), nz in zip(layers, counts.tolist()):
-        out[name] = _decode_layer(stream, name, shape, bias_len, nz)
+    out = {
+        name: _decode_layer(stream, name, shape, bias_len, nz)
+        for (name, shape, bias_len), nz in zip(layers, counts.tolist())
+    }
     if stream.pos != len(data):
         raise FormatError(
             f"{where}: {len(data) - stream.pos} bytes left over after the last "
@@ -124,10 +120,7 @@ class _Stream:
 
 
 def _nibbles(packed: np.ndarray, count: int) -> np.ndarray:
-    out = np.empty(2 * len(packed), dtype=np.uint8)
-    out[0::2] = packed & 0x0F  # low nibble first
-    out[1::2] = packed >> 4
-    return out[:count]
+    return np.stack([packed & 0x0F, packed >> 4], axis=1).reshape(-1)[:count]  # low nibble first
 
 
 def _decode_layer(
@@ -149,7 +142,7 @@ def _decode_layer(
             f"only {nz} entries, which cover at most {_MAX_SPAN * nz}; the layer list "
             "does not match the file"
         )
-    bits = codebook_bits(name)
+    bits = 8 if "conv" in name else 4  # the code width
     codebook = stream.array("<f4", 2**bits, f"layer {name!r} codebook").astype(np.float32)
     bias = stream.array("<f4", bias_len, f"layer {name!r} bias").astype(np.float32)
     if bits == 8:
