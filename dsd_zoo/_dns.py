@@ -33,8 +33,9 @@ def resolution_failure(exc: BaseException) -> Optional[socket.gaierror]:
     return None
 
 
-def describe(host: str, error: socket.gaierror) -> str:
-    """One line: which name did not resolve and what the resolver said."""
+def describe(url: str, error: socket.gaierror) -> str:
+    """One line: which name (``url``'s host) did not resolve and what the resolver said."""
+    host = urlsplit(url).hostname or url
     return f"the host name {host!r} does not resolve ({error.strerror or error}): check the address, or the network"
 
 
@@ -49,5 +50,5 @@ def unresolvable_host(url: str) -> Optional[str]:
     try:
         socket.getaddrinfo(host, None)
     except socket.gaierror as exc:
-        return describe(host, exc)
+        return describe(url, exc)
     return None

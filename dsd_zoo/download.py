@@ -70,7 +70,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
-from urllib.parse import urlsplit
 
 import requests
 
@@ -104,10 +103,9 @@ TRUST_ENV = "DSD_ZOO_TRUST_UNVERIFIED"
 TIMEOUT_ENV = "DSD_ZOO_TIMEOUT"
 RETRIES_ENV = "DSD_ZOO_RETRIES"
 BACKOFF_ENV = "DSD_ZOO_RETRY_BACKOFF"
+# True flags, as huggingface_hub also reads its HF_* flags (where anything else is false).
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
-# huggingface_hub's own reading of its HF_* flags: these are true, anything else false.
-_HF_TRUE = {"1", "on", "yes", "true"}
 # Answers that say "try again later" rather than "this will never work".
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 60.0
@@ -123,8 +121,7 @@ _HASH_BACKLOG = 8
 class _Settings:
     """Network behaviour, read from the environment once per call."""
 
-    connect_timeout: float
-    read_timeout: float
+    timeout: tuple[float, float]  # (connect, read)
     attempts: int
     backoff: float
     progress: bool
@@ -139,29 +136,23 @@ class _Settings:
         backoff = _env_number(BACKOFF_ENV, os.environ.get(BACKOFF_ENV, "1"), float)
         if attempts < 1 or not 0 <= backoff < math.inf:
             raise SettingError(f"${RETRIES_ENV} must be >= 1 and ${BACKOFF_ENV} >= 0")
-        return cls(timeouts[0], timeouts[-1], attempts, backoff, progress)
-
-    @property
-    def timeout(self) -> tuple[float, float]:
-        return (self.connect_timeout, self.read_timeout)
+        return cls((timeouts[0], timeouts[-1]), attempts, backoff, progress)
 
 
-class _Transient(Exception):
-    """A failure worth retrying on the same source (timeout, reset, 5xx).
+class _SourceError(Exception):
+    """A source that cannot give the file: the next one is tried, or this one again if ``transient``.
 
-    ``retry_after`` is the wait in seconds that the server asked for (``Retry-After``), if any.
+    ``transient``: worth retrying on the same source (timeout, reset, 5xx); ``retry_after``: the
+    wait in seconds that the server asked for (``Retry-After``), if any; ``status``: the HTTP
+    answer that said so, if any.
     """
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, transient: bool = False, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
+        self.transient = transient
         self.retry_after = retry_after
-
-
-class _SourceFailed(Exception):
-    """A source that cannot give the file; the next one is tried. ``status``: the HTTP answer that said so, if any."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
         self.status = status
 
 
@@ -205,52 +196,35 @@ def fetch(
     trust_unverified = _flag(trust_unverified, TRUST_ENV)
     root = cache.resolve_cache_dir(cache_dir)
     final = root / record.file
-    # Offline, the only source is a copy huggingface_hub already holds (looked for only when the
-    # dsd-zoo cache has no file by that name, so that a cache hit costs no huggingface_hub import).
-    hub_copy = None
-    if offline and record.hf is not None and not os.path.lexists(final):
-        hub_copy = _HubSource(record.hf, local_only=True)
-        if not hub_copy.is_cached():
-            hub_copy = None
-    if not offline or hub_copy is not None:  # something may be written into the cache
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            if offline:  # offline the failure to report is "not available", with the reason why
+    sources = _sources(record)
+    if offline:
+        # The only source is a copy huggingface_hub already holds (looked for only when the dsd-zoo
+        # cache has no file by that name, so that a cache hit costs no huggingface_hub import).
+        hub_copy = _HubSource(record.hf, local_only=True) if record.hf and not os.path.lexists(final) else None
+        sources = [hub_copy] if hub_copy is not None and hub_copy.is_cached() else []
+    try:
+        if sources or not offline:  # something may be written into the cache
+            _make_cache_dir(root)
+        with cache.claim(final, record.digest, record.size) as entry:
+            if entry.hit is not None:
+                logger.debug("verified cache hit: %s", final)
+                return final
+            if offline and not sources:
                 raise OfflineError(
-                    f"{record.file} is in the Hugging Face cache but cannot be taken into the dsd-zoo "
-                    f"cache {root} ({exc.strerror or exc}), and offline mode is on; set "
-                    f"${cache.CACHE_ENV} to a writable directory"
-                ) from exc
-            raise _unwritable_cache(root, exc) from exc
-    with cache.claim(final, record.digest, record.size) as entry:
-        if entry.hit is not None:
-            logger.debug("verified cache hit: %s", final)
-            return final
-        digest, size = _expected(record, final)
-        if offline and hub_copy is None:
-            raise OfflineError(
-                f"{record.file} is not in the dsd-zoo cache ({final})"
-                f"{' nor in the Hugging Face cache' if record.hf is not None else ''}, and offline mode is on "
-                f"({OFFLINE_ENV} / HF_HUB_OFFLINE or offline=True). Copy the file there from a machine that has "
-                "it, or turn offline mode off."
-            )
-        if digest is None and not trust_unverified:
-            raise UnverifiedSourceError(
-                f"{record.file} has no published digest, so what {_describe_sources(record)} serves cannot be "
-                "checked. To accept the first copy and pin its sha256 for every later download (trust on first "
-                f"use), pass trust_unverified=True or set {TRUST_ENV}=1."
-            )
-        if hub_copy is None:
-            return _download(record, entry, digest, size, settings, _sources(record))
-        try:
-            return _download(record, entry, digest, size, settings, [hub_copy])
-        except OfflineError:
+                    f"{record.file} is not in the dsd-zoo cache ({final})"
+                    f"{' nor in the Hugging Face cache' if record.hf is not None else ''}, and offline mode is on "
+                    f"({OFFLINE_ENV} / HF_HUB_OFFLINE or offline=True). Copy the file there from a machine that "
+                    "has it, or turn offline mode off."
+                )
+            return _download(record, entry, settings, sources, trust_unverified)
+    except DownloadError as exc:
+        if not offline or isinstance(exc, OfflineError):
             raise
-        except DownloadError as exc:  # a bad copy there, or a cache that cannot be written: offline, say so
-            raise OfflineError(
-                f"{record.file}: offline mode is on and the copy in the Hugging Face cache could not be used: {exc}"
-            ) from exc
+        # A bad copy there, or a cache that cannot be written: offline, the failure is "not available".
+        raise OfflineError(
+            f"{record.file} is in the Hugging Face cache but cannot be taken into the dsd-zoo cache, and "
+            f"offline mode is on: {exc}"
+        ) from exc
 
 
 def import_file(record: FileRecord, path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -267,15 +241,12 @@ def import_file(record: FileRecord, path: str | os.PathLike, *, cache_dir: str |
     """
     source = Path(path).expanduser()
     root = cache.resolve_cache_dir(cache_dir)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _unwritable_cache(root, exc) from exc
+    _make_cache_dir(root)
     final = root / record.file
     with cache.claim(final, record.digest, record.size) as entry:
         if entry.hit is None:
-            digest, size = _expected(record, final)
-            return _download(record, entry, digest, size, _Settings.from_env(progress=False), [_FileSource(source)])
+            settings = _Settings.from_env(progress=False)
+            return _download(record, entry, settings, [_FileSource(source)], trust_unverified=True)
         same = cache.check_file(source, Digest("sha256", entry.hit.sha256), entry.hit.size, rehash=True)
         if not same.verified:
             raise DownloadError(
@@ -285,19 +256,14 @@ def import_file(record: FileRecord, path: str | os.PathLike, *, cache_dir: str |
         return final
 
 
-def _unwritable_cache(root: Path, exc: OSError) -> DownloadError:
-    return DownloadError(
-        f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
-        f"set ${cache.CACHE_ENV} to a writable directory"
-    )
-
-
-def _expected(record: FileRecord, final: Path) -> tuple[Digest | None, int | None]:
-    """The digest and size a new copy of ``record`` must have: the record's, else those pinned on first use."""
-    pin = None if record.digest is not None else cache.pinned_stamp(final)
-    digest = record.digest or (Digest("sha256", pin.sha256) if pin is not None else None)
-    size = record.size if record.size is not None or pin is None else pin.size
-    return digest, size
+def _make_cache_dir(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(
+            f"cannot create the dsd-zoo cache directory {root}: {exc.strerror or exc}; "
+            f"set ${cache.CACHE_ENV} to a writable directory"
+        ) from exc
 
 
 def _shipped(record: FileRecord) -> Path:
@@ -323,19 +289,24 @@ def _sources(record: FileRecord) -> list["_Source"]:
 
 
 def _download(
-    record: FileRecord,
-    entry: cache.Entry,
-    digest: Digest | None,
-    size: int | None,
-    settings: _Settings,
-    sources: list["_Source"],
+    record: FileRecord, entry: cache.Entry, settings: _Settings, sources: list["_Source"], trust_unverified: bool
 ) -> Path:
     """Try each source in turn; the cache publishes the first copy that verifies."""
     final = entry.final
+    # A new copy must have the record's digest and size, else those pinned on first use.
+    pin = None if record.digest is not None else cache.pinned_stamp(final)
+    digest = record.digest or (Digest("sha256", pin.sha256) if pin is not None else None)
+    size = record.size if record.size is not None or pin is None else pin.size
+    first_use = digest is None  # trust on first use: whatever verifies by size is pinned
+    if first_use and not trust_unverified:
+        raise UnverifiedSourceError(
+            f"{record.file} has no published digest, so what {', '.join(map(str, sources)) or 'its (missing) sources'} "
+            "serves cannot be checked. To accept the first copy and pin its sha256 for every later download (trust "
+            f"on first use), pass trust_unverified=True or set {TRUST_ENV}=1."
+        )
     if not sources:
         raise NotAvailableError(f"{record.file} is not in the cache ({final}) and has no source to download it from.")
     _check_free_space(final.parent, size)
-    first_use = digest is None  # trust on first use: whatever verifies by size is pinned
     failures: list[str] = []
     for source in sources:
         try:
@@ -347,7 +318,7 @@ def _download(
                 pinned=record.digest is None,
                 source=str(source),
             )
-        except (_SourceFailed, IntegrityError) as exc:
+        except (_SourceError, IntegrityError) as exc:
             logger.warning("%s: %s", source, exc)
             failures.append(f"  {source}: {exc}")
             continue
@@ -414,52 +385,36 @@ class _HubSource(_Source):
         """Whether huggingface_hub's cache holds this file at this revision."""
         from huggingface_hub import try_to_load_from_cache
 
+        location = self.location
         try:
-            return isinstance(
-                try_to_load_from_cache(
-                    self.location.repo_id,
-                    self.location.filename,
-                    cache_dir=self._hub_cache(),
-                    revision=self.location.revision,
-                ),
-                str,
+            found = try_to_load_from_cache(
+                location.repo_id, location.filename, cache_dir=self._hub_cache(), revision=location.revision
             )
-        except ValueError:  # HFValidationError: a name the Hub refuses; hf_hub_download reports it
+        except (ValueError, OSError):  # a name the Hub refuses (hf_hub_download reports it), an unreadable cache
             return False
-        except OSError:  # an unreadable Hugging Face cache holds nothing this process can use
-            return False
+        return isinstance(found, str)
 
     def fetch_into(
         self, part: Path, digest: Digest | None, size: int | None, name: str, settings: _Settings
     ) -> dict[str, str]:
-        hub_cache = self._hub_cache()
         was_cached = self.is_cached()
         if not self.local_only and not was_cached:  # a cached copy is served without the network
             from huggingface_hub import constants
 
             unresolved = _dns.unresolvable_host(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
             if unresolved is not None:  # else huggingface_hub retries the name for about 20 s
-                raise _SourceFailed(unresolved)
-        hexdigests = _adopt(
-            self._download(hub_cache, settings, force=False),
-            part,
-            _algorithms(digest),
-            what="the Hugging Face cache's copy",
-        )
+                raise _SourceError(unresolved)
+        hexdigests = self._download(part, digest, settings, force=False)
         problem = cache.candidate_problem(part, hexdigests, digest, size)
         if problem and was_cached and not self.local_only:
             # huggingface_hub never re-checks its cache: a damaged copy there would fail forever.
             logger.warning("%s: the copy in the Hugging Face cache is bad (%s); downloading it again", self, problem)
             part.unlink()
-            hexdigests = _adopt(
-                self._download(hub_cache, settings, force=True),
-                part,
-                _algorithms(digest),
-                what="the Hugging Face cache's copy",
-            )
+            hexdigests = self._download(part, digest, settings, force=True)
         return hexdigests
 
-    def _download(self, hub_cache: str | None, settings: _Settings, force: bool) -> Path:
+    def _download(self, part: Path, digest: Digest | None, settings: _Settings, force: bool) -> dict[str, str]:
+        """Have huggingface_hub put the file in its cache (or find it there), and adopt that copy as ``part``."""
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError
 
@@ -471,15 +426,15 @@ class _HubSource(_Source):
                 self.location.filename,
                 revision=self.location.revision,
                 endpoint=os.environ.get("HF_ENDPOINT") or None,
-                cache_dir=hub_cache,
+                cache_dir=self._hub_cache(),
                 force_download=force,
                 local_files_only=self.local_only,
-                etag_timeout=settings.connect_timeout,
+                etag_timeout=settings.timeout[0],
                 tqdm_class=None if settings.progress else _silent_tqdm(),
             )
         except (OSError, ValueError, EntryNotFoundError, *http_errors) as exc:
-            raise _SourceFailed(f"{type(exc).__name__}: {first_line(exc)}") from exc
-        return Path(downloaded).resolve()
+            raise _SourceError(f"{type(exc).__name__}: {first_line(exc)}") from exc
+        return _adopt(Path(downloaded).resolve(), part, _algorithms(digest), what="the Hugging Face cache's copy")
 
 
 def _adopt(source: Path, part: Path, algorithms: set[str], *, what: str, link: bool = True) -> dict[str, str]:
@@ -497,7 +452,7 @@ def _adopt(source: Path, part: Path, algorithms: set[str], *, what: str, link: b
                     writer.write(chunk)
                 return writer.hexdigests()
     except OSError as exc:
-        raise _SourceFailed(f"cannot read {what} {source}: {exc.strerror or exc}") from exc
+        raise _SourceError(f"cannot read {what} {source}: {exc.strerror or exc}") from exc
 
 
 def _hard_link(source: Path, part: Path) -> bool:
@@ -582,17 +537,17 @@ class _UrlSource(_Source):
         with _get(session, self.request_url(session, settings), headers, settings) as response:
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if unverified and content_type in ("text/html", "application/xhtml+xml"):
-                raise _SourceFailed(
+                raise _SourceError(
                     f"the server answered with a web page ({content_type}), not the file; open "
                     f"{self.url} in a browser to see why (a login, a quota or a moved file)"
                 )
             total = self._total(response, writer, resume, size, bar)
             resume.remember(response)
             if size is not None and total is not None and total != size:
-                raise _SourceFailed(f"the server announces {total} bytes, expected {size}")
+                raise _SourceError(f"the server announces {total} bytes, expected {size}")
             _stream_into(response, writer, bar, size if size is not None else total)
             if total is not None and writer.written != total:
-                raise _Transient(f"connection closed after {writer.written} of {total} bytes")
+                raise _SourceError(f"connection closed after {writer.written} of {total} bytes", transient=True)
 
     def _total(
         self, response: requests.Response, writer: _PartWriter, resume: _Resume, size: int | None, bar: tqdm
@@ -601,20 +556,22 @@ class _UrlSource(_Source):
 
         A partial answer is taken only when it continues the same version where the part ends.
         """
-        if response.status_code == 206 and _range_start(response) == writer.written:
-            total = _range_total(response)
+        start, total = _content_range(response)
+        if response.status_code == 206 and start == writer.written:
             changed = resume.version_change(response, total)
             if changed:
                 # A server that ignored If-Range, or a file replaced within the validator's
                 # resolution, sent part of another version: never splice.
                 resume.validator = None
-                raise _Transient(f"the server sent part of a different version ({changed}); starting over")
+                raise _SourceError(
+                    f"the server sent part of a different version ({changed}); starting over", transient=True
+                )
             # "bytes a-b/*": the first answer's length still says when it is complete.
             return total if total is not None else resume.total
         if response.status_code != 200:  # a range other than the one asked for: start over
             resume.validator = None
             content_range = response.headers.get("Content-Range")
-            raise _Transient(f"HTTP {response.status_code} with Content-Range {content_range!r}")
+            raise _SourceError(f"HTTP {response.status_code} with Content-Range {content_range!r}", transient=True)
         if writer.written:
             logger.info("%s: the server sent the whole file again; restarting", self.url)
         total = _int_header(response, "Content-Length")
@@ -628,11 +585,11 @@ def _stream_into(response: requests.Response, writer: _PartWriter, bar: tqdm, li
     try:
         for chunk in response.iter_content(_NET_CHUNK):
             if limit is not None and writer.written + len(chunk) > limit:
-                raise _SourceFailed(f"the server sent more than the {limit} bytes expected")
+                raise _SourceError(f"the server sent more than the {limit} bytes expected")
             writer.write(chunk)
             bar.update(len(chunk))
     except requests.RequestException as exc:
-        raise _Transient(f"transfer broken after {writer.written} bytes ({first_line(exc)})") from exc
+        raise _SourceError(f"transfer broken after {writer.written} bytes ({first_line(exc)})", transient=True) from exc
 
 
 class _OneDriveSource(_UrlSource):
@@ -646,16 +603,13 @@ class _OneDriveSource(_UrlSource):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self._content_url: str | None = None
-        self._legacy = False
 
     def request_url(self, session: requests.Session, settings: _Settings) -> str:
-        if self._legacy:
-            return onedrive.legacy_content_url(self.url)
         if self._content_url is None:
             try:
-                self._content_url = onedrive.redeem(session, self.url, settings.timeout).content_url
+                self._content_url = onedrive.redeem(session, self.url, settings.timeout)
             except onedrive.OneDriveError as exc:
-                raise (_Transient if exc.transient else _SourceFailed)(str(exc)) from exc
+                raise _SourceError(str(exc), transient=exc.transient) from exc
         return self._content_url
 
     def _attempt(
@@ -670,29 +624,30 @@ class _OneDriveSource(_UrlSource):
     ) -> None:
         try:
             super()._attempt(session, writer, resume, size, bar, settings, unverified)
-        except _SourceFailed as exc:
-            if self._legacy or self._content_url is None or exc.status not in (401, 403, 404, 410):
+        except _SourceError as exc:
+            if self._content_url is None or exc.status not in (401, 403, 404, 410):
                 raise
             self._content_url = None
-            raise _Transient(f"the download link OneDrive gave was refused ({exc}); redeeming the share again") from exc
+            raise _SourceError(
+                f"the download link OneDrive gave was refused ({exc}); redeeming the share again", transient=True
+            ) from exc
 
     def fetch_into(
         self, part: Path, digest: Digest | None, size: int | None, name: str, settings: _Settings
     ) -> dict[str, str]:
         try:
             return super().fetch_into(part, digest, size, name, settings)
-        except _SourceFailed as exc:
+        except _SourceError as exc:
             browser_route = exc
         logger.warning("%s: %s; trying OneDrive's old anonymous API", self.url, browser_route)
         part.unlink(missing_ok=True)
-        self._legacy = True
+        legacy = _UrlSource(onedrive.legacy_content_url(self.url))
         try:
-            return super().fetch_into(part, digest, size, name, settings)
-        except _SourceFailed as exc:
-            legacy = f"{exc}, as it has answered anonymous visitors since mid-2024" if exc.status == 401 else str(exc)
-            raise _SourceFailed(
-                f"OneDrive, reached as a browser does: {browser_route}; OneDrive's old anonymous "
-                f"API ({onedrive.legacy_content_url(self.url)}): {legacy}"
+            return legacy.fetch_into(part, digest, size, name, settings)
+        except _SourceError as exc:
+            why = f"{exc}, as it has answered anonymous visitors since mid-2024" if exc.status == 401 else str(exc)
+            raise _SourceError(
+                f"OneDrive, reached as a browser does: {browser_route}; OneDrive's old anonymous API ({legacy}): {why}"
             ) from exc
 
 
@@ -721,12 +676,11 @@ class _Resume:
 
     def version_change(self, partial: requests.Response, total: int | None) -> str:
         """Why the 206 ``partial`` (of ``total`` bytes) is not of the remembered version; ``""`` if it is."""
-        etag = partial.headers.get("ETag")
-        if etag and self.validator and self.validator.startswith('"') and etag != self.validator:
-            return f"ETag {etag}, expected {self.validator}"
-        modified = partial.headers.get("Last-Modified")
-        if modified and self.validator and not self.validator.startswith('"') and modified != self.validator:
-            return f"Last-Modified {modified}, expected {self.validator}"
+        # The validator is a strong ETag (quoted) or a date.
+        header = "ETag" if self.validator and self.validator.startswith('"') else "Last-Modified"
+        sent = partial.headers.get(header)
+        if sent and self.validator and sent != self.validator:
+            return f"{header} {sent}, expected {self.validator}"
         if total is not None and self.total is not None and total != self.total:
             return f"{total} bytes in all, the first answer announced {self.total}"
         return ""
@@ -738,16 +692,18 @@ def _strong_last_modified(response: requests.Response) -> str | None:
     A date names one version only if the file could not change again within that second: RFC
     9110 8.8.2.2 asks for the server's ``Date`` to be at least one second later.
     """
-    modified, date = response.headers.get("Last-Modified"), response.headers.get("Date")
-    if modified is None or date is None:
-        return None
+    modified = response.headers.get("Last-Modified")
+    when, now = _http_date(modified), _http_date(response.headers.get("Date"))
+    return modified if when is not None and now is not None and (now - when).total_seconds() >= 1 else None
+
+
+def _http_date(value: str | None) -> datetime.datetime | None:
+    """An HTTP date, read as GMT when it names no zone; ``None`` when absent or unreadable."""
     try:
-        when, now = email.utils.parsedate_to_datetime(modified), email.utils.parsedate_to_datetime(date)
-    except (TypeError, ValueError):  # absent or unreadable
+        when = email.utils.parsedate_to_datetime(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         return None
-    if (when.tzinfo is None) != (now.tzinfo is None):
-        return None
-    return modified if (now - when).total_seconds() >= 1 else None
+    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.timezone.utc)
 
 
 class _PartWriter:
@@ -831,55 +787,54 @@ def fetch_url_bytes(url: str, max_bytes: int, *, offline: bool | None = None) ->
         body = bytearray()
         with _get(session, source.request_url(session, settings), {}, settings) as response:
             if response.status_code != 200:
-                raise _SourceFailed(f"unexpected HTTP {response.status_code}")
+                raise _SourceError(f"unexpected HTTP {response.status_code}")
             try:
                 for chunk in response.iter_content(2**16):
                     body += chunk
                     if len(body) > max_bytes:
-                        raise _SourceFailed(f"the body is larger than {max_bytes} bytes")
+                        raise _SourceError(f"the body is larger than {max_bytes} bytes")
             except requests.RequestException as exc:
-                raise _Transient(first_line(exc)) from exc
+                raise _SourceError(first_line(exc), transient=True) from exc
         return bytes(body)
 
     with requests.Session() as session:
         try:
             return _retrying(attempt, settings, what=url)
-        except _SourceFailed as exc:
+        except _SourceError as exc:
             raise DownloadError(f"could not fetch {url}: {exc}") from exc
 
 
 def _get(session: requests.Session, url: str, headers: dict[str, str], settings: _Settings) -> requests.Response:
-    """Open a streamed GET; network trouble and 'try later' answers become :class:`_Transient`."""
+    """Open a streamed GET; network trouble and 'try later' answers are transient :class:`_SourceError`\\ s."""
     try:
         response = session.get(url, headers=headers, stream=True, timeout=settings.timeout)
-    except requests.exceptions.SSLError as exc:  # a certificate problem does not go away by retrying
-        raise _SourceFailed(first_line(exc)) from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
         unresolved = _dns.resolution_failure(exc)
-        if unresolved is not None:
-            raise _SourceFailed(_dns.describe(urlsplit(url).hostname or url, unresolved)) from exc
-        raise _Transient(first_line(exc)) from exc
+        # A certificate problem or a name that does not resolve does not go away by retrying.
+        transient = unresolved is None and not isinstance(exc, requests.exceptions.SSLError)
+        message = _dns.describe(url, unresolved) if unresolved is not None else first_line(exc)
+        raise _SourceError(message, transient=transient) from exc
     except requests.RequestException as exc:
-        raise _SourceFailed(first_line(exc)) from exc
-    if response.status_code in _TRANSIENT_STATUS or response.status_code >= 500:
-        response.close()
+        raise _SourceError(first_line(exc)) from exc
+    status = response.status_code
+    if status < 400:
+        return response
+    response.close()
+    message = f"HTTP {status} {response.reason}"
+    if status in _TRANSIENT_STATUS or status >= 500:
         retry_after = _retry_after(response.headers.get("Retry-After"))
-        message = f"HTTP {response.status_code} {response.reason}"
         if retry_after is not None and retry_after > _MAX_BACKOFF_S:
             # Waiting that long in silence is worse than trying the next source now.
-            raise _SourceFailed(
+            raise _SourceError(
                 f"{message}; the server asks to retry in {retry_after:.0f} s, longer than the "
                 f"{_MAX_BACKOFF_S:.0f} s this downloader waits: try again later"
             )
-        raise _Transient(message, retry_after)
-    if response.status_code >= 400:
-        response.close()
-        raise _SourceFailed(f"HTTP {response.status_code} {response.reason}", status=response.status_code)
-    return response
+        raise _SourceError(message, transient=True, retry_after=retry_after)
+    raise _SourceError(message, status=status)
 
 
 def _retrying(attempt: Callable[[], _T], settings: _Settings, what: str, progress: Callable[[], int] = lambda: 0) -> _T:
-    """Call ``attempt`` until it succeeds, retrying :class:`_Transient` failures with exponential backoff.
+    """Call ``attempt`` until it succeeds, retrying transient failures with exponential backoff.
 
     An attempt that got further than every earlier one (per ``progress``) resets the count, so
     an unreliable connection that still advances is not abandoned; one that keeps failing at the
@@ -889,12 +844,14 @@ def _retrying(attempt: Callable[[], _T], settings: _Settings, what: str, progres
     while True:
         try:
             return attempt()
-        except _Transient as exc:
+        except _SourceError as exc:
+            if not exc.transient:
+                raise
             if progress() > furthest:
                 failures, furthest = 0, progress()
             failures += 1
             if failures >= settings.attempts:
-                raise _SourceFailed(f"{exc} (gave up after {failures} attempts)") from exc
+                raise _SourceError(f"{exc} (gave up after {failures} attempts)") from exc
             delay = min(settings.backoff * 2 ** (failures - 1), _MAX_BACKOFF_S)
             if exc.retry_after is not None:  # the server's own wait (at most _MAX_BACKOFF_S, see _get)
                 delay = max(delay, exc.retry_after)
@@ -904,28 +861,18 @@ def _retrying(attempt: Callable[[], _T], settings: _Settings, what: str, progres
 
 def _retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
+    if value is not None and value.strip().isdigit():
         return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is GMT; a zone-less one is read as such
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+    when = _http_date(value)
+    return None if when is None else max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
-def _range_start(response: requests.Response) -> int | None:
+def _content_range(response: requests.Response) -> tuple[int | None, int | None]:
+    """The first byte and the total length of a ``Content-Range`` answer (the total is ``None`` for ``*``)."""
     match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", "").strip())
-    return int(match.group(1)) if match else None
-
-
-def _range_total(response: requests.Response) -> int | None:
-    match = re.fullmatch(r"bytes \d+-\d+/(\d+)", response.headers.get("Content-Range", "").strip())
-    return int(match.group(1)) if match else None
+    if match is None:
+        return None, None
+    return int(match[1]), None if match[2] == "*" else int(match[2])
 
 
 def _int_header(response: requests.Response, name: str) -> int | None:
@@ -975,11 +922,6 @@ def _silent_tqdm() -> type[tqdm]:
     return SilentTqdm
 
 
-def _describe_sources(record: FileRecord) -> str:
-    names = ([str(record.hf)] if record.hf is not None else []) + list(record.urls)
-    return ", ".join(names) if names else "its (missing) sources"
-
-
 def offline_mode(offline: bool | None = None) -> bool:
     """Whether the network is off: ``offline`` if given, else ``$DSD_ZOO_OFFLINE`` / ``$HF_HUB_OFFLINE``.
 
@@ -989,18 +931,18 @@ def offline_mode(offline: bool | None = None) -> bool:
 
 
 def _flag(value: bool | None, *names: str) -> bool:
-    """An explicit ``value``, else whether any of the environment variables ``names`` is true."""
+    """An explicit ``value``, else whether any of the environment variables ``names`` is true.
+
+    An ``HF_*`` variable is read as huggingface_hub reads it (anything not true is false), so
+    that both agree on the mode.
+    """
     if value is not None:
         return bool(value)
     for name in names:
         raw = os.environ.get(name, "").strip().lower()
-        if name.startswith("HF_"):  # read it as huggingface_hub does, so both agree on the mode
-            if raw in _HF_TRUE:
-                return True
-            continue
         if raw in _TRUE:
             return True
-        if raw not in _FALSE:
+        if raw not in _FALSE and not name.startswith("HF_"):
             raise SettingError(f"${name}={os.environ[name]!r} is not a boolean; use 1 or 0")
     return False
 

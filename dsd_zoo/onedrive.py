@@ -39,7 +39,6 @@ import datetime
 import json
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -48,7 +47,7 @@ import requests
 from . import _dns
 from .errors import first_line
 
-__all__ = ["OneDriveError", "SharedFile", "is_share_link", "legacy_content_url", "redeem", "share_id"]
+__all__ = ["OneDriveError", "is_share_link", "legacy_content_url", "redeem", "share_id"]
 
 TOKEN_URL_ENV = "DSD_ZOO_ONEDRIVE_TOKEN_URL"
 API_ENV = "DSD_ZOO_ONEDRIVE_API"
@@ -61,7 +60,7 @@ _WEB_APP_ID = "5cbed6ac-a083-4e14-b191-b4ba07653de2"
 _SHARE_HOSTS = ("1drv.ms", "onedrive.live.com")
 # A token this close to its expiry is replaced before use rather than after a refusal.
 _EXPIRY_MARGIN = datetime.timedelta(minutes=5)
-_MAX_ANSWER_BYTES = 2**20  # the token and item answers are small JSON documents
+_MAX_ANSWER_BYTES = 2**20
 
 
 class OneDriveError(Exception):
@@ -70,15 +69,6 @@ class OneDriveError(Exception):
     def __init__(self, message: str, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
-
-
-@dataclass(frozen=True)
-class SharedFile:
-    """A redeemed share: where its bytes are, and what OneDrive says about them."""
-
-    content_url: str
-    name: Optional[str]
-    size: Optional[int]
 
 
 def is_share_link(url: str) -> bool:
@@ -139,39 +129,23 @@ _TOKEN = _Token()
 def _new_token(
     session: requests.Session, url: str, timeout: Tuple[float, float]
 ) -> Tuple[str, Optional[datetime.datetime]]:
-    try:
-        response = session.post(
-            url,
-            json={"appId": _WEB_APP_ID},
-            timeout=timeout,
-            stream=True,
-            headers={"Accept": "application/json", "AppId": "1141147648"},
+    response, document = _post(
+        session,
+        "OneDrive's token service",
+        url,
+        timeout,
+        json={"appId": _WEB_APP_ID},
+        headers={"Accept": "application/json", "AppId": "1141147648"},
+    )
+    if response.status_code != 200:
+        raise OneDriveError(
+            f"OneDrive refused the anonymous token ({_status(response)} from {url}); the way browsers reach "
+            "OneDrive may have changed"
         )
-    except requests.RequestException as exc:
-        raise _unreachable("OneDrive's token service", url, exc) from exc
-    with response:
-        if response.status_code == 429 or response.status_code >= 500:
-            raise OneDriveError(f"OneDrive's token service is busy or failing ({_status(response)})", transient=True)
-        if response.status_code != 200:
-            raise OneDriveError(
-                f"OneDrive refused the anonymous token ({_status(response)} from {url}); the way "
-                "browsers reach OneDrive may have changed"
-            )
-        document = _json(response, "OneDrive's token service")
     token = document.get("token") if isinstance(document, dict) else None
     if not isinstance(token, str) or not token:
         raise OneDriveError(f"OneDrive's token service answered without a token ({url})")
     return token, _expiry(document.get("expiryTimeUtc"))
-
-
-def _unreachable(service: str, url: str, exc: requests.RequestException) -> OneDriveError:
-    """The error for a request that got no answer: worth retrying, unless the host name does not resolve."""
-    unresolved = _dns.resolution_failure(exc)
-    if unresolved is not None:
-        return OneDriveError(
-            f"{service} could not be reached: {_dns.describe(urlsplit(url).hostname or url, unresolved)}"
-        )
-    return OneDriveError(f"{service} ({url}) could not be reached: {first_line(exc)}", transient=True)
 
 
 def _expiry(value: Any) -> Optional[datetime.datetime]:
@@ -184,8 +158,8 @@ def _expiry(value: Any) -> Optional[datetime.datetime]:
     return when if when.tzinfo is not None else when.replace(tzinfo=datetime.timezone.utc)
 
 
-def redeem(session: requests.Session, share_url: str, timeout: Tuple[float, float]) -> SharedFile:
-    """Redeem ``share_url`` as an anonymous visitor: the token, then the item with its download URL.
+def redeem(session: requests.Session, share_url: str, timeout: Tuple[float, float]) -> str:
+    """Redeem ``share_url`` as an anonymous visitor (the token, then the item) and return its download URL.
 
     A token the API refuses (401) is replaced once. Raises :class:`OneDriveError` naming the step
     that failed: the token refused, the share gone (404), the share not open to anyone (403), an
@@ -195,66 +169,67 @@ def redeem(session: requests.Session, share_url: str, timeout: Tuple[float, floa
     refused: Optional[str] = None
     for _ in range(2):
         token = _TOKEN.get(session, timeout, refused=refused)
-        headers = {"Authorization": f"Badger {token}", "Prefer": "autoredeem", "Accept": "application/json"}
-        try:
-            response = session.post(
-                item_url,
-                params={"select": "@content.downloadUrl,id,name,size"},
-                data=b"",
-                headers=headers,
-                timeout=timeout,
-                stream=True,
+        response, document = _post(
+            session,
+            "OneDrive",
+            item_url,
+            timeout,
+            params={"select": "@content.downloadUrl,id,name,size"},
+            data=b"",
+            headers={"Authorization": f"Badger {token}", "Prefer": "autoredeem", "Accept": "application/json"},
+        )
+        if response.status_code == 401:
+            refused = token
+            continue
+        if response.status_code == 404:
+            raise OneDriveError(
+                f"the share no longer exists: OneDrive knows no item for {share_url} (404); its owner "
+                "may have removed or moved the file"
             )
-        except requests.RequestException as exc:
-            raise _unreachable("OneDrive", item_url, exc) from exc
-        with response:
-            if response.status_code == 401:
-                refused = token
-                continue
-            _raise_for_item(response, share_url)
-            document = _json(response, "OneDrive's answer for the share")
-        return _shared_file(document, share_url)
+        if response.status_code == 403:
+            raise OneDriveError(
+                f"the share is not open to anonymous visitors: OneDrive denied access to {share_url} (403)"
+            )
+        if response.status_code != 200:
+            raise OneDriveError(f"OneDrive would not redeem the share {share_url} ({_status(response)})")
+        content = document.get("@content.downloadUrl") if isinstance(document, dict) else None
+        if not isinstance(content, str) or urlsplit(content).scheme not in ("http", "https"):
+            raise OneDriveError(f"OneDrive's answer for {share_url} has no download link (is the share a folder?)")
+        return content
     raise OneDriveError(
         f"OneDrive refused the anonymous token for {share_url} twice (401 unauthenticated, with a "
         "fresh token); the way browsers reach OneDrive may have changed"
     )
 
 
-def _raise_for_item(response: requests.Response, share_url: str) -> None:
-    status = response.status_code
-    if status == 404:
-        raise OneDriveError(
-            f"the share no longer exists: OneDrive knows no item for {share_url} (404); its owner "
-            "may have removed or moved the file"
-        )
-    if status == 403:
-        raise OneDriveError(f"the share is not open to anonymous visitors: OneDrive denied access to {share_url} (403)")
-    if status == 429 or status >= 500:
-        raise OneDriveError(f"OneDrive is busy or failing ({_status(response)})", transient=True)
-    if status != 200:
-        raise OneDriveError(f"OneDrive would not redeem the share {share_url} ({_status(response)})")
+def _post(
+    session: requests.Session, what: str, url: str, timeout: Tuple[float, float], **kwargs: Any
+) -> Tuple[requests.Response, Any]:
+    """POST to ``what``, one of OneDrive's services: its answer (closed) and, for a 200, the JSON document it holds.
 
-
-def _shared_file(document: Any, share_url: str) -> SharedFile:
-    content = document.get("@content.downloadUrl") if isinstance(document, dict) else None
-    if not isinstance(content, str) or urlsplit(content).scheme not in ("http", "https"):
-        raise OneDriveError(f"OneDrive's answer for {share_url} has no download link (is the share a folder?)")
-    name, size = document.get("name"), document.get("size")
-    return SharedFile(
-        content,
-        name if isinstance(name, str) else None,
-        size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
-    )
-
-
-def _json(response: requests.Response, what: str) -> Any:
-    body = response.raw.read(_MAX_ANSWER_BYTES + 1, decode_content=True) if response.raw is not None else b""
-    if len(body) > _MAX_ANSWER_BYTES:
-        raise OneDriveError(f"{what} is larger than {_MAX_ANSWER_BYTES} bytes; not the JSON document expected")
+    No answer, or a busy or failing service (429, 5xx), is worth retrying, unless the host name
+    does not resolve.
+    """
     try:
-        return json.loads(body)
+        response = session.post(url, timeout=timeout, stream=True, **kwargs)
+    except requests.RequestException as exc:
+        unresolved = _dns.resolution_failure(exc)
+        if unresolved is not None:
+            raise OneDriveError(f"{what} could not be reached: {_dns.describe(url, unresolved)}") from exc
+        raise OneDriveError(f"{what} ({url}) could not be reached: {first_line(exc)}", transient=True) from exc
+    with response:
+        if response.status_code == 429 or response.status_code >= 500:
+            raise OneDriveError(f"{what} is busy or failing ({_status(response)})", transient=True)
+        if response.status_code != 200:
+            return response, None
+        # The token and item answers are small JSON documents.
+        body = response.raw.read(_MAX_ANSWER_BYTES + 1, decode_content=True) if response.raw is not None else b""
+    if len(body) > _MAX_ANSWER_BYTES:
+        raise OneDriveError(f"{what} answered more than {_MAX_ANSWER_BYTES} bytes, not the JSON document expected")
+    try:
+        return response, json.loads(body)
     except ValueError as exc:
-        raise OneDriveError(f"{what} is not the JSON document expected ({exc})") from exc
+        raise OneDriveError(f"{what} did not answer with the JSON document expected ({exc})") from exc
 
 
 def _status(response: requests.Response) -> str:
