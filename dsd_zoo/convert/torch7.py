@@ -306,11 +306,8 @@ class _Reader:
         k = self.object(depth)
         if k is None or (isinstance(k, float) and math.isnan(k)):
             raise self.error(f"table key {k!r} is not allowed in Lua", at=at)
-        try:
-            hash(k)
-        except TypeError:
-            return IdentityKey(k)
-        return k
+        # Tables and tensors cannot be Python dict keys; in Lua they key by identity.
+        return IdentityKey(k) if isinstance(k, (dict, list, np.ndarray)) else k
 
     def table(self, index: int, size: int, depth: int, tds: bool = False) -> Union[dict, list]:
         """A table of ``size`` (key, value) pairs: a list when its keys are 1..n, unless it is a ``tds.Hash``."""
@@ -435,9 +432,7 @@ class _Reader:
 
 
 def _number(x: float) -> Union[int, float]:
-    if math.isfinite(x) and x.is_integer() and abs(x) < 2**53:
-        return int(x)
-    return x
+    return int(x) if x.is_integer() and abs(x) < 2**53 else x  # is_integer() is False for inf and NaN
 
 
 def _lua_number(text: str) -> Optional[float]:
