@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 from ..atomic import PathLike, file_in_the_way, write_safetensors
 from ..digests import hash_file
@@ -41,7 +41,6 @@ __all__ = [
     "Conversion",
     "SavedConversion",
     "convert_file",
-    "conversion_metadata",
     "save_conversion",
 ]
 
@@ -194,34 +193,6 @@ def extension(original: OriginalRecord) -> str:
     return _EXTENSIONS.get(original.format, "")
 
 
-def conversion_metadata(
-    model_name: str,
-    src_path: PathLike,
-    report: Mapping[str, Any],
-    *,
-    source_name: Optional[str] = None,
-) -> Dict[str, str]:
-    """The safetensors ``__metadata__`` of a converted file: provenance, as strings.
-
-    Keys: ``format`` ("pt"), ``model``, ``arch``, ``source_file`` (``source_name``, by default
-    the file's own name), ``source_format``, ``source_sha256``, ``converter_version``
-    (:data:`CONVERTER_VERSION`), ``conversion_options`` (JSON) and ``conversion_warnings``
-    (JSON list). Nothing that varies between runs or dsd-zoo releases is recorded, so the
-    same source converts to the same bytes, which the published sha256 can then check.
-    """
-    return {
-        "format": "pt",
-        "model": model_name,
-        "arch": str(report.get("arch", "")),
-        "source_file": source_name or Path(src_path).name,
-        "source_format": str(report.get("source_format", "")),
-        "source_sha256": hash_file(src_path, ("sha256",))["sha256"],
-        "converter_version": CONVERTER_VERSION,
-        "conversion_options": json.dumps(report.get("options", {}), sort_keys=True),
-        "conversion_warnings": json.dumps(report.get("warnings", [])),
-    }
-
-
 def save_conversion(
     src_path: PathLike,
     model_name: str,
@@ -234,9 +205,13 @@ def save_conversion(
 ) -> SavedConversion:
     """Convert ``src_path`` and write it as safetensors at ``out_path``, atomically.
 
-    The file holds the model tensors and :func:`conversion_metadata` (``source_name`` overrides the recorded source file name,
-    e.g. with the original's published name when converting a cached copy). The same source
-    always gives the same bytes. It is written to a temporary file next to ``out_path`` and
+    The file holds the model tensors and, as its safetensors ``__metadata__``, their provenance
+    as strings: ``format`` ("pt"), ``model``, ``arch``, ``source_file`` (``source_name``, by
+    default the file's own name; the original's published name when converting a cached copy),
+    ``source_format``, ``source_sha256``, ``converter_version`` (:data:`CONVERTER_VERSION`),
+    ``conversion_options`` (JSON) and ``conversion_warnings`` (JSON list). Nothing that varies
+    between runs or dsd-zoo releases is recorded: the same source always gives the same bytes,
+    which the published sha256 can then check. It is written to a temporary file next to ``out_path`` and
     renamed into place, so a failure never leaves a partial file under the final name. An
     existing ``out_path`` is refused unless ``force``.
 
@@ -252,7 +227,18 @@ def save_conversion(
     if os.path.lexists(out) and not force:  # lexists: a dangling link is replaced only with force too
         raise ConversionError(f"{out} exists; pass force=True (CLI: --force) to replace it")
     conversion = convert_file(src_path, model_name, manifest=manifest, original=original)
-    metadata = conversion_metadata(model_name, src_path, conversion.report, source_name=source_name)
+    report = conversion.report
+    metadata = {
+        "format": "pt",
+        "model": model_name,
+        "arch": report["arch"],
+        "source_file": source_name or Path(src_path).name,
+        "source_format": report["source_format"],
+        "source_sha256": hash_file(src_path, ("sha256",))["sha256"],
+        "converter_version": CONVERTER_VERSION,
+        "conversion_options": json.dumps(report.get("options", {}), sort_keys=True),  # the port's mapping has none
+        "conversion_warnings": json.dumps(report["warnings"]),
+    }
     write_safetensors(out, conversion.state_dict, metadata)  # canonical bytes, atomically
     digest = hash_file(out, ("sha256",))["sha256"]
-    return SavedConversion(out, digest, out.stat().st_size, metadata, conversion.report)
+    return SavedConversion(out, digest, out.stat().st_size, metadata, report)
