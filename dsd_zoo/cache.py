@@ -34,8 +34,8 @@ from typing import Callable, Iterator, Mapping
 
 import filelock
 
-from ._names import LOCK_SUFFIX, RESERVED_SUFFIXES, STAMP_SUFFIX  # noqa: F401  (part of this module's API)
-from .atomic import PART_SUFFIX, atomic_write, new_part_path, publish  # noqa: F401  (part of this module's API)
+from ._names import LOCK_SUFFIX, STAMP_SUFFIX
+from .atomic import PART_SUFFIX, atomic_write, new_part_path, publish
 from .digests import Digest, hash_file
 from .errors import IntegrityError
 from .records import FileRecord, shipped_file
@@ -130,10 +130,6 @@ class Stamp:
         """Whether a file with this stat is, as far as the file system tells, the one stamped."""
         return (st.st_size, st.st_mtime_ns, st.st_ino) == (self.size, self.mtime_ns, self.inode)
 
-    def satisfies(self, digest: Digest, size: int | None) -> bool:
-        """Whether the stamped digests prove the file matches ``digest`` (and ``size`` if given)."""
-        return (size is None or size == self.size) and digest.matches(self.hexdigests())
-
 
 def stamp_path(path: Path) -> Path:
     """The stamp sidecar of the cached file ``path``."""
@@ -150,15 +146,18 @@ def read_stamp(path: Path) -> Stamp | None:
         stamp = Stamp(**document)
         Digest("sha256", stamp.sha256)  # validates the hex
         numbers = (stamp.size, stamp.mtime_ns, stamp.inode)
-        if not all(isinstance(value, int) and not isinstance(value, bool) for value in numbers):
-            raise ValueError("size, mtime_ns and inode must be integers")
         # "pinned": "false" is a true string: a hand-edited stamp must not turn a file into a pin.
-        if not isinstance(stamp.pinned, bool) or not (stamp.source is None or isinstance(stamp.source, str)):
-            raise ValueError("pinned must be true or false and source a string or null")
-        if not isinstance(stamp.extra, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in stamp.extra.items()
+        if not (
+            all(isinstance(value, int) and not isinstance(value, bool) for value in numbers)
+            and isinstance(stamp.pinned, bool)
+            and (stamp.source is None or isinstance(stamp.source, str))
+            and isinstance(stamp.extra, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in stamp.extra.items())
         ):
-            raise ValueError("extra must map digest names to hex strings")
+            raise ValueError(
+                "size, mtime_ns and inode must be integers, pinned true or false, source a string or null, "
+                "and extra map digest names to hex strings"
+            )
         return stamp
     except FileNotFoundError:
         return None
@@ -179,9 +178,6 @@ def pinned_stamp(path: Path) -> Stamp | None:
     """The trust-on-first-use pin recorded for ``path``, even when the file itself is gone."""
     stamp = read_stamp(path)
     return stamp if stamp is not None and stamp.pinned else None
-
-
-VERIFIED_STATES = ("verified", "pinned")
 
 
 @dataclass(frozen=True)
@@ -208,7 +204,7 @@ class LocalCopy:
 
     @property
     def verified(self) -> bool:
-        return self.state in VERIFIED_STATES
+        return self.state in ("verified", "pinned")
 
     @property
     def usable(self) -> bool:
@@ -243,7 +239,7 @@ def check_file(path: Path, digest: Digest | None, size: int | None, *, rehash: b
         problem = _size_problem(st.st_size, size)
         if problem:
             return LocalCopy(path, "mismatch", problem)
-        if not rehash and stamp is not None and stamp.describes(st) and stamp.satisfies(digest, size):
+        if not rehash and stamp is not None and stamp.describes(st) and digest.matches(stamp.hexdigests()):
             return LocalCopy(path, good, "cache stamp", stamp)
         hexdigests = hash_file(path, {"sha256", digest.algorithm})
     except FileNotFoundError:
@@ -334,13 +330,11 @@ def candidate_problem(path: Path, hexdigests: Mapping[str, str], digest: Digest 
 class Entry:
     """A file of the cache, held under its lock by :func:`claim`.
 
-    ``hit`` is the stamp of a verified copy already there (then nothing is to be written);
-    ``exclusive`` tells whether the lock is really held (see :func:`locked`).
+    ``hit`` is the stamp of a verified copy already there (then nothing is to be written).
     """
 
     final: Path
     hit: Stamp | None
-    exclusive: bool
 
 
 @contextlib.contextmanager
@@ -355,7 +349,7 @@ def claim(final: Path, digest: Digest | None, size: int | None) -> Iterator[Entr
         hit = verify_cached(final, digest, size)
         if hit is None and exclusive:  # without the lock, a part may be another process's write in progress
             remove_stale_parts(final)
-        yield Entry(final, hit, exclusive)
+        yield Entry(final, hit)
 
 
 def store(

@@ -156,10 +156,6 @@ class _SourceError(Exception):
         self.status = status
 
 
-class _LocalWriteError(Exception):
-    """The cache cannot be written (disk full, quota, permissions): no source can help."""
-
-
 def fetch(
     record: FileRecord,
     *,
@@ -322,7 +318,7 @@ def _download(
             logger.warning("%s: %s", source, exc)
             failures.append(f"  {source}: {exc}")
             continue
-        except (_LocalWriteError, OSError) as exc:  # sources catch their own network errors
+        except OSError as exc:  # sources turn their own failures into _SourceError: this one is local
             raise DownloadError(
                 f"cannot write {record.file} into the cache directory {final.parent}: {exc}. Free some space "
                 f"or point ${cache.CACHE_ENV} at another directory."
@@ -440,19 +436,19 @@ class _HubSource(_Source):
 def _adopt(source: Path, part: Path, algorithms: set[str], *, what: str, link: bool = True) -> dict[str, str]:
     """Give ``part`` the content of ``source`` (a hard link when ``link`` and possible) and return its digests.
 
-    A copy that cannot be read is the source's failure (the next source is tried); one that
-    cannot be written is the cache's (:class:`_LocalWriteError`). ``what`` names the copy in errors.
+    A copy that cannot be opened is the source's failure (the next source is tried); once it is
+    open, a failure is the cache's (it cannot be written). ``what`` names the copy in errors.
     """
     try:
         if link and _hard_link(source, part):
             return hash_file(part, algorithms)
-        with open(source, "rb") as src:  # a copy, hashed on the way
-            with _PartWriter(part, algorithms, os.fstat(src.fileno()).st_size) as writer:
-                for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
-                    writer.write(chunk)
-                return writer.hexdigests()
+        src = open(source, "rb")
     except OSError as exc:
         raise _SourceError(f"cannot read {what} {source}: {exc.strerror or exc}") from exc
+    with src, _PartWriter(part, algorithms, os.fstat(src.fileno()).st_size) as writer:  # a copy, hashed on the way
+        for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
+            writer.write(chunk)
+        return writer.hexdigests()
 
 
 def _hard_link(source: Path, part: Path) -> bool:
@@ -716,13 +712,9 @@ class _PartWriter:
     """
 
     def __init__(self, path: Path, algorithms: set[str], size: int | None) -> None:
-        self.path = path
         self.algorithms = algorithms
         self.written = 0
-        try:
-            self._file = open(path, "xb")
-        except OSError as exc:
-            raise _LocalWriteError(f"cannot create {path}: {exc.strerror or exc}") from exc
+        self._file = open(path, "xb")
         self._hasher = self._new_hasher(size)
         # One worker: chunks are hashed in the order they were submitted.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dsd_zoo-hash")
@@ -744,10 +736,7 @@ class _PartWriter:
             self._pending.popleft().result()
 
     def write(self, chunk: bytes) -> None:
-        try:
-            self._file.write(chunk)
-        except OSError as exc:
-            raise _LocalWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._file.write(chunk)
         self._pending.append(self._pool.submit(self._hasher.update, chunk))
         if len(self._pending) > _HASH_BACKLOG:
             self._pending.popleft().result()
@@ -765,10 +754,7 @@ class _PartWriter:
     def hexdigests(self) -> dict[str, str]:
         """The digests of everything written, once it is all on its way to the disk."""
         self._drain()
-        try:
-            self._file.flush()
-        except OSError as exc:
-            raise _LocalWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._file.flush()
         return self._hasher.hexdigests()
 
 
@@ -883,13 +869,11 @@ def _int_header(response: requests.Response, name: str) -> int | None:
 
 
 def _check_free_space(directory: Path, size: int | None) -> None:
-    if size is None:
-        return
     try:
         free = shutil.disk_usage(directory).free
     except OSError:
         return
-    if free < size:
+    if size is not None and free < size:
         raise DownloadError(
             f"{directory} has {free} bytes free but the file needs {size}; free some space or point "
             f"${cache.CACHE_ENV} at another directory."
