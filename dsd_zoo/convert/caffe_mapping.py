@@ -105,18 +105,13 @@ CAFFE_SCHEMES: Mapping[str, Mapping[str, Pairs]] = {
         "dsd": _squeezenet("conv1x1_1", "conv1x1_2", "conv3x3_2", "conv_final"),
     },
 }
-#: Layers a file may have or not, all or none: (group, its layers, the build kwargs it calls for).
-_OPTIONAL: Mapping[str, Tuple[str, Pairs, Dict[str, Any]]] = {
-    "googlenet": (
-        "aux_heads",
-        tuple(
-            (f"loss{i}/{caffe}", f"aux{i}.{module}")
-            for i in (1, 2)
-            for caffe, module in (("conv", "conv.conv"), ("fc", "fc1"), ("classifier", "fc2"))
-        ),
-        {"aux_logits": True},
-    )
-}
+#: GoogLeNet's auxiliary heads: a file has all of them or none; with them, the model is built with
+#: ``aux_logits=True``.
+_GOOGLENET_AUX: Pairs = tuple(
+    (f"loss{i}/{caffe}", f"aux{i}.{module}")
+    for i in (1, 2)
+    for caffe, module in (("conv", "conv.conv"), ("fc", "fc1"), ("classifier", "fc2"))
+)
 #: Architecture -> the Caffe naming scheme of its Deep Compression release.
 NET_SCHEMES: Mapping[str, str] = {"squeezenet1_0": "dsd"}
 
@@ -167,7 +162,6 @@ def map_caffe_blobs(
     shapes = architecture_shapes(arch, **build_kwargs)
     state: Dict[str, Any] = {}
     reshaped: Dict[str, List[List[int]]] = {}
-    cast: List[str] = []
     warnings: List[str] = []
     for position, (caffe, module) in enumerate(pairs):
         layer_blobs = list(blobs[caffe])
@@ -189,8 +183,6 @@ def map_caffe_blobs(
                 raise ConversionError(f"{where} has shape {array.shape}, but {key} needs {shapes[key]}")
             if array.shape != shapes[key]:
                 reshaped[f"{caffe}:{suffix}"] = [list(array.shape), list(shapes[key])]
-            if array.dtype == np.float64:
-                cast.append(caffe)
             tensor = array_to_tensor(array.reshape(shapes[key]), where)
             # Caffe nets take BGR, dsd-zoo models RGB: the input convolution's channels are reversed.
             state[key] = tensor[:, [2, 1, 0]].contiguous() if position == 0 and suffix == "weight" else tensor
@@ -202,7 +194,9 @@ def map_caffe_blobs(
         "build_kwargs": build_kwargs,
         "options": {"bgr_to_rgb": True, "input_conv": pairs[0][0]},
         "reshaped": reshaped,
-        "cast_from_float64": sorted(set(cast)),
+        "cast_from_float64": sorted(
+            {caffe for caffe, _ in pairs if any(b.dtype == np.float64 for b in blobs[caffe][:2])}
+        ),
         "warnings": warnings,
     }
     return state, report
@@ -227,17 +221,13 @@ def _matched_layers(
             f"{source}: the layer names mix the {' and '.join(used)} naming schemes of {arch}; a file must use one"
         )
     scheme = used[0] if used else next(iter(schemes))
-    pairs = list(schemes[scheme])
-    build_kwargs: Dict[str, Any] = {}
-    if arch in _OPTIONAL:
-        group, group_pairs, kwargs = _OPTIONAL[arch]
-        found = [caffe for caffe, _ in group_pairs if caffe in present]
-        if len(found) == len(group_pairs):
-            pairs += group_pairs
-            build_kwargs.update(kwargs)
-        elif found:
-            missing = [caffe for caffe, _ in group_pairs if caffe not in present]
-            raise ConversionError(f"{source}: {group} are incomplete: has {found} but not {missing}")
+    aux = _GOOGLENET_AUX if arch == "googlenet" else ()
+    found = [caffe for caffe, _ in aux if caffe in present]
+    if found and len(found) < len(aux):
+        missing = [caffe for caffe, _ in aux if caffe not in present]
+        raise ConversionError(f"{source}: aux_heads are incomplete: has {found} but not {missing}")
+    pairs = list(schemes[scheme] + (aux if found else ()))
+    build_kwargs: Dict[str, Any] = {"aux_logits": True} if found else {}
     mapped = {caffe for caffe, _ in pairs}
     missing = [caffe for caffe, _ in pairs if caffe not in present]
     extra = [name for name in weighted if name not in mapped]
