@@ -52,15 +52,19 @@ def build_model(name: str, num_classes: int, pretrained: bool = False, trust_unv
     ``"torchvision:NAME"`` or ``"dsd_zoo:NAME"`` picks the source explicitly (``alexnet`` is the
     Caffe AlexNet in dsd-zoo and the "one weird trick" variant in torchvision).
     """
+    from dsd_zoo import api
     from dsd_zoo.dsd.recipe import RecipeError
+    from dsd_zoo.models import ARCHITECTURES
 
     source, _, bare = name.rpartition(":")
     if source not in ("", "dsd_zoo", "torchvision"):
         raise RecipeError(f"model {name!r}: the prefix must be 'dsd_zoo:' or 'torchvision:'")
-    if source in ("", "dsd_zoo"):
-        model = _dsd_zoo_model(bare, num_classes, pretrained, trust_unverified)
-        if model is not None:
-            return model
+    if source != "torchvision":
+        if bare in api.list_models():
+            kwargs: dict[str, Any] = {} if pretrained else {"num_classes": num_classes}
+            return api.get_model(bare, pretrained=pretrained, trust_unverified=trust_unverified, **kwargs)
+        if bare in ARCHITECTURES and not pretrained:
+            return ARCHITECTURES[bare].build(num_classes=num_classes)
         if source == "dsd_zoo":
             raise RecipeError(f"model {bare!r} is neither a dsd-zoo model nor architecture (see dsd_zoo.list_models())")
     if pretrained:
@@ -73,21 +77,6 @@ def build_model(name: str, num_classes: int, pretrained: bool = False, trust_unv
         raise RecipeError(
             f"unknown model {bare!r}: not a dsd-zoo model or architecture, and torchvision says: {exc}"
         ) from exc
-
-
-def _dsd_zoo_model(name: str, num_classes: int, pretrained: bool, trust_unverified: bool | None = None) -> Any:
-    """The dsd-zoo model or architecture ``name``, or None if there is none by that name."""
-    from dsd_zoo import api
-    from dsd_zoo.models import ARCHITECTURES
-
-    if name in api.list_models():
-        kwargs: dict[str, Any] = {} if pretrained else {"num_classes": num_classes}
-        return api.get_model(name, pretrained=pretrained, trust_unverified=trust_unverified, **kwargs)
-    if pretrained:
-        return None
-    if name in ARCHITECTURES:
-        return ARCHITECTURES[name].build(num_classes=num_classes)
-    return None
 
 
 def _load_image(path: str) -> Any:
@@ -137,11 +126,9 @@ def _datasets(recipe: Any) -> tuple[Any, Any, list[str]]:
     resize = spec.resize or round(spec.image_size * 256 / 224)
     head = [T.Grayscale(1)] if spec.channels == 1 else []
     tail = [T.ToTensor(), T.Normalize(spec.mean, spec.std)]
-    if spec.augment:
-        train_tf = T.Compose(head + [T.RandomResizedCrop(spec.image_size), T.RandomHorizontalFlip()] + tail)
-    else:
-        train_tf = T.Compose(head + [T.Resize(resize), T.CenterCrop(spec.image_size)] + tail)
     val_tf = T.Compose(head + [T.Resize(resize), T.CenterCrop(spec.image_size)] + tail)
+    augmented = [T.RandomResizedCrop(spec.image_size), T.RandomHorizontalFlip()]
+    train_tf = T.Compose(head + augmented + tail) if spec.augment else val_tf
     try:
         train_set = datasets.ImageFolder(str(dirs["train"]), transform=train_tf, loader=_load_image)
         val_set = datasets.ImageFolder(str(dirs["val"]), transform=val_tf, loader=_load_image)
@@ -151,13 +138,6 @@ def _datasets(recipe: Any) -> tuple[Any, Any, list[str]]:
         missing = sorted(set(train_set.classes) ^ set(val_set.classes))
         raise DatasetError(f"data: train and val have different classes (only in one of them: {missing[:10]})")
     return train_set, val_set, list(train_set.classes)
-
-
-def _file_entry(path: Path) -> dict[str, Any]:
-    """``{"file", "sha256", "size"}`` of a written checkpoint, as ``results.json`` records it."""
-    from dsd_zoo.digests import hash_file
-
-    return {"file": path.name, "sha256": hash_file(path)["sha256"], "size": path.stat().st_size}
 
 
 def train(
@@ -252,7 +232,7 @@ def _train(
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-    from dsd_zoo.dsd.checkpoint import save_checkpoint, save_masks
+    from dsd_zoo.dsd.checkpoint import file_record, save_checkpoint, save_masks
     from dsd_zoo.dsd.distributed import broadcast_buffers, broadcast_masks, gather_strings, tensors_digest
     from dsd_zoo.dsd.loop import PhaseResult, evaluate, train_epoch, train_phases
     from dsd_zoo.dsd.masks import DSD
@@ -325,26 +305,23 @@ def _train(
     }
     common_meta = {"model": recipe.model, "num_classes": str(num_classes), "recipe": json.dumps(recipe.to_dict())}
 
-    def write_results() -> None:
-        results["wall_seconds"] = time.perf_counter() - start
-        # Atomic: a crash must not leave a half file that later marks the output as "holding a run".
-        text = json.dumps(results, indent=2) + "\n"
-        atomic_write(output / "results.json", lambda file: file.write(text.encode("utf-8")))
-
     def on_phase_end(result: PhaseResult, masks: dict[str, torch.Tensor]) -> None:
         entry = result.to_dict()
         entry["state_sha256_per_rank"] = gather_strings(tensors_digest(model.state_dict()), d)
         entry["mask_sha256_per_rank"] = gather_strings(tensors_digest(masks), d) if masks else None
+        results["phases"].append(entry)
         if d.is_main:
             meta = {**common_meta, "phase": result.phase.name, "kind": result.phase.kind}
             path = save_checkpoint(output / f"{result.phase.name}.safetensors", model, masks or None, meta)
-            entry["checkpoint"] = _file_entry(path)
+            entry["checkpoint"] = file_record(path)
             if masks:
                 mpath = save_masks(output / f"{result.phase.name}.masks.safetensors", masks, metadata=meta)
-                entry["masks"] = _file_entry(mpath)
-            results["phases"].append(entry)
+                entry["masks"] = file_record(mpath)
             results["complete"] = len(results["phases"]) == len(recipe.schedule)
-            write_results()
+            results["wall_seconds"] = time.perf_counter() - start
+            # Atomic: a crash must not leave a half file that later marks the output as "holding a run".
+            text = json.dumps(results, indent=2) + "\n"
+            atomic_write(output / "results.json", lambda file: file.write(text.encode("utf-8")))
             e, phase = result.errors, result.phase
             sparsity = f", weight sparsity {result.sparsity.sparsity:.2%}" if result.sparsity else ""
             print(
@@ -352,8 +329,6 @@ def _train(
                 f"{e.top1_err:.2%}, top-5 {e.top5_err:.2%} (n={e.n}){sparsity}",
                 flush=True,
             )
-        else:
-            results["phases"].append(entry)
         d.barrier()
 
     if d.is_main:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from dsd_zoo.atomic import PathLike, write_safetensors
 from dsd_zoo.errors import FormatError, WeightsError
 
-__all__ = ["load_checkpoint", "load_masks", "read_metadata", "save_checkpoint", "save_masks", "write_safetensors"]
+__all__ = ["file_record", "load_checkpoint", "load_masks", "read_metadata", "save_checkpoint", "save_masks"]
 
 MASKS_FORMAT = "dsd_zoo.dsd.masks"
 CHECKPOINT_FORMAT = "dsd_zoo.dsd.checkpoint"
@@ -107,6 +107,13 @@ def _read(path: PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[str, str], 
     except SafetensorError as exc:
         raise FormatError(f"{path}: not a readable safetensors file ({exc})") from exc
     return tensors, metadata, sparsity
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """``{"file", "sha256", "size"}`` of a written file, as the training and demo results record it."""
+    from dsd_zoo.digests import hash_file
+
+    return {"file": path.name, "sha256": hash_file(path)["sha256"], "size": path.stat().st_size}
 
 
 def save_masks(path: PathLike, masks: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> Path:

@@ -42,16 +42,15 @@ from typing import Any
 
 import torch
 
-from dsd_zoo.digests import hash_file
-from dsd_zoo.dsd.checkpoint import load_checkpoint, save_checkpoint
+from dsd_zoo.dsd.checkpoint import file_record, load_checkpoint, save_checkpoint
 from dsd_zoo.dsd.digits_data import DIGITS_SOURCE, DigitsSplit, load_digits_split_sklearn
 from dsd_zoo.dsd.embedded import digits_input, evaluate_digits, save_digits_split
 from dsd_zoo.dsd.loop import torch_settings
 from dsd_zoo.dsd.mnist1d_study import PREREGISTERED_SEEDS, PROTOCOL, run_study
-from dsd_zoo.dsd.paired import DemoConfig, Run, Task, format_table, run_seeds, summarize, train_run
+from dsd_zoo.dsd.paired import DemoConfig, Run, Task, format_table, run_seeds, summarize
 from dsd_zoo.models.digits import digits_net
 
-__all__ = ["DemoConfig", "Run", "digits_task", "main", "run_demo", "train_digits"]
+__all__ = ["DemoConfig", "Run", "digits_task", "main", "run_demo"]
 
 # File names of the embedded zoo, by stage; the verify manifest refers to them.
 EMBEDDED_FILES = {
@@ -66,19 +65,12 @@ RESULTS_FILE = "results.json"
 def digits_task(split: DigitsSplit) -> Task:
     """The digits split as a :class:`~dsd_zoo.dsd.paired.Task` for :func:`digits_net`."""
     return Task(
-        name="digits",
-        train_inputs=digits_input(split.train_images),
-        train_labels=split.train_labels,
-        test_inputs=digits_input(split.test_images),
-        test_labels=split.test_labels,
-        build_model=digits_net,
-        data={"source": DIGITS_SOURCE, "split": split.description},
+        digits_input(split.train_images),
+        split.train_labels,
+        digits_input(split.test_images),
+        split.test_labels,
+        digits_net,
     )
-
-
-def train_digits(split: DigitsSplit, seed: int, config: DemoConfig, use_dsd: bool) -> Run:
-    """Train ``digits_net`` through the DSD schedule (``use_dsd``) or its dense baseline."""
-    return train_run(digits_task(split), seed, config, use_dsd)
 
 
 def export_embedded(
@@ -121,10 +113,8 @@ def export_embedded(
         load_checkpoint(path, reloaded)
         top1, top5, n = evaluate_digits(reloaded, test_path)
         models[f"digits_{stage}"] = {
-            "file": path.name,
+            **file_record(path),
             "stage": stage,
-            "sha256": hash_file(path)["sha256"],
-            "size": path.stat().st_size,
             "top1_err": top1,
             "top5_err": top5,
             "n": n,
@@ -136,9 +126,7 @@ def export_embedded(
         "config": config.to_dict(),
         "torch": torch.__version__,
         "test_split": {
-            "file": test_path.name,
-            "sha256": hash_file(test_path)["sha256"],
-            "size": test_path.stat().st_size,
+            **file_record(test_path),
             "n": split.test_labels.numel(),
             "source": DIGITS_SOURCE,
             "split": split.description,
@@ -162,36 +150,32 @@ def run_demo(
     """
     # Same seed, same numbers: CPU kernels are deterministic at a fixed thread count.
     with torch_settings(threads=config.threads, deterministic=True):
-        return _run_demo(config, out, export, command, log)
-
-
-def _run_demo(
-    config: DemoConfig, out: Path, export: Path | None, command: str, log: Callable[[str], None]
-) -> dict[str, Any]:
-    start = time.perf_counter()
-    split = load_digits_split_sklearn()
-    log(f"data: {DIGITS_SOURCE}; {split.description}")
-    log(f"schedule: {config.schedule()}, sparsity {config.sparsity}, {config.threads} threads")
-    dsd_runs, baseline_runs = run_seeds(digits_task(split), config, log)
-    summary = summarize(dsd_runs, baseline_runs, config)
-    summary["config"] = config.to_dict()
-    summary["data"] = {"source": DIGITS_SOURCE, "split": split.description}
-    summary["environment"] = {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-    }
-    if export is not None:
-        summary["embedded"] = export_embedded(export, split, dsd_runs[0], baseline_runs[0], config, command)
-    summary["command"] = command
-    summary["wall_seconds"] = time.perf_counter() - start
-    table = format_table(summary, config)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "table.md").write_text(table + "\n")
-    log(table)
-    log(f"total wall time {summary['wall_seconds']:.1f} s; written to {out}")
+        start = time.perf_counter()
+        split = load_digits_split_sklearn()
+        log(f"data: {DIGITS_SOURCE}; {split.description}")
+        log(f"schedule: {config.schedule()}, sparsity {config.sparsity}, {config.threads} threads")
+        dsd_runs, baseline_runs = run_seeds(digits_task(split), config, log)
+        summary = {
+            **summarize(dsd_runs, baseline_runs, config),
+            "config": config.to_dict(),
+            "data": {"source": DIGITS_SOURCE, "split": split.description},
+            "environment": {
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "cpu_count": os.cpu_count(),
+            },
+        }
+        if export is not None:
+            summary["embedded"] = export_embedded(export, split, dsd_runs[0], baseline_runs[0], config, command)
+        summary["command"] = command
+        summary["wall_seconds"] = time.perf_counter() - start
+        table = format_table(summary, config)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (out / "table.md").write_text(table + "\n")
+        log(table)
+        log(f"total wall time {summary['wall_seconds']:.1f} s; written to {out}")
     return summary
 
 
@@ -284,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("lr", args.lr),
             ("sparsity", args.sparsity),
             ("batch_size", args.batch_size),
+            # The study records a thread count other than the default as a deviation.
+            ("threads", args.threads if args.threads != DemoConfig().threads else None),
         )
         if value is not None
     }
@@ -291,8 +277,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = functools.partial(print, flush=True)
     try:
         if args.dataset == "mnist1d":
-            if args.threads != DemoConfig().threads:
-                changed["threads"] = args.threads
             run_study(
                 args.out,
                 models=args.model or tuple(PROTOCOL),

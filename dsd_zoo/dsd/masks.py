@@ -53,8 +53,6 @@ from dsd_zoo.errors import DSDZooError, TrainingError, WeightsError
 
 __all__ = ["DSD", "DSDHandle", "DSDStateError", "magnitude_mask"]
 
-ExcludeSpec = Union[str, type]
-
 
 class DSDStateError(DSDZooError, RuntimeError):
     """A DSD method called in the wrong phase, e.g. ``prune()`` on an already sparse model."""
@@ -129,7 +127,8 @@ class DSDHandle:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
-        self._owner._forget(self)
+        if self in self._owner._handles:
+            self._owner._handles.remove(self)
 
     def __enter__(self) -> DSDHandle:
         return self
@@ -174,7 +173,7 @@ class DSD:
         sparsity: float = 0.3,
         skip_first: bool = True,
         include: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear),
-        exclude: Iterable[ExcludeSpec] = (),
+        exclude: Iterable[Union[str, type]] = (),
     ) -> None:
         if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= 1.0:
             raise ValueError(f"sparsity must be a number in [0, 1], got {sparsity!r}")
@@ -362,10 +361,6 @@ class DSD:
             self._clear_optimizer_state(optimizer)
         return handle
 
-    def _forget(self, handle: DSDHandle) -> None:
-        if handle in self._handles:
-            self._handles.remove(handle)
-
     def _zero_pruned_grads(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         for name, pruned in self._pruned.items():
             grad = self._params[name].grad
@@ -403,15 +398,14 @@ class DSD:
     def report(self) -> SparsityReport:
         """Per-layer and total sparsity, counted from the weights' actual zeros."""
         self._check_live()
-        layers = []
-        for name, (param, status) in self._status.items():
-            zeros = int((param.detach() == 0).sum())
-            layers.append(LayerSparsity(name, tuple(param.shape), param.numel(), zeros, status))
-        return SparsityReport(tuple(layers), target=self.sparsity)
+        layers = tuple(
+            LayerSparsity(name, tuple(param.shape), param.numel(), int((param.detach() == 0).sum()), status)
+            for name, (param, status) in self._status.items()
+        )
+        return SparsityReport(layers, target=self.sparsity)
 
     def __repr__(self) -> str:
-        phase = "sparse" if self.is_sparse else "dense"
         return (
             f"DSD({type(self.model).__name__}, sparsity={self.sparsity}, layers={len(self._params)}, "
-            f"phase={phase}, optimizers={len(self._handles)})"
+            f"phase={'sparse' if self.is_sparse else 'dense'}, optimizers={len(self._handles)})"
         )

@@ -50,7 +50,6 @@ PREREGISTERED_SEEDS = 24
 class StudyModel:
     """One model of the study and its pre-registered training settings."""
 
-    name: str
     description: str
     build: Callable[[], nn.Module]
     # The CNN reads [N, 1, 40]; the MLP [N, 40].
@@ -61,14 +60,12 @@ class StudyModel:
 
 PROTOCOL: Mapping[str, StudyModel] = {
     "mlp": StudyModel(
-        "mlp",
         "MLP 40-512-512-10, ReLU (288,778 parameters)",
         mnist1d_mlp,
         False,
         DemoConfig(seeds=PREREGISTERED_SEEDS, epochs=(40, 20, 20), lr=0.05, sparsity=0.5, batch_size=100),
     ),
     "cnn": StudyModel(
-        "cnn",
         "1-D CNN, 3 x Conv1d(25 channels, stride 2) + linear (5,210 parameters)",
         mnist1d_cnn,
         True,
@@ -81,20 +78,8 @@ PROTOCOL: Mapping[str, StudyModel] = {
 
 def mnist1d_task(split: Mnist1dSplit, model: StudyModel) -> Task:
     """The split as a :class:`~dsd_zoo.dsd.paired.Task` for ``model``."""
-
-    def shaped(x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(1) if model.channel_dim else x
-
-    return Task(
-        name=f"mnist1d-{model.name}",
-        train_inputs=shaped(split.train_x),
-        train_labels=split.train_y,
-        test_inputs=shaped(split.test_x),
-        test_labels=split.test_y,
-        build_model=model.build,
-        data={"source": MNIST1D_SOURCE, "split": split.description},
-        dsd_options=model.dsd_options,
-    )
+    train_x, test_x = (x.unsqueeze(1) if model.channel_dim else x for x in (split.train_x, split.test_x))
+    return Task(train_x, split.train_y, test_x, split.test_y, model.build, model.dsd_options)
 
 
 def verdict(difference: Mapping[str, Any]) -> str:
@@ -110,26 +95,20 @@ def verdict(difference: Mapping[str, Any]) -> str:
 
 
 def _per_seed(dsd_runs: Sequence[Run], baseline_runs: Sequence[Run], last: str) -> list[dict[str, Any]]:
-    rows = []
-    for d, b in zip(dsd_runs, baseline_runs):
-        rows.append(
-            {
-                "seed": d.seed,
-                "top1_err": {
-                    "dense": d.top1("dense"),
-                    "sparse": d.top1("sparse"),
-                    "dsd": d.top1(last),
-                    "baseline": b.top1(last),
-                },
-                "dsd_minus_baseline": d.top1(last) - b.top1(last),
-                "curves": {run.kind: [dataclasses.asdict(e) for e in run.curve] for run in (d, b)},
-            }
-        )
-    return rows
-
-
-def _options_dict(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: [t.__name__ for t in v] if k == "include" else v for k, v in options.items()}
+    return [
+        {
+            "seed": d.seed,
+            "top1_err": {
+                "dense": d.top1("dense"),
+                "sparse": d.top1("sparse"),
+                "dsd": d.top1(last),
+                "baseline": b.top1(last),
+            },
+            "dsd_minus_baseline": d.top1(last) - b.top1(last),
+            "curves": {run.kind: run.curve for run in (d, b)},
+        }
+        for d, b in zip(dsd_runs, baseline_runs)
+    ]
 
 
 def _deviations(models: Sequence[str], seeds: int | None, overrides: Mapping[str, Any]) -> list[str]:
@@ -165,12 +144,12 @@ def format_per_seed_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     names = list(results)
     header = "| seed | " + " | ".join(f"{n} baseline | {n} DSD | {n} DSD − baseline" for n in names) + " |"
     lines = [header, "|---|" + "---|---|---|" * len(names)]
-    rows = zip(*(results[n]["per_seed"] for n in names))
-    for per_model in rows:
-        cells = []
-        for row in per_model:
-            e = row["top1_err"]
-            cells.append(f"{100 * e['baseline']:.1f} | {100 * e['dsd']:.1f} | {100 * row['dsd_minus_baseline']:+.1f}")
+    for per_model in zip(*(results[n]["per_seed"] for n in names)):
+        cells = [
+            f"{100 * row['top1_err']['baseline']:.1f} | {100 * row['top1_err']['dsd']:.1f} | "
+            f"{100 * row['dsd_minus_baseline']:+.1f}"
+            for row in per_model
+        ]
         lines.append(f"| {per_model[0]['seed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -248,7 +227,7 @@ def run_study(
         summary["models"][name] = {
             "description": spec.description,
             "config": config.to_dict(),
-            "dsd_options": _options_dict(spec.dsd_options),
+            "dsd_options": {k: [t.__name__ for t in v] if k == "include" else v for k, v in spec.dsd_options.items()},
             "summary": result,
             "verdict": verdict(result["dsd_minus_baseline"]),
             "per_seed": _per_seed(dsd_runs, baseline_runs, config.schedule()[-1].name),

@@ -25,7 +25,7 @@ from dsd_zoo.dsd.masks import DSD
 from dsd_zoo.dsd.schedule import DSDSchedule
 from dsd_zoo.dsd.stats import paired_difference
 
-__all__ = ["DemoConfig", "EpochRecord", "Run", "Task", "format_table", "run_seeds", "summarize", "train_run"]
+__all__ = ["DemoConfig", "Run", "Task", "format_table", "run_seeds", "summarize", "train_run"]
 
 
 @dataclass(frozen=True)
@@ -57,40 +57,31 @@ class Task:
     """A fixed train/test split and the model DSD trains on it.
 
     ``train_inputs``/``test_inputs`` are model-ready float tensors (one row per example);
-    ``dsd_options`` go to :class:`~dsd_zoo.dsd.DSD` (e.g. ``include`` for ``Conv1d`` layers);
-    ``data`` describes the split (``source``, ``split``) for the summary.
+    ``dsd_options`` go to :class:`~dsd_zoo.dsd.DSD` (e.g. ``include`` for ``Conv1d`` layers).
     """
 
-    name: str
     train_inputs: Tensor
     train_labels: Tensor
     test_inputs: Tensor
     test_labels: Tensor
     build_model: Callable[[], nn.Module]
-    data: Mapping[str, str]
     dsd_options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """One epoch of one run: the phase it belonged to, its mean training loss, the test error after it."""
-
-    epoch: int
-    phase: str
-    train_loss: float
-    test_top1_err: float
 
 
 @dataclass
 class Run:
-    """One training run: per-phase results, the model after each phase, the sparse phase's masks."""
+    """One training run: per-phase results, the model after each phase, the sparse phase's masks.
+
+    ``curve`` holds one ``{"epoch", "phase", "train_loss", "test_top1_err"}`` per epoch: the phase
+    it belonged to, its mean training loss, the test error after it.
+    """
 
     seed: int
     kind: str  # "dsd" or "baseline"
     results: list[PhaseResult]
     states: dict[str, dict[str, Tensor]] = field(repr=False)
     masks: dict[str, Tensor] = field(repr=False)
-    curve: list[EpochRecord] = field(default_factory=list, repr=False)
+    curve: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def top1(self, phase: str) -> float:
         """Test top-1 error after ``phase``."""
@@ -111,12 +102,14 @@ def train_run(task: Task, seed: int, config: DemoConfig, use_dsd: bool) -> Run:
     test = [(task.test_inputs, task.test_labels)]
     # Its own generator, seeded like the model: both runs of a seed see the same batches.
     order = torch.Generator().manual_seed(seed)
-    curve: list[EpochRecord] = []
+    curve: list[dict[str, Any]] = []
 
     def run_epoch(optimizer: torch.optim.Optimizer, phase: Any, epoch: int) -> float:
         perm = torch.randperm(labels.numel(), generator=order)
         loss = train_epoch(model, ((inputs[i], labels[i]) for i in perm.split(config.batch_size)), optimizer)
-        curve.append(EpochRecord(epoch, phase.name, loss, evaluate(model, test).top1_err))
+        curve.append(
+            {"epoch": epoch, "phase": phase.name, "train_loss": loss, "test_top1_err": evaluate(model, test).top1_err}
+        )
         return loss
 
     states: dict[str, dict[str, Tensor]] = {}

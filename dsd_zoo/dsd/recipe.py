@@ -163,10 +163,10 @@ class Recipe:
         return out
 
 
-def _positive(table: _Table, key: str, default: Any) -> int:
+def _int_at_least(table: _Table, key: str, default: Any, low: int = 1) -> int:
     value = table.get(key, int, default)
-    if value is not None and value < 1:
-        raise RecipeError(f"{table.where}: {key!r} must be >= 1, got {value}")
+    if value is not None and value < low:
+        raise RecipeError(f"{table.where}: {key!r} must be >= {low}, got {value}")
     return value
 
 
@@ -196,8 +196,8 @@ def _parse_data(raw: Any, base: Path) -> DataSpec:
         builtin=builtin,
         train_dir=t.get("train", str, "train"),
         val_dir=t.get("val", str, "val"),
-        image_size=_positive(t, "image_size", 224),
-        resize=_positive(t, "resize", None),
+        image_size=_int_at_least(t, "image_size", 224),
+        resize=_int_at_least(t, "resize", None),
         channels=t.get("channels", int, 3),
         mean=_numbers(t, "mean", list(IMAGENET_MEAN)),
         std=_numbers(t, "std", list(IMAGENET_STD)),
@@ -238,22 +238,18 @@ def _parse_schedule(t: _Table) -> DSDSchedule:
     phases = t.get("phases", list, None)
     shorthand = {k: t.raw[k] for k in ("epochs", "lr", "lr_decay", "rounds") if k in t.raw}
     t.read.update({"epochs", "lr", "lr_decay", "rounds"})
+    if phases is not None and shorthand:
+        raise RecipeError(f"recipe: give either 'phases' or {sorted(shorthand)}, not both")
+    if phases is None and ("epochs" not in shorthand or "lr" not in shorthand):
+        # A misspelt "epoch" would otherwise only be named after this error.
+        near = [key for key in t.raw if key not in t.read and difflib.get_close_matches(key, _SCHEDULE_KEYS, n=1)]
+        hint = f"; {unknown_fields(near, _SCHEDULE_KEYS)}" if near else ""
+        raise RecipeError(
+            f"recipe: give 'epochs' and 'lr' (the standard dense/sparse/re-dense schedule) or 'phases'{hint}"
+        )
     try:
-        if phases is not None:
-            if shorthand:
-                raise RecipeError(f"recipe: give either 'phases' or {sorted(shorthand)}, not both")
-            return DSDSchedule(phases)
-        if "epochs" not in shorthand or "lr" not in shorthand:
-            # A misspelt "epoch" would otherwise only be named after this error.
-            near = [key for key in t.raw if key not in t.read and difflib.get_close_matches(key, _SCHEDULE_KEYS, n=1)]
-            hint = f"; {unknown_fields(near, _SCHEDULE_KEYS)}" if near else ""
-            raise RecipeError(
-                f"recipe: give 'epochs' and 'lr' (the standard dense/sparse/re-dense schedule) or 'phases'{hint}"
-            )
-        return DSDSchedule.standard(**shorthand)
+        return DSDSchedule(phases) if phases is not None else DSDSchedule.standard(**shorthand)
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, RecipeError):
-            raise
         raise RecipeError(f"recipe: bad schedule: {exc}") from exc
 
 
@@ -270,36 +266,29 @@ def parse_recipe(raw: Mapping[str, Any], base: Path = Path(".")) -> Recipe:
     exclude = t.get("exclude", list, [])
     if not all(isinstance(name, str) for name in exclude):
         raise RecipeError(f"recipe: 'exclude' must be a list of module names, got {exclude!r}")
-    workers = t.get("workers", int, 2)
-    if workers < 0:
-        raise RecipeError(f"recipe: 'workers' must be >= 0, got {workers}")
+    seed = t.get("seed", int, 0)
+    if not 0 <= seed < 2**63:  # what torch.manual_seed takes
+        raise RecipeError(f"recipe: 'seed' must be in [0, 2**63), got {seed}")
     recipe = Recipe(
         model=model,
         data=_parse_data(t.get("data", dict), base),
         schedule=_parse_schedule(t),
         output=base / t.get("output", str, f"runs/{model}-dsd"),
         pretrained=t.get("pretrained", bool, False),
-        num_classes=_positive(t, "num_classes", None),
+        num_classes=_int_at_least(t, "num_classes", None),
         sparsity=float(sparsity),
         skip_first=t.get("skip_first", bool, True),
         exclude=tuple(exclude),
         optimizer=_parse_optimizer(t.get("optimizer", dict, {})),
-        batch_size=_positive(t, "batch_size", 32),
-        workers=workers,
-        seed=_seed(t),
+        batch_size=_int_at_least(t, "batch_size", 32),
+        workers=_int_at_least(t, "workers", 2, low=0),
+        seed=seed,
         device=device,
-        threads=_positive(t, "threads", None),
+        threads=_int_at_least(t, "threads", None),
         deterministic=t.get("deterministic", bool, True),
     )
     t.finish()
     return recipe
-
-
-def _seed(t: _Table) -> int:
-    seed = t.get("seed", int, 0)
-    if not 0 <= seed < 2**63:  # what torch.manual_seed takes
-        raise RecipeError(f"recipe: 'seed' must be in [0, 2**63), got {seed}")
-    return seed
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -313,14 +302,11 @@ def load_recipe(path: str | Path) -> Recipe:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not JSON
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}") from exc
+    toml = path.suffix.lower() == ".toml"
     try:
-        if path.suffix.lower() == ".toml":
-            raw = _toml_loads(text)
-        else:
-            raw = json.loads(text)
+        raw = _toml_loads(text) if toml else json.loads(text)
     except ValueError as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
-        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
-        raise RecipeError(f"recipe {path} is not valid {kind}: {exc}") from exc
+        raise RecipeError(f"recipe {path} is not valid {'TOML' if toml else 'JSON'}: {exc}") from exc
     return parse_recipe(raw, base=path.resolve().parent)
 
 
