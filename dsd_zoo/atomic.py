@@ -106,23 +106,6 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], object]) -> Path:
     return path
 
 
-def _safetensors_dtypes():
-    import torch
-
-    return {
-        torch.float32: "F32",
-        torch.float64: "F64",
-        torch.float16: "F16",
-        torch.bfloat16: "BF16",
-        torch.int64: "I64",
-        torch.int32: "I32",
-        torch.int16: "I16",
-        torch.int8: "I8",
-        torch.uint8: "U8",
-        torch.bool: "BOOL",
-    }
-
-
 def write_safetensors(path: PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> Path:
     """Write torch tensors as a canonical safetensors file, atomically; returns the path.
 
@@ -142,7 +125,18 @@ def write_safetensors(path: PathLike, tensors: Mapping[str, Any], metadata: Mapp
         raise ValueError("writing safetensors needs a little-endian machine")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise ValueError("safetensors metadata must map str to str")
-    dtypes = _safetensors_dtypes()
+    dtypes = {
+        torch.float32: "F32",
+        torch.float64: "F64",
+        torch.float16: "F16",
+        torch.bfloat16: "BF16",
+        torch.int64: "I64",
+        torch.int32: "I32",
+        torch.int16: "I16",
+        torch.int8: "I8",
+        torch.uint8: "U8",
+        torch.bool: "BOOL",
+    }
     header: dict = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
     blobs = []
     offset = 0

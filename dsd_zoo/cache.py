@@ -122,10 +122,6 @@ class Stamp:
         extra = {name: value for name, value in hexdigests.items() if name != "sha256"}
         return cls(st.st_size, st.st_mtime_ns, st.st_ino, hexdigests["sha256"], pinned, source, extra)
 
-    def hexdigests(self) -> dict[str, str]:
-        """Every digest the stamp records, as ``{algorithm: hex}``."""
-        return {"sha256": self.sha256, **self.extra}
-
     def describes(self, st: os.stat_result) -> bool:
         """Whether a file with this stat is, as far as the file system tells, the one stamped."""
         return (st.st_size, st.st_mtime_ns, st.st_ino) == (self.size, self.mtime_ns, self.inode)
@@ -239,7 +235,12 @@ def check_file(path: Path, digest: Digest | None, size: int | None, *, rehash: b
         problem = _size_problem(st.st_size, size)
         if problem:
             return LocalCopy(path, "mismatch", problem)
-        if not rehash and stamp is not None and stamp.describes(st) and digest.matches(stamp.hexdigests()):
+        if (
+            not rehash
+            and stamp is not None
+            and stamp.describes(st)
+            and digest.matches({"sha256": stamp.sha256, **stamp.extra})
+        ):
             return LocalCopy(path, good, "cache stamp", stamp)
         hexdigests = hash_file(path, {"sha256", digest.algorithm})
     except FileNotFoundError:

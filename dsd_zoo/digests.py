@@ -99,25 +99,12 @@ class MultiHasher:
             if algorithm not in _COMPUTED_BY:
                 raise ValueError(f"unknown digest algorithm {algorithm!r}; expected one of {list(ALGORITHMS)}")
             name = _COMPUTED_BY[algorithm]
-            if name in self._hashers:
-                continue
-            if name == "git_blob_sha1":
-                if size is None or size < 0:
-                    raise ValueError("a git blob sha1 needs the size of the content before hashing it")
-                hasher = hashlib.sha1(b"blob %d\0" % size)
+            if name != "git_blob_sha1":
+                self._hashers[name] = hashlib.new(name)
+            elif size is None or size < 0:
+                raise ValueError("a git blob sha1 needs the size of the content before hashing it")
             else:
-                hasher = hashlib.new(name)
-            self._hashers[name] = hasher
-
-    @property
-    def algorithms(self) -> tuple[str, ...]:
-        """The hashes computed (``sha256_prefix`` appears as ``sha256``)."""
-        return tuple(self._hashers)
-
-    @property
-    def bytes_hashed(self) -> int:
-        """How many bytes have been fed so far."""
-        return self._fed
+                self._hashers[name] = hashlib.sha1(b"blob %d\0" % size)
 
     def update(self, chunk: bytes | bytearray | memoryview) -> None:
         """Feed the next chunk of the stream to every hash."""
@@ -131,10 +118,8 @@ class MultiHasher:
         A git blob sha1 is only meaningful once exactly ``size`` bytes were fed; it is left out
         otherwise, so that a short or long stream can never match a published blob hash.
         """
-        digests = {name: hasher.hexdigest() for name, hasher in self._hashers.items()}
-        if "git_blob_sha1" in digests and self._fed != self._size:
-            del digests["git_blob_sha1"]
-        return digests
+        complete = self._fed == self._size
+        return {name: h.hexdigest() for name, h in self._hashers.items() if name != "git_blob_sha1" or complete}
 
 
 def hash_file(
@@ -150,9 +135,6 @@ def hash_file(
         hasher = MultiHasher(algorithms, size=os.fstat(file.fileno()).st_size)
         buffer = bytearray(chunk_size)
         view = memoryview(buffer)
-        while True:
-            count = file.readinto(buffer)
-            if not count:
-                break
+        for count in iter(lambda: file.readinto(buffer), 0):
             hasher.update(view[:count])
     return hasher.hexdigests()

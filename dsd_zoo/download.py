@@ -596,9 +596,7 @@ class _OneDriveSource(_UrlSource):
     resumes across a token refresh. When that route fails, the old anonymous API is tried.
     """
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self._content_url: str | None = None
+    _content_url: str | None = None  # the download link the share was redeemed for
 
     def request_url(self, session: requests.Session, settings: _Settings) -> str:
         if self._content_url is None:

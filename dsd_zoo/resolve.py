@@ -145,8 +145,13 @@ def convert_into_cache(
                     "file or upgrade dsd-zoo."
                 ) from exc
     # The user asked for a model, not for these internal files: say where they come from and what else works.
+    why = (
+        f"the published weights could not be had ({'; '.join(failures)})"
+        if failures
+        else "converted weights are not published yet"
+    )
     raise type(failed)(
-        f"{entry.name}: {_why(failures)}, so dsd-zoo converts the original release on this machine, "
+        f"{entry.name}: {why}, so dsd-zoo converts the original release on this machine, "
         "and getting it failed:\n"
         + "\n".join(f"  {line}" for line in tried)
         + "\n"
@@ -179,14 +184,6 @@ def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | 
         if new_pin:  # the wrong file for this model: it must not stay pinned as its original
             cache.remove(cached)
         raise
-
-
-def _why(failures: Sequence[str]) -> str:
-    return (
-        f"the published weights could not be had ({'; '.join(failures)})"
-        if failures
-        else "converted weights are not published yet"
-    )
 
 
 def _convert_it_yourself(entry: ModelEntry, original: OriginalRecord) -> str:
