@@ -13,6 +13,7 @@ import json
 import sys
 from typing import List, Optional
 
+from .._signals import exit_on_termination
 from ..errors import ConversionError, DSDZooError, FormatError
 
 EXAMPLE = """\
@@ -68,7 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from .._signals import exit_on_termination
     from .mapping import save_conversion
 
     if args.install:
@@ -103,7 +103,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _install(args: argparse.Namespace) -> int:
-    from .._signals import exit_on_termination
     from ..api import get_entry
     from ..manifest import load_manifest
     from ..resolve import install_original
