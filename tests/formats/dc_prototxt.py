@@ -1,6 +1,6 @@
 """The layer list of a Deep Compression ``.net`` file derived from its deploy prototxt: a test oracle.
 
-The package knows each architecture's layer list (:func:`dsd_zoo.convert.dc_mapping.net_layers`);
+The package knows each architecture's layer list (:func:`dsd_zoo.convert.caffe_mapping.net_layers`);
 the tests derive the same list from the prototxt the Deep Compression release published, and
 compare.
 """
