@@ -105,8 +105,7 @@ def _datasets(recipe: Any) -> tuple[Any, Any, list[str]]:
     if spec.builtin == "digits":
         from torch.utils.data import TensorDataset
 
-        from dsd_zoo.dsd.digits_data import load_digits_split_sklearn
-        from dsd_zoo.dsd.embedded import digits_input
+        from dsd_zoo.dsd.embedded import digits_input, load_digits_split_sklearn
 
         split = load_digits_split_sklearn()
         return (

@@ -43,8 +43,14 @@ from typing import Any
 import torch
 
 from dsd_zoo.dsd.checkpoint import file_record, load_checkpoint, save_checkpoint
-from dsd_zoo.dsd.digits_data import DIGITS_SOURCE, DigitsSplit, load_digits_split_sklearn
-from dsd_zoo.dsd.embedded import digits_input, evaluate_digits, save_digits_split
+from dsd_zoo.dsd.embedded import (
+    DIGITS_SOURCE,
+    DigitsSplit,
+    digits_input,
+    evaluate_digits,
+    load_digits_split_sklearn,
+    save_digits_split,
+)
 from dsd_zoo.dsd.loop import torch_settings
 from dsd_zoo.dsd.mnist1d_study import PREREGISTERED_SEEDS, PROTOCOL, run_study
 from dsd_zoo.dsd.paired import DemoConfig, Run, Task, format_table, run_seeds, summarize

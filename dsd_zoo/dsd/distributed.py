@@ -77,30 +77,26 @@ def setup_distributed(use_cuda: bool) -> Distributed:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local_rank)
-        target = torch.device("cuda", local_rank)
-    else:
-        target = torch.device("cpu")
     owns_group = not dist.is_initialized()
     if owns_group:
         init_process_group("nccl" if use_cuda else "gloo")  # one that destroy_process_group really ends
+    target = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     return Distributed(dist.get_rank(), dist.get_world_size(), target, owns_group)
 
 
-def broadcast_masks(masks: Mapping[str, Tensor], dist_info: Distributed, src: int = 0) -> dict[str, Tensor]:
-    """Rank ``src``'s masks on every rank (``masks`` are this rank's; same names and shapes everywhere)."""
+def broadcast_masks(masks: Mapping[str, Tensor], dist_info: Distributed) -> dict[str, Tensor]:
+    """Rank 0's masks on every rank (``masks`` are this rank's; same names and shapes everywhere)."""
     if not dist_info.enabled:
         return dict(masks)
-    out = {}
+    # uint8: both gloo and NCCL broadcast it; bool support varies by backend and version.
+    buffers = {name: masks[name].to(dist_info.device, torch.uint8).contiguous() for name in masks}
     for name in sorted(masks):  # the same order on every rank
-        # uint8: both gloo and NCCL broadcast it; bool support varies by backend and version.
-        buf = masks[name].to(dist_info.device, torch.uint8).contiguous()
-        dist.broadcast(buf, src=src)
-        out[name] = buf.bool().to(masks[name].device)
-    return {name: out[name] for name in masks}
+        dist.broadcast(buffers[name], src=0)
+    return {name: buffers[name].bool().to(masks[name].device) for name in masks}
 
 
-def broadcast_buffers(module: torch.nn.Module, dist_info: Distributed, src: int = 0) -> None:
-    """Give every rank rank ``src``'s buffers (BatchNorm running statistics).
+def broadcast_buffers(module: torch.nn.Module, dist_info: Distributed) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
 
     DDP broadcasts buffers at the start of each training forward, then every rank updates its
     own copy with its own batch: after the last step they differ slightly. Syncing them before
@@ -109,7 +105,7 @@ def broadcast_buffers(module: torch.nn.Module, dist_info: Distributed, src: int 
     if not dist_info.enabled:
         return
     for buf in module.buffers():
-        dist.broadcast(buf.data, src=src)
+        dist.broadcast(buf.data, src=0)
 
 
 def tensors_digest(tensors: Mapping[str, Tensor]) -> str:

@@ -1,9 +1,14 @@
-"""The embedded digits zoo: its held-out test split as a safetensors file, and its evaluation.
+"""The digits data: scikit-learn's bundled digits split once, the embedded zoo's test split file, its evaluation.
+
+``sklearn.datasets.load_digits`` ships inside scikit-learn (no download): 1,797 real 8x8 images
+of handwritten digits, a copy of the test part of the UCI "Optical Recognition of Handwritten
+Digits" data set. :func:`load_digits_split_sklearn` splits it into the demonstration's train and
+test sets; scikit-learn is the optional extra ``dsd-zoo[demo]``, imported by that function only.
 
 The DSD demonstration (:mod:`dsd_zoo.dsd.demo`) trains :func:`dsd_zoo.models.digits.digits_net`
-on scikit-learn's bundled 8x8 digits and ships three of its models (baseline, sparse stage, DSD)
-with the test split in ``dsd_zoo/data/embedded/``. This module reads that split and evaluates a
-model on it with nothing but torch and safetensors: no network, no scikit-learn.
+on that split and ships three of its models (baseline, sparse stage, DSD) with the test split in
+``dsd_zoo/data/embedded/``. This module reads that split and evaluates a model on it with nothing
+but torch and safetensors: no network, no scikit-learn.
 
 The split file holds ``images`` (``uint8 [N, 8, 8]``, values 0..16 as ``load_digits`` gives
 them) and ``labels`` (``int64 [N]``); its metadata names the source and the split.
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,16 +29,67 @@ from dsd_zoo.errors import FormatError
 
 __all__ = [
     "DIGITS_FORMAT",
+    "DIGITS_SOURCE",
+    "DigitsSplit",
     "digits_input",
     "evaluate_digits",
     "load_digits_split",
+    "load_digits_split_sklearn",
     "save_digits_split",
 ]
 
 DIGITS_FORMAT = "dsd_zoo.digits.split"
+DIGITS_SOURCE = (
+    "scikit-learn sklearn.datasets.load_digits (UCI Optical Recognition of Handwritten Digits, "
+    "1,797 8x8 images, pixels 0..16)"
+)
+# 600 of 1,797 (a third): every 0.17 % of test error is one image, fine enough to compare runs.
+TEST_SIZE = 600
+SPLIT_SEED = 0
 # load_digits pixels count the set bits of a 4x4 block of the original 32x32 bitmap: 0..16.
 _MAX_PIXEL = 16
 _NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class DigitsSplit:
+    """A fixed stratified train/test split: ``uint8 [N, 8, 8]`` images, ``int64 [N]`` labels.
+
+    ``description`` says how the split was made, precisely enough to redo it.
+    """
+
+    train_images: Tensor
+    train_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+    description: str
+
+
+def load_digits_split_sklearn() -> DigitsSplit:
+    """Load ``load_digits`` and split it (stratified, fixed seed): always the same 1,197 / 600 images.
+
+    Raises:
+        ImportError: scikit-learn is missing; ``pip install 'dsd-zoo[demo]'`` installs it.
+    """
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as exc:
+        raise ImportError(
+            "the digits demonstration needs scikit-learn: pip install 'dsd-zoo[demo]' (or scikit-learn)"
+        ) from exc
+    digits = load_digits()
+    images = torch.from_numpy(digits.images.astype("uint8"))
+    labels = torch.from_numpy(digits.target.astype("int64"))
+    train_idx, test_idx = train_test_split(
+        torch.arange(labels.numel()).numpy(), test_size=TEST_SIZE, stratify=labels.numpy(), random_state=SPLIT_SEED
+    )
+    train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    description = (
+        f"sklearn.model_selection.train_test_split(test_size={TEST_SIZE}, stratify=labels, "
+        f"random_state={SPLIT_SEED}): {train_idx.numel()} train / {test_idx.numel()} test"
+    )
+    return DigitsSplit(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], description)
 
 
 def digits_input(images: Tensor) -> Tensor:

@@ -46,10 +46,6 @@ class ErrorRates:
         # (n - correct) / n, not 1 - correct / n: 11 errors in 600 is 0.018333..., exactly as printed.
         return cls((n - correct1) / n, (n - correct5) / n, n)
 
-    def to_dict(self) -> dict[str, Any]:
-        """``{"top1_err", "top5_err", "n"}``."""
-        return {"top1_err": self.top1_err, "top5_err": self.top5_err, "n": self.n}
-
 
 @dataclass(frozen=True)
 class PhaseResult:
@@ -65,7 +61,7 @@ class PhaseResult:
         """JSON-ready summary of the phase."""
         return {
             "phase": dataclasses.asdict(self.phase),
-            "eval": self.errors.to_dict(),
+            "eval": dataclasses.asdict(self.errors),
             "sparsity": self.sparsity.to_dict() if self.sparsity is not None else None,
             "train_loss": self.train_loss,
             "seconds": self.seconds,
@@ -136,15 +132,14 @@ def train_epoch(
     batches: Iterable[Batch],
     optimizer: torch.optim.Optimizer,
     device: torch.device | str = "cpu",
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy,
 ) -> float:
-    """One pass of SGD over ``batches``; returns the mean training loss (weighted by batch size)."""
+    """One pass of SGD over ``batches`` with the cross-entropy loss; returns its mean (weighted by batch size)."""
     model.train()
     total, seen = 0.0, 0
     for images, target in batches:
         images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images), target)
+        loss = nn.functional.cross_entropy(model(images), target)
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * target.numel()

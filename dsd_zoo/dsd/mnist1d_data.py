@@ -33,22 +33,18 @@ MNIST1D_SOURCE = (
 
 @dataclass(frozen=True)
 class Mnist1dSplit:
-    """The generator's own train/test split: ``float32 [N, 40]`` signals, ``int64 [N]`` labels."""
+    """The generator's own train/test split: ``float32 [N, 40]`` signals, ``int64 [N]`` labels.
+
+    ``args`` are the generator's arguments; ``description`` says how the split was made,
+    precisely enough to redo it.
+    """
 
     train_x: Tensor
     train_y: Tensor
     test_x: Tensor
     test_y: Tensor
     args: dict[str, Any]
-
-    @property
-    def description(self) -> str:
-        """How the split was made, precisely enough to redo it."""
-        return (
-            f"make_dataset's own split (first {self.args['train_split']:.0%} of {self.args['num_samples']} "
-            f"shuffled samples, generator seed {self.args['seed']}): "
-            f"{self.train_y.numel()} train / {self.test_y.numel()} test"
-        )
+    description: str
 
     def sha256(self) -> str:
         """Digest of the four tensors' bytes, to check that two machines generated the same data."""
@@ -85,4 +81,8 @@ def make_mnist1d_split() -> Mnist1dSplit:
         test_x=torch.from_numpy(data["x_test"].astype(np.float32)),
         test_y=torch.from_numpy(data["y_test"].astype(np.int64)),
         args=args,
+        description=(
+            f"make_dataset's own split (first {args['train_split']:.0%} of {args['num_samples']} "
+            f"shuffled samples, generator seed {args['seed']}): {len(data['y'])} train / {len(data['y_test'])} test"
+        ),
     )

@@ -77,19 +77,28 @@ class SparsityReport:
         }
 
     def __str__(self) -> str:
-        rows = [("layer", "shape", "weights", "zeros", "sparsity", "status")]
-        for layer in self.layers:
-            shape = "x".join(map(str, layer.shape))
-            rows.append(
-                (layer.name, shape, f"{layer.numel:,}", f"{layer.zeros:,}", f"{layer.sparsity:.2%}", layer.status)
-            )
-        rows.append(("total", "", f"{self.numel:,}", f"{self.zeros:,}", f"{self.sparsity:.2%}", ""))
+        rows = [
+            ("layer", "shape", "weights", "zeros", "sparsity", "status"),
+            *(
+                (
+                    layer.name,
+                    "x".join(map(str, layer.shape)),
+                    f"{layer.numel:,}",
+                    f"{layer.zeros:,}",
+                    f"{layer.sparsity:.2%}",
+                    layer.status,
+                )
+                for layer in self.layers
+            ),
+            ("total", "", f"{self.numel:,}", f"{self.zeros:,}", f"{self.sparsity:.2%}", ""),
+        ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        numeric = {2, 3, 4}
+        # The counts and the sparsity (columns 2 to 4) are right-aligned.
         lines = [
-            "  ".join(cell.rjust(w) if i in numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            "  ".join(
+                cell.rjust(w) if 2 <= i <= 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))
+            ).rstrip()
             for row in rows
         ]
-        lines = [line.rstrip() for line in lines]
         rule = "-" * max(len(line) for line in lines)
         return "\n".join([lines[0], rule, *lines[1:-1], rule, lines[-1]])

@@ -91,44 +91,26 @@ def _phase_spans(curve: list[Mapping[str, Any]]) -> list[tuple[str, int, int]]:
     return spans
 
 
-def _zoom_past_first_epochs(ax: Any, curves: Mapping[str, Any], dense_epochs: int) -> None:
-    # The first epochs fall from chance (90 %) and would flatten the phases that matter into a
-    # line: the axis covers the second half of the dense phase onwards, and says what it cuts.
-    later = [100 * r["test_top1_err"] for curve in curves.values() for r in curve if r["epoch"] >= dense_epochs // 2]
-    low, high = min(later), max(later)
-    pad = max(0.5, 0.1 * (high - low))
-    ax.set_ylim(low - pad, high + pad)
-    ax.text(
-        0.02,
-        0.03,
-        "axis cut: the first epochs run off the top",
-        transform=ax.transAxes,
-        ha="left",
-        va="bottom",
-        fontsize=8,
-        color="0.35",
-    )
-
-
 def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> Path:
     """Test error and training loss per epoch of ``seed``, DSD and baseline, per model; writes ``path``."""
     models = summary["models"]
     fig = _figure((5.2 * len(models), 6.4))
+    from matplotlib.ticker import FormatStrFormatter
+
     grid = fig.subplots(2, len(models), squeeze=False, sharex="col")
     for col, (name, result) in enumerate(models.items()):
         row = next(r for r in result["per_seed"] if r["seed"] == seed)
         spans = _phase_spans(row["curves"]["dsd"])
-        for ax, key, label in (
-            (grid[0][col], "test_top1_err", "test error (%)"),
-            (grid[1][col], "train_loss", "training loss (cross-entropy, log scale)"),
+        top, bottom = grid[0][col], grid[1][col]
+        for ax, key, scale, label in (
+            (top, "test_top1_err", 100, "test error (%)"),
+            (bottom, "train_loss", 1, "training loss (cross-entropy, log scale)"),
         ):
             for kind in ("baseline", "dsd"):
                 curve = row["curves"][kind]
-                epochs = [r["epoch"] + 1 for r in curve]
-                values = [100 * r[key] if key == "test_top1_err" else r[key] for r in curve]
                 ax.plot(
-                    epochs,
-                    values,
+                    [r["epoch"] + 1 for r in curve],
+                    [scale * r[key] for r in curve],
                     color=COLORS[kind],
                     linewidth=1.2,
                     label="DSD" if kind == "dsd" else "baseline (dense, same lr drops)",
@@ -139,15 +121,29 @@ def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> P
                 if first > 0:
                     ax.axvline(first, color="0.4", linestyle="--", linewidth=0.8)
             ax.set_ylabel(label)
-            if key == "test_top1_err":
-                _zoom_past_first_epochs(ax, row["curves"], spans[0][2])
-            if key == "train_loss":
-                from matplotlib.ticker import FormatStrFormatter
-
-                ax.set_yscale("log")
-                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.01, 0.1, 1 rather than 10^-2
-                ax.set_xlabel("epoch")
-        top = grid[0][col]
+        # The first epochs fall from chance (90 %) and would flatten the phases that matter into a
+        # line: the axis covers the second half of the dense phase onwards, and says what it cuts.
+        later = [
+            100 * r["test_top1_err"]
+            for curve in row["curves"].values()
+            for r in curve
+            if r["epoch"] >= spans[0][2] // 2
+        ]
+        pad = max(0.5, 0.1 * (max(later) - min(later)))
+        top.set_ylim(min(later) - pad, max(later) + pad)
+        top.text(
+            0.02,
+            0.03,
+            "axis cut: the first epochs run off the top",
+            transform=top.transAxes,
+            ha="left",
+            va="bottom",
+            fontsize=8,
+            color="0.35",
+        )
+        bottom.set_yscale("log")
+        bottom.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.01, 0.1, 1 rather than 10^-2
+        bottom.set_xlabel("epoch")
         lrs = [p["lr"] for p in result["config"]["schedule"]]
         for (phase, first, last), lr in zip(spans, lrs):
             top.annotate(
