@@ -32,7 +32,7 @@ net and go through the Caffe mapping like any other.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -239,16 +239,18 @@ def _matched_layers(
     return scheme, pairs, build_kwargs
 
 
-def caffe_layer_shapes(arch: str, scheme: str = "") -> List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
+def caffe_layer_shapes(
+    arch: str, scheme_name: Optional[str] = None
+) -> List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
     """``(Caffe layer, weight shape, bias shape)`` of the required layers of ``arch``, in prototxt order.
 
-    ``scheme`` names a naming scheme of :data:`CAFFE_SCHEMES` (default: the first). The shapes
+    ``scheme_name`` picks a naming scheme of :data:`CAFFE_SCHEMES` (default: the first). The shapes
     are PyTorch's, which new-format Caffe files share. For readers that need the layer list in
     advance (the Deep Compression format stores none).
     """
     schemes = _schemes(arch, "Caffe layer shapes")
     shapes = architecture_shapes(arch)
-    pairs = schemes[scheme or next(iter(schemes))]
+    pairs = schemes[scheme_name or next(iter(schemes))]
     return [(caffe, shapes[f"{module}.weight"], shapes[f"{module}.bias"]) for caffe, module in pairs]
 
 
