@@ -32,7 +32,7 @@ net and go through the Caffe mapping like any other.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -213,21 +213,9 @@ def _matched_layers(
     weighted = [name for name, layer_blobs in blobs.items() if len(layer_blobs) > 0]
     present = set(weighted)
     schemes = _schemes(arch, source)
-    layer_sets = {name: {caffe for caffe, _ in pairs} for name, pairs in schemes.items()}
-    shared = set.intersection(*layer_sets.values())  # SqueezeNet's conv1 is in both schemes
-    used = [name for name, layers in layer_sets.items() if present & (layers - shared)]
-    if len(used) > 1:
-        raise ConversionError(
-            f"{source}: the layer names mix the {' and '.join(used)} naming schemes of {arch}; a file must use one"
-        )
-    scheme = used[0] if used else next(iter(schemes))
-    aux = _GOOGLENET_AUX if arch == "googlenet" else ()
-    found = [caffe for caffe, _ in aux if caffe in present]
-    if found and len(found) < len(aux):
-        missing = [caffe for caffe, _ in aux if caffe not in present]
-        raise ConversionError(f"{source}: aux_heads are incomplete: has {found} but not {missing}")
-    pairs = list(schemes[scheme] + (aux if found else ()))
-    build_kwargs: Dict[str, Any] = {"aux_logits": True} if found else {}
+    scheme = _scheme_in_use(schemes, present, arch, source)
+    aux = _aux_heads(arch, present, source)
+    pairs = list(schemes[scheme] + aux)
     mapped = {caffe for caffe, _ in pairs}
     missing = [caffe for caffe, _ in pairs if caffe not in present]
     extra = [name for name in weighted if name not in mapped]
@@ -236,7 +224,29 @@ def _matched_layers(
             [f"unexpected weighted layers {_listing(extra)}"] if extra else []
         )
         raise ConversionError(f"{source}: does not match {arch} ({scheme} layer names): {'; '.join(parts)}")
-    return scheme, pairs, build_kwargs
+    return scheme, pairs, {"aux_logits": True} if aux else {}
+
+
+def _scheme_in_use(schemes: Mapping[str, Any], present: Set[str], arch: str, source: str) -> str:
+    """The one naming scheme whose own layer names the file uses (the first when it uses none)."""
+    layer_sets = {name: {caffe for caffe, _ in pairs} for name, pairs in schemes.items()}
+    shared = set.intersection(*layer_sets.values())  # SqueezeNet's conv1 is in both schemes
+    used = [name for name, layers in layer_sets.items() if present & (layers - shared)]
+    if len(used) > 1:
+        raise ConversionError(
+            f"{source}: the layer names mix the {' and '.join(used)} naming schemes of {arch}; a file must use one"
+        )
+    return used[0] if used else next(iter(schemes))
+
+
+def _aux_heads(arch: str, present: Set[str], source: str) -> Tuple[Tuple[str, str], ...]:
+    """GoogLeNet's auxiliary heads when the file has them: all of their layers or none."""
+    aux = _GOOGLENET_AUX if arch == "googlenet" else ()
+    found = [caffe for caffe, _ in aux if caffe in present]
+    if found and len(found) < len(aux):
+        missing = [caffe for caffe, _ in aux if caffe not in present]
+        raise ConversionError(f"{source}: aux_heads are incomplete: has {found} but not {missing}")
+    return aux if found else ()
 
 
 def caffe_layer_shapes(

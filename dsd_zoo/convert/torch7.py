@@ -369,6 +369,10 @@ class _Reader:
         return array
 
     def tensor(self, class_name: str, depth: int) -> np.ndarray:
+        # Complexity D, forced by the format: a Torch7 tensor record is its dimension count, sizes,
+        # strides, a 1-based storage offset and a storage object, and each of them can lie. Every case
+        # (no dimensions, empty, no storage, a view past its storage, overlapping views, the copy
+        # budget) is a distinct grammar rule with its own error, checked before any byte is copied.
         dtype = _TENSOR_DTYPES[class_name]
         at = self.pos
         ndim = self.count(self.int32("tensor dimension count"), 16, "tensor dimension count")
