@@ -230,17 +230,13 @@ def _train(
     import torch
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler, Subset
+    from tqdm.auto import tqdm
 
     from dsd_zoo.dsd.checkpoint import file_record, save_checkpoint, save_masks
     from dsd_zoo.dsd.distributed import broadcast_buffers, broadcast_masks, gather_strings, tensors_digest
     from dsd_zoo.dsd.loop import PhaseResult, evaluate, train_epoch, train_phases
     from dsd_zoo.dsd.masks import DSD
     from dsd_zoo.dsd.recipe import RecipeError
-
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # progress bars are a nicety; train without them
-        tqdm = None
 
     start = time.perf_counter()
     torch.manual_seed(recipe.seed)
@@ -280,10 +276,8 @@ def _train(
 
     def run_epoch(optimizer: torch.optim.Optimizer, phase: Any, epoch: int) -> float:
         sampler.set_epoch(epoch)
-        batches: Any = train_loader
-        if progress and d.is_main and tqdm is not None:
-            total = recipe.schedule.total_epochs
-            batches = tqdm(train_loader, desc=f"{phase.name}, epoch {epoch + 1}/{total}", unit="batch", leave=False)
+        desc = f"{phase.name}, epoch {epoch + 1}/{recipe.schedule.total_epochs}"
+        batches = tqdm(train_loader, desc=desc, unit="batch", leave=False, disable=not (progress and d.is_main))
         return train_epoch(net, batches, optimizer, d.device)
 
     def evaluate_fn() -> Any:
@@ -302,7 +296,6 @@ def _train(
         "complete": False,  # true once every phase is done; a stopped run stays marked unfinished
         "phases": [],
     }
-    common_meta = {"model": recipe.model, "num_classes": str(num_classes), "recipe": json.dumps(recipe.to_dict())}
 
     def on_phase_end(result: PhaseResult, masks: dict[str, torch.Tensor]) -> None:
         entry = result.to_dict()
@@ -310,12 +303,19 @@ def _train(
         entry["mask_sha256_per_rank"] = gather_strings(tensors_digest(masks), d) if masks else None
         results["phases"].append(entry)
         if d.is_main:
-            meta = {**common_meta, "phase": result.phase.name, "kind": result.phase.kind}
-            path = save_checkpoint(output / f"{result.phase.name}.safetensors", model, masks or None, meta)
-            entry["checkpoint"] = file_record(path)
+            name = result.phase.name
+            meta = {
+                "model": recipe.model,
+                "num_classes": str(num_classes),
+                "recipe": json.dumps(results["recipe"]),
+                "phase": name,
+                "kind": result.phase.kind,
+            }
+            entry["checkpoint"] = file_record(
+                save_checkpoint(output / f"{name}.safetensors", model, masks or None, meta)
+            )
             if masks:
-                mpath = save_masks(output / f"{result.phase.name}.masks.safetensors", masks, metadata=meta)
-                entry["masks"] = file_record(mpath)
+                entry["masks"] = file_record(save_masks(output / f"{name}.masks.safetensors", masks, metadata=meta))
             results["complete"] = len(results["phases"]) == len(recipe.schedule)
             results["wall_seconds"] = time.perf_counter() - start
             # Atomic: a crash must not leave a half file that later marks the output as "holding a run".

@@ -41,8 +41,11 @@ def _sparsity_table(masks: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
     table = {}
     for name, mask in masks.items():
         pruned = int(mask.numel() - torch.count_nonzero(mask))
-        sparsity = pruned / mask.numel() if mask.numel() else 0.0
-        table[name] = {"numel": mask.numel(), "pruned": pruned, "sparsity": sparsity}
+        table[name] = {
+            "numel": mask.numel(),
+            "pruned": pruned,
+            "sparsity": pruned / mask.numel() if mask.numel() else 0.0,
+        }
     return table
 
 

@@ -58,15 +58,6 @@ from dsd_zoo.models.digits import digits_net
 
 __all__ = ["DemoConfig", "Run", "digits_task", "main", "run_demo"]
 
-# File names of the embedded zoo, by stage; the verify manifest refers to them.
-EMBEDDED_FILES = {
-    "baseline": "digits_baseline.safetensors",
-    "sparse": "digits_sparse.safetensors",
-    "dsd": "digits_dsd.safetensors",
-}
-TEST_FILE = "digits_test.safetensors"
-RESULTS_FILE = "results.json"
-
 
 def digits_task(split: DigitsSplit) -> Task:
     """The digits split as a :class:`~dsd_zoo.dsd.paired.Task` for :func:`digits_net`."""
@@ -89,16 +80,15 @@ def export_embedded(
     """
     out.mkdir(parents=True, exist_ok=True)
     test_path = save_digits_split(
-        out / TEST_FILE,
+        out / "digits_test.safetensors",
         split.test_images,
         split.test_labels,
         {"source": DIGITS_SOURCE, "split": split.description, "preprocessing": "float(pixel) / 16, shape [N, 1, 8, 8]"},
     )
-    last = config.schedule()[-1].name
     picks = {
-        "baseline": (baseline_run.states[last], None),
+        "baseline": (baseline_run.states["redense"], None),
         "sparse": (dsd_run.states["sparse"], dsd_run.masks),
-        "dsd": (dsd_run.states[last], None),
+        "dsd": (dsd_run.states["redense"], None),
     }
     # What trained these models, and nothing else: not the number of seeds run next to them, so
     # that the same seed and settings always give byte-identical files.
@@ -114,7 +104,10 @@ def export_embedded(
     for stage, (state, masks) in picks.items():
         model = digits_net()
         model.load_state_dict(state)
-        path = save_checkpoint(out / EMBEDDED_FILES[stage], model, masks=masks, metadata={**common, "stage": stage})
+        # digits_baseline, digits_sparse, digits_dsd: the manifest's models, named by their files.
+        path = save_checkpoint(
+            out / f"digits_{stage}.safetensors", model, masks=masks, metadata={**common, "stage": stage}
+        )
         reloaded = digits_net()
         load_checkpoint(path, reloaded)
         top1, top5, n = evaluate_digits(reloaded, test_path)
@@ -139,7 +132,7 @@ def export_embedded(
         },
         "models": models,
     }
-    (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -162,7 +155,7 @@ def run_demo(
         log(f"schedule: {config.schedule()}, sparsity {config.sparsity}, {config.threads} threads")
         dsd_runs, baseline_runs = run_seeds(digits_task(split), config, log)
         summary = {
-            **summarize(dsd_runs, baseline_runs, config),
+            **summarize(dsd_runs, baseline_runs),
             "config": config.to_dict(),
             "data": {"source": DIGITS_SOURCE, "split": split.description},
             "environment": {

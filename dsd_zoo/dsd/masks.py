@@ -290,13 +290,12 @@ class DSD:
         if self.is_sparse:
             raise DSDStateError("the model is already sparse: call densify() before pruning again")
         self._check_live()
-        chosen = self.compute_masks() if masks is None else self._validated(masks)
-        self._masks = chosen
-        self._pruned = {name: ~mask for name, mask in chosen.items()}
+        self._masks = self.compute_masks() if masks is None else self._validated(masks)
+        self._pruned = {name: ~mask for name, mask in self._masks.items()}
         self._apply_to_weights()
         for handle in self._handles:
             self._clear_optimizer_state(handle.optimizer)
-        return dict(chosen)
+        return dict(self._masks)
 
     def _validated(self, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
         missing = [n for n in self._params if n not in masks]

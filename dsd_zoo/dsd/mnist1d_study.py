@@ -94,17 +94,17 @@ def verdict(difference: Mapping[str, Any]) -> str:
     return "no difference detected (95 % interval of DSD - baseline contains 0)"
 
 
-def _per_seed(dsd_runs: Sequence[Run], baseline_runs: Sequence[Run], last: str) -> list[dict[str, Any]]:
+def _per_seed(dsd_runs: Sequence[Run], baseline_runs: Sequence[Run]) -> list[dict[str, Any]]:
     return [
         {
             "seed": d.seed,
             "top1_err": {
                 "dense": d.top1("dense"),
                 "sparse": d.top1("sparse"),
-                "dsd": d.top1(last),
-                "baseline": b.top1(last),
+                "dsd": d.top1("redense"),
+                "baseline": b.top1("redense"),
             },
-            "dsd_minus_baseline": d.top1(last) - b.top1(last),
+            "dsd_minus_baseline": d.top1("redense") - b.top1("redense"),
             "curves": {run.kind: run.curve for run in (d, b)},
         }
         for d, b in zip(dsd_runs, baseline_runs)
@@ -223,14 +223,14 @@ def run_study(
         with torch_settings(threads=config.threads, deterministic=True):
             dsd_runs, baseline_runs = run_seeds(mnist1d_task(split, spec), config, log, label=f"{name} ")
         timing["models"][name] = time.perf_counter() - t0
-        result = summarize(dsd_runs, baseline_runs, config)
+        result = summarize(dsd_runs, baseline_runs)
         summary["models"][name] = {
             "description": spec.description,
             "config": config.to_dict(),
             "dsd_options": {k: [t.__name__ for t in v] if k == "include" else v for k, v in spec.dsd_options.items()},
             "summary": result,
             "verdict": verdict(result["dsd_minus_baseline"]),
-            "per_seed": _per_seed(dsd_runs, baseline_runs, config.schedule()[-1].name),
+            "per_seed": _per_seed(dsd_runs, baseline_runs),
         }
         tables.append(f"### {name}: {spec.description}\n\n{format_table(result, config)}")
     table = "\n\n".join(

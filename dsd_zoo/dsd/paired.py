@@ -137,7 +137,6 @@ def run_seeds(
 ) -> tuple[list[Run], list[Run]]:
     """DSD and baseline runs of seeds ``0 .. config.seeds - 1``, logging one line per seed."""
     dsd_runs, baseline_runs = [], []
-    last = config.schedule()[-1].name
     for seed in range(config.seeds):
         t0 = time.perf_counter()
         dsd_runs.append(train_run(task, seed, config, use_dsd=True))
@@ -145,7 +144,7 @@ def run_seeds(
         d, b = dsd_runs[-1], baseline_runs[-1]
         log(
             f"{label}seed {seed}: dense {d.top1('dense'):.2%}  sparse {d.top1('sparse'):.2%}  "
-            f"DSD {d.top1(last):.2%}  | baseline {b.top1(last):.2%}  ({time.perf_counter() - t0:.1f} s)"
+            f"DSD {d.top1('redense'):.2%}  | baseline {b.top1('redense'):.2%}  ({time.perf_counter() - t0:.1f} s)"
         )
     return dsd_runs, baseline_runs
 
@@ -164,18 +163,17 @@ def _flat(state: dict[str, Tensor]) -> Tensor:
     return torch.cat([t.flatten() for t in state.values()])
 
 
-def summarize(dsd_runs: Sequence[Run], baseline_runs: Sequence[Run], config: DemoConfig) -> dict[str, Any]:
+def summarize(dsd_runs: Sequence[Run], baseline_runs: Sequence[Run]) -> dict[str, Any]:
     """Mean/std of the test top-1 error of every stage over seeds, and the paired DSD - baseline.
 
     ``dsd_minus_baseline`` also holds its 95 % Student-t interval (``ci_low``, ``ci_high``) and
     the exact two-sided sign test's ``sign_test_p`` (ties dropped); see :mod:`dsd_zoo.dsd.stats`.
     """
-    last = config.schedule()[-1].name
     stages = {
         "dense": [r.top1("dense") for r in dsd_runs],
         "sparse": [r.top1("sparse") for r in dsd_runs],
-        "dsd": [r.top1(last) for r in dsd_runs],
-        "baseline": [r.top1(last) for r in baseline_runs],
+        "dsd": [r.top1("redense") for r in dsd_runs],
+        "baseline": [r.top1("redense") for r in baseline_runs],
     }
     diff = [d - b for d, b in zip(stages["dsd"], stages["baseline"])]
     sparse_report = next(r.sparsity for r in dsd_runs[0].results if r.phase.name == "sparse")
@@ -202,32 +200,27 @@ def summarize(dsd_runs: Sequence[Run], baseline_runs: Sequence[Run], config: Dem
 def format_table(summary: dict[str, Any], config: DemoConfig) -> str:
     """The summary as a Markdown table (errors in %)."""
     e_dense, e_sparse, e_redense = config.epochs
+    errors, d = summary["top1_err"], summary["dsd_minus_baseline"]
     rows = [
-        ("dense (DSD stage 1)", f"{e_dense}", "top1_err", "dense"),
-        ("sparse (DSD stage 2)", f"{e_dense} + {e_sparse}", "top1_err", "sparse"),
-        ("**DSD** (re-dense, stage 3)", f"{e_dense} + {e_sparse} + {e_redense}", "top1_err", "dsd"),
-        ("**baseline** (dense throughout)", f"{sum(config.epochs)}", "top1_err", "baseline"),
+        ("dense (DSD stage 1)", f"{e_dense}", errors["dense"]),
+        ("sparse (DSD stage 2)", f"{e_dense} + {e_sparse}", errors["sparse"]),
+        ("**DSD** (re-dense, stage 3)", f"{e_dense} + {e_sparse} + {e_redense}", errors["dsd"]),
+        ("**baseline** (dense throughout)", f"{sum(config.epochs)}", errors["baseline"]),
     ]
-    n = len(summary["top1_err"]["dsd"]["values"])
-    lines = [
-        f"| model | epochs | test top-1 error, mean ± std over {n} seeds | min – max |",
-        "|---|---|---|---|",
-    ]
-    for label, epochs, key, stage in rows:
-        s = summary[key][stage]
-        lines.append(
-            f"| {label} | {epochs} | {100 * s['mean']:.2f} % ± {100 * s['std']:.2f} | "
-            f"{100 * s['min']:.2f} – {100 * s['max']:.2f} % |"
-        )
-    d = summary["dsd_minus_baseline"]
-    lines.append(
-        f"| DSD − baseline (paired by seed) | | {100 * d['mean']:+.2f} points ± {100 * d['std']:.2f} | "
-        f"DSD better in {d['dsd_better']}, equal in {d['equal']}, worse in {d['dsd_worse']} of {n} |"
-    )
+    n = len(errors["dsd"]["values"])
     interval = (
         "n/a (one seed)" if d["ci_low"] is None else f"{100 * d['ci_low']:+.2f} to {100 * d['ci_high']:+.2f} points"
     )
-    lines.append(
-        f"| 95 % interval of the mean difference | | {interval} | sign test, two-sided: p = {d['sign_test_p']:.3g} |"
-    )
+    lines = [
+        f"| model | epochs | test top-1 error, mean ± std over {n} seeds | min – max |",
+        "|---|---|---|---|",
+        *(
+            f"| {label} | {epochs} | {100 * s['mean']:.2f} % ± {100 * s['std']:.2f} | "
+            f"{100 * s['min']:.2f} – {100 * s['max']:.2f} % |"
+            for label, epochs, s in rows
+        ),
+        f"| DSD − baseline (paired by seed) | | {100 * d['mean']:+.2f} points ± {100 * d['std']:.2f} | "
+        f"DSD better in {d['dsd_better']}, equal in {d['equal']}, worse in {d['dsd_worse']} of {n} |",
+        f"| 95 % interval of the mean difference | | {interval} | sign test, two-sided: p = {d['sign_test_p']:.3g} |",
+    ]
     return "\n".join(lines)

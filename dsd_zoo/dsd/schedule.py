@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Union, overload
+from typing import Any
 
 from dsd_zoo._fields import unknown_fields
 
@@ -54,8 +54,8 @@ def _default_names(kinds: Sequence[str]) -> list[str]:
     return names
 
 
-class DSDSchedule(Sequence[Phase]):
-    """An ordered, validated list of :class:`Phase`; iterate it to run the phases.
+class DSDSchedule(tuple[Phase, ...]):
+    """An ordered, validated tuple of :class:`Phase`; iterate it to run the phases.
 
     >>> s = DSDSchedule.standard(lr=0.1, epochs=(4, 2, 2))
     >>> [(p.name, p.kind, p.epochs, round(p.lr, 6)) for p in s]
@@ -64,16 +64,16 @@ class DSDSchedule(Sequence[Phase]):
     8
     """
 
-    def __init__(self, phases: Sequence[Phase | Mapping[str, Any]]) -> None:
+    def __new__(cls, phases: Iterable[Phase | Mapping[str, Any]]) -> DSDSchedule:
+        phases = list(phases)
         if not phases:
             raise ValueError("a schedule needs at least one phase")
         if not all(isinstance(p, (Phase, Mapping)) for p in phases):
             raise ValueError("each phase must be a table/object with kind, epochs and lr (and an optional name)")
-        raw = [p if isinstance(p, Phase) else dict(p) for p in phases]
-        kinds = [p.kind if isinstance(p, Phase) else p.get("kind") for p in raw]
+        kinds = [p.kind if isinstance(p, Phase) else p.get("kind") for p in phases]
         defaults = _default_names([k if k in KINDS else "dense" for k in kinds])
         built = []
-        for i, (p, default) in enumerate(zip(raw, defaults)):
+        for i, (p, default) in enumerate(zip(phases, defaults)):
             if isinstance(p, Phase):
                 built.append(p)
                 continue
@@ -90,7 +90,7 @@ class DSDSchedule(Sequence[Phase]):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"phase names must be unique (they name the checkpoints), repeated: {duplicated}")
-        self._phases = tuple(built)
+        return super().__new__(cls, built)
 
     @classmethod
     def standard(
@@ -124,42 +124,23 @@ class DSDSchedule(Sequence[Phase]):
             raise ValueError(f"epochs must be an integer or a list of {len(kinds)} integers, got {epochs!r}")
         if len(counts) != len(kinds):
             raise ValueError(f"epochs needs {len(kinds)} counts for {rounds} round(s) ({kinds}), got {len(counts)}")
-        names = _default_names(kinds)
         # 12 significant digits: 0.05 * 0.1 is 0.005, not 0.005000000000000001, in logs and recipes.
         rates = [float(f"{lr * lr_decay**i:.12g}") for i in range(len(kinds))]
-        return cls([Phase(n, k, e, r) for n, k, e, r in zip(names, kinds, counts, rates)])
+        return cls([Phase(n, k, e, r) for n, k, e, r in zip(_default_names(kinds), kinds, counts, rates)])
 
     def baseline(self) -> DSDSchedule:
         """The same phases, epochs and learning rates, all dense: the fair baseline of a DSD run."""
-        return DSDSchedule([Phase(p.name, "dense", p.epochs, p.lr) for p in self._phases])
+        return DSDSchedule([Phase(p.name, "dense", p.epochs, p.lr) for p in self])
 
     @property
     def total_epochs(self) -> int:
         """Epochs over all phases."""
-        return sum(p.epochs for p in self._phases)
+        return sum(p.epochs for p in self)
 
     def to_list(self) -> list[dict[str, Any]]:
         """The phases as plain dicts (what a recipe's ``phases`` holds)."""
-        return [asdict(p) for p in self._phases]
-
-    @overload
-    def __getitem__(self, index: int) -> Phase: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Phase]: ...
-
-    def __getitem__(self, index: Union[int, slice]) -> Union[Phase, Sequence[Phase]]:
-        return self._phases[index]
-
-    def __len__(self) -> int:
-        return len(self._phases)
-
-    def __iter__(self) -> Iterator[Phase]:
-        return iter(self._phases)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, DSDSchedule) and self._phases == other._phases
+        return [asdict(p) for p in self]
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{p.name}:{p.kind}x{p.epochs}@{p.lr:g}" for p in self._phases)
+        inner = ", ".join(f"{p.name}:{p.kind}x{p.epochs}@{p.lr:g}" for p in self)
         return f"DSDSchedule([{inner}])"
