@@ -1,9 +1,11 @@
-"""Host names that do not resolve: a failure that waiting does not cure, so it is never retried.
+"""Requests that got no answer, and host names that do not resolve: which failures waiting may cure.
 
-A mistyped mirror, a Hub endpoint that does not exist or a machine with no network answers
-``getaddrinfo`` with an error at once; retrying with backoff only delays the one-line cause.
-``huggingface_hub`` retries connection errors, this one included, for about 20 s, so a Hub
-endpoint's host is resolved once before the Hub is asked (:func:`unresolvable_host`).
+A timeout, a reset or a refused connection may pass, so the downloader and the OneDrive client
+retry them (:func:`no_answer` says which). A mistyped mirror, a Hub endpoint that does not exist
+or a machine with no network answers ``getaddrinfo`` with an error at once; retrying with backoff
+only delays the one-line cause. ``huggingface_hub`` retries connection errors, this one included,
+for about 20 s, so a Hub endpoint's host is resolved once before the Hub is asked
+(:func:`unresolvable_host`).
 """
 
 from __future__ import annotations
@@ -12,12 +14,28 @@ import socket
 from typing import Optional
 from urllib.parse import urlsplit
 
+import requests
 import requests.utils
 
-__all__ = ["describe", "resolution_failure", "unresolvable_host"]
+from .errors import first_line
+
+__all__ = ["no_answer", "unresolvable_host"]
 
 
-def resolution_failure(exc: BaseException) -> Optional[socket.gaierror]:
+def no_answer(exc: requests.RequestException, url: str) -> tuple[str, bool]:
+    """Why the request to ``url`` got no answer, in one line, and whether trying again may help.
+
+    A name that does not resolve, a certificate problem or a request that cannot be made does not
+    go away by waiting; a timeout or a broken or refused connection may.
+    """
+    unresolved = _resolution_failure(exc)
+    if unresolved is not None:
+        return _describe(url, unresolved), False
+    worth_retrying = isinstance(exc, (requests.ConnectionError, requests.Timeout))
+    return first_line(exc), worth_retrying and not isinstance(exc, requests.exceptions.SSLError)
+
+
+def _resolution_failure(exc: BaseException) -> Optional[socket.gaierror]:
     """The resolver's error behind ``exc`` (requests, urllib3 and httpx wrap it), if there is one."""
     seen: set[int] = set()
     pending: list[object] = [exc]
@@ -33,7 +51,7 @@ def resolution_failure(exc: BaseException) -> Optional[socket.gaierror]:
     return None
 
 
-def describe(url: str, error: socket.gaierror) -> str:
+def _describe(url: str, error: socket.gaierror) -> str:
     """One line: which name (``url``'s host) did not resolve and what the resolver said."""
     host = urlsplit(url).hostname or url
     return f"the host name {host!r} does not resolve ({error.strerror or error}): check the address, or the network"
@@ -50,5 +68,5 @@ def unresolvable_host(url: str) -> Optional[str]:
     try:
         socket.getaddrinfo(host, None)
     except socket.gaierror as exc:
-        return describe(url, exc)
+        return _describe(url, exc)
     return None

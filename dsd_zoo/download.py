@@ -538,7 +538,6 @@ class _UrlSource(_Source):
                     f"{self.url} in a browser to see why (a login, a quota or a moved file)"
                 )
             total = self._total(response, writer, resume, size, bar)
-            resume.remember(response)
             if size is not None and total is not None and total != size:
                 raise _SourceError(f"the server announces {total} bytes, expected {size}")
             _stream_into(response, writer, bar, size if size is not None else total)
@@ -570,10 +569,10 @@ class _UrlSource(_Source):
             raise _SourceError(f"HTTP {response.status_code} with Content-Range {content_range!r}", transient=True)
         if writer.written:
             logger.info("%s: the server sent the whole file again; restarting", self.url)
-        total = _int_header(response, "Content-Length")
-        writer.restart(total if size is None else size)
-        bar.reset(total=size or total)
-        return total
+        resume.remember(response)
+        writer.restart(resume.total if size is None else size)
+        bar.reset(total=size or resume.total)
+        return resume.total
 
 
 def _stream_into(response: requests.Response, writer: _PartWriter, bar: tqdm, limit: int | None) -> None:
@@ -653,10 +652,11 @@ class _Resume:
     total: int | None = None  # the length of the representation the validator names
 
     def remember(self, response: requests.Response) -> None:
-        if response.status_code == 206:
-            # A 206 proves ranges work and answers for the version already remembered; nginx, for
-            # one, leaves Accept-Ranges out of its 206 answers.
-            return
+        """Remember the version a whole (200) answer sends.
+
+        Only a whole answer is remembered: a 206 answers for the version already remembered, and
+        proves ranges work even without Accept-Ranges (nginx, for one, leaves it out of its 206 answers).
+        """
         self.total = _int_header(response, "Content-Length")
         etag = response.headers.get("ETag")
         if response.headers.get("Accept-Ranges", "").lower() != "bytes":
@@ -792,14 +792,9 @@ def _get(session: requests.Session, url: str, headers: dict[str, str], settings:
     """Open a streamed GET; network trouble and 'try later' answers are transient :class:`_SourceError`\\ s."""
     try:
         response = session.get(url, headers=headers, stream=True, timeout=settings.timeout)
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        unresolved = _dns.resolution_failure(exc)
-        # A certificate problem or a name that does not resolve does not go away by retrying.
-        transient = unresolved is None and not isinstance(exc, requests.exceptions.SSLError)
-        message = _dns.describe(url, unresolved) if unresolved is not None else first_line(exc)
-        raise _SourceError(message, transient=transient) from exc
     except requests.RequestException as exc:
-        raise _SourceError(first_line(exc)) from exc
+        message, transient = _dns.no_answer(exc, url)
+        raise _SourceError(message, transient=transient) from exc
     status = response.status_code
     if status < 400:
         return response

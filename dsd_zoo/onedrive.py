@@ -45,7 +45,6 @@ from urllib.parse import urlsplit
 import requests
 
 from . import _dns
-from .errors import first_line
 
 __all__ = ["OneDriveError", "is_share_link", "legacy_content_url", "redeem", "share_id"]
 
@@ -207,16 +206,14 @@ def _post(
 ) -> Tuple[requests.Response, Any]:
     """POST to ``what``, one of OneDrive's services: its answer (closed) and, for a 200, the JSON document it holds.
 
-    No answer, or a busy or failing service (429, 5xx), is worth retrying, unless the host name
-    does not resolve.
+    A busy or failing service (429, 5xx) is worth retrying, and so may be no answer (see
+    :func:`dsd_zoo._dns.no_answer`).
     """
     try:
         response = session.post(url, timeout=timeout, stream=True, **kwargs)
     except requests.RequestException as exc:
-        unresolved = _dns.resolution_failure(exc)
-        if unresolved is not None:
-            raise OneDriveError(f"{what} could not be reached: {_dns.describe(url, unresolved)}") from exc
-        raise OneDriveError(f"{what} ({url}) could not be reached: {first_line(exc)}", transient=True) from exc
+        message, transient = _dns.no_answer(exc, url)
+        raise OneDriveError(f"{what} could not be reached: {message}", transient=transient) from exc
     with response:
         if response.status_code == 429 or response.status_code >= 500:
             raise OneDriveError(f"{what} is busy or failing ({_status(response)})", transient=True)
