@@ -74,26 +74,19 @@ def _is_protobuf_net(head: bytes) -> bool:
     position, fields = 0, 0
     while position < len(head) and fields < 3:
         key, position = _varint(head, position)
-        if key is None:
+        if key is None or key & 7 not in (0, 2):  # a varint or a length-delimited field, as NetParameter has
             return False
         number, wire = key >> 3, key & 7
         if fields == 0 and number not in (1, 2, 3, 4, 5, 100):
             return False
-        if wire == 2:
-            length, position = _varint(head, position)
-            if length is None:
-                return False
-            if fields == 0 and number == 1:  # the name: printable text
-                name = head[position : position + length]
-                if not name or not all(32 <= byte < 127 for byte in name):
-                    return False
-            position += length
-        elif wire == 0:
-            value, position = _varint(head, position)
-            if value is None:
-                return False
-        else:
+        value, position = _varint(head, position)  # the varint, or the length of what follows
+        if value is None:
             return False
+        if wire == 2:
+            name = head[position : position + value]
+            if fields == 0 and number == 1 and not (name and all(32 <= byte < 127 for byte in name)):
+                return False  # the name is printable text
+            position += value
         fields += 1
     return fields > 0
 
