@@ -28,7 +28,7 @@ import os
 import re
 import stat
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -164,9 +164,7 @@ def read_stamp(path: Path) -> Stamp | None:
 
 def write_stamp(path: Path, stamp: Stamp) -> None:
     """Write the stamp of ``path`` atomically (a reader sees the old stamp or the new one)."""
-    document = {"format": _STAMP_FORMAT, **{name: getattr(stamp, name) for name in Stamp.__dataclass_fields__}}
-    document["extra"] = dict(stamp.extra)
-    text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+    text = json.dumps({"format": _STAMP_FORMAT, **asdict(stamp)}, indent=1, sort_keys=True) + "\n"
     atomic_write(stamp_path(path), lambda file: file.write(text.encode("utf-8")))
 
 
@@ -258,7 +256,6 @@ def find_local(
     record: FileRecord,
     *,
     path: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
     rehash: bool = False,
 ) -> LocalCopy:
     """Where ``record``'s file is on this machine, and whether it is the right one. Never downloads.
@@ -271,7 +268,7 @@ def find_local(
     elif record.local is not None:
         candidate = shipped_file(record.local)
     else:
-        candidate = resolve_cache_dir(cache_dir) / record.file
+        candidate = resolve_cache_dir() / record.file
     if not os.path.lexists(candidate):
         return LocalCopy(None, "missing", f"{candidate} does not exist")
     return check_file(candidate, record.digest, record.size, rehash=rehash)
