@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from dsd_zoo.atomic import atomic_write, file_in_the_way
-from dsd_zoo.errors import DatasetError, DSDZooError
+from dsd_zoo._signals import exit_on_termination
+from dsd_zoo.errors import DatasetError, DSDZooError, TrainingError, UnverifiedSourceError
 
 # The exit status of a run stopped by Ctrl-C, as a shell reports a SIGINT.
 EXIT_INTERRUPTED = 130
@@ -383,9 +384,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (2 for a bad recipe or data)."""
     args = _parser().parse_args(argv)
     from dsd_zoo.dsd.recipe import load_recipe
-
-    from dsd_zoo._signals import exit_on_termination
-    from dsd_zoo.errors import TrainingError, UnverifiedSourceError
 
     try:
         recipe = load_recipe(args.recipe)

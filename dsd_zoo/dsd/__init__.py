@@ -20,8 +20,7 @@ command line around it. This package is not imported by ``import dsd_zoo``.
 """
 
 from dsd_zoo.dsd.checkpoint import load_checkpoint, load_masks, read_metadata, save_checkpoint, save_masks
-from dsd_zoo.dsd.masks import DSD, DSDHandle, DSDStateError, magnitude_mask
-from dsd_zoo.dsd.report import LayerSparsity, SparsityReport
+from dsd_zoo.dsd.masks import DSD, DSDHandle, DSDStateError, LayerSparsity, SparsityReport, magnitude_mask
 from dsd_zoo.dsd.schedule import DSDSchedule, Phase
 
 __all__ = [

@@ -54,10 +54,8 @@ def _write(
 ) -> Path:
     extra = dict(extra or {})
     clash = [k for k in extra if k in _RESERVED]
-    if clash or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
-        raise ValueError(
-            f"metadata must map str to str and may not use the reserved keys {_RESERVED}: {clash or extra}"
-        )
+    if clash:  # write_safetensors checks that the metadata maps str to str
+        raise ValueError(f"metadata may not use the reserved keys {_RESERVED}: {clash}")
     metadata = {
         **extra,
         "format": fmt,
@@ -166,9 +164,7 @@ def save_checkpoint(
     unknown = [name for name in (masks or {}) if name not in state]
     if unknown:
         raise WeightsError(f"masks name weights that are not in the model's state dict: {unknown}")
-    # clone(): tied weights would otherwise share storage, which safetensors refuses to write.
-    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state.items()}
-    return _write(path, tensors, CHECKPOINT_FORMAT, _sparsity_table(masks or {}), metadata)
+    return _write(path, state, CHECKPOINT_FORMAT, _sparsity_table(masks or {}), metadata)
 
 
 def load_checkpoint(path: PathLike, model: nn.Module) -> dict[str, str]:

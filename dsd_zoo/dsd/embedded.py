@@ -148,15 +148,13 @@ def load_digits_split(path: PathLike) -> tuple[Tensor, Tensor, dict[str, str]]:
     return images, labels, metadata
 
 
-def evaluate_digits(
-    model: nn.Module, test_file: PathLike, device: torch.device | str = "cpu"
-) -> tuple[float, float, int]:
+def evaluate_digits(model: nn.Module, test_file: PathLike) -> tuple[float, float, int]:
     """``(top1_err, top5_err, n)`` of ``model`` on the digits split in ``test_file``.
 
-    Errors are fractions in ``[0, 1]``. The model is evaluated in eval mode, in one batch.
+    Errors are fractions in ``[0, 1]``. The model is evaluated on the CPU in eval mode, in one batch.
     """
     from dsd_zoo.dsd.loop import evaluate
 
     images, labels, _ = load_digits_split(test_file)
-    errors = evaluate(model, [(digits_input(images), labels)], device=device)
+    errors = evaluate(model, [(digits_input(images), labels)])
     return errors.top1_err, errors.top5_err, errors.n

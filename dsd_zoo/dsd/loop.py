@@ -19,8 +19,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from dsd_zoo.dsd.masks import DSD
-from dsd_zoo.dsd.report import SparsityReport
+from dsd_zoo.dsd.masks import DSD, SparsityReport
 from dsd_zoo.dsd.schedule import DSDSchedule, Phase
 from dsd_zoo.ranking import label_rank
 

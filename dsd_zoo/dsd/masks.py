@@ -15,6 +15,9 @@ Three mistakes common in public implementations are ruled out by construction he
 * only weights are pruned, never biases, and parameters keep their names (no ``weight_orig``
   re-parametrisation), so every state dict loads into the plain architecture.
 
+:meth:`DSD.report` counts the zeros of every weight it considers, per layer and in total
+(:class:`SparsityReport`, as data and as a printable table).
+
 Optimizer state
     When a mask takes effect (:meth:`DSD.prune` with optimizers attached, or :meth:`DSD.attach`
     on a sparse model) the entries of every optimizer-state tensor shaped like a pruned weight
@@ -43,19 +46,115 @@ Optimizer state
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Union
 
 import torch
 from torch import Tensor, nn
 
-from dsd_zoo.dsd.report import LayerSparsity, SparsityReport
 from dsd_zoo.errors import DSDZooError, TrainingError, WeightsError
 
-__all__ = ["DSD", "DSDHandle", "DSDStateError", "magnitude_mask"]
+__all__ = ["DSD", "DSDHandle", "DSDStateError", "LayerSparsity", "SparsityReport", "magnitude_mask"]
 
 
 class DSDStateError(DSDZooError, RuntimeError):
     """A DSD method called in the wrong phase, e.g. ``prune()`` on an already sparse model."""
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """The zeros of one weight tensor.
+
+    ``status`` is ``"pruned"`` (DSD manages it), ``"first layer"`` (left dense by
+    ``skip_first``) or ``"excluded"``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    zeros: int
+    status: str
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the weights that are exactly zero."""
+        return self.zeros / self.numel if self.numel else 0.0
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Sparsity of every weight a :class:`~dsd_zoo.dsd.DSD` considers, and of all of them together.
+
+    ``str(report)`` is a table; :meth:`to_dict` a JSON-ready dict.
+    """
+
+    layers: tuple[LayerSparsity, ...]
+    target: float
+
+    @property
+    def numel(self) -> int:
+        """Weights counted, over all layers."""
+        return sum(layer.numel for layer in self.layers)
+
+    @property
+    def zeros(self) -> int:
+        """Weights that are exactly zero, over all layers."""
+        return sum(layer.zeros for layer in self.layers)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of zero weights over all layers, including those left dense."""
+        return self.zeros / self.numel if self.numel else 0.0
+
+    def __getitem__(self, name: str) -> LayerSparsity:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer {name!r}; layers are {[layer.name for layer in self.layers]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"target", "total": {...}, "layers": {name: {...}}}``, every value JSON-serialisable."""
+        return {
+            "target": self.target,
+            "total": {"numel": self.numel, "zeros": self.zeros, "sparsity": self.sparsity},
+            "layers": {
+                layer.name: {
+                    "shape": list(layer.shape),
+                    "numel": layer.numel,
+                    "zeros": layer.zeros,
+                    "sparsity": layer.sparsity,
+                    "status": layer.status,
+                }
+                for layer in self.layers
+            },
+        }
+
+    def __str__(self) -> str:
+        rows = [
+            ("layer", "shape", "weights", "zeros", "sparsity", "status"),
+            *(
+                (
+                    layer.name,
+                    "x".join(map(str, layer.shape)),
+                    f"{layer.numel:,}",
+                    f"{layer.zeros:,}",
+                    f"{layer.sparsity:.2%}",
+                    layer.status,
+                )
+                for layer in self.layers
+            ),
+            ("total", "", f"{self.numel:,}", f"{self.zeros:,}", f"{self.sparsity:.2%}", ""),
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        # The counts and the sparsity (columns 2 to 4) are right-aligned.
+        lines = [
+            "  ".join(
+                cell.rjust(w) if 2 <= i <= 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))
+            ).rstrip()
+            for row in rows
+        ]
+        rule = "-" * max(len(line) for line in lines)
+        return "\n".join([lines[0], rule, *lines[1:-1], rule, lines[-1]])
 
 
 def magnitude_mask(weight: Tensor, sparsity: float) -> Tensor:
@@ -116,6 +215,7 @@ class DSDHandle:
         self.optimizer = optimizer
         self._owner = owner
         self._hooks = hooks
+        owner._handles.append(self)  # until remove()
 
     @property
     def attached(self) -> bool:
@@ -350,12 +450,14 @@ class DSD:
             raise ValueError(
                 "the optimizer updates none of the weights this DSD prunes; build it from the same model's parameters"
             )
-        hooks = [
-            optimizer.register_step_pre_hook(self._zero_pruned_grads),
-            optimizer.register_step_post_hook(self._zero_pruned_weights),
-        ]
-        handle = DSDHandle(self, optimizer, hooks)
-        self._handles.append(handle)
+        handle = DSDHandle(
+            self,
+            optimizer,
+            [
+                optimizer.register_step_pre_hook(self._zero_pruned_grads),
+                optimizer.register_step_post_hook(self._zero_pruned_weights),
+            ],
+        )
         if self.is_sparse:
             self._clear_optimizer_state(optimizer)
         return handle

@@ -105,7 +105,7 @@ def _per_seed(dsd_runs: Sequence[Run], baseline_runs: Sequence[Run]) -> list[dic
                 "baseline": b.top1("redense"),
             },
             "dsd_minus_baseline": d.top1("redense") - b.top1("redense"),
-            "curves": {run.kind: run.curve for run in (d, b)},
+            "curves": {"dsd": d.curve, "baseline": b.curve},
         }
         for d, b in zip(dsd_runs, baseline_runs)
     ]

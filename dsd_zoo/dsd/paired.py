@@ -77,7 +77,6 @@ class Run:
     """
 
     seed: int
-    kind: str  # "dsd" or "baseline"
     results: list[PhaseResult]
     states: dict[str, dict[str, Tensor]] = field(repr=False)
     masks: dict[str, Tensor] = field(repr=False)
@@ -129,7 +128,7 @@ def train_run(task: Task, seed: int, config: DemoConfig, use_dsd: bool) -> Run:
         evaluate_fn=lambda: evaluate(model, test),
         on_phase_end=keep,
     )
-    return Run(seed, "dsd" if use_dsd else "baseline", results, states, masks, curve)
+    return Run(seed, results, states, masks, curve)
 
 
 def run_seeds(

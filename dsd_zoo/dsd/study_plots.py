@@ -10,6 +10,7 @@ matplotlib is the optional extra ``dsd-zoo[plot]``; only this module imports it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -80,17 +81,6 @@ def plot_paired_errors(summary: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
-def _phase_spans(curve: list[Mapping[str, Any]]) -> list[tuple[str, int, int]]:
-    spans: list[tuple[str, int, int]] = []
-    for record in curve:
-        epoch = record["epoch"] + 1  # epochs are counted 1..N on the x axis, the end of each epoch
-        if spans and spans[-1][0] == record["phase"]:
-            spans[-1] = (record["phase"], spans[-1][1], epoch)
-        else:
-            spans.append((record["phase"], epoch - 1, epoch))
-    return spans
-
-
 def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> Path:
     """Test error and training loss per epoch of ``seed``, DSD and baseline, per model; writes ``path``."""
     models = summary["models"]
@@ -100,7 +90,10 @@ def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> P
     grid = fig.subplots(2, len(models), squeeze=False, sharex="col")
     for col, (name, result) in enumerate(models.items()):
         row = next(r for r in result["per_seed"] if r["seed"] == seed)
-        spans = _phase_spans(row["curves"]["dsd"])
+        schedule = result["config"]["schedule"]
+        # Epochs are counted 1..N on the x axis, at the end of each: a phase spans (its start, its end].
+        ends = list(itertools.accumulate(p["epochs"] for p in schedule))
+        spans = [(p["name"], end - p["epochs"], end, p["lr"]) for p, end in zip(schedule, ends)]
         top, bottom = grid[0][col], grid[1][col]
         for ax, key, scale, label in (
             (top, "test_top1_err", 100, "test error (%)"),
@@ -115,7 +108,7 @@ def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> P
                     linewidth=1.2,
                     label="DSD" if kind == "dsd" else "baseline (dense, same lr drops)",
                 )
-            for phase, first, last in spans:
+            for phase, first, last, _ in spans:
                 if phase == "sparse":
                     ax.axvspan(first, last, color="0.9", zorder=0)
                 if first > 0:
@@ -144,8 +137,7 @@ def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> P
         bottom.set_yscale("log")
         bottom.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.01, 0.1, 1 rather than 10^-2
         bottom.set_xlabel("epoch")
-        lrs = [p["lr"] for p in result["config"]["schedule"]]
-        for (phase, first, last), lr in zip(spans, lrs):
+        for phase, first, last, lr in spans:
             top.annotate(
                 f"{phase}\nlr {lr:g}",
                 xy=((first + last) / 2, 1.0),
