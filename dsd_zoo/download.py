@@ -196,7 +196,9 @@ def fetch(
     if offline:
         # The only source is a copy huggingface_hub already holds (looked for only when the dsd-zoo
         # cache has no file by that name, so that a cache hit costs no huggingface_hub import).
-        hub_copy = _HubSource(record.hf, local_only=True) if record.hf and not os.path.lexists(final) else None
+        hub_copy = (
+            _HubSource(record.hf, local_only=True) if record.hf is not None and not os.path.lexists(final) else None
+        )
         sources = [hub_copy] if hub_copy is not None and hub_copy.is_cached() else []
     try:
         if sources or not offline:  # something may be written into the cache
@@ -789,7 +791,7 @@ def fetch_url_bytes(url: str, max_bytes: int, *, offline: bool | None = None) ->
 
 
 def _get(session: requests.Session, url: str, headers: dict[str, str], settings: _Settings) -> requests.Response:
-    """Open a streamed GET; network trouble and 'try later' answers are transient :class:`_SourceError`\\ s."""
+    """Open a streamed GET; network trouble and 'try later' answers raise a transient :class:`_SourceError`."""
     try:
         response = session.get(url, headers=headers, stream=True, timeout=settings.timeout)
     except requests.RequestException as exc:
