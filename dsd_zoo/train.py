@@ -88,8 +88,7 @@ def _load_image(path: str) -> Any:
 
     try:
         with open(path, "rb") as file:
-            image = Image.open(file)
-            return image.convert("RGB")
+            return Image.open(file).convert("RGB")
     except decode_failure_types() as exc:  # the errors PIL reports a damaged file with, as verify counts them
         raise DatasetError(
             f"data: cannot read the image {path} ({type(exc).__name__}: {exc}); remove or replace it"
@@ -247,12 +246,14 @@ def _train(
     if num_classes < len(classes):
         raise RecipeError(f"num_classes={num_classes} but the data has {len(classes)} classes")
     model = build_model(recipe.model, num_classes, recipe.pretrained, trust_unverified).to(d.device)
-    dsd = None
-    if any(p.sparse for p in recipe.schedule):
-        try:
-            dsd = DSD(model, sparsity=recipe.sparsity, skip_first=recipe.skip_first, exclude=recipe.exclude)
-        except ValueError as exc:  # e.g. an 'exclude' name that is not a module of this model
-            raise RecipeError(f"recipe: {exc}") from exc
+    try:  # a dense-only schedule prunes nothing
+        dsd = (
+            DSD(model, sparsity=recipe.sparsity, skip_first=recipe.skip_first, exclude=recipe.exclude)
+            if any(p.sparse for p in recipe.schedule)
+            else None
+        )
+    except ValueError as exc:  # e.g. an 'exclude' name that is not a module of this model
+        raise RecipeError(f"recipe: {exc}") from exc
     net = DistributedDataParallel(model, device_ids=[d.device.index] if use_cuda else None) if d.enabled else model
 
     sampler: DistributedSampler[int] = DistributedSampler(

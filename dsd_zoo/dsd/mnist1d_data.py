@@ -48,10 +48,8 @@ class Mnist1dSplit:
 
     def sha256(self) -> str:
         """Digest of the four tensors' bytes, to check that two machines generated the same data."""
-        digest = hashlib.sha256()
-        for tensor in (self.train_x, self.train_y, self.test_x, self.test_y):
-            digest.update(tensor.contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        tensors = (self.train_x, self.train_y, self.test_x, self.test_y)
+        return hashlib.sha256(b"".join(t.contiguous().numpy().tobytes() for t in tensors)).hexdigest()
 
 
 def make_mnist1d_split() -> Mnist1dSplit:

@@ -53,11 +53,7 @@ def plot_paired_errors(summary: Mapping[str, Any], path: Path) -> Path:
         lims = (low - pad, high + pad)
         ax.plot(lims, lims, color="0.5", linewidth=1, zorder=1, label="equal error")
         ax.scatter(base, dsd, s=28, color="black", alpha=0.5, zorder=2, label="one seed (darker: seeds on one spot)")
-        ax.set_xlim(lims)
-        ax.set_ylim(lims)
-        ax.set_aspect("equal")
-        ax.set_xlabel("baseline test error (%)")
-        ax.set_ylabel("DSD test error (%)")
+        ax.set(xlim=lims, ylim=lims, aspect="equal", xlabel="baseline test error (%)", ylabel="DSD test error (%)")
         d = result["summary"]["dsd_minus_baseline"]
         interval = "" if d["ci_low"] is None else f" [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
         ax.set_title(
@@ -134,9 +130,8 @@ def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> P
             fontsize=8,
             color="0.35",
         )
-        bottom.set_yscale("log")
+        bottom.set(yscale="log", xlabel="epoch")
         bottom.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.01, 0.1, 1 rather than 10^-2
-        bottom.set_xlabel("epoch")
         for phase, first, last, lr in spans:
             top.annotate(
                 f"{phase}\nlr {lr:g}",
