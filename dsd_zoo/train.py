@@ -126,8 +126,11 @@ def _datasets(recipe: Any) -> tuple[Any, Any, list[str]]:
     head = [T.Grayscale(1)] if spec.channels == 1 else []
     tail = [T.ToTensor(), T.Normalize(spec.mean, spec.std)]
     val_tf = T.Compose(head + [T.Resize(resize), T.CenterCrop(spec.image_size)] + tail)
-    augmented = [T.RandomResizedCrop(spec.image_size), T.RandomHorizontalFlip()]
-    train_tf = T.Compose(head + augmented + tail) if spec.augment else val_tf
+    train_tf = (
+        T.Compose(head + [T.RandomResizedCrop(spec.image_size), T.RandomHorizontalFlip()] + tail)
+        if spec.augment
+        else val_tf
+    )
     try:
         train_set = datasets.ImageFolder(str(dirs["train"]), transform=train_tf, loader=_load_image)
         val_set = datasets.ImageFolder(str(dirs["val"]), transform=val_tf, loader=_load_image)
@@ -305,25 +308,26 @@ def _train(
         entry["mask_sha256_per_rank"] = gather_strings(tensors_digest(masks), d) if masks else None
         results["phases"].append(entry)
         if d.is_main:
-            name = result.phase.name
+            e, phase = result.errors, result.phase
             meta = {
                 "model": recipe.model,
                 "num_classes": str(num_classes),
                 "recipe": json.dumps(results["recipe"]),
-                "phase": name,
-                "kind": result.phase.kind,
+                "phase": phase.name,
+                "kind": phase.kind,
             }
             entry["checkpoint"] = file_record(
-                save_checkpoint(output / f"{name}.safetensors", model, masks or None, meta)
+                save_checkpoint(output / f"{phase.name}.safetensors", model, masks or None, meta)
             )
             if masks:
-                entry["masks"] = file_record(save_masks(output / f"{name}.masks.safetensors", masks, metadata=meta))
+                entry["masks"] = file_record(
+                    save_masks(output / f"{phase.name}.masks.safetensors", masks, metadata=meta)
+                )
             results["complete"] = len(results["phases"]) == len(recipe.schedule)
             results["wall_seconds"] = time.perf_counter() - start
             # Atomic: a crash must not leave a half file that later marks the output as "holding a run".
             text = json.dumps(results, indent=2) + "\n"
             atomic_write(output / "results.json", lambda file: file.write(text.encode("utf-8")))
-            e, phase = result.errors, result.phase
             sparsity = f", weight sparsity {result.sparsity.sparsity:.2%}" if result.sparsity else ""
             print(
                 f"[{phase.name}] {phase.kind}, {phase.epochs} epochs at lr {phase.lr:g}: val top-1 error "

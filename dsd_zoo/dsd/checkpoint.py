@@ -24,9 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from dsd_zoo.atomic import PathLike, write_safetensors
+from dsd_zoo.digests import hash_file
+from dsd_zoo.dsd.masks import _unwrap
 from dsd_zoo.errors import FormatError, WeightsError
 
 __all__ = ["file_record", "load_checkpoint", "load_masks", "read_metadata", "save_checkpoint", "save_masks"]
@@ -67,8 +71,6 @@ def _write(
 
 def read_metadata(path: PathLike) -> dict[str, str]:
     """The string metadata of a safetensors file (empty if it has none)."""
-    from safetensors import SafetensorError, safe_open
-
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "a folder, not a safetensors file", os.fspath(path))
     try:
@@ -80,9 +82,6 @@ def read_metadata(path: PathLike) -> dict[str, str]:
 
 def _read(path: PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[str, str], dict[str, dict[str, Any]]]:
     """Tensors, metadata and the parsed sparsity table of a file that must have format ``fmt``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     metadata = read_metadata(path)
     found = metadata.get("format")
     if found != fmt and not (fmt == CHECKPOINT_FORMAT and found is None):
@@ -112,8 +111,6 @@ def _read(path: PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[str, str], 
 
 def file_record(path: Path) -> dict[str, Any]:
     """``{"file", "sha256", "size"}`` of a written file, as the training and demo results record it."""
-    from dsd_zoo.digests import hash_file
-
     return {"file": path.name, "sha256": hash_file(path)["sha256"], "size": path.stat().st_size}
 
 
@@ -158,8 +155,6 @@ def save_checkpoint(
     ``model.load_state_dict(safetensors.torch.load_file(path))`` works on the plain architecture
     (a DDP, DataParallel or ``torch.compile`` wrapper is looked through, as :class:`DSD` does).
     """
-    from dsd_zoo.dsd.masks import _unwrap
-
     state = _unwrap(model).state_dict()
     unknown = [name for name in (masks or {}) if name not in state]
     if unknown:
@@ -175,8 +170,6 @@ def load_checkpoint(path: PathLike, model: nn.Module) -> dict[str, str]:
         FormatError: an unreadable file, or a sparse-stage checkpoint whose weights have fewer
             zeros than it declares pruned.
     """
-    from dsd_zoo.dsd.masks import _unwrap
-
     model = _unwrap(model)
     tensors, metadata, sparsity = _read(path, CHECKPOINT_FORMAT)
     expected = model.state_dict()

@@ -90,15 +90,14 @@ def export_embedded(
         "sparse": (dsd_run.states["sparse"], dsd_run.masks),
         "dsd": (dsd_run.states["redense"], None),
     }
-    # What trained these models, and nothing else: not the number of seeds run next to them, so
-    # that the same seed and settings always give byte-identical files.
-    training = {k: v for k, v in config.to_dict().items() if k != "seeds"}
     common = {
         "arch": "digits_net",
         "num_classes": "10",
         "seed": str(dsd_run.seed),
         "dataset": DIGITS_SOURCE,
-        "config": json.dumps(training, sort_keys=True),
+        # What trained these models, and nothing else: not the number of seeds run next to them, so
+        # that the same seed and settings always give byte-identical files.
+        "config": json.dumps({k: v for k, v in config.to_dict().items() if k != "seeds"}, sort_keys=True),
     }
     models = {}
     for stage, (state, masks) in picks.items():
@@ -164,10 +163,10 @@ def run_demo(
                 "machine": platform.machine(),
                 "cpu_count": os.cpu_count(),
             },
+            "command": command,
         }
         if export is not None:
             summary["embedded"] = export_embedded(export, split, dsd_runs[0], baseline_runs[0], config, command)
-        summary["command"] = command
         summary["wall_seconds"] = time.perf_counter() - start
         table = format_table(summary, config)
         out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from dsd_zoo.atomic import PathLike
+from dsd_zoo.atomic import PathLike, write_safetensors
 from dsd_zoo.errors import FormatError
 
 __all__ = [
@@ -101,8 +101,6 @@ def digits_input(images: Tensor) -> Tensor:
 
 def save_digits_split(path: PathLike, images: Tensor, labels: Tensor, metadata: Mapping[str, str]) -> Path:
     """Write a digits split (``uint8 [N, 8, 8]`` images, ``int64 [N]`` labels) with its provenance."""
-    from dsd_zoo.atomic import write_safetensors
-
     _check_split(images, labels, os.fspath(path))
     return write_safetensors(
         path,

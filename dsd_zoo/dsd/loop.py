@@ -10,10 +10,9 @@ functions, so the same loop serves one process on tensors and DDP on an ImageFol
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
 import torch
@@ -59,8 +58,8 @@ class PhaseResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary of the phase."""
         return {
-            "phase": dataclasses.asdict(self.phase),
-            "eval": dataclasses.asdict(self.errors),
+            "phase": asdict(self.phase),
+            "eval": asdict(self.errors),
             "sparsity": self.sparsity.to_dict() if self.sparsity is not None else None,
             "train_loss": self.train_loss,
             "seconds": self.seconds,
@@ -183,15 +182,12 @@ def train_phases(
         elif not phase.sparse and dsd is not None and dsd.is_sparse:
             dsd.densify()
         optimizer = make_optimizer(phase)
-        handle = dsd.attach(optimizer) if dsd is not None else None
         loss = float("nan")
-        try:
+        # The handle comes off at the end, also when an epoch raises: no optimizer stays hooked to the masks.
+        with dsd.attach(optimizer) if dsd is not None else contextlib.nullcontext():
             for _ in range(phase.epochs):
                 loss = run_epoch(optimizer, phase, epoch)
                 epoch += 1
-        finally:  # an epoch that raises must not leave the optimizer hooked to the masks
-            if handle is not None:
-                handle.remove()
         result = PhaseResult(
             phase=phase,
             errors=evaluate_fn(),

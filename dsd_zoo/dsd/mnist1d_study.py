@@ -14,13 +14,12 @@ so a rerun gives the same bytes; timings go to ``timing.json``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from torch import nn
 from dsd_zoo.dsd.loop import torch_settings
 from dsd_zoo.dsd.mnist1d_data import MNIST1D_SOURCE, Mnist1dSplit, make_mnist1d_split
 from dsd_zoo.dsd.paired import DemoConfig, Run, Task, format_table, run_seeds, summarize
+from dsd_zoo.dsd.study_plots import plot_paired_errors, plot_training_curves, require_matplotlib
 from dsd_zoo.models.mnist1d import mnist1d_cnn, mnist1d_mlp
 
 __all__ = [
@@ -181,8 +181,6 @@ def run_study(
         raise ValueError(f"unknown model(s) {unknown}; the study has {sorted(PROTOCOL)}")
     models = [name for name in PROTOCOL if name in models]  # the protocol's order, each once
     if plot:
-        from dsd_zoo.dsd.study_plots import require_matplotlib
-
         require_matplotlib()  # before the training, not after it
     deviations = _deviations(models, seeds, overrides)
     start = time.perf_counter()
@@ -213,7 +211,7 @@ def run_study(
     for name in models:
         spec = PROTOCOL[name]
         changes: dict[str, Any] = {**overrides, **({"seeds": seeds} if seeds is not None else {})}
-        config = dataclasses.replace(spec.config, **changes)
+        config = replace(spec.config, **changes)
         log(
             f"{name}: {spec.description}; schedule {config.schedule()}, sparsity {config.sparsity}, "
             f"{config.seeds} seeds"
@@ -246,8 +244,6 @@ def run_study(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "table.md").write_text(table + "\n")
     if plot:
-        from dsd_zoo.dsd.study_plots import plot_paired_errors, plot_training_curves
-
         plot_paired_errors(summary, out / "paired_errors.png")
         plot_training_curves(summary, 0, out / "curves_seed0.png")
     timing["wall_seconds"] = time.perf_counter() - start

@@ -47,7 +47,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from dsd_zoo._fields import unknown_fields
 from dsd_zoo.dsd.schedule import DSDSchedule
@@ -75,7 +75,15 @@ class _Table:
         self.raw, self.where = raw, where
         self.read: set[str] = set()
 
-    def get(self, key: str, kinds: type | tuple[type, ...], default: Any = _MISSING) -> Any:
+    def get(
+        self,
+        key: str,
+        kinds: type | tuple[type, ...],
+        default: Any = _MISSING,
+        choices: tuple[Any, ...] = (),
+        low: float | None = None,
+    ) -> Any:
+        """The value of ``key``, checked to be of one of ``kinds``, among ``choices`` and ``>= low`` when given."""
         self.read.add(key)
         if key not in self.raw:
             if default is _MISSING:
@@ -87,6 +95,10 @@ class _Table:
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             names = " or ".join(k.__name__ for k in kinds)
             raise RecipeError(f"{self.where}: {key!r} must be {names}, got {value!r}")
+        if choices and value not in choices:
+            raise RecipeError(f"{self.where}: {key!r} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        if low is not None and not low <= cast(float, value) < math.inf:  # a number by now; NaN fails too
+            raise RecipeError(f"{self.where}: {key!r} must be a finite number >= {low:g}, got {value}")
         return value
 
     def finish(self) -> None:
@@ -163,13 +175,6 @@ class Recipe:
         return out
 
 
-def _int_at_least(table: _Table, key: str, default: Any, low: int = 1) -> int:
-    value = table.get(key, int, default)
-    if value is not None and value < low:
-        raise RecipeError(f"{table.where}: {key!r} must be >= {low}, got {value}")
-    return value
-
-
 def _numbers(table: _Table, key: str, default: list[float]) -> tuple[float, ...]:
     values = table.get(key, list, default)
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
@@ -177,35 +182,24 @@ def _numbers(table: _Table, key: str, default: list[float]) -> tuple[float, ...]
     return tuple(float(v) for v in values)
 
 
-def _number(table: _Table, key: str, default: float, low: float = 0.0) -> float:
-    value = float(table.get(key, (int, float), default))
-    if not low <= value < math.inf:  # NaN fails too
-        raise RecipeError(f"{table.where}: {key!r} must be a finite number >= {low:g}, got {value}")
-    return value
-
-
 def _parse_data(raw: Any, base: Path) -> DataSpec:
     t = _Table(raw, "recipe [data]")
-    root, builtin = t.get("root", str, None), t.get("builtin", str, None)
+    root, builtin = t.get("root", str, None), t.get("builtin", str, None, choices=BUILTIN_DATASETS)
     if (root is None) == (builtin is None):
         raise RecipeError("recipe [data]: give exactly one of 'root' (an ImageFolder directory) or 'builtin'")
-    if builtin is not None and builtin not in BUILTIN_DATASETS:
-        raise RecipeError(f"recipe [data]: builtin must be one of {BUILTIN_DATASETS}, got {builtin!r}")
     spec = DataSpec(
         root=(base / root) if root is not None else None,
         builtin=builtin,
         train_dir=t.get("train", str, "train"),
         val_dir=t.get("val", str, "val"),
-        image_size=_int_at_least(t, "image_size", 224),
-        resize=_int_at_least(t, "resize", None),
-        channels=t.get("channels", int, 3),
+        image_size=t.get("image_size", int, 224, low=1),
+        resize=t.get("resize", int, None, low=1),
+        channels=t.get("channels", int, 3, choices=(1, 3)),
         mean=_numbers(t, "mean", list(IMAGENET_MEAN)),
         std=_numbers(t, "std", list(IMAGENET_STD)),
         augment=t.get("augment", bool, True),
     )
     t.finish()
-    if spec.channels not in (1, 3):
-        raise RecipeError(f"recipe [data]: channels must be 1 or 3, got {spec.channels}")
     if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
         raise RecipeError(f"recipe [data]: mean and std need {spec.channels} values each (channels={spec.channels})")
     if not all(v > 0 for v in spec.std):
@@ -215,16 +209,13 @@ def _parse_data(raw: Any, base: Path) -> DataSpec:
 
 def _parse_optimizer(raw: Any) -> OptimizerSpec:
     t = _Table(raw, "recipe [optimizer]")
-    name = t.get("name", str, "sgd")
-    if name not in ("sgd", "adam", "adamw"):
-        raise RecipeError(f"recipe [optimizer]: name must be 'sgd', 'adam' or 'adamw', got {name!r}")
     betas = _numbers(t, "betas", [0.9, 0.999])
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise RecipeError(f"recipe [optimizer]: betas must be two numbers in [0, 1), got {list(betas)}")
     spec = OptimizerSpec(
-        name=name,
-        momentum=_number(t, "momentum", 0.9),
-        weight_decay=_number(t, "weight_decay", 1e-4),
+        name=t.get("name", str, "sgd", choices=("sgd", "adam", "adamw")),
+        momentum=float(t.get("momentum", (int, float), 0.9, low=0)),
+        weight_decay=float(t.get("weight_decay", (int, float), 1e-4, low=0)),
         nesterov=t.get("nesterov", bool, False),
         betas=(betas[0], betas[1]),
     )
@@ -260,9 +251,6 @@ def parse_recipe(raw: Mapping[str, Any], base: Path = Path(".")) -> Recipe:
     if not 0 <= sparsity <= 1:
         raise RecipeError(f"recipe: 'sparsity' must be in [0, 1], got {sparsity}")
     model = t.get("model", str)
-    device = t.get("device", str, "auto")
-    if device not in ("auto", "cpu", "cuda"):
-        raise RecipeError(f"recipe: 'device' must be 'auto', 'cpu' or 'cuda', got {device!r}")
     exclude = t.get("exclude", list, [])
     if not all(isinstance(name, str) for name in exclude):
         raise RecipeError(f"recipe: 'exclude' must be a list of module names, got {exclude!r}")
@@ -275,16 +263,16 @@ def parse_recipe(raw: Mapping[str, Any], base: Path = Path(".")) -> Recipe:
         schedule=_parse_schedule(t),
         output=base / t.get("output", str, f"runs/{model}-dsd"),
         pretrained=t.get("pretrained", bool, False),
-        num_classes=_int_at_least(t, "num_classes", None),
+        num_classes=t.get("num_classes", int, None, low=1),
         sparsity=float(sparsity),
         skip_first=t.get("skip_first", bool, True),
         exclude=tuple(exclude),
         optimizer=_parse_optimizer(t.get("optimizer", dict, {})),
-        batch_size=_int_at_least(t, "batch_size", 32),
-        workers=_int_at_least(t, "workers", 2, low=0),
+        batch_size=t.get("batch_size", int, 32, low=1),
+        workers=t.get("workers", int, 2, low=0),
         seed=seed,
-        device=device,
-        threads=_int_at_least(t, "threads", None),
+        device=t.get("device", str, "auto", choices=("auto", "cpu", "cuda")),
+        threads=t.get("threads", int, None, low=1),
         deterministic=t.get("deterministic", bool, True),
     )
     t.finish()
