@@ -198,3 +198,65 @@ def test_bilinear_weights_match_opencv_geometry_at_every_sample(n_in, n_out):
     expected = numpy_linear_resize(signal[:, :, None].repeat(3, axis=2), n_out, 1)[:, 0, 0]
     got = np.floor(bilinear_matrix(n_in, n_out).numpy() @ signal[:, 0].astype(np.float64) + 0.5)
     np.testing.assert_array_equal(got, expected)
+
+
+def straightforward_resample(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The formulation that transforms._resample computes faster: the whole (3, H, W) image in
+    float32, each output sample the sum of its taps (the non-zero weights of its row of the dense
+    matrix, in column order; a shorter row padded with weight 0 on its first column), float32
+    products added left to right, width first. ``rows`` and ``cols`` are the crop's rows of the
+    dense matrices."""
+    image = pixels.astype(np.float32)
+    for axis, matrix in ((2, cols), (1, rows)):
+        taps = [np.flatnonzero(row) for row in matrix]
+        total = None
+        for k in range(max(len(t) for t in taps)):
+            index = np.array([t[k] if k < len(t) else t[0] for t in taps])
+            weight = np.array([row[t[k]] if k < len(t) else 0.0 for row, t in zip(matrix, taps)], dtype=np.float32)
+            term = np.take(image, index, axis=axis) * (weight if axis == 2 else weight[:, None])
+            total = term if total is None else total + term
+        image = total
+    return image
+
+
+def _same_bits(got: torch.Tensor, expected: np.ndarray) -> bool:
+    # Bit patterns, so that even the sign of a zero must agree.
+    got = got.contiguous().numpy()
+    return got.shape == expected.shape and np.array_equal(got.view(np.uint8), expected.view(np.uint8))
+
+
+ODD_SIZES = [(1, 1), (2, 3), (7, 300), (255, 257), (256, 256), (227, 301), (500, 333), (333, 500), (480, 640)]
+
+
+@pytest.mark.parametrize("source", ["cat.jpg", "fish-bike.jpg", "space_shuttle.jpg", *ODD_SIZES])
+def test_resampling_is_bit_identical_to_the_straightforward_formulation(source):
+    from dsd_zoo.transforms import bilinear_matrix, torch7_bicubic_matrix
+    from dsd_zoo.verify.datasets import decode_image
+
+    if isinstance(source, str):
+        pixels = decode_image(require(FIXTURES / "images" / source))  # a (3, H, W) view of PIL's (H, W, 3)
+    else:
+        generated = np.random.default_rng(source[0] * 1000 + source[1]).integers(0, 256, (*source, 3), dtype=np.uint8)
+        pixels = torch.from_numpy(generated).permute(2, 0, 1)
+    height, width = pixels.shape[1:]
+    array = pixels.numpy()
+    fb = FbResNetTransform()
+    out_h, out_w = fb.scaled_size(height, width)
+    top, left = math.ceil((out_h - 224) / 2), math.ceil((out_w - 224) / 2)
+    expected = straightforward_resample(
+        array,
+        torch7_bicubic_matrix(height, out_h).numpy()[top : top + 224],
+        torch7_bicubic_matrix(width, out_w).numpy()[left : left + 224],
+    ) / np.float32(255.0)
+    for layout in (pixels, pixels.contiguous()):
+        assert _same_bits(fb.resample(layout), expected)
+    assert _same_bits(fb.resample_batch(torch.stack([pixels, pixels]))[1], expected)
+    for crop in (227, 224):
+        offset = (256 - crop) // 2
+        warped = straightforward_resample(
+            array,
+            bilinear_matrix(height, 256).numpy()[offset : offset + crop],
+            bilinear_matrix(width, 256).numpy()[offset : offset + crop],
+        )
+        caffe = CaffeTransform(crop, mean_bgr=[0.0, 0.0, 0.0]).resample(pixels)
+        assert torch.equal(caffe, torch.from_numpy(np.clip(np.floor(warped + 0.5), 0, 255).astype(np.uint8)))

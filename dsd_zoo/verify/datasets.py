@@ -324,7 +324,8 @@ def scan_flat(root: PathLike, labels_file: PathLike, num_classes: int = 1000) ->
 
 def decode_image(path: Union[PathLike, BinaryIO]) -> Tensor:
     """Decode an image file (a path or an open binary file) fully into a uint8 RGB tensor (3, H, W),
-    as the original pipelines saw it.
+    as the original pipelines saw it: a view of PIL's (H, W, 3) pixels, not copied again, since
+    the resampling reads any layout.
 
     Raises:
         OSError, SyntaxError, ValueError: PIL's errors for corrupt, truncated or non-image files.
@@ -335,7 +336,7 @@ def decode_image(path: Union[PathLike, BinaryIO]) -> Tensor:
 
     with Image.open(path) as image:
         image.load()  # a truncated file raises here, not later with half an image
-        return to_uint8_rgb(image).contiguous()
+        return to_uint8_rgb(image)
 
 
 def decode_failure_reason(exc: BaseException, path: Optional[Path] = None) -> str:
