@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import shlex
@@ -533,4 +534,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # The interpreter's last collections would walk every object of torch, torchvision and the
+    # models once more, about 0.5 s on 2 cores; frozen, they are left to the process's end.
+    gc.freeze()
+    sys.exit(status)
