@@ -35,7 +35,11 @@ ImageFolder), with the same torch threads, DataLoader workers and batch size:
    and the ratio to eager, all in this run; and the GFLOPS of one large convolution (eager
    oneDNN and ONNX Runtime) with the forward-pass limit it implies for each architecture.
 
-4. **the 13-model table vs 13 separate runs.** Every manifest model (random weights) in one
+4. **preprocessing per image** (``--stages``): on one thread, as in a DataLoader worker, the ms
+   per image of decoding (PIL, in full) and of each exact pipeline's resampling (fb.resnet.torch
+   256 -> 224, Caffe 256x256 -> 227 and -> 224), best of ``--repeat`` passes over the images.
+
+5. **the 13-model table vs 13 separate runs.** Every manifest model (random weights) in one
    ``evaluate`` call (each image decoded once, resampled once per pipeline: 3 pipelines), against
    13 calls of one model each, all eager. Ratio = sum of the separate times / the combined time.
    ``--table-compile`` also times the combined run compiled (cold cache), to show from how many
@@ -50,6 +54,7 @@ Each measurement is repeated (``--repeat``) alternating the methods, and the bes
     python benchmarks/eval_throughput.py --device cuda --images 4096 --batch-size 256 --workers 15 --skip-table
     python benchmarks/eval_throughput.py --skip-single --skip-table --process resnet50_fb --images 512 --threads 2
     python benchmarks/eval_throughput.py --skip-single --skip-table --forward --threads 2
+    python benchmarks/eval_throughput.py --skip-single --skip-table --stages --images 256
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ sys.path.insert(0, str(REPO))
 from dsd_zoo.api import get_weights, imagenet_classes  # noqa: E402
 from dsd_zoo.manifest import load_manifest  # noqa: E402
 from dsd_zoo.models import ARCHITECTURES  # noqa: E402
-from dsd_zoo.transforms import CaffeTransform  # noqa: E402
+from dsd_zoo.transforms import CaffeTransform, FbResNetTransform  # noqa: E402
 from dsd_zoo.verify.datasets import scan_imagefolder  # noqa: E402
 from dsd_zoo.verify.engine import EvalTarget, default_workers, evaluate  # noqa: E402
 
@@ -451,6 +456,28 @@ def bench_table(root: Path, args, device: torch.device) -> dict:
     return result
 
 
+def bench_stages(root: Path, repeat: int) -> None:
+    """Print the ms per image, on one thread, of decoding and of each exact pipeline's resampling."""
+    from dsd_zoo.verify.datasets import decode_image
+
+    files = sorted(root.rglob("*.JPEG"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    pixels = [decode_image(file) for file in files]
+    steps = {"decode (PIL, in full)": (decode_image, files)}
+    for label, transform in (
+        ("fb.resnet.torch 256 -> 224", FbResNetTransform()),
+        ("Caffe 256x256 -> 227", CaffeTransform(227, mean_bgr=(0.0, 0.0, 0.0))),
+        ("Caffe 256x256 -> 224", CaffeTransform(224, mean_bgr=(0.0, 0.0, 0.0))),
+    ):
+        steps[f"resample, {label}"] = (transform.resample, pixels)
+    print(f"\n4. preprocessing, {len(files)} images, 1 thread, best of {repeat} (ms per image):")
+    for label, (step, inputs) in steps.items():
+        seconds = _best_seconds(lambda step=step, inputs=inputs: [step(item) for item in inputs], repeat)
+        print(f"   {label:<40} {1000 * seconds / len(inputs):6.2f}")
+    torch.set_num_threads(threads)
+
+
 def report_single(single: dict, args, device: torch.device, root: Path) -> None:
     """Print the one-model comparison (and, for --gpu-decode runs, the crop difference)."""
     print(f"\n1. ResNet-50, {single['images']} images (img/s, seconds, ratio to the reference; goal >= 1.3 on CPU):")
@@ -499,6 +526,9 @@ def main() -> None:
         "--forward-archs",
         default=",".join(FORWARD_ARCHS),
         help=f"architectures of --forward (default {','.join(FORWARD_ARCHS)})",
+    )
+    parser.add_argument(
+        "--stages", action="store_true", help="also time decoding and each pipeline's resampling per image"
     )
     parser.add_argument(
         "--table-compile",
@@ -555,10 +585,12 @@ def main() -> None:
             print(f"\n3. the forward pass alone, batch {args.batch_size}, best of {args.repeat} (img/s):")
             rows = bench_forward(args)
             report_forward(rows, conv_gflops(args.repeat), args)
+        if args.stages:
+            bench_stages(make_images(Path(tmp) / "stages", args.images, seed=2), args.repeat)
         if not args.skip_table:
             table = bench_table(make_images(Path(tmp) / "table", args.table_images, seed=1), args, device)
             print(
-                f"\n4. {table['models']} models, {table['images']} images: one combined run {table['combined_s']:.2f} s; "
+                f"\n5. {table['models']} models, {table['images']} images: one combined run {table['combined_s']:.2f} s; "
                 f"{table['models']} separate runs {table['separate_s']:.2f} s"
             )
             print(f"   ratio separate / combined: {table['ratio']:.2f}x")
