@@ -169,7 +169,18 @@ def train(
     from dsd_zoo.dsd.recipe import RecipeError
 
     output = Path(output) if output is not None else recipe.output
-    _check_output(output, overwrite)
+    # Refuse, before any work, an output that is a file or that holds a run not to be overwritten.
+    results_path = output / "results.json"
+    blocking = file_in_the_way(results_path)  # the output itself or a folder above it
+    if blocking is not None:
+        raise RecipeError(f"output {output}: {blocking} is a file, not a directory; choose another output")
+    if results_path.exists() and not overwrite:
+        try:
+            complete = json.loads(results_path.read_text()).get("complete", True)
+        except (OSError, ValueError, AttributeError):
+            complete = True
+        what = "a run" if complete else "an unfinished run (interrupted or failed)"
+        raise RecipeError(f"{output} already holds {what} (results.json); pass --overwrite or choose another output")
     if recipe.device == "cuda" and not torch.cuda.is_available():
         raise RecipeError("the recipe asks for device 'cuda' but torch.cuda.is_available() is False")
     use_cuda = torch.cuda.is_available() if recipe.device == "auto" else recipe.device == "cuda"
@@ -183,34 +194,14 @@ def train(
         return results
     finally:
         if d.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def _check_output(output: Path, overwrite: bool) -> None:
-    """Refuse, before any work, an output that is a file or that holds a run not to be overwritten."""
-    from dsd_zoo.dsd.recipe import RecipeError
-
-    results = output / "results.json"
-    blocking = file_in_the_way(results)  # the output itself or a folder above it
-    if blocking is not None:
-        raise RecipeError(f"output {output}: {blocking} is a file, not a directory; choose another output")
-    if results.exists() and not overwrite:
-        try:
-            complete = json.loads(results.read_text()).get("complete", True)
-        except (OSError, ValueError, AttributeError):
-            complete = True
-        what = "a run" if complete else "an unfinished run (interrupted or failed)"
-        raise RecipeError(f"{output} already holds {what} (results.json); pass --overwrite or choose another output")
+            torch.distributed.destroy_process_group()
 
 
 def _remove_earlier_run(output: Path) -> None:
     """Delete the checkpoints, masks and results.json an earlier run wrote into ``output`` (--overwrite)."""
     results = output / "results.json"
     try:
-        earlier = json.loads(results.read_text())
-        phases = earlier.get("phases", [])
+        phases = json.loads(results.read_text()).get("phases", [])
         names = [entry[key]["file"] for entry in phases for key in ("checkpoint", "masks") if entry.get(key)]
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         names = []  # no readable record of its files: leave the directory's other files alone

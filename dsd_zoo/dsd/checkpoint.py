@@ -60,13 +60,11 @@ def _write(
     clash = [k for k in extra if k in _RESERVED]
     if clash:  # write_safetensors checks that the metadata maps str to str
         raise ValueError(f"metadata may not use the reserved keys {_RESERVED}: {clash}")
-    metadata = {
-        **extra,
-        "format": fmt,
-        "format_version": FORMAT_VERSION,
-        "sparsity": json.dumps(sparsity, sort_keys=True),
-    }
-    return write_safetensors(path, tensors, metadata)
+    return write_safetensors(
+        path,
+        tensors,
+        {**extra, "format": fmt, "format_version": FORMAT_VERSION, "sparsity": json.dumps(sparsity, sort_keys=True)},
+    )
 
 
 def read_metadata(path: PathLike) -> dict[str, str]:

@@ -78,8 +78,7 @@ def export_embedded(
     The recorded errors come from reading the written files back through
     :func:`dsd_zoo.dsd.embedded.evaluate_digits`, the path every later evaluation takes.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    test_path = save_digits_split(
+    test_path = save_digits_split(  # creates ``out``
         out / "digits_test.safetensors",
         split.test_images,
         split.test_labels,

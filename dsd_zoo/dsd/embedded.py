@@ -85,11 +85,16 @@ def load_digits_split_sklearn() -> DigitsSplit:
         torch.arange(labels.numel()).numpy(), test_size=TEST_SIZE, stratify=labels.numpy(), random_state=SPLIT_SEED
     )
     train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
-    description = (
-        f"sklearn.model_selection.train_test_split(test_size={TEST_SIZE}, stratify=labels, "
-        f"random_state={SPLIT_SEED}): {train_idx.numel()} train / {test_idx.numel()} test"
+    return DigitsSplit(
+        images[train_idx],
+        labels[train_idx],
+        images[test_idx],
+        labels[test_idx],
+        description=(
+            f"sklearn.model_selection.train_test_split(test_size={TEST_SIZE}, stratify=labels, "
+            f"random_state={SPLIT_SEED}): {train_idx.numel()} train / {test_idx.numel()} test"
+        ),
     )
-    return DigitsSplit(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], description)
 
 
 def digits_input(images: Tensor) -> Tensor:

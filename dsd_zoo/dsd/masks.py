@@ -107,10 +107,10 @@ class SparsityReport:
         return self.zeros / self.numel if self.numel else 0.0
 
     def __getitem__(self, name: str) -> LayerSparsity:
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise KeyError(f"no layer {name!r}; layers are {[layer.name for layer in self.layers]}")
+        by_name = {layer.name: layer for layer in self.layers}
+        if name not in by_name:
+            raise KeyError(f"no layer {name!r}; layers are {list(by_name)}")
+        return by_name[name]
 
     def to_dict(self) -> dict[str, Any]:
         """``{"target", "total": {...}, "layers": {name: {...}}}``, every value JSON-serialisable."""

@@ -128,11 +128,10 @@ def format_decision_table(results: Mapping[str, Mapping[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
-        s = result["summary"]
-        d, e = s["dsd_minus_baseline"], s["top1_err"]
+        d, e = result["summary"]["dsd_minus_baseline"], result["summary"]["top1_err"]
         interval = "n/a" if d["ci_low"] is None else f"[{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
         lines.append(
-            f"| {name} | {len(s['seeds'])} | {100 * e['baseline']['mean']:.2f} % | {100 * e['dsd']['mean']:.2f} % | "
+            f"| {name} | {len(result['summary']['seeds'])} | {100 * e['baseline']['mean']:.2f} % | {100 * e['dsd']['mean']:.2f} % | "
             f"{100 * d['mean']:+.2f} {interval} points | {d['dsd_better']} / {d['equal']} / {d['dsd_worse']} | "
             f"{d['sign_test_p']:.3g} | {result['verdict']} |"
         )
@@ -142,8 +141,10 @@ def format_decision_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 def format_per_seed_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """One row per seed: each model's final test error, baseline and DSD, and their difference (in %)."""
     names = list(results)
-    header = "| seed | " + " | ".join(f"{n} baseline | {n} DSD | {n} DSD − baseline" for n in names) + " |"
-    lines = [header, "|---|" + "---|---|---|" * len(names)]
+    lines = [
+        "| seed | " + " | ".join(f"{n} baseline | {n} DSD | {n} DSD − baseline" for n in names) + " |",
+        "|---|" + "---|---|---|" * len(names),
+    ]
     for per_model in zip(*(results[n]["per_seed"] for n in names)):
         cells = [
             f"{100 * row['top1_err']['baseline']:.1f} | {100 * row['top1_err']['dsd']:.1f} | "

@@ -97,15 +97,15 @@ def train_run(task: Task, seed: int, config: DemoConfig, use_dsd: bool) -> Run:
     model = task.build_model()
     schedule = config.schedule() if use_dsd else config.schedule().baseline()
     dsd = DSD(model, sparsity=config.sparsity, **task.dsd_options) if use_dsd else None
-    inputs, labels = task.train_inputs, task.train_labels
     test = [(task.test_inputs, task.test_labels)]
     # Its own generator, seeded like the model: both runs of a seed see the same batches.
     order = torch.Generator().manual_seed(seed)
     curve: list[dict[str, Any]] = []
 
     def run_epoch(optimizer: torch.optim.Optimizer, phase: Any, epoch: int) -> float:
-        perm = torch.randperm(labels.numel(), generator=order)
-        loss = train_epoch(model, ((inputs[i], labels[i]) for i in perm.split(config.batch_size)), optimizer)
+        perm = torch.randperm(task.train_labels.numel(), generator=order)
+        batches = ((task.train_inputs[i], task.train_labels[i]) for i in perm.split(config.batch_size))
+        loss = train_epoch(model, batches, optimizer)
         curve.append(
             {"epoch": epoch, "phase": phase.name, "train_loss": loss, "test_top1_err": evaluate(model, test).top1_err}
         )

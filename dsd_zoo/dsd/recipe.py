@@ -57,7 +57,6 @@ __all__ = ["DataSpec", "OptimizerSpec", "Recipe", "RecipeError", "load_recipe", 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BUILTIN_DATASETS = ("digits",)
 _MISSING = object()
 _SCHEDULE_KEYS = ("epochs", "lr", "lr_decay", "rounds", "phases")
 
@@ -184,7 +183,7 @@ def _numbers(table: _Table, key: str, default: list[float]) -> tuple[float, ...]
 
 def _parse_data(raw: Any, base: Path) -> DataSpec:
     t = _Table(raw, "recipe [data]")
-    root, builtin = t.get("root", str, None), t.get("builtin", str, None, choices=BUILTIN_DATASETS)
+    root, builtin = t.get("root", str, None), t.get("builtin", str, None, choices=("digits",))
     if (root is None) == (builtin is None):
         raise RecipeError("recipe [data]: give exactly one of 'root' (an ImageFolder directory) or 'builtin'")
     spec = DataSpec(

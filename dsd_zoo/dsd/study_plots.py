@@ -17,7 +17,8 @@ from typing import Any
 
 __all__ = ["plot_paired_errors", "plot_training_curves", "require_matplotlib"]
 
-COLORS = {"dsd": "tab:red", "baseline": "tab:blue"}
+# Each run's curves: its key in the summary, colour and legend label.
+CURVES = (("baseline", "tab:blue", "baseline (dense, same lr drops)"), ("dsd", "tab:red", "DSD"))
 # No matplotlib version in the file: the same numbers give the same bytes.
 PNG_METADATA = {"Software": None}
 
@@ -95,14 +96,14 @@ def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> P
             (top, "test_top1_err", 100, "test error (%)"),
             (bottom, "train_loss", 1, "training loss (cross-entropy, log scale)"),
         ):
-            for kind in ("baseline", "dsd"):
+            for kind, color, curve_label in CURVES:
                 curve = row["curves"][kind]
                 ax.plot(
                     [r["epoch"] + 1 for r in curve],
                     [scale * r[key] for r in curve],
-                    color=COLORS[kind],
+                    color=color,
                     linewidth=1.2,
-                    label="DSD" if kind == "dsd" else "baseline (dense, same lr drops)",
+                    label=curve_label,
                 )
             for phase, first, last, _ in spans:
                 if phase == "sparse":
