@@ -106,9 +106,8 @@ def export_embedded(
         path = save_checkpoint(
             out / f"digits_{stage}.safetensors", model, masks=masks, metadata={**common, "stage": stage}
         )
-        reloaded = digits_net()
-        load_checkpoint(path, reloaded)
-        top1, top5, n = evaluate_digits(reloaded, test_path)
+        load_checkpoint(path, model)  # every tensor read back from the file just written
+        top1, top5, n = evaluate_digits(model, test_path)
         models[f"digits_{stage}"] = {
             **file_record(path),
             "stage": stage,
