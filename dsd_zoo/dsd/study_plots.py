@@ -62,16 +62,7 @@ def plot_paired_errors(summary: Mapping[str, Any], path: Path) -> Path:
             f"DSD better {d['dsd_better']}, equal {d['equal']}, worse {d['dsd_worse']}",
             fontsize=10,
         )
-        ax.text(
-            0.97,
-            0.03,
-            "below the line: DSD better",
-            transform=ax.transAxes,
-            ha="right",
-            va="bottom",
-            fontsize=8,
-            color="0.35",
-        )
+        _corner_note(ax, "below the line: DSD better", "right")
         ax.legend(loc="upper left", fontsize=8, frameon=False)
     fig.suptitle(f"MNIST-1D, final test error per seed ({summary['protocol'].split(' (')[0]})", fontsize=11)
     fig.savefig(path, metadata=PNG_METADATA)
@@ -121,16 +112,7 @@ def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> P
         ]
         pad = max(0.5, 0.1 * (max(later) - min(later)))
         top.set_ylim(min(later) - pad, max(later) + pad)
-        top.text(
-            0.02,
-            0.03,
-            "axis cut: the first epochs run off the top",
-            transform=top.transAxes,
-            ha="left",
-            va="bottom",
-            fontsize=8,
-            color="0.35",
-        )
+        _corner_note(top, "axis cut: the first epochs run off the top", "left")
         bottom.set(yscale="log", xlabel="epoch")
         bottom.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.01, 0.1, 1 rather than 10^-2
         for phase, first, last, lr in spans:
@@ -153,3 +135,17 @@ def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> P
     fig.suptitle("MNIST-1D: one seed through dense → sparse → re-dense", fontsize=11)
     fig.savefig(path, metadata=PNG_METADATA)
     return path
+
+
+def _corner_note(ax: Any, text: str, side: str) -> None:
+    """A small grey note in a bottom corner of ``ax`` (``side``: "left" or "right")."""
+    ax.text(
+        0.02 if side == "left" else 0.97,
+        0.03,
+        text,
+        transform=ax.transAxes,
+        ha=side,
+        va="bottom",
+        fontsize=8,
+        color="0.35",
+    )
