@@ -140,11 +140,14 @@ class Weights:
         It maps a PIL image or a uint8 tensor (3, H, W) to a float tensor (3, crop, crop).
         Pure and offline: AlexNet's ILSVRC-2012 mean image ships with dsd-zoo.
         """
-        from .download import fetch
-        from .loading import load_tensors
         from .pipelines import PIPELINES
 
         def mean_image():  # called only by a pipeline whose validated spec names a shipped asset
+            # Imported here: the other pipelines need no file, and verify's run then never imports
+            # the downloader (requests and all).
+            from .download import fetch
+            from .loading import load_tensors
+
             asset = self.manifest.assets[self.entry.transforms["mean_image"]]
             return load_tensors(fetch(asset.record))[0]["mean_image"]  # checked, never downloaded
 
