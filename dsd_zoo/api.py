@@ -88,12 +88,9 @@ class Weights:
     """
 
     def __init__(self, entry: ModelEntry, manifest: Manifest) -> None:
+        self.name = entry.name
         self.entry = entry
         self.manifest = manifest
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
 
     @property
     def architecture(self) -> Architecture:

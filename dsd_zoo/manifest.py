@@ -194,13 +194,11 @@ class _Checker:
         return value
 
     def get(self, obj: Mapping[str, Any], key: str, where: str, kinds: tuple, optional: bool = False) -> Any:
-        if key not in obj:
-            if optional:
-                return None
-            raise self.fail(where, f"missing field {key!r}")
-        value = obj[key]
+        value = obj.get(key)
         if value is None and optional:
             return None
+        if key not in obj:
+            raise self.fail(where, f"missing field {key!r}")
         # bool is an int in Python; a size of `true` is still a mistake.
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             names = "/".join(k.__name__ for k in kinds)
@@ -287,7 +285,7 @@ def _parse_asset(check: _Checker, name: str, obj: Mapping[str, Any]) -> AssetRec
         raise check.fail(where, "needs a 'url' or a 'local' file")
     record = check.record(
         where,
-        lambda field: "url" if field == "urls[0]" else field,
+        _original_field,  # its one URL is "url", as an original's first
         file=check.get(obj, "file", where, (str,)),
         digest=check.published_digest(obj, where),
         size=obj.get("size"),

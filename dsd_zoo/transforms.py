@@ -167,14 +167,15 @@ def torch7_bicubic_matrix(n_in: int, n_out: int) -> Tensor:
 
 
 @functools.lru_cache(maxsize=512)
-def _axis_taps(kernel: str, n_in: int, n_out: int, start: int, length: int) -> AxisTaps:
-    """Output samples ``start .. start + length`` of one axis: ``(window, indices, weights)``.
+def _axis_taps(device: torch.device, kernel: str, n_in: int, n_out: int, start: int, length: int) -> AxisTaps:
+    """Output samples ``start .. start + length`` of one axis: ``(window, indices, weights)`` on ``device``.
 
     Only the crop window is computed: the dense (n_out, n_in) matrix of a long thin image is huge
     (one pixel wide and 3,000 tall, an image scales to 768,000 rows: 18 GB of float64 weights).
     Each output sample reads 2 (bilinear) or 4 (bicubic) inputs, listed in column order; shorter
     rows are padded with weight 0. ``window`` is the span of inputs they read; ``indices``
-    (taps, length) count from its start, ``weights`` are (taps, length, 1).
+    (taps, length) count from its start, ``weights`` are (taps, length, 1). Cached per device,
+    so resampling on a GPU does not copy the taps for every image.
     """
     rows = []
     for i in range(start, start + length):
@@ -185,16 +186,13 @@ def _axis_taps(kernel: str, n_in: int, n_out: int, start: int, length: int) -> A
     taps = max((len(row) for row in rows), default=1)
     padded = [row + [(row[0][0] if row else 0, 0.0)] * (taps - len(row)) for row in rows]
     indices = torch.tensor([[c for c, _ in row] for row in padded], dtype=torch.int64).T
-    weights = torch.tensor([[v for _, v in row] for row in padded], dtype=torch.float64).T
+    weights = torch.tensor([[v for _, v in row] for row in padded], dtype=torch.float32).T
     first, last = int(indices.min()), int(indices.max())
-    return slice(first, last + 1), (indices - first).contiguous(), weights.to(torch.float32).contiguous().unsqueeze(-1)
-
-
-@functools.lru_cache(maxsize=512)
-def _axis_taps_on(device: torch.device, kernel: str, n_in: int, n_out: int, start: int, length: int) -> AxisTaps:
-    # A copy per device, so resampling on a GPU does not copy the taps for every image.
-    window, indices, weights = _axis_taps(kernel, n_in, n_out, start, length)
-    return window, indices.to(device), weights.to(device)
+    return (
+        slice(first, last + 1),
+        (indices - first).contiguous().to(device),
+        weights.contiguous().unsqueeze(-1).to(device),
+    )
 
 
 def _resample(image: Tensor, rows: AxisTaps, cols: AxisTaps) -> Tensor:
@@ -218,13 +216,6 @@ def _weighted_rows(lines: Tensor, taps: AxisTaps) -> Tensor:
     for k in range(1, len(indices)):
         out += lines.index_select(-2, indices[k]).mul_(weights[k])
     return out
-
-
-def _taps(pixels: Tensor, kernel: str, n_out: int, start: int, length: int, axis: int) -> AxisTaps:
-    n_in = pixels.shape[axis]
-    if pixels.device.type == "cpu":
-        return _axis_taps(kernel, n_in, n_out, start, length)
-    return _axis_taps_on(pixels.device, kernel, n_in, n_out, start, length)
 
 
 def _uint8_batch(pixels: Tensor) -> Tensor:
@@ -305,8 +296,8 @@ class CaffeTransform(EvalTransform):
         """Warp to the resize size, round to uint8 as the LMDB stored it, crop: uint8 (N, 3, crop, crop)."""
         pixels = _uint8_batch(pixels)
         top, left = self.offset
-        rows = _taps(pixels, "bilinear", self.resize_size[0], top, self.crop_size, axis=-2)
-        cols = _taps(pixels, "bilinear", self.resize_size[1], left, self.crop_size, axis=-1)
+        rows = _axis_taps(pixels.device, "bilinear", pixels.shape[-2], self.resize_size[0], top, self.crop_size)
+        cols = _axis_taps(pixels.device, "bilinear", pixels.shape[-1], self.resize_size[1], left, self.crop_size)
         # Half up, as OpenCV's fixed-point cast does (torch.round would round half to even).
         return _resample(pixels, rows, cols).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
 
@@ -365,8 +356,8 @@ class FbResNetTransform(EvalTransform):
             )
         top = math.ceil((out_h - self.crop_size) / 2)
         left = math.ceil((out_w - self.crop_size) / 2)
-        rows = _taps(pixels, "bicubic", out_h, top, self.crop_size, axis=-2)
-        cols = _taps(pixels, "bicubic", out_w, left, self.crop_size, axis=-1)
+        rows = _axis_taps(pixels.device, "bicubic", height, out_h, top, self.crop_size)
+        cols = _axis_taps(pixels.device, "bicubic", width, out_w, left, self.crop_size)
         return _resample(pixels, rows, cols).div_(255.0)
 
     def normalize(self, batch: Tensor) -> Tensor:
