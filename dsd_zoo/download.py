@@ -283,7 +283,11 @@ def _shipped(record: FileRecord) -> Path:
 def _sources(record: FileRecord) -> list["_Source"]:
     """Where ``record`` can be downloaded from, in the order to try: the Hub, then each URL."""
     sources: list[_Source] = [_HubSource(record.hf)] if record.hf is not None else []
-    return sources + [_OneDriveSource(url) if onedrive.is_share_link(url) else _UrlSource(url) for url in record.urls]
+    return sources + [_url_source(url) for url in record.urls]
+
+
+def _url_source(url: str) -> "_UrlSource":
+    return _OneDriveSource(url) if onedrive.is_share_link(url) else _UrlSource(url)
 
 
 def _download(
@@ -489,9 +493,9 @@ class _UrlSource(_Source):
     def __str__(self) -> str:
         return self.url
 
-    def request_url(self, session: requests.Session, settings: _Settings) -> str:
-        """The URL to GET the bytes from now."""
-        return self.url
+    def open(self, session: requests.Session, headers: dict[str, str], settings: _Settings) -> requests.Response:
+        """Open the GET of the bytes (see :func:`_get`)."""
+        return _get(session, self.url, headers, settings)
 
     def fetch_into(
         self, part: Path, digest: Digest | None, size: int | None, name: str, settings: _Settings
@@ -532,7 +536,7 @@ class _UrlSource(_Source):
         headers = {"Accept-Encoding": "identity"}
         if writer.written and resume.validator:
             headers.update({"Range": f"bytes={writer.written}-", "If-Range": resume.validator})
-        with _get(session, self.request_url(session, settings), headers, settings) as response:
+        with self.open(session, headers, settings) as response:
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if unverified and content_type in ("text/html", "application/xhtml+xml"):
                 raise _SourceError(
@@ -599,28 +603,16 @@ class _OneDriveSource(_UrlSource):
 
     _content_url: str | None = None  # the download link the share was redeemed for
 
-    def request_url(self, session: requests.Session, settings: _Settings) -> str:
+    def open(self, session: requests.Session, headers: dict[str, str], settings: _Settings) -> requests.Response:
         if self._content_url is None:
             try:
                 self._content_url = onedrive.redeem(session, self.url, settings.timeout)
             except onedrive.OneDriveError as exc:
                 raise _SourceError(str(exc), transient=exc.transient) from exc
-        return self._content_url
-
-    def _attempt(
-        self,
-        session: requests.Session,
-        writer: _PartWriter,
-        resume: _Resume,
-        size: int | None,
-        bar: tqdm,
-        settings: _Settings,
-        unverified: bool = False,
-    ) -> None:
         try:
-            super()._attempt(session, writer, resume, size, bar, settings, unverified)
+            return _get(session, self._content_url, headers, settings)
         except _SourceError as exc:
-            if self._content_url is None or exc.status not in (401, 403, 404, 410):
+            if exc.status not in (401, 403, 404, 410):
                 raise
             self._content_url = None
             raise _SourceError(
@@ -767,11 +759,11 @@ def fetch_url_bytes(url: str, max_bytes: int, *, offline: bool | None = None) ->
     if offline_mode(offline):
         raise OfflineError(f"offline mode is on ({OFFLINE_ENV} / HF_HUB_OFFLINE); cannot fetch {url}")
     settings = _Settings.from_env(progress=False)
-    source = _OneDriveSource(url) if onedrive.is_share_link(url) else _UrlSource(url)
+    source = _url_source(url)
 
     def attempt() -> bytes:
         body = bytearray()
-        with _get(session, source.request_url(session, settings), {}, settings) as response:
+        with source.open(session, {}, settings) as response:
             if response.status_code != 200:
                 raise _SourceError(f"unexpected HTTP {response.status_code}")
             try:
