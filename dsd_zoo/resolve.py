@@ -44,7 +44,6 @@ def resolve_weights(
     *,
     progress: bool = True,
     trust_unverified: Optional[bool] = None,
-    offline: Optional[bool] = None,
 ) -> Path:
     """Return the path of a verified local weight file for ``entry``, fetching or converting it.
 
@@ -61,7 +60,7 @@ def resolve_weights(
     failures: List[str] = []
     if record.local is not None or record.hf is not None or record.urls:
         try:
-            return fetch(record, progress=progress, trust_unverified=trust_unverified, offline=offline)
+            return fetch(record, progress=progress, trust_unverified=trust_unverified)
         except OfflineError:
             raise
         except UnverifiedSourceError as exc:
@@ -76,9 +75,7 @@ def resolve_weights(
             f"{entry.name}: no published weights and no original release to convert"
             + (f" ({'; '.join(failures)})" if failures else "")
         )
-    return convert_into_cache(
-        entry, manifest, progress=progress, trust_unverified=trust_unverified, offline=offline, failures=failures
-    )
+    return convert_into_cache(entry, manifest, progress=progress, trust_unverified=trust_unverified, failures=failures)
 
 
 def convert_into_cache(
@@ -87,7 +84,6 @@ def convert_into_cache(
     *,
     progress: bool = True,
     trust_unverified: Optional[bool] = None,
-    offline: Optional[bool] = None,
     failures: Sequence[str] = (),
     originals: Optional[Sequence[OriginalRecord]] = None,
 ) -> Path:
@@ -121,7 +117,6 @@ def convert_into_cache(
                     original=original,
                     progress=progress,
                     trust_unverified=trust_unverified,
-                    offline=offline,
                 )
                 return {"sha256": saved.sha256}
 
@@ -159,7 +154,7 @@ def convert_into_cache(
     ) from failed
 
 
-def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | str, *, progress: bool = True) -> Path:
+def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | str) -> Path:
     """Take a hand-downloaded original into the cache and convert it there, in one step.
 
     The original is checked and pinned exactly as a trust-on-first-use download would be
@@ -179,7 +174,7 @@ def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | 
     new_pin = record.digest is None and not os.path.lexists(cached) and cache.pinned_stamp(cached) is None
     import_file(record, path)
     try:
-        return convert_into_cache(entry, manifest, progress=progress, originals=(original,))
+        return convert_into_cache(entry, manifest, originals=(original,))
     except (ConversionError, FormatError):
         if new_pin:  # the wrong file for this model: it must not stay pinned as its original
             cache.remove(cached)
