@@ -48,12 +48,12 @@ from . import _dns
 
 __all__ = ["OneDriveError", "is_share_link", "legacy_content_url", "redeem", "share_id"]
 
-TOKEN_URL_ENV = "DSD_ZOO_ONEDRIVE_TOKEN_URL"
-API_ENV = "DSD_ZOO_ONEDRIVE_API"
-LEGACY_API_ENV = "DSD_ZOO_ONEDRIVE_LEGACY_API"
-_DEFAULT_TOKEN_URL = "https://api-badgerp.svc.ms/v1.0/token"
-_DEFAULT_API = "https://my.microsoftpersonalcontent.com/_api/v2.0"
-_DEFAULT_LEGACY_API = "https://api.onedrive.com/v1.0"
+# The root of each service, by the environment variable that moves it (see above).
+_DEFAULT_ROOTS = {
+    "DSD_ZOO_ONEDRIVE_TOKEN_URL": "https://api-badgerp.svc.ms/v1.0/token",
+    "DSD_ZOO_ONEDRIVE_API": "https://my.microsoftpersonalcontent.com/_api/v2.0",
+    "DSD_ZOO_ONEDRIVE_LEGACY_API": "https://api.onedrive.com/v1.0",
+}
 # The application id the OneDrive web page presents when it asks for an anonymous visitor's token.
 _WEB_APP_ID = "5cbed6ac-a083-4e14-b191-b4ba07653de2"
 _SHARE_HOSTS = ("1drv.ms", "onedrive.live.com")
@@ -94,11 +94,11 @@ def legacy_content_url(url: str) -> str:
     """
     if not is_share_link(url):
         raise ValueError(f"not a OneDrive share link: {url!r}")
-    return f"{_root(LEGACY_API_ENV, _DEFAULT_LEGACY_API)}/shares/{share_id(url)}/root/content"
+    return f"{_root('DSD_ZOO_ONEDRIVE_LEGACY_API')}/shares/{share_id(url)}/root/content"
 
 
-def _root(env: str, default: str) -> str:
-    return (os.environ.get(env) or default).rstrip("/")
+def _root(env: str) -> str:
+    return (os.environ.get(env) or _DEFAULT_ROOTS[env]).rstrip("/")
 
 
 class _Token:
@@ -112,7 +112,7 @@ class _Token:
 
     def get(self, session: requests.Session, timeout: Tuple[float, float], *, refused: Optional[str] = None) -> str:
         """A token to use; ``refused``: the token the API just refused, to be replaced (once, for all threads)."""
-        service = _root(TOKEN_URL_ENV, _DEFAULT_TOKEN_URL)
+        service = _root("DSD_ZOO_ONEDRIVE_TOKEN_URL")
         with self._lock:
             now = datetime.datetime.now(datetime.timezone.utc)
             stale = self._expires is not None and self._expires - _EXPIRY_MARGIN <= now
@@ -164,7 +164,7 @@ def redeem(session: requests.Session, share_url: str, timeout: Tuple[float, floa
     that failed: the token refused, the share gone (404), the share not open to anyone (403), an
     answer without a download link (e.g. a folder).
     """
-    item_url = f"{_root(API_ENV, _DEFAULT_API)}/shares/{share_id(share_url)}/driveitem"
+    item_url = f"{_root('DSD_ZOO_ONEDRIVE_API')}/shares/{share_id(share_url)}/driveitem"
     refused: Optional[str] = None
     for _ in range(2):
         token = _TOKEN.get(session, timeout, refused=refused)
