@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from typing import Optional
 from urllib.parse import urlsplit
 
 from .atomic import PART_SUFFIX
@@ -22,7 +22,7 @@ _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _WINDOWS_DEVICE = re.compile(r"(?:CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(?:\..*)?", re.IGNORECASE)
 
 
-def file_name_problem(name: object, reserved_suffixes: Sequence[str] = RESERVED_SUFFIXES) -> Optional[str]:
+def file_name_problem(name: object) -> Optional[str]:
     """Why ``name`` cannot be a file of the cache, or ``None`` when it can."""
     if not isinstance(name, str) or not _SAFE_FILE.fullmatch(name) or ".." in name:
         return "must be a plain file name (letters, digits, '.', '_', '-'; no path, not hidden)"
@@ -30,8 +30,8 @@ def file_name_problem(name: object, reserved_suffixes: Sequence[str] = RESERVED_
         return "is a Windows device name (NUL, CON, COM1 ...), whatever its extension"
     if name.endswith("."):
         return "ends in '.', which Windows drops"
-    if name.endswith(tuple(reserved_suffixes)):
-        return f"ends in {', '.join(reserved_suffixes)}, which the cache uses for its own files"
+    if name.endswith(RESERVED_SUFFIXES):
+        return f"ends in {', '.join(RESERVED_SUFFIXES)}, which the cache uses for its own files"
     return None
 
 

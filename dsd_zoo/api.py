@@ -233,7 +233,7 @@ def get_model(
         raise WeightsError(
             f"{conflict.message}; {other}, or pass load_despite_recorded_identity=True to load it as {name} anyway"
         )
-    model = build_with_weights(arch, weights, kwargs, optional_prefixes=arch.optional_prefixes)
+    model = build_with_weights(arch, weights, kwargs)
     # A user's file that says it holds this model must compute its published logits (one forward
     # pass on the probe). One that names no model, such as a user's own fine-tune, is meant to differ.
     if judge and user_file and entry.fingerprint is not None and recorded_identity(weights)[0] == name:

@@ -29,12 +29,12 @@ def describe_transforms(spec: Dict[str, Any]) -> str:
     return PIPELINES[spec["pipeline"]].describe(spec)
 
 
-def usage(name: str = "resnet50_dsd", *, repo: str = GITHUB_REPO, indent: str = "") -> str:
-    """The torch.hub calls that load ``name`` from the project's repository, one per line."""
+def usage(indent: str = "") -> str:
+    """The torch.hub calls that load a model from the project's repository, one per line."""
     lines = [
-        f"model = torch.hub.load({repo!r}, {name!r})",
-        f"torch.hub.list({repo!r})",
-        f"print(torch.hub.help({repo!r}, {name!r}))",
+        f"model = torch.hub.load({GITHUB_REPO!r}, 'resnet50_dsd')",
+        f"torch.hub.list({GITHUB_REPO!r})",
+        f"print(torch.hub.help({GITHUB_REPO!r}, 'resnet50_dsd'))",
     ]
     return "\n".join(indent + line for line in lines)
 

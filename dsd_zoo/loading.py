@@ -203,10 +203,12 @@ def check_state_dict(
         raise WeightsError(f"{source} does not fit the architecture: " + "; ".join(parts) + hint)
 
 
-def build_with_weights(
-    arch, path: "os.PathLike[str] | str", build_kwargs: Optional[dict] = None, optional_prefixes: Iterable[str] = ()
-):
-    """Build ``arch`` and fill it from the safetensors file at ``path`` (meta device, assign)."""
+def build_with_weights(arch, path: "os.PathLike[str] | str", build_kwargs: Optional[dict] = None):
+    """Build ``arch`` and fill it from the safetensors file at ``path`` (meta device, assign).
+
+    Tensors under ``arch.optional_prefixes`` (GoogLeNet's auxiliary heads) may be in the file
+    without a place in the model.
+    """
     import torch
 
     with torch.device("meta"):
@@ -214,7 +216,9 @@ def build_with_weights(
     tensors, _ = load_tensors(path)
     target = model.state_dict(keep_vars=True)
     found = {k: tuple(v.shape) for k, v in tensors.items()}
-    check_state_dict({k: tuple(v.shape) for k, v in target.items()}, found, f"weights file {path}", optional_prefixes)
+    check_state_dict(
+        {k: tuple(v.shape) for k, v in target.items()}, found, f"weights file {path}", arch.optional_prefixes
+    )
     # Assigned in the model's dtypes (.to() returns a tensor that already has it unchanged).
     model.load_state_dict(
         {k: v.to(target[k].dtype) for k, v in tensors.items() if k in target}, strict=True, assign=True

@@ -82,10 +82,12 @@ class CaffePipeline(Pipeline):
     def build(self, spec: Mapping[str, Any], mean_image: Callable[[], Any]) -> Any:
         from .transforms import CaffeTransform
 
-        resize: Tuple[int, int] = (spec["resize"][0], spec["resize"][1])
-        if "mean_bgr" in spec:
-            return CaffeTransform(crop=spec["crop"], mean_bgr=spec["mean_bgr"], resize=resize)
-        return CaffeTransform(crop=spec["crop"], mean_image=mean_image(), resize=resize)
+        return CaffeTransform(
+            crop=spec["crop"],
+            mean_bgr=spec.get("mean_bgr"),
+            mean_image=mean_image() if "mean_image" in spec else None,
+            resize=(spec["resize"][0], spec["resize"][1]),
+        )
 
     def describe(self, spec: Mapping[str, Any]) -> str:
         mean = (

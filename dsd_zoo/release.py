@@ -275,8 +275,7 @@ def _fingerprint(entry: ModelEntry, path: Path) -> Tuple[Dict[str, Any], Tuple[i
     """The fingerprint of the file at ``path`` loaded strictly, and its (non-zero, total) weights."""
     import torch
 
-    arch = ARCHITECTURES[entry.arch]
-    model = build_with_weights(arch, path, optional_prefixes=arch.optional_prefixes)
+    model = build_with_weights(ARCHITECTURES[entry.arch], path)
     fingerprint = compute_fingerprint(model, entry)
     if not all(math.isfinite(v) for v in fingerprint["values"]):
         raise ConversionError(

@@ -85,7 +85,7 @@ def test_caffemodel_round_trip(tmp_path, name):
     assert metadata["model"] == name and metadata["source_format"] == "caffemodel"
     if arch == "googlenet":  # the auxiliary heads travel in the file; a default build ignores them
         arch_spec = ARCHITECTURES["googlenet"]
-        plain = build_with_weights(arch_spec, out, optional_prefixes=arch_spec.optional_prefixes)
+        plain = build_with_weights(arch_spec, out)
         assert not any(key.startswith("aux") for key in plain.state_dict())
 
 
