@@ -42,15 +42,8 @@ _RESERVED = ("format", "format_version", "sparsity")
 
 
 def _sparsity_table(masks: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
-    table = {}
-    for name, mask in masks.items():
-        pruned = int(mask.numel() - torch.count_nonzero(mask))
-        table[name] = {
-            "numel": mask.numel(),
-            "pruned": pruned,
-            "sparsity": pruned / mask.numel() if mask.numel() else 0.0,
-        }
-    return table
+    counts = {name: (mask.numel(), int(mask.numel() - torch.count_nonzero(mask))) for name, mask in masks.items()}
+    return {name: {"numel": n, "pruned": p, "sparsity": p / n if n else 0.0} for name, (n, p) in counts.items()}
 
 
 def _write(

@@ -177,8 +177,7 @@ def train_phases(
     for phase in schedule:
         start = time.perf_counter()
         if phase.sparse and dsd is not None and not dsd.is_sparse:  # None only without sparse phases
-            masks = dsd.compute_masks()
-            dsd.prune(sync_masks(masks) if sync_masks is not None else masks)
+            dsd.prune(sync_masks(dsd.compute_masks()) if sync_masks is not None else None)
         elif not phase.sparse and dsd is not None and dsd.is_sparse:
             dsd.densify()
         optimizer = make_optimizer(phase)

@@ -341,12 +341,9 @@ class DSD:
 
     def _check_live(self) -> None:
         """Raise unless every weight this DSD holds is still the model's parameter of that name."""
+        live = dict(self.model.named_parameters(remove_duplicate=False))
         for name, (param, _) in self._status.items():
-            try:
-                live = self.model.get_parameter(name)
-            except AttributeError:
-                live = None
-            if live is not param:
+            if live.get(name) is not param:
                 raise DSDStateError(
                     f"{name} is no longer the tensor this DSD was created for (the layer was replaced, or loaded "
                     "with load_state_dict(assign=True)); masks and reports would act on the old tensor: "
