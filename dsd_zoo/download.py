@@ -225,7 +225,7 @@ def fetch(
         ) from exc
 
 
-def import_file(record: FileRecord, path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path:
+def import_file(record: FileRecord, path: str | os.PathLike) -> Path:
     """Take ``path``, a copy of ``record``'s file obtained by hand (e.g. in a browser), into the cache.
 
     The copy is checked as a download would be: against the record's digest, or the sha256 pinned
@@ -238,7 +238,7 @@ def import_file(record: FileRecord, path: str | os.PathLike, *, cache_dir: str |
             cannot be written.
     """
     source = Path(path).expanduser()
-    root = cache.resolve_cache_dir(cache_dir)
+    root = cache.resolve_cache_dir()
     _make_cache_dir(root)
     final = root / record.file
     with cache.claim(final, record.digest, record.size) as entry:
