@@ -143,12 +143,11 @@ def release_model(
     staging = out_dir / f".{name}.{uuid.uuid4().hex[:8]}.part"
     staging.mkdir(mode=0o777)  # the umask applies, as for any new folder
     try:
-        location = hub_location(repo_id, name, entry.weights.file) if repo_id is not None else None
         fields = _assemble(
             entry,
             manifest,
             staging,
-            location=location,
+            repo_id=repo_id,
             mirrors=mirrors,
             torch_hub_repo=torch_hub_repo,
             trust_unverified=trust_unverified,
@@ -168,7 +167,7 @@ def _assemble(
     manifest: Manifest,
     staging: Path,
     *,
-    location: Optional[Tuple[str, str, str]],
+    repo_id: Optional[str],
     mirrors: Sequence[str],
     torch_hub_repo: str,
     trust_unverified: bool,
@@ -196,7 +195,9 @@ def _assemble(
     _compare_alternates(entry, manifest, saved.path, staging, say)
     say(f"fingerprinting {saved.path.name} (sha256 {saved.sha256}, {saved.size:,} bytes)")
     fingerprint, nonzero = _fingerprint(entry, saved.path)
-    repo_id, path_in_repo, filename = location if location is not None else (None, "", None)
+    repo_id, path_in_repo, filename = (
+        hub_location(repo_id, entry.name, file) if repo_id is not None else (None, "", None)
+    )
     facts = ReleaseFacts(
         weights_file=file,
         sha256=saved.sha256,
@@ -330,8 +331,7 @@ def upload_to_hub(
 def update_entries_file(out_dir: PathLike, entries: Mapping[str, Mapping[str, Any]]) -> Path:
     """Add ``entries`` (model name -> manifest fields) to ``out_dir/manifest_entries.json`` (created if absent), atomically."""
     path = Path(out_dir) / ENTRIES_FILE
-    document = {**(_read_json_object(path) if path.exists() else {}), **entries}
-    _write_file(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    _write_json(path, {**(_read_json_object(path) if path.exists() else {}), **entries})
     return path
 
 
@@ -364,12 +364,11 @@ def merge_into_manifest(
     for name, fields in entries.items():
         if not isinstance(models.get(name), dict):
             raise ManifestError(f"{source}: has no model {name!r} to update; add its entry first")
-        models[name]["weights"] = fields["weights"]
-        models[name]["fingerprint"] = fields["fingerprint"]
+        models[name].update(weights=fields["weights"], fingerprint=fields["fingerprint"])
         if "original" in fields:  # the sha256 this release pinned for an original without a published digest
             models[name]["original"].update(fields["original"])
     manifest = parse_manifest(document, origin=str(path))
-    _write_file(target, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    _write_json(target, document)
     return manifest
 
 
@@ -388,20 +387,23 @@ def _write_file(path: Path, data: bytes) -> None:
     atomic_write(path, lambda file: file.write(data))
 
 
+def _write_json(path: Path, document: Mapping[str, Any]) -> None:
+    """The entries file and the manifest: indented, UTF-8, a final newline."""
+    _write_file(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
 def _publish_folder(staging: Path, folder: Path) -> None:
     """Make the complete ``staging`` folder appear as ``folder``, replacing an older one."""
-    old = None
+    old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
     if folder.exists():
-        old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
         os.rename(folder, old)
     try:
         os.rename(staging, folder)
     except BaseException:
-        if old is not None:
+        if old.exists():
             os.rename(old, folder)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # -- command line ---------------------------------------------------------------------------------
