@@ -382,88 +382,67 @@ class _Forward:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.fast = fast
         self.required = required
+        self.engine = engine  # the engine this model runs on now: "torch" after a fallback
+        self.run: Callable[[Tensor], Any] = self.model  # the model, its compiled wrapper or its ONNX graph
         self.compile_seconds = 0.0
         self.export_seconds = 0.0
-        self.compiled: Any = None  # the torch.compile wrapper; None when the model runs otherwise
-        self.graph: Optional[nn.Module] = None
         self._first_call = True
-        if engine == "compile":
-            try:
-                self.compiled = torch.compile(self.model, dynamic=False)
-            except Exception as exc:  # e.g. a Python version that torch.compile does not support yet
-                self._compile_failed(exc)
-        elif engine == "onnxruntime":
-            start = time.perf_counter()
-            try:
-                self.graph = _onnx_graph(target, self.model, progress)
-            except Exception as exc:  # the exporter, onnxruntime, or the check against PyTorch
-                self._onnx_failed(exc)
+        start = time.perf_counter()
+        try:
+            if engine == "compile":
+                self.run = torch.compile(self.model, dynamic=False)
+            elif engine == "onnxruntime":
+                self.run = _onnx_graph(target, self.model, progress)
+        except Exception as exc:  # torch.compile on a Python it does not support yet; the exporter, onnxruntime
+            self._fall_back(exc)
+        if engine == "onnxruntime":
             self.export_seconds = time.perf_counter() - start
 
-    @property
-    def engine(self) -> str:
-        """The engine this model runs on now (``torch`` after a fallback)."""
-        return "compile" if self.compiled is not None else "onnxruntime" if self.graph is not None else "torch"
-
-    def _compile_failed(self, exc: Exception) -> None:
+    def _fall_back(self, exc: Exception) -> None:
+        """Run eagerly from now on, with a warning naming the cause; an error when compilation is ``required``."""
         reason = _reason(exc)
-        if self.required:
+        if self.engine == "onnxruntime":
+            message = (
+                f"ONNX Runtime cannot evaluate {self.name} ({reason}); evaluating it with eager "
+                "PyTorch instead: the same results, more slowly (--engine torch skips the attempt)"
+            )
+        elif self.required:
             raise DSDZooError(
                 f"torch.compile could not compile {self.name} ({reason}); on a CPU inductor needs a "
                 "working C++ compiler (set CXX or install gcc/clang), or run without --compile"
             ) from exc
-        warnings.warn(
-            f"torch.compile could not compile {self.name} ({reason}); evaluating it eagerly: the same "
-            "results, more slowly (--no-compile skips the attempt)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        self.compiled = None
-
-    def _onnx_failed(self, exc: Exception) -> None:
-        warnings.warn(
-            f"ONNX Runtime cannot evaluate {self.name} ({_reason(exc)}); evaluating it with eager "
-            "PyTorch instead: the same results, more slowly (--engine torch skips the attempt)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        self.graph = None
+        else:
+            message = (
+                f"torch.compile could not compile {self.name} ({reason}); evaluating it eagerly: the same "
+                "results, more slowly (--no-compile skips the attempt)"
+            )
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        self.engine = "torch"
+        self.run = self.model
 
     def __call__(self, crop: Tensor) -> Tuple[Tensor, ...]:
-        """The (main, *heads) logits of a batch of crops on the device."""
+        """The (main, *heads) logits of a batch of crops on the device (compiled on the first call, timed)."""
         batch = self.normalizer.normalize(crop)
-        if self.graph is None:  # ONNX Runtime takes NCHW
+        if self.engine != "onnxruntime":  # ONNX Runtime takes NCHW
             batch = batch.contiguous(memory_format=self.memory_format)
         first, self._first_call = self._first_call, False
-        with torch.autocast(crop.device.type, dtype=torch.bfloat16, enabled=self.fast):
-            if self.graph is not None:
-                try:
-                    return _logits(self.graph(batch), self.heads)
-                except Exception as exc:
-                    if not first:
-                        raise
-                    self._onnx_failed(exc)
-            if self.compiled is None:
-                return _logits(self.model(batch), self.heads)
-            return self._compiled_logits(batch, first)
-
-    def _compiled_logits(self, batch: Tensor, first: bool) -> Tuple[Tensor, ...]:
-        """The compiled graph's logits; on the first call it compiles (timed), and may fall back to eager."""
+        compiling = first and self.engine == "compile"
         rows = batch.shape[0]
-        if rows < self.batch_size:
+        if self.engine == "compile" and rows < self.batch_size:
             padding = batch.new_zeros((self.batch_size - rows, *batch.shape[1:]))
             batch = torch.cat([batch, padding]).contiguous(memory_format=self.memory_format)
         start = time.perf_counter()
-        try:
-            return tuple(out[:rows] for out in _logits(self.compiled(batch), self.heads))
-        except Exception as exc:
-            if not first:
-                raise
-            self._compile_failed(exc)
-            return _logits(self.model(batch[:rows]), self.heads)
-        finally:
-            if first:
-                self.compile_seconds = time.perf_counter() - start
+        with torch.autocast(crop.device.type, dtype=torch.bfloat16, enabled=self.fast):
+            try:
+                return tuple(out[:rows] for out in _logits(self.run(batch), self.heads))
+            except Exception as exc:
+                if not first or self.engine == "torch":
+                    raise
+                self._fall_back(exc)
+                return _logits(self.model(batch[:rows]), self.heads)
+            finally:
+                if compiling:
+                    self.compile_seconds = time.perf_counter() - start
 
 
 def _reason(exc: Exception) -> str:
