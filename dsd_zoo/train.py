@@ -184,17 +184,13 @@ def train(
     if recipe.device == "cuda" and not torch.cuda.is_available():
         raise RecipeError("the recipe asks for device 'cuda' but torch.cuda.is_available() is False")
     use_cuda = torch.cuda.is_available() if recipe.device == "auto" else recipe.device == "cuda"
-    d = setup_distributed(use_cuda)
-    try:
+    with setup_distributed(use_cuda) as d:
         with torch_settings(recipe.threads, recipe.deterministic):
             results = _train(recipe, output, d, use_cuda, progress, overwrite, trust_unverified)
         # Every rank is done (and rank 0 has written its files) before any rank tears the group
         # down: a gloo peer that disappears mid-teardown can abort the other ("terminate called").
         d.barrier()
-        return results
-    finally:
-        if d.owns_group:
-            torch.distributed.destroy_process_group()
+    return results
 
 
 def _remove_earlier_run(output: Path) -> None:

@@ -8,9 +8,10 @@ broadcast, and each rank's digest of them is gathered so a run records that they
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -36,9 +37,6 @@ class Distributed:
     rank: int
     world_size: int
     device: torch.device
-    #: Whether :func:`setup_distributed` started the process group (and so ends it): a group the
-    #: caller started before is the caller's to destroy.
-    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -65,15 +63,18 @@ class Distributed:
             dist.barrier()
 
 
-def setup_distributed(use_cuda: bool) -> Distributed:
-    """Join the process group ``torchrun`` describes in the environment, or run single-process.
+@contextlib.contextmanager
+def setup_distributed(use_cuda: bool) -> Iterator[Distributed]:
+    """Join the process group ``torchrun`` describes in the environment for the block, or run single-process.
 
     Under torchrun each rank takes GPU ``LOCAL_RANK`` with the NCCL backend when ``use_cuda``,
-    else the CPU with gloo. A process group that is already initialized is joined as it is.
+    else the CPU with gloo, and the group is destroyed when the block ends. A process group that
+    is already initialized is joined as it is and left running: it is the caller's to destroy.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return Distributed(0, 1, torch.device("cuda" if use_cuda else "cpu"))
+        yield Distributed(0, 1, torch.device("cuda" if use_cuda else "cpu"))
+        return
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local_rank)
@@ -81,7 +82,11 @@ def setup_distributed(use_cuda: bool) -> Distributed:
     if owns_group:
         init_process_group("nccl" if use_cuda else "gloo")  # one that destroy_process_group really ends
     target = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    return Distributed(dist.get_rank(), dist.get_world_size(), target, owns_group)
+    try:
+        yield Distributed(dist.get_rank(), dist.get_world_size(), target)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
 
 
 def broadcast_masks(masks: Mapping[str, Tensor], dist_info: Distributed) -> dict[str, Tensor]:
