@@ -14,7 +14,7 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 from .errors import FormatError, WeightsError
 from .sniff import FORMAT_NAMES, sniff
@@ -180,10 +180,9 @@ def check_state_dict(
     expected: Mapping[str, Tuple[int, ...]],
     found: Mapping[str, Tuple[int, ...]],
     source: str,
-    optional_prefixes: Iterable[str] = (),
+    optional_prefixes: Tuple[str, ...] = (),
 ) -> None:
     """Raise :class:`WeightsError` naming every missing, unexpected or wrongly shaped tensor."""
-    optional_prefixes = tuple(optional_prefixes)
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(k for k in set(found) - set(expected) if not k.startswith(optional_prefixes))
     wrong = sorted(

@@ -294,9 +294,13 @@ def _parse_asset(check: _Checker, name: str, obj: Mapping[str, Any]) -> AssetRec
     )
     check.get(obj, "description", where, (str,), optional=True)  # for the reader of the manifest
     original = obj.get("original")
-    if original is not None:
-        original = _parse_original(check, name, original, f"{where}.original", ASSET_ORIGINAL_FORMATS)
-    return AssetRecord(name=name, record=record, original=original)
+    return AssetRecord(
+        name=name,
+        record=record,
+        original=None
+        if original is None
+        else _parse_original(check, name, original, f"{where}.original", ASSET_ORIGINAL_FORMATS),
+    )
 
 
 def _parse_model(
