@@ -333,7 +333,7 @@ def test_a_weight_file_that_cannot_be_read_is_a_mismatch_not_a_crash(tmp_path):
     import dataclasses
 
     from dsd_zoo.api import get_entry
-    from dsd_zoo.verify.selfcheck import find_local_weights
+    from dsd_zoo.cache import find_local
 
     # As root, permissions would not stop a read; reading /proc/self/mem at offset 0 fails with EIO.
     entry = get_entry(MODEL)
@@ -342,7 +342,7 @@ def test_a_weight_file_that_cannot_be_read_is_a_mismatch_not_a_crash(tmp_path):
     )
     unreadable = tmp_path / "w.safetensors"
     unreadable.symlink_to("/proc/self/mem")
-    row = find_local_weights(entry, override=unreadable)
+    row = find_local(entry.weights, path=unreadable, rehash=True)
     assert row.state == "mismatch" and row.detail.startswith("cannot be read:")
 
 
@@ -386,8 +386,7 @@ def test_local_evaluations_are_shown_and_judged(capsys, monkeypatch, test_manife
             selfcheck.LocalEvaluation("digits_baseline", "digits test split", 360, 3.1, 0.0, 2.0, 0.0, 0.5),
         ]
 
-    monkeypatch.setattr(selfcheck, "LOCAL_EVALUATIONS", [])
-    selfcheck.register_local_evaluation(digits)
+    monkeypatch.setattr(selfcheck, "_embedded_zoo", digits)
     assert main([]) == 1  # digits_baseline: 3.1 vs 2.0 expected, outside 0.5
     shown = capsys.readouterr().out
     assert "Local evaluations" in shown and "digits_dsd" in shown and "FAIL" in shown

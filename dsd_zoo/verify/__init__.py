@@ -44,8 +44,6 @@ _LAZY = {
     "load_target": "engine",
     "process_group": "engine",
     "LocalEvaluation": "selfcheck",
-    "register_local_evaluation": "selfcheck",
-    "find_local_weights": "selfcheck",
     "run_selfcheck": "selfcheck",
     "Report": "report",
     "eval_report": "report",

@@ -331,12 +331,12 @@ def _weights_for(
 ) -> Optional[Tuple[Path, str]]:
     """(path, description) of the weights to evaluate ``name`` with, or None to leave it out."""
     from ..api import get_weights
+    from ..cache import find_local
     from ..loading import identity_conflict
-    from .selfcheck import find_local_weights
 
     entry = manifest.models[name]
     if override is not None:
-        found = find_local_weights(entry, override=override)
+        found = find_local(entry.weights, path=override, rehash=True)
         how = {
             "verified": "matches the manifest",
             "pinned": "matches the pinned sha256",
@@ -348,7 +348,7 @@ def _weights_for(
         if conflict is not None:  # only here with --load-despite-recorded-identity
             how += f"; LOADED DESPITE ITS RECORDED IDENTITY: {conflict.message}"
         return override, f"{override} (local file, {how})"
-    found = find_local_weights(entry, rehash=False)
+    found = find_local(entry.weights, rehash=False)
     if found.state == "mismatch":
         raise IntegrityError(
             f"{name}: the weight file {found.path} is not the released one ({found.detail}); delete it "

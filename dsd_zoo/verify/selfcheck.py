@@ -9,13 +9,12 @@ It needs no network and no dataset, and never touches the network (``DSD_ZOO_OFF
    again and compared with the manifest's sha256 (or, for a file the manifest has no digest for,
    with the sha256 pinned when it was first fetched), and its logit fingerprint is checked when
    the manifest records one;
-4. the registered local evaluations run (:data:`LOCAL_EVALUATIONS`, e.g. the embedded digits
-   zoo), each on data that ships with the package.
+4. the local evaluations run: the embedded digits zoo, on data that ships with the package.
 
 A missing weight file is reported, not a failure, unless the model was named on the command line.
 
-:func:`find_local_weights` answers "is this model's weight file here, and is it the right one?"
-through :func:`dsd_zoo.cache.find_local`, as the ImageNet evaluation and ``get_model`` do.
+:func:`dsd_zoo.cache.find_local` answers "is this model's weight file here, and is it the right one?",
+as for the ImageNet evaluation and ``get_model``: it never downloads, deletes or rewrites anything.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from ..cache import LocalCopy, find_local
 from ..loading import identity_conflict, recorded_identity
@@ -32,25 +31,11 @@ from ..manifest import Manifest, ModelEntry
 
 __all__ = [
     "LocalEvaluation",
-    "LOCAL_EVALUATIONS",
-    "register_local_evaluation",
     "ArchCheck",
     "ModelCheck",
     "SelfCheckResult",
-    "find_local_weights",
     "run_selfcheck",
 ]
-
-
-def find_local_weights(entry: ModelEntry, *, override: Optional[os.PathLike] = None, rehash: bool = True) -> LocalCopy:
-    """Where ``entry``'s weight file is on this machine, and whether it is the right one.
-
-    Looks at ``override`` (a ``--weights NAME=PATH`` file) if given, else the file shipped with
-    the manifest (``weights.local``), else the cache (``$DSD_ZOO_CACHE`` or the torch hub
-    folder); :func:`dsd_zoo.cache.find_local` answers. Never downloads, deletes or rewrites
-    anything: a checker reports, the cache layer repairs.
-    """
-    return find_local(entry.weights, path=override, rehash=rehash)
 
 
 @dataclass(frozen=True)
@@ -79,13 +64,8 @@ class LocalEvaluation:
         return all(e is None or (v is not None and abs(v - e) <= self.tolerance + 1e-9) for v, e in pairs)
 
 
-# A provider gets the manifest and every model's LocalCopy and returns its evaluations;
-# it should evaluate only usable weights (verified, or with nothing to compare), through get_model(name, weights=path).
-LocalEvaluationProvider = Callable[[Manifest, Mapping[str, LocalCopy]], Iterable[LocalEvaluation]]
-
-
 def _embedded_zoo(manifest: Manifest, local: Mapping[str, LocalCopy]) -> List["LocalEvaluation"]:
-    """The embedded zoo's rows of the self-check.
+    """The embedded zoo's rows of the self-check, from the manifest and every model's :class:`LocalCopy`.
 
     Every manifest model whose ``evaluation.dataset`` is ``"digits"`` is loaded from its verified
     shipped file and evaluated on the shipped test split (itself checked against its sha256),
@@ -124,17 +104,6 @@ def _embedded_zoo(manifest: Manifest, local: Mapping[str, LocalCopy]) -> List["L
             )
         )
     return rows
-
-
-# The embedded digits zoo is evaluated by default: a real baseline-vs-DSD table with no network.
-LOCAL_EVALUATIONS: List[LocalEvaluationProvider] = [_embedded_zoo]
-
-
-def register_local_evaluation(provider: LocalEvaluationProvider) -> LocalEvaluationProvider:
-    """Add an offline evaluation to the self-check (usable as a decorator)."""
-    if provider not in LOCAL_EVALUATIONS:
-        LOCAL_EVALUATIONS.append(provider)
-    return provider
 
 
 @dataclass(frozen=True)
@@ -258,7 +227,7 @@ def run_selfcheck(
     for entry in manifest.models.values():
         check = ModelCheck(
             entry,
-            find_local_weights(entry, override=weights.get(entry.name)),
+            find_local(entry.weights, path=weights.get(entry.name), rehash=True),
             named=entry.name in names,
             problems=_entry_problems(entry),
         )
@@ -285,12 +254,10 @@ def run_selfcheck(
                     f"{len(original.digest.value)} hex digits of its sha256, all its publisher gave: weaker than a "
                     "full digest"
                 )
-    for provider in LOCAL_EVALUATIONS:
-        try:
-            result.local_evaluations.extend(provider(manifest, local))
-        except Exception as exc:  # one broken evaluation must not hide the rest of the report
-            label = getattr(provider, "__name__", repr(provider))
-            result.local_evaluations.append(LocalEvaluation(label, "-", failure=f"{type(exc).__name__}: {exc}"))
-    if not LOCAL_EVALUATIONS:
-        result.notes.append("no local evaluation is registered in this version")
+    # The embedded digits zoo: a real baseline-vs-DSD table with no network.
+    try:
+        result.local_evaluations.extend(_embedded_zoo(manifest, local))
+    except Exception as exc:  # a broken evaluation must not hide the rest of the report
+        label = _embedded_zoo.__name__
+        result.local_evaluations.append(LocalEvaluation(label, "-", failure=f"{type(exc).__name__}: {exc}"))
     return result
