@@ -295,10 +295,8 @@ def _text(raw: bytes, where: str, what: str) -> str:
 
 def _blob_array(blob: Any, where: str, layer: str, index: int) -> np.ndarray:
     what = f"{where}: layer {layer!r} blob {index}"
-    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
-        shape = [blob.num, blob.channels, blob.height, blob.width]
-    else:
-        shape = list(blob.shape.dim)
+    legacy = any(blob.HasField(f) for f in ("num", "channels", "height", "width"))
+    shape = [blob.num, blob.channels, blob.height, blob.width] if legacy else list(blob.shape.dim)
     if len(shape) > _MAX_AXES:
         raise FormatError(f"{what}: {len(shape)} axes (Caffe allows at most {_MAX_AXES})")
     if any(d < 0 for d in shape):
@@ -382,14 +380,11 @@ def _net_parameter_class() -> type:
         message = file_proto.message_type.add(name=name)
         for field_name, number, repeated, type_ in fields:
             label = fd.LABEL_REPEATED if repeated else fd.LABEL_OPTIONAL
+            field = message.field.add(name=field_name, number=number, label=label)
             if type_ in _SCHEMA:
-                message.field.add(
-                    name=field_name, number=number, label=label, type=fd.TYPE_MESSAGE, type_name=f".{package}.{type_}"
-                )
+                field.type, field.type_name = fd.TYPE_MESSAGE, f".{package}.{type_}"
             else:
-                message.field.add(
-                    name=field_name, number=number, label=label, type=getattr(fd, f"TYPE_{type_.upper()}")
-                )
+                field.type = getattr(fd, f"TYPE_{type_.upper()}")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file_proto)
     descriptor = pool.FindMessageTypeByName(f"{package}.NetParameter")

@@ -145,11 +145,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ExportError as exc:
         print(f"dsd_zoo.export: error: {exc}; nothing was written to {args.output}", file=sys.stderr)
         return 1
-    except UnknownModelError as exc:
-        print(f"dsd_zoo.export: error: {exc}; python -m dsd_zoo.verify lists every model", file=sys.stderr)
-        return 2
     except DSDZooError as exc:
-        print(f"dsd_zoo.export: error: {exc}", file=sys.stderr)
+        hint = "; python -m dsd_zoo.verify lists every model" if isinstance(exc, UnknownModelError) else ""
+        print(f"dsd_zoo.export: error: {exc}{hint}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"dsd_zoo.export: error: writing {args.output}: {exc.strerror or exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ atomically, ``verify`` stores it in the cache (:func:`cached_export`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import io
@@ -264,12 +265,7 @@ def weights_sha256(path: Union[str, os.PathLike]) -> str:
     return hash_file(path)["sha256"]
 
 
-def cache_path(
-    arch: str,
-    weights_sha256: str,
-    outputs: Sequence[str] = ("logits",),
-    cache_dir: Optional[Union[str, os.PathLike]] = None,
-) -> Path:
+def cache_path(arch: str, weights_sha256: str, outputs: Sequence[str] = ("logits",)) -> Path:
     """Where the cache keeps the exported graph of ``arch`` with the weights whose sha256 is given.
 
     The name also carries the graph's outputs (a model with auxiliary heads is another graph),
@@ -280,7 +276,7 @@ def cache_path(
     from ..cache import resolve_cache_dir
 
     heads = "".join(f"+{name}" for name in outputs[1:])
-    return resolve_cache_dir(cache_dir) / "onnx" / f"{arch}{heads}.{weights_sha256}.x{EXPORT_FORMAT}-{__version__}.onnx"
+    return resolve_cache_dir() / "onnx" / f"{arch}{heads}.{weights_sha256}.x{EXPORT_FORMAT}-{__version__}.onnx"
 
 
 def cached_export(
@@ -305,11 +301,9 @@ def cached_export(
     from ..cache import claim, store
 
     final = cache_path(arch, weights_sha256, output_names)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        logger.warning("cannot create %s (%s); the ONNX export of %s is not cached", final.parent, exc, name)
-    export = dict(
+    export = functools.partial(
+        export_checked,
+        model,
         name=name,
         probe=probe,
         output_names=output_names,
@@ -318,10 +312,11 @@ def cached_export(
     )
     data: Optional[bytes] = None
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)  # where the cache's lock lives
         with claim(final, None, None) as entry:
             if entry.hit is not None:
                 return final
-            data, _ = export_checked(model, **export)  # type: ignore[arg-type]
+            data, _ = export()
             graph = data
 
             def write(part: Path) -> Mapping[str, str]:
@@ -337,4 +332,4 @@ def cached_export(
             final.parent,
             exc,
         )
-        return data if data is not None else export_checked(model, **export)[0]  # type: ignore[arg-type]
+        return data if data is not None else export()[0]
