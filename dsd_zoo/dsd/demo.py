@@ -56,18 +56,7 @@ from dsd_zoo.dsd.mnist1d_study import PREREGISTERED_SEEDS, PROTOCOL, run_study
 from dsd_zoo.dsd.paired import DemoConfig, Run, Task, format_table, run_seeds, summarize
 from dsd_zoo.models.digits import digits_net
 
-__all__ = ["DemoConfig", "Run", "digits_task", "main", "run_demo"]
-
-
-def digits_task(split: DigitsSplit) -> Task:
-    """The digits split as a :class:`~dsd_zoo.dsd.paired.Task` for :func:`digits_net`."""
-    return Task(
-        digits_input(split.train_images),
-        split.train_labels,
-        digits_input(split.test_images),
-        split.test_labels,
-        digits_net,
-    )
+__all__ = ["DemoConfig", "Run", "main", "run_demo"]
 
 
 def export_embedded(
@@ -150,7 +139,14 @@ def run_demo(
         split = load_digits_split_sklearn()
         log(f"data: {DIGITS_SOURCE}; {split.description}")
         log(f"schedule: {config.schedule()}, sparsity {config.sparsity}, {config.threads} threads")
-        dsd_runs, baseline_runs = run_seeds(digits_task(split), config, log)
+        task = Task(
+            digits_input(split.train_images),
+            split.train_labels,
+            digits_input(split.test_images),
+            split.test_labels,
+            digits_net,
+        )
+        dsd_runs, baseline_runs = run_seeds(task, config, log)
         summary = {
             **summarize(dsd_runs, baseline_runs),
             "config": config.to_dict(),

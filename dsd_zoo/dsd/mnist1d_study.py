@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from dsd_zoo.dsd.loop import torch_settings
-from dsd_zoo.dsd.mnist1d_data import MNIST1D_SOURCE, Mnist1dSplit, make_mnist1d_split
+from dsd_zoo.dsd.mnist1d_data import MNIST1D_SOURCE, make_mnist1d_split
 from dsd_zoo.dsd.paired import DemoConfig, Run, Task, format_table, run_seeds, summarize
 from dsd_zoo.dsd.study_plots import plot_paired_errors, plot_training_curves, require_matplotlib
 from dsd_zoo.models.mnist1d import mnist1d_cnn, mnist1d_mlp
@@ -38,7 +38,6 @@ __all__ = [
     "StudyModel",
     "format_decision_table",
     "format_per_seed_table",
-    "mnist1d_task",
     "run_study",
     "verdict",
 ]
@@ -74,12 +73,6 @@ PROTOCOL: Mapping[str, StudyModel] = {
         {"include": (nn.Conv1d, nn.Linear)},
     ),
 }
-
-
-def mnist1d_task(split: Mnist1dSplit, model: StudyModel) -> Task:
-    """The split as a :class:`~dsd_zoo.dsd.paired.Task` for ``model``."""
-    train_x, test_x = (x.unsqueeze(1) if model.channel_dim else x for x in (split.train_x, split.test_x))
-    return Task(train_x, split.train_y, test_x, split.test_y, model.build, model.dsd_options)
 
 
 def verdict(difference: Mapping[str, Any]) -> str:
@@ -217,10 +210,12 @@ def run_study(
             f"{name}: {spec.description}; schedule {config.schedule()}, sparsity {config.sparsity}, "
             f"{config.seeds} seeds"
         )
+        train_x, test_x = (x.unsqueeze(1) if spec.channel_dim else x for x in (split.train_x, split.test_x))
+        task = Task(train_x, split.train_y, test_x, split.test_y, spec.build, spec.dsd_options)
         t0 = time.perf_counter()
         # Same seed, same numbers: CPU kernels are deterministic at a fixed thread count.
         with torch_settings(threads=config.threads, deterministic=True):
-            dsd_runs, baseline_runs = run_seeds(mnist1d_task(split, spec), config, log, label=f"{name} ")
+            dsd_runs, baseline_runs = run_seeds(task, config, log, label=f"{name} ")
         timing["models"][name] = time.perf_counter() - t0
         result = summarize(dsd_runs, baseline_runs)
         summary["models"][name] = {

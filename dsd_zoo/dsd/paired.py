@@ -158,10 +158,6 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def _flat(state: dict[str, Tensor]) -> Tensor:
-    return torch.cat([t.flatten() for t in state.values()])
-
-
 def summarize(dsd_runs: Sequence[Run], baseline_runs: Sequence[Run]) -> dict[str, Any]:
     """Mean/std of the test top-1 error of every stage over seeds, and the paired DSD - baseline.
 
@@ -190,7 +186,9 @@ def summarize(dsd_runs: Sequence[Run], baseline_runs: Sequence[Run]) -> dict[str
         # Same seed, same data order, same first phase: the dense stage of DSD *is* the baseline
         # after its first phase. A difference here would mean the comparison is not paired.
         "dense_stage_identical": all(
-            torch.equal(_flat(d.states["dense"]), _flat(b.states["dense"])) for d, b in zip(dsd_runs, baseline_runs)
+            torch.equal(x, y)
+            for d, b in zip(dsd_runs, baseline_runs)
+            for x, y in zip(d.states["dense"].values(), b.states["dense"].values())
         ),
         "sparse_stage_sparsity": sparse_report.to_dict()["total"] if sparse_report is not None else None,
     }
