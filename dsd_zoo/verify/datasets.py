@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -102,15 +102,7 @@ class ValSamples:
         if limit <= 0:
             raise DatasetError(f"--limit must be a positive number of images, got {limit}")
         picks = [i * total // limit for i in range(limit)]
-        return ValSamples(
-            self.root,
-            self.layout,
-            tuple(self.files[i] for i in picks),
-            tuple(self.labels[i] for i in picks),
-            self.labels_file,
-            self.found,
-            self.notes,
-        )
+        return replace(self, files=tuple(self.files[i] for i in picks), labels=tuple(self.labels[i] for i in picks))
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -211,26 +203,18 @@ def scan_imagefolder(root: PathLike, wnids: Sequence[str]) -> ValSamples:
             f"{wnids[-1]}); for a flat folder of images pass --labels val.txt"
         )
     stray = [e.name for e in entries if not e.is_dir() and _looks_like_image(e.name)]
-    files: List[str] = []
-    labels: List[int] = []
-    for folder in folders:
-        for dirpath, names in _walk(path / folder):
-            relative = dirpath.relative_to(path)
-            for name in names:
-                files.append((relative / name).as_posix())
-                labels.append(index[folder])
-    if not files:
-        raise DatasetError(f"no images found in the class folders of {str(path)!r}")
-    order = sorted(range(len(files)), key=files.__getitem__)
-    notes: Tuple[str, ...] = ()
-    if stray:
-        notes = (
-            f"{len(stray)} image file(s) directly in {path} (outside every class folder) were not evaluated: "
-            f"{_listing(stray)}",
-        )
-    return ValSamples(
-        path, "imagefolder", tuple(files[i] for i in order), tuple(labels[i] for i in order), None, len(files), notes
+    samples = sorted(
+        ((dirpath / name).relative_to(path).as_posix(), index[folder])
+        for folder in folders
+        for dirpath, names in _walk(path / folder)
+        for name in names
     )
+    if not samples:
+        raise DatasetError(f"no images found in the class folders of {str(path)!r}")
+    files, labels = zip(*samples)
+    stray_note = f"{len(stray)} image file(s) directly in {path} (outside every class folder) were not evaluated: "
+    notes = (stray_note + _listing(stray),) if stray else ()
+    return ValSamples(path, "imagefolder", files, labels, None, len(samples), notes)
 
 
 def _parse_label_lines(text: str, source: str, num_classes: int) -> Dict[str, int]:
