@@ -124,11 +124,9 @@ def _as_tuple(output: Any) -> Tuple[Tensor, ...]:
     return (output,) if isinstance(output, Tensor) else tuple(output)
 
 
-def compare_with_pytorch(graph: OnnxModule, model: nn.Module, probe: str) -> float:
-    """The largest relative logit difference of ``graph`` and ``model`` on ``probe``; ExportError above CHECK_RTOL."""
-    from ..fingerprint import probe_input
-
-    batch = probe_input(probe)
+def compare_with_pytorch(graph: OnnxModule, model: nn.Module, batch: Tensor, probe: str) -> float:
+    """The largest relative logit difference of ``graph`` and ``model`` on ``batch``, the input of the fingerprint
+    probe ``probe``; ExportError above CHECK_RTOL."""
     with torch.inference_mode():
         expected = _as_tuple(model.eval()(batch))
         got = _as_tuple(graph(batch))
@@ -212,7 +210,7 @@ def export_checked(
     graph_seconds = time.perf_counter() - start
     try:
         data = _with_metadata(proto, fields)
-        difference = compare_with_pytorch(OnnxModule(data), module, probe)
+        difference = compare_with_pytorch(OnnxModule(data), module, example, probe)
     except ExportError:
         raise
     except Exception as exc:
