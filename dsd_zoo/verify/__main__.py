@@ -240,12 +240,6 @@ def parse_weights(items: Sequence[str], manifest, despite_identity: bool = False
     return weights
 
 
-def _check_arguments(args: argparse.Namespace) -> None:
-    _check_evaluation_options(args)
-    _check_numbers(args)
-    _check_outputs(args)
-
-
 def _check_evaluation_options(args: argparse.Namespace) -> None:
     """Options that only mean something with --imagenet, and the two spellings of the engine."""
     if args.imagenet is None:
@@ -411,13 +405,11 @@ def _select_models(
             f"{', '.join(candidates)}); add {' '.join(unused)} to the models to evaluate, or leave its "
             "--weights out"
         )
-    chosen = {}
-    for name in candidates:
-        picked = _weights_for(
-            name, manifest, weights.get(name), named=bool(named) or name in weights, trust_unverified=trust_unverified
-        )
-        if picked is not None:
-            chosen[name] = picked
+    picked = {
+        name: _weights_for(name, manifest, weights.get(name), bool(named) or name in weights, trust_unverified)
+        for name in candidates
+    }
+    chosen = {name: found for name, found in picked.items() if found is not None}
     if not chosen:
         raise DSDZooError(
             "no ImageNet model has its weights on this machine: name the models to fetch "
@@ -520,7 +512,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = "python -m dsd_zoo.verify " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     rank = int(os.environ.get("RANK", "0"))
     try:
-        _check_arguments(args)
+        _check_evaluation_options(args)
+        _check_numbers(args)
+        _check_outputs(args)
         if args.imagenet is not None:
             return _run_imagenet(args, command, rank)
         return _run_selfcheck(args, command)
