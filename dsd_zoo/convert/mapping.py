@@ -234,11 +234,11 @@ def save_conversion(
         "arch": report["arch"],
         "source_file": source_name or Path(src_path).name,
         "source_format": report["source_format"],
-        "source_sha256": hash_file(src_path, ("sha256",))["sha256"],
+        "source_sha256": hash_file(src_path)["sha256"],
         "converter_version": CONVERTER_VERSION,
         "conversion_options": json.dumps(report.get("options", {}), sort_keys=True),  # the port's mapping has none
         "conversion_warnings": json.dumps(report["warnings"]),
     }
     write_safetensors(out, conversion.state_dict, metadata)  # canonical bytes, atomically
-    digest = hash_file(out, ("sha256",))["sha256"]
+    digest = hash_file(out)["sha256"]
     return SavedConversion(out, digest, out.stat().st_size, metadata, report)

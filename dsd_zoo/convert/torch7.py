@@ -221,7 +221,7 @@ _PENDING = object()  # memo placeholder for a tensor whose storage is being read
 
 class _Reader:
     def __init__(self, data: bytes, where: str) -> None:
-        self.buf = data
+        self.buf = memoryview(data)  # slices of it are views: a storage is never copied out of the file's bytes
         self.pos = 0
         self.where = where
         self.memo: dict[int, Any] = {}
@@ -236,12 +236,16 @@ class _Reader:
     def error(self, what: str, at: Optional[int] = None) -> FormatError:
         return FormatError(f"{self.where}: byte {self.pos if at is None else at}: {what}")
 
-    def raw(self, n: int, what: str) -> bytes:
+    def room(self, n: int, what: str) -> int:
+        # The reader's one bounds check: n, when n bytes remain to be read.
         if n < 0 or n > len(self.buf) - self.pos:
             raise self.error(
                 f"{what} needs {n} bytes but {len(self.buf) - self.pos} remain; the file is truncated or corrupt"
             )
-        self.pos += n
+        return n
+
+    def raw(self, n: int, what: str) -> memoryview:
+        self.pos += self.room(n, what)
         return self.buf[self.pos - n : self.pos]
 
     def unpack(self, fmt: str, what: str) -> Any:
@@ -254,16 +258,12 @@ class _Reader:
         return self.unpack("<q", what)
 
     def string(self, what: str) -> str:
-        return self.raw(self.int32(f"{what} length"), what).decode("utf-8", "surrogateescape")
+        return str(self.raw(self.int32(f"{what} length"), what), "utf-8", "surrogateescape")
 
     def count(self, n: int, min_bytes_each: int, what: str) -> int:
         # Every element needs at least min_bytes_each bytes, so a count the remaining bytes
         # cannot hold is refused before any container is grown.
-        if n < 0 or n * min_bytes_each > len(self.buf) - self.pos:
-            raise self.error(
-                f"{what} {n} cannot fit in the {len(self.buf) - self.pos} bytes "
-                "that remain; the file is truncated or corrupt"
-            )
+        self.room(n * min_bytes_each, f"{what} {n}")
         return n
 
     # -- objects --------------------------------------------------------------------
@@ -282,7 +282,7 @@ class _Reader:
         if tag == TYPE_BOOLEAN:
             return self.int32("boolean") == 1
         if tag == TYPE_FUNCTION:
-            fn = LuaFunction(self.raw(self.int32("function length"), "function"), tag=tag)
+            fn = LuaFunction(bytes(self.raw(self.int32("function length"), "function")), tag=tag)
             fn.upvalues = self.object(depth + 1)
             return fn
         if tag not in (TYPE_TABLE, TYPE_TORCH, LEGACY_TYPE_RECUR_FUNCTION, TYPE_RECUR_FUNCTION):
@@ -296,7 +296,7 @@ class _Reader:
             return self.table(index, self.count(self.int32("table size"), 8, "table size"), depth)
         if tag == TYPE_TORCH:
             return self.torch_object(index, depth)
-        fn = LuaFunction(self.raw(self.int32("function length"), "function"), tag=tag)
+        fn = LuaFunction(bytes(self.raw(self.int32("function length"), "function")), tag=tag)
         self.memo[index] = fn
         fn.upvalues = self.object(depth + 1)
         return fn
@@ -363,10 +363,8 @@ class _Reader:
 
     def storage(self, class_name: str) -> np.ndarray:
         dtype = _STORAGE_DTYPES[class_name]
-        size = self.count(self.int64(f"{class_name} size"), dtype.itemsize, f"{class_name} size")
-        array = np.frombuffer(self.buf, dtype=dtype, count=size, offset=self.pos)
-        self.pos += size * dtype.itemsize
-        return array
+        size = self.int64(f"{class_name} size")
+        return np.frombuffer(self.raw(size * dtype.itemsize, f"{class_name} size {size}"), dtype)
 
     def tensor(self, class_name: str, depth: int) -> np.ndarray:
         # Complexity D, forced by the format: a Torch7 tensor record is its dimension count, sizes,

@@ -82,28 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_output(path: Path, force: bool) -> None:
-    blocker = file_in_the_way(path)
-    if path.is_dir():
-        raise DSDZooError(f"-o {path}: that is a folder; give a file name such as {path / 'model.onnx'}")
-    if blocker is not None:
-        raise DSDZooError(f"-o {path}: {blocker} is a file, not a folder")
-    if not path.parent.is_dir():
-        raise DSDZooError(
-            f"-o {path}: folder {str(path.parent)!r} does not exist; create it (mkdir -p "
-            f"{path.parent}) or give another path"
-        )
-    if path.exists() and not force:
-        raise DSDZooError(f"-o {path}: the file exists; add --force to replace it, or give another path")
-
-
 def export_model(
-    name: str, output: Path, weights: Optional[Path] = None, *, trust_unverified: bool = False, progress: bool = True
+    name: str,
+    output: Path,
+    weights: Optional[Path] = None,
+    *,
+    force: bool = False,
+    trust_unverified: bool = False,
+    progress: bool = True,
 ) -> dict:
     """Export ``name`` (with ``weights``, default the released file) to ``output``; returns what was written.
 
-    The graph is checked against PyTorch on the model's fingerprint probe before ``output`` is
-    written (atomically), so on any error nothing is written.
+    ``output`` is checked first (an existing file is replaced only with ``force``), before anything
+    is fetched or exported. The graph is checked against PyTorch on the model's fingerprint probe
+    before ``output`` is written (atomically), so on any error nothing is written.
 
     Returns:
         ``{"path", "bytes", "metadata", "difference"}``.
@@ -116,6 +108,18 @@ def export_model(
     from ..fingerprint import probe_for
     from .onnx_export import export_checked, model_metadata, weights_sha256
 
+    blocker = file_in_the_way(output)
+    if output.is_dir():
+        raise DSDZooError(f"-o {output}: that is a folder; give a file name such as {output / 'model.onnx'}")
+    if blocker is not None:
+        raise DSDZooError(f"-o {output}: {blocker} is a file, not a folder")
+    if not output.parent.is_dir():
+        raise DSDZooError(
+            f"-o {output}: folder {str(output.parent)!r} does not exist; create it (mkdir -p "
+            f"{output.parent}) or give another path"
+        )
+    if output.exists() and not force:
+        raise DSDZooError(f"-o {output}: the file exists; add --force to replace it, or give another path")
     entry = get_entry(name)
     if weights is None:
         try:
@@ -138,9 +142,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status (see ``--help``)."""
     args = build_parser().parse_args(argv)
     try:
-        _check_output(args.output, args.force)
         written = export_model(
-            args.name, args.output, args.weights, trust_unverified=args.trust_unverified, progress=not args.quiet
+            args.name,
+            args.output,
+            args.weights,
+            force=args.force,
+            trust_unverified=args.trust_unverified,
+            progress=not args.quiet,
         )
     except ExportError as exc:
         print(f"dsd_zoo.export: error: {exc}; nothing was written to {args.output}", file=sys.stderr)
