@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from ..cache import LocalCopy, find_local
 from ..loading import identity_conflict, recorded_identity
@@ -223,7 +223,6 @@ def run_selfcheck(
             manifest_origin=os.environ.get("DSD_ZOO_MANIFEST", "bundled manifest"), manifest_error=str(exc)
         )
     result = SelfCheckResult(manifest_origin=manifest.origin, architectures=check_architectures())
-    local: Dict[str, LocalCopy] = {}
     for entry in manifest.models.values():
         check = ModelCheck(
             entry,
@@ -231,7 +230,6 @@ def run_selfcheck(
             named=entry.name in names,
             problems=_entry_problems(entry),
         )
-        local[entry.name] = check.weights
         # An unverifiable file (e.g. converted by the user) is still compared with a recorded fingerprint.
         if check.weights.usable and check.weights.path is not None and not check.problems:
             check.fingerprint_ok, check.fingerprint = _check_fingerprint(entry, check.weights.path)
@@ -246,17 +244,16 @@ def run_selfcheck(
                 f"{name}: {path} records no identity (no model or architecture in its metadata): "
                 "nothing but its digest says which model it holds"
             )
-    for entry in manifest.models.values():
-        for original in entry.originals:
-            if original.digest is not None and original.digest.algorithm == "sha256_prefix":
-                result.notes.append(
-                    f"{entry.name}: the original {original.url} is checked only by the first "
-                    f"{len(original.digest.value)} hex digits of its sha256, all its publisher gave: weaker than a "
-                    "full digest"
-                )
+    result.notes += [
+        f"{entry.name}: the original {original.url} is checked only by the first "
+        f"{len(original.digest.value)} hex digits of its sha256, all its publisher gave: weaker than a full digest"
+        for entry in manifest.models.values()
+        for original in entry.originals
+        if original.digest is not None and original.digest.algorithm == "sha256_prefix"
+    ]
     # The embedded digits zoo: a real baseline-vs-DSD table with no network.
     try:
-        result.local_evaluations.extend(_embedded_zoo(manifest, local))
+        result.local_evaluations.extend(_embedded_zoo(manifest, {m.entry.name: m.weights for m in result.models}))
     except Exception as exc:  # a broken evaluation must not hide the rest of the report
         label = _embedded_zoo.__name__
         result.local_evaluations.append(LocalEvaluation(label, "-", failure=f"{type(exc).__name__}: {exc}"))
