@@ -752,25 +752,21 @@ def _batch_logits(
 def _gathered(
     device: torch.device, counts: Tensor, seconds: float, unreadable: List[Tuple[str, str]], engines: Dict[str, str]
 ) -> Tuple[Tensor, float, List[Tuple[str, str]], Dict[str, str]]:
-    """This rank's counts, time, unreadable files and engines combined with every other rank's."""
+    """This rank's counts, time, unreadable files and engines combined with every other rank's, in one gather."""
     import torch.distributed as dist
 
     where = device if dist.get_backend() == "nccl" else torch.device("cpu")  # gloo takes CPU tensors
-    totals = counts.to(where)
-    dist.all_reduce(totals)
-    elapsed = torch.tensor([seconds], dtype=torch.float64, device=where)
-    dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
-    gathered = _all_gather_json([unreadable, engines], where)
-    everyone = [(str(file), str(error)) for files, _ in gathered for file, error in files]
+    gathered = _all_gather_json([counts.tolist(), seconds, unreadable, engines], where)
+    counts_of, seconds_of, unreadable_of, engines_of = zip(*gathered)  # each a tuple, one item per rank
+    everyone = [(str(file), str(error)) for files in unreadable_of for file, error in files]
     # A fallback on one rank only (say, a failed export there) shows as such, not as rank 0's engine.
-    per_rank = [part for _, part in gathered]
     engines = {
         name: engine
-        if all(part[name] == engine for part in per_rank)
-        else ", ".join(f"{part[name]} on rank {r}" for r, part in enumerate(per_rank))
+        if all(part[name] == engine for part in engines_of)
+        else ", ".join(f"{part[name]} on rank {r}" for r, part in enumerate(engines_of))
         for name, engine in engines.items()
     }
-    return totals, float(elapsed.item()), everyone, engines
+    return torch.tensor(counts_of).sum(dim=0), max(seconds_of), everyone, engines
 
 
 def _progress_bar(total: int, world: int, enabled: bool) -> Any:
