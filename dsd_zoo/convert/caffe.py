@@ -267,23 +267,25 @@ def _layers(net: Any, where: str) -> list[CaffeLayer]:
     if not len(net.layer) and not len(net.layers):
         raise FormatError(f"{where}: no layers found; this is not a .caffemodel (or it is empty)")
     new = len(net.layer) > 0
-    out = []
-    for i, lp in enumerate(net.layer if new else net.layers):
-        v0 = not new and lp.HasField("layer")
-        own = lp.layer if v0 else lp  # V0 keeps name, type and blobs in a nested message
-        name = _text(own.name, where, f"layer #{i} name")
-        if new or v0:
-            raw_type = _text(own.type, where, f"layer {name!r} type")
-            type_ = _V0_TYPES.get(raw_type, raw_type) if v0 else raw_type
-        elif lp.type in _V1_TYPE_IDS:
-            type_ = V1_LAYER_TYPES.get(_V1_TYPE_IDS[lp.type], "")
-        else:
-            raise FormatError(f"{where}: layer {name!r} has unknown V1 layer type {lp.type}")
-        bottom = tuple(_text(b, where, f"layer {name!r} bottom") for b in lp.bottom)
-        top = tuple(_text(t, where, f"layer {name!r} top") for t in lp.top)
-        blobs = [_blob_array(blob, where, name, j) for j, blob in enumerate(own.blobs)]
-        out.append(CaffeLayer(name, type_, bottom, top, blobs))
-    return out
+    return [_layer(lp, i, new, where) for i, lp in enumerate(net.layer if new else net.layers)]
+
+
+def _layer(lp: Any, index: int, new: bool, where: str) -> CaffeLayer:
+    # new: lp is a LayerParameter; else a V1LayerParameter, which may hold a V0 layer.
+    v0 = not new and lp.HasField("layer")
+    own = lp.layer if v0 else lp  # V0 keeps name, type and blobs in a nested message
+    name = _text(own.name, where, f"layer #{index} name")
+    if new or v0:
+        raw_type = _text(own.type, where, f"layer {name!r} type")
+        type_ = _V0_TYPES.get(raw_type, raw_type) if v0 else raw_type
+    elif lp.type in _V1_TYPE_IDS:
+        type_ = V1_LAYER_TYPES.get(_V1_TYPE_IDS[lp.type], "")
+    else:
+        raise FormatError(f"{where}: layer {name!r} has unknown V1 layer type {lp.type}")
+    bottom = tuple(_text(b, where, f"layer {name!r} bottom") for b in lp.bottom)
+    top = tuple(_text(t, where, f"layer {name!r} top") for t in lp.top)
+    blobs = [_blob_array(blob, where, name, j) for j, blob in enumerate(own.blobs)]
+    return CaffeLayer(name, type_, bottom, top, blobs)
 
 
 def _text(raw: bytes, where: str, what: str) -> str:
