@@ -206,18 +206,27 @@ def export_checked(
         raise ExportError(
             f"torch.onnx.export could not export {name}: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
-    fields = {"dsd_zoo.model": name, "dsd_zoo.probe": probe, **(metadata or {})}
     graph_seconds = time.perf_counter() - start
     try:
-        data = _with_metadata(proto, fields)
-        difference = compare_with_pytorch(OnnxModule(data), module, example, probe)
+        difference = compare_with_pytorch(OnnxModule(proto.SerializeToString()), module, example, probe)
     except ExportError:
         raise
     except Exception as exc:
         raise ExportError(
             f"ONNX Runtime could not run the graph of {name}: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
-    data = _with_metadata(proto, {**fields, "dsd_zoo.check_rel_diff": f"{difference:.3g}"})
+    # The metadata, written once the check has passed: dsd-zoo's fields only, sorted, so that the
+    # same model always gives the same bytes.
+    fields = {
+        "dsd_zoo.model": name,
+        "dsd_zoo.probe": probe,
+        **(metadata or {}),
+        "dsd_zoo.check_rel_diff": f"{difference:.3g}",
+    }
+    del proto.metadata_props[:]
+    for key, value in sorted(fields.items()):
+        proto.metadata_props.add(key=key, value=value)
+    data = proto.SerializeToString()
     if progress:
         print(
             f"dsd-zoo: exported {name} in {graph_seconds:.1f} s; ONNX Runtime's logits match PyTorch's within "
@@ -226,13 +235,6 @@ def export_checked(
             flush=True,
         )
     return data, difference
-
-
-def _with_metadata(proto: Any, fields: Mapping[str, str]) -> bytes:
-    del proto.metadata_props[:]
-    for key, value in sorted(fields.items()):
-        proto.metadata_props.add(key=key, value=value)
-    return proto.SerializeToString()
 
 
 def model_metadata(
