@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from dsd_zoo._process_group import init_process_group
+from dsd_zoo._process_group import all_gather_json, barrier, process_group, rank_and_world
 
 __all__ = [
     "Distributed",
@@ -59,8 +58,7 @@ class Distributed:
 
     def barrier(self) -> None:
         """Wait for every rank (no-op single-process)."""
-        if self.enabled:
-            dist.barrier()
+        barrier()
 
 
 @contextlib.contextmanager
@@ -68,25 +66,13 @@ def setup_distributed(use_cuda: bool) -> Iterator[Distributed]:
     """Join the process group ``torchrun`` describes in the environment for the block, or run single-process.
 
     Under torchrun each rank takes GPU ``LOCAL_RANK`` with the NCCL backend when ``use_cuda``,
-    else the CPU with gloo, and the group is destroyed when the block ends. A process group that
-    is already initialized is joined as it is and left running: it is the caller's to destroy.
+    else the CPU with gloo (see :func:`dsd_zoo._process_group.process_group`, which verify joins
+    the same way), and the group is destroyed when the block ends. A process group that is
+    already initialized is joined as it is and left running: it is the caller's to destroy.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        yield Distributed(0, 1, torch.device("cuda" if use_cuda else "cpu"))
-        return
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    owns_group = not dist.is_initialized()
-    if owns_group:
-        init_process_group("nccl" if use_cuda else "gloo")  # one that destroy_process_group really ends
-    target = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    try:
-        yield Distributed(dist.get_rank(), dist.get_world_size(), target)
-    finally:
-        if owns_group:
-            dist.destroy_process_group()
+    with process_group("cuda" if use_cuda else "cpu") as device:
+        rank, world_size = rank_and_world()
+        yield Distributed(rank, world_size, device)
 
 
 def broadcast_masks(masks: Mapping[str, Tensor], dist_info: Distributed) -> dict[str, Tensor]:
@@ -124,9 +110,5 @@ def tensors_digest(tensors: Mapping[str, Tensor]) -> str:
 
 
 def gather_strings(value: str, dist_info: Distributed) -> list[str]:
-    """``value`` from every rank, in rank order."""
-    if not dist_info.enabled:
-        return [value]
-    gathered: list[str] = [""] * dist_info.world_size
-    dist.all_gather_object(gathered, value)
-    return gathered
+    """``value`` from every rank, in rank order (sent as JSON, not pickled)."""
+    return all_gather_json(value, dist_info.device)

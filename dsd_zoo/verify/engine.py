@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import time
 import warnings
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, 
 import torch
 from torch import Tensor, nn
 
-from .._process_group import init_process_group
+from .._process_group import all_gather_json, barrier, process_group, rank_and_world
 from ..errors import DSDZooError
 from ..pipelines import IMAGENET_PIPELINES
 from ..ranking import label_rank
@@ -240,66 +239,6 @@ def _logged_heads(entry: Any, weights_path: os.PathLike) -> Tuple[str, ...]:
         keys = set(file.keys())
     prefixes = ARCHITECTURES[entry.arch].optional_prefixes
     return heads if all(any(k.startswith(prefix) for k in keys) for prefix in prefixes) else ()
-
-
-def _rank_and_world() -> Tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-@contextlib.contextmanager
-def process_group(device: str) -> Iterator[torch.device]:
-    """Join the ``torchrun`` process group for the duration of the block; yield this rank's device.
-
-    Launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) it initialises
-    ``torch.distributed`` from the environment, with NCCL for CUDA devices (each rank on
-    ``cuda:LOCAL_RANK``) and gloo otherwise, and destroys the group afterwards. A plain
-    process, or one whose group already exists, is left as it is.
-    """
-    import torch.distributed as dist
-
-    target = torch.device(device)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or not dist.is_available() or dist.is_initialized():
-        yield target
-        return
-    if target.type == "cuda":
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        target = torch.device("cuda", local_rank)
-        torch.cuda.set_device(target)
-    init_process_group("nccl" if target.type == "cuda" else "gloo")  # one that destroy_process_group really ends
-    try:
-        yield target
-    finally:
-        dist.destroy_process_group()
-
-
-def barrier() -> None:
-    """Wait for every rank when a process group is initialised; a no-op otherwise."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def _all_gather_json(obj: Any, device: torch.device) -> List[Any]:
-    """Gather a JSON-serialisable object from every rank (as UTF-8 bytes: no pickling)."""
-    import torch.distributed as dist
-
-    world = dist.get_world_size()
-    payload = torch.tensor(list(json.dumps(obj).encode("utf-8")), dtype=torch.uint8, device=device)
-    size = torch.tensor([payload.numel()], dtype=torch.int64, device=device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    longest = max(int(s) for s in sizes)
-    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
-    padded[: payload.numel()] = payload
-    gathered = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded)
-    return [json.loads(bytes(buf[: int(n)].cpu().tolist()).decode("utf-8")) for buf, n in zip(gathered, sizes)]
 
 
 @contextlib.contextmanager
@@ -573,7 +512,7 @@ def evaluate(
     device = torch.device(device)
     channels_last = True if channels_last is None else channels_last
     workers = default_workers(device) if workers is None else workers
-    rank, world = _rank_and_world()
+    rank, world = rank_and_world()
     progress = progress and rank == 0  # one bar, rank 0's
     shard = range(rank, len(samples), world)  # this rank's images: every world-th from its rank
     engines, required = choose_engines(targets, device, len(shard), engine, compile_models)
@@ -753,10 +692,7 @@ def _gathered(
     device: torch.device, counts: Tensor, seconds: float, unreadable: List[Tuple[str, str]], engines: Dict[str, str]
 ) -> Tuple[Tensor, float, List[Tuple[str, str]], Dict[str, str]]:
     """This rank's counts, time, unreadable files and engines combined with every other rank's, in one gather."""
-    import torch.distributed as dist
-
-    where = device if dist.get_backend() == "nccl" else torch.device("cpu")  # gloo takes CPU tensors
-    gathered = _all_gather_json([counts.tolist(), seconds, unreadable, engines], where)
+    gathered = all_gather_json([counts.tolist(), seconds, unreadable, engines], device)
     counts_of, seconds_of, unreadable_of, engines_of = zip(*gathered)  # each a tuple, one item per rank
     everyone = [(str(file), str(error)) for files in unreadable_of for file, error in files]
     # A fallback on one rank only (say, a failed export there) shows as such, not as rank 0's engine.
