@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from dsd_zoo.atomic import PathLike, write_safetensors
 from dsd_zoo.digests import hash_file
 from dsd_zoo.dsd.masks import _unwrap
 from dsd_zoo.errors import FormatError, WeightsError
+from dsd_zoo.loading import check_state_dict, load_tensors, read_header
 
 __all__ = ["file_record", "load_checkpoint", "load_masks", "read_metadata", "save_checkpoint", "save_masks"]
 
@@ -61,14 +60,10 @@ def _write(
 
 
 def read_metadata(path: PathLike) -> dict[str, str]:
-    """The string metadata of a safetensors file (empty if it has none)."""
+    """The string metadata of a safetensors file (empty if it has none), read after its header is checked."""
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "a folder, not a safetensors file", os.fspath(path))
-    try:
-        with safe_open(os.fspath(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except SafetensorError as exc:
-        raise FormatError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return read_header(path)[1]
 
 
 def _read(path: PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[str, str], dict[str, dict[str, Any]]]:
@@ -93,10 +88,7 @@ def _read(path: PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[str, str], 
         for v in sparsity.values()
     ):
         raise FormatError(f"{path}: the 'sparsity' metadata must map names to {{'numel': int, 'pruned': int, ...}}")
-    try:
-        tensors = load_file(os.fspath(path))
-    except SafetensorError as exc:
-        raise FormatError(f"{path}: not a readable safetensors file ({exc})") from exc
+    tensors, _ = load_tensors(path)
     return tensors, metadata, sparsity
 
 
@@ -163,19 +155,11 @@ def load_checkpoint(path: PathLike, model: nn.Module) -> dict[str, str]:
     """
     model = _unwrap(model)
     tensors, metadata, sparsity = _read(path, CHECKPOINT_FORMAT)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
-    wrong = [
-        f"{k}: file {tuple(tensors[k].shape)}, model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in tensors and tensors[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong:
-        raise WeightsError(
-            f"{path} does not fit {type(model).__name__}: missing {missing}, unexpected {unexpected}, "
-            f"wrong shape {wrong}; was it saved from another architecture or num_classes?"
-        )
+    check_state_dict(
+        {k: tuple(v.shape) for k, v in model.state_dict().items()},
+        {k: tuple(v.shape) for k, v in tensors.items()},
+        f"checkpoint {path}",
+    )
     for name, declared in sparsity.items():
         if name not in tensors:
             raise FormatError(f"{path}: declares sparsity for {name!r}, which it does not hold")

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from dsd_zoo.atomic import PathLike, write_safetensors
 from dsd_zoo.errors import FormatError
+from dsd_zoo.loading import load_tensors, read_header
 
 __all__ = [
     "DIGITS_FORMAT",
@@ -133,22 +134,15 @@ def load_digits_split(path: PathLike) -> tuple[Tensor, Tensor, dict[str, str]]:
     Raises:
         FormatError: not a digits split file, or tensors of the wrong name, dtype, shape or range.
     """
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(os.fspath(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            keys = set(f.keys())
-            if metadata.get("format") != DIGITS_FORMAT or keys != {"images", "labels"}:
-                raise FormatError(
-                    f"{path}: not a digits split (format {metadata.get('format')!r}, tensors {sorted(keys)}); "
-                    f"expected format {DIGITS_FORMAT!r} with tensors ['images', 'labels']"
-                )
-            images, labels = f.get_tensor("images"), f.get_tensor("labels")
-    except SafetensorError as exc:
-        raise FormatError(f"{path}: not a readable safetensors file ({exc})") from exc
-    _check_split(images, labels, os.fspath(path))
-    return images, labels, metadata
+    header, metadata = read_header(path)
+    if metadata.get("format") != DIGITS_FORMAT or set(header) != {"images", "labels"}:
+        raise FormatError(
+            f"{path}: not a digits split (format {metadata.get('format')!r}, tensors {sorted(header)}); "
+            f"expected format {DIGITS_FORMAT!r} with tensors ['images', 'labels']"
+        )
+    tensors, _ = load_tensors(path)
+    _check_split(tensors["images"], tensors["labels"], os.fspath(path))
+    return tensors["images"], tensors["labels"], metadata
 
 
 def evaluate_digits(model: nn.Module, test_file: PathLike) -> tuple[float, float, int]:

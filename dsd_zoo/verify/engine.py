@@ -228,15 +228,13 @@ def load_target(name: str, weights_path: os.PathLike, *, load_despite_recorded_i
 
 def _logged_heads(entry: Any, weights_path: os.PathLike) -> Tuple[str, ...]:
     """The auxiliary heads of ``entry``'s model with logged errors whose weights the file carries."""
-    from safetensors import safe_open
-
+    from ..loading import read_header
     from ..models import ARCHITECTURES
 
     heads = tuple(head for head in ARCHITECTURES[entry.arch].heads if head in entry.heads)
     if not heads:
         return ()
-    with safe_open(str(weights_path), framework="pt") as file:
-        keys = set(file.keys())
+    keys = read_header(weights_path)[0].keys()  # the tensor names, without reading the tensors
     prefixes = ARCHITECTURES[entry.arch].optional_prefixes
     return heads if all(any(k.startswith(prefix) for k in keys) for prefix in prefixes) else ()
 
