@@ -39,8 +39,6 @@ __all__ = [
     "FbResNetTransform",
     "DigitsTransform",
     "to_uint8_rgb",
-    "bilinear_matrix",
-    "torch7_bicubic_matrix",
 ]
 
 ImageLike = Union["Image.Image", Tensor, np.ndarray]
@@ -136,34 +134,6 @@ def _torch7_bicubic_row(n_in: int, n_out: int, i: int) -> Taps:
 
 _ROWS: Dict[str, Callable[[int, int, int], Taps]] = {"bilinear": _bilinear_row, "bicubic": _torch7_bicubic_row}
 AxisTaps = Tuple[slice, Tensor, Tensor]  # (input window, indices, weights) of one axis of a crop
-
-
-def _dense(kernel: str, n_in: int, n_out: int) -> Tensor:
-    # Taps sharing a column (clamped borders) add up, in the order listed.
-    weights = np.zeros((n_out, n_in))
-    for i in range(n_out):
-        for column, value in _ROWS[kernel](n_in, n_out, i):
-            weights[i, column] += value
-    return torch.from_numpy(weights)
-
-
-def bilinear_matrix(n_in: int, n_out: int) -> Tensor:
-    """(n_out, n_in) weights of OpenCV/PyTorch bilinear resampling without antialiasing.
-
-    Pixel centres are aligned (source position ``(i + 0.5) * n_in / n_out - 0.5``) and the
-    position is clamped to the image, as OpenCV's ``INTER_LINEAR`` does.
-    """
-    return _dense("bilinear", n_in, n_out)
-
-
-def torch7_bicubic_matrix(n_in: int, n_out: int) -> Tensor:
-    """(n_out, n_in) weights of Torch7 ``image.scale(..., 'bicubic')`` along one axis.
-
-    Output sample ``i`` reads source position ``i * (n_in - 1) / (n_out - 1)`` computed in
-    float32 as Torch did; Catmull-Rom weights; the sample before the first and after the last
-    are extrapolated linearly (``2*p1 - p2``); the last output copies the last input.
-    """
-    return _dense("bicubic", n_in, n_out)
 
 
 @functools.lru_cache(maxsize=512)

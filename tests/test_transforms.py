@@ -15,9 +15,38 @@ import torch
 from PIL import Image
 
 import dsd_zoo
+from dsd_zoo import transforms
 from dsd_zoo.transforms import CaffeTransform, FbResNetTransform, to_uint8_rgb
 
 from .conftest import FIXTURES, require
+
+
+def dense_weights(kernel: str, n_in: int, n_out: int) -> torch.Tensor:
+    """The package's resampling taps along one axis as an (n_out, n_in) matrix (taps sharing a column add up)."""
+    weights = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        for column, value in transforms._ROWS[kernel](n_in, n_out, i):
+            weights[i, column] += value
+    return torch.from_numpy(weights)
+
+
+def bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """OpenCV/PyTorch bilinear resampling without antialiasing, as the package's taps give it.
+
+    Pixel centres are aligned (source position ``(i + 0.5) * n_in / n_out - 0.5``) and the
+    position is clamped to the image, as OpenCV's ``INTER_LINEAR`` does.
+    """
+    return dense_weights("bilinear", n_in, n_out)
+
+
+def torch7_bicubic_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """Torch7 ``image.scale(..., 'bicubic')`` along one axis, as the package's taps give it.
+
+    Output sample ``i`` reads source position ``i * (n_in - 1) / (n_out - 1)`` computed in
+    float32 as Torch did; Catmull-Rom weights; the sample before the first and after the last
+    are extrapolated linearly (``2*p1 - p2``); the last output copies the last input.
+    """
+    return dense_weights("bicubic", n_in, n_out)
 
 
 def numpy_linear_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -183,8 +212,6 @@ def test_a_long_thin_image_costs_only_its_crop():
 def test_torch7_bicubic_weights_match_the_c_loop_at_every_sample(n_in, n_out):
     # Every output sample, borders included (the pipeline's crop never reaches the extrapolated
     # border samples of ordinary photos, so this is where they are checked).
-    from dsd_zoo.transforms import torch7_bicubic_matrix
-
     signal = np.random.default_rng(n_in * 1000 + n_out).random((n_in, 3)).astype(np.float32)
     expected = numpy_torch7_bicubic_1d(signal, n_out) if n_in > 1 else np.repeat(signal, n_out, axis=0)
     np.testing.assert_allclose(torch7_bicubic_matrix(n_in, n_out).numpy() @ signal, expected, atol=1e-6)
@@ -192,8 +219,6 @@ def test_torch7_bicubic_weights_match_the_c_loop_at_every_sample(n_in, n_out):
 
 @pytest.mark.parametrize("n_in, n_out", [(2, 7), (5, 17), (300, 256), (256, 256), (1, 4), (640, 256)])
 def test_bilinear_weights_match_opencv_geometry_at_every_sample(n_in, n_out):
-    from dsd_zoo.transforms import bilinear_matrix
-
     signal = np.random.default_rng(n_in + n_out).integers(0, 256, (n_in, 1)).astype(np.uint8)
     expected = numpy_linear_resize(signal[:, :, None].repeat(3, axis=2), n_out, 1)[:, 0, 0]
     got = np.floor(bilinear_matrix(n_in, n_out).numpy() @ signal[:, 0].astype(np.float64) + 0.5)
@@ -230,7 +255,6 @@ ODD_SIZES = [(1, 1), (2, 3), (7, 300), (255, 257), (256, 256), (227, 301), (500,
 
 @pytest.mark.parametrize("source", ["cat.jpg", "fish-bike.jpg", "space_shuttle.jpg", *ODD_SIZES])
 def test_resampling_is_bit_identical_to_the_straightforward_formulation(source):
-    from dsd_zoo.transforms import bilinear_matrix, torch7_bicubic_matrix
     from dsd_zoo.verify.datasets import decode_image
 
     if isinstance(source, str):
