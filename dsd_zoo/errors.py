@@ -86,6 +86,14 @@ class DatasetError(DSDZooError, ValueError):
     """An image folder or label file that cannot give a correct evaluation; the message says why and how to fix it."""
 
 
+class RecipeError(DSDZooError, ValueError):
+    """A training recipe that cannot be read or holds a wrong key or value; the message names it."""
+
+
+class DSDStateError(DSDZooError, RuntimeError):
+    """A DSD method called in the wrong phase, e.g. ``prune()`` on an already sparse model."""
+
+
 class TrainingError(DSDZooError, ValueError):
     """A training run that cannot go on (e.g. weights that diverged to NaN); the message says what to change."""
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from dsd_zoo.atomic import atomic_write, file_in_the_way
 from dsd_zoo._signals import exit_on_termination
-from dsd_zoo.errors import DatasetError, DSDZooError, TrainingError, UnverifiedSourceError
+from dsd_zoo.errors import DatasetError, DSDZooError, RecipeError, TrainingError, UnverifiedSourceError
 
 # The exit status of a run stopped by Ctrl-C, as a shell reports a SIGINT.
 EXIT_INTERRUPTED = 130
@@ -54,7 +54,6 @@ def build_model(name: str, num_classes: int, pretrained: bool = False, trust_unv
     Caffe AlexNet in dsd-zoo and the "one weird trick" variant in torchvision).
     """
     from dsd_zoo import api
-    from dsd_zoo.dsd.recipe import RecipeError
     from dsd_zoo.models import ARCHITECTURES
 
     source, _, bare = name.rpartition(":")
@@ -166,7 +165,6 @@ def train(
 
     from dsd_zoo.dsd.distributed import setup_distributed
     from dsd_zoo.dsd.loop import torch_settings
-    from dsd_zoo.dsd.recipe import RecipeError
 
     output = Path(output) if output is not None else recipe.output
     # Refuse, before any work, an output that is a file or that holds a run not to be overwritten.
@@ -226,7 +224,6 @@ def _train(
     from dsd_zoo.dsd.distributed import broadcast_buffers, broadcast_masks, gather_strings, tensors_digest
     from dsd_zoo.dsd.loop import PhaseResult, evaluate, train_epoch, train_phases
     from dsd_zoo.dsd.masks import DSD
-    from dsd_zoo.dsd.recipe import RecipeError
 
     start = time.perf_counter()
     torch.manual_seed(recipe.seed)

@@ -52,13 +52,9 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
-from dsd_zoo.errors import DSDZooError, TrainingError, WeightsError
+from dsd_zoo.errors import DSDStateError, TrainingError, WeightsError
 
 __all__ = ["DSD", "DSDHandle", "DSDStateError", "LayerSparsity", "SparsityReport", "magnitude_mask"]
-
-
-class DSDStateError(DSDZooError, RuntimeError):
-    """A DSD method called in the wrong phase, e.g. ``prune()`` on an already sparse model."""
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from typing import Any, Optional, cast
 
 from dsd_zoo._fields import unknown_fields
 from dsd_zoo.dsd.schedule import DSDSchedule
-from dsd_zoo.errors import DSDZooError
+from dsd_zoo.errors import RecipeError
 
 __all__ = ["DataSpec", "OptimizerSpec", "Recipe", "RecipeError", "load_recipe", "parse_recipe"]
 
@@ -59,10 +59,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MISSING = object()
 _SCHEDULE_KEYS = ("epochs", "lr", "lr_decay", "rounds", "phases")
-
-
-class RecipeError(DSDZooError, ValueError):
-    """A recipe file that cannot be read or holds a wrong key or value; the message names it."""
 
 
 class _Table:
