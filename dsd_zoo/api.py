@@ -7,7 +7,6 @@ one manifest entry (plus an architecture if it is new).
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 import os
@@ -35,15 +34,7 @@ def imagenet_classes() -> Tuple[Tuple[str, str], ...]:
 
 def get_entry(name: str, manifest: Optional[Manifest] = None) -> ModelEntry:
     """The manifest entry of ``name``; an unknown name raises an error listing the closest ones."""
-    if not isinstance(name, str):
-        raise UnknownModelError(f"a model name is a string such as 'resnet50_dsd', got {name!r}")
-    manifest = manifest or load_manifest()
-    entry = manifest.models.get(name)
-    if entry is None:
-        close = difflib.get_close_matches(name, list(manifest.models), n=5, cutoff=0.3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownModelError(f"unknown model {name!r}{hint} (all models: dsd_zoo.list_models())")
-    return entry
+    return (manifest or load_manifest()).entry(name)
 
 
 def list_models(pattern: Optional[str] = None, kind: Optional[str] = None) -> List[str]:

@@ -13,6 +13,7 @@ model and the field so that a broken manifest is fixed in one go.
 from __future__ import annotations
 
 import collections
+import difflib
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Tuple
 from ._fields import unknown_fields
 from .digests import Digest
-from .errors import ManifestError, RecordError
+from .errors import ManifestError, RecordError, UnknownModelError
 from .models import ARCHITECTURES
 from .records import FileRecord, HFLocation
 from .pipelines import PIPELINES
@@ -167,6 +168,17 @@ class Manifest:
     assets: Mapping[str, AssetRecord]
     citations: Mapping[str, str]
     origin: str  # where it was read from, for error messages
+
+    def entry(self, name: str) -> ModelEntry:
+        """The entry of ``name``; an unknown name raises :class:`UnknownModelError` listing the closest ones."""
+        if not isinstance(name, str):
+            raise UnknownModelError(f"a model name is a string such as 'resnet50_dsd', got {name!r}")
+        entry = self.models.get(name)
+        if entry is None:
+            close = difflib.get_close_matches(name, list(self.models), n=5, cutoff=0.3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UnknownModelError(f"unknown model {name!r}{hint} (all models: dsd_zoo.list_models())")
+        return entry
 
     def citation_text(self, entry: ModelEntry) -> str:
         """The BibTeX entries an entry cites, joined."""

@@ -27,7 +27,7 @@ from typing import Any, Dict, NamedTuple, Optional
 
 from ..atomic import PathLike, file_in_the_way, write_safetensors
 from ..digests import hash_file
-from ..errors import ConversionError, FormatError, UnknownModelError
+from ..errors import ConversionError, FormatError
 from ..manifest import Manifest, ModelEntry, OriginalRecord, load_manifest
 from ..sniff import FORMAT_NAMES, sniff
 from .caffe import read_caffemodel
@@ -94,9 +94,7 @@ def convert_file(
         UnknownModelError: ``model_name`` is not in the manifest.
     """
     manifest = manifest or load_manifest()
-    if model_name not in manifest.models:
-        raise UnknownModelError(f"unknown model {model_name!r}; known: {', '.join(manifest.models)}")
-    entry = manifest.models[model_name]
+    entry = manifest.entry(model_name)
     original = original or original_for_file(entry, src_path)
     if original is None:
         raise ConversionError(
