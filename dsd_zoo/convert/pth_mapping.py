@@ -46,10 +46,7 @@ _BLOCK = {
 
 def read_port(path: "os.PathLike[str] | str", digest: Digest) -> Dict[str, Any]:
     """The tensors of the port's ``.pth`` file, read only once its digest matched ``digest``."""
-    try:
-        seen = hash_file(path, {"sha256", digest.algorithm})
-    except OSError as exc:
-        raise ConversionError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    seen = hash_file(path, {"sha256", digest.algorithm})  # an unreadable file is an OSError, as for every reader
     if not digest.matches(seen):
         raise IntegrityError(
             f"{path} is not the published file: its sha256 is {seen['sha256']}, the publisher gave "
