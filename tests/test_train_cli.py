@@ -41,6 +41,18 @@ def write_recipe(path: Path, **recipe: Any) -> Path:
     return path
 
 
+# The data section of a run on 8x8 grey images (make_image_folder's, read as one channel).
+GREY_8X8 = {
+    "root": "images",
+    "image_size": 8,
+    "resize": 8,
+    "channels": 1,
+    "mean": [0.5],
+    "std": [0.5],
+    "augment": False,
+}
+
+
 def _recipe(tmp_path, **overrides):
     base = {
         "model": "torchvision:resnet18",
@@ -165,15 +177,7 @@ def _tiny(tmp_path, **overrides):
         "model": "digits_net",
         "epochs": [1, 1, 1],
         "sparsity": 0.3,
-        "data": {
-            "root": "images",
-            "image_size": 8,
-            "resize": 8,
-            "channels": 1,
-            "mean": [0.5],
-            "std": [0.5],
-            "augment": False,
-        },
+        "data": GREY_8X8,
     }
     return _recipe(tmp_path, **{**base, **overrides})
 
@@ -202,15 +206,7 @@ def test_a_diverged_run_stops_with_a_message_and_stays_marked_unfinished(tmp_pat
     # Inputs divided by a std of 1e-37 overflow float32 in the convolutions: the weights turn NaN.
     recipe = _tiny(
         tmp_path,
-        data={
-            "root": "images",
-            "image_size": 8,
-            "resize": 8,
-            "channels": 1,
-            "mean": [0.5],
-            "std": [1e-37],
-            "augment": False,
-        },
+        data={**GREY_8X8, "std": [1e-37]},
         batch_size=2,
     )
     assert main(["--recipe", str(recipe), "--no-progress"]) == 1
@@ -286,15 +282,6 @@ def test_pretrained_weights_without_a_digest_need_trust_unverified(tmp_path, cap
         tmp_path,
         model="digits_dsd",
         pretrained=True,
-        data={
-            "root": "images",
-            "image_size": 8,
-            "resize": 8,
-            "channels": 1,
-            "mean": [0.5],
-            "std": [0.5],
-            "augment": False,
-        },
     )
     assert main(["--recipe", str(recipe), "--no-progress"]) == 2
     err = capsys.readouterr().err

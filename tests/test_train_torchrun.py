@@ -15,7 +15,7 @@ from dsd_zoo.dsd.distributed import tensors_digest
 from dsd_zoo.models.digits import digits_net
 
 from .conftest import REPO_ROOT
-from .test_train_cli import make_image_folder, write_recipe
+from .test_train_cli import GREY_8X8, make_image_folder, write_recipe
 
 pytestmark = [
     pytest.mark.slow,
@@ -32,15 +32,7 @@ def _tiny_recipe(tmp_path):
     return write_recipe(
         tmp_path / "recipe.json",
         model="digits_net",
-        data={
-            "root": "images",
-            "image_size": 8,
-            "resize": 8,
-            "channels": 1,
-            "mean": [0.5],
-            "std": [0.5],
-            "augment": False,
-        },
+        data=GREY_8X8,
         epochs=[2, 1, 1],
         lr=0.05,
         sparsity=0.3,
