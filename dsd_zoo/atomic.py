@@ -106,6 +106,16 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], object]) -> Path:
     return path
 
 
+def write_text(path: PathLike, text: str) -> Path:
+    """Create ``path`` holding ``text`` in UTF-8, atomically (see :func:`atomic_write`).
+
+    A lone surrogate (a file name that is not UTF-8, as ``os.fsdecode`` gives it) is written as
+    its ``\\udcff`` escape rather than failing after the work that produced the text.
+    """
+    data = text.encode("utf-8", errors="backslashreplace")
+    return atomic_write(path, lambda file: file.write(data))
+
+
 def write_safetensors(path: PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> Path:
     """Write torch tensors as a canonical safetensors file, atomically; returns the path.
 

@@ -35,7 +35,7 @@ from typing import Callable, Iterator, Mapping
 import filelock
 
 from ._names import LOCK_SUFFIX, STAMP_SUFFIX
-from .atomic import PART_SUFFIX, atomic_write, new_part_path, publish
+from .atomic import PART_SUFFIX, new_part_path, publish, write_text
 from .digests import Digest, hash_file
 from .errors import IntegrityError
 from .records import FileRecord, shipped_file
@@ -165,7 +165,7 @@ def read_stamp(path: Path) -> Stamp | None:
 def write_stamp(path: Path, stamp: Stamp) -> None:
     """Write the stamp of ``path`` atomically (a reader sees the old stamp or the new one)."""
     text = json.dumps({"format": _STAMP_FORMAT, **asdict(stamp)}, indent=1, sort_keys=True) + "\n"
-    atomic_write(stamp_path(path), lambda file: file.write(text.encode("utf-8")))
+    write_text(stamp_path(path), text)
 
 
 def pinned_stamp(path: Path) -> Stamp | None:

@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 from ._names import url_problem
 from ._project import GITHUB_REPO, HF_REPO_ID
 from .api import get_entry
-from .atomic import PathLike, atomic_write
+from .atomic import PathLike, write_text
 from .cache import find_local
 from .convert.mapping import extension
 from .convert.original import convert_original
@@ -209,7 +209,7 @@ def _assemble(
         hf_filename=filename,
         torch_hub_repo=torch_hub_repo,
     )
-    _write_file(staging / CARD_FILE, render_model_card(entry, manifest, facts).encode("utf-8"))
+    write_text(staging / CARD_FILE, render_model_card(entry, manifest, facts))
     hf = dataclasses.asdict(entry.weights.hf) if same and entry.weights.hf is not None else None
     if repo_id is not None:
         say(f"uploading to the Hugging Face Hub repository {repo_id}" + (f" ({path_in_repo}/)" if path_in_repo else ""))
@@ -382,14 +382,9 @@ def _read_json_object(path: Path) -> Dict[str, Any]:
     return document
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-    atomic_write(path, lambda file: file.write(data))
-
-
 def _write_json(path: Path, document: Mapping[str, Any]) -> None:
     """The entries file and the manifest: indented, UTF-8, a final newline."""
-    _write_file(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_text(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
 def _publish_folder(staging: Path, folder: Path) -> None:

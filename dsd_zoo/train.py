@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dsd_zoo.atomic import atomic_write, file_in_the_way
+from dsd_zoo.atomic import file_in_the_way, write_text
 from dsd_zoo._signals import exit_on_termination
 from dsd_zoo.errors import DatasetError, DSDZooError, RecipeError, TrainingError, UnverifiedSourceError
 
@@ -310,8 +310,7 @@ def _train(
             results["complete"] = len(results["phases"]) == len(recipe.schedule)
             results["wall_seconds"] = time.perf_counter() - start
             # Atomic: a crash must not leave a half file that later marks the output as "holding a run".
-            text = json.dumps(results, indent=2) + "\n"
-            atomic_write(output / "results.json", lambda file: file.write(text.encode("utf-8")))
+            write_text(output / "results.json", json.dumps(results, indent=2) + "\n")
             sparsity = f", weight sparsity {result.sparsity.sparsity:.2%}" if result.sparsity else ""
             print(
                 f"[{phase.name}] {phase.kind}, {phase.epochs} epochs at lr {phase.lr:g}: val top-1 error "

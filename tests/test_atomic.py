@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dsd_zoo.atomic import atomic_write, write_safetensors
+from dsd_zoo.atomic import atomic_write, write_safetensors, write_text
 from dsd_zoo.loading import read_header
 
 
@@ -55,6 +55,14 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_write(path, broken)
     assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+def test_text_is_utf8_whatever_the_locale_and_a_non_utf8_file_name_is_escaped(tmp_path):
+    # The reports, tables and JSON files are written through write_text: "±" and "–" in UTF-8
+    # (Path.write_text would use the locale's encoding), and a file name that os.fsdecode turned
+    # into a lone surrogate as its escape instead of an error after the work is done.
+    path = write_text(tmp_path / "sub" / "t.md", "± – " + os.fsdecode(b"bad\xff.jpg"))
+    assert path.read_bytes() == "± – bad".encode() + b"\\udcff.jpg"
 
 
 def test_unsupported_dtype_and_metadata_are_refused(tmp_path):

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from dsd_zoo.atomic import write_text
 from dsd_zoo.dsd.checkpoint import file_record, load_checkpoint, save_checkpoint
 from dsd_zoo.dsd.embedded import (
     DIGITS_SOURCE,
@@ -118,7 +119,7 @@ def export_embedded(
         },
         "models": models,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -163,9 +164,8 @@ def run_demo(
             summary["embedded"] = export_embedded(export, split, dsd_runs[0], baseline_runs[0], config, command)
         summary["wall_seconds"] = time.perf_counter() - start
         table = format_table(summary, config)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (out / "table.md").write_text(table + "\n")
+        write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_text(out / "table.md", table + "\n")
         log(table)
         log(f"total wall time {summary['wall_seconds']:.1f} s; written to {out}")
     return summary

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dsd_zoo.atomic import write_text
 from dsd_zoo.dsd.loop import torch_settings
 from dsd_zoo.dsd.mnist1d_data import MNIST1D_SOURCE, make_mnist1d_split
 from dsd_zoo.dsd.paired import DemoConfig, Run, Task, format_table, run_seeds, summarize
@@ -236,14 +237,13 @@ def run_study(
             format_per_seed_table(summary["models"]),
         ]
     )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "table.md").write_text(table + "\n")
+    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text(out / "table.md", table + "\n")
     if plot:
         plot_paired_errors(summary, out / "paired_errors.png")
         plot_training_curves(summary, 0, out / "curves_seed0.png")
     timing["wall_seconds"] = time.perf_counter() - start
-    (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+    write_text(out / "timing.json", json.dumps(timing, indent=2) + "\n")
     log(table)
     log(f"total wall time {timing['wall_seconds']:.1f} s; written to {out}")
     return summary

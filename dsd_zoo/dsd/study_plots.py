@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dsd_zoo.atomic import atomic_write
+
 __all__ = ["plot_paired_errors", "plot_training_curves", "require_matplotlib"]
 
 # Each run's curves: its key in the summary, colour and legend label.
@@ -65,7 +67,7 @@ def plot_paired_errors(summary: Mapping[str, Any], path: Path) -> Path:
         _corner_note(ax, "below the line: DSD better", "right")
         ax.legend(loc="upper left", fontsize=8, frameon=False)
     fig.suptitle(f"MNIST-1D, final test error per seed ({summary['protocol'].split(' (')[0]})", fontsize=11)
-    fig.savefig(path, metadata=PNG_METADATA)
+    atomic_write(path, lambda file: fig.savefig(file, format="png", metadata=PNG_METADATA))
     return path
 
 
@@ -133,7 +135,7 @@ def plot_training_curves(summary: Mapping[str, Any], seed: int, path: Path) -> P
     # (A figure legend outside the axes needs matplotlib 3.7; the floor is 3.6.)
     grid[0][0].legend(loc="upper right", fontsize=8, framealpha=0.9)
     fig.suptitle("MNIST-1D: one seed through dense → sparse → re-dense", fontsize=11)
-    fig.savefig(path, metadata=PNG_METADATA)
+    atomic_write(path, lambda file: fig.savefig(file, format="png", metadata=PNG_METADATA))
     return path
 
 

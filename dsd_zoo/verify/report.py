@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, write_text
 from ..errors import DSDZooError
 from . import DEFAULT_TOLERANCE, EXIT_FAILED, EXIT_OK, EXIT_UNREADABLE, FULL_VAL_SIZE
 
@@ -116,10 +116,8 @@ class Report:
 
 
 def _write_text(path: Path, text: str) -> None:
-    # A file name that is not UTF-8 (a surrogate escape) is written as \udcff, not a crash after the run.
-    data = text.encode("utf-8", errors="backslashreplace")
     try:
-        atomic_write(path, lambda file: file.write(data))
+        write_text(path, text)
     except OSError as exc:
         raise DSDZooError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
