@@ -203,12 +203,12 @@ def scan_imagefolder(root: PathLike, wnids: Sequence[str]) -> ValSamples:
             f"{wnids[-1]}); for a flat folder of images pass --labels val.txt"
         )
     stray = [e.name for e in entries if not e.is_dir() and _looks_like_image(e.name)]
-    samples = sorted(
-        ((dirpath / name).relative_to(path).as_posix(), index[folder])
-        for folder in folders
-        for dirpath, names in _walk(path / folder)
-        for name in names
-    )
+    samples: List[Tuple[str, int]] = []
+    for folder in folders:
+        for dirpath, names in _walk(path / folder):
+            relative = dirpath.relative_to(path)  # once per folder: ImageNet's has 50,000 files
+            samples += [((relative / name).as_posix(), index[folder]) for name in names]
+    samples.sort()
     if not samples:
         raise DatasetError(f"no images found in the class folders of {str(path)!r}")
     files, labels = zip(*samples)
