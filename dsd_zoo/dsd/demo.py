@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -54,7 +52,7 @@ from dsd_zoo.dsd.embedded import (
 )
 from dsd_zoo.dsd.loop import torch_settings
 from dsd_zoo.dsd.mnist1d_study import PREREGISTERED_SEEDS, PROTOCOL, run_study
-from dsd_zoo.dsd.paired import DemoConfig, Run, Task, format_table, run_seeds, summarize
+from dsd_zoo.dsd.paired import DemoConfig, Run, Task, environment, format_table, run_seeds, summarize
 from dsd_zoo.models.digits import digits_net
 
 __all__ = ["DemoConfig", "Run", "main", "run_demo"]
@@ -152,12 +150,7 @@ def run_demo(
             **summarize(dsd_runs, baseline_runs),
             "config": config.to_dict(),
             "data": {"source": DIGITS_SOURCE, "split": split.description},
-            "environment": {
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-                "cpu_count": os.cpu_count(),
-            },
+            "environment": environment(),
             "command": command,
         }
         if export is not None:

@@ -15,21 +15,18 @@ so a rerun gives the same bytes; timings go to ``timing.json``.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from dsd_zoo.atomic import write_text
 from dsd_zoo.dsd.loop import torch_settings
 from dsd_zoo.dsd.mnist1d_data import MNIST1D_SOURCE, make_mnist1d_split
-from dsd_zoo.dsd.paired import DemoConfig, Run, Task, format_table, run_seeds, summarize
+from dsd_zoo.dsd.paired import DemoConfig, Run, Task, environment, format_table, run_seeds, summarize
 from dsd_zoo.dsd.study_plots import plot_paired_errors, plot_training_curves, require_matplotlib
 from dsd_zoo.models.mnist1d import mnist1d_cnn, mnist1d_mlp
 
@@ -193,12 +190,7 @@ def run_study(
             "generator_args": split.args,
             "sha256": split.sha256(),
         },
-        "environment": {
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
-        },
+        "environment": environment(),
         "models": {},
     }
     timing: dict[str, Any] = {"models": {}}

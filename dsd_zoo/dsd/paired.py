@@ -11,6 +11,8 @@ sign test. The digits demonstration and the MNIST-1D study both run through here
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +27,7 @@ from dsd_zoo.dsd.masks import DSD
 from dsd_zoo.dsd.schedule import DSDSchedule
 from dsd_zoo.dsd.stats import paired_difference
 
-__all__ = ["DemoConfig", "Run", "Task", "format_table", "run_seeds", "summarize", "train_run"]
+__all__ = ["DemoConfig", "Run", "Task", "environment", "format_table", "run_seeds", "summarize", "train_run"]
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,16 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
         "min": min(values),
         "max": max(values),
         "values": list(values),
+    }
+
+
+def environment() -> dict[str, Any]:
+    """What a demonstration's summary records about the machine it ran on (its numbers depend on it)."""
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
     }
 
 
