@@ -16,26 +16,41 @@ import importlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_gather_json", "barrier", "process_group", "rank_and_world"]
+__all__ = ["Rank", "all_gather_json", "all_reduce_sum", "barrier", "process_group", "rank_and_world"]
+
+
+@dataclass(frozen=True)
+class Rank:
+    """This process's place in the job: a plain process is rank 0 of 1."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that logs and writes files."""
+        return self.rank == 0
 
 
 @contextlib.contextmanager
-def process_group(device: torch.device | str) -> Iterator[torch.device]:
-    """Join the process group ``torchrun`` describes in the environment for the block; yield this rank's device.
+def process_group(device: torch.device | str) -> Iterator[Rank]:
+    """Join the process group ``torchrun`` describes in the environment for the block; yield this rank's place.
 
     Launched by ``torchrun`` (``WORLD_SIZE`` > 1), a CUDA device becomes ``cuda:LOCAL_RANK`` and
     the group is initialised from the environment with NCCL for CUDA and gloo otherwise, then
     destroyed when the block ends. A group that already exists is joined as it is and left
-    running: it is its creator's to destroy. A plain process gets ``device`` back unchanged.
+    running: it is its creator's to destroy. A plain process is rank 0 of 1 on ``device``.
     """
     target = torch.device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        yield target
+        yield Rank(0, 1, target)
         return
     if target.type == "cuda":
         target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -45,7 +60,7 @@ def process_group(device: torch.device | str) -> Iterator[torch.device]:
         importlib.import_module("torch.distributed.nn.functional")  # see the module docstring
         dist.init_process_group(backend="nccl" if target.type == "cuda" else "gloo")
     try:
-        yield target
+        yield Rank(*rank_and_world(), target)
     finally:
         if owns_group:
             dist.destroy_process_group()
@@ -62,6 +77,18 @@ def barrier() -> None:
     """Wait for every rank when a process group is initialised; a no-op otherwise."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The sum of ``tensor`` over the ranks, on the CPU (``tensor`` itself without a process group).
+
+    ``device`` is this rank's device: NCCL reduces CUDA tensors only, gloo CPU ones.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return tensor
+    reduced = tensor.to(device)
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced.cpu()
 
 
 def all_gather_json(obj: Any, device: torch.device) -> list[Any]:

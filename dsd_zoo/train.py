@@ -21,11 +21,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsd_zoo.atomic import file_in_the_way, write_text
 from dsd_zoo._signals import exit_on_termination
 from dsd_zoo.errors import DatasetError, DSDZooError, RecipeError, TrainingError, UnverifiedSourceError
+
+if TYPE_CHECKING:  # torch is imported when training starts, not when the CLI parses its arguments
+    from dsd_zoo._process_group import Rank
 
 # The exit status of a run stopped by Ctrl-C, as a shell reports a SIGINT.
 EXIT_INTERRUPTED = 130
@@ -163,7 +166,7 @@ def train(
     """
     import torch
 
-    from dsd_zoo.dsd.distributed import setup_distributed
+    from dsd_zoo._process_group import barrier, process_group
     from dsd_zoo.dsd.loop import torch_settings
 
     output = Path(output) if output is not None else recipe.output
@@ -182,12 +185,12 @@ def train(
     if recipe.device == "cuda" and not torch.cuda.is_available():
         raise RecipeError("the recipe asks for device 'cuda' but torch.cuda.is_available() is False")
     use_cuda = torch.cuda.is_available() if recipe.device == "auto" else recipe.device == "cuda"
-    with setup_distributed(use_cuda) as d:
+    with process_group("cuda" if use_cuda else "cpu") as here:
         with torch_settings(recipe.threads, recipe.deterministic):
-            results = _train(recipe, output, d, use_cuda, progress, overwrite, trust_unverified)
+            results = _train(recipe, output, here, use_cuda, progress, overwrite, trust_unverified)
         # Every rank is done (and rank 0 has written its files) before any rank tears the group
         # down: a gloo peer that disappears mid-teardown can abort the other ("terminate called").
-        d.barrier()
+        barrier()
     return results
 
 
@@ -208,7 +211,7 @@ def _remove_earlier_run(output: Path) -> None:
 def _train(
     recipe: Any,
     output: Path,
-    d: Any,
+    here: Rank,
     use_cuda: bool,
     progress: bool,
     overwrite: bool,
@@ -221,7 +224,8 @@ def _train(
     from tqdm.auto import tqdm
 
     from dsd_zoo.dsd.checkpoint import file_record, save_checkpoint, save_masks
-    from dsd_zoo.dsd.distributed import broadcast_buffers, broadcast_masks, gather_strings, tensors_digest
+    from dsd_zoo._process_group import all_gather_json, all_reduce_sum, barrier
+    from dsd_zoo.dsd.distributed import broadcast_buffers, broadcast_masks, tensors_digest
     from dsd_zoo.dsd.loop import PhaseResult, evaluate, train_epoch, train_phases
     from dsd_zoo.dsd.masks import DSD
 
@@ -232,7 +236,7 @@ def _train(
     num_classes = recipe.num_classes or len(classes)
     if num_classes < len(classes):
         raise RecipeError(f"num_classes={num_classes} but the data has {len(classes)} classes")
-    model = build_model(recipe.model, num_classes, recipe.pretrained, trust_unverified).to(d.device)
+    model = build_model(recipe.model, num_classes, recipe.pretrained, trust_unverified).to(here.device)
     try:  # a dense-only schedule prunes nothing
         dsd = (
             DSD(model, sparsity=recipe.sparsity, skip_first=recipe.skip_first, exclude=recipe.exclude)
@@ -241,10 +245,14 @@ def _train(
         )
     except ValueError as exc:  # e.g. an 'exclude' name that is not a module of this model
         raise RecipeError(f"recipe: {exc}") from exc
-    net = DistributedDataParallel(model, device_ids=[d.device.index] if use_cuda else None) if d.enabled else model
+    net = (
+        DistributedDataParallel(model, device_ids=[here.device.index] if use_cuda else None)
+        if here.world_size > 1
+        else model
+    )
 
     sampler: DistributedSampler[int] = DistributedSampler(
-        train_set, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=recipe.seed
+        train_set, num_replicas=here.world_size, rank=here.rank, shuffle=True, seed=recipe.seed
     )
     loader_args = {"num_workers": recipe.workers, "pin_memory": use_cuda, "persistent_workers": recipe.workers > 0}
     # Drop a last partial batch when there is a full one: a batch of 1 breaks BatchNorm in training.
@@ -257,7 +265,7 @@ def _train(
     )
     # Disjoint shards without padding (DistributedSampler would repeat images): exact counts once summed.
     val_loader = DataLoader(
-        Subset(val_set, range(d.rank, len(val_set), d.world_size)),
+        Subset(val_set, range(here.rank, len(val_set), here.world_size)),
         batch_size=recipe.batch_size,
         shuffle=False,
         **loader_args,
@@ -266,20 +274,20 @@ def _train(
     def run_epoch(optimizer: torch.optim.Optimizer, phase: Any, epoch: int) -> float:
         sampler.set_epoch(epoch)
         desc = f"{phase.name}, epoch {epoch + 1}/{recipe.schedule.total_epochs}"
-        batches = tqdm(train_loader, desc=desc, unit="batch", leave=False, disable=not (progress and d.is_main))
-        return train_epoch(net, batches, optimizer, d.device)
+        batches = tqdm(train_loader, desc=desc, unit="batch", leave=False, disable=not (progress and here.is_main))
+        return train_epoch(net, batches, optimizer, here.device)
 
     def evaluate_fn() -> Any:
-        broadcast_buffers(model, d)
-        return evaluate(model, val_loader, d.device, reduce=d.all_reduce_sum)
+        broadcast_buffers(model, here)
+        return evaluate(model, val_loader, here.device, reduce=lambda counts: all_reduce_sum(counts, here.device))
 
     results: dict[str, Any] = {
         "recipe": recipe.to_dict(),
         "model": recipe.model,
         "num_classes": num_classes,
         "classes": classes,
-        "world_size": d.world_size,
-        "device": str(d.device),
+        "world_size": here.world_size,
+        "device": str(here.device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "complete": False,  # true once every phase is done; a stopped run stays marked unfinished
@@ -288,10 +296,10 @@ def _train(
 
     def on_phase_end(result: PhaseResult, masks: dict[str, torch.Tensor]) -> None:
         entry = result.to_dict()
-        entry["state_sha256_per_rank"] = gather_strings(tensors_digest(model.state_dict()), d)
-        entry["mask_sha256_per_rank"] = gather_strings(tensors_digest(masks), d) if masks else None
+        entry["state_sha256_per_rank"] = all_gather_json(tensors_digest(model.state_dict()), here.device)
+        entry["mask_sha256_per_rank"] = all_gather_json(tensors_digest(masks), here.device) if masks else None
         results["phases"].append(entry)
-        if d.is_main:
+        if here.is_main:
             e, phase = result.errors, result.phase
             meta = {
                 "model": recipe.model,
@@ -317,9 +325,9 @@ def _train(
                 f"{e.top1_err:.2%}, top-5 {e.top5_err:.2%} (n={e.n}){sparsity}",
                 flush=True,
             )
-        d.barrier()
+        barrier()
 
-    if d.is_main:
+    if here.is_main:
         try:
             output.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -328,7 +336,7 @@ def _train(
             _remove_earlier_run(output)
         print(
             f"training {recipe.model} ({num_classes} classes, {len(train_set)} train / {len(val_set)} val images) "
-            f"on {d.world_size} x {d.device}: {recipe.schedule}",
+            f"on {here.world_size} x {here.device}: {recipe.schedule}",
             flush=True,
         )
     train_phases(
@@ -337,7 +345,7 @@ def _train(
         make_optimizer=lambda phase: recipe.optimizer.build(net.parameters(), phase.lr),
         run_epoch=run_epoch,
         evaluate_fn=evaluate_fn,
-        sync_masks=lambda masks: broadcast_masks(masks, d),
+        sync_masks=lambda masks: broadcast_masks(masks, here),
         on_phase_end=on_phase_end,
     )
     return results

@@ -468,7 +468,7 @@ def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
             samples,
             batch_size=batch_size,
             workers=args.workers,
-            device=str(here),
+            device=str(here.device),
             fast=args.fast,
             channels_last=args.channels_last,
             compile_models=args.compile,
