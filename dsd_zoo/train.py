@@ -273,8 +273,12 @@ def _train(
 
     def run_epoch(optimizer: torch.optim.Optimizer, phase: Any, epoch: int) -> float:
         sampler.set_epoch(epoch)
+        if not (progress and here.is_main):
+            # No disabled bar either: a Ctrl-C or SIGTERM that lands inside tqdm's __init__ leaves a
+            # half-built bar whose __del__ prints a traceback (tqdm/tqdm#1668; the floor, 4.62, has it).
+            return train_epoch(net, train_loader, optimizer, here.device)
         desc = f"{phase.name}, epoch {epoch + 1}/{recipe.schedule.total_epochs}"
-        batches = tqdm(train_loader, desc=desc, unit="batch", leave=False, disable=not (progress and here.is_main))
+        batches = tqdm(train_loader, desc=desc, unit="batch", leave=False)
         return train_epoch(net, batches, optimizer, here.device)
 
     def evaluate_fn() -> Any:

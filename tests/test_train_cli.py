@@ -232,6 +232,18 @@ def test_overwrite_removes_the_earlier_runs_files(tmp_path) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted(written | {"results.json", "notes.txt"})
 
 
+def test_no_progress_builds_no_bar(tmp_path, monkeypatch) -> None:
+    # A signal landing inside tqdm's __init__ leaves a half-built bar whose __del__ prints a
+    # traceback (tqdm/tqdm#1668, in the floor tqdm 4.62): with --no-progress there is no bar at all.
+    import tqdm.auto
+
+    def no_bar(*args, **kwargs):
+        raise AssertionError("a progress bar was built with --no-progress")
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", no_bar)
+    assert main(["--recipe", str(_tiny(tmp_path)), "--no-progress"]) == 0
+
+
 @pytest.mark.parametrize("how, status", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_ctrl_c_exits_130_and_leaves_the_run_marked_unfinished(tmp_path, how, status) -> None:
     import os
