@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import __version__
+from ._markdown import markdown_table
 from ._project import GITHUB_REPO
 from .hub import KIND_TEXT, describe_transforms
 from .manifest import Manifest, ModelEntry
@@ -160,12 +161,6 @@ def _code(text: str, language: str = "") -> List[str]:
     return [f"```{language}", text.rstrip("\n"), "```"]
 
 
-def _table(rows: List[Tuple[str, str]]) -> List[str]:
-    # A Markdown table cell is one line without bars.
-    cells = [(key, value.replace("|", "\\|").replace("\n", " ")) for key, value in rows]
-    return ["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in cells)]
-
-
 def _architecture(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
     arch = ARCHITECTURES[entry.arch]
     lines = [
@@ -196,7 +191,7 @@ def _results(entry: ModelEntry) -> List[str]:
         "This release does not re-measure them; `python -m dsd_zoo.verify --imagenet DIR` does, on your copy "
         "of the validation set.",
         "",
-        *_table(rows),
+        *markdown_table(("", ""), rows),
     ]
     if entry.heads:
         heads = [
@@ -208,7 +203,7 @@ def _results(entry: ModelEntry) -> List[str]:
             "The auxiliary classifiers, as logged at release (kept in this file when the original has them; "
             "`aux_logits=True` loads them, and `verify` checks them too):",
             "",
-            *_table(heads),
+            *markdown_table(("", ""), heads),
             "",
             "Sources: " + "; ".join(f"{h}: {v['source']}" for h, v in entry.heads.items()),
         ]
@@ -283,7 +278,7 @@ def _provenance(entry: ModelEntry, facts: ReleaseFacts) -> List[str]:
         "",
         f"Source: {entry.source.rstrip('.')}." if entry.source else "Source: see the original release below.",
         "",
-        *_table(rows),
+        *markdown_table(("", ""), rows),
         "",
         "The converter's provenance is also in the file's safetensors metadata "
         "(`safetensors.safe_open(path, 'pt').metadata()`).",

@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from dsd_zoo._markdown import markdown_table
 from dsd_zoo.atomic import write_text
 from dsd_zoo.dsd.loop import torch_settings
 from dsd_zoo.dsd.mnist1d_data import MNIST1D_SOURCE, make_mnist1d_split
@@ -113,37 +114,47 @@ def _deviations(models: Sequence[str], seeds: int | None, overrides: Mapping[str
 
 def format_decision_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """One row per model: the primary comparison and its pre-registered reading (errors in %)."""
-    lines = [
-        "| model | n seeds | baseline | DSD | DSD − baseline, mean [95 % interval] | "
-        "DSD better / equal / worse | sign test p | reading |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    headers = ["model", "n seeds", "baseline", "DSD", "DSD − baseline, mean [95 % interval]"]
+    headers += ["DSD better / equal / worse", "sign test p", "reading"]
+    rows = []
     for name, result in results.items():
         d, e = result["summary"]["dsd_minus_baseline"], result["summary"]["top1_err"]
         interval = "n/a" if d["ci_low"] is None else f"[{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
-        lines.append(
-            f"| {name} | {len(result['summary']['seeds'])} | {100 * e['baseline']['mean']:.2f} % | {100 * e['dsd']['mean']:.2f} % | "
-            f"{100 * d['mean']:+.2f} {interval} points | {d['dsd_better']} / {d['equal']} / {d['dsd_worse']} | "
-            f"{d['sign_test_p']:.3g} | {result['verdict']} |"
+        rows.append(
+            (
+                name,
+                f"{len(result['summary']['seeds'])}",
+                f"{100 * e['baseline']['mean']:.2f} %",
+                f"{100 * e['dsd']['mean']:.2f} %",
+                f"{100 * d['mean']:+.2f} {interval} points",
+                f"{d['dsd_better']} / {d['equal']} / {d['dsd_worse']}",
+                f"{d['sign_test_p']:.3g}",
+                result["verdict"],
+            )
         )
-    return "\n".join(lines)
+    return "\n".join(markdown_table(headers, rows))
 
 
 def format_per_seed_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """One row per seed: each model's final test error, baseline and DSD, and their difference (in %)."""
     names = list(results)
-    lines = [
-        "| seed | " + " | ".join(f"{n} baseline | {n} DSD | {n} DSD − baseline" for n in names) + " |",
-        "|---|" + "---|---|---|" * len(names),
-    ]
-    for per_model in zip(*(results[n]["per_seed"] for n in names)):
-        cells = [
-            f"{100 * row['top1_err']['baseline']:.1f} | {100 * row['top1_err']['dsd']:.1f} | "
-            f"{100 * row['dsd_minus_baseline']:+.1f}"
-            for row in per_model
+    headers = ["seed", *(f"{n} {column}" for n in names for column in ("baseline", "DSD", "DSD − baseline"))]
+    rows = [
+        [
+            f"{per_model[0]['seed']}",
+            *(
+                cell
+                for row in per_model
+                for cell in (
+                    f"{100 * row['top1_err']['baseline']:.1f}",
+                    f"{100 * row['top1_err']['dsd']:.1f}",
+                    f"{100 * row['dsd_minus_baseline']:+.1f}",
+                )
+            ),
         ]
-        lines.append(f"| {per_model[0]['seed']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        for per_model in zip(*(results[n]["per_seed"] for n in names))
+    ]
+    return "\n".join(markdown_table(headers, rows))
 
 
 def run_study(

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dsd_zoo._markdown import markdown_table
 from dsd_zoo.dsd.loop import PhaseResult, evaluate, train_epoch, train_phases
 from dsd_zoo.dsd.masks import DSD
 from dsd_zoo.dsd.schedule import DSDSchedule
@@ -210,7 +211,7 @@ def format_table(summary: dict[str, Any], config: DemoConfig) -> str:
     """The summary as a Markdown table (errors in %)."""
     e_dense, e_sparse, e_redense = config.epochs
     errors, d = summary["top1_err"], summary["dsd_minus_baseline"]
-    rows = [
+    stages = [
         ("dense (DSD stage 1)", f"{e_dense}", errors["dense"]),
         ("sparse (DSD stage 2)", f"{e_dense} + {e_sparse}", errors["sparse"]),
         ("**DSD** (re-dense, stage 3)", f"{e_dense} + {e_sparse} + {e_redense}", errors["dsd"]),
@@ -220,16 +221,23 @@ def format_table(summary: dict[str, Any], config: DemoConfig) -> str:
     interval = (
         "n/a (one seed)" if d["ci_low"] is None else f"{100 * d['ci_low']:+.2f} to {100 * d['ci_high']:+.2f} points"
     )
-    lines = [
-        f"| model | epochs | test top-1 error, mean ± std over {n} seeds | min – max |",
-        "|---|---|---|---|",
+    rows = [
         *(
-            f"| {label} | {epochs} | {100 * s['mean']:.2f} % ± {100 * s['std']:.2f} | "
-            f"{100 * s['min']:.2f} – {100 * s['max']:.2f} % |"
-            for label, epochs, s in rows
+            (
+                label,
+                epochs,
+                f"{100 * s['mean']:.2f} % ± {100 * s['std']:.2f}",
+                f"{100 * s['min']:.2f} – {100 * s['max']:.2f} %",
+            )
+            for label, epochs, s in stages
         ),
-        f"| DSD − baseline (paired by seed) | | {100 * d['mean']:+.2f} points ± {100 * d['std']:.2f} | "
-        f"DSD better in {d['dsd_better']}, equal in {d['equal']}, worse in {d['dsd_worse']} of {n} |",
-        f"| 95 % interval of the mean difference | | {interval} | sign test, two-sided: p = {d['sign_test_p']:.3g} |",
+        (
+            "DSD − baseline (paired by seed)",
+            "",
+            f"{100 * d['mean']:+.2f} points ± {100 * d['std']:.2f}",
+            f"DSD better in {d['dsd_better']}, equal in {d['equal']}, worse in {d['dsd_worse']} of {n}",
+        ),
+        ("95 % interval of the mean difference", "", interval, f"sign test, two-sided: p = {d['sign_test_p']:.3g}"),
     ]
-    return "\n".join(lines)
+    headers = ("model", "epochs", f"test top-1 error, mean ± std over {n} seeds", "min – max")
+    return "\n".join(markdown_table(headers, rows))

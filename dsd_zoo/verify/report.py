@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
+from .._markdown import markdown_table
 from ..atomic import atomic_write, write_text
 from ..errors import DSDZooError
 from . import DEFAULT_TOLERANCE, EXIT_FAILED, EXIT_OK, EXIT_UNREADABLE, FULL_VAL_SIZE
@@ -59,18 +60,7 @@ class Table:
         return "\n".join([self.title, line(self.headers), rule] + [line(r) for r in self.rows])
 
     def to_markdown(self) -> str:
-        def cell(text: str) -> str:
-            return text.replace("|", "\\|")
-
-        marks = ["---:" if a == ">" else ":---" for a in self.align]
-        lines = [
-            f"### {self.title}",
-            "",
-            "| " + " | ".join(cell(h) for h in self.headers) + " |",
-            "| " + " | ".join(marks) + " |",
-        ]
-        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.rows]
-        return "\n".join(lines)
+        return "\n".join([f"### {self.title}", "", *markdown_table(self.headers, self.rows, self.align)])
 
 
 @dataclass
