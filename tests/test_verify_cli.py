@@ -273,7 +273,10 @@ def test_offline_never_touches_the_network(tmp_path, capsys, monkeypatch, test_m
         err = capsys.readouterr().err
         assert f"{MODEL}: its weight file {MODEL}.safetensors is not on this machine and DSD_ZOO_OFFLINE" in err
         assert main([]) == 0  # the self-check: the model is missing, not named, not fetched
+        capsys.readouterr()
         assert main([MODEL]) == 1  # named: a missing file is a failure
+        # ... with the commands that would bring it (the self-check itself never downloads).
+        assert f"fetch it with python -c \"import dsd_zoo; dsd_zoo.get_model('{MODEL}')\"" in capsys.readouterr().out
         assert server.log == []
 
 
@@ -512,6 +515,8 @@ def test_an_embedded_model_missing_and_not_named_is_not_a_failure(tmp_path, caps
     out = capsys.readouterr().out
     assert "weights not verified" not in out and "digits_baseline  digits (600 held-out images)" in out
     assert main(["digits_dsd"]) == 1  # named: it must be there
+    note = next(line for line in capsys.readouterr().out.splitlines() if "digits_dsd: " in line)
+    assert "dsd_zoo.get_model('digits_dsd')" in note and "--install" not in note  # it has no original to install
 
 
 def test_a_file_name_that_is_not_utf8_and_a_limit_that_left_nothing_out(tmp_path, colour_weights):

@@ -425,8 +425,20 @@ def selfcheck_report(result: SelfCheckResult, command: str = "") -> Report:
 
 
 def _failure_note(check: ModelCheck) -> str:
+    name = check.entry.name
     reasons = check.problems + ([check.fingerprint] if check.fingerprint_ok is False else [])
-    return f"{check.entry.name}: {'; '.join(reasons) or check.weights.detail or check.weights.state}"
+    note = f"{name}: {'; '.join(reasons) or check.weights.detail or check.weights.state}"
+    if check.named and not check.weights.present:  # the self-check never downloads: say what does
+        install = (
+            f", take in an original you downloaded with python -m dsd_zoo.convert FILE --model {name} --install"
+            if check.entry.originals
+            else ""
+        )
+        note += (
+            f"; fetch it with python -c \"import dsd_zoo; dsd_zoo.get_model('{name}')\"{install}, or check a "
+            f"file you have with --weights {name}=PATH"
+        )
+    return note
 
 
 def _architecture_table(architectures: Sequence[ArchCheck]) -> Table:
