@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from . import cache
 from .download import fetch
@@ -49,8 +49,8 @@ def resolve_weights(
 
     Raises:
         OfflineError: offline mode is on and no verified copy is cached.
-        UnverifiedSourceError: only an original without a published digest is left and the
-            user has not opted in to trust it.
+        UnverifiedSourceError: an original without a published digest was refused because the
+            user has not opted in to trust it, and no other source gave the file.
         NotAvailableError: no source has the file and no original can be converted here.
         DownloadError: every source failed (the message lists each and why).
         IntegrityError: a shipped file was modified, or a local conversion does not give the
@@ -105,7 +105,7 @@ def convert_into_cache(
         if slot.hit is not None:  # converted earlier, or by another process while this one waited for the lock
             return slot.final
 
-        tried: List[str] = []
+        tried: List[Tuple[str, Exception]] = []  # (URL, why it failed) of each original
         for original in entry.originals if originals is None else originals:
 
             def convert(part: Path, original: OriginalRecord = original) -> dict:  # bound now, called now
@@ -131,8 +131,7 @@ def convert_into_cache(
                 )
                 return slot.final
             except (UnverifiedSourceError, DownloadError, NotAvailableError) as exc:
-                tried.append(f"{original.url}: {exc}")
-                failed = exc
+                tried.append((original.url, exc))
             except IntegrityError as exc:
                 raise IntegrityError(
                     f"{entry.name}: converting {original.url} locally does not give the published file ({exc}); "
@@ -145,13 +144,16 @@ def convert_into_cache(
         if failures
         else "converted weights are not published yet"
     )
-    raise type(failed)(
+    # An original refused for want of a digest is the one failure a flag fixes: its type lets a CLI
+    # name that flag whatever the other originals failed on.
+    last = tried[-1][1]
+    raise (UnverifiedSourceError if any(isinstance(exc, UnverifiedSourceError) for _, exc in tried) else type(last))(
         f"{entry.name}: {why}, so dsd-zoo converts the original release on this machine, "
         "and getting it failed:\n"
-        + "\n".join(f"  {line}" for line in tried)
+        + "\n".join(f"  {url}: {exc}" for url, exc in tried)
         + "\n"
         + _convert_it_yourself(entry, entry.originals[0])
-    ) from failed
+    ) from last
 
 
 def install_original(entry: ModelEntry, manifest: Manifest, path: os.PathLike | str) -> Path:

@@ -204,6 +204,23 @@ def test_original_without_digest_needs_opt_in(served_original, env, monkeypatch)
     assert model.classifier[1].weight.shape == (1000, 512, 1, 1)
 
 
+def test_an_original_refused_for_want_of_a_digest_names_the_flag_whatever_else_failed(env, server, monkeypatch):
+    # The authors' file has no digest (refused without the opt-in, before any request); the
+    # alternate that has one fails on the network. The error is the one a flag fixes, so that a
+    # CLI names its --trust-unverified, and it lists both.
+    def edit(models):
+        original = models["squeezenet_sparse"]["original"]
+        original.update(url=server.url("/authors.net"), digest=None)
+        alternate = {"format": "deep-compression", "url": server.url("/gone.net"), "digest": {"sha256": "0" * 64}}
+        models["squeezenet_sparse"]["alternates"] = [alternate]
+
+    write_manifest(env, monkeypatch, edit)
+    with pytest.raises(UnverifiedSourceError, match="DSD_ZOO_TRUST_UNVERIFIED") as info:
+        dsd_zoo.get_model("squeezenet_sparse", progress=False)
+    assert "/gone.net" in str(info.value) and "HTTP 404" in str(info.value)
+    assert [r.path for r in server.log] == ["/gone.net"]  # the authors' file was refused before any request
+
+
 def test_offline_without_cache_names_the_file(env, monkeypatch):
     def edit(models):
         models["squeezenet_sparse"]["weights"].update(sha256="a" * 64, urls=["http://127.0.0.1:9/never.safetensors"])
