@@ -430,7 +430,8 @@ def _run_imagenet(args: argparse.Namespace, command: str, rank: int) -> int:
     from ..api import imagenet_classes
     from ..manifest import load_manifest
     from .datasets import scan_imagenet
-    from .engine import barrier, evaluate, load_target, process_group
+    from .._process_group import barrier, process_group
+    from .engine import evaluate, load_target
     from .report import eval_report
 
     device = _pick_device(args.device)

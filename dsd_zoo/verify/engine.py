@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, 
 import torch
 from torch import Tensor, nn
 
-from .._process_group import all_gather_json, barrier, process_group, rank_and_world
+from .._process_group import all_gather_json, rank_and_world
 from ..errors import DSDZooError
 from ..pipelines import IMAGENET_PIPELINES
 from ..ranking import label_rank
@@ -59,8 +59,6 @@ __all__ = [
     "default_workers",
     "label_rank",
     "load_target",
-    "process_group",
-    "barrier",
     "evaluate",
 ]
 
